@@ -1,0 +1,464 @@
+//! The capture tap: synthesises Ethernet/IPv4 frames for what crosses our sockets.
+//!
+//! turmoil has no packet hook, so we capture at our own socket layer. TCP flows get a real
+//! three-way handshake, data segments split at the MSS with consistent seq/ack numbers, ACKs and
+//! FINs; UDP datagrams are framed as they are. Frames carry simulated time from the scenario
+//! epoch and are written as pcapng.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use etherparse::{IpDscp, IpHeaders, IpNumber, Ipv4Header, PacketBuilder};
+use pcap_file::DataLink;
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
+
+use crate::rng::derive_seed;
+
+/// Largest TCP payload per synthesised segment (Ethernet MTU 1500 − 40).
+pub(crate) const MSS: usize = 1460;
+const WINDOW: u16 = 64240;
+const TTL: u8 = 64;
+
+/// Who records what on a tapped TCP socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TapMode {
+    /// Both ends are ours and share one capture (simulation): each end records what it sends,
+    /// and the ACKs for what it reads.
+    SenderRecords,
+    /// Only this end is ours (live mode against a real peer): it records both directions.
+    BothDirections,
+}
+
+/// Direction of a frame relative to the flow's recorded endpoints (for tests and tools).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameDir {
+    /// TCP segment.
+    Tcp,
+    /// UDP datagram.
+    Udp,
+    /// ICMP message.
+    Icmp,
+}
+
+/// One captured frame.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// Time since the scenario epoch.
+    pub time: Duration,
+    /// Ethernet frame bytes.
+    pub data: Vec<u8>,
+    /// Transport of the frame.
+    pub kind: FrameDir,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct End {
+    snd_nxt: u32,
+    rcv_nxt: u32,
+    fin_sent: bool,
+}
+
+#[derive(Debug, Default)]
+struct Flow {
+    ends: BTreeMap<SocketAddr, End>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    seed: u64,
+    epoch: Duration,
+    frames: Vec<Frame>,
+    flows: BTreeMap<(SocketAddr, SocketAddr), Flow>,
+    generation: u64,
+}
+
+/// A shared capture: all sockets of a simulated world (or of one live process) write into it.
+#[derive(Clone, Debug)]
+pub struct Capture(Arc<Mutex<Inner>>);
+
+fn key(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+fn v4(ip: IpAddr) -> [u8; 4] {
+    match ip {
+        IpAddr::V4(v) => v.octets(),
+        // IPv6 endpoints are mapped into 0.0.0.0/8 only for framing; the lab runs IPv4.
+        IpAddr::V6(v) => {
+            let o = v.octets();
+            [0, o[13], o[14], o[15]]
+        }
+    }
+}
+
+fn mac(ip: [u8; 4]) -> [u8; 6] {
+    // Locally administered MAC derived from the address, so frames are stable per node.
+    [0x02, 0x00, ip[0], ip[1], ip[2], ip[3]]
+}
+
+#[derive(Clone, Copy, Default)]
+struct Flags {
+    syn: bool,
+    ack: bool,
+    fin: bool,
+    rst: bool,
+    psh: bool,
+}
+
+impl Capture {
+    /// A new, empty capture for a run with `seed` whose epoch is `epoch` after the Unix epoch.
+    pub fn new(seed: u64, epoch: Duration) -> Self {
+        Self(Arc::new(Mutex::new(Inner {
+            seed,
+            epoch,
+            frames: Vec::new(),
+            flows: BTreeMap::new(),
+            generation: 0,
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of frames so far.
+    pub fn len(&self) -> usize {
+        self.lock().frames.len()
+    }
+
+    /// Whether nothing was captured.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frames in time order (stable for equal times).
+    pub fn frames(&self) -> Vec<Frame> {
+        let mut f = self.lock().frames.clone();
+        f.sort_by_key(|f| f.time);
+        f
+    }
+
+    /// Records a UDP datagram.
+    pub fn udp(&self, t: Duration, from: SocketAddr, to: SocketAddr, payload: &[u8], dscp: u8) {
+        let (s, d) = (v4(from.ip()), v4(to.ip()));
+        let b = PacketBuilder::ethernet2(mac(s), mac(d))
+            .ip(ip_header(s, d, IpNumber::UDP, dscp))
+            .udp(from.port(), to.port());
+        let mut out = Vec::with_capacity(b.size(payload.len()));
+        if b.write(&mut out, payload).is_ok() {
+            self.push(t, out, FrameDir::Udp);
+        }
+    }
+
+    /// Records an ICMP port-unreachable sent by `from` about a datagram `orig_from → orig_to`.
+    pub fn icmp_port_unreachable(
+        &self,
+        t: Duration,
+        orig_from: SocketAddr,
+        orig_to: SocketAddr,
+        orig_payload: &[u8],
+    ) {
+        use etherparse::{Icmpv4Type, icmpv4::DestUnreachableHeader};
+        // RFC 792: the ICMP payload is the original IP header plus the first 8 bytes of data.
+        let (s, d) = (v4(orig_from.ip()), v4(orig_to.ip()));
+        let inner = PacketBuilder::ip(ip_header(s, d, IpNumber::UDP, 0))
+            .udp(orig_from.port(), orig_to.port());
+        let mut quoted = Vec::new();
+        if inner.write(&mut quoted, orig_payload).is_err() {
+            return;
+        }
+        quoted.truncate(28);
+        let b = PacketBuilder::ethernet2(mac(d), mac(s))
+            .ip(ip_header(d, s, IpNumber::ICMP, 0))
+            .icmpv4(Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port));
+        let mut out = Vec::new();
+        if b.write(&mut out, &quoted).is_ok() {
+            self.push(t, out, FrameDir::Icmp);
+        }
+    }
+
+    /// Records a completed three-way handshake: SYN at `t_syn`, SYN-ACK and ACK at `t_done`.
+    /// Starts a new flow for the 4-tuple (a closed earlier flow on the same ports is forgotten).
+    pub fn tcp_handshake(
+        &self,
+        t_syn: Duration,
+        t_done: Duration,
+        client: SocketAddr,
+        server: SocketAddr,
+    ) {
+        let mut g = self.lock();
+        let k = key(client, server);
+        let closed = g
+            .flows
+            .get(&k)
+            .is_some_and(|f| f.ends.values().any(|e| e.fin_sent));
+        if closed {
+            g.flows.remove(&k);
+        }
+        if g.flows.contains_key(&k) {
+            // The accepting end already created it (it wrote first); nothing to add.
+            return;
+        }
+        let (ci, si) = g.isns(client, server);
+        let syn = Flags { syn: true, ..Flags::default() };
+        g.tcp_frame(t_syn, client, server, ci, 0, syn, &[], 0);
+        let synack = Flags { syn: true, ack: true, ..Flags::default() };
+        g.tcp_frame(t_done, server, client, si, ci.wrapping_add(1), synack, &[], 0);
+        let ack = Flags { ack: true, ..Flags::default() };
+        g.tcp_frame(t_done, client, server, ci.wrapping_add(1), si.wrapping_add(1), ack, &[], 0);
+        g.flow(client, server);
+    }
+
+    /// Records SYNs that get no answer (filtered), one per retransmission time in `times`.
+    pub fn tcp_syn_unanswered(&self, t: Duration, client: SocketAddr, server: SocketAddr) {
+        let mut g = self.lock();
+        let (ci, _) = g.isns(client, server);
+        let syn = Flags { syn: true, ..Flags::default() };
+        g.tcp_frame(t, client, server, ci, 0, syn, &[], 0);
+    }
+
+    /// Records a refused connection: SYN, then RST-ACK from the server.
+    pub fn tcp_refused(&self, t: Duration, client: SocketAddr, server: SocketAddr) {
+        let mut g = self.lock();
+        let (ci, _) = g.isns(client, server);
+        let syn = Flags { syn: true, ..Flags::default() };
+        g.tcp_frame(t, client, server, ci, 0, syn, &[], 0);
+        let rst = Flags { rst: true, ack: true, ..Flags::default() };
+        g.tcp_frame(t, server, client, 0, ci.wrapping_add(1), rst, &[], 0);
+    }
+
+    /// Records data sent by `from` on the flow, split into MSS-sized segments.
+    pub fn tcp_data(&self, t: Duration, from: SocketAddr, to: SocketAddr, data: &[u8], dscp: u8) {
+        if data.is_empty() {
+            return;
+        }
+        let mut g = self.lock();
+        for chunk in data.chunks(MSS) {
+            let end = g.flow(from, to)[&from];
+            let f = Flags { ack: true, psh: true, ..Flags::default() };
+            g.tcp_frame(t, from, to, end.snd_nxt, end.rcv_nxt, f, chunk, dscp);
+            let n = chunk.len() as u32;
+            g.flow(from, to).get_mut(&from).expect("end exists").snd_nxt =
+                end.snd_nxt.wrapping_add(n);
+        }
+    }
+
+    /// Records that `at` has read `n` bytes from `peer`: a pure ACK.
+    pub fn tcp_ack_read(&self, t: Duration, at: SocketAddr, peer: SocketAddr, n: usize) {
+        let mut g = self.lock();
+        let ends = g.flow(at, peer);
+        let me = ends.get_mut(&at).expect("end exists");
+        me.rcv_nxt = me.rcv_nxt.wrapping_add(n as u32);
+        let me = *me;
+        let f = Flags { ack: true, ..Flags::default() };
+        g.tcp_frame(t, at, peer, me.snd_nxt, me.rcv_nxt, f, &[], 0);
+    }
+
+    /// Records a FIN from `from` (it closed its sending side).
+    pub fn tcp_fin(&self, t: Duration, from: SocketAddr, to: SocketAddr) {
+        let mut g = self.lock();
+        let end = g.flow(from, to)[&from];
+        if end.fin_sent {
+            return;
+        }
+        let f = Flags { fin: true, ack: true, ..Flags::default() };
+        g.tcp_frame(t, from, to, end.snd_nxt, end.rcv_nxt, f, &[], 0);
+        let e = g.flow(from, to).get_mut(&from).expect("end exists");
+        e.snd_nxt = e.snd_nxt.wrapping_add(1);
+        e.fin_sent = true;
+    }
+
+    /// Records that `at` saw the peer's FIN (end of stream): the ACK of the FIN.
+    pub fn tcp_ack_fin(&self, t: Duration, at: SocketAddr, peer: SocketAddr) {
+        self.tcp_ack_read(t, at, peer, 1);
+    }
+
+    /// Records an RST from `from` (connection reset, e.g. the node crashed or aborted).
+    pub fn tcp_rst(&self, t: Duration, from: SocketAddr, to: SocketAddr) {
+        let mut g = self.lock();
+        let end = g.flow(from, to)[&from];
+        let f = Flags { rst: true, ack: true, ..Flags::default() };
+        g.tcp_frame(t, from, to, end.snd_nxt, end.rcv_nxt, f, &[], 0);
+        g.flows.remove(&key(from, to));
+    }
+
+    /// Writes the capture as pcapng (one Ethernet interface, nanosecond timestamps).
+    pub fn write_pcapng<W: Write>(&self, w: W) -> io::Result<W> {
+        let epoch = self.lock().epoch;
+        let shb = SectionHeaderBlock {
+            options: vec![SectionHeaderOption::UserApplication(Cow::Borrowed("uclab"))],
+            ..SectionHeaderBlock::default()
+        };
+        let mut writer = PcapNgWriter::with_section_header(w, shb).map_err(io::Error::other)?;
+        let idb = InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: 0,
+            options: vec![
+                InterfaceDescriptionOption::IfName(Cow::Borrowed("uclab0")),
+                InterfaceDescriptionOption::IfTsResol(9),
+            ],
+        };
+        writer.write_pcapng_block(idb).map_err(io::Error::other)?;
+        for f in self.frames() {
+            let epb = EnhancedPacketBlock {
+                interface_id: 0,
+                timestamp: epoch + f.time,
+                original_len: f.data.len() as u32,
+                data: Cow::Owned(f.data),
+                options: vec![],
+            };
+            writer.write_pcapng_block(epb).map_err(io::Error::other)?;
+        }
+        Ok(writer.into_inner())
+    }
+
+    fn push(&self, t: Duration, data: Vec<u8>, kind: FrameDir) {
+        self.lock().frames.push(Frame { time: t, data, kind });
+    }
+}
+
+impl Inner {
+    fn isns(&mut self, a: SocketAddr, b: SocketAddr) -> (u32, u32) {
+        // ISNs from the seed and the 4-tuple (and a generation counter so a reused port gets a
+        // fresh ISN), never from the order in which sockets were created elsewhere.
+        let g = self.generation;
+        let ia = derive_seed(self.seed, &format!("isn {a} {b} {g}")) as u32;
+        let ib = derive_seed(self.seed, &format!("isn {b} {a} {g}")) as u32;
+        (ia, ib)
+    }
+
+    fn flow(&mut self, a: SocketAddr, b: SocketAddr) -> &mut BTreeMap<SocketAddr, End> {
+        let k = key(a, b);
+        if !self.flows.contains_key(&k) {
+            let (ia, ib) = self.isns(a, b);
+            self.generation += 1;
+            let mut f = Flow::default();
+            f.ends.insert(
+                a,
+                End { snd_nxt: ia.wrapping_add(1), rcv_nxt: ib.wrapping_add(1), fin_sent: false },
+            );
+            f.ends.insert(
+                b,
+                End { snd_nxt: ib.wrapping_add(1), rcv_nxt: ia.wrapping_add(1), fin_sent: false },
+            );
+            self.flows.insert(k, f);
+        }
+        &mut self.flows.get_mut(&k).expect("inserted above").ends
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tcp_frame(
+        &mut self,
+        t: Duration,
+        from: SocketAddr,
+        to: SocketAddr,
+        seq: u32,
+        ack: u32,
+        fl: Flags,
+        payload: &[u8],
+        dscp: u8,
+    ) {
+        let (s, d) = (v4(from.ip()), v4(to.ip()));
+        let mut b = PacketBuilder::ethernet2(mac(s), mac(d))
+            .ip(ip_header(s, d, IpNumber::TCP, dscp))
+            .tcp(from.port(), to.port(), seq, WINDOW);
+        if fl.syn {
+            b = b.syn();
+        }
+        if fl.ack {
+            b = b.ack(ack);
+        }
+        if fl.fin {
+            b = b.fin();
+        }
+        if fl.rst {
+            b = b.rst();
+        }
+        if fl.psh {
+            b = b.psh();
+        }
+        let mut out = Vec::with_capacity(b.size(payload.len()));
+        if b.write(&mut out, payload).is_ok() {
+            self.frames.push(Frame { time: t, data: out, kind: FrameDir::Tcp });
+        }
+    }
+}
+
+fn ip_header(s: [u8; 4], d: [u8; 4], proto: IpNumber, dscp: u8) -> IpHeaders {
+    let mut h = Ipv4Header {
+        time_to_live: TTL,
+        protocol: proto,
+        source: s,
+        destination: d,
+        dont_fragment: proto == IpNumber::TCP,
+        ..Ipv4Header::default()
+    };
+    h.dscp = IpDscp::try_new(dscp & 0x3f).unwrap_or(IpDscp::ZERO);
+    IpHeaders::Ipv4(h, Default::default())
+}
+
+/// The unspecified IPv4 address, for sockets not yet bound.
+pub(crate) const UNSPECIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{SlicedPacket, TransportSlice};
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn handshake_data_fin_have_consistent_seq_ack() {
+        let c = Capture::new(1, Duration::ZERO);
+        let (a, b) = (sa("10.0.0.1:40000"), sa("10.0.0.2:8443"));
+        c.tcp_handshake(Duration::ZERO, Duration::from_millis(1), a, b);
+        c.tcp_data(Duration::from_millis(2), a, b, &[7u8; 3000], 0);
+        c.tcp_ack_read(Duration::from_millis(3), b, a, 3000);
+        c.tcp_fin(Duration::from_millis(4), a, b);
+        let frames = c.frames();
+        // SYN, SYN-ACK, ACK, 3 data segments (1460+1460+80), ACK, FIN
+        assert_eq!(frames.len(), 8);
+        let tcp: Vec<_> = frames
+            .iter()
+            .map(|f| match SlicedPacket::from_ethernet(&f.data).unwrap().transport {
+                Some(TransportSlice::Tcp(t)) => t.to_header(),
+                other => panic!("not tcp: {other:?}"),
+            })
+            .collect();
+        let isn_a = tcp[0].sequence_number;
+        assert!(tcp[0].syn && !tcp[0].ack);
+        assert!(tcp[1].syn && tcp[1].ack && tcp[1].acknowledgment_number == isn_a + 1);
+        assert_eq!(tcp[3].sequence_number, isn_a + 1);
+        assert_eq!(tcp[4].sequence_number, isn_a + 1 + 1460);
+        assert_eq!(tcp[5].sequence_number, isn_a + 1 + 2920);
+        assert_eq!(tcp[6].acknowledgment_number, isn_a + 1 + 3000);
+        assert!(tcp[7].fin && tcp[7].sequence_number == isn_a + 1 + 3000);
+    }
+
+    #[test]
+    fn pcapng_round_trips_through_pcap_file() {
+        let c = Capture::new(1, Duration::from_secs(1_700_000_000));
+        c.udp(Duration::from_millis(5), sa("10.0.0.1:5353"), sa("10.0.0.2:53"), b"hello", 0);
+        let bytes = c.write_pcapng(Vec::new()).unwrap();
+        let mut r = pcap_file::pcapng::PcapNgReader::new(&bytes[..]).unwrap();
+        let mut n = 0;
+        while let Some(block) = r.next_block() {
+            if let pcap_file::pcapng::Block::EnhancedPacket(epb) = block.unwrap() {
+                assert_eq!(epb.timestamp, Duration::from_secs(1_700_000_000) + Duration::from_millis(5));
+                n += 1;
+            }
+        }
+        assert_eq!(n, 1);
+    }
+}

@@ -1,0 +1,122 @@
+//! `LiveNet`: the [`Net`] over real tokio sockets (`uclab serve`, `uclab probe`).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::capture::{Capture, TapMode};
+use crate::policy::Policy;
+use crate::rng::SeededRng;
+use crate::socket::{Accept, AsyncIo, BoxFuture, Dgram, Tap, TcpAcceptor, TcpConn, UdpSock};
+use crate::Net;
+
+/// Real sockets bound to one address (loopback unless told otherwise). Only this end of each
+/// flow is ours, so the tap records both directions.
+#[derive(Clone)]
+pub struct LiveNet {
+    ip: IpAddr,
+    capture: Capture,
+    policy: Policy,
+    rng: SeededRng,
+    start: tokio::time::Instant,
+}
+
+impl LiveNet {
+    /// Sockets on `ip`; `seed` drives the random choices (ids, weights) as in simulation.
+    pub fn new(ip: IpAddr, seed: u64, capture: Capture) -> Self {
+        Self {
+            ip,
+            capture,
+            policy: Policy::default(),
+            rng: SeededRng::new(seed, "live"),
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The capture this net writes into.
+    pub fn capture(&self) -> &Capture {
+        &self.capture
+    }
+
+    fn tap(&self) -> Tap {
+        let start = self.start;
+        Tap {
+            capture: self.capture.clone(),
+            mode: TapMode::BothDirections,
+            clock: Rc::new(move || Some(start.elapsed())),
+        }
+    }
+}
+
+struct LiveListener(tokio::net::TcpListener);
+
+impl Accept for LiveListener {
+    fn accept(&self) -> BoxFuture<'_, io::Result<(Box<dyn AsyncIo>, SocketAddr)>> {
+        Box::pin(async move {
+            let (s, peer) = self.0.accept().await?;
+            Ok((Box::new(s) as Box<dyn AsyncIo>, peer))
+        })
+    }
+}
+
+struct LiveUdp(tokio::net::UdpSocket);
+
+impl Dgram for LiveUdp {
+    fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
+        Box::pin(self.0.send_to(buf, to))
+    }
+
+    fn recv_from<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
+        Box::pin(self.0.recv_from(buf))
+    }
+}
+
+impl Net for LiveNet {
+    fn connect(&self, to: SocketAddr) -> BoxFuture<'_, io::Result<TcpConn>> {
+        Box::pin(async move {
+            let t0 = self.start.elapsed();
+            let s = tokio::net::TcpStream::connect(to).await?;
+            let local = s.local_addr()?;
+            self.capture.tcp_handshake(t0, self.start.elapsed(), local, to);
+            Ok(TcpConn::new(Box::new(s), local, to, self.tap()))
+        })
+    }
+
+    fn listen(&self, port: u16) -> BoxFuture<'_, io::Result<TcpAcceptor>> {
+        Box::pin(async move {
+            let l = tokio::net::TcpListener::bind((self.ip, port)).await?;
+            let local = l.local_addr()?;
+            Ok(TcpAcceptor::new(Box::new(LiveListener(l)), local, self.tap()))
+        })
+    }
+
+    fn bind_udp(&self, port: u16) -> BoxFuture<'_, io::Result<UdpSock>> {
+        Box::pin(async move {
+            let s = tokio::net::UdpSocket::bind((self.ip, port)).await?;
+            let local = s.local_addr()?;
+            Ok(UdpSock::new(
+                Box::new(LiveUdp(s)),
+                local,
+                self.tap(),
+                self.policy.clone(),
+                self.rng.clone(),
+            ))
+        })
+    }
+
+    fn local_ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn rng(&self) -> SeededRng {
+        self.rng.clone()
+    }
+}

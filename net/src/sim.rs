@@ -1,0 +1,165 @@
+//! `SimNet`: the [`Net`] of a host inside a turmoil world.
+
+use std::cell::Cell;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::capture::{Capture, TapMode, UNSPECIFIED};
+use crate::policy::{Action, Policy};
+use crate::rng::SeededRng;
+use crate::socket::{Accept, AsyncIo, BoxFuture, Dgram, Tap, TcpAcceptor, TcpConn, UdpSock};
+use crate::Net;
+
+/// Initial SYN retransmission timeout (RFC 6298 §2: 1 s), doubled on each retry.
+const SYN_RTO: Duration = Duration::from_secs(1);
+
+/// The network of one simulated host. Must be created and used inside its turmoil host.
+#[derive(Clone)]
+pub struct SimNet {
+    ip: IpAddr,
+    capture: Capture,
+    policy: Policy,
+    rng: SeededRng,
+    /// Source ports for connection attempts that never reach turmoil (filtered/refused by
+    /// policy), so their frames still show a plausible, deterministic port.
+    fake_port: Rc<Cell<u16>>,
+}
+
+impl SimNet {
+    /// The network of the host at `ip`, named `name` (names seed its RNG stream).
+    pub fn new(ip: IpAddr, name: &str, seed: u64, capture: Capture, policy: Policy) -> Self {
+        Self {
+            ip,
+            capture,
+            policy,
+            rng: SeededRng::new(seed, name),
+            fake_port: Rc::new(Cell::new(61000)),
+        }
+    }
+
+    fn tap(&self) -> Tap {
+        Tap {
+            capture: self.capture.clone(),
+            mode: TapMode::SenderRecords,
+            clock: Rc::new(turmoil::sim_elapsed),
+        }
+    }
+
+    fn next_fake_port(&self) -> u16 {
+        let p = self.fake_port.get();
+        self.fake_port.set(if p >= 65000 { 61000 } else { p + 1 });
+        p
+    }
+
+    fn elapsed(&self) -> Duration {
+        turmoil::sim_elapsed().unwrap_or_default()
+    }
+}
+
+struct SimListener(turmoil::net::TcpListener);
+
+impl Accept for SimListener {
+    fn accept(&self) -> BoxFuture<'_, io::Result<(Box<dyn AsyncIo>, SocketAddr)>> {
+        Box::pin(async move {
+            let (s, peer) = self.0.accept().await?;
+            Ok((Box::new(s) as Box<dyn AsyncIo>, peer))
+        })
+    }
+}
+
+struct SimUdp(turmoil::net::UdpSocket);
+
+impl Dgram for SimUdp {
+    fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
+        Box::pin(async move {
+            // turmoil fails a send to an unknown or crashed host; on a real network the
+            // datagram just disappears.
+            match self.0.send_to(buf, to).await {
+                Ok(n) => Ok(n),
+                Err(_) => Ok(buf.len()),
+            }
+        })
+    }
+
+    fn recv_from<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
+        Box::pin(self.0.recv_from(buf))
+    }
+}
+
+impl Net for SimNet {
+    fn connect(&self, to: SocketAddr) -> BoxFuture<'_, io::Result<TcpConn>> {
+        Box::pin(async move {
+            let t0 = self.elapsed();
+            match self.policy.verdict(self.ip, to.ip(), "tcp", to.port()) {
+                Action::Allow => {}
+                Action::Reject => {
+                    let local = SocketAddr::new(self.ip, self.next_fake_port());
+                    self.capture.tcp_refused(t0, local, to);
+                    return Err(io::Error::new(io::ErrorKind::ConnectionRefused, to.to_string()));
+                }
+                Action::Drop => {
+                    // SYNs go out and nothing comes back, retransmitted with backoff until
+                    // the caller gives up (RFC 6298 §5.5).
+                    let local = SocketAddr::new(self.ip, self.next_fake_port());
+                    let mut rto = SYN_RTO;
+                    loop {
+                        self.capture.tcp_syn_unanswered(self.elapsed(), local, to);
+                        tokio::time::sleep(rto).await;
+                        rto = (rto * 2).min(Duration::from_secs(60));
+                    }
+                }
+            }
+            match turmoil::net::TcpStream::connect(to).await {
+                Ok(s) => {
+                    let local = SocketAddr::new(self.ip, s.local_addr()?.port());
+                    self.capture.tcp_handshake(t0, self.elapsed(), local, to);
+                    Ok(TcpConn::new(Box::new(s), local, to, self.tap()))
+                }
+                Err(e) => {
+                    let local = SocketAddr::new(self.ip, self.next_fake_port());
+                    self.capture.tcp_refused(self.elapsed(), local, to);
+                    Err(io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))
+                }
+            }
+        })
+    }
+
+    fn listen(&self, port: u16) -> BoxFuture<'_, io::Result<TcpAcceptor>> {
+        Box::pin(async move {
+            let l = turmoil::net::TcpListener::bind((UNSPECIFIED, port)).await?;
+            let local = SocketAddr::new(self.ip, l.local_addr()?.port());
+            Ok(TcpAcceptor::new(Box::new(SimListener(l)), local, self.tap()))
+        })
+    }
+
+    fn bind_udp(&self, port: u16) -> BoxFuture<'_, io::Result<UdpSock>> {
+        Box::pin(async move {
+            let s = turmoil::net::UdpSocket::bind((UNSPECIFIED, port)).await?;
+            let local = SocketAddr::new(self.ip, s.local_addr()?.port());
+            Ok(UdpSock::new(
+                Box::new(SimUdp(s)),
+                local,
+                self.tap(),
+                self.policy.clone(),
+                self.rng.clone(),
+            ))
+        })
+    }
+
+    fn local_ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    fn now(&self) -> Duration {
+        self.elapsed()
+    }
+
+    fn rng(&self) -> SeededRng {
+        self.rng.clone()
+    }
+}

@@ -1,0 +1,6 @@
+//! Codecs of uclab: bytes in, validated values out, no I/O.
+//!
+//! Each protocol module parses at the boundary into plain owned types (the smoltcp
+//! `Packet` → `Repr` habit) and renders the one-line summaries the transcript shows.
+
+pub mod dns;
