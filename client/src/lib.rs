@@ -1,1 +1,15 @@
-//! placeholder
+//! The uclab client core.
+//!
+//! Protocol logic lives in sans-IO engines (`handle_*` inputs, `poll_output` outputs,
+//! `poll_timeout` deadlines; no clock reads, no sockets, randomness from a seeded stream).
+//! [`driver`] is the one async loop that moves bytes, time and events between an engine and a
+//! [`uclab_net::Net`]; it makes no protocol decision.
+
+pub mod discovery;
+pub mod driver;
+pub mod event;
+pub mod resolver;
+pub mod srv;
+
+/// Time in the client core: the offset from the scenario epoch (virtual in simulation).
+pub type Time = std::time::Duration;

@@ -1,1 +1,5 @@
-//! placeholder
+//! Mock nodes of uclab. Each node kind is an async service over [`uclab_net::Net`],
+//! configured from its scenario table; state lives in plain structs tested without I/O.
+
+pub mod dns;
+pub mod host;

@@ -197,10 +197,7 @@ impl Capture {
     ) {
         let mut g = self.lock();
         let k = key(client, server);
-        let closed = g
-            .flows
-            .get(&k)
-            .is_some_and(|f| f.ends.values().any(|e| e.fin_sent));
+        let closed = g.flows.get(&k).is_some_and(|f| f.ends.values().any(|e| e.fin_sent));
         if closed {
             g.flows.remove(&k);
         }
@@ -455,7 +452,10 @@ mod tests {
         let mut n = 0;
         while let Some(block) = r.next_block() {
             if let pcap_file::pcapng::Block::EnhancedPacket(epb) = block.unwrap() {
-                assert_eq!(epb.timestamp, Duration::from_secs(1_700_000_000) + Duration::from_millis(5));
+                assert_eq!(
+                    epb.timestamp,
+                    Duration::from_secs(1_700_000_000) + Duration::from_millis(5)
+                );
                 n += 1;
             }
         }

@@ -12,6 +12,7 @@ mod policy;
 mod rng;
 mod sim;
 mod socket;
+mod transcript;
 
 pub use capture::{Capture, Frame, FrameDir, TapMode};
 pub use live::LiveNet;
@@ -19,6 +20,7 @@ pub use policy::{Action, Policy, PolicyError, Rule, Zone};
 pub use rng::{SeededRng, derive_seed};
 pub use sim::SimNet;
 pub use socket::{BoxFuture, TcpAcceptor, TcpConn, UdpSock};
+pub use transcript::{EventRecord, Transcript};
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -42,4 +44,6 @@ pub trait Net {
     fn now(&self) -> Duration;
     /// The node's seeded random number generator (one stream per node, derived from the seed).
     fn rng(&self) -> SeededRng;
+    /// The transcript protocol messages and events are written to.
+    fn transcript(&self) -> &Transcript;
 }

@@ -5,11 +5,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::Net;
 use crate::capture::{Capture, TapMode};
 use crate::policy::Policy;
 use crate::rng::SeededRng;
 use crate::socket::{Accept, AsyncIo, BoxFuture, Dgram, Tap, TcpAcceptor, TcpConn, UdpSock};
-use crate::Net;
+use crate::transcript::Transcript;
 
 /// Real sockets bound to one address (loopback unless told otherwise). Only this end of each
 /// flow is ours, so the tap records both directions.
@@ -19,17 +20,19 @@ pub struct LiveNet {
     capture: Capture,
     policy: Policy,
     rng: SeededRng,
+    transcript: Transcript,
     start: tokio::time::Instant,
 }
 
 impl LiveNet {
     /// Sockets on `ip`; `seed` drives the random choices (ids, weights) as in simulation.
-    pub fn new(ip: IpAddr, seed: u64, capture: Capture) -> Self {
+    pub fn new(ip: IpAddr, seed: u64, capture: Capture, transcript: Transcript) -> Self {
         Self {
             ip,
             capture,
             policy: Policy::default(),
             rng: SeededRng::new(seed, "live"),
+            transcript,
             start: tokio::time::Instant::now(),
         }
     }
@@ -118,5 +121,9 @@ impl Net for LiveNet {
 
     fn rng(&self) -> SeededRng {
         self.rng.clone()
+    }
+
+    fn transcript(&self) -> &Transcript {
+        &self.transcript
     }
 }

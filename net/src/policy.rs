@@ -174,8 +174,20 @@ mod tests {
             Zone { name: "internet".into(), net: ip("203.0.113.0"), prefix: 24 },
         ];
         let rules = vec![
-            Rule { from: "internet".into(), to: "inside".into(), port: None, proto: None, action: Action::Drop },
-            Rule { from: "inside".into(), to: "internet".into(), port: Some(25), proto: Some("tcp".into()), action: Action::Reject },
+            Rule {
+                from: "internet".into(),
+                to: "inside".into(),
+                port: None,
+                proto: None,
+                action: Action::Drop,
+            },
+            Rule {
+                from: "inside".into(),
+                to: "internet".into(),
+                port: Some(25),
+                proto: Some("tcp".into()),
+                action: Action::Reject,
+            },
         ];
         Policy::new(zones, rules).unwrap()
     }
@@ -200,7 +212,15 @@ mod tests {
 
     #[test]
     fn unknown_zone_in_rule_is_an_error() {
-        let r = Rule { from: "dmz".into(), to: "*".into(), port: None, proto: None, action: Action::Allow };
-        assert!(matches!(Policy::new(vec![], vec![r]), Err(PolicyError::UnknownZone(z)) if z == "dmz"));
+        let r = Rule {
+            from: "dmz".into(),
+            to: "*".into(),
+            port: None,
+            proto: None,
+            action: Action::Allow,
+        };
+        assert!(
+            matches!(Policy::new(vec![], vec![r]), Err(PolicyError::UnknownZone(z)) if z == "dmz")
+        );
     }
 }

@@ -12,9 +12,7 @@ pub struct SeededRng(Arc<Mutex<ChaCha8Rng>>);
 impl SeededRng {
     /// A stream for `label` (a node name) under the run's `seed`.
     pub fn new(seed: u64, label: &str) -> Self {
-        Self(Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(derive_seed(
-            seed, label,
-        )))))
+        Self(Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(derive_seed(seed, label)))))
     }
 
     /// The next 64 random bits.

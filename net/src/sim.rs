@@ -6,11 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::Net;
 use crate::capture::{Capture, TapMode, UNSPECIFIED};
 use crate::policy::{Action, Policy};
 use crate::rng::SeededRng;
 use crate::socket::{Accept, AsyncIo, BoxFuture, Dgram, Tap, TcpAcceptor, TcpConn, UdpSock};
-use crate::Net;
+use crate::transcript::Transcript;
 
 /// Initial SYN retransmission timeout (RFC 6298 §2: 1 s), doubled on each retry.
 const SYN_RTO: Duration = Duration::from_secs(1);
@@ -22,6 +23,7 @@ pub struct SimNet {
     capture: Capture,
     policy: Policy,
     rng: SeededRng,
+    transcript: Transcript,
     /// Source ports for connection attempts that never reach turmoil (filtered/refused by
     /// policy), so their frames still show a plausible, deterministic port.
     fake_port: Rc<Cell<u16>>,
@@ -29,12 +31,20 @@ pub struct SimNet {
 
 impl SimNet {
     /// The network of the host at `ip`, named `name` (names seed its RNG stream).
-    pub fn new(ip: IpAddr, name: &str, seed: u64, capture: Capture, policy: Policy) -> Self {
+    pub fn new(
+        ip: IpAddr,
+        name: &str,
+        seed: u64,
+        capture: Capture,
+        policy: Policy,
+        transcript: Transcript,
+    ) -> Self {
         Self {
             ip,
             capture,
             policy,
             rng: SeededRng::new(seed, name),
+            transcript,
             fake_port: Rc::new(Cell::new(61000)),
         }
     }
@@ -161,5 +171,9 @@ impl Net for SimNet {
 
     fn rng(&self) -> SeededRng {
         self.rng.clone()
+    }
+
+    fn transcript(&self) -> &Transcript {
+        &self.transcript
     }
 }

@@ -186,10 +186,8 @@ impl TcpAcceptor {
 /// Datagram I/O of either backend.
 pub(crate) trait Dgram {
     fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>>;
-    fn recv_from<'a>(
-        &'a self,
-        buf: &'a mut [u8],
-    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>>;
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8])
+    -> BoxFuture<'a, io::Result<(usize, SocketAddr)>>;
 }
 
 /// A tapped UDP socket.
@@ -200,7 +198,6 @@ pub struct UdpSock {
     policy: Policy,
     rng: SeededRng,
     dscp: u8,
-    refused: std::cell::Cell<Option<SocketAddr>>,
 }
 
 impl UdpSock {
@@ -211,7 +208,7 @@ impl UdpSock {
         policy: Policy,
         rng: SeededRng,
     ) -> Self {
-        Self { inner, local, tap, policy, rng, dscp: 0, refused: std::cell::Cell::new(None) }
+        Self { inner, local, tap, policy, rng, dscp: 0 }
     }
 
     /// Our address.
@@ -226,7 +223,8 @@ impl UdpSock {
 
     /// Sends a datagram. Like UDP, success means only that it left this host: a `drop` rule,
     /// a blackhole or loss discard it silently; a `reject` rule answers with ICMP port
-    /// unreachable, which the next [`UdpSock::recv_from`] reports as `ConnectionRefused`.
+    /// unreachable, reported at once as a `ConnectionRefused` error (as Linux reports ICMP
+    /// errors on the socket).
     pub async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         let now = self.tap.now();
         if let Some(t) = now {
@@ -245,17 +243,13 @@ impl UdpSock {
                 if let Some(t) = now {
                     self.tap.capture.icmp_port_unreachable(t, self.local, to, buf);
                 }
-                self.refused.set(Some(to));
-                Ok(buf.len())
+                Err(io::Error::new(io::ErrorKind::ConnectionRefused, to.to_string()))
             }
         }
     }
 
     /// Receives a datagram.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        if let Some(to) = self.refused.take() {
-            return Err(io::Error::new(io::ErrorKind::ConnectionRefused, to.to_string()));
-        }
         let (n, from) = self.inner.recv_from(buf).await?;
         if self.tap.mode == TapMode::BothDirections
             && let Some(t) = self.tap.now()

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// EDNS UDP payload size we advertise (DNS flag day 2020 value).
@@ -167,9 +167,17 @@ fn rr(r: &Record) -> Rr {
     Rr { name: plain(&r.name), ttl: r.ttl, data }
 }
 
-/// Response codes by name, for transcripts.
+/// Response codes by their RFC 1035/6895 mnemonic, for transcripts.
 pub fn rcode_name(rcode: u16) -> String {
-    ResponseCode::from(0, rcode as u8).to_str().to_uppercase()
+    match rcode {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        n => format!("RCODE{n}"),
+    }
 }
 
 /// Record type names, for transcripts.

@@ -1,0 +1,140 @@
+//! Client events: what scenarios assert on and the transcript shows.
+
+use std::fmt;
+
+/// How the services were discovered (SPEC SD5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Via {
+    /// `_cisco-uds._tcp` → inside, CUCM UDS.
+    CiscoUds,
+    /// `_cuplogin._tcp` → legacy IM&P.
+    Cuplogin,
+    /// `_collab-edge._tls` → MRA through Expressway-E.
+    CollabEdge,
+    /// Nothing found: the user must enter settings by hand.
+    Manual,
+}
+
+impl Via {
+    /// The name used in scenario files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CiscoUds => "cisco-uds",
+            Self::Cuplogin => "cuplogin",
+            Self::CollabEdge => "collab-edge",
+            Self::Manual => "manual",
+        }
+    }
+
+    /// The SRV service label.
+    pub fn srv_label(self) -> &'static str {
+        match self {
+            Self::CiscoUds => "_cisco-uds._tcp",
+            Self::Cuplogin => "_cuplogin._tcp",
+            Self::CollabEdge => "_collab-edge._tls",
+            Self::Manual => "",
+        }
+    }
+}
+
+/// Something the client did or decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// Discovery started for a services domain.
+    DiscoveryStarted {
+        /// Services domain.
+        domain: String,
+    },
+    /// One SRV lookup finished.
+    SrvResult {
+        /// Record name queried.
+        name: String,
+        /// `targets` (comma separated, in try order), `none`, `not-available` or `error: …`.
+        result: String,
+    },
+    /// Discovery decided which SRV record wins (SPEC SD5).
+    DiscoveryResolved {
+        /// The winning record.
+        via: Via,
+    },
+    /// The client is trying a target.
+    TargetTrying {
+        /// host:port.
+        target: String,
+        /// Address it resolved to.
+        addr: String,
+    },
+    /// A target failed; the next one is tried (SPEC SD6).
+    TargetFailed {
+        /// host:port.
+        target: String,
+        /// refused, timeout, unresolvable, …
+        reason: String,
+    },
+    /// A service endpoint was reached.
+    ServiceReached {
+        /// How discovery found it.
+        via: Via,
+        /// host:port.
+        target: String,
+        /// ip:port.
+        addr: String,
+    },
+    /// Every target failed, or none exists.
+    DiscoveryFailed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ClientEvent {
+    /// The event's kind, as written in scenario expectations.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::DiscoveryStarted { .. } => "discovery-started",
+            Self::SrvResult { .. } => "srv-result",
+            Self::DiscoveryResolved { .. } => "discovery-resolved",
+            Self::TargetTrying { .. } => "target-trying",
+            Self::TargetFailed { .. } => "target-failed",
+            Self::ServiceReached { .. } => "service-reached",
+            Self::DiscoveryFailed { .. } => "discovery-failed",
+        }
+    }
+
+    /// The event's fields, as written in scenario expectations.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::DiscoveryStarted { domain } => vec![("domain", domain.clone())],
+            Self::SrvResult { name, result } => {
+                vec![("name", name.clone()), ("result", result.clone())]
+            }
+            Self::DiscoveryResolved { via } => vec![("via", via.as_str().into())],
+            Self::TargetTrying { target, addr } => {
+                vec![("target", target.clone()), ("addr", addr.clone())]
+            }
+            Self::TargetFailed { target, reason } => {
+                vec![("target", target.clone()), ("reason", reason.clone())]
+            }
+            Self::ServiceReached { via, target, addr } => vec![
+                ("via", via.as_str().into()),
+                ("target", target.clone()),
+                ("addr", addr.clone()),
+            ],
+            Self::DiscoveryFailed { reason } => vec![("reason", reason.clone())],
+        }
+    }
+}
+
+impl fmt::Display for ClientEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind())?;
+        for (k, v) in self.fields() {
+            if v.contains(' ') {
+                write!(f, " {k}=\"{v}\"")?;
+            } else {
+                write!(f, " {k}={v}")?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,439 @@
+//! The DNS mock: hickory's `Catalog` of in-memory zones behind our own UDP and TCP loops
+//! (hickory's `Server` takes only tokio sockets), plus forwarding done by us over the `Net`.
+//!
+//! SPEC SD10: an internal server is authoritative for its zones and forwards what it is not
+//! authoritative for to the external server; the external server has no forwarder, so it never
+//! forwards inward and answers REFUSED for names outside its zones (as an authoritative-only
+//! server does). Split-brain is two servers authoritative for the same zone with different
+//! records. Garbage gets FORMERR when it has a header (RFC 1035 §4.1.1), and is dropped
+//! otherwise; the server keeps answering.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{LowerName, Name, RecordSet, RrKey};
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_proto::serialize::txt::Parser;
+use hickory_server::net::NetError;
+use hickory_server::net::runtime::{TokioRuntimeProvider, TokioTime};
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::rr::Record;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponse, ZoneType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uclab_net::Net;
+use uclab_proto::dns::DnsMsg;
+
+/// How long a forwarded query waits for the upstream answer before one retry.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle TCP connections are closed after this (RFC 7766 §6.2.3 recommends a few seconds).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// One zone: its origin and zone-file text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZoneSource {
+    /// Zone apex, e.g. `example.com`.
+    pub origin: String,
+    /// Zone file text (RFC 1035 §5). A SOA is added when missing.
+    pub text: String,
+}
+
+/// Settings of a DNS node.
+#[derive(Clone, Debug, Default)]
+pub struct DnsConfig {
+    /// Zones the server is authoritative for.
+    pub zones: Vec<ZoneSource>,
+    /// Where queries for other names are forwarded (internal servers only, SPEC SD10).
+    pub forward: Option<SocketAddr>,
+    /// Port to serve on (53).
+    pub port: u16,
+}
+
+/// A zone that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    /// The origin is not a domain name.
+    #[error("bad zone origin `{0}`")]
+    BadOrigin(String),
+    /// The zone text does not parse; `line` is 1-based within the text when known.
+    #[error("zone {origin}: {message}")]
+    Parse {
+        /// Zone origin.
+        origin: String,
+        /// What hickory's parser said.
+        message: String,
+        /// Line within the zone text, when the parser says.
+        line: Option<usize>,
+    },
+}
+
+/// Parses a zone, adding a SOA and NS at the apex when the text has none.
+pub fn parse_zone(z: &ZoneSource) -> Result<(Name, BTreeMap<RrKey, RecordSet>), ZoneError> {
+    let mut origin =
+        Name::from_ascii(&z.origin).map_err(|_| ZoneError::BadOrigin(z.origin.clone()))?;
+    origin.set_fqdn(true);
+    let has_soa = z.text.lines().any(|l| {
+        let l = l.split(';').next().unwrap_or("");
+        l.split_whitespace().any(|w| w.eq_ignore_ascii_case("SOA"))
+    });
+    let text = if has_soa {
+        z.text.clone()
+    } else {
+        // Leading lines are added, so parser line numbers are shifted back below.
+        format!(
+            "@ 3600 IN SOA ns.{o} hostmaster.{o} 1 3600 600 86400 300\n@ 3600 IN NS ns.{o}\n{}",
+            z.text,
+            o = origin
+        )
+    };
+    let shift = if has_soa { 0 } else { 2 };
+    Parser::new(text, None, Some(origin)).parse().map_err(|e| {
+        let message = e.to_string();
+        let line = message
+            .split("line")
+            .nth(1)
+            .and_then(|s| {
+                s.trim_start_matches([':', ' ']).split(|c: char| !c.is_ascii_digit()).next()
+            })
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(|n| n.saturating_sub(shift));
+        ZoneError::Parse { origin: z.origin.clone(), message, line }
+    })
+}
+
+/// The answering part of the DNS node, without sockets: testable on its own.
+pub struct Authority {
+    catalog: Catalog,
+}
+
+/// What [`Authority::answer`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Send these bytes back.
+    Reply(Vec<u8>),
+    /// Not ours: forward (if a forwarder is set).
+    NotAuthoritative,
+    /// Not even a DNS header: drop.
+    Drop,
+}
+
+#[derive(Clone)]
+struct Collect {
+    out: Arc<Mutex<Option<Vec<u8>>>>,
+    max: u16,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Collect {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let mut bytes = Vec::with_capacity(512);
+        let mut enc = BinEncoder::new(&mut bytes);
+        enc.set_max_size(self.max);
+        let info = response.destructive_emit(&mut enc)?;
+        *self.out.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
+        Ok(info)
+    }
+}
+
+/// A FORMERR answer to bytes that carry at least a DNS header (RFC 1035 §4.1.1).
+fn formerr(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.len() < 12 {
+        return None;
+    }
+    if bytes[2] & 0x80 != 0 {
+        // A response sent to us: never answer it (that would make loops).
+        return None;
+    }
+    let mut r = vec![0u8; 12];
+    r[..2].copy_from_slice(&bytes[..2]);
+    r[2] = 0x80 | (bytes[2] & 0x79); // QR, opcode, RD kept
+    r[3] = u8::from(ResponseCode::FormErr.low());
+    Some(r)
+}
+
+impl Authority {
+    /// Builds the catalog from zones.
+    pub fn new(zones: &[ZoneSource]) -> Result<Self, ZoneError> {
+        let mut catalog = Catalog::new();
+        for z in zones {
+            let (origin, records) = parse_zone(z)?;
+            let h = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
+                origin.clone(),
+                records,
+                ZoneType::Primary,
+                AxfrPolicy::Deny,
+            )
+            .map_err(|message| ZoneError::Parse {
+                origin: z.origin.clone(),
+                message,
+                line: None,
+            })?;
+            catalog.upsert(LowerName::new(&origin), vec![Arc::new(h)]);
+        }
+        Ok(Self { catalog })
+    }
+
+    /// Whether a query name falls in one of our zones.
+    fn is_ours(&self, bytes: &[u8]) -> bool {
+        let Ok(m) = Message::from_vec(bytes) else { return true };
+        m.queries.first().is_none_or(|q| self.catalog.find(&LowerName::new(q.name())).is_some())
+    }
+
+    /// Answers one query received over `protocol` from `src`.
+    pub async fn answer(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        tcp: bool,
+        may_forward: bool,
+    ) -> Answer {
+        let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
+        let Ok(req) = Request::from_bytes(bytes.to_vec(), src, protocol) else {
+            return formerr(bytes).map_or(Answer::Drop, Answer::Reply);
+        };
+        if req.metadata.message_type != hickory_proto::op::MessageType::Query {
+            return Answer::Drop;
+        }
+        if may_forward && !self.is_ours(bytes) {
+            return Answer::NotAuthoritative;
+        }
+        let max = if tcp {
+            u16::MAX
+        } else {
+            Message::from_vec(bytes)
+                .ok()
+                .and_then(|m| m.edns.map(|e| e.max_payload().max(512)))
+                .unwrap_or(512)
+        };
+        let c = Collect { out: Arc::new(Mutex::new(None)), max };
+        self.catalog.handle_request::<_, TokioTime>(&req, c.clone()).await;
+        let out = c.out.lock().unwrap_or_else(|e| e.into_inner()).take();
+        out.map_or(Answer::Drop, Answer::Reply)
+    }
+}
+
+fn log<N: Net>(net: &N, from: SocketAddr, to: SocketAddr, transport: &str, bytes: &[u8]) {
+    let text = match DnsMsg::parse(bytes) {
+        Ok(m) => format!("DNS {}", m.summary()),
+        Err(e) => format!("DNS ({e})"),
+    };
+    net.transcript().message(net.now(), from, to, transport, &text);
+}
+
+/// Serves DNS over UDP and TCP on `net` until the node stops.
+pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: DnsConfig) -> io::Result<()> {
+    let auth = Rc::new(Authority::new(&cfg.zones).map_err(io::Error::other)?);
+    let net = Rc::new(net);
+    let udp = Rc::new(net.bind_udp(cfg.port).await?);
+    let tcp = net.listen(cfg.port).await?;
+    let forward = cfg.forward;
+    {
+        let (auth, net) = (auth.clone(), net.clone());
+        tokio::task::spawn_local(async move {
+            while let Ok(mut c) = tcp.accept().await {
+                let (auth, net) = (auth.clone(), net.clone());
+                tokio::task::spawn_local(async move {
+                    let peer = c.peer_addr();
+                    let local = c.local_addr();
+                    loop {
+                        let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, c.read_u16()).await else {
+                            break;
+                        };
+                        let mut q = vec![0u8; usize::from(len)];
+                        if c.read_exact(&mut q).await.is_err() {
+                            break;
+                        }
+                        let reply = match auth.answer(&q, peer, true, forward.is_some()).await {
+                            Answer::Reply(r) => r,
+                            Answer::NotAuthoritative => {
+                                match forward_query(&*net, forward, &q).await {
+                                    Some(r) => r,
+                                    None => servfail(&q),
+                                }
+                            }
+                            Answer::Drop => break,
+                        };
+                        log(&*net, local, peer, "tcp", &reply);
+                        let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                        framed.extend_from_slice(&reply);
+                        if c.write_all(&framed).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c.shutdown().await;
+                });
+            }
+        });
+    }
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let Ok((n, src)) = udp.recv_from(&mut buf).await else { continue };
+        let q = buf[..n].to_vec();
+        match auth.answer(&q, src, false, forward.is_some()).await {
+            Answer::Reply(r) => {
+                log(&*net, udp.local_addr(), src, "udp", &r);
+                let _ = udp.send_to(&r, src).await;
+            }
+            Answer::NotAuthoritative => {
+                // Forward concurrently: a slow upstream must not stall other clients.
+                let (net, udp) = (net.clone(), udp.clone());
+                tokio::task::spawn_local(async move {
+                    let r = forward_query(&*net, forward, &q).await.unwrap_or_else(|| servfail(&q));
+                    log(&*net, udp.local_addr(), src, "udp", &r);
+                    let _ = udp.send_to(&r, src).await;
+                });
+            }
+            Answer::Drop => {}
+        }
+    }
+}
+
+fn servfail(q: &[u8]) -> Vec<u8> {
+    let mut r = formerr(q).unwrap_or_default();
+    if r.len() == 12 {
+        r[3] = u8::from(ResponseCode::ServFail.low());
+    }
+    r
+}
+
+/// Forwards `q` upstream with a fresh id from the seeded RNG; returns the answer with the
+/// client's id and RA set, or `None` when the upstream does not answer.
+async fn forward_query<N: Net>(net: &N, upstream: Option<SocketAddr>, q: &[u8]) -> Option<Vec<u8>> {
+    let upstream = upstream?;
+    if q.len() < 12 {
+        return None;
+    }
+    let sock = net.bind_udp(0).await.ok()?;
+    let id = net.rng().next_u16();
+    let mut fq = q.to_vec();
+    fq[..2].copy_from_slice(&id.to_be_bytes());
+    let mut buf = vec![0u8; 65535];
+    for _ in 0..2 {
+        log(net, sock.local_addr(), upstream, "udp", &fq);
+        if sock.send_to(&fq, upstream).await.is_err() {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
+                Ok(Ok((n, from)))
+                    if from == upstream && n >= 12 && buf[..2] == id.to_be_bytes() =>
+                {
+                    let mut r = buf[..n].to_vec();
+                    r[..2].copy_from_slice(&q[..2]);
+                    r[3] |= 0x80; // RA: we recursed on the client's behalf
+                    return Some(r);
+                }
+                Ok(Ok(_)) => continue, // not our answer
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uclab_proto::dns::{QType, Rdata, build_query};
+
+    const ZONE: &str = "\
+_cisco-uds._tcp 3600 IN SRV 1 5 8443 cucm1
+_cisco-uds._tcp 3600 IN SRV 2 20 8443 cucm2
+cucm1 3600 IN A 10.1.0.11
+cucm2 3600 IN A 10.1.0.12
+";
+
+    fn auth() -> Authority {
+        Authority::new(&[ZoneSource { origin: "example.com".into(), text: ZONE.into() }]).unwrap()
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
+    }
+
+    fn src() -> SocketAddr {
+        "10.1.0.10:50000".parse().unwrap()
+    }
+
+    #[test]
+    fn srv_answer_with_glue() {
+        let q = build_query(42, "_cisco-uds._tcp.example.com", QType::Srv).unwrap();
+        let Answer::Reply(r) = rt().block_on(auth().answer(&q, src(), false, false)) else {
+            panic!()
+        };
+        let m = DnsMsg::parse(&r).unwrap();
+        assert_eq!(m.id, 42);
+        assert!(m.authoritative);
+        assert_eq!(m.answers.len(), 2);
+        assert!(m.answers.iter().any(
+            |a| matches!(&a.data, Rdata::Srv { target, .. } if target == "cucm1.example.com")
+        ));
+    }
+
+    #[test]
+    fn other_domain_not_ours_forwards_or_refuses() {
+        let q = build_query(1, "loginp.webexconnect.com", QType::A).unwrap();
+        assert_eq!(rt().block_on(auth().answer(&q, src(), false, true)), Answer::NotAuthoritative);
+        let Answer::Reply(r) = rt().block_on(auth().answer(&q, src(), false, false)) else {
+            panic!()
+        };
+        assert_eq!(uclab_proto::dns::rcode_name(DnsMsg::parse(&r).unwrap().rcode), "REFUSED");
+    }
+
+    #[test]
+    fn nxdomain_inside_our_zone() {
+        let q = build_query(1, "nope.example.com", QType::A).unwrap();
+        let Answer::Reply(r) = rt().block_on(auth().answer(&q, src(), false, true)) else {
+            panic!()
+        };
+        assert_eq!(uclab_proto::dns::rcode_name(DnsMsg::parse(&r).unwrap().rcode), "NXDOMAIN");
+    }
+
+    #[test]
+    fn garbage_gets_formerr_or_is_dropped() {
+        let a = auth();
+        let rt = rt();
+        assert_eq!(rt.block_on(a.answer(b"xx", src(), false, false)), Answer::Drop);
+        let mut junk = vec![0xAB, 0xCD, 0x01, 0x00];
+        junk.extend_from_slice(&[0xff; 20]);
+        let Answer::Reply(r) = rt.block_on(a.answer(&junk, src(), false, false)) else { panic!() };
+        assert_eq!(&r[..2], &[0xAB, 0xCD]);
+        assert_eq!(r[3] & 0x0f, 1, "FORMERR");
+        // Randomised garbage never panics.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for len in 0..400 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let _ = rt.block_on(a.answer(&bytes, src(), false, true));
+        }
+    }
+
+    #[test]
+    fn bad_zone_text_is_reported() {
+        let z = ZoneSource { origin: "example.com".into(), text: "www IN A not-an-ip\n".into() };
+        assert!(matches!(Authority::new(&[z]), Err(ZoneError::Parse { .. })));
+    }
+}

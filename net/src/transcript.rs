@@ -1,0 +1,107 @@
+//! The transcript: one line per protocol message and client event, in simulated time.
+//!
+//! Volatile fields are left out when lines are made (DNS ids, ephemeral ports), so a
+//! transcript is stable across seeds wherever the behaviour is.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Ports from here up are ephemeral (turmoil and Linux defaults) and left out of lines.
+const EPHEMERAL: u16 = 32768;
+
+/// A client event as recorded for expectations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    /// When.
+    pub time: Duration,
+    /// Which client.
+    pub who: String,
+    /// Event kind (`discovery-resolved`, …).
+    pub kind: String,
+    /// Event fields.
+    pub fields: Vec<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    names: BTreeMap<IpAddr, String>,
+    lines: Vec<(Duration, String)>,
+    events: Vec<EventRecord>,
+}
+
+/// A shared transcript (one per simulated world or live process).
+#[derive(Clone, Debug, Default)]
+pub struct Transcript(Arc<Mutex<Inner>>);
+
+impl Transcript {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Names an address (node or client name) for the lines.
+    pub fn set_name(&self, ip: IpAddr, name: &str) {
+        self.lock().names.insert(ip, name.to_owned());
+    }
+
+    fn endpoint(names: &BTreeMap<IpAddr, String>, a: SocketAddr) -> String {
+        let host = names.get(&a.ip()).cloned().unwrap_or_else(|| a.ip().to_string());
+        if a.port() >= EPHEMERAL || a.port() == 0 { host } else { format!("{host}:{}", a.port()) }
+    }
+
+    /// Records a protocol message `from → to` over `transport` ("udp"/"tcp").
+    pub fn message(
+        &self,
+        t: Duration,
+        from: SocketAddr,
+        to: SocketAddr,
+        transport: &str,
+        text: &str,
+    ) {
+        let mut g = self.lock();
+        let line = format!(
+            "{} -> {} {transport} {text}",
+            Self::endpoint(&g.names, from),
+            Self::endpoint(&g.names, to)
+        );
+        g.lines.push((t, line));
+    }
+
+    /// Records a free-form note of a node (a fault applied, a node started).
+    pub fn note(&self, t: Duration, who: &str, text: &str) {
+        self.lock().lines.push((t, format!("{who}: {text}")));
+    }
+
+    /// Records a client event.
+    pub fn event(
+        &self,
+        t: Duration,
+        who: &str,
+        kind: &str,
+        fields: Vec<(String, String)>,
+        text: &str,
+    ) {
+        let mut g = self.lock();
+        g.lines.push((t, format!("{who} ! {text}")));
+        g.events.push(EventRecord { time: t, who: who.to_owned(), kind: kind.to_owned(), fields });
+    }
+
+    /// All client events so far.
+    pub fn events(&self) -> Vec<EventRecord> {
+        self.lock().events.clone()
+    }
+
+    /// Renders the lines, times relative to the scenario start.
+    pub fn render(&self) -> String {
+        let g = self.lock();
+        let mut lines = g.lines.clone();
+        lines.sort_by_key(|l| l.0);
+        let mut s = String::new();
+        for (t, l) in lines {
+            let _ = writeln!(s, "{:>4}.{:03}s  {l}", t.as_secs(), t.subsec_millis());
+        }
+        s
+    }
+}
