@@ -27,6 +27,7 @@ pub struct EventRecord {
 
 #[derive(Debug, Default)]
 struct Inner {
+    echo: bool,
     names: BTreeMap<IpAddr, String>,
     lines: Vec<(Duration, String)>,
     events: Vec<EventRecord>,
@@ -37,6 +38,21 @@ struct Inner {
 pub struct Transcript(Arc<Mutex<Inner>>);
 
 impl Transcript {
+    /// A transcript that also prints each line to stderr as it is made (live mode).
+    pub fn echoing() -> Self {
+        let t = Self::default();
+        t.lock().echo = true;
+        t
+    }
+
+    fn push(&self, t: Duration, line: String) {
+        let mut g = self.lock();
+        if g.echo {
+            eprintln!("{:>4}.{:03}s  {line}", t.as_secs(), t.subsec_millis());
+        }
+        g.lines.push((t, line));
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -60,18 +76,20 @@ impl Transcript {
         transport: &str,
         text: &str,
     ) {
-        let mut g = self.lock();
-        let line = format!(
-            "{} -> {} {transport} {text}",
-            Self::endpoint(&g.names, from),
-            Self::endpoint(&g.names, to)
-        );
-        g.lines.push((t, line));
+        let line = {
+            let g = self.lock();
+            format!(
+                "{} -> {} {transport} {text}",
+                Self::endpoint(&g.names, from),
+                Self::endpoint(&g.names, to)
+            )
+        };
+        self.push(t, line);
     }
 
     /// Records a free-form note of a node (a fault applied, a node started).
     pub fn note(&self, t: Duration, who: &str, text: &str) {
-        self.lock().lines.push((t, format!("{who}: {text}")));
+        self.push(t, format!("{who}: {text}"));
     }
 
     /// Records a client event.
@@ -83,9 +101,13 @@ impl Transcript {
         fields: Vec<(String, String)>,
         text: &str,
     ) {
-        let mut g = self.lock();
-        g.lines.push((t, format!("{who} ! {text}")));
-        g.events.push(EventRecord { time: t, who: who.to_owned(), kind: kind.to_owned(), fields });
+        self.push(t, format!("{who} ! {text}"));
+        self.lock().events.push(EventRecord {
+            time: t,
+            who: who.to_owned(),
+            kind: kind.to_owned(),
+            fields,
+        });
     }
 
     /// All client events so far.

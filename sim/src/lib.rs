@@ -1,1 +1,13 @@
-//! placeholder
+//! uclab's simulation layer: scenario files and the built-in topology, the turmoil world built
+//! from them, the timeline of actions and faults, expectations, and the outputs of a run
+//! (pcapng capture, transcript, report.json, JUnit XML). Also the live mode (`serve`).
+
+pub mod commands;
+pub mod live;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod time;
+
+pub use runner::{RunResult, run};
+pub use scenario::{CheckError, Scenario, load, parse};

@@ -1,0 +1,337 @@
+//! The `uclab` commands. `src/main.rs` only parses arguments and calls these; each returns the
+//! process exit code (0 all pass, 1 a failure, 2 bad input).
+
+use std::fs;
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crate::report::{junit_xml, replay_command, report_json};
+use crate::runner::{RunResult, run};
+use crate::scenario::{Scenario, load, parse};
+use crate::time::fmt_secs;
+
+/// Exit code: everything passed.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: a scenario failed.
+pub const EXIT_FAIL: i32 = 1;
+/// Exit code: bad input (a broken scenario file, a bad argument).
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+/// The built-in showcase suite: (virtual path, text).
+pub const SHOWCASE: &[(&str, &str)] = &[(
+    "<built-in>/showcase/discovery-inside-outside.toml",
+    include_str!("../../scenarios/showcase/discovery-inside-outside.toml"),
+)];
+
+/// Scenario files under `paths` (directories recursively, `*.toml` in name order).
+pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            let mut found = Vec::new();
+            while let Some(d) = stack.pop() {
+                let rd = fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+                for e in rd.flatten() {
+                    let path = e.path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else if path.extension().is_some_and(|x| x == "toml") {
+                        found.push(path);
+                    }
+                }
+            }
+            found.sort();
+            out.extend(found);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(format!("{}: no such file or directory", p.display()));
+        }
+    }
+    Ok(out)
+}
+
+fn load_all(paths: &[PathBuf]) -> Result<Vec<Scenario>, i32> {
+    let files = collect(paths).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_BAD_INPUT
+    })?;
+    if files.is_empty() {
+        eprintln!("error: no scenario files found");
+        return Err(EXIT_BAD_INPUT);
+    }
+    let mut out = Vec::new();
+    let mut bad = false;
+    for f in files {
+        match load(&f) {
+            Ok(s) => out.push(s),
+            Err(errs) => {
+                bad = true;
+                for e in errs {
+                    eprintln!("{e}");
+                }
+            }
+        }
+    }
+    if bad { Err(EXIT_BAD_INPUT) } else { Ok(out) }
+}
+
+fn showcase() -> Vec<Scenario> {
+    SHOWCASE
+        .iter()
+        .map(|(p, t)| parse(p, t, Path::new(p)).expect("the built-in showcase is valid (tested)"))
+        .collect()
+}
+
+/// Where a run's outputs go: `<out>/<suite dir>/<scenario>`.
+pub fn out_dir(out: &Path, s: &Scenario) -> PathBuf {
+    let suite = s
+        .file
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "scenarios".into());
+    out.join(suite).join(&s.name)
+}
+
+/// Writes capture.pcapng, transcript.txt, report.json and junit.xml of a run into `dir`.
+pub fn write_outputs(dir: &Path, r: &RunResult) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    fs::write(dir.join("capture.pcapng"), &r.capture)?;
+    fs::write(dir.join("transcript.txt"), &r.transcript)?;
+    fs::write(dir.join("report.json"), report_json(r))?;
+    fs::write(dir.join("junit.xml"), junit_xml(std::slice::from_ref(r)))?;
+    Ok(())
+}
+
+fn print_result(r: &RunResult, dir: &Path) {
+    let verdict = if r.passed { "PASS" } else { "FAIL" };
+    println!(
+        "{verdict} {} (seed {}, {} simulated) -> {}",
+        r.scenario,
+        r.seed,
+        fmt_secs(r.sim_time),
+        dir.display()
+    );
+    if let Some(e) = &r.error {
+        println!("     simulation error: {e}");
+    }
+    for v in r.verdicts.iter().filter(|v| !v.passed) {
+        let fields: Vec<String> = v.expect.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "     line {}: {} {}{} {}: {}",
+            v.expect.line,
+            v.expect.client,
+            if v.expect.absent { "no " } else { "" },
+            v.expect.event,
+            fields.join(" "),
+            v.detail
+        );
+    }
+    if !r.passed {
+        println!("     replay: {}", replay_command(r));
+    }
+}
+
+/// `uclab run`.
+pub fn cmd_run(paths: &[PathBuf], seed: Option<u64>, out: &Path) -> i32 {
+    let scenarios = if paths.is_empty() {
+        showcase()
+    } else {
+        match load_all(paths) {
+            Ok(s) => s,
+            Err(code) => return code,
+        }
+    };
+    let mut results = Vec::new();
+    for s in &scenarios {
+        let r = run(s, seed.unwrap_or(s.seed));
+        let dir = out_dir(out, s);
+        if let Err(e) = write_outputs(&dir, &r) {
+            eprintln!("error: cannot write {}: {e}", dir.display());
+            return EXIT_BAD_INPUT;
+        }
+        print_result(&r, &dir);
+        results.push(r);
+    }
+    let _ = fs::write(out.join("junit.xml"), junit_xml(&results));
+    let failed = results.iter().filter(|r| !r.passed).count();
+    println!("{} passed, {failed} failed", results.len() - failed);
+    if failed == 0 { EXIT_OK } else { EXIT_FAIL }
+}
+
+/// `uclab check`.
+pub fn cmd_check(paths: &[PathBuf]) -> i32 {
+    match load_all(paths) {
+        Ok(s) => {
+            println!("ok: {} scenario(s)", s.len());
+            EXIT_OK
+        }
+        Err(code) => code,
+    }
+}
+
+/// `uclab list`.
+pub fn cmd_list(dir: Option<&Path>) -> i32 {
+    let scenarios = match dir {
+        None if Path::new("scenarios").is_dir() => load_all(&[PathBuf::from("scenarios")]),
+        None => Ok(showcase()),
+        Some(d) => load_all(&[d.to_path_buf()]),
+    };
+    let scenarios = match scenarios {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut coverage: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for s in &scenarios {
+        println!("{:<40} {:<16} {}", s.file.display(), s.spec.join(","), s.summary);
+        for id in &s.spec {
+            coverage.entry(id).or_default().push(&s.name);
+        }
+    }
+    println!("\nSPEC coverage ({} ids):", coverage.len());
+    for (id, names) in coverage {
+        println!("  {id:<6} {}", names.join(", "));
+    }
+    EXIT_OK
+}
+
+/// Parses `A..B` (inclusive of A, exclusive of B) or a single seed.
+pub fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let a: u64 = a.parse().map_err(|_| format!("bad seed range `{s}`"))?;
+            let b: u64 = b.parse().map_err(|_| format!("bad seed range `{s}`"))?;
+            if a >= b {
+                return Err(format!("empty seed range `{s}`"));
+            }
+            Ok(a..b)
+        }
+        None => s.parse::<u64>().map(|a| a..a + 1).map_err(|_| format!("bad seed `{s}`")),
+    }
+}
+
+/// `uclab sweep`: one scenario over many seeds, spread over `jobs` threads.
+pub fn cmd_sweep(file: &Path, seeds: &str, jobs: usize) -> i32 {
+    let range = match parse_seeds(seeds) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let s = match load(file) {
+        Ok(s) => s,
+        Err(errs) => {
+            for e in errs {
+                eprintln!("{e}");
+            }
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let seeds: Vec<u64> = range.collect();
+    let jobs = jobs.max(1).min(seeds.len());
+    let failed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for j in 0..jobs {
+            let (s, seeds, failed) = (&s, &seeds, &failed);
+            scope.spawn(move || {
+                for seed in seeds.iter().skip(j).step_by(jobs) {
+                    let r = run(s, *seed);
+                    if !r.passed {
+                        failed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((*seed, replay_command(&r)));
+                    }
+                }
+            });
+        }
+    });
+    let mut failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
+    failed.sort();
+    for (seed, cmd) in &failed {
+        println!("FAIL seed {seed}: {cmd}");
+    }
+    println!("{} passed, {} failed", seeds.len() - failed.len(), failed.len());
+    if failed.is_empty() { EXIT_OK } else { EXIT_FAIL }
+}
+
+/// `uclab serve`.
+pub fn cmd_serve(file: Option<&Path>, bind: IpAddr, ports_json: Option<&Path>, seed: u64) -> i32 {
+    let s = match file {
+        Some(f) => match load(f) {
+            Ok(s) => s,
+            Err(errs) => {
+                for e in errs {
+                    eprintln!("{e}");
+                }
+                return EXIT_BAD_INPUT;
+            }
+        },
+        None => parse("<built-in default topology>", "", Path::new("default.toml"))
+            .expect("the default topology is valid (tested)"),
+    };
+    let plan = match crate::live::plan(&s, bind) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot bind {bind}: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let json = serde_json::to_string_pretty(&plan).unwrap_or_default();
+    if let Some(p) = ports_json {
+        // Write atomically so a waiting script never reads half a file.
+        let tmp = p.with_extension("tmp");
+        if fs::write(&tmp, format!("{json}\n")).and_then(|()| fs::rename(&tmp, p)).is_err() {
+            eprintln!("error: cannot write {}", p.display());
+            return EXIT_BAD_INPUT;
+        }
+    }
+    println!("{json}");
+    let _ = std::io::stdout().flush();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAIL;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    match local.block_on(&rt, crate::live::serve(&s, bind, &plan, seed)) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAIL
+        }
+    }
+}
+
+/// `uclab probe`.
+pub fn cmd_probe(domain: &str, dns: SocketAddr, json: bool, seed: u64) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAIL;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    match local.block_on(&rt, crate::live::probe(domain, dns, seed, !json)) {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                println!("method: {}", r.method.as_deref().unwrap_or("(none)"));
+                println!("target: {}", r.target.as_deref().unwrap_or("(none reached)"));
+            }
+            if r.method.is_some() { EXIT_OK } else { EXIT_FAIL }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAIL
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Live mode: the topology's mocks on real sockets (`uclab serve`) and the real client core
+//! against real servers (`uclab probe`).
+//!
+//! Several nodes share one bind address (loopback unless told otherwise), so every service gets
+//! a free port, chosen before any node starts so that forwarders know their upstream. The port
+//! map tells clients where each service is.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+
+use serde::Serialize;
+use uclab_client::driver::{self, ClientConfig, UserAction};
+use uclab_mocks::{dns, host};
+use uclab_net::{Capture, EventRecord, LiveNet, Transcript};
+
+use crate::scenario::{NodeKind, Scenario};
+
+/// One entry of the port map (DESIGN.md "The built-in lab and the CLI").
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct PortEntry {
+    /// Node name.
+    pub node: String,
+    /// Service name (`dns`, …; `tcp-PORT` for a plain host's listener).
+    pub service: String,
+    /// `udp` or `tcp`.
+    pub proto: String,
+    /// Where it listens.
+    pub addr: String,
+}
+
+/// A port free for both TCP and UDP on `ip`.
+fn free_port(ip: IpAddr, udp_too: bool) -> io::Result<u16> {
+    for _ in 0..64 {
+        let t = TcpListener::bind((ip, 0))?;
+        let port = t.local_addr()?.port();
+        if !udp_too || UdpSocket::bind((ip, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::AddrInUse, "no port free for both TCP and UDP"))
+}
+
+/// Plans the ports of every service of `s` on `bind`.
+pub fn plan(s: &Scenario, bind: IpAddr) -> io::Result<Vec<PortEntry>> {
+    let mut out = Vec::new();
+    for n in &s.nodes {
+        match &n.kind {
+            NodeKind::Dns { .. } => {
+                let addr = SocketAddr::new(bind, free_port(bind, true)?).to_string();
+                for proto in ["udp", "tcp"] {
+                    out.push(PortEntry {
+                        node: n.name.clone(),
+                        service: "dns".into(),
+                        proto: proto.into(),
+                        addr: addr.clone(),
+                    });
+                }
+            }
+            NodeKind::Host { listen } => {
+                for p in listen {
+                    let addr = SocketAddr::new(bind, free_port(bind, false)?).to_string();
+                    out.push(PortEntry {
+                        node: n.name.clone(),
+                        service: format!("tcp-{p}"),
+                        proto: "tcp".into(),
+                        addr,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn port_of(plan: &[PortEntry], node: &str, service: &str) -> Option<SocketAddr> {
+    plan.iter().find(|e| e.node == node && e.service == service).and_then(|e| e.addr.parse().ok())
+}
+
+/// Serves every node of `s` as planned, until the process ends. Must run inside a
+/// `tokio::task::LocalSet`.
+pub async fn serve(s: &Scenario, bind: IpAddr, plan: &[PortEntry], seed: u64) -> io::Result<()> {
+    let capture = Capture::new(seed, std::time::Duration::ZERO);
+    let transcript = Transcript::echoing();
+    let mut tasks = Vec::new();
+    for n in &s.nodes {
+        let net = LiveNet::new(bind, seed, capture.clone(), transcript.clone());
+        match n.kind.clone() {
+            NodeKind::Dns { zones, forward } => {
+                let port = port_of(plan, &n.name, "dns").map_or(0, |a| a.port());
+                let forward = forward.and_then(|f| port_of(plan, &f, "dns"));
+                let cfg = dns::DnsConfig { zones, forward, port };
+                tasks.push(tokio::task::spawn_local(dns::serve(net, cfg)));
+            }
+            NodeKind::Host { listen } => {
+                let ports: Vec<u16> = listen
+                    .iter()
+                    .filter_map(|p| port_of(plan, &n.name, &format!("tcp-{p}")).map(|a| a.port()))
+                    .collect();
+                tasks.push(tokio::task::spawn_local(host::serve(net, ports)));
+            }
+        }
+    }
+    for t in tasks {
+        t.await.map_err(io::Error::other)??;
+    }
+    Ok(())
+}
+
+/// What `uclab probe` found.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeResult {
+    /// `cisco-uds`, `cuplogin`, `collab-edge`, `webex` or `manual`.
+    pub method: Option<String>,
+    /// `host:port` that answered.
+    pub target: Option<String>,
+    /// Authenticator (from sign-in; not yet modelled).
+    pub authenticator: Option<String>,
+    /// Product mode (from sign-in; not yet modelled).
+    pub product_mode: Option<String>,
+    /// Every client event, in order.
+    pub steps: Vec<String>,
+}
+
+/// Runs the real client core's discovery of `domain` against the DNS server at `dns`.
+/// Must run inside a `tokio::task::LocalSet`.
+pub async fn probe(
+    domain: &str,
+    dns: SocketAddr,
+    seed: u64,
+    verbose: bool,
+) -> io::Result<ProbeResult> {
+    let local = if dns.ip().is_loopback() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+    let transcript = if verbose { Transcript::echoing() } else { Transcript::default() };
+    let net = LiveNet::new(
+        local,
+        seed,
+        Capture::new(seed, std::time::Duration::ZERO),
+        transcript.clone(),
+    );
+    let cfg = ClientConfig { name: "probe".into(), dns: vec![dns] };
+    let actions =
+        vec![(std::time::Duration::ZERO, UserAction::Discover { domain: domain.to_owned() })];
+    driver::run(net, cfg, actions).await?;
+    Ok(summarise(&transcript.events()))
+}
+
+fn field<'a>(e: &'a EventRecord, k: &str) -> Option<&'a str> {
+    e.fields.iter().find(|(fk, _)| fk == k).map(|(_, v)| v.as_str())
+}
+
+fn summarise(events: &[EventRecord]) -> ProbeResult {
+    let method = events
+        .iter()
+        .find(|e| e.kind == "discovery-resolved")
+        .and_then(|e| field(e, "via"))
+        .map(str::to_owned);
+    let target = events
+        .iter()
+        .find(|e| e.kind == "service-reached")
+        .and_then(|e| field(e, "target"))
+        .map(str::to_owned);
+    let steps = events
+        .iter()
+        .map(|e| {
+            let f: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{} {}", e.kind, f.join(" "))
+        })
+        .collect();
+    ProbeResult { method, target, authenticator: None, product_mode: None, steps }
+}

@@ -1,0 +1,290 @@
+//! Runs a scenario in a turmoil world and collects its outputs.
+//!
+//! One run is single-threaded and deterministic: turmoil's `rng_seed` and `epoch` are always
+//! set, every random choice of our nodes comes from [`uclab_net::SeededRng`] streams derived
+//! from the seed, and the capture and transcript are built in simulated time.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use uclab_client::driver::{self, ClientConfig, UserAction};
+use uclab_mocks::{dns, host};
+use uclab_net::{Capture, EventRecord, Policy, SimNet, Transcript};
+
+use crate::scenario::{Expect, NodeKind, Scenario, StepAction};
+use crate::time::fmt_secs;
+
+/// Time a run goes on after everything is settled, so closing packets show in the capture.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// The verdict on one expectation.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    /// The expectation.
+    pub expect: Expect,
+    /// Whether it held.
+    pub passed: bool,
+    /// When the matching event happened, if it did.
+    pub at: Option<Duration>,
+    /// Explanation for people.
+    pub detail: String,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// Scenario name.
+    pub scenario: String,
+    /// Scenario file.
+    pub file: PathBuf,
+    /// Seed used.
+    pub seed: u64,
+    /// All expectations held and the simulation did not fail.
+    pub passed: bool,
+    /// Verdicts in file order.
+    pub verdicts: Vec<Verdict>,
+    /// Simulated time at the end.
+    pub sim_time: Duration,
+    /// pcapng bytes.
+    pub capture: Vec<u8>,
+    /// Transcript text.
+    pub transcript: String,
+    /// Client events.
+    pub events: Vec<EventRecord>,
+    /// A failure of the simulation itself (a node's task failed).
+    pub error: Option<String>,
+}
+
+fn matches(e: &Expect, ev: &EventRecord) -> bool {
+    ev.who == e.client
+        && ev.kind == e.event
+        && e.fields.iter().all(|(k, want)| {
+            ev.fields.iter().any(|(fk, v)| fk == k && want.split('|').any(|w| w == v))
+        })
+}
+
+/// Judges expectations against the events of a run that lasted until `end`.
+pub fn evaluate(expects: &[Expect], events: &[EventRecord], end: Duration) -> Vec<Verdict> {
+    expects
+        .iter()
+        .map(|e| {
+            let hit = events.iter().find(|ev| matches(e, ev) && ev.time <= e.within);
+            let (passed, detail) = match (hit, e.absent) {
+                (Some(ev), false) => (true, format!("seen at {}", fmt_secs(ev.time))),
+                (None, true) if end >= e.within => {
+                    (true, format!("not seen by {}", fmt_secs(e.within)))
+                }
+                (None, true) => (
+                    false,
+                    format!(
+                        "run ended at {} before the deadline {}",
+                        fmt_secs(end),
+                        fmt_secs(e.within)
+                    ),
+                ),
+                (Some(ev), true) => {
+                    (false, format!("seen at {} but must not happen", fmt_secs(ev.time)))
+                }
+                (None, false) => {
+                    let seen: Vec<String> = events
+                        .iter()
+                        .filter(|ev| ev.who == e.client && ev.kind == e.event)
+                        .map(|ev| {
+                            let f: Vec<String> =
+                                ev.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            format!("{} {}", fmt_secs(ev.time), f.join(" "))
+                        })
+                        .collect();
+                    let also = if seen.is_empty() {
+                        String::from("no such event at all")
+                    } else {
+                        format!("saw instead: {}", seen.join("; "))
+                    };
+                    (false, format!("not seen within {}; {also}", fmt_secs(e.within)))
+                }
+            };
+            Verdict { expect: e.clone(), passed, at: hit.map(|h| h.time), detail }
+        })
+        .collect()
+}
+
+fn settled(expects: &[Expect], events: &[EventRecord], now: Duration) -> bool {
+    expects.iter().all(|e| {
+        let hit = events.iter().any(|ev| matches(e, ev) && ev.time <= e.within);
+        if e.absent { hit || now >= e.within } else { hit || now >= e.within }
+    })
+}
+
+/// Runs `s` with `seed`.
+pub fn run(s: &Scenario, seed: u64) -> RunResult {
+    let capture = Capture::new(seed, s.epoch);
+    let transcript = Transcript::default();
+    let mut error = None;
+    let policy = match Policy::new(s.zones.clone(), s.rules.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            error = Some(e.to_string());
+            Policy::default()
+        }
+    };
+    for n in &s.nodes {
+        transcript.set_name(n.ip, &n.name);
+    }
+    for c in &s.clients {
+        transcript.set_name(c.ip, &c.name);
+    }
+
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + s.epoch)
+        .simulation_duration(s.duration + GRACE * 2)
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(s.latency)
+        .max_message_latency(s.latency)
+        .build();
+
+    for n in &s.nodes {
+        let (ip, name, kind) = (n.ip, n.name.clone(), n.kind.clone());
+        let (cap, pol, tr) = (capture.clone(), policy.clone(), transcript.clone());
+        let forward = match &n.kind {
+            NodeKind::Dns { forward: Some(f), .. } => s.node_addr(f, 53),
+            _ => None,
+        };
+        sim.host(ip, move || {
+            let net = SimNet::new(ip, &name, seed, cap.clone(), pol.clone(), tr.clone());
+            let kind = kind.clone();
+            async move {
+                match kind {
+                    NodeKind::Dns { zones, .. } => {
+                        dns::serve(net, dns::DnsConfig { zones, forward, port: 53 }).await?
+                    }
+                    NodeKind::Host { listen } => host::serve(net, listen).await?,
+                }
+                Ok(())
+            }
+        });
+    }
+
+    for c in &s.clients {
+        let actions: Vec<_> = s
+            .steps
+            .iter()
+            .filter_map(|st| match &st.action {
+                StepAction::Discover { client, domain } if *client == c.name => {
+                    Some((st.at, UserAction::Discover { domain: domain.clone() }))
+                }
+                _ => None,
+            })
+            .collect();
+        let cfg = ClientConfig {
+            name: c.name.clone(),
+            dns: c.dns.iter().filter_map(|d| s.node_addr(d, 53)).collect(),
+        };
+        let net =
+            SimNet::new(c.ip, &c.name, seed, capture.clone(), policy.clone(), transcript.clone());
+        sim.client(c.ip, async move {
+            driver::run(net, cfg, actions).await?;
+            Ok(())
+        });
+    }
+
+    let mut faults: VecDeque<_> =
+        s.steps.iter().filter(|st| !matches!(st.action, StepAction::Discover { .. })).collect();
+    let horizon = s
+        .steps
+        .iter()
+        .map(|st| st.at)
+        .chain(s.expects.iter().map(|e| e.within))
+        .max()
+        .unwrap_or_default();
+    let mut end = s.duration.min(horizon + GRACE);
+    let mut clients_done = s.clients.is_empty();
+    let mut grace_set = false;
+    let ip = |n: &str| s.host_ip(n).expect("validated host name");
+    let mut ticks: u64 = 0;
+    while error.is_none() {
+        let now = sim.elapsed();
+        while let Some(st) = faults.front().filter(|st| st.at <= now) {
+            let note = match &st.action {
+                StepAction::Crash { node } => {
+                    sim.crash(ip(node));
+                    format!("crash {node}")
+                }
+                StepAction::Restart { node } => {
+                    sim.bounce(ip(node));
+                    format!("restart {node}")
+                }
+                StepAction::Blackhole { a, b } => {
+                    policy.blackhole(ip(a), ip(b));
+                    format!("blackhole {a} <-> {b}")
+                }
+                StepAction::Heal { a, b } => {
+                    policy.heal(ip(a), ip(b));
+                    format!("heal {a} <-> {b}")
+                }
+                StepAction::Partition { a, b } => {
+                    sim.partition(ip(a), ip(b));
+                    format!("partition {a} <-> {b}")
+                }
+                StepAction::Repair { a, b } => {
+                    sim.repair(ip(a), ip(b));
+                    format!("repair {a} <-> {b}")
+                }
+                StepAction::Latency { a, b, value } => {
+                    sim.set_link_latency(ip(a), ip(b), *value);
+                    format!("latency {a} <-> {b} {}", fmt_secs(*value))
+                }
+                StepAction::Loss { a, b, probability } => {
+                    policy.set_loss(ip(a), ip(b), *probability);
+                    format!("loss {a} <-> {b} {probability}")
+                }
+                StepAction::Firewall(r) => {
+                    policy.push_front(r.clone());
+                    let port = r.port.map(|p| format!(" port {p}")).unwrap_or_default();
+                    let proto = r.proto.as_ref().map(|p| format!(" {p}")).unwrap_or_default();
+                    format!("firewall {} -> {}{proto}{port}: {:?}", r.from, r.to, r.action)
+                }
+                StepAction::Discover { .. } => unreachable!("filtered above"),
+            };
+            transcript.note(now, "lab", &note);
+            faults.pop_front();
+        }
+        if now >= end {
+            break;
+        }
+        // Checking expectations costs a copy of the events: do it every 50 ms of simulation.
+        if !grace_set && clients_done && faults.is_empty() && ticks % 50 == 0 {
+            if settled(&s.expects, &transcript.events(), now) {
+                end = end.min(now + GRACE);
+                grace_set = true;
+            }
+        }
+        match sim.step() {
+            Ok(done) => clients_done = done,
+            Err(e) => error = Some(e.to_string()),
+        }
+        ticks += 1;
+    }
+    let sim_time = sim.elapsed();
+    drop(sim);
+
+    let events = transcript.events();
+    let verdicts = evaluate(&s.expects, &events, sim_time);
+    let passed = error.is_none() && verdicts.iter().all(|v| v.passed);
+    let capture = capture.write_pcapng(Vec::new()).unwrap_or_default();
+    let text =
+        format!("# uclab transcript: scenario {} seed {seed}\n{}", s.name, transcript.render());
+    RunResult {
+        scenario: s.name.clone(),
+        file: s.file.clone(),
+        seed,
+        passed,
+        verdicts,
+        sim_time,
+        capture,
+        transcript: text,
+        events,
+        error,
+    }
+}

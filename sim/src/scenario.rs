@@ -1,0 +1,1099 @@
+//! Scenario files (TOML): parsing, merging with the built-in topology, and validation with
+//! `file:line:col` errors. `scenarios/README.md` is the reference for the format.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use uclab_mocks::dns::{ZoneError, ZoneSource, parse_zone};
+use uclab_net::{Action, Rule, Zone};
+
+use crate::time::{days_from_civil, parse_duration};
+
+/// The built-in default topology (DESIGN.md "The built-in lab").
+pub const DEFAULT_TOPOLOGY: &str = include_str!("default_topology.toml");
+const DEFAULT_NAME: &str = "<built-in default topology>";
+
+/// Default scenario epoch: Monday 2026-01-05 09:00:00 UTC.
+const DEFAULT_EPOCH: Duration = Duration::from_secs(20_458 * 86_400 + 9 * 3600);
+
+/// Node kinds that exist so far.
+pub const NODE_KINDS: &[&str] = &["dns", "host"];
+/// Client event kinds expectations may name.
+pub const EVENT_KINDS: &[&str] = &[
+    "discovery-started",
+    "srv-result",
+    "discovery-resolved",
+    "target-trying",
+    "target-failed",
+    "service-reached",
+    "discovery-failed",
+];
+
+/// One error found in a scenario file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckError {
+    /// File name as given.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+    }
+}
+
+impl std::error::Error for CheckError {}
+
+// ---- the file as written ----
+
+type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    name: Option<S<String>>,
+    summary: Option<String>,
+    #[serde(default)]
+    spec: Vec<S<String>>,
+    seed: Option<u64>,
+    epoch: Option<S<toml::value::Datetime>>,
+    duration: Option<S<String>>,
+    topology: Option<S<String>>,
+    network: Option<NetworkSpec>,
+    #[serde(default)]
+    zone: Vec<ZoneSpec>,
+    #[serde(default)]
+    rule: Vec<RuleSpec>,
+    #[serde(default)]
+    node: Vec<NodeSpec>,
+    #[serde(default)]
+    client: Vec<ClientSpec>,
+    #[serde(default)]
+    step: Vec<StepSpec>,
+    #[serde(default)]
+    expect: Vec<ExpectSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkSpec {
+    latency: Option<S<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZoneSpec {
+    name: S<String>,
+    subnet: S<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    from: S<String>,
+    to: S<String>,
+    action: S<String>,
+    port: Option<u16>,
+    proto: Option<S<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthoritySpec {
+    origin: S<String>,
+    records: S<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeSpec {
+    name: S<String>,
+    kind: Option<S<String>>,
+    zone: Option<S<String>>,
+    ip: Option<S<String>>,
+    #[serde(default)]
+    remove: bool,
+    #[serde(default)]
+    authority: Vec<AuthoritySpec>,
+    forward: Option<S<String>>,
+    #[serde(default)]
+    listen: Vec<u16>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientSpec {
+    name: S<String>,
+    zone: Option<S<String>>,
+    ip: Option<S<String>>,
+    #[serde(default)]
+    dns: Vec<S<String>>,
+    address: Option<S<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepSpec {
+    at: S<String>,
+    action: S<String>,
+    client: Option<S<String>>,
+    node: Option<S<String>>,
+    domain: Option<S<String>>,
+    a: Option<S<String>>,
+    b: Option<S<String>>,
+    value: Option<S<String>>,
+    probability: Option<f64>,
+    from: Option<S<String>>,
+    to: Option<S<String>>,
+    verdict: Option<S<String>>,
+    port: Option<u16>,
+    proto: Option<S<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectSpec {
+    client: S<String>,
+    event: S<String>,
+    within: S<String>,
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
+    #[serde(default)]
+    absent: bool,
+}
+
+// ---- the resolved scenario ----
+
+/// What a node runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    /// DNS server (SPEC SD10).
+    Dns {
+        /// Authoritative zones.
+        zones: Vec<ZoneSource>,
+        /// Node forwarded to for other names.
+        forward: Option<String>,
+    },
+    /// Plain host with TCP listeners and no application protocol.
+    Host {
+        /// Ports accepting connections.
+        listen: Vec<u16>,
+    },
+}
+
+impl NodeKind {
+    /// The kind's name in scenario files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Dns { .. } => "dns",
+            Self::Host { .. } => "host",
+        }
+    }
+}
+
+/// A node of the topology.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// Unique name.
+    pub name: String,
+    /// Address.
+    pub ip: IpAddr,
+    /// Zone it sits in.
+    pub zone: Option<String>,
+    /// What it runs.
+    pub kind: NodeKind,
+}
+
+/// A client running the real client core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Client {
+    /// Unique name.
+    pub name: String,
+    /// Address.
+    pub ip: IpAddr,
+    /// Zone it sits in.
+    pub zone: Option<String>,
+    /// DNS nodes it uses (from DHCP), in order.
+    pub dns: Vec<String>,
+    /// The address the user types (`alice@example.com`).
+    pub address: Option<String>,
+}
+
+/// A timeline action.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepAction {
+    /// A client discovers the services of a domain (SPEC SD1, SD5).
+    Discover {
+        /// Client.
+        client: String,
+        /// Services domain.
+        domain: String,
+    },
+    /// A node crashes (its sockets vanish).
+    Crash {
+        /// Node.
+        node: String,
+    },
+    /// A crashed node starts again.
+    Restart {
+        /// Node.
+        node: String,
+    },
+    /// Everything between two hosts is silently dropped.
+    Blackhole {
+        /// Host.
+        a: String,
+        /// Host.
+        b: String,
+    },
+    /// A blackhole ends.
+    Heal {
+        /// Host.
+        a: String,
+        /// Host.
+        b: String,
+    },
+    /// A turmoil partition between two hosts (messages in flight are lost too).
+    Partition {
+        /// Host.
+        a: String,
+        /// Host.
+        b: String,
+    },
+    /// A partition ends.
+    Repair {
+        /// Host.
+        a: String,
+        /// Host.
+        b: String,
+    },
+    /// One-way latency of the link between two hosts.
+    Latency {
+        /// Host.
+        a: String,
+        /// Host.
+        b: String,
+        /// Latency.
+        value: Duration,
+    },
+    /// UDP loss probability between two hosts.
+    Loss {
+        /// Host.
+        a: String,
+        /// Host.
+        b: String,
+        /// Probability 0..=1.
+        probability: f64,
+    },
+    /// A firewall rule added in front of the others.
+    Firewall(Rule),
+}
+
+/// A step of the timeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// When, from the scenario start.
+    pub at: Duration,
+    /// What.
+    pub action: StepAction,
+}
+
+/// An expectation on client events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expect {
+    /// Client.
+    pub client: String,
+    /// Event kind.
+    pub event: String,
+    /// Fields that must all match; a value `a|b` accepts either.
+    pub fields: BTreeMap<String, String>,
+    /// Deadline from the scenario start.
+    pub within: Duration,
+    /// The event must not happen by the deadline.
+    pub absent: bool,
+    /// Line in the file, for reports.
+    pub line: usize,
+}
+
+/// A validated scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The file it came from (`<built-in>` for the showcase without a file).
+    pub file: PathBuf,
+    /// Name (the file stem unless given).
+    pub name: String,
+    /// One-line summary.
+    pub summary: String,
+    /// SPEC ids covered.
+    pub spec: Vec<String>,
+    /// Default seed.
+    pub seed: u64,
+    /// Epoch: time after the Unix epoch at which the scenario starts.
+    pub epoch: Duration,
+    /// Longest simulated time the run may take.
+    pub duration: Duration,
+    /// Default one-way latency of every link.
+    pub latency: Duration,
+    /// Zones.
+    pub zones: Vec<Zone>,
+    /// Firewall rules, first match wins.
+    pub rules: Vec<Rule>,
+    /// Nodes.
+    pub nodes: Vec<Node>,
+    /// Clients.
+    pub clients: Vec<Client>,
+    /// Timeline, sorted by time (stable).
+    pub steps: Vec<Step>,
+    /// Expectations.
+    pub expects: Vec<Expect>,
+}
+
+impl Scenario {
+    /// Address of a node or client.
+    pub fn host_ip(&self, name: &str) -> Option<IpAddr> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.ip)
+            .or_else(|| self.clients.iter().find(|c| c.name == name).map(|c| c.ip))
+    }
+
+    /// Address of a node's service port.
+    pub fn node_addr(&self, name: &str, port: u16) -> Option<SocketAddr> {
+        self.host_ip(name).map(|ip| SocketAddr::new(ip, port))
+    }
+}
+
+// ---- validation ----
+
+/// Source text with a name, for span → line:col.
+struct Src<'a> {
+    name: &'a str,
+    text: &'a str,
+}
+
+impl Src<'_> {
+    fn pos(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+        (line, col)
+    }
+
+    fn err(&self, offset: usize, message: impl Into<String>) -> CheckError {
+        let (line, col) = self.pos(offset);
+        CheckError { file: self.name.to_owned(), line, col, message: message.into() }
+    }
+}
+
+fn parse_file(src: &Src<'_>) -> Result<File, CheckError> {
+    toml::from_str::<File>(src.text).map_err(|e| {
+        let at = e.span().map_or(0, |s| s.start);
+        src.err(at, e.message().trim().to_owned())
+    })
+}
+
+struct Item<'a, T> {
+    src: &'a Src<'a>,
+    spec: T,
+}
+
+/// Reads and validates a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, Vec<CheckError>> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![CheckError {
+            file: name.clone(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read: {e}"),
+        }]
+    })?;
+    parse(&name, &text, path)
+}
+
+/// Validates scenario text named `name` (errors say `name:line:col`).
+pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckError>> {
+    let src = Src { name, text };
+    let file = parse_file(&src).map_err(|e| vec![e])?;
+    let def_src = Src { name: DEFAULT_NAME, text: DEFAULT_TOPOLOGY };
+    let mut errs = Vec::new();
+    let use_default = match &file.topology {
+        None => true,
+        Some(t) if t.get_ref() == "default" => true,
+        Some(t) if t.get_ref() == "none" => false,
+        Some(t) => {
+            errs.push(src.err(
+                t.span().start,
+                format!("unknown topology `{}` (default, none)", t.get_ref()),
+            ));
+            false
+        }
+    };
+    let default = if use_default { Some(parse_file(&def_src).map_err(|e| vec![e])?) } else { None };
+
+    // Merge: scenario zones replace default zones of the same name; scenario rules come first;
+    // scenario nodes replace default nodes of the same name (or remove them).
+    let mut zones: Vec<Item<'_, ZoneSpec>> = Vec::new();
+    let mut rules: Vec<Item<'_, RuleSpec>> = Vec::new();
+    let mut nodes: Vec<Item<'_, NodeSpec>> = Vec::new();
+    let mut clients: Vec<Item<'_, ClientSpec>> = Vec::new();
+    let mut latency = None;
+    if let Some(d) = &default {
+        zones.extend(d.zone.iter().cloned().map(|spec| Item { src: &def_src, spec }));
+        nodes.extend(d.node.iter().cloned().map(|spec| Item { src: &def_src, spec }));
+        clients.extend(d.client.iter().cloned().map(|spec| Item { src: &def_src, spec }));
+        if let Some(l) = d.network.as_ref().and_then(|n| n.latency.clone()) {
+            latency = Some((&def_src, l));
+        }
+    }
+    for z in &file.zone {
+        zones.retain(|i| i.spec.name.get_ref() != z.name.get_ref());
+        zones.push(Item { src: &src, spec: z.clone() });
+    }
+    rules.extend(file.rule.iter().cloned().map(|spec| Item { src: &src, spec }));
+    if let Some(d) = &default {
+        rules.extend(d.rule.iter().cloned().map(|spec| Item { src: &def_src, spec }));
+    }
+    for n in &file.node {
+        let existed = nodes.iter().any(|i| i.spec.name.get_ref() == n.name.get_ref());
+        nodes.retain(|i| i.spec.name.get_ref() != n.name.get_ref());
+        if n.remove {
+            if !existed {
+                errs.push(src.err(
+                    n.name.span().start,
+                    format!("cannot remove unknown node `{}`", n.name.get_ref()),
+                ));
+            }
+            continue;
+        }
+        nodes.push(Item { src: &src, spec: n.clone() });
+    }
+    for c in &file.client {
+        clients.retain(|i| i.spec.name.get_ref() != c.name.get_ref());
+        clients.push(Item { src: &src, spec: c.clone() });
+    }
+    if let Some(l) = file.network.as_ref().and_then(|n| n.latency.clone()) {
+        latency = Some((&src, l));
+    }
+
+    // Zones.
+    let mut zone_out = Vec::new();
+    for i in &zones {
+        let z = &i.spec;
+        match parse_subnet(z.subnet.get_ref()) {
+            Ok((net, prefix)) => {
+                zone_out.push(Zone { name: z.name.get_ref().clone(), net, prefix })
+            }
+            Err(m) => errs.push(i.src.err(z.subnet.span().start, m)),
+        }
+    }
+    let zone_names: BTreeSet<&str> = zones.iter().map(|i| i.spec.name.get_ref().as_str()).collect();
+    let check_zone = |errs: &mut Vec<CheckError>, src: &Src<'_>, z: &S<String>| {
+        if z.get_ref() != "*" && !zone_names.contains(z.get_ref().as_str()) {
+            errs.push(src.err(z.span().start, format!("unknown zone `{}`", z.get_ref())));
+        }
+    };
+
+    // Rules.
+    let mut rule_out = Vec::new();
+    for i in &rules {
+        let r = &i.spec;
+        check_zone(&mut errs, i.src, &r.from);
+        check_zone(&mut errs, i.src, &r.to);
+        let action = match parse_action(&r.action) {
+            Ok(a) => a,
+            Err(m) => {
+                errs.push(i.src.err(r.action.span().start, m));
+                Action::Allow
+            }
+        };
+        let proto = r.proto.as_ref().map(|p| check_proto(&mut errs, i.src, p));
+        rule_out.push(Rule {
+            from: r.from.get_ref().clone(),
+            to: r.to.get_ref().clone(),
+            port: r.port,
+            proto,
+            action,
+        });
+    }
+
+    // Hosts: names, zones and addresses. Explicit addresses are reserved first, so automatic
+    // ones (from .10 for nodes, .100 for clients, in declaration order) never take them.
+    let reserved: BTreeSet<IpAddr> = nodes
+        .iter()
+        .filter_map(|i| i.spec.ip.as_ref())
+        .chain(clients.iter().filter_map(|i| i.spec.ip.as_ref()))
+        .filter_map(|ip| ip.get_ref().parse::<Ipv4Addr>().ok().map(IpAddr::V4))
+        .collect();
+    let mut taken: BTreeSet<IpAddr> = BTreeSet::new();
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    let mut host_ip = |errs: &mut Vec<CheckError>,
+                       src: &Src<'_>,
+                       name: &S<String>,
+                       zone: &Option<S<String>>,
+                       ip: &Option<S<String>>,
+                       what: &'static str|
+     -> Option<IpAddr> {
+        if !valid_name(name.get_ref()) {
+            errs.push(src.err(
+                name.span().start,
+                format!("bad {what} name `{}`: use letters, digits and -", name.get_ref()),
+            ));
+        }
+        if !names.insert(name.get_ref().clone()) {
+            errs.push(
+                src.err(name.span().start, format!("duplicate host name `{}`", name.get_ref())),
+            );
+        }
+        if let Some(z) = zone {
+            check_zone(errs, src, z);
+        }
+        let ip = match ip {
+            Some(ip) => match ip.get_ref().parse::<Ipv4Addr>() {
+                Ok(a) => IpAddr::V4(a),
+                Err(_) => {
+                    errs.push(
+                        src.err(ip.span().start, format!("bad IPv4 address `{}`", ip.get_ref())),
+                    );
+                    return None;
+                }
+            },
+            None => {
+                let Some(IpAddr::V4(net)) = zone
+                    .as_ref()
+                    .and_then(|z| zone_out.iter().find(|x| &x.name == z.get_ref()))
+                    .map(|z| z.net)
+                else {
+                    errs.push(src.err(
+                        name.span().start,
+                        format!("{what} `{}` needs `ip` or `zone`", name.get_ref()),
+                    ));
+                    return None;
+                };
+                let first = if what == "client" { 100 } else { 10 };
+                let free = (first..250u32)
+                    .map(|h| IpAddr::V4(Ipv4Addr::from(u32::from(net) + h)))
+                    .find(|a| !reserved.contains(a) && !taken.contains(a));
+                let Some(a) = free else {
+                    errs.push(src.err(name.span().start, "no free address left in the zone"));
+                    return None;
+                };
+                a
+            }
+        };
+        if !taken.insert(ip) {
+            errs.push(src.err(name.span().start, format!("address {ip} is used twice")));
+        }
+        Some(ip)
+    };
+    let node_ips: Vec<Option<IpAddr>> = nodes
+        .iter()
+        .map(|i| host_ip(&mut errs, i.src, &i.spec.name, &i.spec.zone, &i.spec.ip, "node"))
+        .collect();
+    let client_ips: Vec<Option<IpAddr>> = clients
+        .iter()
+        .map(|i| host_ip(&mut errs, i.src, &i.spec.name, &i.spec.zone, &i.spec.ip, "client"))
+        .collect();
+    let mut node_out = Vec::new();
+    let node_names: BTreeMap<&str, Option<&str>> = nodes
+        .iter()
+        .map(|i| {
+            (i.spec.name.get_ref().as_str(), i.spec.kind.as_ref().map(|k| k.get_ref().as_str()))
+        })
+        .collect();
+    let check_node = |errs: &mut Vec<CheckError>,
+                      src: &Src<'_>,
+                      n: &S<String>,
+                      kind: Option<&str>| {
+        match node_names.get(n.get_ref().as_str()) {
+            None => errs.push(src.err(n.span().start, format!("unknown node `{}`", n.get_ref()))),
+            Some(k) if kind.is_some() && *k != kind => errs.push(src.err(
+                n.span().start,
+                format!("node `{}` is not a {} node", n.get_ref(), kind.unwrap_or_default()),
+            )),
+            Some(_) => {}
+        }
+    };
+
+    for (i, ip) in nodes.iter().zip(node_ips) {
+        let n = &i.spec;
+        let Some(kind) = &n.kind else {
+            errs.push(i.src.err(
+                n.name.span().start,
+                format!("node `{}` needs a `kind` ({})", n.name.get_ref(), NODE_KINDS.join(", ")),
+            ));
+            continue;
+        };
+        let kind = match kind.get_ref().as_str() {
+            "dns" => {
+                let mut zones = Vec::new();
+                for a in &n.authority {
+                    let z = ZoneSource {
+                        origin: a.origin.get_ref().clone(),
+                        text: a.records.get_ref().clone(),
+                    };
+                    match parse_zone(&z) {
+                        Ok(_) => zones.push(z),
+                        Err(ZoneError::BadOrigin(o)) => errs.push(
+                            i.src.err(a.origin.span().start, format!("bad zone origin `{o}`")),
+                        ),
+                        Err(ZoneError::Parse { message, line, .. }) => {
+                            let at = records_offset(i.src.text, a.records.span().start, line);
+                            errs.push(i.src.err(at, format!("bad zone text: {message}")));
+                        }
+                    }
+                }
+                if let Some(f) = &n.forward {
+                    check_node(&mut errs, i.src, f, Some("dns"));
+                }
+                NodeKind::Dns { zones, forward: n.forward.as_ref().map(|f| f.get_ref().clone()) }
+            }
+            "host" => NodeKind::Host { listen: n.listen.clone() },
+            other => {
+                errs.push(i.src.err(
+                    kind.span().start,
+                    format!("unknown node kind `{other}` (known: {})", NODE_KINDS.join(", ")),
+                ));
+                continue;
+            }
+        };
+        if let Some(ip) = ip {
+            node_out.push(Node {
+                name: n.name.get_ref().clone(),
+                ip,
+                zone: n.zone.as_ref().map(|z| z.get_ref().clone()),
+                kind,
+            });
+        }
+    }
+
+    let client_names: BTreeSet<&str> =
+        clients.iter().map(|i| i.spec.name.get_ref().as_str()).collect();
+    let mut client_out = Vec::new();
+    for (i, ip) in clients.iter().zip(client_ips) {
+        let c = &i.spec;
+        for d in &c.dns {
+            check_node(&mut errs, i.src, d, Some("dns"));
+        }
+        if let Some(a) = &c.address
+            && a.get_ref().rsplit_once('@').is_none_or(|(u, d)| u.is_empty() || d.is_empty())
+        {
+            errs.push(i.src.err(
+                a.span().start,
+                format!("bad address `{}`: expected user@domain", a.get_ref()),
+            ));
+        }
+        if let Some(ip) = ip {
+            client_out.push(Client {
+                name: c.name.get_ref().clone(),
+                ip,
+                zone: c.zone.as_ref().map(|z| z.get_ref().clone()),
+                dns: c.dns.iter().map(|d| d.get_ref().clone()).collect(),
+                address: c.address.as_ref().map(|a| a.get_ref().clone()),
+            });
+        }
+    }
+
+    // Timeline.
+    let host_known = |n: &str| node_names.contains_key(n) || client_names.contains(n);
+    let mut steps = Vec::new();
+    for s in &file.step {
+        let at = match parse_duration(s.at.get_ref()) {
+            Ok(d) => d,
+            Err(m) => {
+                errs.push(src.err(s.at.span().start, m));
+                continue;
+            }
+        };
+        let need =
+            |errs: &mut Vec<CheckError>, f: &Option<S<String>>, field: &str| -> Option<String> {
+                match f {
+                    Some(v) => Some(v.get_ref().clone()),
+                    None => {
+                        errs.push(src.err(
+                            s.action.span().start,
+                            format!("action `{}` needs `{field}`", s.action.get_ref()),
+                        ));
+                        None
+                    }
+                }
+            };
+        let host =
+            |errs: &mut Vec<CheckError>, f: &Option<S<String>>, field: &str| -> Option<String> {
+                let v = need(errs, f, field)?;
+                let f = f.as_ref().expect("checked by need");
+                if !host_known(&v) {
+                    errs.push(src.err(f.span().start, format!("unknown host `{v}`")));
+                    return None;
+                }
+                Some(v)
+            };
+        let action = match s.action.get_ref().as_str() {
+            "discover" => {
+                let Some(client) = need(&mut errs, &s.client, "client") else { continue };
+                let cs = s.client.as_ref().expect("checked");
+                let Some(c) = client_out.iter().find(|c| c.name == client) else {
+                    errs.push(src.err(cs.span().start, format!("unknown client `{client}`")));
+                    continue;
+                };
+                // SPEC SD1: the services domain is the domain part of the typed address,
+                // unless the step names one.
+                let domain = match (&s.domain, &c.address) {
+                    (Some(d), _) => d.get_ref().clone(),
+                    (None, Some(a)) => {
+                        a.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default()
+                    }
+                    (None, None) => {
+                        errs.push(src.err(
+                            s.action.span().start,
+                            format!("client `{client}` has no address: give the step a `domain`"),
+                        ));
+                        continue;
+                    }
+                };
+                StepAction::Discover { client, domain }
+            }
+            a @ ("crash" | "restart") => {
+                let Some(node) = need(&mut errs, &s.node, "node") else { continue };
+                check_node(&mut errs, &src, s.node.as_ref().expect("checked"), None);
+                if a == "crash" { StepAction::Crash { node } } else { StepAction::Restart { node } }
+            }
+            a @ ("blackhole" | "heal" | "partition" | "repair" | "latency" | "loss") => {
+                let (Some(x), Some(y)) = (host(&mut errs, &s.a, "a"), host(&mut errs, &s.b, "b"))
+                else {
+                    continue;
+                };
+                match a {
+                    "blackhole" => StepAction::Blackhole { a: x, b: y },
+                    "heal" => StepAction::Heal { a: x, b: y },
+                    "partition" => StepAction::Partition { a: x, b: y },
+                    "repair" => StepAction::Repair { a: x, b: y },
+                    "latency" => {
+                        let Some(v) = &s.value else {
+                            errs.push(
+                                src.err(s.action.span().start, "action `latency` needs `value`"),
+                            );
+                            continue;
+                        };
+                        match parse_duration(v.get_ref()) {
+                            Ok(value) => StepAction::Latency { a: x, b: y, value },
+                            Err(m) => {
+                                errs.push(src.err(v.span().start, m));
+                                continue;
+                            }
+                        }
+                    }
+                    _ => match s.probability {
+                        Some(p) if (0.0..=1.0).contains(&p) => {
+                            StepAction::Loss { a: x, b: y, probability: p }
+                        }
+                        _ => {
+                            errs.push(src.err(
+                                s.action.span().start,
+                                "action `loss` needs `probability` between 0 and 1",
+                            ));
+                            continue;
+                        }
+                    },
+                }
+            }
+            "firewall" => {
+                let (Some(from), Some(to), Some(verdict)) = (&s.from, &s.to, &s.verdict) else {
+                    errs.push(src.err(
+                        s.action.span().start,
+                        "action `firewall` needs `from`, `to` and `verdict`",
+                    ));
+                    continue;
+                };
+                check_zone(&mut errs, &src, from);
+                check_zone(&mut errs, &src, to);
+                let action = match parse_action(verdict) {
+                    Ok(a) => a,
+                    Err(m) => {
+                        errs.push(src.err(verdict.span().start, m));
+                        continue;
+                    }
+                };
+                let proto = s.proto.as_ref().map(|p| check_proto(&mut errs, &src, p));
+                StepAction::Firewall(Rule {
+                    from: from.get_ref().clone(),
+                    to: to.get_ref().clone(),
+                    port: s.port,
+                    proto,
+                    action,
+                })
+            }
+            other => {
+                errs.push(src.err(
+                    s.action.span().start,
+                    format!("unknown action `{other}` (discover, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
+                ));
+                continue;
+            }
+        };
+        steps.push(Step { at, action });
+    }
+    steps.sort_by_key(|s| s.at);
+
+    // Expectations.
+    let mut expects = Vec::new();
+    for e in &file.expect {
+        if !client_names.contains(e.client.get_ref().as_str()) {
+            errs.push(
+                src.err(e.client.span().start, format!("unknown client `{}`", e.client.get_ref())),
+            );
+        }
+        if !EVENT_KINDS.contains(&e.event.get_ref().as_str()) {
+            errs.push(src.err(
+                e.event.span().start,
+                format!(
+                    "unknown event `{}` (known: {})",
+                    e.event.get_ref(),
+                    EVENT_KINDS.join(", ")
+                ),
+            ));
+        }
+        match parse_duration(e.within.get_ref()) {
+            Ok(within) => expects.push(Expect {
+                client: e.client.get_ref().clone(),
+                event: e.event.get_ref().clone(),
+                fields: e.fields.clone(),
+                within,
+                absent: e.absent,
+                line: src.pos(e.client.span().start).0,
+            }),
+            Err(m) => errs.push(src.err(e.within.span().start, m)),
+        }
+    }
+
+    let duration = match &file.duration {
+        Some(d) => parse_duration(d.get_ref()).unwrap_or_else(|m| {
+            errs.push(src.err(d.span().start, m));
+            Duration::ZERO
+        }),
+        None => Duration::from_secs(120),
+    };
+    let latency = match latency {
+        Some((s, l)) => parse_duration(l.get_ref()).unwrap_or_else(|m| {
+            errs.push(s.err(l.span().start, m));
+            Duration::ZERO
+        }),
+        None => Duration::from_millis(1),
+    };
+    let epoch = match &file.epoch {
+        None => DEFAULT_EPOCH,
+        Some(dt) => match epoch_of(dt.get_ref()) {
+            Ok(e) => e,
+            Err(m) => {
+                errs.push(src.err(dt.span().start, m));
+                DEFAULT_EPOCH
+            }
+        },
+    };
+    for s in &file.spec {
+        if !is_spec_id(s.get_ref()) {
+            errs.push(src.err(
+                s.span().start,
+                format!("`{}` is not a SPEC id (e.g. SD5, HA1)", s.get_ref()),
+            ));
+        }
+    }
+    if let Some(n) = &file.name
+        && !valid_name(n.get_ref())
+    {
+        errs.push(src.err(n.span().start, "bad scenario name: use letters, digits and -"));
+    }
+
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "scenario".into());
+    Ok(Scenario {
+        file: path.to_path_buf(),
+        name: file.name.map(|n| n.into_inner()).unwrap_or(stem),
+        summary: file.summary.unwrap_or_default(),
+        spec: file.spec.into_iter().map(|s| s.into_inner()).collect(),
+        seed: file.seed.unwrap_or(1),
+        epoch,
+        duration,
+        latency,
+        zones: zone_out,
+        rules: rule_out,
+        nodes: node_out,
+        clients: client_out,
+        steps,
+        expects,
+    })
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn is_spec_id(s: &str) -> bool {
+    let letters = s.chars().take_while(char::is_ascii_uppercase).count();
+    letters >= 2 && s.len() > letters && s[letters..].chars().all(|c| c.is_ascii_digit())
+}
+
+fn check_proto(errs: &mut Vec<CheckError>, src: &Src<'_>, p: &S<String>) -> String {
+    if !matches!(p.get_ref().as_str(), "tcp" | "udp") {
+        errs.push(src.err(p.span().start, format!("unknown proto `{}` (tcp, udp)", p.get_ref())));
+    }
+    p.get_ref().clone()
+}
+
+fn parse_action(a: &S<String>) -> Result<Action, String> {
+    match a.get_ref().as_str() {
+        "allow" => Ok(Action::Allow),
+        "reject" => Ok(Action::Reject),
+        "drop" => Ok(Action::Drop),
+        o => Err(format!("unknown firewall action `{o}` (allow, reject, drop)")),
+    }
+}
+
+fn parse_subnet(s: &str) -> Result<(IpAddr, u8), String> {
+    let (a, p) =
+        s.split_once('/').ok_or_else(|| format!("bad subnet `{s}`: expected a.b.c.d/len"))?;
+    let a: Ipv4Addr = a.parse().map_err(|_| format!("bad subnet `{s}`: bad address"))?;
+    let p: u8 = p
+        .parse()
+        .ok()
+        .filter(|p| *p <= 30)
+        .ok_or_else(|| format!("bad subnet `{s}`: prefix must be 0..=30"))?;
+    Ok((IpAddr::V4(a), p))
+}
+
+fn epoch_of(dt: &toml::value::Datetime) -> Result<Duration, String> {
+    let (Some(d), Some(t)) = (dt.date, dt.time) else {
+        return Err("epoch needs a date and a time, e.g. 2026-01-05T09:00:00Z".into());
+    };
+    if !matches!(dt.offset, Some(toml::value::Offset::Z)) {
+        return Err("epoch must be in UTC (end it with Z)".into());
+    }
+    let days = days_from_civil(i64::from(d.year), u32::from(d.month), u32::from(d.day));
+    if days < 0 {
+        return Err("epoch must be after 1970".into());
+    }
+    let secs = days as u64 * 86_400
+        + u64::from(t.hour) * 3600
+        + u64::from(t.minute) * 60
+        + u64::from(t.second);
+    Ok(Duration::from_secs(secs))
+}
+
+/// The file offset of line `line` (1-based) of a string literal starting at `start`.
+fn records_offset(text: &str, start: usize, line: Option<usize>) -> usize {
+    let Some(line) = line else { return start };
+    let lit = &text[start.min(text.len())..];
+    // A multi-line basic or literal string drops a newline right after the opening quotes.
+    let skip = if lit.starts_with("\"\"\"\n") || lit.starts_with("'''\n") {
+        4
+    } else if lit.starts_with('"') || lit.starts_with('\'') {
+        1
+    } else {
+        0
+    };
+    let body = start + skip;
+    let mut off = body;
+    for _ in 1..line {
+        match text[off..].find('\n') {
+            Some(i) => off += i + 1,
+            None => break,
+        }
+    }
+    off
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Scenario, Vec<CheckError>> {
+        parse("t.toml", text, Path::new("t.toml"))
+    }
+
+    fn first_err(text: &str) -> String {
+        check(text).unwrap_err()[0].to_string()
+    }
+
+    #[test]
+    fn default_topology_is_valid() {
+        let s = check("").unwrap();
+        assert!(s.nodes.iter().any(|n| n.name == "dns-int"));
+        assert!(s.nodes.iter().any(|n| n.name == "dns-ext"));
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        assert!(first_err("name = \"x\"\nseed = \n").starts_with("t.toml:2:"));
+    }
+
+    #[test]
+    fn unknown_node_kind() {
+        let e = first_err("[[node]]\nname = \"x\"\nkind = \"teleporter\"\nzone = \"inside\"\n");
+        assert!(e.starts_with("t.toml:3:8: unknown node kind `teleporter`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_reference() {
+        let e =
+            first_err("[[client]]\nname = \"bob\"\nzone = \"inside\"\ndns = [\"dns-nowhere\"]\n");
+        assert!(e.starts_with("t.toml:4:8: unknown node `dns-nowhere`"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration() {
+        let e = first_err("[[step]]\nat = \"soon\"\naction = \"crash\"\nnode = \"dns-int\"\n");
+        assert!(e.starts_with("t.toml:2:6: bad duration"), "{e}");
+    }
+
+    #[test]
+    fn bad_zone_text_points_into_the_records() {
+        let text = "[[node]]\nname = \"d\"\nkind = \"dns\"\nzone = \"inside\"\n[[node.authority]]\norigin = \"x.test\"\nrecords = \"\"\"\nok 60 IN A 10.0.0.1\nbad 60 IN A nonsense\n\"\"\"\n";
+        let e = first_err(text);
+        assert!(e.starts_with("t.toml:"), "{e}");
+        assert!(e.contains("bad zone text"), "{e}");
+    }
+
+    #[test]
+    fn unknown_field_is_reported() {
+        let e =
+            first_err("[[expect]]\nclient = \"a\"\nevent = \"x\"\nwithin = \"1s\"\nwhithin = 2\n");
+        assert!(e.starts_with("t.toml:5:1: unknown field `whithin`"), "{e}");
+    }
+
+    #[test]
+    fn random_mutations_never_panic() {
+        let base = include_str!("default_topology.toml");
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for _ in 0..300 {
+            let mut b = base.as_bytes().to_vec();
+            for _ in 0..3 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x as usize) % b.len();
+                b[i] = b"=[]\"\n ax1.#"[(x >> 20) as usize % 11];
+            }
+            let t = String::from_utf8_lossy(&b);
+            let _ = parse("m.toml", &t, Path::new("m.toml"));
+        }
+    }
+}
