@@ -255,8 +255,13 @@ pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: DnsConfig) -> io::Resu
                         let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, c.read_u16()).await else {
                             break;
                         };
+                        // The body has the same deadline: a client that sends a length and
+                        // then stalls (slowloris) is cut off too.
                         let mut q = vec![0u8; usize::from(len)];
-                        if c.read_exact(&mut q).await.is_err() {
+                        if !matches!(
+                            tokio::time::timeout(TCP_IDLE, c.read_exact(&mut q)).await,
+                            Ok(Ok(_))
+                        ) {
                             break;
                         }
                         let reply = match auth.answer(&q, peer, true, forward.is_some()).await {

@@ -1,10 +1,13 @@
 //! Firewall zones, rules between zones, and faults (blackholed links, loss).
 //!
 //! The policy is consulted by every `Net` when a socket sends or connects, so a rule or a fault
-//! changed by the scenario timeline takes effect for the next packet.
+//! changed by the scenario timeline takes effect for the next packet. Like a real firewall it
+//! is stateful: traffic allowed one way opens the way back for the replies of that flow
+//! (connection tracking), so a DNS answer from the internet reaches the inside server that
+//! asked, although the internet may not start anything towards the inside.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What a firewall does with traffic.
@@ -77,7 +80,13 @@ struct Inner {
     rules: Vec<Rule>,
     blackholes: BTreeSet<(IpAddr, IpAddr)>,
     loss: BTreeMap<(IpAddr, IpAddr), f64>,
+    /// Allowed flows `(proto, initiator, responder)`, whose replies are allowed too.
+    conntrack: BTreeSet<(String, SocketAddr, SocketAddr)>,
 }
+
+/// Tracked flows kept at most; the table is cleared when full (a long run loses only the
+/// return path of flows idle since then, like an expired conntrack entry).
+const CONNTRACK_MAX: usize = 1 << 16;
 
 /// The shared firewall and fault state of a world.
 #[derive(Clone, Debug, Default)]
@@ -109,24 +118,36 @@ impl Policy {
         self.lock().zones.iter().find(|z| z.contains(ip)).map(|z| z.name.clone())
     }
 
-    /// The verdict for traffic `src → dst:port` over `proto` (`"tcp"`/`"udp"`).
-    pub fn verdict(&self, src: IpAddr, dst: IpAddr, proto: &str, port: u16) -> Action {
-        let g = self.lock();
-        if g.blackholes.contains(&pair(src, dst)) {
+    /// The verdict for traffic `src → dst` over `proto` (`"tcp"`/`"udp"`). An allowed flow is
+    /// remembered so that its replies are allowed.
+    pub fn verdict(&self, src: SocketAddr, dst: SocketAddr, proto: &str) -> Action {
+        let mut g = self.lock();
+        if g.blackholes.contains(&pair(src.ip(), dst.ip())) {
             return Action::Drop;
         }
+        if g.conntrack.contains(&(proto.to_owned(), dst, src)) {
+            return Action::Allow;
+        }
         let zone = |ip| g.zones.iter().find(|z| z.contains(ip)).map(|z| z.name.as_str());
-        let (zs, zd) = (zone(src), zone(dst));
+        let (zs, zd) = (zone(src.ip()), zone(dst.ip()));
         let matches = |pat: &str, z: Option<&str>| pat == "*" || Some(pat) == z;
-        g.rules
+        let action = g
+            .rules
             .iter()
             .find(|r| {
                 matches(&r.from, zs)
                     && matches(&r.to, zd)
-                    && r.port.is_none_or(|p| p == port)
+                    && r.port.is_none_or(|p| p == dst.port())
                     && r.proto.as_deref().is_none_or(|p| p == proto)
             })
-            .map_or(Action::Allow, |r| r.action)
+            .map_or(Action::Allow, |r| r.action);
+        if action == Action::Allow {
+            if g.conntrack.len() >= CONNTRACK_MAX {
+                g.conntrack.clear();
+            }
+            g.conntrack.insert((proto.to_owned(), src, dst));
+        }
+        action
     }
 
     /// Silently drops everything between `a` and `b` (both ways) until [`Policy::heal`].
@@ -168,6 +189,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
     fn policy() -> Policy {
         let zones = vec![
             Zone { name: "inside".into(), net: ip("10.1.0.0"), prefix: 16 },
@@ -195,19 +220,32 @@ mod tests {
     #[test]
     fn rules_match_zone_port_and_proto() {
         let p = policy();
-        assert_eq!(p.verdict(ip("203.0.113.5"), ip("10.1.0.9"), "udp", 53), Action::Drop);
-        assert_eq!(p.verdict(ip("10.1.0.9"), ip("203.0.113.5"), "tcp", 25), Action::Reject);
-        assert_eq!(p.verdict(ip("10.1.0.9"), ip("203.0.113.5"), "udp", 25), Action::Allow);
-        assert_eq!(p.verdict(ip("10.1.0.9"), ip("10.1.0.8"), "tcp", 25), Action::Allow);
+        assert_eq!(p.verdict(sa("203.0.113.5:5000"), sa("10.1.0.9:53"), "udp"), Action::Drop);
+        assert_eq!(p.verdict(sa("10.1.0.9:5000"), sa("203.0.113.5:25"), "tcp"), Action::Reject);
+        assert_eq!(p.verdict(sa("10.1.0.9:5000"), sa("203.0.113.5:25"), "udp"), Action::Allow);
+        assert_eq!(p.verdict(sa("10.1.0.9:5000"), sa("10.1.0.8:25"), "tcp"), Action::Allow);
+    }
+
+    #[test]
+    fn replies_of_allowed_flows_pass_the_other_way() {
+        let p = policy();
+        let (inside, outside) = (sa("10.1.0.53:40000"), sa("203.0.113.53:53"));
+        // Unsolicited: dropped.
+        assert_eq!(p.verdict(outside, inside, "udp"), Action::Drop);
+        // Inside asks first; the answer comes back; another port still may not.
+        assert_eq!(p.verdict(inside, outside, "udp"), Action::Allow);
+        assert_eq!(p.verdict(outside, inside, "udp"), Action::Allow);
+        assert_eq!(p.verdict(outside, sa("10.1.0.53:40001"), "udp"), Action::Drop);
+        assert_eq!(p.verdict(outside, inside, "tcp"), Action::Drop);
     }
 
     #[test]
     fn blackhole_wins_and_heals() {
         let p = policy();
         p.blackhole(ip("10.1.0.8"), ip("10.1.0.9"));
-        assert_eq!(p.verdict(ip("10.1.0.9"), ip("10.1.0.8"), "tcp", 1), Action::Drop);
+        assert_eq!(p.verdict(sa("10.1.0.9:1"), sa("10.1.0.8:1"), "tcp"), Action::Drop);
         p.heal(ip("10.1.0.9"), ip("10.1.0.8"));
-        assert_eq!(p.verdict(ip("10.1.0.9"), ip("10.1.0.8"), "tcp", 1), Action::Allow);
+        assert_eq!(p.verdict(sa("10.1.0.9:1"), sa("10.1.0.8:1"), "tcp"), Action::Allow);
     }
 
     #[test]

@@ -105,7 +105,9 @@ impl Net for SimNet {
     fn connect(&self, to: SocketAddr) -> BoxFuture<'_, io::Result<TcpConn>> {
         Box::pin(async move {
             let t0 = self.elapsed();
-            match self.policy.verdict(self.ip, to.ip(), "tcp", to.port()) {
+            // The source port is not known before turmoil connects; TCP replies are not
+            // filtered (the connect is the flow's only check), so port 0 is enough here.
+            match self.policy.verdict(SocketAddr::new(self.ip, 0), to, "tcp") {
                 Action::Allow => {}
                 Action::Reject => {
                     let local = SocketAddr::new(self.ip, self.next_fake_port());

@@ -230,7 +230,7 @@ impl UdpSock {
         if let Some(t) = now {
             self.tap.capture.udp(t, self.local, to, buf, self.dscp);
         }
-        match self.policy.verdict(self.local.ip(), to.ip(), "udp", to.port()) {
+        match self.policy.verdict(self.local, to, "udp") {
             Action::Allow => {
                 let p = self.policy.loss(self.local.ip(), to.ip());
                 if p > 0.0 && self.rng.chance(p) {

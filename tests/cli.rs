@@ -1,0 +1,62 @@
+//! The `uclab` binary as a user meets it: exit codes and error messages.
+
+use std::process::Command;
+
+fn uclab() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_uclab"))
+}
+
+#[test]
+fn check_reports_file_line_col_and_exits_2() {
+    let dir = std::env::temp_dir().join(format!("uclab-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("broken.toml");
+    std::fs::write(
+        &f,
+        "name = \"broken\"\n[[node]]\nname = \"x\"\nkind = \"teleporter\"\nzone = \"inside\"\n",
+    )
+    .unwrap();
+    let out = uclab().arg("check").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:4:8: unknown node kind `teleporter`", f.display())), "{err}");
+}
+
+#[test]
+fn run_of_a_failing_scenario_exits_1_and_prints_the_replay() {
+    let dir = std::env::temp_dir().join(format!("uclab-cli-fail-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("fails.toml");
+    std::fs::write(
+        &f,
+        "[[step]]\nat = \"0s\"\naction = \"discover\"\nclient = \"alice\"\n\
+         [[expect]]\nclient = \"alice\"\nevent = \"discovery-resolved\"\nfields = { via = \"webex\" }\nwithin = \"1s\"\n",
+    )
+    .unwrap();
+    let out = uclab()
+        .arg("run")
+        .arg(&f)
+        .arg("--seed")
+        .arg("7")
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FAIL fails"), "{text}");
+    assert!(text.contains(&format!("replay: uclab run {} --seed 7", f.display())), "{text}");
+    assert!(
+        dir.join("out").join(dir.file_name().unwrap()).join("fails").join("report.json").exists()
+    );
+}
+
+#[test]
+fn run_without_a_path_runs_the_showcase() {
+    let dir = std::env::temp_dir().join(format!("uclab-cli-show-{}", std::process::id()));
+    let out = uclab().arg("run").arg("--out").arg(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    for f in ["capture.pcapng", "transcript.txt", "report.json", "junit.xml"] {
+        assert!(dir.join("showcase/discovery-inside-outside").join(f).exists(), "{f}");
+    }
+}

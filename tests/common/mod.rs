@@ -1,0 +1,81 @@
+//! Reads a capture back with pcap-file and etherparse and checks what a dissector would.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use pcap_file::pcapng::{Block, PcapNgReader};
+
+type Flow = (SocketAddrV4, SocketAddrV4);
+
+#[derive(Default)]
+struct Dir {
+    next_seq: Option<u32>,
+}
+
+/// Panics with a clear message unless every frame is valid and TCP flows are continuous.
+pub(crate) fn check_capture(name: &str, bytes: &[u8]) {
+    let mut r = PcapNgReader::new(bytes).unwrap_or_else(|e| panic!("{name}: not pcapng: {e}"));
+    let mut dirs: BTreeMap<Flow, Dir> = BTreeMap::new();
+    let mut last_ts = None;
+    let mut n = 0;
+    while let Some(block) = r.next_block() {
+        let block = block.unwrap_or_else(|e| panic!("{name}: bad block: {e}"));
+        let Block::EnhancedPacket(p) = block else { continue };
+        n += 1;
+        if let Some(t) = last_ts {
+            assert!(p.timestamp >= t, "{name}: frame {n} goes back in time");
+        }
+        last_ts = Some(p.timestamp);
+        let pkt = SlicedPacket::from_ethernet(&p.data)
+            .unwrap_or_else(|e| panic!("{name}: frame {n}: {e}"));
+        let Some(NetSlice::Ipv4(ip)) = &pkt.net else { panic!("{name}: frame {n}: not IPv4") };
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum(), "{name}: frame {n}: IPv4 checksum");
+        let (src, dst) = (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination));
+        match &pkt.transport {
+            Some(TransportSlice::Udp(u)) => {
+                let hdr = u.to_header();
+                let want = hdr.calc_checksum_ipv4(&h, u.payload()).expect("fits");
+                assert_eq!(hdr.checksum, want, "{name}: frame {n}: UDP checksum");
+            }
+            Some(TransportSlice::Tcp(t)) => {
+                let hdr = t.to_header();
+                let want = hdr.calc_checksum_ipv4(&h, t.payload()).expect("fits");
+                assert_eq!(hdr.checksum, want, "{name}: frame {n}: TCP checksum");
+                let key = (
+                    SocketAddrV4::new(src, hdr.source_port),
+                    SocketAddrV4::new(dst, hdr.destination_port),
+                );
+                let len = t.payload().len() as u32 + u32::from(hdr.syn) + u32::from(hdr.fin);
+                if hdr.rst {
+                    dirs.remove(&key);
+                    dirs.remove(&(key.1, key.0));
+                    continue;
+                }
+                let d = dirs.entry(key).or_default();
+                if hdr.syn {
+                    // A SYN (or its retransmission) starts the direction afresh.
+                    d.next_seq = Some(hdr.sequence_number.wrapping_add(1));
+                    continue;
+                }
+                let expect =
+                    d.next_seq.unwrap_or_else(|| panic!("{name}: frame {n}: segment before SYN"));
+                assert_eq!(hdr.sequence_number, expect, "{name}: frame {n}: seq gap or overlap");
+                d.next_seq = Some(expect.wrapping_add(len));
+                if hdr.ack {
+                    // Never acknowledge what the peer has not sent.
+                    let peer = dirs.get(&(key.1, key.0)).and_then(|d| d.next_seq);
+                    if let Some(peer_next) = peer {
+                        assert!(
+                            peer_next.wrapping_sub(hdr.acknowledgment_number) < 1 << 31,
+                            "{name}: frame {n}: acks unseen data"
+                        );
+                    }
+                }
+            }
+            Some(TransportSlice::Icmpv4(_)) => {}
+            other => panic!("{name}: frame {n}: unexpected transport {other:?}"),
+        }
+    }
+}
