@@ -53,6 +53,68 @@ pub struct DnsConfig {
     pub forward: Option<SocketAddr>,
     /// Port to serve on (53).
     pub port: u16,
+    /// Live mode: where each simulated service really listens. A records of these addresses
+    /// are answered with the live address, and SRV records pointing at them with the live
+    /// port, so a real client reaches the mocks and nothing else.
+    pub live: BTreeMap<SocketAddr, SocketAddr>,
+}
+
+/// Rewrites A and SRV records of simulated services to their live addresses.
+fn rewrite_live(
+    zones: &mut [(Name, BTreeMap<RrKey, RecordSet>)],
+    live: &BTreeMap<SocketAddr, SocketAddr>,
+) {
+    use hickory_proto::rr::RData;
+    use hickory_proto::rr::rdata::{A, SRV};
+    if live.is_empty() {
+        return;
+    }
+    // Names of simulated hosts, from the A records of every zone.
+    let mut host_of: BTreeMap<Name, std::net::IpAddr> = BTreeMap::new();
+    for (_, records) in zones.iter() {
+        for set in records.values() {
+            for r in set.records_without_rrsigs() {
+                if let RData::A(a) = &r.data {
+                    host_of.insert(r.name.clone(), std::net::IpAddr::V4(a.0));
+                }
+            }
+        }
+    }
+    let live_ip = |ip| live.iter().find(|(sim, _)| sim.ip() == ip).map(|(_, l)| l.ip());
+    for (_, records) in zones.iter_mut() {
+        for set in records.values_mut() {
+            let mut changed = Vec::new();
+            for r in set.records_without_rrsigs() {
+                let mut r = r.clone();
+                match &r.data {
+                    RData::A(a) => {
+                        if let Some(std::net::IpAddr::V4(l)) = live_ip(std::net::IpAddr::V4(a.0)) {
+                            r.data = RData::A(A(l));
+                        }
+                    }
+                    RData::SRV(srv) => {
+                        let sim = host_of.get(&srv.target).map(|ip| SocketAddr::new(*ip, srv.port));
+                        if let Some(l) = sim.and_then(|sa| live.get(&sa)) {
+                            r.data = RData::SRV(SRV::new(
+                                srv.priority,
+                                srv.weight,
+                                l.port(),
+                                srv.target.clone(),
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+                changed.push(r);
+            }
+            let (name, rtype, ttl) = (set.name().clone(), set.record_type(), set.ttl());
+            let mut fresh = RecordSet::with_ttl(name, rtype, ttl);
+            for r in changed {
+                fresh.insert(r, 0);
+            }
+            *set = fresh;
+        }
+    }
 }
 
 /// A zone that does not parse.
@@ -163,16 +225,25 @@ fn formerr(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut r = vec![0u8; 12];
     r[..2].copy_from_slice(&bytes[..2]);
     r[2] = 0x80 | (bytes[2] & 0x79); // QR, opcode, RD kept
-    r[3] = u8::from(ResponseCode::FormErr.low());
+    r[3] = ResponseCode::FormErr.low();
     Some(r)
 }
 
 impl Authority {
     /// Builds the catalog from zones.
     pub fn new(zones: &[ZoneSource]) -> Result<Self, ZoneError> {
+        Self::with_live(zones, &BTreeMap::new())
+    }
+
+    /// Builds the catalog from zones, with live-mode address rewriting (see [`DnsConfig::live`]).
+    pub fn with_live(
+        zones: &[ZoneSource],
+        live: &BTreeMap<SocketAddr, SocketAddr>,
+    ) -> Result<Self, ZoneError> {
         let mut catalog = Catalog::new();
-        for z in zones {
-            let (origin, records) = parse_zone(z)?;
+        let mut parsed = zones.iter().map(parse_zone).collect::<Result<Vec<_>, _>>()?;
+        rewrite_live(&mut parsed, live);
+        for (z, (origin, records)) in zones.iter().zip(parsed) {
             let h = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
                 origin.clone(),
                 records,
@@ -238,7 +309,7 @@ fn log<N: Net>(net: &N, from: SocketAddr, to: SocketAddr, transport: &str, bytes
 
 /// Serves DNS over UDP and TCP on `net` until the node stops.
 pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: DnsConfig) -> io::Result<()> {
-    let auth = Rc::new(Authority::new(&cfg.zones).map_err(io::Error::other)?);
+    let auth = Rc::new(Authority::with_live(&cfg.zones, &cfg.live).map_err(io::Error::other)?);
     let net = Rc::new(net);
     let udp = Rc::new(net.bind_udp(cfg.port).await?);
     let tcp = net.listen(cfg.port).await?;
@@ -312,7 +383,7 @@ pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: DnsConfig) -> io::Resu
 fn servfail(q: &[u8]) -> Vec<u8> {
     let mut r = formerr(q).unwrap_or_default();
     if r.len() == 12 {
-        r[3] = u8::from(ResponseCode::ServFail.low());
+        r[3] = ResponseCode::ServFail.low();
     }
     r
 }
@@ -434,6 +505,24 @@ cucm2 3600 IN A 10.1.0.12
                 .collect();
             let _ = rt.block_on(a.answer(&bytes, src(), false, true));
         }
+    }
+
+    #[test]
+    fn live_mode_rewrites_service_addresses_and_ports() {
+        let live: BTreeMap<SocketAddr, SocketAddr> =
+            [("10.1.0.11:8443".parse().unwrap(), "127.0.0.1:40011".parse().unwrap())].into();
+        let zones = [ZoneSource { origin: "example.com".into(), text: ZONE.into() }];
+        let a = Authority::with_live(&zones, &live).unwrap();
+        let q = build_query(1, "_cisco-uds._tcp.example.com", QType::Srv).unwrap();
+        let Answer::Reply(r) = rt().block_on(a.answer(&q, src(), false, false)) else { panic!() };
+        let m = DnsMsg::parse(&r).unwrap();
+        let srv: Vec<String> = m.answers.iter().map(|a| a.data_summary()).collect();
+        assert!(srv.contains(&"1 5 40011 cucm1.example.com".to_string()), "{srv:?}");
+        // cucm2 has no live service: untouched.
+        assert!(srv.contains(&"2 20 8443 cucm2.example.com".to_string()), "{srv:?}");
+        let q = build_query(2, "cucm1.example.com", QType::A).unwrap();
+        let Answer::Reply(r) = rt().block_on(a.answer(&q, src(), false, false)) else { panic!() };
+        assert_eq!(DnsMsg::parse(&r).unwrap().answers[0].data_summary(), "127.0.0.1");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Several nodes share one bind address (loopback unless told otherwise), so every service gets
 //! a free port, chosen before any node starts so that forwarders know their upstream. The port
-//! map tells clients where each service is.
+//! map tells clients where each service is, and the DNS nodes answer with those live addresses
+//! and ports instead of the simulated ones, so a real client (or `uclab probe`) reaches the
+//! mocks and never the simulated address ranges.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
@@ -81,6 +83,24 @@ fn port_of(plan: &[PortEntry], node: &str, service: &str) -> Option<SocketAddr> 
 pub async fn serve(s: &Scenario, bind: IpAddr, plan: &[PortEntry], seed: u64) -> io::Result<()> {
     let capture = Capture::new(seed, std::time::Duration::ZERO);
     let transcript = Transcript::echoing();
+    // Simulated service address → live address, for the DNS nodes' answers.
+    let live: std::collections::BTreeMap<SocketAddr, SocketAddr> = s
+        .nodes
+        .iter()
+        .flat_map(|n| match &n.kind {
+            NodeKind::Host { listen } => listen
+                .iter()
+                .filter_map(|p| {
+                    port_of(plan, &n.name, &format!("tcp-{p}"))
+                        .map(|l| (SocketAddr::new(n.ip, *p), l))
+                })
+                .collect::<Vec<_>>(),
+            NodeKind::Dns { .. } => port_of(plan, &n.name, "dns")
+                .map(|l| (SocketAddr::new(n.ip, 53), l))
+                .into_iter()
+                .collect(),
+        })
+        .collect();
     let mut tasks = Vec::new();
     for n in &s.nodes {
         let net = LiveNet::new(bind, seed, capture.clone(), transcript.clone());
@@ -88,7 +108,7 @@ pub async fn serve(s: &Scenario, bind: IpAddr, plan: &[PortEntry], seed: u64) ->
             NodeKind::Dns { zones, forward } => {
                 let port = port_of(plan, &n.name, "dns").map_or(0, |a| a.port());
                 let forward = forward.and_then(|f| port_of(plan, &f, "dns"));
-                let cfg = dns::DnsConfig { zones, forward, port };
+                let cfg = dns::DnsConfig { zones, forward, port, live: live.clone() };
                 tasks.push(tokio::task::spawn_local(dns::serve(net, cfg)));
             }
             NodeKind::Host { listen } => {
