@@ -150,7 +150,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let ok = match args.first().map(String::as_str) {
         Some("ci") => ci(),
-        Some("bless") => sh(cargo().args(["test", "--workspace"]).env("INSTA_UPDATE", "always")),
+        Some("bless") => sh(cargo()
+            .args(["test", "--workspace"])
+            .env("INSTA_UPDATE", "always")
+            .env("UCLAB_BLESS", "1")),
         Some("sweep") => sweep(args.get(1).map_or("1..51", String::as_str)),
         Some("bench") => bench(args.get(1).map_or("dns", String::as_str)),
         Some("bench-one") => args.get(1).is_some_and(|f| bench_one(Path::new(f))),
