@@ -154,18 +154,27 @@ pub fn parse_zone(z: &ZoneSource) -> Result<(Name, BTreeMap<RrKey, RecordSet>), 
             o = origin
         )
     };
-    let shift = if has_soa { 0 } else { 2 };
-    Parser::new(text, None, Some(origin)).parse().map_err(|e| {
-        let message = e.to_string();
-        let line = message
-            .split("line")
-            .nth(1)
-            .and_then(|s| {
-                s.trim_start_matches([':', ' ']).split(|c: char| !c.is_ascii_digit()).next()
-            })
-            .and_then(|n| n.parse::<usize>().ok())
-            .map(|n| n.saturating_sub(shift));
-        ZoneError::Parse { origin: z.origin.clone(), message, line }
+    Parser::new(text, None, Some(origin.clone())).parse().map_err(|e| ZoneError::Parse {
+        origin: z.origin.clone(),
+        message: e.to_string(),
+        line: bad_line(&origin, &z.text),
+    })
+}
+
+/// The first line of `text` that does not parse on its own (hickory's errors carry no line).
+/// Zones with multi-line records (parentheses) or directives are not split: `None`.
+fn bad_line(origin: &Name, text: &str) -> Option<usize> {
+    if text.contains('(') || text.lines().any(|l| l.trim_start().starts_with('$')) {
+        return None;
+    }
+    let soa = format!("@ 3600 IN SOA ns.{origin} hostmaster.{origin} 1 3600 600 86400 300\n");
+    text.lines().enumerate().find_map(|(i, l)| {
+        let l = l.split(';').next().unwrap_or("");
+        if l.trim().is_empty() {
+            return None;
+        }
+        let one = format!("{soa}{l}\n");
+        Parser::new(one, None, Some(origin.clone())).parse().is_err().then_some(i + 1)
     })
 }
 
