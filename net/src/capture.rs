@@ -38,9 +38,9 @@ pub enum TapMode {
     BothDirections,
 }
 
-/// Direction of a frame relative to the flow's recorded endpoints (for tests and tools).
+/// What a captured frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FrameDir {
+pub enum FrameKind {
     /// TCP segment.
     Tcp,
     /// UDP datagram.
@@ -57,7 +57,7 @@ pub struct Frame {
     /// Ethernet frame bytes.
     pub data: Vec<u8>,
     /// Transport of the frame.
-    pub kind: FrameDir,
+    pub kind: FrameKind,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -155,7 +155,7 @@ impl Capture {
             .udp(from.port(), to.port());
         let mut out = Vec::with_capacity(b.size(payload.len()));
         if b.write(&mut out, payload).is_ok() {
-            self.push(t, out, FrameDir::Udp);
+            self.push(t, out, FrameKind::Udp);
         }
     }
 
@@ -182,7 +182,7 @@ impl Capture {
             .icmpv4(Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port));
         let mut out = Vec::new();
         if b.write(&mut out, &quoted).is_ok() {
-            self.push(t, out, FrameDir::Icmp);
+            self.push(t, out, FrameKind::Icmp);
         }
     }
 
@@ -318,7 +318,7 @@ impl Capture {
         Ok(writer.into_inner())
     }
 
-    fn push(&self, t: Duration, data: Vec<u8>, kind: FrameDir) {
+    fn push(&self, t: Duration, data: Vec<u8>, kind: FrameKind) {
         self.lock().frames.push(Frame { time: t, data, kind });
     }
 }
@@ -385,7 +385,7 @@ impl Inner {
         }
         let mut out = Vec::with_capacity(b.size(payload.len()));
         if b.write(&mut out, payload).is_ok() {
-            self.frames.push(Frame { time: t, data: out, kind: FrameDir::Tcp });
+            self.frames.push(Frame { time: t, data: out, kind: FrameKind::Tcp });
         }
     }
 }

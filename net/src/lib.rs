@@ -14,7 +14,7 @@ mod sim;
 mod socket;
 mod transcript;
 
-pub use capture::{Capture, Frame, FrameDir, TapMode};
+pub use capture::{Capture, Frame, FrameKind, TapMode};
 pub use live::LiveNet;
 pub use policy::{Action, Policy, PolicyError, Rule, Zone};
 pub use rng::{SeededRng, derive_seed};

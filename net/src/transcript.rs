@@ -29,6 +29,8 @@ pub struct EventRecord {
 struct Inner {
     echo: bool,
     names: BTreeMap<IpAddr, String>,
+    /// Names of single services (live mode, where every node shares one address).
+    services: BTreeMap<SocketAddr, String>,
     lines: Vec<(Duration, String)>,
     events: Vec<EventRecord>,
 }
@@ -62,8 +64,16 @@ impl Transcript {
         self.lock().names.insert(ip, name.to_owned());
     }
 
-    fn endpoint(names: &BTreeMap<IpAddr, String>, a: SocketAddr) -> String {
-        let host = names.get(&a.ip()).cloned().unwrap_or_else(|| a.ip().to_string());
+    /// Names one service address (live mode: several nodes share an address).
+    pub fn set_service_name(&self, addr: SocketAddr, name: &str) {
+        self.lock().services.insert(addr, name.to_owned());
+    }
+
+    fn endpoint(g: &Inner, a: SocketAddr) -> String {
+        if let Some(n) = g.services.get(&a) {
+            return n.clone();
+        }
+        let host = g.names.get(&a.ip()).cloned().unwrap_or_else(|| a.ip().to_string());
         if a.port() >= EPHEMERAL || a.port() == 0 { host } else { format!("{host}:{}", a.port()) }
     }
 
@@ -78,11 +88,7 @@ impl Transcript {
     ) {
         let line = {
             let g = self.lock();
-            format!(
-                "{} -> {} {transport} {text}",
-                Self::endpoint(&g.names, from),
-                Self::endpoint(&g.names, to)
-            )
+            format!("{} -> {} {transport} {text}", Self::endpoint(&g, from), Self::endpoint(&g, to))
         };
         self.push(t, line);
     }

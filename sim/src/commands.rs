@@ -259,6 +259,17 @@ pub fn cmd_sweep(file: &Path, seeds: &str, jobs: usize) -> i32 {
     if failed.is_empty() { EXIT_OK } else { EXIT_FAIL }
 }
 
+/// A single-threaded runtime and the `LocalSet` live nodes and clients run in.
+fn local_runtime() -> Option<(tokio::runtime::Runtime, tokio::task::LocalSet)> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => Some((rt, tokio::task::LocalSet::new())),
+        Err(e) => {
+            eprintln!("error: cannot start a runtime: {e}");
+            None
+        }
+    }
+}
+
 /// `uclab serve`.
 pub fn cmd_serve(file: Option<&Path>, bind: IpAddr, ports_json: Option<&Path>, seed: u64) -> i32 {
     let s = match file {
@@ -292,14 +303,7 @@ pub fn cmd_serve(file: Option<&Path>, bind: IpAddr, ports_json: Option<&Path>, s
     }
     println!("{json}");
     let _ = std::io::stdout().flush();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAIL;
-        }
-    };
-    let local = tokio::task::LocalSet::new();
+    let Some((rt, local)) = local_runtime() else { return EXIT_FAIL };
     match local.block_on(&rt, crate::live::serve(&s, bind, &plan, seed)) {
         Ok(()) => EXIT_OK,
         Err(e) => {
@@ -311,14 +315,7 @@ pub fn cmd_serve(file: Option<&Path>, bind: IpAddr, ports_json: Option<&Path>, s
 
 /// `uclab probe`.
 pub fn cmd_probe(domain: &str, dns: SocketAddr, json: bool, seed: u64) -> i32 {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAIL;
-        }
-    };
-    let local = tokio::task::LocalSet::new();
+    let Some((rt, local)) = local_runtime() else { return EXIT_FAIL };
     match local.block_on(&rt, crate::live::probe(domain, dns, seed, !json)) {
         Ok(r) => {
             if json {

@@ -83,6 +83,11 @@ fn port_of(plan: &[PortEntry], node: &str, service: &str) -> Option<SocketAddr> 
 pub async fn serve(s: &Scenario, bind: IpAddr, plan: &[PortEntry], seed: u64) -> io::Result<()> {
     let capture = Capture::new(seed, std::time::Duration::ZERO);
     let transcript = Transcript::echoing();
+    for e in plan {
+        if let Ok(a) = e.addr.parse::<SocketAddr>() {
+            transcript.set_service_name(a, &format!("{}/{}", e.node, e.service));
+        }
+    }
     // Simulated service address → live address, for the DNS nodes' answers.
     let live: std::collections::BTreeMap<SocketAddr, SocketAddr> = s
         .nodes
