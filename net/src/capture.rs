@@ -79,6 +79,8 @@ struct Inner {
     frames: Vec<Frame>,
     flows: BTreeMap<(SocketAddr, SocketAddr), Flow>,
     generation: u64,
+    /// TLS key log lines (NSS format), for the Decryption Secrets Block.
+    tls_secrets: Vec<String>,
 }
 
 /// A shared capture: all sockets of a simulated world (or of one live process) write into it.
@@ -123,6 +125,7 @@ impl Capture {
             frames: Vec::new(),
             flows: BTreeMap::new(),
             generation: 0,
+            tls_secrets: Vec::new(),
         })))
     }
 
@@ -288,9 +291,21 @@ impl Capture {
         g.flows.remove(&key(from, to));
     }
 
-    /// Writes the capture as pcapng (one Ethernet interface, nanosecond timestamps).
+    /// Records one TLS key log line (`LABEL <client random> <secret>`, NSS format).
+    pub fn tls_secret(&self, line: String) {
+        self.lock().tls_secrets.push(line);
+    }
+
+    /// The TLS key log so far (an SSLKEYLOGFILE's content).
+    pub fn tls_keylog(&self) -> String {
+        self.lock().tls_secrets.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    /// Writes the capture as pcapng (one Ethernet interface, nanosecond timestamps), with a
+    /// Decryption Secrets Block holding the TLS key log when there is one.
     pub fn write_pcapng<W: Write>(&self, w: W) -> io::Result<W> {
         let epoch = self.lock().epoch;
+        let keylog = self.tls_keylog();
         let shb = SectionHeaderBlock {
             options: vec![SectionHeaderOption::UserApplication(Cow::Borrowed("uclab"))],
             ..SectionHeaderBlock::default()
@@ -305,6 +320,9 @@ impl Capture {
             ],
         };
         writer.write_pcapng_block(idb).map_err(io::Error::other)?;
+        if !keylog.is_empty() {
+            writer.get_mut().write_all(&decryption_secrets_block(keylog.as_bytes()))?;
+        }
         for f in self.frames() {
             let epb = EnhancedPacketBlock {
                 interface_id: 0,
@@ -388,6 +406,24 @@ impl Inner {
             self.frames.push(Frame { time: t, data: out, kind: FrameKind::Tcp });
         }
     }
+}
+
+/// A pcapng Decryption Secrets Block (pcapng draft §4.7) with a TLS key log, big-endian like
+/// our section header.
+fn decryption_secrets_block(secrets: &[u8]) -> Vec<u8> {
+    const DSB: u32 = 0x0000_000A;
+    const TLS_KEY_LOG: u32 = 0x544c_534b; // "TLSK"
+    let padded = secrets.len().div_ceil(4) * 4;
+    let total = (4 + 4 + 4 + 4 + padded + 4) as u32;
+    let mut b = Vec::with_capacity(total as usize);
+    b.extend_from_slice(&DSB.to_be_bytes());
+    b.extend_from_slice(&total.to_be_bytes());
+    b.extend_from_slice(&TLS_KEY_LOG.to_be_bytes());
+    b.extend_from_slice(&(secrets.len() as u32).to_be_bytes());
+    b.extend_from_slice(secrets);
+    b.resize(b.len() + padded - secrets.len(), 0);
+    b.extend_from_slice(&total.to_be_bytes());
+    b
 }
 
 fn ip_header(s: [u8; 4], d: [u8; 4], proto: IpNumber, dscp: u8) -> IpHeaders {

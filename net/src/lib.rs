@@ -12,6 +12,7 @@ mod policy;
 mod rng;
 mod sim;
 mod socket;
+pub mod tls;
 mod transcript;
 
 pub use capture::{Capture, Frame, FrameKind, TapMode};
@@ -21,6 +22,21 @@ pub use rng::{SeededRng, derive_seed};
 pub use sim::SimNet;
 pub use socket::{BoxFuture, TcpAcceptor, TcpConn, UdpSock};
 pub use transcript::{EventRecord, Transcript};
+
+/// What every node of one world (a simulation, or a live process) shares.
+#[derive(Clone, Debug)]
+pub struct Lab {
+    /// The run's seed.
+    pub seed: u64,
+    /// The capture all sockets write into.
+    pub capture: Capture,
+    /// Firewall and faults.
+    pub policy: Policy,
+    /// The transcript.
+    pub transcript: Transcript,
+    /// TLS provider, clock, PKI and key log.
+    pub tls: tls::TlsContext,
+}
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -46,4 +62,6 @@ pub trait Net {
     fn rng(&self) -> SeededRng;
     /// The transcript protocol messages and events are written to.
     fn transcript(&self) -> &Transcript;
+    /// TLS for this node: configs from the lab PKI, secrets into the capture.
+    fn tls(&self) -> &tls::TlsContext;
 }

@@ -5,12 +5,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::Net;
 use crate::capture::{Capture, TapMode};
 use crate::policy::Policy;
 use crate::rng::SeededRng;
 use crate::socket::{Accept, AsyncIo, BoxFuture, Dgram, Tap, TcpAcceptor, TcpConn, UdpSock};
+use crate::tls::TlsContext;
 use crate::transcript::Transcript;
+use crate::{Lab, Net};
 
 /// Real sockets bound to one address (loopback unless told otherwise). Only this end of each
 /// flow is ours, so the tap records both directions.
@@ -21,18 +22,21 @@ pub struct LiveNet {
     policy: Policy,
     rng: SeededRng,
     transcript: Transcript,
+    tls: TlsContext,
     start: tokio::time::Instant,
 }
 
 impl LiveNet {
-    /// Sockets on `ip`; `seed` drives the random choices (ids, weights) as in simulation.
-    pub fn new(ip: IpAddr, seed: u64, capture: Capture, transcript: Transcript) -> Self {
+    /// Sockets on `ip` sharing `lab`'s capture, transcript and TLS (the lab's policy is not
+    /// applied: a real network has its own).
+    pub fn new(ip: IpAddr, lab: &Lab) -> Self {
         Self {
             ip,
-            capture,
+            capture: lab.capture.clone(),
             policy: Policy::default(),
-            rng: SeededRng::new(seed, "live"),
-            transcript,
+            rng: SeededRng::new(lab.seed, "live"),
+            transcript: lab.transcript.clone(),
+            tls: lab.tls.clone(),
             start: tokio::time::Instant::now(),
         }
     }
@@ -125,5 +129,9 @@ impl Net for LiveNet {
 
     fn transcript(&self) -> &Transcript {
         &self.transcript
+    }
+
+    fn tls(&self) -> &TlsContext {
+        &self.tls
     }
 }

@@ -6,12 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::Net;
 use crate::capture::{Capture, TapMode, UNSPECIFIED};
 use crate::policy::{Action, Policy};
 use crate::rng::SeededRng;
 use crate::socket::{Accept, AsyncIo, BoxFuture, Dgram, Tap, TcpAcceptor, TcpConn, UdpSock};
+use crate::tls::TlsContext;
 use crate::transcript::Transcript;
+use crate::{Lab, Net};
 
 /// Initial SYN retransmission timeout (RFC 6298 §2: 1 s), doubled on each retry.
 const SYN_RTO: Duration = Duration::from_secs(1);
@@ -24,6 +25,7 @@ pub struct SimNet {
     policy: Policy,
     rng: SeededRng,
     transcript: Transcript,
+    tls: TlsContext,
     /// Source ports for connection attempts that never reach turmoil (filtered/refused by
     /// policy), so their frames still show a plausible, deterministic port.
     fake_port: Rc<Cell<u16>>,
@@ -31,20 +33,14 @@ pub struct SimNet {
 
 impl SimNet {
     /// The network of the host at `ip`, named `name` (names seed its RNG stream).
-    pub fn new(
-        ip: IpAddr,
-        name: &str,
-        seed: u64,
-        capture: Capture,
-        policy: Policy,
-        transcript: Transcript,
-    ) -> Self {
+    pub fn new(ip: IpAddr, name: &str, lab: &Lab) -> Self {
         Self {
             ip,
-            capture,
-            policy,
-            rng: SeededRng::new(seed, name),
-            transcript,
+            capture: lab.capture.clone(),
+            policy: lab.policy.clone(),
+            rng: SeededRng::new(lab.seed, name),
+            transcript: lab.transcript.clone(),
+            tls: lab.tls.clone(),
             fake_port: Rc::new(Cell::new(61000)),
         }
     }
@@ -177,5 +173,9 @@ impl Net for SimNet {
 
     fn transcript(&self) -> &Transcript {
         &self.transcript
+    }
+
+    fn tls(&self) -> &TlsContext {
+        &self.tls
     }
 }

@@ -11,9 +11,12 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 
 use serde::Serialize;
+use std::sync::Arc;
 use uclab_client::driver::{self, ClientConfig, UserAction};
 use uclab_mocks::{dns, host};
-use uclab_net::{Capture, EventRecord, LiveNet, Transcript};
+
+use uclab_net::tls::{LabPki, TlsContext};
+use uclab_net::{Capture, EventRecord, Lab, LiveNet, Policy, Transcript};
 
 use crate::scenario::{NodeKind, Scenario};
 
@@ -83,6 +86,7 @@ fn port_of(plan: &[PortEntry], node: &str, service: &str) -> Option<SocketAddr> 
 pub async fn serve(s: &Scenario, bind: IpAddr, plan: &[PortEntry], seed: u64) -> io::Result<()> {
     let capture = Capture::new(seed, std::time::Duration::ZERO);
     let transcript = Transcript::echoing();
+    let lab = live_lab(seed, capture.clone(), transcript.clone())?;
     for e in plan {
         if let Ok(a) = e.addr.parse::<SocketAddr>() {
             transcript.set_service_name(a, &format!("{}/{}", e.node, e.service));
@@ -108,7 +112,7 @@ pub async fn serve(s: &Scenario, bind: IpAddr, plan: &[PortEntry], seed: u64) ->
         .collect();
     let mut tasks = Vec::new();
     for n in &s.nodes {
-        let net = LiveNet::new(bind, seed, capture.clone(), transcript.clone());
+        let net = LiveNet::new(bind, &lab);
         match n.kind.clone() {
             NodeKind::Dns { zones, forward } => {
                 let port = port_of(plan, &n.name, "dns").map_or(0, |a| a.port());
@@ -129,6 +133,18 @@ pub async fn serve(s: &Scenario, bind: IpAddr, plan: &[PortEntry], seed: u64) ->
         t.await.map_err(io::Error::other)??;
     }
     Ok(())
+}
+
+/// The shared parts of a live process: the lab PKI from `seed`, the live TLS provider.
+fn live_lab(seed: u64, capture: Capture, transcript: Transcript) -> io::Result<Lab> {
+    let pki = Arc::new(LabPki::new(seed).map_err(io::Error::other)?);
+    Ok(Lab {
+        seed,
+        capture: capture.clone(),
+        policy: Policy::default(),
+        transcript,
+        tls: TlsContext::live(pki, capture),
+    })
 }
 
 /// What `uclab probe` found.
@@ -160,12 +176,8 @@ pub async fn probe(
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     };
     let transcript = if verbose { Transcript::echoing() } else { Transcript::default() };
-    let net = LiveNet::new(
-        local,
-        seed,
-        Capture::new(seed, std::time::Duration::ZERO),
-        transcript.clone(),
-    );
+    let lab = live_lab(seed, Capture::new(seed, std::time::Duration::ZERO), transcript.clone())?;
+    let net = LiveNet::new(local, &lab);
     let cfg = ClientConfig { name: "probe".into(), dns: vec![dns] };
     let actions =
         vec![(std::time::Duration::ZERO, UserAction::Discover { domain: domain.to_owned() })];

@@ -8,9 +8,12 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
+use std::sync::Arc;
 use uclab_client::driver::{self, ClientConfig, UserAction};
 use uclab_mocks::{dns, host};
-use uclab_net::{Capture, EventRecord, Policy, SimNet, Transcript};
+
+use uclab_net::tls::{self, LabPki, TlsContext};
+use uclab_net::{Capture, EventRecord, Lab, Policy, SimNet, Transcript};
 
 use crate::scenario::{Expect, NodeKind, Scenario, StepAction};
 use crate::time::fmt_secs;
@@ -132,6 +135,22 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
     for n in &s.nodes {
         transcript.set_name(n.ip, &n.name);
     }
+    // TLS randomness comes from the seed for the whole run (see uclab_net::tls).
+    tls::install_seed(seed);
+    let pki = match LabPki::new(seed) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            tls::clear_seed();
+            panic!("the lab PKI cannot be built: {e}");
+        }
+    };
+    let lab = Lab {
+        seed,
+        capture: capture.clone(),
+        policy: policy.clone(),
+        transcript: transcript.clone(),
+        tls: TlsContext::sim(pki, capture.clone(), s.epoch),
+    };
     for c in &s.clients {
         transcript.set_name(c.ip, &c.name);
     }
@@ -146,14 +165,13 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
         .build();
 
     for n in &s.nodes {
-        let (ip, name, kind) = (n.ip, n.name.clone(), n.kind.clone());
-        let (cap, pol, tr) = (capture.clone(), policy.clone(), transcript.clone());
+        let (ip, name, kind, lab) = (n.ip, n.name.clone(), n.kind.clone(), lab.clone());
         let forward = match &n.kind {
             NodeKind::Dns { forward: Some(f), .. } => s.node_addr(f, 53),
             _ => None,
         };
         sim.host(ip, move || {
-            let net = SimNet::new(ip, &name, seed, cap.clone(), pol.clone(), tr.clone());
+            let net = SimNet::new(ip, &name, &lab);
             let kind = kind.clone();
             async move {
                 match kind {
@@ -186,8 +204,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
             name: c.name.clone(),
             dns: c.dns.iter().filter_map(|d| s.node_addr(d, 53)).collect(),
         };
-        let net =
-            SimNet::new(c.ip, &c.name, seed, capture.clone(), policy.clone(), transcript.clone());
+        let net = SimNet::new(c.ip, &c.name, &lab);
         sim.client(c.ip, async move {
             driver::run(net, cfg, actions).await?;
             Ok(())
@@ -276,6 +293,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
     }
     let sim_time = sim.elapsed();
     drop(sim);
+    tls::clear_seed();
 
     let events = transcript.events();
     let verdicts = evaluate(&s.expects, &events, sim_time);

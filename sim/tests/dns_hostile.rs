@@ -4,16 +4,26 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uclab_mocks::dns::{DnsConfig, ZoneSource, serve};
-use uclab_net::{Capture, Net, Policy, SimNet, Transcript};
+
+use uclab_net::tls::{LabPki, TlsContext};
+use uclab_net::{Capture, Lab, Net, Policy, SimNet, Transcript};
 use uclab_proto::dns::{DnsMsg, QType, build_query};
 
 const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 53));
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 99));
 
 fn net(ip: IpAddr, name: &str, cap: &Capture, tr: &Transcript) -> SimNet {
-    SimNet::new(ip, name, 1, cap.clone(), Policy::default(), tr.clone())
+    let lab = Lab {
+        seed: 1,
+        capture: cap.clone(),
+        policy: Policy::default(),
+        transcript: tr.clone(),
+        tls: TlsContext::sim(Arc::new(LabPki::new(1).unwrap()), cap.clone(), Duration::ZERO),
+    };
+    SimNet::new(ip, name, &lab)
 }
 
 async fn udp_ask<N: Net>(net: &N, bytes: &[u8]) -> Option<Vec<u8>> {

@@ -1,0 +1,365 @@
+//! TLS for every HTTPS, SIP-TLS and XMPP hop: rustls with a lab PKI.
+//!
+//! In simulation the handshake bytes must repeat for a seed, so the crypto provider draws
+//! every random value — client/server randoms, session ids, tickets, the X25519 key shares —
+//! from a seeded stream that the runner installs on the simulation's thread
+//! ([`install_seed`]). Without an installed stream the provider fails the handshake instead of
+//! falling back to OS randomness. Certificates use Ed25519 (deterministic signatures) with keys
+//! derived from the seed, and the clock that checks their validity is the simulated one. Live
+//! mode uses rustls' ring provider as it is. Every session's secrets go to the capture, which
+//! writes them into the pcapng (Decryption Secrets Block) so Wireshark opens TLS decrypted.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::crypto::{ActiveKeyExchange, CryptoProvider, SharedSecret, SupportedKxGroup};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::time_provider::TimeProvider;
+use rustls::{ClientConfig, KeyLog, NamedGroup, RootCertStore, ServerConfig};
+
+use crate::capture::Capture;
+use crate::rng::derive_seed;
+
+thread_local! {
+    static STREAM: RefCell<Option<ChaCha20Rng>> = const { RefCell::new(None) };
+}
+
+/// Installs the seeded stream TLS draws from on this thread (the runner does this for each
+/// run; one simulation runs on one thread).
+pub fn install_seed(seed: u64) {
+    STREAM.with(|s| *s.borrow_mut() = Some(ChaCha20Rng::seed_from_u64(derive_seed(seed, "tls"))));
+}
+
+/// Removes the stream (at the end of a run).
+pub fn clear_seed() {
+    STREAM.with(|s| *s.borrow_mut() = None);
+}
+
+fn fill(buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+    STREAM.with(|s| match s.borrow_mut().as_mut() {
+        Some(rng) => {
+            rng.fill_bytes(buf);
+            Ok(())
+        }
+        None => Err(rustls::crypto::GetRandomFailed),
+    })
+}
+
+#[derive(Debug)]
+struct SeededRandom;
+
+impl rustls::crypto::SecureRandom for SeededRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        fill(buf)
+    }
+}
+
+/// X25519 (RFC 7748) with the private key drawn from the seeded stream.
+#[derive(Debug)]
+struct SeededX25519;
+
+struct X25519Share {
+    secret: x25519_dalek::StaticSecret,
+    public: x25519_dalek::PublicKey,
+}
+
+impl SupportedKxGroup for SeededX25519 {
+    fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, rustls::Error> {
+        let mut k = [0u8; 32];
+        fill(&mut k).map_err(|_| rustls::Error::FailedToGetRandomBytes)?;
+        let secret = x25519_dalek::StaticSecret::from(k);
+        let public = x25519_dalek::PublicKey::from(&secret);
+        Ok(Box::new(X25519Share { secret, public }))
+    }
+
+    fn name(&self) -> NamedGroup {
+        NamedGroup::X25519
+    }
+}
+
+impl ActiveKeyExchange for X25519Share {
+    fn complete(self: Box<Self>, peer: &[u8]) -> Result<SharedSecret, rustls::Error> {
+        let peer: [u8; 32] = peer
+            .try_into()
+            .map_err(|_| rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::InvalidKeyShare))?;
+        let shared = self.secret.diffie_hellman(&x25519_dalek::PublicKey::from(peer));
+        // RFC 7748 §6.1: an all-zero result means a small-order peer key.
+        if shared.as_bytes().iter().all(|b| *b == 0) {
+            return Err(rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::InvalidKeyShare));
+        }
+        Ok(SharedSecret::from(&shared.as_bytes()[..]))
+    }
+
+    fn pub_key(&self) -> &[u8] {
+        self.public.as_bytes()
+    }
+
+    fn group(&self) -> NamedGroup {
+        NamedGroup::X25519
+    }
+}
+
+static SEEDED_RANDOM: SeededRandom = SeededRandom;
+static SEEDED_X25519: SeededX25519 = SeededX25519;
+
+/// The simulation's provider: ring's cipher suites and signature checks, seeded randomness and
+/// key exchange.
+pub fn sim_provider() -> Arc<CryptoProvider> {
+    let base = rustls::crypto::ring::default_provider();
+    Arc::new(CryptoProvider {
+        kx_groups: vec![&SEEDED_X25519],
+        secure_random: &SEEDED_RANDOM,
+        ..base
+    })
+}
+
+/// The live provider: ring as it is.
+pub fn live_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The clock certificates are checked against: the scenario epoch plus simulated time.
+#[derive(Debug)]
+pub struct SimClock {
+    /// Scenario start after the Unix epoch.
+    pub epoch: Duration,
+}
+
+impl TimeProvider for SimClock {
+    fn current_time(&self) -> Option<UnixTime> {
+        let t = self.epoch + turmoil::sim_elapsed().unwrap_or_default();
+        Some(UnixTime::since_unix_epoch(t))
+    }
+}
+
+/// Sends every TLS secret to the capture (NSS key log lines).
+pub struct CaptureKeyLog(pub Capture);
+
+impl fmt::Debug for CaptureKeyLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CaptureKeyLog")
+    }
+}
+
+impl KeyLog for CaptureKeyLog {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        self.0.tls_secret(format!("{label} {} {}", hex(client_random), hex(secret)));
+    }
+
+    fn will_log(&self, _label: &str) -> bool {
+        true
+    }
+}
+
+/// Errors making certificates or configs (our bugs or a bad name in a scenario).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// rcgen refused.
+    #[error("certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+    /// rustls refused.
+    #[error("tls config: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The lab's certificate authority: every node's certificate is issued by it, deterministically
+/// from the seed, and clients trust it.
+pub struct LabPki {
+    seed: u64,
+    ca_der: CertificateDer<'static>,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl fmt::Debug for LabPki {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LabPki").field("seed", &self.seed).finish_non_exhaustive()
+    }
+}
+
+/// An Ed25519 key whose 32-byte seed comes from the run seed and a label (PKCS#8 v1,
+/// RFC 8410 §7).
+fn ed25519_pkcs8(seed: u64, label: &str) -> Vec<u8> {
+    let mut rng = ChaCha20Rng::seed_from_u64(derive_seed(seed, label));
+    let mut k = [0u8; 32];
+    rng.fill_bytes(&mut k);
+    let mut der = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    der.extend_from_slice(&k);
+    der
+}
+
+fn key_pair(pkcs8: &[u8]) -> Result<rcgen::KeyPair, rcgen::Error> {
+    let der = PrivatePkcs8KeyDer::from(pkcs8.to_vec());
+    rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ED25519)
+}
+
+fn serial(seed: u64, label: &str) -> rcgen::SerialNumber {
+    let mut s = derive_seed(seed, label).to_be_bytes().to_vec();
+    s[0] &= 0x7f; // positive (RFC 5280 §4.1.2.2)
+    rcgen::SerialNumber::from(s)
+}
+
+impl LabPki {
+    /// The lab CA for `seed`.
+    pub fn new(seed: u64) -> Result<Self, TlsSetupError> {
+        let key = key_pair(&ed25519_pkcs8(seed, "pki:ca"))?;
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "uclab lab CA");
+        p.distinguished_name.push(rcgen::DnType::OrganizationName, "uclab");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2049, 12, 31);
+        p.serial_number = Some(serial(seed, "pki:ca:serial"));
+        let cert = p.self_signed(&key)?;
+        let ca_der = cert.der().clone();
+        Ok(Self { seed, ca_der, issuer: rcgen::Issuer::new(p, key) })
+    }
+
+    /// The CA certificate (DER), to trust.
+    pub fn ca(&self) -> CertificateDer<'static> {
+        self.ca_der.clone()
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses) and its key. The same names give
+    /// the same certificate for a seed.
+    pub fn issue(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsSetupError> {
+        let label = format!("pki:leaf:{}", names.join(","));
+        let pkcs8 = ed25519_pkcs8(self.seed, &label);
+        let key = key_pair(&pkcs8)?;
+        let mut p = rcgen::CertificateParams::new(names.to_vec())?;
+        if let Some(cn) = names.first() {
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn.as_str());
+        }
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2049, 12, 31);
+        p.serial_number = Some(serial(self.seed, &format!("{label}:serial")));
+        p.use_authority_key_identifier_extension = true;
+        let cert = p.signed_by(&key, &self.issuer)?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8));
+        Ok((vec![cert.der().clone(), self.ca_der.clone()], key))
+    }
+}
+
+/// What a node needs to speak TLS: the provider, the clock, the lab PKI and the key log.
+#[derive(Clone)]
+pub struct TlsContext {
+    provider: Arc<CryptoProvider>,
+    time: Arc<dyn TimeProvider>,
+    pki: Arc<LabPki>,
+    keylog: Arc<CaptureKeyLog>,
+}
+
+impl fmt::Debug for TlsContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsContext").field("pki", &self.pki).finish_non_exhaustive()
+    }
+}
+
+impl TlsContext {
+    /// A context for simulation (seeded provider, simulated clock).
+    pub fn sim(pki: Arc<LabPki>, capture: Capture, epoch: Duration) -> Self {
+        Self {
+            provider: sim_provider(),
+            time: Arc::new(SimClock { epoch }),
+            pki,
+            keylog: Arc::new(CaptureKeyLog(capture)),
+        }
+    }
+
+    /// A context for live mode (ring provider, system clock).
+    pub fn live(pki: Arc<LabPki>, capture: Capture) -> Self {
+        Self {
+            provider: live_provider(),
+            time: Arc::new(rustls::time_provider::DefaultTimeProvider),
+            pki,
+            keylog: Arc::new(CaptureKeyLog(capture)),
+        }
+    }
+
+    /// The lab PKI.
+    pub fn pki(&self) -> &LabPki {
+        &self.pki
+    }
+
+    /// A client config that trusts the lab CA (plus `extra_roots`).
+    pub fn client_config(
+        &self,
+        extra_roots: &[CertificateDer<'static>],
+    ) -> Result<Arc<ClientConfig>, TlsSetupError> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.pki.ca())?;
+        for r in extra_roots {
+            roots.add(r.clone())?;
+        }
+        let mut c = ClientConfig::builder_with_details(self.provider.clone(), self.time.clone())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        c.key_log = self.keylog.clone();
+        Ok(Arc::new(c))
+    }
+
+    /// A client config with a custom verifier (tests of certificate handling).
+    pub fn client_config_with_verifier(
+        &self,
+        verifier: Arc<dyn ServerCertVerifier>,
+    ) -> Result<Arc<ClientConfig>, TlsSetupError> {
+        let mut c = ClientConfig::builder_with_details(self.provider.clone(), self.time.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        c.key_log = self.keylog.clone();
+        Ok(Arc::new(c))
+    }
+
+    /// A server config presenting a lab certificate for `names`.
+    pub fn server_config(&self, names: &[String]) -> Result<Arc<ServerConfig>, TlsSetupError> {
+        let (chain, key) = self.pki.issue(names)?;
+        let mut c = ServerConfig::builder_with_details(self.provider.clone(), self.time.clone())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        c.key_log = self.keylog.clone();
+        Ok(Arc::new(c))
+    }
+
+    /// Client side of TLS over an established stream.
+    pub async fn connect<S>(
+        &self,
+        config: Arc<ClientConfig>,
+        server_name: &str,
+        stream: S,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        tokio_rustls::TlsConnector::from(config).connect(name, stream).await
+    }
+
+    /// Server side of TLS over an accepted stream.
+    pub async fn accept<S>(
+        &self,
+        config: Arc<ServerConfig>,
+        stream: S,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+    }
+}
