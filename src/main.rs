@@ -63,6 +63,9 @@ enum Cmd {
         /// Write the port map here as JSON.
         #[arg(long)]
         ports_json: Option<PathBuf>,
+        /// Write the lab CA certificate here (PEM), for clients to trust.
+        #[arg(long)]
+        ca_pem: Option<PathBuf>,
         /// Seed for the mocks' random choices.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -97,9 +100,13 @@ fn main() {
         Cmd::Check { paths } => commands::cmd_check(&paths),
         Cmd::List { dir } => commands::cmd_list(dir.as_deref()),
         Cmd::Sweep { file, seeds, jobs } => commands::cmd_sweep(&file, &seeds, jobs),
-        Cmd::Serve { file, bind, ports_json, seed } => {
-            commands::cmd_serve(file.as_deref(), bind, ports_json.as_deref(), seed)
-        }
+        Cmd::Serve { file, bind, ports_json, ca_pem, seed } => commands::cmd_serve(
+            file.as_deref(),
+            bind,
+            ports_json.as_deref(),
+            ca_pem.as_deref(),
+            seed,
+        ),
         Cmd::Probe { domain, dns, user, password, json, seed } => {
             if user.is_some() || password.is_some() {
                 eprintln!(

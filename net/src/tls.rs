@@ -229,6 +229,18 @@ impl LabPki {
         self.ca_der.clone()
     }
 
+    /// The CA certificate as PEM (for curl's `--cacert`, a browser or a real client).
+    pub fn ca_pem(&self) -> String {
+        let b64 = uclab_proto::base64::encode(&self.ca_der);
+        let mut s = String::from("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            s.push_str(&String::from_utf8_lossy(line));
+            s.push('\n');
+        }
+        s.push_str("-----END CERTIFICATE-----\n");
+        s
+    }
+
     /// A certificate for `names` (DNS names or IP addresses) and its key. The same names give
     /// the same certificate for a seed.
     pub fn issue(

@@ -3,4 +3,6 @@
 //! Each protocol module parses at the boundary into plain owned types (the smoltcp
 //! `Packet` → `Repr` habit) and renders the one-line summaries the transcript shows.
 
+pub mod base64;
 pub mod dns;
+pub mod uds;

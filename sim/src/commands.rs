@@ -271,7 +271,13 @@ fn local_runtime() -> Option<(tokio::runtime::Runtime, tokio::task::LocalSet)> {
 }
 
 /// `uclab serve`.
-pub fn cmd_serve(file: Option<&Path>, bind: IpAddr, ports_json: Option<&Path>, seed: u64) -> i32 {
+pub fn cmd_serve(
+    file: Option<&Path>,
+    bind: IpAddr,
+    ports_json: Option<&Path>,
+    ca_pem: Option<&Path>,
+    seed: u64,
+) -> i32 {
     let s = match file {
         Some(f) => match load(f) {
             Ok(s) => s,
@@ -292,6 +298,17 @@ pub fn cmd_serve(file: Option<&Path>, bind: IpAddr, ports_json: Option<&Path>, s
             return EXIT_BAD_INPUT;
         }
     };
+    if let Some(p) = ca_pem {
+        let pem = uclab_net::tls::LabPki::new(seed).map(|pki| pki.ca_pem());
+        if pem
+            .map_err(|e| e.to_string())
+            .and_then(|pem| fs::write(p, pem).map_err(|e| e.to_string()))
+            .is_err()
+        {
+            eprintln!("error: cannot write {}", p.display());
+            return EXIT_BAD_INPUT;
+        }
+    }
     let json = serde_json::to_string_pretty(&plan).unwrap_or_default();
     if let Some(p) = ports_json {
         // Write atomically so a waiting script never reads half a file.

@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod live;
+pub mod nodes;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -13,12 +13,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use serde::Serialize;
 use std::sync::Arc;
 use uclab_client::driver::{self, ClientConfig, UserAction};
-use uclab_mocks::{dns, host};
 
 use uclab_net::tls::{LabPki, TlsContext};
 use uclab_net::{Capture, EventRecord, Lab, LiveNet, Policy, Transcript};
 
-use crate::scenario::{NodeKind, Scenario};
+use std::collections::BTreeMap;
+
+use crate::nodes;
+use crate::scenario::Scenario;
 
 /// One entry of the port map (DESIGN.md "The built-in lab and the CLI").
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -49,28 +51,16 @@ fn free_port(ip: IpAddr, udp_too: bool) -> io::Result<u16> {
 pub fn plan(s: &Scenario, bind: IpAddr) -> io::Result<Vec<PortEntry>> {
     let mut out = Vec::new();
     for n in &s.nodes {
-        match &n.kind {
-            NodeKind::Dns { .. } => {
-                let addr = SocketAddr::new(bind, free_port(bind, true)?).to_string();
-                for proto in ["udp", "tcp"] {
-                    out.push(PortEntry {
-                        node: n.name.clone(),
-                        service: "dns".into(),
-                        proto: proto.into(),
-                        addr: addr.clone(),
-                    });
-                }
-            }
-            NodeKind::Host { listen } => {
-                for p in listen {
-                    let addr = SocketAddr::new(bind, free_port(bind, false)?).to_string();
-                    out.push(PortEntry {
-                        node: n.name.clone(),
-                        service: format!("tcp-{p}"),
-                        proto: "tcp".into(),
-                        addr,
-                    });
-                }
+        for svc in nodes::services(&n.kind) {
+            let addr = SocketAddr::new(bind, free_port(bind, svc.udp)?).to_string();
+            let protos: &[&str] = if svc.udp { &["udp", "tcp"] } else { &["tcp"] };
+            for proto in protos {
+                out.push(PortEntry {
+                    node: n.name.clone(),
+                    service: svc.name.clone(),
+                    proto: (*proto).into(),
+                    addr: addr.clone(),
+                });
             }
         }
     }
@@ -93,41 +83,25 @@ pub async fn serve(s: &Scenario, bind: IpAddr, plan: &[PortEntry], seed: u64) ->
         }
     }
     // Simulated service address → live address, for the DNS nodes' answers.
-    let live: std::collections::BTreeMap<SocketAddr, SocketAddr> = s
+    let live: BTreeMap<SocketAddr, SocketAddr> = s
         .nodes
         .iter()
-        .flat_map(|n| match &n.kind {
-            NodeKind::Host { listen } => listen
-                .iter()
-                .filter_map(|p| {
-                    port_of(plan, &n.name, &format!("tcp-{p}"))
-                        .map(|l| (SocketAddr::new(n.ip, *p), l))
-                })
-                .collect::<Vec<_>>(),
-            NodeKind::Dns { .. } => port_of(plan, &n.name, "dns")
-                .map(|l| (SocketAddr::new(n.ip, 53), l))
+        .flat_map(|n| {
+            nodes::services(&n.kind)
                 .into_iter()
-                .collect(),
+                .filter_map(|svc| {
+                    port_of(plan, &n.name, &svc.name).map(|l| (SocketAddr::new(n.ip, svc.port), l))
+                })
+                .collect::<Vec<_>>()
         })
         .collect();
+    let port =
+        |node: &str, svc: &nodes::Service| port_of(plan, node, &svc.name).map_or(0, |a| a.port());
     let mut tasks = Vec::new();
     for n in &s.nodes {
         let net = LiveNet::new(bind, &lab);
-        match n.kind.clone() {
-            NodeKind::Dns { zones, forward } => {
-                let port = port_of(plan, &n.name, "dns").map_or(0, |a| a.port());
-                let forward = forward.and_then(|f| port_of(plan, &f, "dns"));
-                let cfg = dns::DnsConfig { zones, forward, port, live: live.clone() };
-                tasks.push(tokio::task::spawn_local(dns::serve(net, cfg)));
-            }
-            NodeKind::Host { listen } => {
-                let ports: Vec<u16> = listen
-                    .iter()
-                    .filter_map(|p| port_of(plan, &n.name, &format!("tcp-{p}")).map(|a| a.port()))
-                    .collect();
-                tasks.push(tokio::task::spawn_local(host::serve(net, ports)));
-            }
-        }
+        let Some(p) = nodes::plan(s, &n.name, &port, &live) else { continue };
+        tasks.push(tokio::task::spawn_local(nodes::run(net, p)));
     }
     for t in tasks {
         t.await.map_err(io::Error::other)??;

@@ -10,12 +10,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use std::sync::Arc;
 use uclab_client::driver::{self, ClientConfig, UserAction};
-use uclab_mocks::{dns, host};
 
 use uclab_net::tls::{self, LabPki, TlsContext};
 use uclab_net::{Capture, EventRecord, Lab, Policy, SimNet, Transcript};
 
-use crate::scenario::{Expect, NodeKind, Scenario, StepAction};
+use crate::nodes;
+use crate::scenario::{Expect, Scenario, StepAction};
 use crate::time::fmt_secs;
 
 /// Time a run goes on after everything is settled, so closing packets show in the capture.
@@ -164,26 +164,15 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
         .max_message_latency(s.latency)
         .build();
 
+    let no_live = std::collections::BTreeMap::new();
     for n in &s.nodes {
-        let (ip, name, kind, lab) = (n.ip, n.name.clone(), n.kind.clone(), lab.clone());
-        let forward = match &n.kind {
-            NodeKind::Dns { forward: Some(f), .. } => s.node_addr(f, 53),
-            _ => None,
-        };
+        let plan = nodes::plan(s, &n.name, &|_, svc| svc.port, &no_live).expect("the node exists");
+        let (ip, name, lab) = (n.ip, n.name.clone(), lab.clone());
         sim.host(ip, move || {
             let net = SimNet::new(ip, &name, &lab);
-            let kind = kind.clone();
+            let plan = plan.clone();
             async move {
-                match kind {
-                    NodeKind::Dns { zones, .. } => {
-                        dns::serve(
-                            net,
-                            dns::DnsConfig { zones, forward, port: 53, live: Default::default() },
-                        )
-                        .await?
-                    }
-                    NodeKind::Host { listen } => host::serve(net, listen).await?,
-                }
+                nodes::run(net, plan).await?;
                 Ok(())
             }
         });

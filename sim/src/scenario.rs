@@ -22,7 +22,7 @@ const DEFAULT_NAME: &str = "<built-in default topology>";
 const DEFAULT_EPOCH: Duration = Duration::from_secs(20_458 * 86_400 + 9 * 3600);
 
 /// Node kinds that exist so far.
-pub const NODE_KINDS: &[&str] = &["dns", "host"];
+pub const NODE_KINDS: &[&str] = &["dns", "host", "cas", "cucm"];
 /// Client event kinds expectations may name.
 pub const EVENT_KINDS: &[&str] = &[
     "discovery-started",
@@ -70,6 +70,7 @@ struct File {
     epoch: Option<S<toml::value::Datetime>>,
     duration: Option<S<String>>,
     topology: Option<S<String>>,
+    domain: Option<S<String>>,
     network: Option<NetworkSpec>,
     #[serde(default)]
     zone: Vec<ZoneSpec>,
@@ -79,6 +80,8 @@ struct File {
     node: Vec<NodeSpec>,
     #[serde(default)]
     client: Vec<ClientSpec>,
+    #[serde(default)]
+    user: Vec<UserSpec>,
     #[serde(default)]
     step: Vec<StepSpec>,
     #[serde(default)]
@@ -129,6 +132,30 @@ struct NodeSpec {
     forward: Option<S<String>>,
     #[serde(default)]
     listen: Vec<u16>,
+    fqdn: Option<S<String>>,
+    #[serde(default)]
+    webex_domains: Vec<String>,
+    cluster: Option<S<String>>,
+    version: Option<String>,
+    product_type: Option<S<String>>,
+    #[serde(default)]
+    imp_servers: Vec<String>,
+    srst: Option<S<String>>,
+    #[serde(default)]
+    overloaded: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserSpec {
+    id: S<String>,
+    cluster: S<String>,
+    password: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    extension: Option<String>,
+    email: Option<String>,
+    devices: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -190,6 +217,51 @@ pub enum NodeKind {
         /// Ports accepting connections.
         listen: Vec<u16>,
     },
+    /// Webex CAS (SPEC SD4), HTTPS 443.
+    Cas {
+        /// Domains provisioned as Webex.
+        webex_domains: Vec<String>,
+    },
+    /// A CUCM node: UDS on HTTPS 8443, TFTP-over-HTTP on 6970 (SPEC AU1, CC2).
+    Cucm(CucmNode),
+}
+
+/// Settings of a CUCM node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CucmNode {
+    /// Cluster name; nodes of one cluster are its members in declaration order.
+    pub cluster: String,
+    /// Version UDS reports.
+    pub version: String,
+    /// IM&P product type of the service profile (SPEC AU2).
+    pub product_type: uclab_proto::uds::ImpProductType,
+    /// IM&P servers of the service profile.
+    pub imp_servers: Vec<String>,
+    /// SRST reference.
+    pub srst: Option<String>,
+    /// Answer UDS with 503.
+    pub overloaded: bool,
+}
+
+/// A user account on a CUCM cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// User id.
+    pub id: String,
+    /// Home cluster.
+    pub cluster: String,
+    /// Password.
+    pub password: String,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Extension.
+    pub extension: String,
+    /// Email.
+    pub email: String,
+    /// Devices.
+    pub devices: Vec<String>,
 }
 
 impl NodeKind {
@@ -198,6 +270,8 @@ impl NodeKind {
         match self {
             Self::Dns { .. } => "dns",
             Self::Host { .. } => "host",
+            Self::Cas { .. } => "cas",
+            Self::Cucm(_) => "cucm",
         }
     }
 }
@@ -211,6 +285,8 @@ pub struct Node {
     pub ip: IpAddr,
     /// Zone it sits in.
     pub zone: Option<String>,
+    /// Host name (certificates, URIs): `fqdn`, or `<name>.<domain>`.
+    pub fqdn: String,
     /// What it runs.
     pub kind: NodeKind,
 }
@@ -353,6 +429,10 @@ pub struct Scenario {
     pub nodes: Vec<Node>,
     /// Clients.
     pub clients: Vec<Client>,
+    /// User accounts.
+    pub users: Vec<User>,
+    /// The enterprise domain.
+    pub domain: String,
     /// Timeline, sorted by time (stable).
     pub steps: Vec<Step>,
     /// Expectations.
@@ -449,11 +529,15 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
     let mut rules: Vec<Item<'_, RuleSpec>> = Vec::new();
     let mut nodes: Vec<Item<'_, NodeSpec>> = Vec::new();
     let mut clients: Vec<Item<'_, ClientSpec>> = Vec::new();
+    let mut users: Vec<Item<'_, UserSpec>> = Vec::new();
     let mut latency = None;
+    let mut domain = None;
     if let Some(d) = &default {
         zones.extend(d.zone.iter().cloned().map(|spec| Item { src: &def_src, spec }));
         nodes.extend(d.node.iter().cloned().map(|spec| Item { src: &def_src, spec }));
         clients.extend(d.client.iter().cloned().map(|spec| Item { src: &def_src, spec }));
+        users.extend(d.user.iter().cloned().map(|spec| Item { src: &def_src, spec }));
+        domain = d.domain.as_ref().map(|x| x.get_ref().clone());
         if let Some(l) = d.network.as_ref().and_then(|n| n.latency.clone()) {
             latency = Some((&def_src, l));
         }
@@ -484,6 +568,17 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
         clients.retain(|i| i.spec.name.get_ref() != c.name.get_ref());
         clients.push(Item { src: &src, spec: c.clone() });
     }
+    for u in &file.user {
+        users.retain(|i| i.spec.id.get_ref() != u.id.get_ref());
+        users.push(Item { src: &src, spec: u.clone() });
+    }
+    if let Some(d) = &file.domain {
+        if uclab_proto::dns::parse_name(d.get_ref()).is_err() {
+            errs.push(src.err(d.span().start, format!("bad domain `{}`", d.get_ref())));
+        }
+        domain = Some(d.get_ref().clone());
+    }
+    let domain = domain.unwrap_or_else(|| "example.com".into());
     if let Some(l) = file.network.as_ref().and_then(|n| n.latency.clone()) {
         latency = Some((&src, l));
     }
@@ -661,6 +756,44 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 NodeKind::Dns { zones, forward: n.forward.as_ref().map(|f| f.get_ref().clone()) }
             }
             "host" => NodeKind::Host { listen: n.listen.clone() },
+            "cas" => NodeKind::Cas { webex_domains: n.webex_domains.clone() },
+            "cucm" => {
+                let Some(cluster) = &n.cluster else {
+                    errs.push(i.src.err(
+                        n.name.span().start,
+                        format!("cucm node `{}` needs a `cluster`", n.name.get_ref()),
+                    ));
+                    continue;
+                };
+                use uclab_proto::uds::ImpProductType;
+                let product_type = match n.product_type.as_ref().map(|p| p.get_ref().as_str()) {
+                    None | Some("cup") => ImpProductType::Cup,
+                    Some("webex") => ImpProductType::Webex,
+                    Some("none") => ImpProductType::NotSet,
+                    Some(o) => {
+                        let at = n.product_type.as_ref().map_or(0, |p| p.span().start);
+                        errs.push(
+                            i.src.err(at, format!("unknown product_type `{o}` (cup, webex, none)")),
+                        );
+                        ImpProductType::Cup
+                    }
+                };
+                if let Some(sr) = &n.srst
+                    && sr.get_ref().parse::<Ipv4Addr>().is_err()
+                {
+                    errs.push(
+                        i.src.err(sr.span().start, format!("bad SRST address `{}`", sr.get_ref())),
+                    );
+                }
+                NodeKind::Cucm(CucmNode {
+                    cluster: cluster.get_ref().clone(),
+                    version: n.version.clone().unwrap_or_else(|| "12.5.1".into()),
+                    product_type,
+                    imp_servers: n.imp_servers.clone(),
+                    srst: n.srst.as_ref().map(|x| x.get_ref().clone()),
+                    overloaded: n.overloaded,
+                })
+            }
             other => {
                 errs.push(i.src.err(
                     kind.span().start,
@@ -669,11 +802,21 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 continue;
             }
         };
+        let fqdn = match &n.fqdn {
+            Some(f) => {
+                if uclab_proto::dns::parse_name(f.get_ref()).is_err() {
+                    errs.push(i.src.err(f.span().start, format!("bad fqdn `{}`", f.get_ref())));
+                }
+                f.get_ref().clone()
+            }
+            None => format!("{}.{domain}", n.name.get_ref()),
+        };
         if let Some(ip) = ip {
             node_out.push(Node {
                 name: n.name.get_ref().clone(),
                 ip,
                 zone: n.zone.as_ref().map(|z| z.get_ref().clone()),
+                fqdn,
                 kind,
             });
         }
@@ -704,6 +847,49 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 address: c.address.as_ref().map(|a| a.get_ref().clone()),
             });
         }
+    }
+
+    // Users: each on an existing cluster, ids unique.
+    let clusters: BTreeSet<String> = node_out
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::Cucm(c) => Some(c.cluster.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut user_out = Vec::new();
+    for i in &users {
+        let u = &i.spec;
+        if !valid_name(u.id.get_ref()) {
+            errs.push(i.src.err(u.id.span().start, format!("bad user id `{}`", u.id.get_ref())));
+        }
+        if !clusters.contains(u.cluster.get_ref()) {
+            errs.push(i.src.err(
+                u.cluster.span().start,
+                format!("unknown cluster `{}` (no cucm node has it)", u.cluster.get_ref()),
+            ));
+        }
+        let id = u.id.get_ref().clone();
+        let cap = |s: &str| {
+            s.chars()
+                .take(1)
+                .flat_map(char::to_uppercase)
+                .chain(s.chars().skip(1))
+                .collect::<String>()
+        };
+        user_out.push(User {
+            cluster: u.cluster.get_ref().clone(),
+            password: u.password.clone().unwrap_or_else(|| "lab".into()),
+            first_name: u.first_name.clone().unwrap_or_else(|| cap(&id)),
+            last_name: u.last_name.clone().unwrap_or_else(|| "Lab".into()),
+            extension: u.extension.clone().unwrap_or_default(),
+            email: u.email.clone().unwrap_or_else(|| format!("{id}@{domain}")),
+            devices: u
+                .devices
+                .clone()
+                .unwrap_or_else(|| vec![format!("CSF{}", id.to_ascii_uppercase())]),
+            id,
+        });
     }
 
     // Timeline.
@@ -936,6 +1122,8 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
         rules: rule_out,
         nodes: node_out,
         clients: client_out,
+        users: user_out,
+        domain,
         steps,
         expects,
     })

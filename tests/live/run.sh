@@ -5,7 +5,7 @@
 set -uo pipefail
 UCLAB=$(realpath "${1:-target/debug/uclab}")
 cd "$(dirname "$0")/../.."
-for t in tshark dig python3; do
+for t in tshark dig python3 curl xmllint; do
   command -v "$t" >/dev/null || { echo "live: $t is missing (run scripts/setup.sh)"; echo "live: 0 passed, 1 failed"; exit 1; }
 done
 work=$(mktemp -d)
@@ -36,7 +36,7 @@ srv=$(tshark -r "$work/a/showcase/discovery-inside-outside/capture.pcapng" -Y 'd
 case "$srv" in *cucm1.example.com*expe.example.com*) ok "tshark decodes SRV targets: $srv";; *) ko "tshark SRV targets: '$srv'";; esac
 
 # 3. uclab serve: dig gets the default topology's records; garbage does not stop the server.
-"$UCLAB" serve --ports-json "$work/ports.json" >"$work/serve.out" 2>"$work/serve.err" &
+"$UCLAB" serve --ports-json "$work/ports.json" --ca-pem "$work/ca.pem" >"$work/serve.out" 2>"$work/serve.err" &
 serve_pid=$!
 for _ in $(seq 100); do [ -s "$work/ports.json" ] && break; sleep 0.1; done
 port() { python3 -c "import json,sys;print([e['addr'].rsplit(':',1)[1] for e in json.load(open(sys.argv[1])) if e['node']==sys.argv[2] and e['service']==sys.argv[3]][0])" "$work/ports.json" "$1" "$2"; }
@@ -47,7 +47,9 @@ case "$out" in *"cucm1.example.com."*"cucm2.example.com."*) ok "dig SRV over UDP
 out=$(dig @127.0.0.1 -p "$P" _cisco-uds._tcp.example.com SRV +short +tcp +time=2 +tries=1)
 case "$out" in *"cucm1.example.com."*) ok "dig SRV over TCP";; *) ko "dig SRV over TCP: '$out'";; esac
 out=$(dig @127.0.0.1 -p "$P" loginp.webexconnect.com A +short +time=2 +tries=1)
-[ "$out" = "203.0.113.90" ] && ok "internal server forwards to the external one (SD10)" || ko "forwarding: '$out'"
+# loginp.webexconnect.com is only in the external zone, and it is the CAS node: forwarded,
+# and rewritten to where the CAS mock listens live.
+[ "$out" = "127.0.0.1" ] && ok "internal server forwards to the external one (SD10), live address" || ko "forwarding: '$out'"
 E=$(port dns-ext dns)
 out=$(dig @127.0.0.1 -p "$E" _cisco-uds._tcp.example.com SRV +time=2 +tries=1 | grep -o 'status: [A-Z]*')
 [ "$out" = "status: NXDOMAIN" ] && ok "external server has no _cisco-uds (split-brain)" || ko "external: '$out'"
@@ -68,6 +70,25 @@ method=$(printf '%s' "$json" | python3 -c 'import json,sys; print(json.load(sys.
 target=$(printf '%s' "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["target"])')
 [ "$method" = "cisco-uds" ] && case "$target" in cucm1.example.com:*) true;; *) false;; esac \
   && ok "probe: method=$method target=$target" || ko "probe: $json"
+
+# 5. HTTPS mocks with curl (verifying the lab CA and the host name) and xmllint.
+U=$(port cucm1 uds); T=$(port cucm1 tftp); C=$(port cas cas)
+https() { curl -sS --max-time 5 --cacert "$work/ca.pem" --resolve "$1:$2:127.0.0.1" "${@:4}" "https://$1:$2$3"; }
+xml_ok() { xmllint --noout --nonet - 2>&1; }
+for path in /cucm-uds/version /cucm-uds/servers "/cucm-uds/clusterUser?username=alice" "/cucm-uds/users?name=b"; do
+  body=$(https cucm1.example.com "$U" "$path")
+  if [ -n "$body" ] && err=$(printf '%s' "$body" | xml_ok); then ok "UDS $path: well-formed XML"; else ko "UDS $path: ${err:-empty}"; fi
+done
+body=$(https cucm1.example.com "$U" /cucm-uds/user/alice -u alice:lab)
+case "$body" in *"<userName>alice</userName>"*) printf '%s' "$body" | xml_ok >/dev/null && ok "UDS user/alice with Basic alice:lab" || ko "user/alice not XML";; *) ko "UDS user/alice: $body";; esac
+code=$(https cucm1.example.com "$U" /cucm-uds/user/alice -u alice:wrong -o /dev/null -w '%{http_code}')
+[ "$code" = "401" ] && ok "UDS wrong password: 401" || ko "UDS wrong password: $code"
+code=$(https cucm2.example.com "$U" /cucm-uds/version -o /dev/null -w '%{http_code}' 2>/dev/null)
+[ "$code" = "000" ] && ok "curl refuses cucm1's certificate for cucm2.example.com" || ko "name mismatch accepted: $code"
+body=$(curl -sS --max-time 5 "http://127.0.0.1:$T/CSFALICE.cnf.xml")
+case "$body" in *"<member priority=\"0\">"*) printf '%s' "$body" | xml_ok >/dev/null && ok "TFTP CSFALICE.cnf.xml: CUCM group, well-formed" || ko "cnf.xml not XML";; *) ko "TFTP: $body";; esac
+body=$(https loginp.webexconnect.com "$C" "/cas/FederatedSSO?org=example.com")
+case "$body" in *"<errorcode>1</errorcode>"*) ok "CAS: example.com is not a Webex domain (SD4)";; *) ko "CAS: $body";; esac
 
 echo "live: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1,0 +1,193 @@
+//! From a scenario's node to a running mock: which services a node kind offers, the
+//! configuration of each node (simulated or live ports), and the task that serves it. The
+//! simulation runner and live mode both start nodes through here.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use uclab_mocks::cucm::{CucmConfig, CucmUser};
+use uclab_mocks::{cas, cucm, dns, host, http};
+use uclab_net::Net;
+use uclab_proto::uds::UdsUser;
+
+use crate::scenario::{NodeKind, Scenario};
+
+/// One service a node offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Name in the port map (DESIGN.md): `dns`, `cas`, `uds`, `tftp`, or `tcp-PORT`.
+    pub name: String,
+    /// Port in simulation.
+    pub port: u16,
+    /// UDP as well as TCP.
+    pub udp: bool,
+}
+
+fn svc(name: &str, port: u16, udp: bool) -> Service {
+    Service { name: name.to_owned(), port, udp }
+}
+
+/// The services of a node kind.
+pub fn services(kind: &NodeKind) -> Vec<Service> {
+    match kind {
+        NodeKind::Dns { .. } => vec![svc("dns", 53, true)],
+        NodeKind::Host { listen } => {
+            listen.iter().map(|p| svc(&format!("tcp-{p}"), *p, false)).collect()
+        }
+        NodeKind::Cas { .. } => vec![svc("cas", 443, false)],
+        NodeKind::Cucm(_) => vec![svc("uds", 8443, false), svc("tftp", 6970, false)],
+    }
+}
+
+/// Everything a node needs to run, with the ports it listens on.
+#[derive(Clone, Debug)]
+pub enum NodePlan {
+    /// DNS server.
+    Dns(dns::DnsConfig),
+    /// Plain TCP listeners.
+    Host(Vec<u16>),
+    /// Webex CAS.
+    Cas {
+        /// HTTPS port.
+        port: u16,
+        /// Certificate names.
+        names: Vec<String>,
+        /// Settings.
+        cfg: cas::CasConfig,
+    },
+    /// CUCM UDS and TFTP.
+    Cucm {
+        /// UDS HTTPS port.
+        uds: u16,
+        /// TFTP-over-HTTP port.
+        tftp: u16,
+        /// Certificate names.
+        names: Vec<String>,
+        /// The cluster as this node sees it.
+        cfg: Rc<CucmConfig>,
+    },
+}
+
+/// Plans node `name` of `s`. `port(node, service)` gives where a service listens (its simulated
+/// port in simulation, a free port in live mode); `live` maps simulated service addresses to
+/// live ones for the DNS nodes' answers (empty in simulation).
+pub fn plan(
+    s: &Scenario,
+    name: &str,
+    port: &dyn Fn(&str, &Service) -> u16,
+    live: &BTreeMap<SocketAddr, SocketAddr>,
+) -> Option<NodePlan> {
+    let n = s.nodes.iter().find(|n| n.name == name)?;
+    let own = |service: &str| {
+        services(&n.kind)
+            .into_iter()
+            .find(|x| x.name == service)
+            .map(|x| port(&n.name, &x))
+            .unwrap_or(0)
+    };
+    Some(match &n.kind {
+        NodeKind::Dns { zones, forward } => {
+            let forward = forward.as_ref().and_then(|f| {
+                let fnode = s.nodes.iter().find(|x| &x.name == f)?;
+                let p = port(f, &services(&fnode.kind)[0]);
+                // In live mode the upstream is the live address; in simulation, the node's own.
+                let sim = SocketAddr::new(fnode.ip, 53);
+                Some(live.get(&sim).copied().unwrap_or(SocketAddr::new(fnode.ip, p)))
+            });
+            NodePlan::Dns(dns::DnsConfig {
+                zones: zones.clone(),
+                forward,
+                port: own("dns"),
+                live: live.clone(),
+            })
+        }
+        NodeKind::Host { .. } => {
+            NodePlan::Host(services(&n.kind).iter().map(|x| port(&n.name, x)).collect())
+        }
+        NodeKind::Cas { webex_domains } => NodePlan::Cas {
+            port: own("cas"),
+            names: vec![n.fqdn.clone()],
+            cfg: cas::CasConfig { webex_domains: webex_domains.clone() },
+        },
+        NodeKind::Cucm(c) => {
+            let members: Vec<_> = s
+                .nodes
+                .iter()
+                .filter(|x| matches!(&x.kind, NodeKind::Cucm(o) if o.cluster == c.cluster))
+                .collect();
+            let home_of = |cluster: &str| {
+                s.nodes
+                    .iter()
+                    .find(|x| matches!(&x.kind, NodeKind::Cucm(o) if o.cluster == cluster))
+                    .map(|x| x.fqdn.clone())
+            };
+            let users = s
+                .users
+                .iter()
+                .filter(|u| u.cluster == c.cluster)
+                .map(|u| CucmUser {
+                    uds: UdsUser {
+                        id: u.id.clone(),
+                        first_name: u.first_name.clone(),
+                        last_name: u.last_name.clone(),
+                        extension: u.extension.clone(),
+                        email: u.email.clone(),
+                        im_and_presence: !c.imp_servers.is_empty(),
+                        service_profile: "SPDefault.cnf.xml".into(),
+                        devices: u.devices.clone(),
+                    },
+                    password: u.password.clone(),
+                })
+                .collect();
+            // ILS: every other cluster's users, with their home cluster's first node.
+            let remote_users = s
+                .users
+                .iter()
+                .filter(|u| u.cluster != c.cluster)
+                .filter_map(|u| Some((u.id.clone(), home_of(&u.cluster)?)))
+                .collect();
+            NodePlan::Cucm {
+                uds: own("uds"),
+                tftp: own("tftp"),
+                names: vec![n.fqdn.clone()],
+                cfg: Rc::new(CucmConfig {
+                    host: n.fqdn.clone(),
+                    version: c.version.clone(),
+                    servers: members.iter().map(|m| m.fqdn.clone()).collect(),
+                    users,
+                    remote_users,
+                    product_type: c.product_type,
+                    imp_servers: c.imp_servers.clone(),
+                    srst: c.srst.clone(),
+                    profile_options: Vec::new(),
+                    jabber_config: Vec::new(),
+                    overloaded: c.overloaded,
+                }),
+            }
+        }
+    })
+}
+
+/// Serves a planned node on `net` until it stops.
+pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result<()> {
+    match plan {
+        NodePlan::Dns(cfg) => dns::serve(net, cfg).await,
+        NodePlan::Host(ports) => host::serve(net, ports).await,
+        NodePlan::Cas { port, names, cfg } => {
+            http::serve(net, port, Some(names), cas::handler(cfg)).await
+        }
+        NodePlan::Cucm { uds, tftp, names, cfg } => {
+            let t = tokio::task::spawn_local(http::serve(
+                net.clone(),
+                tftp,
+                None,
+                cucm::tftp_handler(cfg.clone()),
+            ));
+            let u = http::serve(net, uds, Some(names), cucm::uds_handler(cfg)).await;
+            t.abort();
+            u
+        }
+    }
+}
