@@ -35,6 +35,21 @@ fn check_scenario(rel: &str) {
     assert!(c.passed, "{rel} failed with seed {other}:\n{}", c.transcript);
 
     common::check_capture(rel, &a.capture);
+    // No password crosses the capture in clear text: neither `user:password` nor its Basic
+    // token (passwords of 6 characters or more are looked for alone too).
+    let secrets: Vec<String> = s
+        .users
+        .iter()
+        .flat_map(|u| {
+            let pair = format!("{}:{}", u.id, u.password);
+            let mut v = vec![uclab_proto::base64::encode(pair.as_bytes()), pair];
+            if u.password.len() >= 6 {
+                v.push(u.password.clone());
+            }
+            v
+        })
+        .collect();
+    common::check_no_secrets(rel, &a.capture, &secrets);
     let suite =
         Path::new(rel).parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("x");
     insta::with_settings!({ snapshot_path => "snapshots", prepend_module_to_snapshot => false }, {

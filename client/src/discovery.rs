@@ -18,6 +18,7 @@ use uclab_proto::dns::{DnsMsg, QType, Rdata};
 
 use crate::Time;
 use crate::event::{ClientEvent, Via};
+use crate::io::{ConnId, Input, Output};
 use crate::resolver::{QueryToken, ResolveFailure, ResolverConfig, ResolverOutput, StubResolver};
 use crate::srv::{self, SrvAnswer, SrvTarget};
 
@@ -27,80 +28,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Services looked up, in precedence order (SPEC SD5).
 const SERVICES: [Via; 3] = [Via::CiscoUds, Via::Cuplogin, Via::CollabEdge];
-
-/// Identifies one connection attempt.
-pub type ConnId = u32;
-
-/// What the engine wants done or reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// Send a UDP datagram from the resolver socket.
-    Transmit {
-        /// Destination.
-        to: SocketAddr,
-        /// Payload.
-        bytes: Vec<u8>,
-    },
-    /// Exchange one DNS message over TCP; answer with [`Input::TcpAnswer`].
-    TcpExchange {
-        /// Query token.
-        token: QueryToken,
-        /// Server.
-        to: SocketAddr,
-        /// Unframed DNS message.
-        bytes: Vec<u8>,
-    },
-    /// Open a TCP connection; answer with [`Input::Connected`] or [`Input::ConnectFailed`].
-    Connect {
-        /// Attempt id.
-        id: ConnId,
-        /// Address.
-        to: SocketAddr,
-    },
-    /// Abandon or close a connection.
-    Close {
-        /// Attempt id.
-        id: ConnId,
-    },
-    /// Something to report.
-    Event(ClientEvent),
-}
-
-/// Inputs from the driver.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Input {
-    /// A datagram on the resolver socket.
-    Datagram {
-        /// Sender.
-        from: SocketAddr,
-        /// Payload.
-        bytes: Vec<u8>,
-    },
-    /// ICMP port unreachable from `from`.
-    Unreachable {
-        /// The server that refused.
-        from: SocketAddr,
-    },
-    /// The answer of a TCP exchange (`None`: it failed).
-    TcpAnswer {
-        /// Query token.
-        token: QueryToken,
-        /// The answer, unframed.
-        bytes: Option<Vec<u8>>,
-    },
-    /// A connection attempt succeeded.
-    Connected {
-        /// Attempt id.
-        id: ConnId,
-    },
-    /// A connection attempt failed.
-    ConnectFailed {
-        /// Attempt id.
-        id: ConnId,
-        /// refused, reset, …
-        reason: String,
-    },
-}
 
 #[derive(Debug)]
 enum State {
@@ -190,6 +117,7 @@ impl Discovery {
                     self.state = State::Done;
                 }
             }
+            Input::Http { .. } => {}
             Input::ConnectFailed { id, reason } => {
                 if let State::Connect { id: want, .. } = self.state
                     && id == want

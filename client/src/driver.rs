@@ -12,8 +12,9 @@ use uclab_net::{Net, TcpConn};
 use uclab_proto::dns::DnsMsg;
 
 use crate::Time;
-use crate::discovery::{ConnId, Discovery, Input, Output};
+use crate::client::Client;
 use crate::event::ClientEvent;
+use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output};
 use crate::resolver::{QueryToken, ResolverConfig};
 
 /// Largest DNS message read over TCP (the 2-byte length caps it anyway).
@@ -26,6 +27,15 @@ pub enum UserAction {
     Discover {
         /// Services domain.
         domain: String,
+    },
+    /// Discover, then sign in (SPEC AU1).
+    SignIn {
+        /// Services domain.
+        domain: String,
+        /// User id.
+        user: String,
+        /// Password (never logged).
+        password: String,
     },
 }
 
@@ -42,6 +52,7 @@ enum Msg {
     Datagram(SocketAddr, Vec<u8>),
     Connected(ConnId, std::io::Result<TcpConn>),
     TcpAnswer(QueryToken, Option<Vec<u8>>),
+    Http(HttpId, Result<HttpResp, String>),
 }
 
 /// Runs a client until its actions are done and its engine is idle.
@@ -66,21 +77,20 @@ pub async fn run<N: Net + Clone + 'static>(
             }
         })
     };
-    let mut engine: Option<Discovery> = None;
+    let mut engine = Client::new(ResolverConfig::new(cfg.dns.clone()));
     let mut tasks: BTreeMap<ConnId, JoinHandle<()>> = BTreeMap::new();
     let mut conns: BTreeMap<ConnId, TcpConn> = BTreeMap::new();
     loop {
         // Drain the engine completely after every input (the sans-IO contract).
-        while let Some(out) = engine.as_mut().and_then(Discovery::poll_output) {
+        while let Some(out) = engine.poll_output() {
             let now = net.now();
             match out {
                 Output::Transmit { to, bytes } => {
                     log_dns(&*net, udp.local_addr(), to, "udp", &bytes);
                     if let Err(e) = udp.send_to(&bytes, to).await
                         && e.kind() == std::io::ErrorKind::ConnectionRefused
-                        && let Some(d) = engine.as_mut()
                     {
-                        d.handle_input(now, Input::Unreachable { from: to });
+                        engine.handle_input(now, Input::Unreachable { from: to });
                     }
                 }
                 Output::TcpExchange { token, to, bytes } => {
@@ -106,15 +116,19 @@ pub async fn run<N: Net + Clone + 'static>(
                         let _ = c.shutdown().await;
                     }
                 }
+                Output::Http(req) => {
+                    let (net, tx) = (net.clone(), tx.clone());
+                    tokio::task::spawn_local(async move {
+                        let r = http_exchange(&*net, &req).await;
+                        let _ = tx.send(Msg::Http(req.id, r));
+                    });
+                }
                 Output::Event(e) => log_event(&*net, &cfg.name, &e),
             }
         }
-        let idle = engine.as_ref().is_none_or(Discovery::is_done);
+        let idle = engine.is_idle();
         let deadline =
-            [engine.as_ref().and_then(Discovery::poll_timeout), actions.front().map(|a| a.0)]
-                .into_iter()
-                .flatten()
-                .min();
+            [engine.poll_timeout(), actions.front().map(|a| a.0)].into_iter().flatten().min();
         let Some(deadline) = deadline else {
             if idle {
                 break;
@@ -134,17 +148,15 @@ pub async fn run<N: Net + Clone + 'static>(
                 let now = net.now();
                 while actions.front().is_some_and(|a| a.0 <= now) {
                     let (_, action) = actions.pop_front().expect("checked");
+                    let seed = net.rng().next_u64();
                     match action {
-                        UserAction::Discover { domain } => {
-                            let seed = net.rng().next_u64();
-                            let rc = ResolverConfig::new(cfg.dns.clone());
-                            engine = Some(Discovery::start(now, &domain, rc, seed));
+                        UserAction::Discover { domain } => engine.discover(now, &domain, seed),
+                        UserAction::SignIn { domain, user, password } => {
+                            engine.sign_in(now, &domain, &user, &password, seed)
                         }
                     }
                 }
-                if let Some(d) = engine.as_mut() {
-                    d.handle_timeout(now);
-                }
+                engine.handle_timeout(now);
             }
         }
     }
@@ -154,14 +166,14 @@ pub async fn run<N: Net + Clone + 'static>(
 
 fn feed<N: Net>(
     net: &N,
-    engine: &mut Option<Discovery>,
+    d: &mut Client,
     conns: &mut BTreeMap<ConnId, TcpConn>,
     tasks: &mut BTreeMap<ConnId, JoinHandle<()>>,
     m: Msg,
 ) {
     let now = net.now();
-    let Some(d) = engine.as_mut() else { return };
     match m {
+        Msg::Http(id, result) => d.handle_input(now, Input::Http { id, result }),
         Msg::Datagram(from, bytes) => d.handle_input(now, Input::Datagram { from, bytes }),
         Msg::TcpAnswer(token, bytes) => d.handle_input(now, Input::TcpAnswer { token, bytes }),
         Msg::Connected(id, r) => {
@@ -182,6 +194,66 @@ fn feed<N: Net>(
             }
         }
     }
+}
+
+/// Largest HTTP response body read.
+const MAX_HTTP_BODY: usize = 1 << 20;
+
+/// One HTTP request on its own connection (HTTPS checks the certificate against `req.host`).
+async fn http_exchange<N: Net>(net: &N, req: &HttpReq) -> Result<HttpResp, String> {
+    let tcp = net.connect(req.addr).await.map_err(|e| format!("connect: {e}"))?;
+    let line = format!(
+        "HTTP {} {}{}",
+        req.method,
+        req.path,
+        if req.basic.is_some() { " (Basic)" } else { "" }
+    );
+    net.transcript().message(net.now(), tcp.local_addr(), req.addr, "tcp", &line);
+    if req.tls {
+        let cfg = net.tls().client_config(&[]).map_err(|e| e.to_string())?;
+        let s = net.tls().connect(cfg, &req.host, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+        http1(hyper_util::rt::TokioIo::new(s), req).await
+    } else {
+        http1(hyper_util::rt::TokioIo::new(tcp), req).await
+    }
+}
+
+async fn http1<I>(io: I, req: &HttpReq) -> Result<HttpResp, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    let host = if req.addr.port() == 443 {
+        req.host.clone()
+    } else {
+        format!("{}:{}", req.host, req.addr.port())
+    };
+    let mut b = hyper::Request::builder()
+        .method(req.method)
+        .uri(req.path.as_str())
+        .header("host", host)
+        .header("user-agent", "uclab-client")
+        .header("accept", "application/xml");
+    if let Some((u, p)) = &req.basic {
+        let token = uclab_proto::base64::encode(format!("{u}:{p}").as_bytes());
+        b = b.header("authorization", format!("Basic {token}"));
+    }
+    let request =
+        b.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
+    let resp = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_HTTP_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes()
+        .to_vec();
+    Ok(HttpResp { status, body })
 }
 
 /// One DNS exchange over TCP with RFC 1035 §4.2.2 length framing.

@@ -85,6 +85,29 @@ pub enum ClientEvent {
         /// Why.
         reason: String,
     },
+    /// UDS named the user's home cluster (SPEC AU1).
+    HomeCluster {
+        /// The home cluster's UDS host.
+        host: String,
+    },
+    /// Sign-in finished (SPEC AU1–AU3).
+    SignedIn {
+        /// User id.
+        user: String,
+        /// Home cluster host.
+        home: String,
+        /// `cup`, `webex` or `cucm` (SPEC AU2).
+        authenticator: String,
+        /// `full-uc`, `im-only` or `phone-only` (SPEC AU3).
+        product_mode: String,
+        /// Device names, comma separated.
+        devices: String,
+    },
+    /// Sign-in failed, once and clearly (SPEC AU5).
+    SignInFailed {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl ClientEvent {
@@ -98,6 +121,9 @@ impl ClientEvent {
             Self::TargetFailed { .. } => "target-failed",
             Self::ServiceReached { .. } => "service-reached",
             Self::DiscoveryFailed { .. } => "discovery-failed",
+            Self::HomeCluster { .. } => "home-cluster",
+            Self::SignedIn { .. } => "signed-in",
+            Self::SignInFailed { .. } => "sign-in-failed",
         }
     }
 
@@ -120,7 +146,17 @@ impl ClientEvent {
                 ("target", target.clone()),
                 ("addr", addr.clone()),
             ],
-            Self::DiscoveryFailed { reason } => vec![("reason", reason.clone())],
+            Self::DiscoveryFailed { reason } | Self::SignInFailed { reason } => {
+                vec![("reason", reason.clone())]
+            }
+            Self::HomeCluster { host } => vec![("host", host.clone())],
+            Self::SignedIn { user, home, authenticator, product_mode, devices } => vec![
+                ("user", user.clone()),
+                ("home", home.clone()),
+                ("authenticator", authenticator.clone()),
+                ("product_mode", product_mode.clone()),
+                ("devices", devices.clone()),
+            ],
         }
     }
 }

@@ -5,10 +5,13 @@
 //! [`driver`] is the one async loop that moves bytes, time and events between an engine and a
 //! [`uclab_net::Net`]; it makes no protocol decision.
 
+pub mod client;
 pub mod discovery;
 pub mod driver;
 pub mod event;
+pub mod io;
 pub mod resolver;
+pub mod signin;
 pub mod srv;
 
 /// Time in the client core: the offset from the scenario epoch (virtual in simulation).

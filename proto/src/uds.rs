@@ -366,3 +366,275 @@ mod tests {
         );
     }
 }
+
+// ---- parsers (client side) ----
+
+/// Largest document the client reads.
+pub const MAX_DOC: usize = 1 << 20;
+/// Deepest element nesting accepted.
+const MAX_DEPTH: usize = 32;
+
+/// Why a document was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum XmlError {
+    /// Larger than [`MAX_DOC`].
+    #[error("document too large ({0} bytes)")]
+    TooLarge(usize),
+    /// Nested deeper than the limit.
+    #[error("document nested too deeply")]
+    TooDeep,
+    /// A DTD (entity declarations are refused outright: no expansion tricks).
+    #[error("DTD not allowed")]
+    Dtd,
+    /// Not well-formed.
+    #[error("malformed XML: {0}")]
+    Malformed(String),
+    /// Well-formed, but not the expected document.
+    #[error("expected <{expected}>, got <{got}>")]
+    WrongRoot {
+        /// Root wanted.
+        expected: &'static str,
+        /// Root found.
+        got: String,
+    },
+}
+
+/// One element of a [`Doc`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Element {
+    /// Path below the root (`a/b/c`).
+    pub path: String,
+    /// Attributes, in order.
+    pub attrs: Vec<(String, String)>,
+    /// Text content (entities resolved).
+    pub text: String,
+}
+
+/// A parsed document reduced to what the client uses: the root name and every element, in
+/// document order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Doc {
+    /// Root element name.
+    pub root: String,
+    /// Elements below the root.
+    pub elements: Vec<Element>,
+}
+
+impl Doc {
+    /// Parses a document with the limits above.
+    pub fn parse(bytes: &[u8]) -> Result<Self, XmlError> {
+        use quick_xml::events::Event;
+        if bytes.len() > MAX_DOC {
+            return Err(XmlError::TooLarge(bytes.len()));
+        }
+        let mut r = quick_xml::Reader::from_reader(bytes);
+        r.config_mut().check_end_names = true;
+        let mut stack: Vec<String> = Vec::new();
+        let mut doc = Self::default();
+        let mut buf = Vec::new();
+        let mut open: Vec<usize> = Vec::new();
+        loop {
+            let ev = r.read_event_into(&mut buf).map_err(|e| XmlError::Malformed(e.to_string()))?;
+            match ev {
+                Event::DocType(_) => return Err(XmlError::Dtd),
+                Event::Start(ref s) | Event::Empty(ref s) => {
+                    let name = String::from_utf8_lossy(s.local_name().as_ref()).into_owned();
+                    let attrs = s
+                        .attributes()
+                        .map(|a| {
+                            let a = a.map_err(|e| XmlError::Malformed(e.to_string()))?;
+                            let v = a
+                                .unescape_value()
+                                .map_err(|e| XmlError::Malformed(e.to_string()))?;
+                            Ok((
+                                String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned(),
+                                v.into_owned(),
+                            ))
+                        })
+                        .collect::<Result<Vec<_>, XmlError>>()?;
+                    if stack.is_empty() && doc.root.is_empty() {
+                        doc.root = name.clone();
+                    } else if stack.is_empty() {
+                        return Err(XmlError::Malformed("more than one root element".into()));
+                    }
+                    stack.push(name);
+                    if stack.len() > MAX_DEPTH {
+                        return Err(XmlError::TooDeep);
+                    }
+                    let path = stack[1..].join("/");
+                    doc.elements.push(Element { path, attrs, text: String::new() });
+                    open.push(doc.elements.len() - 1);
+                    if matches!(ev, Event::Empty(_)) {
+                        stack.pop();
+                        open.pop();
+                    }
+                }
+                Event::End(_) => {
+                    stack.pop();
+                    open.pop();
+                }
+                Event::Text(t) => {
+                    let t = t.decode().map_err(|e| XmlError::Malformed(e.to_string()))?;
+                    if let Some(&i) = open.last() {
+                        doc.elements[i].text.push_str(&t);
+                    }
+                }
+                Event::GeneralRef(r) => {
+                    // Only the five predefined entities and character references exist here:
+                    // there is no DTD to declare others.
+                    let name =
+                        r.decode().map_err(|e| XmlError::Malformed(e.to_string()))?.into_owned();
+                    let text = match r.resolve_char_ref() {
+                        Ok(Some(c)) => c.to_string(),
+                        Ok(None) => match name.as_str() {
+                            "amp" => "&".into(),
+                            "lt" => "<".into(),
+                            "gt" => ">".into(),
+                            "quot" => "\"".into(),
+                            "apos" => "'".into(),
+                            _ => {
+                                return Err(XmlError::Malformed(format!(
+                                    "unknown entity &{name};"
+                                )));
+                            }
+                        },
+                        Err(e) => return Err(XmlError::Malformed(e.to_string())),
+                    };
+                    if let Some(&i) = open.last() {
+                        doc.elements[i].text.push_str(&text);
+                    }
+                }
+                Event::CData(c) => {
+                    if let Some(&i) = open.last() {
+                        doc.elements[i].text.push_str(&String::from_utf8_lossy(&c));
+                    }
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+            buf.clear();
+        }
+        if !stack.is_empty() || doc.root.is_empty() {
+            return Err(XmlError::Malformed("truncated document".into()));
+        }
+        Ok(doc)
+    }
+
+    /// Parses and checks the root element.
+    pub fn expect(bytes: &[u8], root: &'static str) -> Result<Self, XmlError> {
+        let d = Self::parse(bytes)?;
+        if d.root != root {
+            return Err(XmlError::WrongRoot { expected: root, got: d.root });
+        }
+        Ok(d)
+    }
+
+    /// Text of the first element at `path`.
+    pub fn text(&self, path: &str) -> Option<&str> {
+        self.elements.iter().find(|e| e.path == path).map(|e| e.text.trim())
+    }
+
+    /// Texts of every element at `path`.
+    pub fn texts(&self, path: &str) -> Vec<&str> {
+        self.elements.iter().filter(|e| e.path == path).map(|e| e.text.trim()).collect()
+    }
+
+    /// An attribute of the first element at `path`.
+    pub fn attr(&self, path: &str, name: &str) -> Option<&str> {
+        self.elements
+            .iter()
+            .find(|e| e.path == path)
+            .and_then(|e| e.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()))
+    }
+}
+
+/// SPEC SD4: whether the CAS answer says "Webex domain" (errorcode 7).
+pub fn parse_cas(bytes: &[u8]) -> Result<bool, XmlError> {
+    let d = Doc::expect(bytes, "LoginResponse")?;
+    Ok(d.text("response/errorcode") == Some("7"))
+}
+
+/// `clusterUser`: the home cluster's host, or `None` when the user is not found.
+pub fn parse_cluster_user(bytes: &[u8]) -> Result<Option<String>, XmlError> {
+    let d = Doc::expect(bytes, "clusterUser")?;
+    if d.attr("result", "found") != Some("true") {
+        return Ok(None);
+    }
+    Ok(d.text("homeCluster").filter(|h| !h.is_empty()).map(str::to_owned))
+}
+
+/// `user/{id}`: the service profile's URI.
+pub fn parse_user_profile_uri(bytes: &[u8]) -> Result<Option<String>, XmlError> {
+    let d = Doc::expect(bytes, "user")?;
+    Ok(d.text("serviceProfile/uri").filter(|u| !u.is_empty()).map(str::to_owned))
+}
+
+/// `user/{id}/devices`: device names.
+pub fn parse_devices(bytes: &[u8]) -> Result<Vec<String>, XmlError> {
+    let d = Doc::expect(bytes, "devices")?;
+    Ok(d.texts("device/name").into_iter().map(str::to_owned).collect())
+}
+
+/// The service profile's IM&P product type (SPEC AU2).
+pub fn parse_product_type(bytes: &[u8]) -> Result<ImpProductType, XmlError> {
+    let d = Doc::expect(bytes, "config")?;
+    Ok(match d.text("ServiceProfile/Presence/ProductType").unwrap_or("") {
+        t if t.eq_ignore_ascii_case("CUP") => ImpProductType::Cup,
+        t if t.eq_ignore_ascii_case("Webex") => ImpProductType::Webex,
+        _ => ImpProductType::NotSet,
+    })
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn parsers_read_what_the_builders_write() {
+        assert!(parse_cas(cas_login_response(true).as_bytes()).unwrap());
+        assert!(!parse_cas(cas_login_response(false).as_bytes()).unwrap());
+        let cu = uds_cluster_user("1", "c1", Some(("alice", "cucm-b1.example.com")));
+        assert_eq!(
+            parse_cluster_user(cu.as_bytes()).unwrap().as_deref(),
+            Some("cucm-b1.example.com")
+        );
+        assert_eq!(parse_cluster_user(uds_cluster_user("1", "c1", None).as_bytes()).unwrap(), None);
+        let sp = service_profile(ImpProductType::Webex, &[], &[]);
+        assert_eq!(parse_product_type(sp.as_bytes()).unwrap(), ImpProductType::Webex);
+        let d = uds_devices("1", "h", "a", &["CSFA".into(), "SEP1".into()]);
+        assert_eq!(parse_devices(d.as_bytes()).unwrap(), ["CSFA", "SEP1"]);
+        let doc = Doc::parse(b"<a><b>x &amp; y &#65;&lt;</b></a>").unwrap();
+        assert_eq!(doc.text("b"), Some("x & y A<"));
+    }
+
+    #[test]
+    fn hostile_documents_are_refused_cleanly() {
+        let bomb = "<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;\">]><clusterUser>&lol2;</clusterUser>";
+        assert_eq!(Doc::parse(bomb.as_bytes()), Err(XmlError::Dtd));
+        let deep = format!("{}{}", "<a>".repeat(100), "</a>".repeat(100));
+        assert_eq!(Doc::parse(deep.as_bytes()), Err(XmlError::TooDeep));
+        let full = uds_version("1", "h");
+        for cut in [10, full.len() / 2, full.len() - 3] {
+            assert!(Doc::parse(&full.as_bytes()[..cut]).is_err(), "truncated at {cut} accepted");
+        }
+        assert!(matches!(
+            parse_cas(uds_version("1", "h").as_bytes()),
+            Err(XmlError::WrongRoot { .. })
+        ));
+        assert!(matches!(Doc::parse(b"<a>&unknown;</a>"), Err(XmlError::Malformed(_))));
+        assert!(matches!(Doc::parse(&vec![b' '; MAX_DOC + 1]), Err(XmlError::TooLarge(_))));
+        // Random bytes never panic.
+        let mut x: u64 = 77;
+        for n in 0..300 {
+            let b: Vec<u8> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    b"<>/a=\"&; x"[(x % 10) as usize]
+                })
+                .collect();
+            let _ = Doc::parse(&b);
+        }
+    }
+}

@@ -63,7 +63,13 @@ fn matches(e: &Expect, ev: &EventRecord) -> bool {
     ev.who == e.client
         && ev.kind == e.event
         && e.fields.iter().all(|(k, want)| {
-            ev.fields.iter().any(|(fk, v)| fk == k && want.split('|').any(|w| w == v))
+            ev.fields.iter().any(|(fk, v)| {
+                fk == k
+                    && want.split('|').any(|w| match w.strip_suffix('*') {
+                        Some(prefix) => v.starts_with(prefix),
+                        None => w == v,
+                    })
+            })
         })
 }
 
@@ -186,6 +192,16 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 StepAction::Discover { client, domain } if *client == c.name => {
                     Some((st.at, UserAction::Discover { domain: domain.clone() }))
                 }
+                StepAction::SignIn { client, domain, user, password } if *client == c.name => {
+                    Some((
+                        st.at,
+                        UserAction::SignIn {
+                            domain: domain.clone(),
+                            user: user.clone(),
+                            password: password.clone(),
+                        },
+                    ))
+                }
                 _ => None,
             })
             .collect();
@@ -200,8 +216,9 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
         });
     }
 
-    let mut faults: VecDeque<_> =
-        s.steps.iter().filter(|st| !matches!(st.action, StepAction::Discover { .. })).collect();
+    let client_step =
+        |a: &StepAction| matches!(a, StepAction::Discover { .. } | StepAction::SignIn { .. });
+    let mut faults: VecDeque<_> = s.steps.iter().filter(|st| !client_step(&st.action)).collect();
     let horizon = s
         .steps
         .iter()
@@ -256,7 +273,9 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                     let proto = r.proto.as_ref().map(|p| format!(" {p}")).unwrap_or_default();
                     format!("firewall {} -> {}{proto}{port}: {:?}", r.from, r.to, r.action)
                 }
-                StepAction::Discover { .. } => unreachable!("filtered above"),
+                StepAction::Discover { .. } | StepAction::SignIn { .. } => {
+                    unreachable!("filtered above")
+                }
             };
             transcript.note(now, "lab", &note);
             faults.pop_front();

@@ -32,6 +32,9 @@ pub const EVENT_KINDS: &[&str] = &[
     "target-failed",
     "service-reached",
     "discovery-failed",
+    "home-cluster",
+    "signed-in",
+    "sign-in-failed",
 ];
 
 /// One error found in a scenario file.
@@ -177,6 +180,8 @@ struct StepSpec {
     client: Option<S<String>>,
     node: Option<S<String>>,
     domain: Option<S<String>>,
+    user: Option<S<String>>,
+    password: Option<String>,
     a: Option<S<String>>,
     b: Option<S<String>>,
     value: Option<S<String>>,
@@ -320,6 +325,17 @@ pub enum StepAction {
     Crash {
         /// Node.
         node: String,
+    },
+    /// A client discovers, then signs a user in (SPEC AU1).
+    SignIn {
+        /// Client.
+        client: String,
+        /// Services domain.
+        domain: String,
+        /// User id.
+        user: String,
+        /// Password typed.
+        password: String,
     },
     /// A crashed node starts again.
     Restart {
@@ -927,7 +943,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 Some(v)
             };
         let action = match s.action.get_ref().as_str() {
-            "discover" => {
+            "discover" | "sign-in" => {
                 let Some(client) = need(&mut errs, &s.client, "client") else { continue };
                 let cs = s.client.as_ref().expect("checked");
                 let Some(c) = client_out.iter().find(|c| c.name == client) else {
@@ -949,7 +965,31 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                         continue;
                     }
                 };
-                StepAction::Discover { client, domain }
+                if s.action.get_ref() == "discover" {
+                    StepAction::Discover { client, domain }
+                } else {
+                    // The user is the address's local part unless given; the password is the
+                    // account's unless the step types another one (SPEC AU5 scenarios).
+                    let user = match (&s.user, &c.address) {
+                        (Some(u), _) => u.get_ref().clone(),
+                        (None, Some(a)) => a.split('@').next().unwrap_or_default().to_owned(),
+                        (None, None) => {
+                            errs.push(src.err(
+                                s.action.span().start,
+                                format!("client `{client}` has no address: give the step a `user`"),
+                            ));
+                            continue;
+                        }
+                    };
+                    let password = s
+                        .password
+                        .clone()
+                        .or_else(|| {
+                            user_out.iter().find(|u| u.id == user).map(|u| u.password.clone())
+                        })
+                        .unwrap_or_else(|| "lab".into());
+                    StepAction::SignIn { client, domain, user, password }
+                }
             }
             a @ ("crash" | "restart") => {
                 let Some(node) = need(&mut errs, &s.node, "node") else { continue };
@@ -1024,7 +1064,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             other => {
                 errs.push(src.err(
                     s.action.span().start,
-                    format!("unknown action `{other}` (discover, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
+                    format!("unknown action `{other}` (discover, sign-in, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
                 ));
                 continue;
             }

@@ -13,6 +13,29 @@ struct Dir {
     next_seq: Option<u32>,
 }
 
+/// Panics if any cleartext TCP/UDP payload of the capture contains one of `secrets` (TLS
+/// records are ciphertext, so only what travels outside TLS can match).
+pub(crate) fn check_no_secrets(name: &str, bytes: &[u8], secrets: &[String]) {
+    let mut r = PcapNgReader::new(bytes).unwrap_or_else(|e| panic!("{name}: not pcapng: {e}"));
+    let mut n = 0;
+    while let Some(block) = r.next_block() {
+        let Ok(Block::EnhancedPacket(p)) = block else { continue };
+        n += 1;
+        let Ok(pkt) = SlicedPacket::from_ethernet(&p.data) else { continue };
+        let payload = match &pkt.transport {
+            Some(TransportSlice::Tcp(t)) => t.payload(),
+            Some(TransportSlice::Udp(u)) => u.payload(),
+            _ => continue,
+        };
+        for s in secrets {
+            assert!(
+                !payload.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{name}: frame {n} carries the secret `{s}` in clear text"
+            );
+        }
+    }
+}
+
 /// Panics with a clear message unless every frame is valid and TCP flows are continuous.
 pub(crate) fn check_capture(name: &str, bytes: &[u8]) {
     let mut r = PcapNgReader::new(bytes).unwrap_or_else(|e| panic!("{name}: not pcapng: {e}"));

@@ -1,0 +1,120 @@
+//! Inputs and outputs shared by the client engines and the driver.
+
+use std::net::SocketAddr;
+
+use crate::event::ClientEvent;
+use crate::resolver::QueryToken;
+
+/// Identifies one HTTP request.
+pub type HttpId = u32;
+
+/// An HTTP request for the driver to make (one connection per request).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpReq {
+    /// Request id.
+    pub id: HttpId,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// Host name: TLS server name and `Host` header.
+    pub host: String,
+    /// HTTPS (certificate checked against `host`) or plain HTTP.
+    pub tls: bool,
+    /// `GET`, …
+    pub method: &'static str,
+    /// Path and query.
+    pub path: String,
+    /// Basic credentials (RFC 7617), never written to the transcript.
+    pub basic: Option<(String, String)>,
+}
+
+/// An HTTP response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpResp {
+    /// Status code.
+    pub status: u16,
+    /// Body (bounded by the driver).
+    pub body: Vec<u8>,
+}
+
+/// Identifies one connection attempt.
+pub type ConnId = u32;
+
+/// What the engine wants done or reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send a UDP datagram from the resolver socket.
+    Transmit {
+        /// Destination.
+        to: SocketAddr,
+        /// Payload.
+        bytes: Vec<u8>,
+    },
+    /// Exchange one DNS message over TCP; answer with [`Input::TcpAnswer`].
+    TcpExchange {
+        /// Query token.
+        token: QueryToken,
+        /// Server.
+        to: SocketAddr,
+        /// Unframed DNS message.
+        bytes: Vec<u8>,
+    },
+    /// Open a TCP connection; answer with [`Input::Connected`] or [`Input::ConnectFailed`].
+    Connect {
+        /// Attempt id.
+        id: ConnId,
+        /// Address.
+        to: SocketAddr,
+    },
+    /// Abandon or close a connection.
+    Close {
+        /// Attempt id.
+        id: ConnId,
+    },
+    /// Make one HTTP(S) request; answer with [`Input::Http`].
+    Http(HttpReq),
+    /// Something to report.
+    Event(ClientEvent),
+}
+
+/// Inputs from the driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A datagram on the resolver socket.
+    Datagram {
+        /// Sender.
+        from: SocketAddr,
+        /// Payload.
+        bytes: Vec<u8>,
+    },
+    /// ICMP port unreachable from `from`.
+    Unreachable {
+        /// The server that refused.
+        from: SocketAddr,
+    },
+    /// The answer of a TCP exchange (`None`: it failed).
+    TcpAnswer {
+        /// Query token.
+        token: QueryToken,
+        /// The answer, unframed.
+        bytes: Option<Vec<u8>>,
+    },
+    /// A connection attempt succeeded.
+    Connected {
+        /// Attempt id.
+        id: ConnId,
+    },
+    /// A connection attempt failed.
+    ConnectFailed {
+        /// Attempt id.
+        id: ConnId,
+        /// refused, reset, …
+        reason: String,
+    },
+    /// The outcome of an HTTP request.
+    Http {
+        /// Request id.
+        id: HttpId,
+        /// Status and body, or why there is none (connect, TLS, protocol).
+        result: Result<HttpResp, String>,
+    },
+}

@@ -1,0 +1,533 @@
+//! The sign-in engine after `_cisco-uds` discovery (SPEC AU1, AU2, AU3, AU5).
+//!
+//! AU1: ask UDS `clusterUser` (no credentials) where the user's home cluster is; then, with
+//! HTTP Basic on the home cluster, the user (which names the service profile) and their
+//! devices; then the service profile over TFTP-over-HTTP. AU2: the authenticator follows the
+//! profile's IM&P product type unless a CAS hit already chose Webex. AU3: the product mode
+//! follows from IM&P and devices. AU5: a 401 is one clear failure; nothing is retried.
+//!
+//! Each step is a state that holds only what it needs; a response moves to the next state.
+//! Polling order: after each `handle_*` call drain [`SignIn::poll_output`], then sleep until
+//! [`SignIn::poll_timeout`] and call [`SignIn::handle_timeout`].
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use uclab_proto::dns::{QType, Rdata};
+use uclab_proto::uds::{self, ImpProductType};
+
+use crate::Time;
+use crate::event::ClientEvent;
+use crate::io::{HttpId, HttpReq, HttpResp, Input, Output};
+use crate::resolver::{QueryToken, ResolverConfig, ResolverOutput, StubResolver};
+
+/// How long one HTTP request may take (our choice; the documents give none).
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// UDS port.
+const UDS_PORT: u16 = 8443;
+
+/// Who authenticates the user (SPEC AU2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Authenticator {
+    /// IM&P (product type "Unified CM (IM and Presence Service)").
+    Cup,
+    /// Webex Messenger (CAS hit or product type Webex).
+    Webex,
+    /// CUCM alone (no IM&P profile: phone mode).
+    Cucm,
+}
+
+impl Authenticator {
+    /// Name in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cup => "cup",
+            Self::Webex => "webex",
+            Self::Cucm => "cucm",
+        }
+    }
+}
+
+/// SPEC AU2: a CAS hit decides Webex; otherwise the profile's product type.
+pub fn authenticator(cas_webex: bool, product: ImpProductType) -> Authenticator {
+    match (cas_webex, product) {
+        (true, _) | (false, ImpProductType::Webex) => Authenticator::Webex,
+        (false, ImpProductType::Cup) => Authenticator::Cup,
+        (false, ImpProductType::NotSet) => Authenticator::Cucm,
+    }
+}
+
+/// SPEC AU3: Full UC (IM&P and a device), IM only (IM&P, no device), Phone only (no IM&P).
+pub fn product_mode(auth: Authenticator, devices: usize) -> &'static str {
+    match (auth, devices) {
+        (Authenticator::Cucm, _) => "phone-only",
+        (_, 0) => "im-only",
+        _ => "full-uc",
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    ClusterUser { id: HttpId },
+    ResolveHome { home: String, token: QueryToken },
+    User { home: String, addr: SocketAddr, id: HttpId },
+    Devices { home: String, addr: SocketAddr, profile: Option<String>, id: HttpId },
+    Profile { home: String, devices: Vec<String>, id: HttpId },
+    Done,
+}
+
+/// The sign-in engine for one user against one UDS node.
+#[derive(Debug)]
+pub struct SignIn {
+    user: String,
+    password: String,
+    cas_webex: bool,
+    uds_host: String,
+    uds_addr: SocketAddr,
+    resolver: StubResolver,
+    state: State,
+    deadline: Option<Time>,
+    next_http: HttpId,
+    next_dns_id: u16,
+    out: VecDeque<Output>,
+}
+
+impl SignIn {
+    /// Starts sign-in of `user` at the UDS node `uds_host` reached at `uds_addr`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        now: Time,
+        user: &str,
+        password: &str,
+        cas_webex: bool,
+        uds_host: &str,
+        uds_addr: SocketAddr,
+        resolver: ResolverConfig,
+        seed: u64,
+    ) -> Self {
+        let mut s = Self {
+            user: user.to_owned(),
+            password: password.to_owned(),
+            cas_webex,
+            uds_host: uds_host.to_owned(),
+            uds_addr,
+            resolver: StubResolver::new(resolver),
+            state: State::Done,
+            deadline: None,
+            next_http: (seed as u32) & 0xffff | 1,
+            next_dns_id: (seed >> 16) as u16,
+            out: VecDeque::new(),
+        };
+        let path = format!("/cucm-uds/clusterUser?username={}", query_escape(user));
+        let id = s.http(now, uds_addr, &s.uds_host.clone(), true, path, false);
+        s.state = State::ClusterUser { id };
+        s
+    }
+
+    /// Whether sign-in has finished (signed in or failed).
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn http(
+        &mut self,
+        now: Time,
+        addr: SocketAddr,
+        host: &str,
+        tls: bool,
+        path: String,
+        auth: bool,
+    ) -> HttpId {
+        let id = self.next_http;
+        self.next_http = self.next_http.wrapping_add(1);
+        let basic = auth.then(|| (self.user.clone(), self.password.clone()));
+        self.out.push_back(Output::Http(HttpReq {
+            id,
+            addr,
+            host: host.to_owned(),
+            tls,
+            method: "GET",
+            path,
+            basic,
+        }));
+        self.deadline = Some(now + HTTP_TIMEOUT);
+        id
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.out.push_back(Output::Event(ClientEvent::SignInFailed { reason }));
+        self.state = State::Done;
+        self.deadline = None;
+    }
+
+    /// Feeds an input (DNS datagrams, HTTP results; others are ignored).
+    pub fn handle_input(&mut self, now: Time, input: Input) {
+        match input {
+            Input::Datagram { from, bytes } => self.resolver.handle_datagram(now, from, &bytes),
+            Input::Unreachable { from } => self.resolver.handle_unreachable(now, from),
+            Input::TcpAnswer { token, bytes } => {
+                self.resolver.handle_tcp_answer(token, bytes.as_deref())
+            }
+            Input::Http { id, result } => self.on_http(now, id, result),
+            Input::Connected { .. } | Input::ConnectFailed { .. } => {}
+        }
+        self.pump(now);
+    }
+
+    /// Time passed. Spurious calls no-op.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.resolver.handle_timeout(now);
+        if self.deadline.is_some_and(|d| d <= now) && !self.is_done() {
+            let step = self.step_name();
+            self.fail(format!("timeout at {step}"));
+        }
+        self.pump(now);
+    }
+
+    /// Next output.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Next deadline.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        [self.deadline, self.resolver.poll_timeout()].into_iter().flatten().min()
+    }
+
+    fn step_name(&self) -> &'static str {
+        match self.state {
+            State::ClusterUser { .. } => "clusterUser",
+            State::ResolveHome { .. } => "home cluster lookup",
+            State::User { .. } => "user",
+            State::Devices { .. } => "devices",
+            State::Profile { .. } => "service profile",
+            State::Done => "done",
+        }
+    }
+
+    fn on_http(&mut self, now: Time, id: HttpId, result: Result<HttpResp, String>) {
+        let (State::ClusterUser { id: want }
+        | State::User { id: want, .. }
+        | State::Devices { id: want, .. }
+        | State::Profile { id: want, .. }) = self.state
+        else {
+            return;
+        };
+        if id != want {
+            return;
+        }
+        let step = self.step_name();
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => return self.fail(format!("{step}: {e}")),
+        };
+        // SPEC AU5: wrong credentials are one clear failure, not retried.
+        if resp.status == 401 {
+            return self.fail("wrong credentials".into());
+        }
+        if resp.status != 200 {
+            return self.fail(format!("{step}: HTTP {}", resp.status));
+        }
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::ClusterUser { .. } => match uds::parse_cluster_user(&resp.body) {
+                Ok(None) => self.fail(format!("user {} not found in any cluster", self.user)),
+                Ok(Some(home)) => {
+                    self.out
+                        .push_back(Output::Event(ClientEvent::HomeCluster { host: home.clone() }));
+                    if home.eq_ignore_ascii_case(&self.uds_host) {
+                        let addr = self.uds_addr;
+                        self.request_user(now, home, addr);
+                    } else {
+                        let id = self.next_dns_id;
+                        self.next_dns_id = self.next_dns_id.wrapping_add(1);
+                        let token = self.resolver.query(now, &home, QType::A, id);
+                        self.state = State::ResolveHome { home, token };
+                        self.deadline = None;
+                    }
+                }
+                Err(e) => self.fail(format!("clusterUser: {e}")),
+            },
+            State::User { home, addr, .. } => match uds::parse_user_profile_uri(&resp.body) {
+                Ok(profile) => {
+                    let path = format!("/cucm-uds/user/{}/devices", query_escape(&self.user));
+                    let id = self.http(now, addr, &home, true, path, true);
+                    self.state = State::Devices { home, addr, profile, id };
+                }
+                Err(e) => self.fail(format!("user: {e}")),
+            },
+            State::Devices { home, addr, profile, .. } => match uds::parse_devices(&resp.body) {
+                Ok(devices) => match profile.as_deref().and_then(parse_http_uri) {
+                    // The profile is served by the home cluster over TFTP-over-HTTP.
+                    Some((host, port, path)) if host.eq_ignore_ascii_case(&home) => {
+                        let id = self.http(
+                            now,
+                            SocketAddr::new(addr.ip(), port),
+                            &host,
+                            false,
+                            path,
+                            false,
+                        );
+                        self.state = State::Profile { home, devices, id };
+                    }
+                    _ => self.finish(home, devices, ImpProductType::NotSet),
+                },
+                Err(e) => self.fail(format!("devices: {e}")),
+            },
+            State::Profile { home, devices, .. } => match uds::parse_product_type(&resp.body) {
+                Ok(p) => self.finish(home, devices, p),
+                Err(e) => self.fail(format!("service profile: {e}")),
+            },
+            s @ (State::ResolveHome { .. } | State::Done) => self.state = s,
+        }
+    }
+
+    fn request_user(&mut self, now: Time, home: String, addr: SocketAddr) {
+        let path = format!("/cucm-uds/user/{}", query_escape(&self.user));
+        let id = self.http(now, addr, &home, true, path, true);
+        self.state = State::User { home, addr, id };
+    }
+
+    fn finish(&mut self, home: String, devices: Vec<String>, product: ImpProductType) {
+        let auth = authenticator(self.cas_webex, product);
+        self.out.push_back(Output::Event(ClientEvent::SignedIn {
+            user: self.user.clone(),
+            home,
+            authenticator: auth.as_str().into(),
+            product_mode: product_mode(auth, devices.len()).into(),
+            devices: devices.join(","),
+        }));
+        self.state = State::Done;
+        self.deadline = None;
+    }
+
+    fn pump(&mut self, now: Time) {
+        while let Some(o) = self.resolver.poll_output() {
+            match o {
+                ResolverOutput::Transmit { to, bytes } => {
+                    self.out.push_back(Output::Transmit { to, bytes })
+                }
+                ResolverOutput::TcpExchange { token, to, bytes } => {
+                    self.out.push_back(Output::TcpExchange { token, to, bytes })
+                }
+                ResolverOutput::Answer { token, msg } => {
+                    if let State::ResolveHome { token: want, .. } = self.state
+                        && want == token
+                    {
+                        let ip = msg.answers.iter().find_map(|r| match r.data {
+                            Rdata::A(a) => Some(IpAddr::V4(a)),
+                            _ => None,
+                        });
+                        let State::ResolveHome { home, .. } =
+                            std::mem::replace(&mut self.state, State::Done)
+                        else {
+                            unreachable!("matched above")
+                        };
+                        match ip {
+                            Some(ip) => self.request_user(now, home, SocketAddr::new(ip, UDS_PORT)),
+                            None => self.fail(format!("home cluster {home} does not resolve")),
+                        }
+                    }
+                }
+                ResolverOutput::Failed { token, reason } => {
+                    if matches!(self.state, State::ResolveHome { token: want, .. } if want == token)
+                    {
+                        self.fail(format!("home cluster lookup: {reason}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `http://host:port/path` → (host, port, path). Other schemes and forms: `None`.
+fn parse_http_uri(uri: &str) -> Option<(String, u16, String)> {
+    let rest = uri.strip_prefix("http://")?;
+    let (authority, path) =
+        rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (authority, 80),
+    };
+    Some((host.to_owned(), port, path))
+}
+
+/// Escapes a query value (RFC 3986 unreserved characters pass).
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uclab_proto::uds::{UdsUser, service_profile, uds_cluster_user, uds_devices, uds_user};
+
+    fn addr() -> SocketAddr {
+        "10.1.0.11:8443".parse().unwrap()
+    }
+
+    fn start() -> SignIn {
+        SignIn::start(
+            Time::ZERO,
+            "alice",
+            "lab",
+            false,
+            "cucm1.example.com",
+            addr(),
+            ResolverConfig::new(vec![]),
+            9,
+        )
+    }
+
+    fn next_http(s: &mut SignIn) -> HttpReq {
+        loop {
+            match s.poll_output() {
+                Some(Output::Http(r)) => return r,
+                Some(_) => continue,
+                None => panic!("no HTTP request"),
+            }
+        }
+    }
+
+    fn ok(body: String) -> Result<HttpResp, String> {
+        Ok(HttpResp { status: 200, body: body.into_bytes() })
+    }
+
+    fn events(s: &mut SignIn) -> Vec<ClientEvent> {
+        std::iter::from_fn(|| s.poll_output())
+            .filter_map(|o| match o {
+                Output::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn user() -> UdsUser {
+        UdsUser {
+            id: "alice".into(),
+            first_name: "A".into(),
+            last_name: "B".into(),
+            extension: "1001".into(),
+            email: "alice@example.com".into(),
+            im_and_presence: true,
+            service_profile: "SPDefault.cnf.xml".into(),
+            devices: vec!["CSFALICE".into()],
+        }
+    }
+
+    #[test]
+    fn au1_full_flow_gives_authenticator_and_product_mode() {
+        let mut s = start();
+        let r = next_http(&mut s);
+        assert_eq!(r.path, "/cucm-uds/clusterUser?username=alice");
+        assert!(r.tls && r.basic.is_none(), "clusterUser needs no credentials");
+        let h = "cucm1.example.com";
+        s.handle_input(
+            Time::ZERO,
+            Input::Http { id: r.id, result: ok(uds_cluster_user("1", h, Some(("alice", h)))) },
+        );
+        let r = next_http(&mut s);
+        assert_eq!(r.path, "/cucm-uds/user/alice");
+        assert_eq!(r.basic, Some(("alice".into(), "lab".into())));
+        s.handle_input(Time::ZERO, Input::Http { id: r.id, result: ok(uds_user("1", h, &user())) });
+        let r = next_http(&mut s);
+        assert_eq!(r.path, "/cucm-uds/user/alice/devices");
+        s.handle_input(
+            Time::ZERO,
+            Input::Http { id: r.id, result: ok(uds_devices("1", h, "alice", &user().devices)) },
+        );
+        let r = next_http(&mut s);
+        assert_eq!((r.path.as_str(), r.tls, r.addr.port()), ("/SPDefault.cnf.xml", false, 6970));
+        s.handle_input(
+            Time::ZERO,
+            Input::Http { id: r.id, result: ok(service_profile(ImpProductType::Cup, &[], &[])) },
+        );
+        let ev = events(&mut s);
+        assert!(
+            ev.contains(&ClientEvent::SignedIn {
+                user: "alice".into(),
+                home: h.into(),
+                authenticator: "cup".into(),
+                product_mode: "full-uc".into(),
+                devices: "CSFALICE".into(),
+            }),
+            "{ev:?}"
+        );
+        assert!(s.is_done());
+    }
+
+    #[test]
+    fn au5_wrong_password_is_one_clear_failure() {
+        let mut s = start();
+        let r = next_http(&mut s);
+        let h = "cucm1.example.com";
+        s.handle_input(
+            Time::ZERO,
+            Input::Http { id: r.id, result: ok(uds_cluster_user("1", h, Some(("alice", h)))) },
+        );
+        let r = next_http(&mut s);
+        s.handle_input(
+            Time::ZERO,
+            Input::Http { id: r.id, result: Ok(HttpResp { status: 401, body: vec![] }) },
+        );
+        assert_eq!(
+            events(&mut s),
+            [ClientEvent::SignInFailed { reason: "wrong credentials".into() }]
+        );
+        assert!(s.is_done());
+        assert_eq!(s.poll_timeout(), None, "nothing is retried");
+    }
+
+    #[test]
+    fn malformed_answers_and_timeouts_fail_clearly() {
+        let mut s = start();
+        let r = next_http(&mut s);
+        s.handle_input(
+            Time::ZERO,
+            Input::Http {
+                id: r.id,
+                result: Ok(HttpResp { status: 200, body: b"<clusterUser><result".to_vec() }),
+            },
+        );
+        let ev = events(&mut s);
+        assert!(
+            matches!(&ev[..], [ClientEvent::SignInFailed { reason }] if reason.starts_with("clusterUser: malformed")),
+            "{ev:?}"
+        );
+        let mut s = start();
+        let _ = next_http(&mut s);
+        assert_eq!(s.poll_timeout(), Some(HTTP_TIMEOUT));
+        s.handle_timeout(HTTP_TIMEOUT);
+        assert_eq!(
+            events(&mut s),
+            [ClientEvent::SignInFailed { reason: "timeout at clusterUser".into() }]
+        );
+    }
+
+    #[test]
+    fn au2_au3_tables() {
+        assert_eq!(authenticator(true, ImpProductType::Cup), Authenticator::Webex);
+        assert_eq!(authenticator(false, ImpProductType::Cup), Authenticator::Cup);
+        assert_eq!(authenticator(false, ImpProductType::NotSet), Authenticator::Cucm);
+        assert_eq!(product_mode(Authenticator::Cup, 1), "full-uc");
+        assert_eq!(product_mode(Authenticator::Cup, 0), "im-only");
+        assert_eq!(product_mode(Authenticator::Cucm, 1), "phone-only");
+    }
+
+    #[test]
+    fn uri_and_escape_helpers() {
+        assert_eq!(
+            parse_http_uri("http://h.example:6970/SP.cnf.xml"),
+            Some(("h.example".into(), 6970, "/SP.cnf.xml".into()))
+        );
+        assert_eq!(parse_http_uri("https://x/"), None);
+        assert_eq!(query_escape("a b&c@d"), "a%20b%26c@d");
+    }
+}
