@@ -1,5 +1,8 @@
 //! Reads a capture back with pcap-file and etherparse and checks what a dissector would.
 
+// Each integration-test crate includes this module and uses only part of it.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
