@@ -87,7 +87,7 @@ enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-        /// Seed for the client's random choices.
+        /// Seed for the client's random choices and of the lab CA it trusts (as `serve`'s).
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -108,13 +108,15 @@ fn main() {
             seed,
         ),
         Cmd::Probe { domain, dns, user, password, json, seed } => {
-            if user.is_some() || password.is_some() {
-                eprintln!(
-                    "error: sign-in (--user/--password) is not implemented yet; probe covers discovery"
-                );
-                std::process::exit(commands::EXIT_BAD_INPUT);
-            }
-            commands::cmd_probe(&domain, dns, json, seed)
+            let credentials = match (user, password) {
+                (Some(u), Some(p)) => Some((u, p)),
+                (None, None) => None,
+                _ => {
+                    eprintln!("error: --user and --password go together");
+                    std::process::exit(commands::EXIT_BAD_INPUT);
+                }
+            };
+            commands::cmd_probe(&domain, dns, credentials, json, seed)
         }
     };
     std::process::exit(code);

@@ -436,12 +436,18 @@ mod tests {
         let r = next_http(&mut s);
         assert_eq!(r.path, "/cucm-uds/user/alice");
         assert_eq!(r.basic, Some(("alice".into(), "lab".into())));
-        s.handle_input(Time::ZERO, Input::Http { id: r.id, result: ok(uds_user("1", h, &user())) });
+        s.handle_input(
+            Time::ZERO,
+            Input::Http { id: r.id, result: ok(uds_user("1", h, 6970, &user())) },
+        );
         let r = next_http(&mut s);
         assert_eq!(r.path, "/cucm-uds/user/alice/devices");
         s.handle_input(
             Time::ZERO,
-            Input::Http { id: r.id, result: ok(uds_devices("1", h, "alice", &user().devices)) },
+            Input::Http {
+                id: r.id,
+                result: ok(uds_devices("1", h, 6970, "alice", &user().devices)),
+            },
         );
         let r = next_http(&mut s);
         assert_eq!((r.path.as_str(), r.tls, r.addr.port()), ("/SPDefault.cnf.xml", false, 6970));

@@ -33,6 +33,8 @@ pub struct CucmUser {
 pub struct CucmConfig {
     /// This node's FQDN.
     pub host: String,
+    /// The TFTP-over-HTTP port URIs name (6970; the live port in live mode).
+    pub tftp_port: u16,
     /// CUCM version reported by UDS.
     pub version: String,
     /// The cluster's nodes (FQDNs), publisher first.
@@ -139,11 +141,13 @@ pub fn handle_uds(c: &CucmConfig, req: &Request) -> Response {
             Err(r) => r,
         },
         ["user", id] => match c.authorize(req, id) {
-            Ok(u) => Response::xml(200, uds_user(v, &c.host, &u.uds)),
+            Ok(u) => Response::xml(200, uds_user(v, &c.host, c.tftp_port, &u.uds)),
             Err(r) => r,
         },
         ["user", id, "devices"] => match c.authorize(req, id) {
-            Ok(u) => Response::xml(200, uds_devices(v, &c.host, &u.uds.id, &u.uds.devices)),
+            Ok(u) => {
+                Response::xml(200, uds_devices(v, &c.host, c.tftp_port, &u.uds.id, &u.uds.devices))
+            }
             Err(r) => r,
         },
         ["users"] => {
@@ -239,6 +243,7 @@ mod tests {
     fn cfg() -> CucmConfig {
         CucmConfig {
             host: "cucm1.example.com".into(),
+            tftp_port: 6970,
             version: "12.5.1".into(),
             servers: vec!["cucm1.example.com".into(), "cucm2.example.com".into()],
             users: vec![

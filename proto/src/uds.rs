@@ -95,8 +95,9 @@ pub struct UdsUser {
     pub devices: Vec<String>,
 }
 
-/// `GET /cucm-uds/user/U` (HTTP Basic).
-pub fn uds_user(version: &str, host: &str, u: &UdsUser) -> String {
+/// `GET /cucm-uds/user/U` (HTTP Basic). The service profile is on `host`'s TFTP-over-HTTP
+/// port `tftp_port` (6970).
+pub fn uds_user(version: &str, host: &str, tftp_port: u16, u: &UdsUser) -> String {
     format!(
         "{DECL}<user version=\"{v}\" uri=\"https://{h}:8443/cucm-uds/user/{id}\">\
          <id>{id}</id><userName>{id}</userName><firstName>{f}</firstName><lastName>{l}</lastName>\
@@ -105,7 +106,7 @@ pub fn uds_user(version: &str, host: &str, u: &UdsUser) -> String {
          <homeCluster enableImAndPresence=\"{imp}\">{h}</homeCluster>\
          <primaryExtension><directoryNumber>{x}</directoryNumber></primaryExtension>\
          <devices uri=\"https://{h}:8443/cucm-uds/user/{id}/devices\"/>\
-         <serviceProfile><uri>http://{h}:6970/{sp}</uri></serviceProfile></user>",
+         <serviceProfile><uri>http://{h}:{tftp_port}/{sp}</uri></serviceProfile></user>",
         v = e(version),
         h = e(host),
         id = e(&u.id),
@@ -118,8 +119,15 @@ pub fn uds_user(version: &str, host: &str, u: &UdsUser) -> String {
     )
 }
 
-/// `GET /cucm-uds/user/U/devices`. A single device also carries its provisioning URI.
-pub fn uds_devices(version: &str, host: &str, user: &str, devices: &[String]) -> String {
+/// `GET /cucm-uds/user/U/devices`. A single device also carries its provisioning URI (on
+/// the TFTP-over-HTTP port `tftp_port`).
+pub fn uds_devices(
+    version: &str,
+    host: &str,
+    tftp_port: u16,
+    user: &str,
+    devices: &[String],
+) -> String {
     let mut s = format!(
         "{DECL}<devices version=\"{}\" uri=\"https://{}:8443/cucm-uds/user/{}/devices\">",
         e(version),
@@ -137,7 +145,7 @@ pub fn uds_devices(version: &str, host: &str, user: &str, devices: &[String]) ->
         ));
         if devices.len() == 1 {
             s.push_str(&format!(
-                "<provision><uri>http://{}:6970/{}.cnf.xml</uri></provision>",
+                "<provision><uri>http://{}:{tftp_port}/{}.cnf.xml</uri></provision>",
                 e(host),
                 e(d)
             ));
@@ -324,8 +332,8 @@ mod tests {
             ),
             uds_cluster_user("12.5.1", "cucm1.example.com", Some(("alice", "cucm1.example.com"))),
             uds_cluster_user("12.5.1", "cucm1.example.com", None),
-            uds_user("12.5.1", "cucm1.example.com", &u),
-            uds_devices("12.5.1", "cucm1.example.com", "alice", &u.devices),
+            uds_user("12.5.1", "cucm1.example.com", 6970, &u),
+            uds_devices("12.5.1", "cucm1.example.com", 6970, "alice", &u.devices),
             uds_users("12.5.1", "cucm1.example.com", &[&u]),
             uds_error("404", "user <nobody> not found"),
             cnf_xml(
@@ -343,7 +351,7 @@ mod tests {
         ] {
             well_formed(&d);
         }
-        assert!(uds_user("1", "h", &u).contains("Archer &amp; Co &lt;x&gt;"));
+        assert!(uds_user("1", "h", 6970, &u).contains("Archer &amp; Co &lt;x&gt;"));
     }
 
     #[test]
@@ -358,11 +366,12 @@ mod tests {
     #[test]
     fn single_device_carries_its_provisioning_uri() {
         assert!(
-            uds_devices("1", "h", "a", &["CSFA".into()])
+            uds_devices("1", "h", 6970, "a", &["CSFA".into()])
                 .contains("<provision><uri>http://h:6970/CSFA.cnf.xml</uri>")
         );
         assert!(
-            !uds_devices("1", "h", "a", &["CSFA".into(), "SEP1".into()]).contains("<provision>")
+            !uds_devices("1", "h", 6970, "a", &["CSFA".into(), "SEP1".into()])
+                .contains("<provision>")
         );
     }
 }
@@ -601,7 +610,7 @@ mod parse_tests {
         assert_eq!(parse_cluster_user(uds_cluster_user("1", "c1", None).as_bytes()).unwrap(), None);
         let sp = service_profile(ImpProductType::Webex, &[], &[]);
         assert_eq!(parse_product_type(sp.as_bytes()).unwrap(), ImpProductType::Webex);
-        let d = uds_devices("1", "h", "a", &["CSFA".into(), "SEP1".into()]);
+        let d = uds_devices("1", "h", 6970, "a", &["CSFA".into(), "SEP1".into()]);
         assert_eq!(parse_devices(d.as_bytes()).unwrap(), ["CSFA", "SEP1"]);
         let doc = Doc::parse(b"<a><b>x &amp; y &#65;&lt;</b></a>").unwrap();
         assert_eq!(doc.text("b"), Some("x & y A<"));

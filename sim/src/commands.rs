@@ -331,17 +331,38 @@ pub fn cmd_serve(
 }
 
 /// `uclab probe`.
-pub fn cmd_probe(domain: &str, dns: SocketAddr, json: bool, seed: u64) -> i32 {
+pub fn cmd_probe(
+    domain: &str,
+    dns: SocketAddr,
+    credentials: Option<(String, String)>,
+    json: bool,
+    seed: u64,
+) -> i32 {
+    let signing_in = credentials.is_some();
     let Some((rt, local)) = local_runtime() else { return EXIT_FAIL };
-    match local.block_on(&rt, crate::live::probe(domain, dns, seed, !json)) {
+    match local.block_on(&rt, crate::live::probe(domain, dns, credentials, seed, !json)) {
         Ok(r) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             } else {
                 println!("method: {}", r.method.as_deref().unwrap_or("(none)"));
                 println!("target: {}", r.target.as_deref().unwrap_or("(none reached)"));
+                if signing_in {
+                    println!(
+                        "authenticator: {}",
+                        r.authenticator.as_deref().unwrap_or("(not signed in)")
+                    );
+                    println!(
+                        "product mode: {}",
+                        r.product_mode.as_deref().unwrap_or("(not signed in)")
+                    );
+                }
+                if let Some(e) = &r.error {
+                    println!("error: {e}");
+                }
             }
-            if r.method.is_some() { EXIT_OK } else { EXIT_FAIL }
+            let ok = r.method.is_some() && (!signing_in || r.authenticator.is_some());
+            if ok { EXIT_OK } else { EXIT_FAIL }
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -128,19 +128,23 @@ pub struct ProbeResult {
     pub method: Option<String>,
     /// `host:port` that answered.
     pub target: Option<String>,
-    /// Authenticator (from sign-in; not yet modelled).
+    /// Authenticator, when signed in (`cup`, `webex`, `cucm`).
     pub authenticator: Option<String>,
-    /// Product mode (from sign-in; not yet modelled).
+    /// Product mode, when signed in (`full-uc`, `im-only`, `phone-only`).
     pub product_mode: Option<String>,
+    /// Why discovery or sign-in failed, when it did.
+    pub error: Option<String>,
     /// Every client event, in order.
     pub steps: Vec<String>,
 }
 
-/// Runs the real client core's discovery of `domain` against the DNS server at `dns`.
-/// Must run inside a `tokio::task::LocalSet`.
+/// Runs the real client core's discovery of `domain` against the DNS server at `dns`, and
+/// signs `credentials` in when given. HTTPS servers must present certificates of the lab CA of
+/// `seed` (as `uclab serve` does). Must run inside a `tokio::task::LocalSet`.
 pub async fn probe(
     domain: &str,
     dns: SocketAddr,
+    credentials: Option<(String, String)>,
     seed: u64,
     verbose: bool,
 ) -> io::Result<ProbeResult> {
@@ -153,8 +157,11 @@ pub async fn probe(
     let lab = live_lab(seed, Capture::new(seed, std::time::Duration::ZERO), transcript.clone())?;
     let net = LiveNet::new(local, &lab);
     let cfg = ClientConfig { name: "probe".into(), dns: vec![dns] };
-    let actions =
-        vec![(std::time::Duration::ZERO, UserAction::Discover { domain: domain.to_owned() })];
+    let action = match credentials {
+        Some((user, password)) => UserAction::SignIn { domain: domain.to_owned(), user, password },
+        None => UserAction::Discover { domain: domain.to_owned() },
+    };
+    let actions = vec![(std::time::Duration::ZERO, action)];
     driver::run(net, cfg, actions).await?;
     Ok(summarise(&transcript.events()))
 }
@@ -174,6 +181,15 @@ fn summarise(events: &[EventRecord]) -> ProbeResult {
         .find(|e| e.kind == "service-reached")
         .and_then(|e| field(e, "target"))
         .map(str::to_owned);
+    let signed = events.iter().find(|e| e.kind == "signed-in");
+    let authenticator = signed.and_then(|e| field(e, "authenticator")).map(str::to_owned);
+    let product_mode = signed.and_then(|e| field(e, "product_mode")).map(str::to_owned);
+    let error = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "sign-in-failed" || e.kind == "discovery-failed")
+        .and_then(|e| field(e, "reason"))
+        .map(str::to_owned);
     let steps = events
         .iter()
         .map(|e| {
@@ -181,5 +197,5 @@ fn summarise(events: &[EventRecord]) -> ProbeResult {
             format!("{} {}", e.kind, f.join(" "))
         })
         .collect();
-    ProbeResult { method, target, authenticator: None, product_mode: None, steps }
+    ProbeResult { method, target, authenticator, product_mode, error, steps }
 }

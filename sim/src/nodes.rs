@@ -154,6 +154,7 @@ pub fn plan(
                 names: vec![n.fqdn.clone()],
                 cfg: Rc::new(CucmConfig {
                     host: n.fqdn.clone(),
+                    tftp_port: own("tftp"),
                     version: c.version.clone(),
                     servers: members.iter().map(|m| m.fqdn.clone()).collect(),
                     users,

@@ -90,5 +90,12 @@ case "$body" in *"<member priority=\"0\">"*) printf '%s' "$body" | xml_ok >/dev/
 body=$(https loginp.webexconnect.com "$C" "/cas/FederatedSSO?org=example.com")
 case "$body" in *"<errorcode>1</errorcode>"*) ok "CAS: example.com is not a Webex domain (SD4)";; *) ko "CAS: $body";; esac
 
+# 6. Sign-in through the live mocks with the real client core (SPEC AU1–AU3, AU5).
+json=$("$UCLAB" probe --domain example.com --dns "127.0.0.1:$P" --user alice --password lab --json 2>/dev/null)
+got=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["authenticator"], d["product_mode"])')
+[ "$got" = "cup full-uc" ] && ok "probe sign-in: authenticator=cup product_mode=full-uc" || ko "probe sign-in: $json"
+out=$("$UCLAB" probe --domain example.com --dns "127.0.0.1:$P" --user alice --password wrong 2>/dev/null); code=$?
+case "$out" in *"error: wrong credentials"*) [ $code = 1 ] && ok "probe wrong password: exit 1, wrong credentials" || ko "wrong password exit $code";; *) ko "wrong password: $out";; esac
+
 echo "live: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
