@@ -23,19 +23,27 @@ fn valid_capture_passes() {
 #[test]
 fn flipped_bytes_in_frames_are_caught() {
     let good = showcase_capture();
-    // Flip one byte inside each of many frames' IP/TCP/UDP headers: every flip must be caught
-    // (by a checksum, or by seq/ack continuity).
-    let mut caught = 0;
+    // Where each frame's bytes sit in the file (the key log block comes first, so fixed
+    // offsets would miss the frames).
+    let mut r = pcap_file::pcapng::PcapNgReader::new(&good[..]).unwrap();
+    let mut frames = Vec::new();
+    while let Some(b) = r.next_block() {
+        if let pcap_file::pcapng::Block::EnhancedPacket(p) = b.unwrap() {
+            frames.push(p.data.into_owned());
+        }
+    }
     let mut tried = 0;
-    let mut i = 200; // past the section and interface headers
-    while i + 60 < good.len() && tried < 40 {
+    let mut caught = 0;
+    for (n, f) in frames.iter().enumerate().take(40) {
+        let pos =
+            good.windows(f.len()).position(|w| w == &f[..]).expect("frame bytes are in the file");
+        // A byte of the IP, TCP or UDP header or the payload (past the Ethernet header).
+        let off = 14 + (n * 7) % (f.len() - 14);
         let mut bad = good.clone();
-        bad[i] ^= 0x10;
+        bad[pos + off] ^= 0x10;
         tried += 1;
         caught += usize::from(rejects(bad));
-        i += 97;
     }
-    // Flips that land in block headers, padding or MAC addresses are not payload errors; most
-    // land in checked fields.
-    assert!(caught * 2 > tried, "only {caught} of {tried} corruptions caught");
+    // Every flip changes a checksummed byte (IPv4 header, or TCP/UDP header and payload).
+    assert_eq!(caught, tried, "only {caught} of {tried} corruptions caught");
 }

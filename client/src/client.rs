@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use crate::Time;
-use crate::discovery::Discovery;
+use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::event::{ClientEvent, Via};
 use crate::io::{Input, Output};
 use crate::resolver::ResolverConfig;
@@ -37,17 +37,24 @@ impl Client {
         Self { resolver, discovery: None, signin: None, pending: None, out: VecDeque::new() }
     }
 
-    /// Discovers the services of `domain` (SPEC SD5).
-    pub fn discover(&mut self, now: Time, domain: &str, seed: u64) {
+    /// Discovers services (SPEC SD1–SD5).
+    pub fn discover(&mut self, now: Time, cfg: &DiscoveryConfig, seed: u64) {
         self.signin = None;
         self.pending = None;
-        self.discovery = Some(Discovery::start(now, domain, self.resolver.clone(), seed));
+        self.discovery = Some(Discovery::start(now, cfg, self.resolver.clone(), seed));
         self.pump(now);
     }
 
-    /// Discovers `domain`, then signs `user` in (SPEC AU1).
-    pub fn sign_in(&mut self, now: Time, domain: &str, user: &str, password: &str, seed: u64) {
-        self.discover(now, domain, seed);
+    /// Discovers, then signs `user` in (SPEC AU1).
+    pub fn sign_in(
+        &mut self,
+        now: Time,
+        cfg: &DiscoveryConfig,
+        user: &str,
+        password: &str,
+        seed: u64,
+    ) {
+        self.discover(now, cfg, seed);
         self.pending = Some(Credentials {
             user: user.to_owned(),
             password: password.to_owned(),
@@ -105,6 +112,13 @@ impl Client {
 
     fn pump(&mut self, now: Time) {
         while let Some(o) = self.discovery.as_mut().and_then(Discovery::poll_output) {
+            // SPEC AU2: a CAS hit decides Webex, even when it arrives during sign-in.
+            if let (Output::Event(ClientEvent::CasResult { result, .. }), Some(s)) =
+                (&o, self.signin.as_mut())
+                && result == "webex"
+            {
+                s.set_cas_webex(true);
+            }
             if let Output::Event(ClientEvent::ServiceReached { via, target, addr }) = &o
                 && let Some(c) = self.pending.take()
             {
@@ -116,7 +130,7 @@ impl Client {
                         now,
                         &c.user,
                         &c.password,
-                        false,
+                        self.discovery.as_ref().and_then(Discovery::cas_webex).unwrap_or(false),
                         host,
                         addr,
                         self.resolver.clone(),

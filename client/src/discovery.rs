@@ -5,6 +5,11 @@
 //! none → manual settings. SPEC SD6: targets are tried in RFC 2782 order and the next one is
 //! tried when one fails (refused, or no answer within [`CONNECT_TIMEOUT`]).
 //!
+//! SPEC SD2: with a VoiceServicesDomain the SRV records are looked up there; the CAS lookup
+//! still uses the services domain. SPEC SD3: excluded services are skipped; with all three URL
+//! parameters set no discovery runs. SPEC SD4: the CAS lookup runs in parallel with the SRV
+//! queries; a Webex domain without SRV records resolves to Webex.
+//!
 //! Polling order: after each `handle_*` call drain [`Discovery::poll_output`], then sleep until
 //! [`Discovery::poll_timeout`] and call [`Discovery::handle_timeout`].
 
@@ -15,10 +20,11 @@ use std::time::Duration;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uclab_proto::dns::{DnsMsg, QType, Rdata};
+use uclab_proto::provision::Excluded;
 
 use crate::Time;
 use crate::event::{ClientEvent, Via};
-use crate::io::{ConnId, Input, Output};
+use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output};
 use crate::resolver::{QueryToken, ResolveFailure, ResolverConfig, ResolverOutput, StubResolver};
 use crate::srv::{self, SrvAnswer, SrvTarget};
 
@@ -28,6 +34,45 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Services looked up, in precedence order (SPEC SD5).
 const SERVICES: [Via; 3] = [Via::CiscoUds, Via::Cuplogin, Via::CollabEdge];
+/// The Webex CAS host (SPEC SD4).
+pub const CAS_HOST: &str = "loginp.webexconnect.com";
+/// How long the CAS request may take.
+const CAS_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP ids of discovery's own requests (sign-in uses low ids).
+const CAS_HTTP_ID: HttpId = 0x8000_0001;
+
+/// What discovery starts from (SPEC SD1–SD3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// The services domain (SPEC SD1).
+    pub services_domain: String,
+    /// VoiceServicesDomain: where SRV records are looked up instead (SPEC SD2).
+    pub voice_domain: Option<String>,
+    /// Services not to discover (SPEC SD3).
+    pub excluded: Excluded,
+    /// All three URL parameters were set: no discovery, manual settings (SPEC SD3).
+    pub no_discovery: bool,
+}
+
+impl DiscoveryConfig {
+    /// Discovery of `domain` with nothing excluded.
+    pub fn domain(domain: &str) -> Self {
+        Self {
+            services_domain: domain.to_owned(),
+            voice_domain: None,
+            excluded: Excluded::default(),
+            no_discovery: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Cas {
+    Off,
+    Resolving { token: QueryToken },
+    Requesting { deadline: Time },
+    Done(bool),
+}
 
 #[derive(Debug)]
 enum State {
@@ -52,6 +97,10 @@ enum State {
 #[derive(Debug)]
 pub struct Discovery {
     domain: String,
+    org: String,
+    cas: Cas,
+    /// SRV lookups finished with nothing usable, waiting for the CAS to decide.
+    awaiting_cas: bool,
     resolver: StubResolver,
     rng: ChaCha8Rng,
     state: State,
@@ -62,10 +111,14 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Starts discovery of `domain` at `now`; `seed` feeds DNS ids and SRV weighting.
-    pub fn start(now: Time, domain: &str, resolver: ResolverConfig, seed: u64) -> Self {
+    /// Starts discovery at `now`; `seed` feeds DNS ids and SRV weighting.
+    pub fn start(now: Time, cfg: &DiscoveryConfig, resolver: ResolverConfig, seed: u64) -> Self {
+        let srv_domain = cfg.voice_domain.as_deref().unwrap_or(&cfg.services_domain);
         let mut d = Self {
-            domain: domain.to_ascii_lowercase(),
+            domain: srv_domain.to_ascii_lowercase(),
+            org: cfg.services_domain.to_ascii_lowercase(),
+            cas: Cas::Off,
+            awaiting_cas: false,
             resolver: StubResolver::new(resolver),
             rng: ChaCha8Rng::seed_from_u64(seed),
             state: State::Done,
@@ -73,10 +126,26 @@ impl Discovery {
             out: VecDeque::new(),
             next_conn: 1,
         };
-        d.emit(ClientEvent::DiscoveryStarted { domain: d.domain.clone() });
-        // SPEC SD5: all three queries at the same time.
+        d.emit(ClientEvent::DiscoveryStarted { domain: d.org.clone() });
+        if cfg.no_discovery {
+            // SPEC SD3: all three URL parameters set: no discovery, manual settings.
+            d.emit(ClientEvent::DiscoveryResolved { via: Via::Manual });
+            d.emit(ClientEvent::DiscoveryFailed {
+                reason: "provisioning URL sets everything: manual settings".into(),
+            });
+            return d;
+        }
+        // SPEC SD4: the CAS lookup, in parallel, unless WEBEX is excluded.
+        if !cfg.excluded.webex {
+            let id = d.next_id();
+            d.cas = Cas::Resolving { token: d.resolver.query(now, CAS_HOST, QType::A, id) };
+        }
+        // SPEC SD5: the SRV queries at the same time (SD3: CUCM excluded skips two).
         let mut waiting = BTreeMap::new();
         for via in SERVICES {
+            if cfg.excluded.cucm && via != Via::CollabEdge {
+                continue;
+            }
             let name = format!("{}.{}", via.srv_label(), d.domain);
             let id = d.next_id();
             waiting.insert(d.resolver.query(now, &name, QType::Srv, id), via);
@@ -94,9 +163,19 @@ impl Discovery {
         self.out.push_back(Output::Event(e));
     }
 
-    /// Whether discovery has finished.
+    /// Whether discovery has finished (the CAS lookup included).
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
+            && !self.awaiting_cas
+            && matches!(self.cas, Cas::Off | Cas::Done(_))
+    }
+
+    /// What the CAS said, once it has: `Some(true)` for a Webex domain (SPEC SD4, AU2).
+    pub fn cas_webex(&self) -> Option<bool> {
+        match self.cas {
+            Cas::Done(w) => Some(w),
+            _ => None,
+        }
     }
 
     /// Feeds an input.
@@ -117,6 +196,7 @@ impl Discovery {
                     self.state = State::Done;
                 }
             }
+            Input::Http { id, result } if id == CAS_HTTP_ID => self.on_cas(result),
             Input::Http { .. } => {}
             Input::ConnectFailed { id, reason } => {
                 if let State::Connect { id: want, .. } = self.state
@@ -132,6 +212,11 @@ impl Discovery {
     /// Time passed. Spurious calls no-op.
     pub fn handle_timeout(&mut self, now: Time) {
         self.resolver.handle_timeout(now);
+        if let Cas::Requesting { deadline } = self.cas
+            && deadline <= now
+        {
+            self.on_cas(Err("timeout".into()));
+        }
         if let State::Connect { id, deadline, .. } = self.state
             && deadline <= now
         {
@@ -146,13 +231,51 @@ impl Discovery {
         self.out.pop_front()
     }
 
-    /// Next deadline: the resolver's, or the running connect's.
+    /// Next deadline: the resolver's, the running connect's, or the CAS request's.
     pub fn poll_timeout(&self) -> Option<Time> {
         let conn = match self.state {
             State::Connect { deadline, .. } => Some(deadline),
             _ => None,
         };
-        [self.resolver.poll_timeout(), conn].into_iter().flatten().min()
+        let cas = match self.cas {
+            Cas::Requesting { deadline } => Some(deadline),
+            _ => None,
+        };
+        [self.resolver.poll_timeout(), conn, cas].into_iter().flatten().min()
+    }
+
+    fn on_cas(&mut self, result: Result<HttpResp, String>) {
+        if !matches!(self.cas, Cas::Requesting { .. } | Cas::Resolving { .. }) {
+            return;
+        }
+        let (webex, text) = match result {
+            Ok(r) if r.status == 200 => match uclab_proto::uds::parse_cas(&r.body) {
+                Ok(true) => (true, "webex".to_owned()),
+                Ok(false) => (false, "not-webex".to_owned()),
+                Err(e) => (false, format!("error: {e}")),
+            },
+            Ok(r) => (false, format!("error: HTTP {}", r.status)),
+            Err(e) => (false, format!("error: {e}")),
+        };
+        self.cas = Cas::Done(webex);
+        self.emit(ClientEvent::CasResult { org: self.org.clone(), result: text });
+        if self.awaiting_cas {
+            // SRV found nothing: the CAS decides between Webex and manual settings.
+            self.awaiting_cas = false;
+            self.resolve_without_srv();
+        }
+    }
+
+    fn resolve_without_srv(&mut self) {
+        if self.cas_webex() == Some(true) {
+            self.emit(ClientEvent::DiscoveryResolved { via: Via::Webex });
+        } else {
+            self.emit(ClientEvent::DiscoveryResolved { via: Via::Manual });
+            self.emit(ClientEvent::DiscoveryFailed {
+                reason: "no SRV records: manual settings needed".into(),
+            });
+        }
+        self.state = State::Done;
     }
 
     /// Moves resolver outputs into ours and reacts to answers.
@@ -165,10 +288,38 @@ impl Discovery {
                 ResolverOutput::TcpExchange { token, to, bytes } => {
                     self.out.push_back(Output::TcpExchange { token, to, bytes })
                 }
+                ResolverOutput::Answer { token, msg } if self.is_cas_lookup(token) => {
+                    let ip = msg.answers.iter().find_map(|r| match r.data {
+                        Rdata::A(a) => Some(IpAddr::V4(a)),
+                        _ => None,
+                    });
+                    match ip {
+                        Some(ip) => {
+                            self.cas = Cas::Requesting { deadline: now + CAS_TIMEOUT };
+                            self.out.push_back(Output::Http(HttpReq {
+                                id: CAS_HTTP_ID,
+                                addr: SocketAddr::new(ip, 443),
+                                host: CAS_HOST.into(),
+                                tls: true,
+                                method: "GET",
+                                path: format!("/cas/FederatedSSO?org={}", self.org),
+                                basic: None,
+                            }));
+                        }
+                        None => self.on_cas(Err(format!("{CAS_HOST} does not resolve"))),
+                    }
+                }
+                ResolverOutput::Failed { token, reason } if self.is_cas_lookup(token) => {
+                    self.on_cas(Err(format!("{CAS_HOST}: {reason}")))
+                }
                 ResolverOutput::Answer { token, msg } => self.on_answer(now, token, Ok(msg)),
                 ResolverOutput::Failed { token, reason } => self.on_answer(now, token, Err(reason)),
             }
         }
+    }
+
+    fn is_cas_lookup(&self, token: QueryToken) -> bool {
+        matches!(self.cas, Cas::Resolving { token: t } if t == token)
     }
 
     fn on_answer(&mut self, now: Time, token: QueryToken, res: Result<DnsMsg, ResolveFailure>) {
@@ -229,13 +380,11 @@ impl Discovery {
                         self.emit(ClientEvent::DiscoveryResolved { via });
                         self.try_target(now, via, targets, 0);
                     }
-                    None => {
-                        self.emit(ClientEvent::DiscoveryResolved { via: Via::Manual });
-                        self.emit(ClientEvent::DiscoveryFailed {
-                            reason: "no SRV records: manual settings needed".into(),
-                        });
+                    None if matches!(self.cas, Cas::Resolving { .. } | Cas::Requesting { .. }) => {
+                        self.awaiting_cas = true;
                         self.state = State::Done;
                     }
+                    None => self.resolve_without_srv(),
                 }
             }
             State::Address { token: want, .. } if *want == token => {

@@ -13,6 +13,7 @@ use uclab_proto::dns::DnsMsg;
 
 use crate::Time;
 use crate::client::Client;
+use crate::discovery::DiscoveryConfig;
 use crate::event::ClientEvent;
 use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output};
 use crate::resolver::{QueryToken, ResolverConfig};
@@ -23,15 +24,15 @@ const MAX_DNS_TCP: usize = 65535;
 /// What a user (or a scenario timeline) asks the client to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UserAction {
-    /// Discover the services of a domain (SPEC SD5).
+    /// Discover services (SPEC SD1–SD5).
     Discover {
-        /// Services domain.
-        domain: String,
+        /// Domain, VoiceServicesDomain, exclusions.
+        discovery: DiscoveryConfig,
     },
     /// Discover, then sign in (SPEC AU1).
     SignIn {
-        /// Services domain.
-        domain: String,
+        /// Domain, VoiceServicesDomain, exclusions.
+        discovery: DiscoveryConfig,
         /// User id.
         user: String,
         /// Password (never logged).
@@ -150,9 +151,9 @@ pub async fn run<N: Net + Clone + 'static>(
                     let (_, action) = actions.pop_front().expect("checked");
                     let seed = net.rng().next_u64();
                     match action {
-                        UserAction::Discover { domain } => engine.discover(now, &domain, seed),
-                        UserAction::SignIn { domain, user, password } => {
-                            engine.sign_in(now, &domain, &user, &password, seed)
+                        UserAction::Discover { discovery } => engine.discover(now, &discovery, seed),
+                        UserAction::SignIn { discovery, user, password } => {
+                            engine.sign_in(now, &discovery, &user, &password, seed)
                         }
                     }
                 }

@@ -13,6 +13,8 @@ pub enum Via {
     CollabEdge,
     /// Nothing found: the user must enter settings by hand.
     Manual,
+    /// The CAS says the domain is a Webex domain (SPEC SD4) and no SRV record was found.
+    Webex,
 }
 
 impl Via {
@@ -23,6 +25,7 @@ impl Via {
             Self::Cuplogin => "cuplogin",
             Self::CollabEdge => "collab-edge",
             Self::Manual => "manual",
+            Self::Webex => "webex",
         }
     }
 
@@ -32,7 +35,7 @@ impl Via {
             Self::CiscoUds => "_cisco-uds._tcp",
             Self::Cuplogin => "_cuplogin._tcp",
             Self::CollabEdge => "_collab-edge._tls",
-            Self::Manual => "",
+            Self::Manual | Self::Webex => "",
         }
     }
 }
@@ -50,6 +53,13 @@ pub enum ClientEvent {
         /// Record name queried.
         name: String,
         /// `targets` (comma separated, in try order), `none`, `not-available` or `error: …`.
+        result: String,
+    },
+    /// The CAS lookup finished (SPEC SD4).
+    CasResult {
+        /// Domain asked about.
+        org: String,
+        /// `webex`, `not-webex`, or `error: …`.
         result: String,
     },
     /// Discovery decided which SRV record wins (SPEC SD5).
@@ -116,6 +126,7 @@ impl ClientEvent {
         match self {
             Self::DiscoveryStarted { .. } => "discovery-started",
             Self::SrvResult { .. } => "srv-result",
+            Self::CasResult { .. } => "cas-result",
             Self::DiscoveryResolved { .. } => "discovery-resolved",
             Self::TargetTrying { .. } => "target-trying",
             Self::TargetFailed { .. } => "target-failed",
@@ -135,6 +146,9 @@ impl ClientEvent {
                 vec![("name", name.clone()), ("result", result.clone())]
             }
             Self::DiscoveryResolved { via } => vec![("via", via.as_str().into())],
+            Self::CasResult { org, result } => {
+                vec![("org", org.clone()), ("result", result.clone())]
+            }
             Self::TargetTrying { target, addr } => {
                 vec![("target", target.clone()), ("addr", addr.clone())]
             }

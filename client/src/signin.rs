@@ -125,6 +125,11 @@ impl SignIn {
         s
     }
 
+    /// The CAS said Webex after sign-in started (SPEC AU2: it still wins).
+    pub fn set_cas_webex(&mut self, webex: bool) {
+        self.cas_webex = webex;
+    }
+
     /// Whether sign-in has finished (signed in or failed).
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)

@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use uclab_net::Net;
 use uclab_proto::base64::decode as base64_decode;
 pub use uclab_proto::base64::encode as base64_encode;
+pub use uclab_proto::text::percent_decode;
 
 /// Time a client has for the TLS handshake and for the request head.
 pub const SLOW_CLIENT: Duration = Duration::from_secs(10);
@@ -132,44 +133,6 @@ impl Response {
 
 /// A mock's request handler.
 pub type Handler = Rc<dyn Fn(&Request) -> Response>;
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Percent-decodes a query component (`+` is a space, RFC 3986 / HTML forms). Bad escapes are
-/// kept as they are.
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let decoded = match b[i] {
-            b'%' if i + 2 < b.len() => hex(b[i + 1]).zip(hex(b[i + 2])).map(|(h, l)| h * 16 + l),
-            _ => None,
-        };
-        match (decoded, b[i]) {
-            (Some(byte), _) => {
-                out.push(byte);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, c) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 fn split_target(target: &str) -> (String, Vec<(String, String)>) {
     let (path, q) = target.split_once('?').unwrap_or((target, ""));

@@ -5,4 +5,6 @@
 
 pub mod base64;
 pub mod dns;
+pub mod provision;
+pub mod text;
 pub mod uds;

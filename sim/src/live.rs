@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 
 use serde::Serialize;
 use std::sync::Arc;
+use uclab_client::discovery::DiscoveryConfig;
 use uclab_client::driver::{self, ClientConfig, UserAction};
 
 use uclab_net::tls::{LabPki, TlsContext};
@@ -157,9 +158,10 @@ pub async fn probe(
     let lab = live_lab(seed, Capture::new(seed, std::time::Duration::ZERO), transcript.clone())?;
     let net = LiveNet::new(local, &lab);
     let cfg = ClientConfig { name: "probe".into(), dns: vec![dns] };
+    let discovery = DiscoveryConfig::domain(domain);
     let action = match credentials {
-        Some((user, password)) => UserAction::SignIn { domain: domain.to_owned(), user, password },
-        None => UserAction::Discover { domain: domain.to_owned() },
+        Some((user, password)) => UserAction::SignIn { discovery, user, password },
+        None => UserAction::Discover { discovery },
     };
     let actions = vec![(std::time::Duration::ZERO, action)];
     driver::run(net, cfg, actions).await?;

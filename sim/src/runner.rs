@@ -189,14 +189,14 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
             .steps
             .iter()
             .filter_map(|st| match &st.action {
-                StepAction::Discover { client, domain } if *client == c.name => {
-                    Some((st.at, UserAction::Discover { domain: domain.clone() }))
+                StepAction::Discover { client, discovery } if *client == c.name => {
+                    Some((st.at, UserAction::Discover { discovery: discovery.clone() }))
                 }
-                StepAction::SignIn { client, domain, user, password } if *client == c.name => {
+                StepAction::SignIn { client, discovery, user, password } if *client == c.name => {
                     Some((
                         st.at,
                         UserAction::SignIn {
-                            domain: domain.clone(),
+                            discovery: discovery.clone(),
                             user: user.clone(),
                             password: password.clone(),
                         },

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
+use uclab_client::discovery::DiscoveryConfig;
 use uclab_mocks::dns::{ZoneError, ZoneSource, parse_zone};
 use uclab_net::{Action, Rule, Zone};
 
@@ -27,6 +28,7 @@ pub const NODE_KINDS: &[&str] = &["dns", "host", "cas", "cucm"];
 pub const EVENT_KINDS: &[&str] = &[
     "discovery-started",
     "srv-result",
+    "cas-result",
     "discovery-resolved",
     "target-trying",
     "target-failed",
@@ -182,6 +184,7 @@ struct StepSpec {
     domain: Option<S<String>>,
     user: Option<S<String>>,
     password: Option<String>,
+    url: Option<S<String>>,
     a: Option<S<String>>,
     b: Option<S<String>>,
     value: Option<S<String>>,
@@ -314,12 +317,12 @@ pub struct Client {
 /// A timeline action.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StepAction {
-    /// A client discovers the services of a domain (SPEC SD1, SD5).
+    /// A client discovers services (SPEC SD1–SD5).
     Discover {
         /// Client.
         client: String,
-        /// Services domain.
-        domain: String,
+        /// Domain, VoiceServicesDomain, exclusions.
+        discovery: DiscoveryConfig,
     },
     /// A node crashes (its sockets vanish).
     Crash {
@@ -330,8 +333,8 @@ pub enum StepAction {
     SignIn {
         /// Client.
         client: String,
-        /// Services domain.
-        domain: String,
+        /// Domain, VoiceServicesDomain, exclusions.
+        discovery: DiscoveryConfig,
         /// User id.
         user: String,
         /// Password typed.
@@ -950,14 +953,28 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     errs.push(src.err(cs.span().start, format!("unknown client `{client}`")));
                     continue;
                 };
-                // SPEC SD1: the services domain is the domain part of the typed address,
-                // unless the step names one.
-                let domain = match (&s.domain, &c.address) {
-                    (Some(d), _) => d.get_ref().clone(),
-                    (None, Some(a)) => {
+                // SPEC SD1: the provisioning URL's ServicesDomain, else the step's domain, else
+                // the domain part of the typed address.
+                let provision = match &s.url {
+                    Some(u) => match uclab_proto::provision::parse(u.get_ref()) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            errs.push(
+                                src.err(u.span().start, format!("bad provisioning URL: {e}")),
+                            );
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
+                let from_url = provision.as_ref().and_then(|p| p.services_domain.clone());
+                let domain = match (from_url, &s.domain, &c.address) {
+                    (Some(d), _, _) => d,
+                    (None, Some(d), _) => d.get_ref().clone(),
+                    (None, None, Some(a)) => {
                         a.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default()
                     }
-                    (None, None) => {
+                    (None, None, None) => {
                         errs.push(src.err(
                             s.action.span().start,
                             format!("client `{client}` has no address: give the step a `domain`"),
@@ -965,8 +982,14 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                         continue;
                     }
                 };
+                let discovery = DiscoveryConfig {
+                    services_domain: domain,
+                    voice_domain: provision.as_ref().and_then(|p| p.voice_services_domain.clone()),
+                    excluded: provision.as_ref().and_then(|p| p.excluded).unwrap_or_default(),
+                    no_discovery: provision.as_ref().is_some_and(|p| p.all_three()),
+                };
                 if s.action.get_ref() == "discover" {
-                    StepAction::Discover { client, domain }
+                    StepAction::Discover { client, discovery }
                 } else {
                     // The user is the address's local part unless given; the password is the
                     // account's unless the step types another one (SPEC AU5 scenarios).
@@ -988,7 +1011,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                             user_out.iter().find(|u| u.id == user).map(|u| u.password.clone())
                         })
                         .unwrap_or_else(|| "lab".into());
-                    StepAction::SignIn { client, domain, user, password }
+                    StepAction::SignIn { client, discovery, user, password }
                 }
             }
             a @ ("crash" | "restart") => {
