@@ -19,7 +19,7 @@ use crate::scenario::{Expect, Scenario, StepAction};
 use crate::time::fmt_secs;
 
 /// Time a run goes on after everything is settled, so closing packets show in the capture.
-const GRACE: Duration = Duration::from_secs(1);
+const GRACE: Duration = Duration::from_millis(200);
 
 /// The verdict on one expectation.
 #[derive(Clone, Debug)]
@@ -168,6 +168,10 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(s.latency)
         .max_message_latency(s.latency)
+        // turmoil buffers 64 messages per host by default; a Linux socket holds thousands of
+        // small datagrams (rmem_default 208 KiB), and a busy server must not drop a burst.
+        .udp_capacity(4096)
+        .tcp_capacity(4096)
         .build();
 
     let no_live = std::collections::BTreeMap::new();

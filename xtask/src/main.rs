@@ -120,6 +120,84 @@ fn bench(suite: &str) -> bool {
     ok
 }
 
+/// A scenario in which `n` clients, each with its own user, sign in together at t = 0.
+fn storm_scenario(n: usize) -> String {
+    let mut t = String::from(
+        "name = \"signin-storm\"\nsummary = \"sign-in storm\"\nseed = 1\nduration = \"120s\"\n",
+    );
+    for i in 0..n {
+        let (hi, lo) = (2 + i / 250, 1 + i % 250);
+        t.push_str(&format!(
+            "[[user]]\nid = \"u{i}\"\ncluster = \"cluster1\"\n\
+             [[client]]\nname = \"c{i}\"\nip = \"10.1.{hi}.{lo}\"\ndns = [\"dns-int\"]\naddress = \"u{i}@example.com\"\n\
+             [[step]]\nat = \"0s\"\naction = \"sign-in\"\nclient = \"c{i}\"\n"
+        ));
+    }
+    // One expectation per client would make the check quadratic; the run result counts them.
+    t
+}
+
+/// Runs the storm with `n` clients in this process and prints one JSON line.
+fn storm_one(n: usize) -> bool {
+    let text = storm_scenario(n);
+    let s = match uclab_sim::parse("storm.toml", &text, Path::new("storm.toml")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("storm scenario: {:?}", e.first());
+            return false;
+        }
+    };
+    let t = Instant::now();
+    let r = uclab_sim::run(&s, s.seed);
+    let wall = t.elapsed();
+    let signed = r.events.iter().filter(|e| e.kind == "signed-in").count();
+    let last =
+        r.events.iter().filter(|e| e.kind == "signed-in").map(|e| e.time).max().unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::json!({
+            "clients": n,
+            "signed_in": signed,
+            "wall_s": wall.as_secs_f64(),
+            "sim_s_all_signed_in": last.as_secs_f64(),
+            "sim_s_run": r.sim_time.as_secs_f64(),
+            "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
+        })
+    );
+    signed == n
+}
+
+fn storm(sizes: &[usize]) -> bool {
+    let exe = std::env::current_exe().expect("own path");
+    println!(
+        "{:>8} {:>10} {:>10} {:>16} {:>10}",
+        "clients", "signed in", "wall", "sim (all in)", "peak RSS"
+    );
+    let mut ok = true;
+    for n in sizes {
+        let out = Command::new(&exe).arg("storm-one").arg(n.to_string()).output();
+        let Ok(out) = out else { return false };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some(v) =
+            text.lines().last().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        else {
+            eprintln!("{n} clients: no result\n{}", String::from_utf8_lossy(&out.stderr));
+            ok = false;
+            continue;
+        };
+        println!(
+            "{:>8} {:>10} {:>8.2} s {:>14.3} s {:>6.0} MiB",
+            n,
+            v["signed_in"].as_u64().unwrap_or(0),
+            v["wall_s"].as_f64().unwrap_or(0.0),
+            v["sim_s_all_signed_in"].as_f64().unwrap_or(0.0),
+            v["peak_rss_mib"].as_f64().unwrap_or(0.0),
+        );
+        ok &= v["signed_in"].as_u64() == Some(*n as u64);
+    }
+    ok
+}
+
 fn sweep(seeds: &str) -> bool {
     let mut ok = true;
     for f in uclab_sim::commands::collect(&[root().join("scenarios")]).unwrap_or_default() {
@@ -155,16 +233,24 @@ fn main() -> ExitCode {
             .env("INSTA_UPDATE", "always")
             .env("UCLAB_BLESS", "1")),
         Some("sweep") => sweep(args.get(1).map_or("1..51", String::as_str)),
-        Some("bench") => bench(args.get(1).map_or("dns", String::as_str)),
+        Some("bench") => match args.get(1).map(String::as_str) {
+            Some("storm") => {
+                let sizes: Vec<usize> = args[2..].iter().filter_map(|a| a.parse().ok()).collect();
+                storm(if sizes.is_empty() { &[100, 1000, 10_000] } else { &sizes })
+            }
+            suite => bench(suite.unwrap_or("dns")),
+        },
+        Some("storm-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(storm_one),
         Some("bench-one") => args.get(1).is_some_and(|f| bench_one(Path::new(f))),
         Some("fuzz") => fuzz(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60)),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci | bless | sweep [A..B] | bench [SUITE] | fuzz [SECONDS]\n\
+                "usage: cargo xtask ci | bless | sweep [A..B] | bench [SUITE | storm N..] | fuzz [SECONDS]\n\
                  \n  ci      fmt, clippy -D warnings, tests (nextest if present), doc build\
                  \n  bless   accept new transcript snapshots\
                  \n  sweep   every scenario over seeds A..B (default 1..51)\
                  \n  bench   per scenario of SUITE (default dns): wall median of 5, sim/wall, peak RSS\
+                 \n  bench storm [N..]  sign-in storm: N clients sign in together (default 100 1000 10000)\
                  \n  fuzz    each fuzz target for SECONDS (default 60)"
             );
             return ExitCode::from(2);
