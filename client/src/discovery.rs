@@ -25,7 +25,7 @@ use uclab_proto::provision::Excluded;
 use crate::Time;
 use crate::event::{ClientEvent, Via};
 use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output};
-use crate::resolver::{QueryToken, ResolveFailure, ResolverConfig, ResolverOutput, StubResolver};
+use crate::resolver::{QueryToken, ResolveFailure, ResolverConfig, StubResolver};
 use crate::srv::{self, SrvAnswer, SrvTarget};
 
 /// How long a TCP connect to a target may take before the next target is tried. The
@@ -281,40 +281,31 @@ impl Discovery {
     /// Moves resolver outputs into ours and reacts to answers.
     fn pump(&mut self, now: Time) {
         while let Some(o) = self.resolver.poll_output() {
-            match o {
-                ResolverOutput::Transmit { to, bytes } => {
-                    self.out.push_back(Output::Transmit { to, bytes })
-                }
-                ResolverOutput::TcpExchange { token, to, bytes } => {
-                    self.out.push_back(Output::TcpExchange { token, to, bytes })
-                }
-                ResolverOutput::Answer { token, msg } if self.is_cas_lookup(token) => {
-                    let ip = msg.answers.iter().find_map(|r| match r.data {
-                        Rdata::A(a) => Some(IpAddr::V4(a)),
-                        _ => None,
-                    });
-                    match ip {
-                        Some(ip) => {
-                            self.cas = Cas::Requesting { deadline: now + CAS_TIMEOUT };
-                            self.out.push_back(Output::Http(HttpReq {
-                                id: CAS_HTTP_ID,
-                                addr: SocketAddr::new(ip, 443),
-                                host: CAS_HOST.into(),
-                                tls: true,
-                                method: "GET",
-                                path: format!("/cas/FederatedSSO?org={}", self.org),
-                                basic: None,
-                            }));
-                        }
-                        None => self.on_cas(Err(format!("{CAS_HOST} does not resolve"))),
-                    }
-                }
-                ResolverOutput::Failed { token, reason } if self.is_cas_lookup(token) => {
-                    self.on_cas(Err(format!("{CAS_HOST}: {reason}")))
-                }
-                ResolverOutput::Answer { token, msg } => self.on_answer(now, token, Ok(msg)),
-                ResolverOutput::Failed { token, reason } => self.on_answer(now, token, Err(reason)),
+            match o.into_io() {
+                Ok(out) => self.out.push_back(out),
+                Err((token, res)) if self.is_cas_lookup(token) => self.on_cas_address(now, res),
+                Err((token, res)) => self.on_answer(now, token, res),
             }
+        }
+    }
+
+    /// SPEC SD4: the CAS host resolved (or not); ask it about the services domain.
+    fn on_cas_address(&mut self, now: Time, res: Result<DnsMsg, ResolveFailure>) {
+        match res.map(|m| m.first_ipv4()) {
+            Ok(Some(ip)) => {
+                self.cas = Cas::Requesting { deadline: now + CAS_TIMEOUT };
+                self.out.push_back(Output::Http(HttpReq {
+                    id: CAS_HTTP_ID,
+                    addr: SocketAddr::new(IpAddr::V4(ip), 443),
+                    host: CAS_HOST.into(),
+                    tls: true,
+                    method: "GET",
+                    path: format!("/cas/FederatedSSO?org={}", self.org),
+                    basic: None,
+                }));
+            }
+            Ok(None) => self.on_cas(Err(format!("{CAS_HOST} does not resolve"))),
+            Err(reason) => self.on_cas(Err(format!("{CAS_HOST}: {reason}"))),
         }
     }
 
@@ -393,12 +384,7 @@ impl Discovery {
                 else {
                     unreachable!("matched above")
                 };
-                let ip = res.ok().and_then(|m| {
-                    m.answers.iter().find_map(|r| match r.data {
-                        Rdata::A(a) => Some(IpAddr::V4(a)),
-                        _ => None,
-                    })
-                });
+                let ip = res.ok().and_then(|m| m.first_ipv4()).map(IpAddr::V4);
                 match ip {
                     Some(ip) => self.connect(now, via, targets, idx, ip),
                     None => {

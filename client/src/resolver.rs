@@ -95,6 +95,22 @@ pub enum ResolverOutput {
     },
 }
 
+impl ResolverOutput {
+    /// What the owning engine passes on as is (`Ok`), or the outcome of one of its queries
+    /// (`Err`), which it handles itself.
+    pub fn into_io(
+        self,
+    ) -> Result<crate::io::Output, (QueryToken, Result<DnsMsg, ResolveFailure>)> {
+        use crate::io::Output;
+        match self {
+            Self::Transmit { to, bytes } => Ok(Output::Transmit { to, bytes }),
+            Self::TcpExchange { token, to, bytes } => Ok(Output::TcpExchange { token, to, bytes }),
+            Self::Answer { token, msg } => Err((token, Ok(msg))),
+            Self::Failed { token, reason } => Err((token, Err(reason))),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Pending {
     name: String,

@@ -14,13 +14,13 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use uclab_proto::dns::{QType, Rdata};
+use uclab_proto::dns::QType;
 use uclab_proto::uds::{self, ImpProductType};
 
 use crate::Time;
 use crate::event::ClientEvent;
 use crate::io::{HttpId, HttpReq, HttpResp, Input, Output};
-use crate::resolver::{QueryToken, ResolverConfig, ResolverOutput, StubResolver};
+use crate::resolver::{QueryToken, ResolverConfig, StubResolver};
 
 /// How long one HTTP request may take (our choice; the documents give none).
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -308,38 +308,27 @@ impl SignIn {
 
     fn pump(&mut self, now: Time) {
         while let Some(o) = self.resolver.poll_output() {
-            match o {
-                ResolverOutput::Transmit { to, bytes } => {
-                    self.out.push_back(Output::Transmit { to, bytes })
+            let (token, res) = match o.into_io() {
+                Ok(out) => {
+                    self.out.push_back(out);
+                    continue;
                 }
-                ResolverOutput::TcpExchange { token, to, bytes } => {
-                    self.out.push_back(Output::TcpExchange { token, to, bytes })
+                Err(answer) => answer,
+            };
+            let State::ResolveHome { token: want, .. } = self.state else { continue };
+            if want != token {
+                continue;
+            }
+            let State::ResolveHome { home, .. } = std::mem::replace(&mut self.state, State::Done)
+            else {
+                unreachable!("matched above")
+            };
+            match res.map(|m| m.first_ipv4()) {
+                Ok(Some(ip)) => {
+                    self.request_user(now, home, SocketAddr::new(IpAddr::V4(ip), UDS_PORT))
                 }
-                ResolverOutput::Answer { token, msg } => {
-                    if let State::ResolveHome { token: want, .. } = self.state
-                        && want == token
-                    {
-                        let ip = msg.answers.iter().find_map(|r| match r.data {
-                            Rdata::A(a) => Some(IpAddr::V4(a)),
-                            _ => None,
-                        });
-                        let State::ResolveHome { home, .. } =
-                            std::mem::replace(&mut self.state, State::Done)
-                        else {
-                            unreachable!("matched above")
-                        };
-                        match ip {
-                            Some(ip) => self.request_user(now, home, SocketAddr::new(ip, UDS_PORT)),
-                            None => self.fail(format!("home cluster {home} does not resolve")),
-                        }
-                    }
-                }
-                ResolverOutput::Failed { token, reason } => {
-                    if matches!(self.state, State::ResolveHome { token: want, .. } if want == token)
-                    {
-                        self.fail(format!("home cluster lookup: {reason}"));
-                    }
-                }
+                Ok(None) => self.fail(format!("home cluster {home} does not resolve")),
+                Err(reason) => self.fail(format!("home cluster lookup: {reason}")),
             }
         }
     }

@@ -206,6 +206,14 @@ impl DnsMsg {
         })
     }
 
+    /// The first IPv4 address in the answer section.
+    pub fn first_ipv4(&self) -> Option<Ipv4Addr> {
+        self.answers.iter().find_map(|r| match r.data {
+            Rdata::A(a) => Some(a),
+            _ => None,
+        })
+    }
+
     /// One-line summary for the transcript. Ids are left out: they are volatile.
     pub fn summary(&self) -> String {
         let q = self
