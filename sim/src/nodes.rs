@@ -89,12 +89,10 @@ pub fn plan(
     };
     Some(match &n.kind {
         NodeKind::Dns { zones, forward } => {
+            // The upstream's DNS address: simulated, or in live mode where it really listens.
             let forward = forward.as_ref().and_then(|f| {
-                let fnode = s.nodes.iter().find(|x| &x.name == f)?;
-                let p = port(f, &services(&fnode.kind)[0]);
-                // In live mode the upstream is the live address; in simulation, the node's own.
-                let sim = SocketAddr::new(fnode.ip, 53);
-                Some(live.get(&sim).copied().unwrap_or(SocketAddr::new(fnode.ip, p)))
+                let sim = SocketAddr::new(s.nodes.iter().find(|x| &x.name == f)?.ip, 53);
+                Some(live.get(&sim).copied().unwrap_or(sim))
             });
             NodePlan::Dns(dns::DnsConfig {
                 zones: zones.clone(),
