@@ -1,11 +1,14 @@
 //! The composite client engine: discovery, then sign-in, each a child engine. It routes inputs
 //! to the children (DNS datagrams to both: each resolver only accepts its own ids), merges
-//! their outputs, and its deadline is the earliest child deadline.
+//! their outputs, and its deadline is the earliest child deadline. SPEC SD7: the service a
+//! discovery reached is cached per domain; a later discovery of the same domain answers from
+//! the cache without a query.
 //!
 //! Polling order: after each call drain [`Client::poll_output`], then sleep until
 //! [`Client::poll_timeout`] and call [`Client::handle_timeout`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 
 use crate::Time;
 use crate::discovery::{Discovery, DiscoveryConfig};
@@ -21,10 +24,22 @@ struct Credentials {
     seed: u64,
 }
 
+/// A service found by discovery (SPEC SD7).
+#[derive(Clone, Debug)]
+struct Cached {
+    via: Via,
+    target: String,
+    addr: SocketAddr,
+    cas_webex: bool,
+}
+
 /// The client core.
 #[derive(Debug)]
 pub struct Client {
     resolver: ResolverConfig,
+    cache: BTreeMap<String, Cached>,
+    /// Cache key of the discovery under way.
+    current: Option<String>,
     discovery: Option<Discovery>,
     signin: Option<SignIn>,
     pending: Option<Credentials>,
@@ -34,15 +49,21 @@ pub struct Client {
 impl Client {
     /// A client whose name servers are in `resolver`.
     pub fn new(resolver: ResolverConfig) -> Self {
-        Self { resolver, discovery: None, signin: None, pending: None, out: VecDeque::new() }
+        Self {
+            resolver,
+            cache: BTreeMap::new(),
+            current: None,
+            discovery: None,
+            signin: None,
+            pending: None,
+            out: VecDeque::new(),
+        }
     }
 
-    /// Discovers services (SPEC SD1–SD5).
+    /// Discovers services (SPEC SD1–SD5), from the cache when it can (SD7).
     pub fn discover(&mut self, now: Time, cfg: &DiscoveryConfig, seed: u64) {
-        self.signin = None;
         self.pending = None;
-        self.discovery = Some(Discovery::start(now, cfg, self.resolver.clone(), seed));
-        self.pump(now);
+        self.begin(now, cfg, seed);
     }
 
     /// Discovers, then signs `user` in (SPEC AU1).
@@ -54,12 +75,62 @@ impl Client {
         password: &str,
         seed: u64,
     ) {
-        self.discover(now, cfg, seed);
         self.pending = Some(Credentials {
             user: user.to_owned(),
             password: password.to_owned(),
             seed: seed ^ 0x5151,
         });
+        self.begin(now, cfg, seed);
+    }
+
+    fn key(cfg: &DiscoveryConfig) -> String {
+        let voice = cfg.voice_domain.as_deref().unwrap_or("");
+        format!("{}|{voice}", cfg.services_domain.to_ascii_lowercase())
+    }
+
+    fn begin(&mut self, now: Time, cfg: &DiscoveryConfig, seed: u64) {
+        self.signin = None;
+        self.discovery = None;
+        let key = Self::key(cfg);
+        match self.cache.get(&key).cloned() {
+            Some(c) if !cfg.no_discovery => {
+                self.current = None;
+                let domain = cfg.services_domain.to_ascii_lowercase();
+                self.out.push_back(Output::Event(ClientEvent::DiscoveryStarted { domain }));
+                self.out.push_back(Output::Event(ClientEvent::DiscoveryCached {
+                    via: c.via,
+                    target: c.target.clone(),
+                }));
+                if let Some(creds) = self.pending.take() {
+                    self.start_sign_in(now, creds, &c);
+                }
+            }
+            _ => {
+                self.current = Some(key);
+                self.discovery = Some(Discovery::start(now, cfg, self.resolver.clone(), seed));
+                self.pump(now);
+            }
+        }
+    }
+
+    fn start_sign_in(&mut self, now: Time, c: Credentials, found: &Cached) {
+        if found.via != Via::CiscoUds {
+            self.out.push_back(Output::Event(ClientEvent::SignInFailed {
+                reason: format!("sign-in through {} is not modelled yet", found.via.as_str()),
+            }));
+            return;
+        }
+        let host = found.target.rsplit_once(':').map_or(found.target.as_str(), |(h, _)| h);
+        self.signin = Some(SignIn::start(
+            now,
+            &c.user,
+            &c.password,
+            found.cas_webex,
+            host,
+            found.addr,
+            self.resolver.clone(),
+            c.seed,
+        ));
         self.pump(now);
     }
 
@@ -119,29 +190,33 @@ impl Client {
             {
                 s.set_cas_webex(true);
             }
-            if let Output::Event(ClientEvent::ServiceReached { via, target, addr }) = &o
-                && let Some(c) = self.pending.take()
-            {
-                self.out.push_back(o.clone());
-                if *via == Via::CiscoUds {
-                    let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
-                    let addr = addr.parse().expect("the engine formats addresses it parsed");
-                    self.signin = Some(SignIn::start(
-                        now,
-                        &c.user,
-                        &c.password,
-                        self.discovery.as_ref().and_then(Discovery::cas_webex).unwrap_or(false),
-                        host,
-                        addr,
-                        self.resolver.clone(),
-                        c.seed,
-                    ));
-                } else {
-                    self.out.push_back(Output::Event(ClientEvent::SignInFailed {
-                        reason: format!("sign-in through {} is not modelled yet", via.as_str()),
-                    }));
+            if let Output::Event(ClientEvent::ServiceReached { via, target, addr }) = &o {
+                let found = Cached {
+                    via: *via,
+                    target: target.clone(),
+                    addr: addr.parse().expect("the engine formats addresses it parsed"),
+                    cas_webex: self
+                        .discovery
+                        .as_ref()
+                        .and_then(Discovery::cas_webex)
+                        .unwrap_or(false),
+                };
+                // SPEC SD7: remember what this domain's discovery reached.
+                if let Some(k) = &self.current {
+                    self.cache.insert(k.clone(), found.clone());
+                }
+                self.out.push_back(o);
+                if let Some(c) = self.pending.take() {
+                    self.start_sign_in(now, c, &found);
                 }
                 continue;
+            }
+            if let (Output::Event(ClientEvent::CasResult { result, .. }), Some(k)) =
+                (&o, &self.current)
+                && result == "webex"
+                && let Some(c) = self.cache.get_mut(k)
+            {
+                c.cas_webex = true;
             }
             if let Output::Event(ClientEvent::DiscoveryFailed { .. }) = &o
                 && self.pending.take().is_some()

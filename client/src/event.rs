@@ -62,6 +62,13 @@ pub enum ClientEvent {
         /// `webex`, `not-webex`, or `error: …`.
         result: String,
     },
+    /// Discovery answered from the cache, without any query (SPEC SD7).
+    DiscoveryCached {
+        /// How the cached service was found.
+        via: Via,
+        /// host:port.
+        target: String,
+    },
     /// Discovery decided which SRV record wins (SPEC SD5).
     DiscoveryResolved {
         /// The winning record.
@@ -127,6 +134,7 @@ impl ClientEvent {
             Self::DiscoveryStarted { .. } => "discovery-started",
             Self::SrvResult { .. } => "srv-result",
             Self::CasResult { .. } => "cas-result",
+            Self::DiscoveryCached { .. } => "discovery-cached",
             Self::DiscoveryResolved { .. } => "discovery-resolved",
             Self::TargetTrying { .. } => "target-trying",
             Self::TargetFailed { .. } => "target-failed",
@@ -148,6 +156,9 @@ impl ClientEvent {
             Self::DiscoveryResolved { via } => vec![("via", via.as_str().into())],
             Self::CasResult { org, result } => {
                 vec![("org", org.clone()), ("result", result.clone())]
+            }
+            Self::DiscoveryCached { via, target } => {
+                vec![("via", via.as_str().into()), ("target", target.clone())]
             }
             Self::TargetTrying { target, addr } => {
                 vec![("target", target.clone()), ("addr", addr.clone())]

@@ -60,7 +60,8 @@ pub struct RunResult {
 }
 
 fn matches(e: &Expect, ev: &EventRecord) -> bool {
-    ev.who == e.client
+    ev.time >= e.after
+        && ev.who == e.client
         && ev.kind == e.event
         && e.fields.iter().all(|(k, want)| {
             ev.fields.iter().any(|(fk, v)| {

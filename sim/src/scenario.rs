@@ -29,6 +29,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "discovery-started",
     "srv-result",
     "cas-result",
+    "discovery-cached",
     "discovery-resolved",
     "target-trying",
     "target-failed",
@@ -202,6 +203,7 @@ struct ExpectSpec {
     client: S<String>,
     event: S<String>,
     within: S<String>,
+    after: Option<S<String>>,
     #[serde(default)]
     fields: BTreeMap<String, String>,
     #[serde(default)]
@@ -415,6 +417,8 @@ pub struct Expect {
     pub fields: BTreeMap<String, String>,
     /// Deadline from the scenario start.
     pub within: Duration,
+    /// Only events at or after this time count (default: the start).
+    pub after: Duration,
     /// The event must not happen by the deadline.
     pub absent: bool,
     /// Line in the file, for reports.
@@ -1114,12 +1118,26 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 ),
             ));
         }
+        let after = match &e.after {
+            Some(a) => match parse_duration(a.get_ref()) {
+                Ok(d) => d,
+                Err(m) => {
+                    errs.push(src.err(a.span().start, m));
+                    Duration::ZERO
+                }
+            },
+            None => Duration::ZERO,
+        };
         match parse_duration(e.within.get_ref()) {
+            Ok(within) if within < after => {
+                errs.push(src.err(e.within.span().start, "`within` is before `after`"));
+            }
             Ok(within) => expects.push(Expect {
                 client: e.client.get_ref().clone(),
                 event: e.event.get_ref().clone(),
                 fields: e.fields.clone(),
                 within,
+                after,
                 absent: e.absent,
                 line: src.pos(e.client.span().start).0,
             }),
