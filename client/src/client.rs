@@ -83,6 +83,24 @@ impl Client {
         self.begin(now, cfg, seed);
     }
 
+    /// SPEC SD9: signs `user` in at the CUCM the bootstrap names, without service discovery.
+    pub fn sign_in_bootstrap(
+        &mut self,
+        now: Time,
+        cucm: &str,
+        user: &str,
+        password: &str,
+        seed: u64,
+    ) {
+        self.discovery = None;
+        self.pending = None;
+        self.current = None;
+        self.out.push_back(Output::Event(ClientEvent::DiscoveryResolved { via: Via::Bootstrap }));
+        self.signin =
+            Some(SignIn::start_bootstrap(now, user, password, cucm, self.resolver.clone(), seed));
+        self.pump(now);
+    }
+
     fn key(cfg: &DiscoveryConfig) -> String {
         let voice = cfg.voice_domain.as_deref().unwrap_or("");
         format!("{}|{voice}", cfg.services_domain.to_ascii_lowercase())

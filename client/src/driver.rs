@@ -40,6 +40,29 @@ pub enum UserAction {
     },
 }
 
+/// Installer bootstrap switches (WIRE.md "jabber-config.xml and bootstrap"; SPEC SD9).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bootstrap {
+    /// `AUTHENTICATOR` (`CUCM`, `CUP`, `WEBEX`).
+    pub authenticator: Option<String>,
+    /// `CCMCIP`: the CUCM to ask.
+    pub ccmcip: Option<String>,
+    /// `TFTP`.
+    pub tftp: Option<String>,
+    /// `PRODUCT_MODE` (`phone_mode`).
+    pub product_mode: Option<String>,
+}
+
+impl Bootstrap {
+    /// SPEC SD9: `AUTHENTICATOR=CUCM` with `PRODUCT_MODE=phone_mode` and a CUCM: no discovery.
+    pub fn phone_mode_cucm(&self) -> Option<&str> {
+        let cucm = self.authenticator.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("CUCM"));
+        let phone =
+            self.product_mode.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("phone_mode"));
+        if cucm && phone { self.ccmcip.as_deref().or(self.tftp.as_deref()) } else { None }
+    }
+}
+
 /// A client's fixed settings.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -47,6 +70,8 @@ pub struct ClientConfig {
     pub name: String,
     /// Name servers (from DHCP).
     pub dns: Vec<SocketAddr>,
+    /// Installer bootstrap switches.
+    pub bootstrap: Bootstrap,
 }
 
 enum Msg {
@@ -153,7 +178,10 @@ pub async fn run<N: Net + Clone + 'static>(
                     match action {
                         UserAction::Discover { discovery } => engine.discover(now, &discovery, seed),
                         UserAction::SignIn { discovery, user, password } => {
-                            engine.sign_in(now, &discovery, &user, &password, seed)
+                            match cfg.bootstrap.phone_mode_cucm() {
+                                Some(cucm) => engine.sign_in_bootstrap(now, cucm, &user, &password, seed),
+                                None => engine.sign_in(now, &discovery, &user, &password, seed),
+                            }
                         }
                     }
                 }

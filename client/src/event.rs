@@ -15,6 +15,8 @@ pub enum Via {
     Manual,
     /// The CAS says the domain is a Webex domain (SPEC SD4) and no SRV record was found.
     Webex,
+    /// No discovery: the bootstrap named the servers (SPEC SD9).
+    Bootstrap,
 }
 
 impl Via {
@@ -26,6 +28,7 @@ impl Via {
             Self::CollabEdge => "collab-edge",
             Self::Manual => "manual",
             Self::Webex => "webex",
+            Self::Bootstrap => "bootstrap",
         }
     }
 
@@ -35,7 +38,7 @@ impl Via {
             Self::CiscoUds => "_cisco-uds._tcp",
             Self::Cuplogin => "_cuplogin._tcp",
             Self::CollabEdge => "_collab-edge._tls",
-            Self::Manual | Self::Webex => "",
+            Self::Manual | Self::Webex | Self::Bootstrap => "",
         }
     }
 }

@@ -69,11 +69,34 @@ pub fn product_mode(auth: Authenticator, devices: usize) -> &'static str {
 
 #[derive(Debug)]
 enum State {
-    ClusterUser { id: HttpId },
-    ResolveHome { home: String, token: QueryToken },
-    User { home: String, addr: SocketAddr, id: HttpId },
-    Devices { home: String, addr: SocketAddr, profile: Option<String>, id: HttpId },
-    Profile { home: String, devices: Vec<String>, id: HttpId },
+    /// SPEC SD9: bootstrap names the CUCM; its address first.
+    ResolveFirst {
+        host: String,
+        token: QueryToken,
+    },
+    ClusterUser {
+        id: HttpId,
+    },
+    ResolveHome {
+        home: String,
+        token: QueryToken,
+    },
+    User {
+        home: String,
+        addr: SocketAddr,
+        id: HttpId,
+    },
+    Devices {
+        home: String,
+        addr: SocketAddr,
+        profile: Option<String>,
+        id: HttpId,
+    },
+    Profile {
+        home: String,
+        devices: Vec<String>,
+        id: HttpId,
+    },
     Done,
 }
 
@@ -83,6 +106,8 @@ pub struct SignIn {
     user: String,
     password: String,
     cas_webex: bool,
+    /// SPEC SD9: `AUTHENTICATOR=CUCM` + `PRODUCT_MODE=phone_mode` from the bootstrap.
+    phone_mode: bool,
     uds_host: String,
     uds_addr: SocketAddr,
     resolver: StubResolver,
@@ -94,6 +119,37 @@ pub struct SignIn {
 }
 
 impl SignIn {
+    fn new(
+        user: &str,
+        password: &str,
+        uds_host: &str,
+        uds_addr: SocketAddr,
+        resolver: ResolverConfig,
+        seed: u64,
+    ) -> Self {
+        Self {
+            user: user.to_owned(),
+            password: password.to_owned(),
+            cas_webex: false,
+            phone_mode: false,
+            uds_host: uds_host.to_owned(),
+            uds_addr,
+            resolver: StubResolver::new(resolver),
+            state: State::Done,
+            deadline: None,
+            next_http: (seed as u32) & 0xffff | 1,
+            next_dns_id: (seed >> 16) as u16,
+            out: VecDeque::new(),
+        }
+    }
+
+    fn ask_cluster_user(&mut self, now: Time) {
+        let path = format!("/cucm-uds/clusterUser?username={}", query_escape(&self.user));
+        let (addr, host) = (self.uds_addr, self.uds_host.clone());
+        let id = self.http(now, addr, &host, true, path, false);
+        self.state = State::ClusterUser { id };
+    }
+
     /// Starts sign-in of `user` at the UDS node `uds_host` reached at `uds_addr`.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
@@ -106,22 +162,31 @@ impl SignIn {
         resolver: ResolverConfig,
         seed: u64,
     ) -> Self {
-        let mut s = Self {
-            user: user.to_owned(),
-            password: password.to_owned(),
-            cas_webex,
-            uds_host: uds_host.to_owned(),
-            uds_addr,
-            resolver: StubResolver::new(resolver),
-            state: State::Done,
-            deadline: None,
-            next_http: (seed as u32) & 0xffff | 1,
-            next_dns_id: (seed >> 16) as u16,
-            out: VecDeque::new(),
-        };
-        let path = format!("/cucm-uds/clusterUser?username={}", query_escape(user));
-        let id = s.http(now, uds_addr, &s.uds_host.clone(), true, path, false);
-        s.state = State::ClusterUser { id };
+        let mut s = Self::new(user, password, uds_host, uds_addr, resolver, seed);
+        s.cas_webex = cas_webex;
+        s.ask_cluster_user(now);
+        s
+    }
+
+    /// SPEC SD9: phone-mode bootstrap. No service discovery: the CUCM named by the bootstrap
+    /// (`CCMCIP`) is resolved and asked directly; CUCM authenticates and the client is phone
+    /// only. There is one CUCM, so no failover.
+    pub fn start_bootstrap(
+        now: Time,
+        user: &str,
+        password: &str,
+        cucm: &str,
+        resolver: ResolverConfig,
+        seed: u64,
+    ) -> Self {
+        let unknown = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), UDS_PORT);
+        let mut s = Self::new(user, password, cucm, unknown, resolver, seed);
+        s.phone_mode = true;
+        let id = s.next_dns_id;
+        s.next_dns_id = s.next_dns_id.wrapping_add(1);
+        let token = s.resolver.query(now, cucm, QType::A, id);
+        s.state = State::ResolveFirst { host: cucm.to_owned(), token };
+        s.pump(now);
         s
     }
 
@@ -202,6 +267,7 @@ impl SignIn {
 
     fn step_name(&self) -> &'static str {
         match self.state {
+            State::ResolveFirst { .. } => "CUCM lookup",
             State::ClusterUser { .. } => "clusterUser",
             State::ResolveHome { .. } => "home cluster lookup",
             State::User { .. } => "user",
@@ -283,7 +349,9 @@ impl SignIn {
                 Ok(p) => self.finish(home, devices, p),
                 Err(e) => self.fail(format!("service profile: {e}")),
             },
-            s @ (State::ResolveHome { .. } | State::Done) => self.state = s,
+            s @ (State::ResolveFirst { .. } | State::ResolveHome { .. } | State::Done) => {
+                self.state = s
+            }
         }
     }
 
@@ -294,7 +362,11 @@ impl SignIn {
     }
 
     fn finish(&mut self, home: String, devices: Vec<String>, product: ImpProductType) {
-        let auth = authenticator(self.cas_webex, product);
+        let auth = if self.phone_mode {
+            Authenticator::Cucm
+        } else {
+            authenticator(self.cas_webex, product)
+        };
         self.out.push_back(Output::Event(ClientEvent::SignedIn {
             user: self.user.clone(),
             home,
@@ -315,6 +387,24 @@ impl SignIn {
                 }
                 Err(answer) => answer,
             };
+            if let State::ResolveFirst { token: want, .. } = self.state
+                && want == token
+            {
+                let State::ResolveFirst { host, .. } =
+                    std::mem::replace(&mut self.state, State::Done)
+                else {
+                    unreachable!("matched above")
+                };
+                match res.map(|m| m.first_ipv4()) {
+                    Ok(Some(ip)) => {
+                        self.uds_addr = SocketAddr::new(IpAddr::V4(ip), UDS_PORT);
+                        self.ask_cluster_user(now);
+                    }
+                    Ok(None) => self.fail(format!("{host} does not resolve")),
+                    Err(reason) => self.fail(format!("{host} lookup: {reason}")),
+                }
+                continue;
+            }
             let State::ResolveHome { token: want, .. } = self.state else { continue };
             if want != token {
                 continue;

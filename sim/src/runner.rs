@@ -213,6 +213,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
         let cfg = ClientConfig {
             name: c.name.clone(),
             dns: c.dns.iter().filter_map(|d| s.node_addr(d, 53)).collect(),
+            bootstrap: c.bootstrap.clone(),
         };
         let net = SimNet::new(c.ip, &c.name, &lab);
         sim.client(c.ip, async move {

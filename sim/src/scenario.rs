@@ -173,6 +173,8 @@ struct ClientSpec {
     #[serde(default)]
     dns: Vec<S<String>>,
     address: Option<S<String>>,
+    #[serde(default)]
+    bootstrap: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -314,7 +316,25 @@ pub struct Client {
     pub dns: Vec<String>,
     /// The address the user types (`alice@example.com`).
     pub address: Option<String>,
+    /// Installer bootstrap switches (SPEC SD9, CFG3).
+    pub bootstrap: uclab_client::driver::Bootstrap,
 }
+
+/// Installer switches a client's `bootstrap` table may set (WIRE.md).
+pub const BOOTSTRAP_SWITCHES: &[&str] = &[
+    "CLEAR",
+    "AUTHENTICATOR",
+    "PRODUCT_MODE",
+    "CUP_ADDRESS",
+    "TFTP",
+    "CTI",
+    "CCMCIP",
+    "SERVICES_DOMAIN",
+    "VOICE_SERVICES_DOMAIN",
+    "EXCLUDED_SERVICES",
+    "UPN_DISCOVERY_ENABLED",
+    "TFTP_FILE_NAME",
+];
 
 /// A timeline action.
 #[derive(Clone, Debug, PartialEq)]
@@ -861,6 +881,24 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 format!("bad address `{}`: expected user@domain", a.get_ref()),
             ));
         }
+        for k in c.bootstrap.keys() {
+            if !BOOTSTRAP_SWITCHES.contains(&k.as_str()) {
+                errs.push(i.src.err(
+                    c.name.span().start,
+                    format!(
+                        "unknown bootstrap switch `{k}` (known: {})",
+                        BOOTSTRAP_SWITCHES.join(", ")
+                    ),
+                ));
+            }
+        }
+        let sw = |k: &str| c.bootstrap.get(k).cloned();
+        let bootstrap = uclab_client::driver::Bootstrap {
+            authenticator: sw("AUTHENTICATOR"),
+            ccmcip: sw("CCMCIP"),
+            tftp: sw("TFTP"),
+            product_mode: sw("PRODUCT_MODE"),
+        };
         if let Some(ip) = ip {
             client_out.push(Client {
                 name: c.name.get_ref().clone(),
@@ -868,6 +906,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 zone: c.zone.as_ref().map(|z| z.get_ref().clone()),
                 dns: c.dns.iter().map(|d| d.get_ref().clone()).collect(),
                 address: c.address.as_ref().map(|a| a.get_ref().clone()),
+                bootstrap,
             });
         }
     }
