@@ -414,9 +414,11 @@ async fn forward_query<N: Net>(net: &N, upstream: Option<SocketAddr>, q: &[u8]) 
         if sock.send_to(&fq, upstream).await.is_err() {
             return None;
         }
-        let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+        // One deadline for this attempt, on the node's clock, whatever else arrives meanwhile.
+        let deadline = net.now() + FORWARD_TIMEOUT;
         loop {
-            match tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
+            let left = deadline.saturating_sub(net.now());
+            match tokio::time::timeout(left, sock.recv_from(&mut buf)).await {
                 Ok(Ok((n, from)))
                     if from == upstream && n >= 12 && buf[..2] == id.to_be_bytes() =>
                 {
