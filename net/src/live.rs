@@ -37,6 +37,8 @@ impl LiveNet {
             rng: SeededRng::new(lab.seed, "live"),
             transcript: lab.transcript.clone(),
             tls: lab.tls.clone(),
+            // Live mode runs on real sockets in real time: its clock is the wall clock by
+            // definition. Simulation never builds a LiveNet, so no run's replay depends on it.
             start: tokio::time::Instant::now(),
         }
     }
