@@ -2,7 +2,8 @@
 //! to the children (DNS datagrams to both: each resolver only accepts its own ids), merges
 //! their outputs, and its deadline is the earliest child deadline. SPEC SD7: the service a
 //! discovery reached is cached per domain; a later discovery of the same domain answers from
-//! the cache without a query.
+//! the cache without a query. SPEC CFG3: the installer's bootstrap file is read at first launch
+//! only; later launches use the cache, until an install with `CLEAR` empties it.
 //!
 //! Polling order: after each call drain [`Client::poll_output`], then sleep until
 //! [`Client::poll_timeout`] and call [`Client::handle_timeout`].
@@ -16,6 +17,54 @@ use crate::event::{ClientEvent, Via};
 use crate::io::{Input, Output};
 use crate::resolver::ResolverConfig;
 use crate::signin::SignIn;
+
+/// Installer bootstrap switches (WIRE.md "jabber-config.xml and bootstrap"; SPEC SD9).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bootstrap {
+    /// `AUTHENTICATOR` (`CUCM`, `CUP`, `WEBEX`).
+    pub authenticator: Option<String>,
+    /// `CCMCIP`: the CUCM to ask.
+    pub ccmcip: Option<String>,
+    /// `TFTP`.
+    pub tftp: Option<String>,
+    /// `PRODUCT_MODE` (`phone_mode`).
+    pub product_mode: Option<String>,
+    /// `TFTP_FILE_NAME`: the group configuration file (SPEC CFG2).
+    pub tftp_file_name: Option<String>,
+    /// `CLEAR`: the installer deletes the cache and the old bootstrap (SPEC CFG3).
+    pub clear: bool,
+}
+
+impl Bootstrap {
+    /// SPEC SD9: `AUTHENTICATOR=CUCM` with `PRODUCT_MODE=phone_mode` and a CUCM: no discovery.
+    pub fn phone_mode_cucm(&self) -> Option<&str> {
+        let cucm = self.authenticator.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("CUCM"));
+        let phone =
+            self.product_mode.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("phone_mode"));
+        if cucm && phone { self.ccmcip.as_deref().or(self.tftp.as_deref()) } else { None }
+    }
+
+    /// The switches as `K=V` separated by spaces, in a fixed order (`CLEAR` is an installer
+    /// action, not a setting, and is left out).
+    pub fn describe(&self) -> String {
+        [
+            ("AUTHENTICATOR", &self.authenticator),
+            ("CCMCIP", &self.ccmcip),
+            ("PRODUCT_MODE", &self.product_mode),
+            ("TFTP", &self.tftp),
+            ("TFTP_FILE_NAME", &self.tftp_file_name),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join(" ")
+    }
+
+    /// The settings, without the installer's `CLEAR`.
+    fn settings(&self) -> Self {
+        Self { clear: false, ..self.clone() }
+    }
+}
 
 #[derive(Debug)]
 struct Credentials {
@@ -43,6 +92,10 @@ pub struct Client {
     discovery: Option<Discovery>,
     signin: Option<SignIn>,
     pending: Option<Credentials>,
+    /// The bootstrap file the installer wrote (SPEC CFG3).
+    installed: Bootstrap,
+    /// The bootstrap settings read at first launch, cached; `None` before it.
+    active: Option<Bootstrap>,
     out: VecDeque<Output>,
 }
 
@@ -56,12 +109,72 @@ impl Client {
             discovery: None,
             signin: None,
             pending: None,
+            installed: Bootstrap::default(),
+            active: None,
             out: VecDeque::new(),
+        }
+    }
+
+    /// A client installed with `bootstrap` (SPEC SD9, CFG3).
+    pub fn with_bootstrap(mut self, bootstrap: Bootstrap) -> Self {
+        self.installed = bootstrap.settings();
+        self
+    }
+
+    /// The installer runs again and writes `bootstrap`. With `CLEAR` it also deletes the
+    /// cache, so the next launch is a first launch again (SPEC CFG3).
+    pub fn install(&mut self, bootstrap: Bootstrap) {
+        self.out.push_back(Output::Event(ClientEvent::BootstrapInstalled {
+            switches: bootstrap.describe(),
+            clear: bootstrap.clear,
+        }));
+        if bootstrap.clear {
+            self.cache.clear();
+            self.active = None;
+        }
+        self.installed = bootstrap.settings();
+    }
+
+    /// A launch: the bootstrap is read the first time, and the cached settings are used after
+    /// that, even when the installer has written a newer file (SPEC CFG3).
+    fn launch(&mut self) -> Bootstrap {
+        match &self.active {
+            None => {
+                if self.installed != Bootstrap::default() {
+                    let switches = self.installed.describe();
+                    self.out.push_back(Output::Event(ClientEvent::BootstrapRead { switches }));
+                }
+                self.active = Some(self.installed.clone());
+            }
+            Some(a) if *a != self.installed => {
+                let cached = a.describe();
+                self.out.push_back(Output::Event(ClientEvent::BootstrapIgnored { cached }));
+            }
+            Some(_) => {}
+        }
+        self.active.clone().unwrap_or_default()
+    }
+
+    /// The user signs in: phone-mode bootstrap without discovery (SPEC SD9) when the bootstrap
+    /// in force says so, else discovery and sign-in (SPEC AU1).
+    pub fn sign_in_user(
+        &mut self,
+        now: Time,
+        cfg: &DiscoveryConfig,
+        user: &str,
+        password: &str,
+        seed: u64,
+    ) {
+        let boot = self.launch();
+        match boot.phone_mode_cucm() {
+            Some(cucm) => self.sign_in_bootstrap(now, cucm, user, password, seed),
+            None => self.sign_in(now, cfg, user, password, seed),
         }
     }
 
     /// Discovers services (SPEC SD1–SD5), from the cache when it can (SD7).
     pub fn discover(&mut self, now: Time, cfg: &DiscoveryConfig, seed: u64) {
+        self.launch();
         self.pending = None;
         self.begin(now, cfg, seed);
     }
@@ -96,9 +209,17 @@ impl Client {
         self.pending = None;
         self.current = None;
         self.out.push_back(Output::Event(ClientEvent::DiscoveryResolved { via: Via::Bootstrap }));
-        self.signin =
-            Some(SignIn::start_bootstrap(now, user, password, cucm, self.resolver.clone(), seed));
+        let file = self.tftp_file_name();
+        self.signin = Some(
+            SignIn::start_bootstrap(now, user, password, cucm, self.resolver.clone(), seed)
+                .with_tftp_file_name(file),
+        );
         self.pump(now);
+    }
+
+    /// SPEC CFG2: `TFTP_FILE_NAME` of the bootstrap in force.
+    fn tftp_file_name(&self) -> Option<String> {
+        self.active.as_ref().and_then(|b| b.tftp_file_name.clone())
     }
 
     fn key(cfg: &DiscoveryConfig) -> String {
@@ -139,16 +260,19 @@ impl Client {
             return;
         }
         let host = found.target.rsplit_once(':').map_or(found.target.as_str(), |(h, _)| h);
-        self.signin = Some(SignIn::start(
-            now,
-            &c.user,
-            &c.password,
-            found.cas_webex,
-            host,
-            found.addr,
-            self.resolver.clone(),
-            c.seed,
-        ));
+        self.signin = Some(
+            SignIn::start(
+                now,
+                &c.user,
+                &c.password,
+                found.cas_webex,
+                host,
+                found.addr,
+                self.resolver.clone(),
+                c.seed,
+            )
+            .with_tftp_file_name(self.tftp_file_name()),
+        );
         self.pump(now);
     }
 

@@ -106,6 +106,8 @@ pub struct Discovery {
     state: State,
     /// Addresses learnt from additional sections (RFC 2782: "use the Additional Data section").
     glue: BTreeMap<String, IpAddr>,
+    /// SRV queries that got no answer at all, with why (timeouts are not "no records").
+    srv_errors: Vec<String>,
     out: VecDeque<Output>,
     next_conn: ConnId,
 }
@@ -123,6 +125,7 @@ impl Discovery {
             rng: ChaCha8Rng::seed_from_u64(seed),
             state: State::Done,
             glue: BTreeMap::new(),
+            srv_errors: Vec::new(),
             out: VecDeque::new(),
             next_conn: 1,
         };
@@ -271,9 +274,14 @@ impl Discovery {
             self.emit(ClientEvent::DiscoveryResolved { via: Via::Webex });
         } else {
             self.emit(ClientEvent::DiscoveryResolved { via: Via::Manual });
-            self.emit(ClientEvent::DiscoveryFailed {
-                reason: "no SRV records: manual settings needed".into(),
-            });
+            let reason = match self.srv_errors.first() {
+                None => "no SRV records: manual settings needed".to_owned(),
+                Some(e) => format!(
+                    "no SRV records ({} SRV queries unanswered: {e}): manual settings needed",
+                    self.srv_errors.len()
+                ),
+            };
+            self.emit(ClientEvent::DiscoveryFailed { reason });
         }
         self.state = State::Done;
     }
@@ -353,7 +361,10 @@ impl Discovery {
                         };
                         (a, text)
                     }
-                    Err(e) => (SrvAnswer::Empty, format!("error: {e}")),
+                    Err(e) => {
+                        self.srv_errors.push(e.to_string());
+                        (SrvAnswer::Empty, format!("error: {e}"))
+                    }
                 };
                 answers.insert(via, answer);
                 self.out.push_back(Output::Event(ClientEvent::SrvResult { name, result }));

@@ -29,6 +29,11 @@ pub enum UserAction {
         /// Domain, VoiceServicesDomain, exclusions.
         discovery: DiscoveryConfig,
     },
+    /// Run the installer again with new bootstrap switches (SPEC CFG3).
+    Install {
+        /// The switches.
+        bootstrap: Bootstrap,
+    },
     /// Discover, then sign in (SPEC AU1).
     SignIn {
         /// Domain, VoiceServicesDomain, exclusions.
@@ -40,28 +45,7 @@ pub enum UserAction {
     },
 }
 
-/// Installer bootstrap switches (WIRE.md "jabber-config.xml and bootstrap"; SPEC SD9).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Bootstrap {
-    /// `AUTHENTICATOR` (`CUCM`, `CUP`, `WEBEX`).
-    pub authenticator: Option<String>,
-    /// `CCMCIP`: the CUCM to ask.
-    pub ccmcip: Option<String>,
-    /// `TFTP`.
-    pub tftp: Option<String>,
-    /// `PRODUCT_MODE` (`phone_mode`).
-    pub product_mode: Option<String>,
-}
-
-impl Bootstrap {
-    /// SPEC SD9: `AUTHENTICATOR=CUCM` with `PRODUCT_MODE=phone_mode` and a CUCM: no discovery.
-    pub fn phone_mode_cucm(&self) -> Option<&str> {
-        let cucm = self.authenticator.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("CUCM"));
-        let phone =
-            self.product_mode.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("phone_mode"));
-        if cucm && phone { self.ccmcip.as_deref().or(self.tftp.as_deref()) } else { None }
-    }
-}
+pub use crate::client::Bootstrap;
 
 /// A client's fixed settings.
 #[derive(Clone, Debug)]
@@ -103,7 +87,8 @@ pub async fn run<N: Net + Clone + 'static>(
             }
         })
     };
-    let mut engine = Client::new(ResolverConfig::new(cfg.dns.clone()));
+    let mut engine =
+        Client::new(ResolverConfig::new(cfg.dns.clone())).with_bootstrap(cfg.bootstrap.clone());
     let mut tasks: BTreeMap<ConnId, JoinHandle<()>> = BTreeMap::new();
     let mut conns: BTreeMap<ConnId, TcpConn> = BTreeMap::new();
     loop {
@@ -178,11 +163,9 @@ pub async fn run<N: Net + Clone + 'static>(
                     match action {
                         UserAction::Discover { discovery } => engine.discover(now, &discovery, seed),
                         UserAction::SignIn { discovery, user, password } => {
-                            match cfg.bootstrap.phone_mode_cucm() {
-                                Some(cucm) => engine.sign_in_bootstrap(now, cucm, &user, &password, seed),
-                                None => engine.sign_in(now, &discovery, &user, &password, seed),
-                            }
+                            engine.sign_in_user(now, &discovery, &user, &password, seed)
                         }
+                        UserAction::Install { bootstrap } => engine.install(bootstrap),
                     }
                 }
                 engine.handle_timeout(now);

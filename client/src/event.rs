@@ -110,6 +110,49 @@ pub enum ClientEvent {
         /// The home cluster's UDS host.
         host: String,
     },
+    /// The configuration file the client read (SPEC CFG2): `jabber-config.xml` or a group file.
+    ConfigFile {
+        /// File name on TFTP.
+        file: String,
+        /// Who named it: `device` (Cisco Support Field), `bootstrap` (`TFTP_FILE_NAME`),
+        /// `default` (`jabber-config.xml`) or `fallback` (a named group file was missing).
+        source: String,
+        /// `loaded` or `absent` (HTTP 404: no file, so profile and defaults only).
+        result: String,
+    },
+    /// A configuration download failed; sign-in goes on without it (SPEC CFG1, CFG2).
+    ConfigFailed {
+        /// File name on TFTP.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// One effective client setting (SPEC CFG1).
+    ConfigValue {
+        /// Parameter name.
+        key: String,
+        /// Effective value (empty: not set).
+        value: String,
+        /// `service-profile`, `config-file` or `default`.
+        source: String,
+    },
+    /// The installer ran again and wrote a bootstrap file (SPEC CFG3).
+    BootstrapInstalled {
+        /// The switches, `K=V` separated by spaces.
+        switches: String,
+        /// Whether `CLEAR` deleted the cache.
+        clear: bool,
+    },
+    /// The installer's bootstrap file was read (first launch, SPEC CFG3).
+    BootstrapRead {
+        /// The switches, `K=V` separated by spaces.
+        switches: String,
+    },
+    /// A newer bootstrap file was ignored: it is read at first launch only (SPEC CFG3).
+    BootstrapIgnored {
+        /// The switches in force, from the cache.
+        cached: String,
+    },
     /// Sign-in finished (SPEC AU1–AU3).
     SignedIn {
         /// User id.
@@ -131,6 +174,28 @@ pub enum ClientEvent {
 }
 
 impl ClientEvent {
+    /// Every kind [`ClientEvent::kind`] returns, in the order events usually come.
+    pub const KINDS: &'static [&'static str] = &[
+        "discovery-started",
+        "srv-result",
+        "cas-result",
+        "discovery-cached",
+        "discovery-resolved",
+        "target-trying",
+        "target-failed",
+        "service-reached",
+        "discovery-failed",
+        "bootstrap-installed",
+        "bootstrap-read",
+        "bootstrap-ignored",
+        "home-cluster",
+        "config-file",
+        "config-failed",
+        "config-value",
+        "signed-in",
+        "sign-in-failed",
+    ];
+
     /// The event's kind, as written in scenario expectations.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -144,6 +209,12 @@ impl ClientEvent {
             Self::ServiceReached { .. } => "service-reached",
             Self::DiscoveryFailed { .. } => "discovery-failed",
             Self::HomeCluster { .. } => "home-cluster",
+            Self::ConfigFile { .. } => "config-file",
+            Self::ConfigFailed { .. } => "config-failed",
+            Self::ConfigValue { .. } => "config-value",
+            Self::BootstrapInstalled { .. } => "bootstrap-installed",
+            Self::BootstrapRead { .. } => "bootstrap-read",
+            Self::BootstrapIgnored { .. } => "bootstrap-ignored",
             Self::SignedIn { .. } => "signed-in",
             Self::SignInFailed { .. } => "sign-in-failed",
         }
@@ -178,6 +249,20 @@ impl ClientEvent {
                 vec![("reason", reason.clone())]
             }
             Self::HomeCluster { host } => vec![("host", host.clone())],
+            Self::ConfigFile { file, source, result } => {
+                vec![("file", file.clone()), ("source", source.clone()), ("result", result.clone())]
+            }
+            Self::ConfigFailed { file, reason } => {
+                vec![("file", file.clone()), ("reason", reason.clone())]
+            }
+            Self::ConfigValue { key, value, source } => {
+                vec![("key", key.clone()), ("value", value.clone()), ("source", source.clone())]
+            }
+            Self::BootstrapInstalled { switches, clear } => {
+                vec![("switches", switches.clone()), ("clear", clear.to_string())]
+            }
+            Self::BootstrapRead { switches } => vec![("switches", switches.clone())],
+            Self::BootstrapIgnored { cached } => vec![("cached", cached.clone())],
             Self::SignedIn { user, home, authenticator, product_mode, devices } => vec![
                 ("user", user.clone()),
                 ("home", home.clone()),
@@ -200,5 +285,38 @@ impl fmt::Display for ClientEvent {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scenario files are checked against `KINDS`: every kind an event can have is in it.
+    #[test]
+    fn kinds_lists_every_event_kind() {
+        let s = String::new;
+        let all = [
+            ClientEvent::DiscoveryStarted { domain: s() },
+            ClientEvent::DiscoveryFailed { reason: s() },
+            ClientEvent::HomeCluster { host: s() },
+            ClientEvent::ConfigFile { file: s(), source: s(), result: s() },
+            ClientEvent::ConfigFailed { file: s(), reason: s() },
+            ClientEvent::ConfigValue { key: s(), value: s(), source: s() },
+            ClientEvent::BootstrapInstalled { switches: s(), clear: true },
+            ClientEvent::BootstrapRead { switches: s() },
+            ClientEvent::BootstrapIgnored { cached: s() },
+            ClientEvent::SignedIn {
+                user: s(),
+                home: s(),
+                authenticator: s(),
+                product_mode: s(),
+                devices: s(),
+            },
+            ClientEvent::SignInFailed { reason: s() },
+        ];
+        for e in all {
+            assert!(ClientEvent::KINDS.contains(&e.kind()), "{} missing", e.kind());
+        }
     }
 }

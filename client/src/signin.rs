@@ -6,6 +6,13 @@
 //! profile's IM&P product type unless a CAS hit already chose Webex. AU3: the product mode
 //! follows from IM&P and devices. AU5: a 401 is one clear failure; nothing is retried.
 //!
+//! Then configuration (SPEC CFG1, CFG2), from the same TFTP-over-HTTP server: the CSF device's
+//! `CSF<NAME>.cnf.xml`, whose Cisco Support Field may name a group configuration file; else
+//! the bootstrap's `TFTP_FILE_NAME`; else `jabber-config.xml`. A missing group file falls back
+//! to `jabber-config.xml`. Each effective setting is the service profile's when set, else the
+//! file's, else the default. A configuration download that fails is an event, not a failed
+//! sign-in (the client runs on the profile and defaults).
+//!
 //! Each step is a state that holds only what it needs; a response moves to the next state.
 //! Polling order: after each `handle_*` call drain [`SignIn::poll_output`], then sleep until
 //! [`SignIn::poll_timeout`] and call [`SignIn::handle_timeout`].
@@ -26,6 +33,77 @@ use crate::resolver::{QueryToken, ResolverConfig, StubResolver};
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// UDS port.
 const UDS_PORT: u16 = 8443;
+/// TFTP-over-HTTP port when no service profile URI names one.
+const TFTP_PORT: u16 = 6970;
+/// The cluster-wide configuration file (SPEC CFG2: used when no group file is named).
+pub const JABBER_CONFIG: &str = "jabber-config.xml";
+
+/// Defaults for parameters blank in both the service profile and the configuration file
+/// (SPEC CFG1 "service profile blank (default) value"). Parameters not listed default to
+/// empty (not set). Our choice: the directory is UDS, as the client signed in through UDS.
+const DEFAULTS: &[(&str, &str)] = &[("DirectoryServerType", "UDS")];
+
+/// Where an effective setting came from (SPEC CFG1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettingSource {
+    /// The service profile set it.
+    ServiceProfile,
+    /// The profile left it blank and the configuration file set it.
+    ConfigFile,
+    /// Both left it blank.
+    Default,
+}
+
+impl SettingSource {
+    /// Name in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ServiceProfile => "service-profile",
+            Self::ConfigFile => "config-file",
+            Self::Default => "default",
+        }
+    }
+}
+
+/// SPEC CFG1: merges the service profile's parameters with the configuration file's. Profile
+/// set → profile; profile blank (or absent) and file set → file; both blank → default. Every
+/// parameter either names appears once, in name order.
+pub fn merge_settings(
+    profile: &[(String, String)],
+    file: &[(String, String)],
+) -> Vec<(String, String, SettingSource)> {
+    let mut keys: Vec<&str> = profile.iter().chain(file).map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let set = |list: &[(String, String)], k: &str| {
+        list.iter().find(|(n, v)| n == k && !v.is_empty()).map(|(_, v)| v.clone())
+    };
+    keys.into_iter()
+        .map(|k| {
+            let (v, src) = match (set(profile, k), set(file, k)) {
+                (Some(v), _) => (v, SettingSource::ServiceProfile),
+                (None, Some(v)) => (v, SettingSource::ConfigFile),
+                (None, None) => {
+                    let d = DEFAULTS.iter().find(|(n, _)| *n == k).map_or("", |(_, v)| v);
+                    (d.to_owned(), SettingSource::Default)
+                }
+            };
+            (k.to_owned(), v, src)
+        })
+        .collect()
+}
+
+/// What sign-in has learnt by the time it reads configuration.
+#[derive(Debug)]
+struct Learnt {
+    home: String,
+    /// TFTP-over-HTTP server of the home cluster.
+    tftp: SocketAddr,
+    devices: Vec<String>,
+    product: ImpProductType,
+    /// Service profile parameters (CFG1).
+    profile: Vec<(String, String)>,
+}
 
 /// Who authenticates the user (SPEC AU2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +172,21 @@ enum State {
     },
     Profile {
         home: String,
+        tftp: SocketAddr,
         devices: Vec<String>,
+        id: HttpId,
+    },
+    /// SPEC CFG2: the CSF device's configuration, for its Cisco Support Field.
+    DeviceConfig {
+        learnt: Learnt,
+        file: String,
+        id: HttpId,
+    },
+    /// SPEC CFG1, CFG2: the configuration file.
+    ConfigFile {
+        learnt: Learnt,
+        file: String,
+        source: &'static str,
         id: HttpId,
     },
     Done,
@@ -108,6 +200,8 @@ pub struct SignIn {
     cas_webex: bool,
     /// SPEC SD9: `AUTHENTICATOR=CUCM` + `PRODUCT_MODE=phone_mode` from the bootstrap.
     phone_mode: bool,
+    /// SPEC CFG2: the bootstrap's `TFTP_FILE_NAME`.
+    tftp_file_name: Option<String>,
     uds_host: String,
     uds_addr: SocketAddr,
     resolver: StubResolver,
@@ -132,6 +226,7 @@ impl SignIn {
             password: password.to_owned(),
             cas_webex: false,
             phone_mode: false,
+            tftp_file_name: None,
             uds_host: uds_host.to_owned(),
             uds_addr,
             resolver: StubResolver::new(resolver),
@@ -188,6 +283,13 @@ impl SignIn {
         s.state = State::ResolveFirst { host: cucm.to_owned(), token };
         s.pump(now);
         s
+    }
+
+    /// SPEC CFG2: the group configuration file the bootstrap names (`TFTP_FILE_NAME`), used
+    /// when the device's Cisco Support Field names none.
+    pub fn with_tftp_file_name(mut self, name: Option<String>) -> Self {
+        self.tftp_file_name = name.filter(|n| !n.is_empty());
+        self
     }
 
     /// The CAS said Webex after sign-in started (SPEC AU2: it still wins).
@@ -249,8 +351,16 @@ impl SignIn {
     pub fn handle_timeout(&mut self, now: Time) {
         self.resolver.handle_timeout(now);
         if self.deadline.is_some_and(|d| d <= now) && !self.is_done() {
-            let step = self.step_name();
-            self.fail(format!("timeout at {step}"));
+            match self.state {
+                // Configuration is optional: a timeout there is an event, and sign-in goes on.
+                State::DeviceConfig { id, .. } | State::ConfigFile { id, .. } => {
+                    self.on_http(now, id, Err("timeout".into()));
+                }
+                _ => {
+                    let step = self.step_name();
+                    self.fail(format!("timeout at {step}"));
+                }
+            }
         }
         self.pump(now);
     }
@@ -273,6 +383,8 @@ impl SignIn {
             State::User { .. } => "user",
             State::Devices { .. } => "devices",
             State::Profile { .. } => "service profile",
+            State::DeviceConfig { .. } => "device configuration",
+            State::ConfigFile { .. } => "configuration file",
             State::Done => "done",
         }
     }
@@ -281,12 +393,17 @@ impl SignIn {
         let (State::ClusterUser { id: want }
         | State::User { id: want, .. }
         | State::Devices { id: want, .. }
-        | State::Profile { id: want, .. }) = self.state
+        | State::Profile { id: want, .. }
+        | State::DeviceConfig { id: want, .. }
+        | State::ConfigFile { id: want, .. }) = self.state
         else {
             return;
         };
         if id != want {
             return;
+        }
+        if matches!(self.state, State::DeviceConfig { .. } | State::ConfigFile { .. }) {
+            return self.on_config(now, result);
         }
         let step = self.step_name();
         let resp = match result {
@@ -331,28 +448,163 @@ impl SignIn {
                 Ok(devices) => match profile.as_deref().and_then(parse_http_uri) {
                     // The profile is served by the home cluster over TFTP-over-HTTP.
                     Some((host, port, path)) if host.eq_ignore_ascii_case(&home) => {
-                        let id = self.http(
-                            now,
-                            SocketAddr::new(addr.ip(), port),
-                            &host,
-                            false,
-                            path,
-                            false,
-                        );
-                        self.state = State::Profile { home, devices, id };
+                        let tftp = SocketAddr::new(addr.ip(), port);
+                        let id = self.http(now, tftp, &host, false, path, false);
+                        self.state = State::Profile { home, tftp, devices, id };
                     }
-                    _ => self.finish(home, devices, ImpProductType::NotSet),
+                    _ => {
+                        let tftp = SocketAddr::new(addr.ip(), TFTP_PORT);
+                        let product = ImpProductType::NotSet;
+                        let learnt = Learnt { home, tftp, devices, product, profile: vec![] };
+                        self.read_device_config(now, learnt);
+                    }
                 },
                 Err(e) => self.fail(format!("devices: {e}")),
             },
-            State::Profile { home, devices, .. } => match uds::parse_product_type(&resp.body) {
-                Ok(p) => self.finish(home, devices, p),
-                Err(e) => self.fail(format!("service profile: {e}")),
-            },
-            s @ (State::ResolveFirst { .. } | State::ResolveHome { .. } | State::Done) => {
-                self.state = s
+            State::Profile { home, tftp, devices, .. } => {
+                match uds::parse_product_type(&resp.body)
+                    .and_then(|p| Ok((p, uds::parse_profile_settings(&resp.body)?)))
+                {
+                    Ok((product, profile)) => {
+                        let learnt = Learnt { home, tftp, devices, product, profile };
+                        self.read_device_config(now, learnt);
+                    }
+                    Err(e) => self.fail(format!("service profile: {e}")),
+                }
             }
+            s @ (State::ResolveFirst { .. }
+            | State::ResolveHome { .. }
+            | State::DeviceConfig { .. }
+            | State::ConfigFile { .. }
+            | State::Done) => self.state = s,
         }
+    }
+
+    /// SPEC CFG2: a CSF device's configuration names its group file; without a CSF device,
+    /// straight to the configuration file.
+    fn read_device_config(&mut self, now: Time, learnt: Learnt) {
+        let csf = learnt.devices.iter().find(|d| {
+            d.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("CSF"))
+                && d.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+        match csf {
+            Some(dev) => {
+                let file = format!("{dev}.cnf.xml");
+                let (tftp, home) = (learnt.tftp, learnt.home.clone());
+                let id = self.http(now, tftp, &home, false, format!("/{file}"), false);
+                self.state = State::DeviceConfig { learnt, file, id };
+            }
+            None => self.read_config_file(now, learnt, None),
+        }
+    }
+
+    /// SPEC CFG2: the device's group file, else `TFTP_FILE_NAME`, else `jabber-config.xml`.
+    fn read_config_file(&mut self, now: Time, learnt: Learnt, from_device: Option<String>) {
+        let (file, source) = match (from_device, &self.tftp_file_name) {
+            (Some(f), _) => (f, "device"),
+            (None, Some(f)) => (f.clone(), "bootstrap"),
+            (None, None) => (JABBER_CONFIG.to_owned(), "default"),
+        };
+        self.request_config_file(now, learnt, file, source);
+    }
+
+    fn request_config_file(
+        &mut self,
+        now: Time,
+        learnt: Learnt,
+        file: String,
+        source: &'static str,
+    ) {
+        let path = format!("/{}", query_escape(&file));
+        let (tftp, home) = (learnt.tftp, learnt.home.clone());
+        let id = self.http(now, tftp, &home, false, path, false);
+        self.state = State::ConfigFile { learnt, file, source, id };
+    }
+
+    /// A configuration answer (or its failure). Never fails sign-in.
+    fn on_config(&mut self, now: Time, result: Result<HttpResp, String>) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::DeviceConfig { learnt, file, .. } => {
+                let group = match result {
+                    Ok(r) if r.status == 200 => match uds::parse_cnf_config_file(&r.body) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            self.config_failed(file, e.to_string());
+                            None
+                        }
+                    },
+                    Ok(r) => {
+                        self.config_failed(file, format!("HTTP {}", r.status));
+                        None
+                    }
+                    Err(e) => {
+                        self.config_failed(file, e);
+                        None
+                    }
+                };
+                self.read_config_file(now, learnt, group);
+            }
+            State::ConfigFile { learnt, file, source, .. } => {
+                let group = file != JABBER_CONFIG;
+                let settings = match result {
+                    Ok(r) if r.status == 200 => match uds::parse_config_file(&r.body) {
+                        Ok(s) => {
+                            self.config_event(&file, source, "loaded");
+                            s
+                        }
+                        Err(e) => {
+                            self.config_failed(file.clone(), e.to_string());
+                            if group {
+                                return self.fall_back(now, learnt);
+                            }
+                            vec![]
+                        }
+                    },
+                    // No such file: a named group file falls back to jabber-config.xml.
+                    Ok(r) if r.status == 404 && group => {
+                        self.config_failed(file, "HTTP 404".into());
+                        return self.fall_back(now, learnt);
+                    }
+                    Ok(r) if r.status == 404 => {
+                        self.config_event(&file, source, "absent");
+                        vec![]
+                    }
+                    Ok(r) => {
+                        self.config_failed(file, format!("HTTP {}", r.status));
+                        vec![]
+                    }
+                    Err(e) => {
+                        self.config_failed(file, e);
+                        vec![]
+                    }
+                };
+                for (key, value, src) in merge_settings(&learnt.profile, &settings) {
+                    self.out.push_back(Output::Event(ClientEvent::ConfigValue {
+                        key,
+                        value,
+                        source: src.as_str().into(),
+                    }));
+                }
+                self.finish(learnt.home, learnt.devices, learnt.product);
+            }
+            s => self.state = s,
+        }
+    }
+
+    fn fall_back(&mut self, now: Time, learnt: Learnt) {
+        self.request_config_file(now, learnt, JABBER_CONFIG.to_owned(), "fallback");
+    }
+
+    fn config_event(&mut self, file: &str, source: &str, result: &str) {
+        self.out.push_back(Output::Event(ClientEvent::ConfigFile {
+            file: file.to_owned(),
+            source: source.to_owned(),
+            result: result.to_owned(),
+        }));
+    }
+
+    fn config_failed(&mut self, file: String, reason: String) {
+        self.out.push_back(Output::Event(ClientEvent::ConfigFailed { file, reason }));
     }
 
     fn request_user(&mut self, now: Time, home: String, addr: SocketAddr) {
@@ -451,7 +703,10 @@ fn query_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uclab_proto::uds::{UdsUser, service_profile, uds_cluster_user, uds_devices, uds_user};
+    use uclab_proto::uds::{
+        CucmMember, UdsUser, cnf_xml, jabber_config, service_profile, uds_cluster_user,
+        uds_devices, uds_user,
+    };
 
     fn addr() -> SocketAddr {
         "10.1.0.11:8443".parse().unwrap()
@@ -539,6 +794,12 @@ mod tests {
             Time::ZERO,
             Input::Http { id: r.id, result: ok(service_profile(ImpProductType::Cup, &[], &[])) },
         );
+        let r = next_http(&mut s);
+        assert_eq!((r.path.as_str(), r.addr.port()), ("/CSFALICE.cnf.xml", 6970));
+        s.handle_input(Time::ZERO, Input::Http { id: r.id, result: ok(cnf(None)) });
+        let r = next_http(&mut s);
+        assert_eq!(r.path, "/jabber-config.xml");
+        s.handle_input(Time::ZERO, Input::Http { id: r.id, result: ok(jabber_config(&[])) });
         let ev = events(&mut s);
         assert!(
             ev.contains(&ClientEvent::SignedIn {
@@ -550,6 +811,144 @@ mod tests {
             }),
             "{ev:?}"
         );
+        assert!(s.is_done());
+    }
+
+    fn cnf(group: Option<&str>) -> String {
+        let m = [CucmMember { priority: 0, name: "cucm1.example.com".into() }];
+        cnf_xml("CSFALICE", &m, None, "1001", group)
+    }
+
+    fn kv(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    /// Signs in up to the device configuration request, with `profile` as the service
+    /// profile's parameters.
+    fn to_device_config(s: &mut SignIn, profile: &[(&str, &str)]) -> HttpReq {
+        let h = "cucm1.example.com";
+        let answers = [
+            uds_cluster_user("1", h, Some(("alice", h))),
+            uds_user("1", h, 6970, &user()),
+            uds_devices("1", h, 6970, "alice", &user().devices),
+            service_profile(ImpProductType::Cup, &[], &kv(profile)),
+        ];
+        for body in answers {
+            let r = next_http(s);
+            s.handle_input(Time::ZERO, Input::Http { id: r.id, result: ok(body) });
+        }
+        let r = next_http(s);
+        assert_eq!(r.path, "/CSFALICE.cnf.xml");
+        r
+    }
+
+    fn drain(s: &mut SignIn) -> (Vec<HttpReq>, Vec<ClientEvent>) {
+        let (mut reqs, mut ev) = (vec![], vec![]);
+        while let Some(o) = s.poll_output() {
+            match o {
+                Output::Http(r) => reqs.push(r),
+                Output::Event(e) => ev.push(e),
+                _ => {}
+            }
+        }
+        (reqs, ev)
+    }
+
+    fn answer(s: &mut SignIn, r: &HttpReq, status: u16, body: String) {
+        let result = Ok(HttpResp { status, body: body.into_bytes() });
+        s.handle_input(Time::ZERO, Input::Http { id: r.id, result });
+    }
+
+    #[test]
+    fn cfg1_profile_wins_then_file_then_default() {
+        let profile = kv(&[("A", "p"), ("B", ""), ("C", ""), ("DirectoryServerType", "")]);
+        let file = kv(&[("A", "f"), ("B", "f"), ("C", " "), ("E", "f")]);
+        let file: Vec<_> = file.into_iter().map(|(k, v)| (k, v.trim().to_owned())).collect();
+        use SettingSource::*;
+        let got = merge_settings(&profile, &file);
+        let want = [
+            ("A", "p", ServiceProfile),
+            ("B", "f", ConfigFile),
+            ("C", "", Default),
+            ("DirectoryServerType", "UDS", Default),
+            ("E", "f", ConfigFile),
+        ];
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for ((k, v, s), (wk, wv, ws)) in got.iter().zip(want) {
+            assert_eq!((k.as_str(), v.as_str(), *s), (wk, wv, ws));
+        }
+    }
+
+    #[test]
+    fn cfg2_group_file_device_then_bootstrap_then_jabber_config() {
+        // The device's Cisco Support Field wins over TFTP_FILE_NAME.
+        let mut s = start().with_tftp_file_name(Some("boot.xml".into()));
+        let r = to_device_config(&mut s, &[]);
+        answer(&mut s, &r, 200, cnf(Some("groupa.xml")));
+        assert_eq!(next_http(&mut s).path, "/groupa.xml");
+        // No Support Field: TFTP_FILE_NAME.
+        let mut s = start().with_tftp_file_name(Some("boot.xml".into()));
+        let r = to_device_config(&mut s, &[]);
+        answer(&mut s, &r, 200, cnf(None));
+        assert_eq!(next_http(&mut s).path, "/boot.xml");
+        // Neither: jabber-config.xml; the profile's value beats the file's.
+        let mut s = start();
+        let r = to_device_config(&mut s, &[("VoicemailPrimaryServer", "vm-profile")]);
+        answer(&mut s, &r, 200, cnf(None));
+        let r = next_http(&mut s);
+        assert_eq!(r.path, "/jabber-config.xml");
+        let file = jabber_config(&kv(&[
+            ("Voicemail/VoicemailPrimaryServer", "vm-file"),
+            ("Directory/DirectoryServerType", "EDI"),
+        ]));
+        answer(&mut s, &r, 200, file);
+        let ev = events(&mut s);
+        let value = |k: &str| {
+            ev.iter().find_map(|e| match e {
+                ClientEvent::ConfigValue { key, value, source } if key == k => {
+                    Some((value.clone(), source.clone()))
+                }
+                _ => None,
+            })
+        };
+        assert_eq!(
+            value("VoicemailPrimaryServer"),
+            Some(("vm-profile".into(), "service-profile".into()))
+        );
+        assert_eq!(value("DirectoryServerType"), Some(("EDI".into(), "config-file".into())));
+        assert!(matches!(ev.last(), Some(ClientEvent::SignedIn { .. })), "{ev:?}");
+    }
+
+    #[test]
+    fn cfg2_missing_or_broken_group_file_falls_back_and_sign_in_goes_on() {
+        let mut s = start();
+        let r = to_device_config(&mut s, &[]);
+        answer(&mut s, &r, 200, cnf(Some("gone.xml")));
+        let (r, mut ev) = drain(&mut s);
+        answer(&mut s, &r[0], 404, String::new());
+        let (r, more) = drain(&mut s);
+        ev.extend(more);
+        assert_eq!(r[0].path, "/jabber-config.xml");
+        answer(&mut s, &r[0], 200, "<config><Policies><X>1</X></Polic".into());
+        ev.extend(events(&mut s));
+        assert!(ev.contains(&ClientEvent::ConfigFailed {
+            file: "gone.xml".into(),
+            reason: "HTTP 404".into()
+        }));
+        assert!(
+            ev.iter().any(|e| matches!(e, ClientEvent::ConfigFailed { file, reason }
+                if file == "jabber-config.xml" && reason.starts_with("malformed"))),
+            "{ev:?}"
+        );
+        assert!(matches!(ev.last(), Some(ClientEvent::SignedIn { .. })), "{ev:?}");
+        // A configuration server that never answers costs one timeout each, then sign-in ends.
+        let mut s = start();
+        let _ = to_device_config(&mut s, &[]);
+        s.handle_timeout(HTTP_TIMEOUT);
+        let _ = next_http(&mut s);
+        s.handle_timeout(HTTP_TIMEOUT * 2);
+        let ev = events(&mut s);
+        assert!(matches!(ev.last(), Some(ClientEvent::SignedIn { .. })), "{ev:?}");
         assert!(s.is_done());
     }
 

@@ -26,6 +26,8 @@ pub struct CucmUser {
     pub uds: UdsUser,
     /// Their password (LDAP or local).
     pub password: String,
+    /// The group configuration file their CSF devices' Cisco Support Field names (CFG2).
+    pub config_file: Option<String>,
 }
 
 /// One CUCM node's view of its cluster.
@@ -51,8 +53,11 @@ pub struct CucmConfig {
     pub srst: Option<String>,
     /// Client settings of the service profile (CFG1).
     pub profile_options: Vec<(String, String)>,
-    /// Policies of jabber-config.xml (CFG1).
-    pub jabber_config: Vec<(String, String)>,
+    /// Parameters of jabber-config.xml (`Group/Param` or a bare `Policies` parameter; CFG1).
+    /// `None`: the cluster has no jabber-config.xml (404).
+    pub jabber_config: Option<Vec<(String, String)>>,
+    /// Group configuration files by name, with their parameters (CFG2).
+    pub group_files: Vec<(String, Vec<(String, String)>)>,
     /// Answer every UDS request with 503 (overloaded: the client should try another node).
     pub overloaded: bool,
 }
@@ -189,8 +194,13 @@ pub fn handle_tftp(c: &CucmConfig, req: &Request) -> Response {
             service_profile(c.product_type, &c.imp_servers, &c.profile_options),
         );
     }
-    if file.eq_ignore_ascii_case("jabber-config.xml") {
-        return Response::xml(200, jabber_config(&c.jabber_config));
+    if file.eq_ignore_ascii_case("jabber-config.xml")
+        && let Some(settings) = &c.jabber_config
+    {
+        return Response::xml(200, jabber_config(settings));
+    }
+    if let Some((_, settings)) = c.group_files.iter().find(|(n, _)| n.eq_ignore_ascii_case(file)) {
+        return Response::xml(200, jabber_config(settings));
     }
     if let Some(dev) = file.strip_suffix(".cnf.xml") {
         let owner =
@@ -202,7 +212,8 @@ pub fn handle_tftp(c: &CucmConfig, req: &Request) -> Response {
                 .enumerate()
                 .map(|(i, s)| CucmMember { priority: i as u8, name: s.clone() })
                 .collect();
-            return Response::xml(200, cnf_xml(dev, &members, c.srst.as_deref(), &u.uds.extension));
+            let (srst, group) = (c.srst.as_deref(), u.config_file.as_deref());
+            return Response::xml(200, cnf_xml(dev, &members, srst, &u.uds.extension, group));
         }
     }
     Response::text(404, "File not found")
@@ -232,6 +243,7 @@ pub fn lab_user(id: &str, first: &str, last: &str, ext: &str, domain: &str) -> C
             devices: vec![format!("CSF{}", id.to_ascii_uppercase())],
         },
         password: "lab".into(),
+        config_file: None,
     }
 }
 
@@ -255,7 +267,11 @@ mod tests {
             imp_servers: vec!["imp1.example.com".into()],
             srst: Some("10.2.0.1".into()),
             profile_options: vec![],
-            jabber_config: vec![],
+            jabber_config: Some(vec![]),
+            group_files: vec![(
+                "groupa-config.xml".into(),
+                vec![("Policies/EnableTelephony".into(), "false".into())],
+            )],
             overloaded: false,
         }
     }
@@ -352,5 +368,20 @@ mod tests {
         assert!(cnf.contains("<ipAddr1>10.2.0.1</ipAddr1>"));
         assert_eq!(handle_tftp(&c, &Request::get("/CSFNOBODY.cnf.xml")).status, 404);
         assert_eq!(handle_tftp(&c, &Request::get("/jabber-config.xml")).status, 200);
+    }
+
+    #[test]
+    fn cfg2_group_files_and_support_field() {
+        let mut c = cfg();
+        c.users[0].config_file = Some("groupa-config.xml".into());
+        let cnf = body(&handle_tftp(&c, &Request::get("/CSFALICE.cnf.xml")));
+        assert!(cnf.contains("<ciscoSupportField>configurationFile=groupa-config.xml<"));
+        let cnf = body(&handle_tftp(&c, &Request::get("/CSFBOB.cnf.xml")));
+        assert!(!cnf.contains("ciscoSupportField"));
+        let g = body(&handle_tftp(&c, &Request::get("/groupa-config.xml")));
+        assert!(g.contains("<Policies><EnableTelephony>false</EnableTelephony></Policies>"));
+        assert_eq!(handle_tftp(&c, &Request::get("/groupb-config.xml")).status, 404);
+        c.jabber_config = None;
+        assert_eq!(handle_tftp(&c, &Request::get("/jabber-config.xml")).status, 404);
     }
 }

@@ -197,12 +197,24 @@ pub struct CucmMember {
 
 /// `CSF<NAME>.cnf.xml` (WIRE.md "TFTP-over-HTTP"): CUCM group members in priority order, the
 /// SRST reference, SIP ports and timers.
-pub fn cnf_xml(device: &str, members: &[CucmMember], srst: Option<&str>, line: &str) -> String {
+///
+/// `config_file` is the device's Cisco Support Field group configuration file (SPEC CFG2),
+/// written as `configurationFile=<name>`.
+pub fn cnf_xml(
+    device: &str,
+    members: &[CucmMember],
+    srst: Option<&str>,
+    line: &str,
+    config_file: Option<&str>,
+) -> String {
     let mut s = format!(
         "{DECL}<device><fullConfig>true</fullConfig><deviceProtocol>SIP</deviceProtocol>\
-        <deviceSecurityMode>1</deviceSecurityMode><transportLayerProtocol>2</transportLayerProtocol>\
-        <devicePool><name>Default</name><callManagerGroup><name>Default</name><members>"
+        <deviceSecurityMode>1</deviceSecurityMode><transportLayerProtocol>2</transportLayerProtocol>"
     );
+    if let Some(f) = config_file {
+        s.push_str(&format!("<ciscoSupportField>configurationFile={}</ciscoSupportField>", e(f)));
+    }
+    s.push_str("<devicePool><name>Default</name><callManagerGroup><name>Default</name><members>");
     for m in members {
         s.push_str(&format!(
             "<member priority=\"{}\"><callManager><name>{n}</name><ports><sipPort>5060</sipPort>\
@@ -273,15 +285,31 @@ pub fn service_profile(
     s
 }
 
-/// `jabber-config.xml` (or a group file, CFG2): `<config version="1.0">` with `Policies`.
-pub fn jabber_config(policies: &[(String, String)]) -> String {
-    let mut s = format!("{DECL}<config version=\"1.0\"><Policies>");
-    for (k, v) in policies {
-        if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !k.is_empty() {
-            s.push_str(&format!("<{k}>{}</{k}>", e(v)));
+/// `jabber-config.xml` (or a group file, CFG2): `<config version="1.0">` with groups. A key is
+/// `Group/Parameter` or a bare parameter, which goes in `Policies`. Groups appear in the order
+/// of their first parameter; names that are not XML-safe are left out.
+pub fn jabber_config(settings: &[(String, String)]) -> String {
+    let ok = |k: &str| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let mut groups: Vec<(&str, Vec<(&str, &str)>)> = Vec::new();
+    for (k, v) in settings {
+        let (g, p) = k.split_once('/').unwrap_or(("Policies", k));
+        if !ok(g) || !ok(p) {
+            continue;
+        }
+        match groups.iter_mut().find(|(name, _)| *name == g) {
+            Some((_, ps)) => ps.push((p, v)),
+            None => groups.push((g, vec![(p, v)])),
         }
     }
-    s.push_str("</Policies></config>");
+    let mut s = format!("{DECL}<config version=\"1.0\">");
+    for (g, ps) in groups {
+        s.push_str(&format!("<{g}>"));
+        for (p, v) in ps {
+            s.push_str(&format!("<{p}>{}</{p}>", e(v)));
+        }
+        s.push_str(&format!("</{g}>"));
+    }
+    s.push_str("</config>");
     s
 }
 
@@ -341,6 +369,7 @@ mod tests {
                 &[CucmMember { priority: 0, name: "cucm1".into() }],
                 Some("10.2.0.1"),
                 "1001",
+                Some("group<a>.xml"),
             ),
             service_profile(
                 ImpProductType::Cup,
@@ -594,6 +623,54 @@ pub fn parse_product_type(bytes: &[u8]) -> Result<ImpProductType, XmlError> {
     })
 }
 
+/// The parameters of a service profile (SPEC CFG1): every `ServiceProfile/<Group>/<Param>`
+/// except the IM&P server group, which sign-in reads for AU2. Values are trimmed; a blank
+/// value is kept (CFG1 treats it as "not set").
+pub fn parse_profile_settings(bytes: &[u8]) -> Result<Vec<(String, String)>, XmlError> {
+    let d = Doc::expect(bytes, "config")?;
+    Ok(leaves(&d, 3, |p| {
+        p.starts_with("ServiceProfile/") && !p.starts_with("ServiceProfile/Presence/")
+    }))
+}
+
+/// The parameters of `jabber-config.xml` or a group file (SPEC CFG1): every
+/// `<config><Group><Param>`, by parameter name.
+pub fn parse_config_file(bytes: &[u8]) -> Result<Vec<(String, String)>, XmlError> {
+    let d = Doc::expect(bytes, "config")?;
+    Ok(leaves(&d, 2, |_| true))
+}
+
+/// Elements `depth` levels below the root with no children, as (last name, trimmed text).
+fn leaves(d: &Doc, depth: usize, keep: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, el) in d.elements.iter().enumerate() {
+        if el.path.split('/').count() != depth || !keep(&el.path) {
+            continue;
+        }
+        let parent =
+            d.elements.get(i + 1).is_some_and(|n| n.path.starts_with(&format!("{}/", el.path)));
+        if parent {
+            continue;
+        }
+        let name = el.path.rsplit('/').next().unwrap_or_default();
+        out.push((name.to_owned(), el.text.trim().to_owned()));
+    }
+    out
+}
+
+/// The group configuration file a CSF device's Cisco Support Field names (SPEC CFG2):
+/// `configurationFile=<name>` among `;`- or `,`-separated settings.
+pub fn parse_cnf_config_file(bytes: &[u8]) -> Result<Option<String>, XmlError> {
+    let d = Doc::expect(bytes, "device")?;
+    let field = d.text("ciscoSupportField").unwrap_or("");
+    Ok(field
+        .split([';', ','])
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("configurationFile"))
+        .map(|(_, v)| v.trim().to_owned())
+        .filter(|v| !v.is_empty()))
+}
+
 #[cfg(test)]
 mod parse_tests {
     use super::*;
@@ -612,6 +689,47 @@ mod parse_tests {
         assert_eq!(parse_product_type(sp.as_bytes()).unwrap(), ImpProductType::Webex);
         let d = uds_devices("1", "h", 6970, "a", &["CSFA".into(), "SEP1".into()]);
         assert_eq!(parse_devices(d.as_bytes()).unwrap(), ["CSFA", "SEP1"]);
+        let sp = service_profile(
+            ImpProductType::Cup,
+            &["imp1".into()],
+            &[("VoicemailPrimaryServer".into(), "vm1".into()), ("Blank".into(), " ".into())],
+        );
+        assert_eq!(
+            parse_profile_settings(sp.as_bytes()).unwrap(),
+            [("VoicemailPrimaryServer".into(), "vm1".into()), ("Blank".into(), String::new())]
+        );
+        let jc = jabber_config(&[
+            ("Directory/DirectoryServerType".into(), "UDS".into()),
+            ("ServiceDiscoveryExcludedServices".into(), "WEBEX".into()),
+            ("Directory/PresenceDomain".into(), "example.com".into()),
+        ]);
+        assert!(
+            jc.contains(
+                "<Directory><DirectoryServerType>UDS</DirectoryServerType><PresenceDomain>"
+            )
+        );
+        assert_eq!(
+            parse_config_file(jc.as_bytes()).unwrap(),
+            [
+                ("DirectoryServerType".into(), "UDS".into()),
+                ("PresenceDomain".into(), "example.com".into()),
+                ("ServiceDiscoveryExcludedServices".into(), "WEBEX".into()),
+            ]
+        );
+        let m = [CucmMember { priority: 0, name: "cucm1".into() }];
+        let cnf = cnf_xml("CSFA", &m, None, "1001", Some("groupa-config.xml"));
+        assert_eq!(
+            parse_cnf_config_file(cnf.as_bytes()).unwrap().as_deref(),
+            Some("groupa-config.xml")
+        );
+        let cnf = cnf_xml("CSFA", &m, None, "1001", None);
+        assert_eq!(parse_cnf_config_file(cnf.as_bytes()).unwrap(), None);
+        let d = Doc::parse(b"<device><ciscoSupportField>a=b; configurationFile = g.xml</ciscoSupportField></device>").unwrap();
+        assert_eq!(d.root, "device");
+        assert_eq!(
+            parse_cnf_config_file(b"<device><ciscoSupportField>a=b; configurationFile = g.xml</ciscoSupportField></device>").unwrap().as_deref(),
+            Some("g.xml")
+        );
         let doc = Doc::parse(b"<a><b>x &amp; y &#65;&lt;</b></a>").unwrap();
         assert_eq!(doc.text("b"), Some("x & y A<"));
     }

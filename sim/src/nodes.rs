@@ -137,6 +137,7 @@ pub fn plan(
                         devices: u.devices.clone(),
                     },
                     password: u.password.clone(),
+                    config_file: u.config_file.clone(),
                 })
                 .collect();
             // ILS: every other cluster's users, with their home cluster's first node.
@@ -160,8 +161,20 @@ pub fn plan(
                     product_type: c.product_type,
                     imp_servers: c.imp_servers.clone(),
                     srst: c.srst.clone(),
-                    profile_options: Vec::new(),
-                    jabber_config: Vec::new(),
+                    // Cluster-wide settings: from the first member that sets them.
+                    profile_options: cluster_setting(&members, |o| {
+                        (!o.profile.is_empty()).then(|| o.profile.clone())
+                    })
+                    .unwrap_or_default(),
+                    jabber_config: cluster_setting(&members, |o| o.jabber_config.clone()),
+                    group_files: members
+                        .iter()
+                        .filter_map(|m| match &m.kind {
+                            NodeKind::Cucm(o) => Some(o.group_files.iter().cloned()),
+                            _ => None,
+                        })
+                        .flatten()
+                        .collect(),
                     overloaded: c.overloaded,
                 }),
             }
@@ -189,4 +202,15 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             u
         }
     }
+}
+
+/// The first value `get` finds among a cluster's members, in declaration order.
+fn cluster_setting<T>(
+    members: &[&crate::scenario::Node],
+    get: impl Fn(&crate::scenario::CucmNode) -> Option<T>,
+) -> Option<T> {
+    members.iter().find_map(|m| match &m.kind {
+        NodeKind::Cucm(o) => get(o),
+        _ => None,
+    })
 }

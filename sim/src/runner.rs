@@ -197,6 +197,9 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 StepAction::Discover { client, discovery } if *client == c.name => {
                     Some((st.at, UserAction::Discover { discovery: discovery.clone() }))
                 }
+                StepAction::Install { client, bootstrap } if *client == c.name => {
+                    Some((st.at, UserAction::Install { bootstrap: bootstrap.clone() }))
+                }
                 StepAction::SignIn { client, discovery, user, password } if *client == c.name => {
                     Some((
                         st.at,
@@ -222,8 +225,12 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
         });
     }
 
-    let client_step =
-        |a: &StepAction| matches!(a, StepAction::Discover { .. } | StepAction::SignIn { .. });
+    let client_step = |a: &StepAction| {
+        matches!(
+            a,
+            StepAction::Discover { .. } | StepAction::SignIn { .. } | StepAction::Install { .. }
+        )
+    };
     let mut faults: VecDeque<_> = s.steps.iter().filter(|st| !client_step(&st.action)).collect();
     // The run ends GRACE after the last step or deadline once the clients are done; clients
     // still working (a storm, a long failover) keep it going up to the scenario's duration.
@@ -274,7 +281,9 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                     let proto = r.proto.as_ref().map(|p| format!(" {p}")).unwrap_or_default();
                     format!("firewall {} -> {}{proto}{port}: {:?}", r.from, r.to, r.action)
                 }
-                StepAction::Discover { .. } | StepAction::SignIn { .. } => {
+                StepAction::Discover { .. }
+                | StepAction::SignIn { .. }
+                | StepAction::Install { .. } => {
                     unreachable!("filtered above")
                 }
             };

@@ -25,20 +25,7 @@ const DEFAULT_EPOCH: Duration = Duration::from_secs(20_458 * 86_400 + 9 * 3600);
 /// Node kinds that exist so far.
 pub const NODE_KINDS: &[&str] = &["dns", "host", "cas", "cucm"];
 /// Client event kinds expectations may name.
-pub const EVENT_KINDS: &[&str] = &[
-    "discovery-started",
-    "srv-result",
-    "cas-result",
-    "discovery-cached",
-    "discovery-resolved",
-    "target-trying",
-    "target-failed",
-    "service-reached",
-    "discovery-failed",
-    "home-cluster",
-    "signed-in",
-    "sign-in-failed",
-];
+pub const EVENT_KINDS: &[&str] = uclab_client::event::ClientEvent::KINDS;
 
 /// One error found in a scenario file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +136,10 @@ struct NodeSpec {
     srst: Option<S<String>>,
     #[serde(default)]
     overloaded: bool,
+    profile: Option<BTreeMap<String, String>>,
+    jabber_config: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    group_files: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -162,6 +153,7 @@ struct UserSpec {
     extension: Option<String>,
     email: Option<String>,
     devices: Option<Vec<String>>,
+    config_file: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -188,6 +180,7 @@ struct StepSpec {
     user: Option<S<String>>,
     password: Option<String>,
     url: Option<S<String>>,
+    bootstrap: Option<BTreeMap<String, String>>,
     a: Option<S<String>>,
     b: Option<S<String>>,
     value: Option<S<String>>,
@@ -253,6 +246,12 @@ pub struct CucmNode {
     pub srst: Option<String>,
     /// Answer UDS with 503.
     pub overloaded: bool,
+    /// Service profile parameters (SPEC CFG1), cluster-wide.
+    pub profile: Vec<(String, String)>,
+    /// jabber-config.xml parameters (`Group/Param`, SPEC CFG1); `None`: no such file.
+    pub jabber_config: Option<Vec<(String, String)>>,
+    /// Group configuration files and their parameters (SPEC CFG2).
+    pub group_files: Vec<(String, Vec<(String, String)>)>,
 }
 
 /// A user account on a CUCM cluster.
@@ -274,6 +273,8 @@ pub struct User {
     pub email: String,
     /// Devices.
     pub devices: Vec<String>,
+    /// Group configuration file named by their CSF devices' Cisco Support Field (SPEC CFG2).
+    pub config_file: Option<String>,
 }
 
 impl NodeKind {
@@ -361,6 +362,13 @@ pub enum StepAction {
         user: String,
         /// Password typed.
         password: String,
+    },
+    /// The installer runs again on a client with new bootstrap switches (SPEC CFG3).
+    Install {
+        /// Client.
+        client: String,
+        /// The switches (`CLEAR` deletes the client's cache).
+        bootstrap: uclab_client::driver::Bootstrap,
     },
     /// A crashed node starts again.
     Restart {
@@ -594,18 +602,24 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
         rules.extend(d.rule.iter().cloned().map(|spec| Item { src: &def_src, spec }));
     }
     for n in &file.node {
-        let existed = nodes.iter().any(|i| i.spec.name.get_ref() == n.name.get_ref());
-        nodes.retain(|i| i.spec.name.get_ref() != n.name.get_ref());
+        let existed = nodes.iter().position(|i| i.spec.name.get_ref() == n.name.get_ref());
         if n.remove {
-            if !existed {
-                errs.push(src.err(
+            match existed {
+                Some(at) => {
+                    nodes.remove(at);
+                }
+                None => errs.push(src.err(
                     n.name.span().start,
                     format!("cannot remove unknown node `{}`", n.name.get_ref()),
-                ));
+                )),
             }
             continue;
         }
-        nodes.push(Item { src: &src, spec: n.clone() });
+        // A replaced node keeps its place (the first CUCM of a cluster is its publisher).
+        match existed {
+            Some(at) => nodes[at] = Item { src: &src, spec: n.clone() },
+            None => nodes.push(Item { src: &src, spec: n.clone() }),
+        }
     }
     for c in &file.client {
         clients.retain(|i| i.spec.name.get_ref() != c.name.get_ref());
@@ -828,7 +842,51 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                         i.src.err(sr.span().start, format!("bad SRST address `{}`", sr.get_ref())),
                     );
                 }
+                // Parameter names become XML element names: letters, digits, `_`, and one
+                // `Group/` prefix in configuration files.
+                let name_ok = |k: &str, group: bool| {
+                    let part = |p: &str| {
+                        !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    };
+                    match k.split_once('/') {
+                        Some((g, p)) if group => part(g) && part(p),
+                        Some(_) => false,
+                        None => part(k),
+                    }
+                };
+                let mut kv = |m: &BTreeMap<String, String>, group: bool, what: &str| {
+                    for k in m.keys().filter(|k| !name_ok(k, group)) {
+                        errs.push(i.src.err(
+                            n.name.span().start,
+                            format!(
+                                "bad {what} parameter name `{k}` (letters, digits, _{})",
+                                if group { ", one Group/ prefix" } else { "" }
+                            ),
+                        ));
+                    }
+                    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>()
+                };
+                let profile =
+                    n.profile.as_ref().map(|m| kv(m, false, "profile")).unwrap_or_default();
+                let jabber_config = n.jabber_config.as_ref().map(|m| kv(m, true, "jabber_config"));
+                let group_files = n
+                    .group_files
+                    .iter()
+                    .map(|(f, m)| (f.clone(), kv(m, true, "group file")))
+                    .collect::<Vec<_>>();
+                for f in n.group_files.keys() {
+                    if f.is_empty()
+                        || !f.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                    {
+                        errs.push(
+                            i.src.err(n.name.span().start, format!("bad group file name `{f}`")),
+                        );
+                    }
+                }
                 NodeKind::Cucm(CucmNode {
+                    profile,
+                    jabber_config,
+                    group_files,
                     cluster: cluster.get_ref().clone(),
                     version: n.version.clone().unwrap_or_else(|| "12.5.1".into()),
                     product_type,
@@ -881,24 +939,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 format!("bad address `{}`: expected user@domain", a.get_ref()),
             ));
         }
-        for k in c.bootstrap.keys() {
-            if !BOOTSTRAP_SWITCHES.contains(&k.as_str()) {
-                errs.push(i.src.err(
-                    c.name.span().start,
-                    format!(
-                        "unknown bootstrap switch `{k}` (known: {})",
-                        BOOTSTRAP_SWITCHES.join(", ")
-                    ),
-                ));
-            }
-        }
-        let sw = |k: &str| c.bootstrap.get(k).cloned();
-        let bootstrap = uclab_client::driver::Bootstrap {
-            authenticator: sw("AUTHENTICATOR"),
-            ccmcip: sw("CCMCIP"),
-            tftp: sw("TFTP"),
-            product_mode: sw("PRODUCT_MODE"),
-        };
+        let bootstrap = bootstrap_switches(&mut errs, i.src, c.name.span().start, &c.bootstrap);
         if let Some(ip) = ip {
             client_out.push(Client {
                 name: c.name.get_ref().clone(),
@@ -950,6 +991,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 .devices
                 .clone()
                 .unwrap_or_else(|| vec![format!("CSF{}", id.to_ascii_uppercase())]),
+            config_file: u.config_file.clone(),
             id,
         });
     }
@@ -1057,6 +1099,20 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     StepAction::SignIn { client, discovery, user, password }
                 }
             }
+            "install" => {
+                let Some(client) = need(&mut errs, &s.client, "client") else { continue };
+                if !client_names.contains(client.as_str()) {
+                    let at = s.client.as_ref().map_or(0, |c| c.span().start);
+                    errs.push(src.err(at, format!("unknown client `{client}`")));
+                    continue;
+                }
+                let Some(map) = &s.bootstrap else {
+                    errs.push(src.err(s.action.span().start, "action `install` needs `bootstrap`"));
+                    continue;
+                };
+                let bootstrap = bootstrap_switches(&mut errs, &src, s.action.span().start, map);
+                StepAction::Install { client, bootstrap }
+            }
             a @ ("crash" | "restart") => {
                 let Some(node) = need(&mut errs, &s.node, "node") else { continue };
                 check_node(&mut errs, &src, s.node.as_ref().expect("checked"), None);
@@ -1130,7 +1186,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             other => {
                 errs.push(src.err(
                     s.action.span().start,
-                    format!("unknown action `{other}` (discover, sign-in, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
+                    format!("unknown action `{other}` (discover, sign-in, install, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
                 ));
                 continue;
             }
@@ -1327,6 +1383,36 @@ fn records_offset(text: &str, start: usize, line: Option<usize>) -> usize {
         }
     }
     off
+}
+
+/// Installer switches from a `bootstrap` table (WIRE.md); unknown switches are errors at `at`.
+fn bootstrap_switches(
+    errs: &mut Vec<CheckError>,
+    src: &Src<'_>,
+    at: usize,
+    map: &BTreeMap<String, String>,
+) -> uclab_client::driver::Bootstrap {
+    for k in map.keys() {
+        if !BOOTSTRAP_SWITCHES.contains(&k.as_str()) {
+            errs.push(src.err(
+                at,
+                format!(
+                    "unknown bootstrap switch `{k}` (known: {})",
+                    BOOTSTRAP_SWITCHES.join(", ")
+                ),
+            ));
+        }
+    }
+    let sw = |k: &str| map.get(k).cloned();
+    uclab_client::driver::Bootstrap {
+        authenticator: sw("AUTHENTICATOR"),
+        ccmcip: sw("CCMCIP"),
+        tftp: sw("TFTP"),
+        product_mode: sw("PRODUCT_MODE"),
+        tftp_file_name: sw("TFTP_FILE_NAME"),
+        clear: sw("CLEAR")
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
+    }
 }
 
 #[cfg(test)]
