@@ -5,6 +5,10 @@
 //! the cache without a query. SPEC CFG3: the installer's bootstrap file is read at first launch
 //! only; later launches use the cache, until an install with `CLEAR` empties it.
 //!
+//! Sign-in failover: a UDS server that answers 503 (overloaded) or does not answer at all is
+//! a `target-failed`, and sign-in starts again at the next SRV target. When the server came
+//! from the cache and cannot be reached, the cache entry goes and discovery runs again.
+//!
 //! Polling order: after each call drain [`Client::poll_output`], then sleep until
 //! [`Client::poll_timeout`] and call [`Client::handle_timeout`].
 
@@ -16,7 +20,7 @@ use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::event::{ClientEvent, Via};
 use crate::io::{Input, Output};
 use crate::resolver::ResolverConfig;
-use crate::signin::SignIn;
+use crate::signin::{Retry, SignIn};
 
 /// Installer bootstrap switches (WIRE.md "jabber-config.xml and bootstrap"; SPEC SD9).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,7 +70,7 @@ impl Bootstrap {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Credentials {
     user: String,
     password: String,
@@ -80,6 +84,21 @@ struct Cached {
     target: String,
     addr: SocketAddr,
     cas_webex: bool,
+    /// The SRV targets after `target`, in try order (`host:port`).
+    alternates: Vec<String>,
+}
+
+/// The sign-in under way: where, and what to do if that server fails.
+#[derive(Debug)]
+struct Attempt {
+    creds: Credentials,
+    /// `host:port` being signed in at.
+    target: String,
+    cas_webex: bool,
+    /// Targets still to try.
+    alternates: VecDeque<String>,
+    /// Set when the target came from the cache: the discovery to run again if it is gone.
+    from_cache: Option<(String, DiscoveryConfig)>,
 }
 
 /// The client core.
@@ -91,6 +110,7 @@ pub struct Client {
     current: Option<String>,
     discovery: Option<Discovery>,
     signin: Option<SignIn>,
+    attempt: Option<Attempt>,
     pending: Option<Credentials>,
     /// The bootstrap file the installer wrote (SPEC CFG3).
     installed: Bootstrap,
@@ -108,6 +128,7 @@ impl Client {
             current: None,
             discovery: None,
             signin: None,
+            attempt: None,
             pending: None,
             installed: Bootstrap::default(),
             active: None,
@@ -229,6 +250,7 @@ impl Client {
 
     fn begin(&mut self, now: Time, cfg: &DiscoveryConfig, seed: u64) {
         self.signin = None;
+        self.attempt = None;
         self.discovery = None;
         let key = Self::key(cfg);
         match self.cache.get(&key).cloned() {
@@ -241,7 +263,7 @@ impl Client {
                     target: c.target.clone(),
                 }));
                 if let Some(creds) = self.pending.take() {
-                    self.start_sign_in(now, creds, &c);
+                    self.start_sign_in(now, creds, &c, Some((key, cfg.clone())));
                 }
             }
             _ => {
@@ -252,7 +274,13 @@ impl Client {
         }
     }
 
-    fn start_sign_in(&mut self, now: Time, c: Credentials, found: &Cached) {
+    fn start_sign_in(
+        &mut self,
+        now: Time,
+        c: Credentials,
+        found: &Cached,
+        from_cache: Option<(String, DiscoveryConfig)>,
+    ) {
         if found.via != Via::CiscoUds {
             self.out.push_back(Output::Event(ClientEvent::SignInFailed {
                 reason: format!("sign-in through {} is not modelled yet", found.via.as_str()),
@@ -260,6 +288,13 @@ impl Client {
             return;
         }
         let host = found.target.rsplit_once(':').map_or(found.target.as_str(), |(h, _)| h);
+        self.attempt = Some(Attempt {
+            creds: c.clone(),
+            target: found.target.clone(),
+            cas_webex: found.cas_webex,
+            alternates: found.alternates.iter().cloned().collect(),
+            from_cache,
+        });
         self.signin = Some(
             SignIn::start(
                 now,
@@ -342,6 +377,11 @@ impl Client {
                         .as_ref()
                         .and_then(Discovery::cas_webex)
                         .unwrap_or(false),
+                    alternates: self
+                        .discovery
+                        .as_ref()
+                        .map(|d| d.alternates().to_vec())
+                        .unwrap_or_default(),
                 };
                 // SPEC SD7: remember what this domain's discovery reached.
                 if let Some(k) = &self.current {
@@ -349,7 +389,7 @@ impl Client {
                 }
                 self.out.push_back(o);
                 if let Some(c) = self.pending.take() {
-                    self.start_sign_in(now, c, &found);
+                    self.start_sign_in(now, c, &found, None);
                 }
                 continue;
             }
@@ -372,7 +412,63 @@ impl Client {
             self.out.push_back(o);
         }
         while let Some(o) = self.signin.as_mut().and_then(SignIn::poll_output) {
+            if let Output::Event(ClientEvent::SignInFailed { reason }) = &o
+                && self.fail_over(now, reason)
+            {
+                return self.pump(now);
+            }
             self.out.push_back(o);
         }
+        if self.signin.as_ref().is_some_and(SignIn::is_done) {
+            self.attempt = None;
+        }
+    }
+
+    /// A sign-in failed with `reason`: another server may do better. Returns whether a new
+    /// attempt (or a new discovery) replaced the failed one.
+    fn fail_over(&mut self, now: Time, reason: &str) -> bool {
+        let Some(retry) = self.signin.as_ref().and_then(SignIn::retry) else { return false };
+        let Some(mut a) = self.attempt.take() else { return false };
+        // A cached server that is gone: forget it and discover again (SPEC SD7).
+        if let (Retry::Unreachable, Some((key, cfg))) = (retry, a.from_cache.take()) {
+            self.out.push_back(Output::Event(ClientEvent::TargetFailed {
+                target: a.target,
+                reason: format!("cached server unreachable ({reason}): discovering again"),
+            }));
+            self.cache.remove(&key);
+            let seed = a.creds.seed ^ 0xd15c;
+            self.pending = Some(a.creds);
+            self.begin(now, &cfg, seed);
+            return true;
+        }
+        let Some(next) = a.alternates.pop_front() else { return false };
+        let why = match retry {
+            Retry::Overloaded => "HTTP 503 (overloaded)",
+            Retry::Unreachable => "no answer",
+        };
+        self.out.push_back(Output::Event(ClientEvent::TargetFailed {
+            target: a.target.clone(),
+            reason: format!("{why}: trying {next}"),
+        }));
+        let (host, port) = match next.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse().unwrap_or(8443)),
+            None => (next.clone(), 8443),
+        };
+        let c = &a.creds;
+        let s = SignIn::start_by_name(
+            now,
+            &c.user,
+            &c.password,
+            a.cas_webex,
+            (&host, port),
+            self.resolver.clone(),
+            c.seed.wrapping_add(1),
+        )
+        .with_tftp_file_name(self.tftp_file_name());
+        self.signin = Some(s);
+        a.target = next;
+        a.creds.seed = a.creds.seed.wrapping_add(1);
+        self.attempt = Some(a);
+        true
     }
 }

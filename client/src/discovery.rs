@@ -108,6 +108,8 @@ pub struct Discovery {
     glue: BTreeMap<String, IpAddr>,
     /// SRV queries that got no answer at all, with why (timeouts are not "no records").
     srv_errors: Vec<String>,
+    /// The SRV targets after the one reached, in try order (`host:port`).
+    alternates: Vec<String>,
     out: VecDeque<Output>,
     next_conn: ConnId,
 }
@@ -126,6 +128,7 @@ impl Discovery {
             state: State::Done,
             glue: BTreeMap::new(),
             srv_errors: Vec::new(),
+            alternates: Vec::new(),
             out: VecDeque::new(),
             next_conn: 1,
         };
@@ -173,6 +176,12 @@ impl Discovery {
             && matches!(self.cas, Cas::Off | Cas::Done(_))
     }
 
+    /// The SRV targets after the one reached, in try order (`host:port`): where sign-in goes
+    /// next when that one is overloaded.
+    pub fn alternates(&self) -> &[String] {
+        &self.alternates
+    }
+
     /// What the CAS said, once it has: `Some(true)` for a Webex domain (SPEC SD4, AU2).
     pub fn cas_webex(&self) -> Option<bool> {
         match self.cas {
@@ -194,6 +203,7 @@ impl Discovery {
                     && id == want
                 {
                     let target = targets[idx].to_string();
+                    self.alternates = targets[idx + 1..].iter().map(ToString::to_string).collect();
                     self.emit(ClientEvent::ServiceReached { via, target, addr: addr.to_string() });
                     self.out.push_back(Output::Close { id });
                     self.state = State::Done;

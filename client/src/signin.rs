@@ -93,6 +93,15 @@ pub fn merge_settings(
         .collect()
 }
 
+/// Why another UDS server might succeed where this sign-in failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// UDS answered 503: overloaded, try another server (WIRE.md).
+    Overloaded,
+    /// The first UDS server did not answer at all (connection or timeout).
+    Unreachable,
+}
+
 /// What sign-in has learnt by the time it reads configuration.
 #[derive(Debug)]
 struct Learnt {
@@ -202,6 +211,8 @@ pub struct SignIn {
     phone_mode: bool,
     /// SPEC CFG2: the bootstrap's `TFTP_FILE_NAME`.
     tftp_file_name: Option<String>,
+    /// Why sign-in failed, when another server might do better (see [`Retry`]).
+    retry: Option<Retry>,
     uds_host: String,
     uds_addr: SocketAddr,
     resolver: StubResolver,
@@ -227,6 +238,7 @@ impl SignIn {
             cas_webex: false,
             phone_mode: false,
             tftp_file_name: None,
+            retry: None,
             uds_host: uds_host.to_owned(),
             uds_addr,
             resolver: StubResolver::new(resolver),
@@ -274,9 +286,27 @@ impl SignIn {
         resolver: ResolverConfig,
         seed: u64,
     ) -> Self {
-        let unknown = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), UDS_PORT);
-        let mut s = Self::new(user, password, cucm, unknown, resolver, seed);
+        let mut s =
+            Self::start_by_name(now, user, password, false, (cucm, UDS_PORT), resolver, seed);
         s.phone_mode = true;
+        s
+    }
+
+    /// Starts sign-in at the UDS node `(host, port)`, whose address is looked up first (the
+    /// next SRV target after an overloaded one).
+    pub fn start_by_name(
+        now: Time,
+        user: &str,
+        password: &str,
+        cas_webex: bool,
+        (host, port): (&str, u16),
+        resolver: ResolverConfig,
+        seed: u64,
+    ) -> Self {
+        let cucm = host;
+        let unknown = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port);
+        let mut s = Self::new(user, password, cucm, unknown, resolver, seed);
+        s.cas_webex = cas_webex;
         let id = s.next_dns_id;
         s.next_dns_id = s.next_dns_id.wrapping_add(1);
         let token = s.resolver.query(now, cucm, QType::A, id);
@@ -295,6 +325,11 @@ impl SignIn {
     /// The CAS said Webex after sign-in started (SPEC AU2: it still wins).
     pub fn set_cas_webex(&mut self, webex: bool) {
         self.cas_webex = webex;
+    }
+
+    /// After a failure: whether another UDS server might succeed, and why.
+    pub fn retry(&self) -> Option<Retry> {
+        self.retry
     }
 
     /// Whether sign-in has finished (signed in or failed).
@@ -358,6 +393,9 @@ impl SignIn {
                 }
                 _ => {
                     let step = self.step_name();
+                    if matches!(self.state, State::ClusterUser { .. }) {
+                        self.retry = Some(Retry::Unreachable);
+                    }
                     self.fail(format!("timeout at {step}"));
                 }
             }
@@ -408,8 +446,20 @@ impl SignIn {
         let step = self.step_name();
         let resp = match result {
             Ok(r) => r,
-            Err(e) => return self.fail(format!("{step}: {e}")),
+            Err(e) => {
+                // The first server could not be reached: another might. A TLS failure (a
+                // certificate refused) is not retried elsewhere: it is the user's to see.
+                if matches!(self.state, State::ClusterUser { .. }) && e.starts_with("connect") {
+                    self.retry = Some(Retry::Unreachable);
+                }
+                return self.fail(format!("{step}: {e}"));
+            }
         };
+        // WIRE.md: 503 means overloaded, try another server.
+        if resp.status == 503 {
+            self.retry = Some(Retry::Overloaded);
+            return self.fail(format!("{step}: HTTP 503 (overloaded)"));
+        }
         // SPEC AU5: wrong credentials are one clear failure, not retried.
         if resp.status == 401 {
             return self.fail("wrong credentials".into());
@@ -649,7 +699,7 @@ impl SignIn {
                 };
                 match res.map(|m| m.first_ipv4()) {
                     Ok(Some(ip)) => {
-                        self.uds_addr = SocketAddr::new(IpAddr::V4(ip), UDS_PORT);
+                        self.uds_addr = SocketAddr::new(IpAddr::V4(ip), self.uds_addr.port());
                         self.ask_cluster_user(now);
                     }
                     Ok(None) => self.fail(format!("{host} does not resolve")),

@@ -281,3 +281,62 @@ mod tests {
         assert_eq!(Request::get("/").basic_auth(), BasicAuth::Missing);
     }
 }
+
+/// How a deliberately broken node spoils its XML answers (hostile-peer scenarios: the client
+/// must fail clearly, never panic or hang).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokenXml {
+    /// The document stops halfway.
+    Truncated,
+    /// A well-formed document with the wrong root element.
+    WrongRoot,
+    /// A "billion laughs" entity expansion attack in a DTD.
+    EntityBomb,
+}
+
+impl BrokenXml {
+    /// Names in scenario files.
+    pub const NAMES: &'static [&'static str] = &["truncated", "wrong-root", "entity-bomb"];
+
+    /// From its scenario name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "truncated" => Some(Self::Truncated),
+            "wrong-root" => Some(Self::WrongRoot),
+            "entity-bomb" => Some(Self::EntityBomb),
+            _ => None,
+        }
+    }
+
+    /// The spoilt version of `doc`.
+    pub fn apply(self, doc: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Truncated => doc[..doc.len() / 2].to_vec(),
+            Self::WrongRoot => {
+                b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><html><body>Service Unavailable</body></html>"
+                    .to_vec()
+            }
+            Self::EntityBomb => {
+                let mut d = String::from("<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\">");
+                for i in 1..10 {
+                    let prev = if i == 1 { "lol".to_owned() } else { format!("lol{}", i - 1) };
+                    d.push_str(&format!("<!ENTITY lol{i} \"{}\">", format!("&{prev};").repeat(10)));
+                }
+                d.push_str("]><lolz>&lol9;</lolz>");
+                d.into_bytes()
+            }
+        }
+    }
+}
+
+/// `h`, with every successful XML answer spoilt by `how`.
+pub fn spoil(h: Handler, how: BrokenXml) -> Handler {
+    Rc::new(move |req| {
+        let mut r = h(req);
+        let xml = r.headers.iter().any(|(k, v)| k == "content-type" && v.contains("xml"));
+        if r.status == 200 && xml {
+            r.body = how.apply(&r.body);
+        }
+        r
+    })
+}

@@ -56,6 +56,8 @@ pub enum NodePlan {
         names: Vec<String>,
         /// Settings.
         cfg: cas::CasConfig,
+        /// Spoilt answers.
+        broken: Option<http::BrokenXml>,
     },
     /// CUCM UDS and TFTP.
     Cucm {
@@ -67,6 +69,10 @@ pub enum NodePlan {
         names: Vec<String>,
         /// The cluster as this node sees it.
         cfg: Rc<CucmConfig>,
+        /// Spoilt UDS answers.
+        broken_uds: Option<http::BrokenXml>,
+        /// Spoilt TFTP answers.
+        broken_tftp: Option<http::BrokenXml>,
     },
 }
 
@@ -108,6 +114,7 @@ pub fn plan(
             port: own("cas"),
             names: vec![n.fqdn.clone()],
             cfg: cas::CasConfig { webex_domains: webex_domains.clone() },
+            broken: n.broken_xml.get("cas").copied(),
         },
         NodeKind::Cucm(c) => {
             let members: Vec<_> = s
@@ -148,6 +155,8 @@ pub fn plan(
                 .filter_map(|u| Some((u.id.clone(), home_of(&u.cluster)?)))
                 .collect();
             NodePlan::Cucm {
+                broken_uds: n.broken_xml.get("uds").copied(),
+                broken_tftp: n.broken_xml.get("tftp").copied(),
                 uds: own("uds"),
                 tftp: own("tftp"),
                 names: vec![n.fqdn.clone()],
@@ -187,17 +196,18 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
     match plan {
         NodePlan::Dns(cfg) => dns::serve(net, cfg).await,
         NodePlan::Host(ports) => host::serve(net, ports).await,
-        NodePlan::Cas { port, names, cfg } => {
-            http::serve(net, port, Some(names), cas::handler(cfg)).await
+        NodePlan::Cas { port, names, cfg, broken } => {
+            http::serve(net, port, Some(names), spoilt(cas::handler(cfg), broken)).await
         }
-        NodePlan::Cucm { uds, tftp, names, cfg } => {
+        NodePlan::Cucm { uds, tftp, names, cfg, broken_uds, broken_tftp } => {
             let t = tokio::task::spawn_local(http::serve(
                 net.clone(),
                 tftp,
                 None,
-                cucm::tftp_handler(cfg.clone()),
+                spoilt(cucm::tftp_handler(cfg.clone()), broken_tftp),
             ));
-            let u = http::serve(net, uds, Some(names), cucm::uds_handler(cfg)).await;
+            let u = http::serve(net, uds, Some(names), spoilt(cucm::uds_handler(cfg), broken_uds))
+                .await;
             t.abort();
             u
         }
@@ -213,4 +223,11 @@ fn cluster_setting<T>(
         NodeKind::Cucm(o) => get(o),
         _ => None,
     })
+}
+
+fn spoilt(h: http::Handler, broken: Option<http::BrokenXml>) -> http::Handler {
+    match broken {
+        Some(how) => http::spoil(h, how),
+        None => h,
+    }
 }

@@ -136,6 +136,8 @@ struct NodeSpec {
     srst: Option<S<String>>,
     #[serde(default)]
     overloaded: bool,
+    #[serde(default)]
+    broken_xml: BTreeMap<String, S<String>>,
     profile: Option<BTreeMap<String, String>>,
     jabber_config: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -302,6 +304,8 @@ pub struct Node {
     pub fqdn: String,
     /// What it runs.
     pub kind: NodeKind,
+    /// Services whose XML answers are deliberately spoilt (`uds`, `tftp`, `cas`).
+    pub broken_xml: BTreeMap<String, uclab_mocks::http::BrokenXml>,
 }
 
 /// A client running the real client core.
@@ -913,12 +917,40 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             None => format!("{}.{domain}", n.name.get_ref()),
         };
         if let Some(ip) = ip {
+            let mut broken_xml = BTreeMap::new();
+            for (svc, how) in &n.broken_xml {
+                let known = match &kind {
+                    NodeKind::Cucm(_) => ["uds", "tftp"].contains(&svc.as_str()),
+                    NodeKind::Cas { .. } => svc == "cas",
+                    _ => false,
+                };
+                if !known {
+                    errs.push(i.src.err(
+                        how.span().start,
+                        format!("node `{}` has no XML service `{svc}` to break", n.name.get_ref()),
+                    ));
+                }
+                match uclab_mocks::http::BrokenXml::from_name(how.get_ref()) {
+                    Some(b) => {
+                        broken_xml.insert(svc.clone(), b);
+                    }
+                    None => errs.push(i.src.err(
+                        how.span().start,
+                        format!(
+                            "unknown broken_xml `{}` ({})",
+                            how.get_ref(),
+                            uclab_mocks::http::BrokenXml::NAMES.join(", ")
+                        ),
+                    )),
+                }
+            }
             node_out.push(Node {
                 name: n.name.get_ref().clone(),
                 ip,
                 zone: n.zone.as_ref().map(|z| z.get_ref().clone()),
                 fqdn,
                 kind,
+                broken_xml,
             });
         }
     }
@@ -1471,6 +1503,24 @@ mod tests {
         let e =
             first_err("[[expect]]\nclient = \"a\"\nevent = \"x\"\nwithin = \"1s\"\nwhithin = 2\n");
         assert!(e.starts_with("t.toml:5:1: unknown field `whithin`"), "{e}");
+    }
+
+    #[test]
+    fn cfg_and_broken_xml_fields_are_checked() {
+        let node =
+            "[[node]]\nname = \"cucm1\"\nkind = \"cucm\"\nzone = \"inside\"\ncluster = \"c\"\n";
+        let e = first_err(&format!("{node}broken_xml = {{ uds = \"gibberish\" }}\n"));
+        assert!(e.starts_with("t.toml:6:22: unknown broken_xml `gibberish`"), "{e}");
+        let e = first_err(&format!("{node}broken_xml = {{ cas = \"truncated\" }}\n"));
+        assert!(e.starts_with("t.toml:6:22: node `cucm1` has no XML service `cas`"), "{e}");
+        let e = first_err(&format!("{node}jabber_config = {{ \"a b\" = \"1\" }}\n"));
+        assert!(e.contains("bad jabber_config parameter name `a b`"), "{e}");
+        let e = first_err(
+            "[[step]]\nat = \"1s\"\naction = \"install\"\nclient = \"alice\"\nbootstrap = { NOPE = \"1\" }\n",
+        );
+        assert!(e.starts_with("t.toml:3:10: unknown bootstrap switch `NOPE`"), "{e}");
+        let e = first_err("[[step]]\nat = \"1s\"\naction = \"install\"\nclient = \"alice\"\n");
+        assert!(e.starts_with("t.toml:3:10: action `install` needs `bootstrap`"), "{e}");
     }
 
     #[test]
