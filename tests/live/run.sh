@@ -5,14 +5,18 @@
 set -uo pipefail
 UCLAB=$(realpath "${1:-target/debug/uclab}")
 cd "$(dirname "$0")/../.."
-for t in tshark dig python3 curl xmllint; do
+for t in tshark dig python3 curl xmllint unbound; do
   command -v "$t" >/dev/null || { echo "live: $t is missing (run scripts/setup.sh)"; echo "live: 0 passed, 1 failed"; exit 1; }
 done
 work=$(mktemp -d)
 pass=0; fail=0
 ok() { echo "  ok   $*"; pass=$((pass+1)); }
 ko() { echo "  FAIL $*"; fail=$((fail+1)); }
-cleanup() { [ -n "${serve_pid:-}" ] && kill "$serve_pid" 2>/dev/null; rm -rf "$work"; }
+cleanup() {
+  [ -n "${serve_pid:-}" ] && kill "$serve_pid" 2>/dev/null
+  [ -n "${unbound_pid:-}" ] && kill "$unbound_pid" 2>/dev/null
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 # 1. Every scenario passes through the CLI, and replays byte for byte across processes.
@@ -101,6 +105,70 @@ got=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin);
 [ "$got" = "cup full-uc" ] && ok "probe sign-in: authenticator=cup product_mode=full-uc" || ko "probe sign-in: $json"
 out=$("$UCLAB" probe --domain example.com --dns "127.0.0.1:$P" --user alice --password wrong 2>/dev/null); code=$?
 case "$out" in *"error: wrong credentials"*) [ $code = 1 ] && ok "probe wrong password: exit 1, wrong credentials" || ko "wrong password exit $code";; *) ko "wrong password: $out";; esac
+
+# 7. A real DNS server (unbound, on loopback, with a zone this script writes) pointing at
+#    `uclab serve`'s live UDS: the real client core reaches the same decision as the simulation
+#    of the same topology (scenarios/discovery/signin-full-uc.toml).
+# The decision a simulation run reached (report.json), and the one a live probe reached.
+sim_decision() {
+  python3 - "$1" <<'PY'
+import json, pathlib, sys
+r = json.load(open(next(pathlib.Path(sys.argv[1]).rglob("report.json"))))
+ev = r["events"]
+f = lambda kind, k: next(e["fields"][k] for e in ev if e["event"] == kind)
+print(f("discovery-resolved", "via"), f("service-reached", "target").split(":")[0],
+      f("signed-in", "authenticator"), f("signed-in", "product_mode"))
+PY
+}
+U2=$(port cucm2 uds); I1=$(port imp1 tcp-8443)
+UP=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# example.net: the first CUCM's port is closed (nothing listens), as in cucm-first-down.
+DEAD=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$work/unbound.conf" <<CONF
+server:
+  interface: 127.0.0.1
+  port: $UP
+  do-ip6: no
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "$work"
+  pidfile: ""
+  use-syslog: no
+  logfile: "$work/unbound.log"
+  access-control: 127.0.0.0/8 allow
+  module-config: "iterator"
+  local-zone: "example.com." static
+  local-data: "_cisco-uds._tcp.example.com. 3600 IN SRV 1 10 $U cucm1.example.com."
+  local-data: "_cisco-uds._tcp.example.com. 3600 IN SRV 2 10 $U2 cucm2.example.com."
+  local-data: "_cuplogin._tcp.example.com. 3600 IN SRV 1 10 $I1 imp1.example.com."
+  local-data: "cucm1.example.com. 3600 IN A 127.0.0.1"
+  local-data: "cucm2.example.com. 3600 IN A 127.0.0.1"
+  local-data: "imp1.example.com. 3600 IN A 127.0.0.1"
+  local-zone: "example.net." static
+  local-data: "_cisco-uds._tcp.example.net. 3600 IN SRV 1 10 $DEAD cucm1.example.com."
+  local-data: "_cisco-uds._tcp.example.net. 3600 IN SRV 2 10 $U2 cucm2.example.com."
+  local-zone: "webexconnect.com." static
+  local-data: "loginp.webexconnect.com. 3600 IN A 127.0.0.1"
+remote-control:
+  control-enable: no
+CONF
+if unbound-checkconf "$work/unbound.conf" >"$work/unbound.check" 2>&1; then ok "unbound-checkconf accepts the zone"; else ko "unbound config: $(cat "$work/unbound.check")"; fi
+unbound -d -c "$work/unbound.conf" >"$work/unbound.out" 2>&1 &
+unbound_pid=$!
+for _ in $(seq 50); do dig @127.0.0.1 -p "$UP" cucm1.example.com A +short +time=1 +tries=1 2>/dev/null | grep -q 127.0.0.1 && break; sleep 0.1; done
+out=$(dig @127.0.0.1 -p "$UP" _cisco-uds._tcp.example.com SRV +short +time=2 +tries=1)
+case "$out" in *"cucm1.example.com."*) ok "unbound serves the SRV records: $(echo $out)";; *) ko "unbound SRV: '$out' $(cat "$work/unbound.out")";; esac
+"$UCLAB" run scenarios/discovery/signin-full-uc.toml --out "$work/sim" >/dev/null 2>&1
+sim=$(sim_decision "$work/sim")
+json=$("$UCLAB" probe --domain example.com --dns "127.0.0.1:$UP" --user alice --password lab --json 2>/dev/null)
+live=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["method"], (d["target"] or "").split(":")[0], d["authenticator"], d["product_mode"])')
+[ -n "$sim" ] && [ "$sim" = "$live" ] && ok "probe via unbound = simulation: $live" || ko "probe via unbound '$live' vs simulation '$sim': $json"
+"$UCLAB" run scenarios/discovery/cucm-first-down.toml --out "$work/sim2" >/dev/null 2>&1
+sim=$(sim_decision "$work/sim2")
+json=$("$UCLAB" probe --domain example.net --dns "127.0.0.1:$UP" --user alice --password lab --json 2>/dev/null)
+live=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["method"], (d["target"] or "").split(":")[0], d["authenticator"], d["product_mode"])')
+[ -n "$sim" ] && [ "$sim" = "$live" ] && ok "first CUCM down, via unbound = simulation: $live" || ko "failover via unbound '$live' vs simulation '$sim': $json"
 
 echo "live: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
