@@ -5,6 +5,10 @@
 //! the cache without a query. SPEC CFG3: the installer's bootstrap file is read at first launch
 //! only; later launches use the cache, until an install with `CLEAR` empties it.
 //!
+//! SPEC SD8: the client watches the network; on a change (new DNS servers from DHCP) it drops
+//! what it cached about services and, if a user was signed in, discovers and signs in again
+//! over whatever path the new network offers (inside: UDS; outside: the edge).
+//!
 //! Sign-in failover: a UDS server that answers 503 (overloaded) or does not answer at all is
 //! a `target-failed`, and sign-in starts again at the next SRV target. When the server came
 //! from the cache and cannot be reached, the cache entry goes and discovery runs again.
@@ -112,6 +116,8 @@ pub struct Client {
     signin: Option<SignIn>,
     attempt: Option<Attempt>,
     pending: Option<Credentials>,
+    /// The last sign-in the user asked for, to redo after a network change (SPEC SD8).
+    session: Option<(DiscoveryConfig, Credentials)>,
     /// The bootstrap file the installer wrote (SPEC CFG3).
     installed: Bootstrap,
     /// The bootstrap settings read at first launch, cached; `None` before it.
@@ -130,6 +136,7 @@ impl Client {
             signin: None,
             attempt: None,
             pending: None,
+            session: None,
             installed: Bootstrap::default(),
             active: None,
             out: VecDeque::new(),
@@ -209,12 +216,34 @@ impl Client {
         password: &str,
         seed: u64,
     ) {
-        self.pending = Some(Credentials {
+        let creds = Credentials {
             user: user.to_owned(),
             password: password.to_owned(),
             seed: seed ^ 0x5151,
-        });
+        };
+        self.session = Some((cfg.clone(), creds.clone()));
+        self.pending = Some(creds);
         self.begin(now, cfg, seed);
+    }
+
+    /// SPEC SD8: the network changed; `dns` are the new name servers. Cached services go, and
+    /// a user who signed in is signed in again over the path discovery finds now.
+    pub fn network_changed(&mut self, now: Time, dns: Vec<SocketAddr>, seed: u64) {
+        let list = dns.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        self.out.push_back(Output::Event(ClientEvent::NetworkChanged { dns: list }));
+        self.resolver = ResolverConfig::new(dns);
+        self.cache.clear();
+        self.discovery = None;
+        self.signin = None;
+        self.attempt = None;
+        match self.session.clone() {
+            Some((cfg, mut creds)) => {
+                creds.seed ^= seed;
+                self.pending = Some(creds);
+                self.begin(now, &cfg, seed);
+            }
+            None => self.pending = None,
+        }
     }
 
     /// SPEC SD9: signs `user` in at the CUCM the bootstrap names, without service discovery.

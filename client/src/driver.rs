@@ -29,6 +29,11 @@ pub enum UserAction {
         /// Domain, VoiceServicesDomain, exclusions.
         discovery: DiscoveryConfig,
     },
+    /// The machine joined another network (SPEC SD8): new name servers from DHCP.
+    NetworkChanged {
+        /// The new name servers.
+        dns: Vec<SocketAddr>,
+    },
     /// Run the installer again with new bootstrap switches (SPEC CFG3).
     Install {
         /// The switches.
@@ -166,6 +171,7 @@ pub async fn run<N: Net + Clone + 'static>(
                             engine.sign_in_user(now, &discovery, &user, &password, seed)
                         }
                         UserAction::Install { bootstrap } => engine.install(bootstrap),
+                        UserAction::NetworkChanged { dns } => engine.network_changed(now, dns, seed),
                     }
                 }
                 engine.handle_timeout(now);

@@ -46,6 +46,11 @@ impl Via {
 /// Something the client did or decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEvent {
+    /// The client noticed a new network (SPEC SD8): new DNS servers; cached services dropped.
+    NetworkChanged {
+        /// The new name servers, comma-separated.
+        dns: String,
+    },
     /// Discovery started for a services domain.
     DiscoveryStarted {
         /// Services domain.
@@ -176,6 +181,7 @@ pub enum ClientEvent {
 impl ClientEvent {
     /// Every kind [`ClientEvent::kind`] returns, in the order events usually come.
     pub const KINDS: &'static [&'static str] = &[
+        "network-changed",
         "discovery-started",
         "srv-result",
         "cas-result",
@@ -199,6 +205,7 @@ impl ClientEvent {
     /// The event's kind, as written in scenario expectations.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::NetworkChanged { .. } => "network-changed",
             Self::DiscoveryStarted { .. } => "discovery-started",
             Self::SrvResult { .. } => "srv-result",
             Self::CasResult { .. } => "cas-result",
@@ -249,6 +256,7 @@ impl ClientEvent {
                 vec![("reason", reason.clone())]
             }
             Self::HomeCluster { host } => vec![("host", host.clone())],
+            Self::NetworkChanged { dns } => vec![("dns", dns.clone())],
             Self::ConfigFile { file, source, result } => {
                 vec![("file", file.clone()), ("source", source.clone()), ("result", result.clone())]
             }
@@ -300,6 +308,7 @@ mod tests {
             ClientEvent::DiscoveryStarted { domain: s() },
             ClientEvent::DiscoveryFailed { reason: s() },
             ClientEvent::HomeCluster { host: s() },
+            ClientEvent::NetworkChanged { dns: s() },
             ClientEvent::ConfigFile { file: s(), source: s(), result: s() },
             ClientEvent::ConfigFailed { file: s(), reason: s() },
             ClientEvent::ConfigValue { key: s(), value: s(), source: s() },

@@ -82,6 +82,17 @@ struct Inner {
     loss: BTreeMap<(IpAddr, IpAddr), f64>,
     /// Allowed flows `(proto, initiator, responder)`, whose replies are allowed too.
     conntrack: BTreeSet<(String, SocketAddr, SocketAddr)>,
+    /// Hosts moved to another zone than their address says (a laptop leaving the office).
+    moved: BTreeMap<IpAddr, String>,
+}
+
+impl Inner {
+    fn zone(&self, ip: IpAddr) -> Option<&str> {
+        match self.moved.get(&ip) {
+            Some(z) => Some(z.as_str()),
+            None => self.zones.iter().find(|z| z.contains(ip)).map(|z| z.name.as_str()),
+        }
+    }
 }
 
 /// Tracked flows kept at most; the table is cleared when full (a long run loses only the
@@ -115,7 +126,16 @@ impl Policy {
 
     /// The zone an address is in, if any (first zone that contains it).
     pub fn zone_of(&self, ip: IpAddr) -> Option<String> {
-        self.lock().zones.iter().find(|z| z.contains(ip)).map(|z| z.name.clone())
+        self.lock().zone(ip).map(str::to_owned)
+    }
+
+    /// From now on `ip` is in `zone`, whatever its address says (SPEC SD8: a client moves
+    /// between the inside and the internet). Its tracked flows are forgotten: the old path is
+    /// gone.
+    pub fn move_host(&self, ip: IpAddr, zone: &str) {
+        let mut g = self.lock();
+        g.moved.insert(ip, zone.to_owned());
+        g.conntrack.retain(|(_, a, b)| a.ip() != ip && b.ip() != ip);
     }
 
     /// The verdict for traffic `src → dst` over `proto` (`"tcp"`/`"udp"`). An allowed flow is
@@ -128,8 +148,7 @@ impl Policy {
         if g.conntrack.contains(&(proto.to_owned(), dst, src)) {
             return Action::Allow;
         }
-        let zone = |ip| g.zones.iter().find(|z| z.contains(ip)).map(|z| z.name.as_str());
-        let (zs, zd) = (zone(src.ip()), zone(dst.ip()));
+        let (zs, zd) = (g.zone(src.ip()), g.zone(dst.ip()));
         let matches = |pat: &str, z: Option<&str>| pat == "*" || Some(pat) == z;
         let action = g
             .rules
@@ -237,6 +256,20 @@ mod tests {
         assert_eq!(p.verdict(outside, inside, "udp"), Action::Allow);
         assert_eq!(p.verdict(outside, sa("10.1.0.53:40001"), "udp"), Action::Drop);
         assert_eq!(p.verdict(outside, inside, "tcp"), Action::Drop);
+    }
+
+    #[test]
+    fn sd8_a_moved_host_is_judged_by_its_new_zone() {
+        let p = policy();
+        let (laptop, dns) = (sa("10.1.0.100:5000"), sa("10.1.0.53:53"));
+        assert_eq!(p.verdict(laptop, dns, "udp"), Action::Allow);
+        assert_eq!(p.verdict(dns, laptop, "udp"), Action::Allow, "the reply");
+        p.move_host(laptop.ip(), "internet");
+        assert_eq!(p.zone_of(laptop.ip()).as_deref(), Some("internet"));
+        // From the internet the inside is closed, even for the flow it had before.
+        assert_eq!(p.verdict(laptop, dns, "udp"), Action::Drop);
+        p.move_host(laptop.ip(), "inside");
+        assert_eq!(p.verdict(laptop, dns, "udp"), Action::Allow);
     }
 
     #[test]

@@ -197,6 +197,12 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 StepAction::Discover { client, discovery } if *client == c.name => {
                     Some((st.at, UserAction::Discover { discovery: discovery.clone() }))
                 }
+                StepAction::Move { client, dns, .. } if *client == c.name => Some((
+                    st.at,
+                    UserAction::NetworkChanged {
+                        dns: dns.iter().filter_map(|d| s.node_addr(d, 53)).collect(),
+                    },
+                )),
                 StepAction::Install { client, bootstrap } if *client == c.name => {
                     Some((st.at, UserAction::Install { bootstrap: bootstrap.clone() }))
                 }
@@ -274,6 +280,10 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 StepAction::Loss { a, b, probability } => {
                     policy.set_loss(ip(a), ip(b), *probability);
                     format!("loss {a} <-> {b} {probability}")
+                }
+                StepAction::Move { client, zone, .. } => {
+                    policy.move_host(ip(client), zone);
+                    format!("move {client} to {zone}")
                 }
                 StepAction::Firewall(r) => {
                     policy.push_front(r.clone());

@@ -183,6 +183,8 @@ struct StepSpec {
     password: Option<String>,
     url: Option<S<String>>,
     bootstrap: Option<BTreeMap<String, String>>,
+    zone: Option<S<String>>,
+    dns: Option<Vec<S<String>>>,
     a: Option<S<String>>,
     b: Option<S<String>>,
     value: Option<S<String>>,
@@ -366,6 +368,15 @@ pub enum StepAction {
         user: String,
         /// Password typed.
         password: String,
+    },
+    /// A client moves to another zone and gets that network's DNS servers (SPEC SD8).
+    Move {
+        /// Client.
+        client: String,
+        /// Zone it is in from now on.
+        zone: String,
+        /// DNS nodes of the new network, in order.
+        dns: Vec<String>,
     },
     /// The installer runs again on a client with new bootstrap switches (SPEC CFG3).
     Install {
@@ -1131,6 +1142,29 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     StepAction::SignIn { client, discovery, user, password }
                 }
             }
+            "move" => {
+                let Some(client) = need(&mut errs, &s.client, "client") else { continue };
+                if !client_names.contains(client.as_str()) {
+                    let at = s.client.as_ref().map_or(0, |c| c.span().start);
+                    errs.push(src.err(at, format!("unknown client `{client}`")));
+                    continue;
+                }
+                let (Some(zone), Some(dns)) = (&s.zone, &s.dns) else {
+                    errs.push(
+                        src.err(s.action.span().start, "action `move` needs `zone` and `dns`"),
+                    );
+                    continue;
+                };
+                check_zone(&mut errs, &src, zone);
+                for d in dns {
+                    check_node(&mut errs, &src, d, Some("dns"));
+                }
+                StepAction::Move {
+                    client,
+                    zone: zone.get_ref().clone(),
+                    dns: dns.iter().map(|d| d.get_ref().clone()).collect(),
+                }
+            }
             "install" => {
                 let Some(client) = need(&mut errs, &s.client, "client") else { continue };
                 if !client_names.contains(client.as_str()) {
@@ -1218,7 +1252,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             other => {
                 errs.push(src.err(
                     s.action.span().start,
-                    format!("unknown action `{other}` (discover, sign-in, install, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
+                    format!("unknown action `{other}` (discover, sign-in, install, move, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
                 ));
                 continue;
             }
