@@ -8,3 +8,4 @@ pub mod dns;
 pub mod provision;
 pub mod text;
 pub mod uds;
+pub mod xmpp;

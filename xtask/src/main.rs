@@ -219,7 +219,7 @@ fn sweep(seeds: &str) -> bool {
     ok
 }
 
-const FUZZ_TARGETS: &[&str] = &["dns_message", "dns_server", "scenario", "uds_xml"];
+const FUZZ_TARGETS: &[&str] = &["dns_message", "dns_server", "scenario", "uds_xml", "xmpp_stream"];
 
 fn fuzz(seconds: u64) -> bool {
     // cargo-fuzz needs nightly flags; the machine has one stable toolchain, which accepts
