@@ -6,3 +6,5 @@ pub mod cucm;
 pub mod dns;
 pub mod host;
 pub mod http;
+pub mod imp;
+pub mod xmpp;

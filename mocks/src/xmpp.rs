@@ -1,0 +1,564 @@
+//! The IM&P node's XMPP server (RFC 6120, SPEC IMP1), sans-IO: one [`ServerSession`] per
+//! connection, and a node-wide [`Router`] that delivers stanzas between sessions and keeps
+//! offline messages (SPEC IMP4).
+//!
+//! A session goes: stream header → features with STARTTLS required → `<proceed/>` and TLS →
+//! new stream → SASL `PLAIN` (the user's password) or `CISCO-VTG-TOKEN` (a one-time password
+//! from the SOAP service, valid once) → new stream → resource binding → stanzas. Anything out of
+//! order gets the stream error RFC 6120 names and the stream is closed; the router and other
+//! sessions carry on.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+use uclab_proto::xmpp::{self, Element, Frame, Framer};
+
+use crate::imp::{ImpConfig, ImpState};
+
+const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/// What a session asks its connection to do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write these bytes.
+    Send(String),
+    /// Upgrade the connection to TLS now (after `<proceed/>` was written).
+    StartTls,
+    /// A resource was bound: deliver stanzas for this full JID to this session.
+    Bound(String),
+    /// A stanza from this session's user for someone else: the router delivers it.
+    Route(Element),
+    /// Close the connection (after writing what came before).
+    Close,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for the first stream header.
+    PreTls,
+    /// TLS up, waiting for the SASL exchange.
+    Tls,
+    /// Authenticated, waiting for resource binding.
+    Authed,
+    /// Bound: stanzas flow.
+    Ready,
+    /// Closed.
+    Done,
+}
+
+/// One client connection's XMPP state.
+#[derive(Debug)]
+pub struct ServerSession {
+    cfg: Rc<ImpConfig>,
+    state: Rc<RefCell<ImpState>>,
+    framer: Framer,
+    stage: Stage,
+    stream_open: bool,
+    user: Option<String>,
+    jid: Option<String>,
+    next_id: u32,
+    out: VecDeque<Action>,
+}
+
+impl ServerSession {
+    /// A new connection to the node described by `cfg`.
+    pub fn new(cfg: Rc<ImpConfig>, state: Rc<RefCell<ImpState>>) -> Self {
+        Self {
+            cfg,
+            state,
+            framer: Framer::new(),
+            stage: Stage::PreTls,
+            stream_open: false,
+            user: None,
+            jid: None,
+            next_id: 0,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The bound full JID, once there is one.
+    pub fn jid(&self) -> Option<&str> {
+        self.jid.as_deref()
+    }
+
+    /// Whether the session has ended.
+    pub fn is_done(&self) -> bool {
+        self.stage == Stage::Done
+    }
+
+    /// Next action.
+    pub fn poll(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    /// Bytes from the client.
+    pub fn handle_bytes(&mut self, bytes: &[u8]) {
+        if self.stage == Stage::Done {
+            return;
+        }
+        match self.framer.feed(bytes) {
+            Ok(frames) => {
+                for f in frames {
+                    if self.stage == Stage::Done {
+                        break;
+                    }
+                    self.on_frame(f);
+                }
+            }
+            Err(e) => self.stream_error(e.condition()),
+        }
+    }
+
+    /// The client closed the connection (or it broke).
+    pub fn handle_eof(&mut self) {
+        self.stage = Stage::Done;
+    }
+
+    fn send(&mut self, s: String) {
+        self.out.push_back(Action::Send(s));
+    }
+
+    fn stream_error(&mut self, condition: &str) {
+        let head = if self.stream_open {
+            String::new()
+        } else {
+            xmpp::stream_header(("from", &self.cfg.domain), Some("error"))
+        };
+        self.send(format!("{head}{}", xmpp::stream_error(condition)));
+        self.out.push_back(Action::Close);
+        self.stage = Stage::Done;
+    }
+
+    fn stream_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("{}-{}", self.cfg.host.split('.').next().unwrap_or("imp"), self.next_id)
+    }
+
+    fn on_frame(&mut self, f: Frame) {
+        match f {
+            Frame::StreamOpen(h) => self.on_stream(&h),
+            Frame::StreamClose => {
+                self.send("</stream:stream>".into());
+                self.out.push_back(Action::Close);
+                self.stage = Stage::Done;
+            }
+            Frame::Stanza(s) => match self.stage {
+                Stage::PreTls => self.pre_tls(&s),
+                Stage::Tls => self.sasl(&s),
+                Stage::Authed => self.bind(&s),
+                Stage::Ready => self.stanza(s),
+                Stage::Done => {}
+            },
+        }
+    }
+
+    fn on_stream(&mut self, h: &Element) {
+        let to = h.get("to").unwrap_or("");
+        let ok_to =
+            to.eq_ignore_ascii_case(&self.cfg.domain) || to.eq_ignore_ascii_case(&self.cfg.host);
+        let id = self.stream_id();
+        self.send(xmpp::stream_header(("from", &self.cfg.domain), Some(&id)));
+        self.stream_open = true;
+        if !ok_to {
+            return self.stream_error("host-unknown");
+        }
+        if h.get("version") != Some("1.0") {
+            return self.stream_error("unsupported-version");
+        }
+        let features = match self.stage {
+            Stage::PreTls => Element::new("stream:features").child(
+                Element::new("starttls").attr("xmlns", NS_TLS).child(Element::new("required")),
+            ),
+            Stage::Tls => Element::new("stream:features").child(
+                Element::new("mechanisms")
+                    .attr("xmlns", NS_SASL)
+                    .child(Element::new("mechanism").text_node("PLAIN"))
+                    .child(Element::new("mechanism").text_node("CISCO-VTG-TOKEN")),
+            ),
+            Stage::Authed => Element::new("stream:features")
+                .child(Element::new("bind").attr("xmlns", NS_BIND))
+                .child(
+                    Element::new("session")
+                        .attr("xmlns", NS_SESSION)
+                        .child(Element::new("optional")),
+                ),
+            Stage::Ready | Stage::Done => return self.stream_error("conflict"),
+        };
+        self.send(features.to_xml());
+    }
+
+    /// Before TLS only `<starttls/>` is acceptable (TLS is required).
+    fn pre_tls(&mut self, s: &Element) {
+        if s.name == "starttls" && s.get("xmlns") == Some(NS_TLS) {
+            self.send(Element::new("proceed").attr("xmlns", NS_TLS).to_xml());
+            self.out.push_back(Action::StartTls);
+            self.framer.reset();
+            self.stream_open = false;
+            self.stage = Stage::Tls;
+        } else {
+            self.stream_error("policy-violation");
+        }
+    }
+
+    fn sasl_failure(&mut self, condition: &str) {
+        let f = Element::new("failure").attr("xmlns", NS_SASL).child(Element::new(condition));
+        self.send(f.to_xml());
+    }
+
+    fn sasl(&mut self, s: &Element) {
+        if s.name != "auth" || s.get("xmlns") != Some(NS_SASL) {
+            return self.stream_error("not-authorized");
+        }
+        let mech = s.get("mechanism").unwrap_or("");
+        let Some((who, secret)) = xmpp::sasl_decode(mech, &s.text()) else {
+            return match mech {
+                "PLAIN" | "CISCO-VTG-TOKEN" => self.sasl_failure("malformed-request"),
+                _ => self.sasl_failure("invalid-mechanism"),
+            };
+        };
+        let user = match mech {
+            "PLAIN" => {
+                let id = who.split('@').next().unwrap_or("").to_owned();
+                self.cfg
+                    .users
+                    .iter()
+                    .find(|u| {
+                        u.id.eq_ignore_ascii_case(&id) && u.password == secret && !secret.is_empty()
+                    })
+                    .map(|u| u.id.clone())
+            }
+            _ => {
+                // The token is the one-time password; it names its user, who must match.
+                let (id, domain) = who.split_once('@').unwrap_or((who.as_str(), ""));
+                let redeemed = self.state.borrow_mut().redeem_otp(&secret);
+                redeemed.filter(|u| {
+                    u.eq_ignore_ascii_case(id) && domain.eq_ignore_ascii_case(&self.cfg.domain)
+                })
+            }
+        };
+        match user {
+            Some(u) => {
+                self.send(Element::new("success").attr("xmlns", NS_SASL).to_xml());
+                self.user = Some(u);
+                self.framer.reset();
+                self.stream_open = false;
+                self.stage = Stage::Authed;
+            }
+            None => self.sasl_failure("not-authorized"),
+        }
+    }
+
+    fn bind(&mut self, s: &Element) {
+        let bind = s.find("bind").filter(|b| b.get("xmlns") == Some(NS_BIND));
+        let (Some(bind), "iq", Some("set")) = (bind, s.name.as_str(), s.get("type")) else {
+            return self.stream_error("not-authorized");
+        };
+        let user = self.user.clone().unwrap_or_default();
+        let resource = bind
+            .find("resource")
+            .map(Element::text)
+            .filter(|r| !r.trim().is_empty() && r.len() <= 1023)
+            .unwrap_or_else(|| format!("uclab-{}", self.next_id));
+        let jid = format!("{user}@{}/{}", self.cfg.domain, resource.trim());
+        let mut result = Element::new("iq").attr("type", "result").child(
+            Element::new("bind").attr("xmlns", NS_BIND).child(Element::new("jid").text_node(&jid)),
+        );
+        if let Some(id) = s.get("id") {
+            result.set("id", id);
+        }
+        self.send(result.to_xml());
+        self.jid = Some(jid.clone());
+        self.out.push_back(Action::Bound(jid));
+        self.stage = Stage::Ready;
+    }
+
+    /// A stanza from the bound client: stamped with its full JID; IQs to the server answered
+    /// here, everything addressed to others routed.
+    fn stanza(&mut self, mut s: Element) {
+        if !matches!(s.name.as_str(), "message" | "presence" | "iq") {
+            return self.stream_error("unsupported-stanza-type");
+        }
+        let jid = self.jid.clone().unwrap_or_default();
+        s.set("from", &jid);
+        let to = s.get("to").unwrap_or("").to_owned();
+        let to_server = to.is_empty() || to.eq_ignore_ascii_case(&self.cfg.domain);
+        if s.name == "iq" && to_server {
+            return self.server_iq(&s);
+        }
+        if s.name == "presence" && to.is_empty() {
+            // Broadcast presence: rosters arrive with the presence work; nothing to do yet.
+            return;
+        }
+        self.out.push_back(Action::Route(s));
+    }
+
+    fn server_iq(&mut self, s: &Element) {
+        let id = s.get("id").unwrap_or("").to_owned();
+        let reply_to = s.get("from").unwrap_or("").to_owned();
+        let child = s.elements().next();
+        let ns = child.and_then(|c| c.get("xmlns")).unwrap_or("");
+        let kind = s.get("type").unwrap_or("");
+        let ok = matches!(
+            (kind, ns),
+            ("set", NS_SESSION) | ("get", "urn:xmpp:ping") | ("get", "jabber:iq:roster")
+        );
+        let mut r = Element::new("iq").attr("id", &id).attr("to", &reply_to);
+        if ok {
+            r.set("type", "result");
+            if ns == "jabber:iq:roster" {
+                r = r.child(Element::new("query").attr("xmlns", "jabber:iq:roster"));
+            }
+        } else if matches!(kind, "get" | "set") {
+            r.set("type", "error");
+            r = r.child(
+                Element::new("error")
+                    .attr("type", "cancel")
+                    .child(Element::new("service-unavailable").attr("xmlns", NS_STANZAS)),
+            );
+        } else {
+            return; // results and errors addressed to the server need no answer
+        }
+        self.send(r.to_xml());
+    }
+}
+
+/// Where the router sends stanzas for a bound session.
+pub type Mailbox = tokio::sync::mpsc::UnboundedSender<String>;
+
+/// Node-wide delivery between sessions (SPEC IMP1) with offline storage (SPEC IMP4).
+#[derive(Debug, Default)]
+pub struct Router {
+    /// Bound sessions by full JID.
+    sessions: BTreeMap<String, Mailbox>,
+    /// Messages for users with no session, by bare JID, in arrival order.
+    offline: BTreeMap<String, Vec<Element>>,
+}
+
+/// Messages kept per offline user at most (older ones are dropped first).
+pub const OFFLINE_MAX: usize = 100;
+
+fn bare(jid: &str) -> String {
+    jid.split('/').next().unwrap_or(jid).to_ascii_lowercase()
+}
+
+impl Router {
+    /// A session bound `jid`; returns the offline messages waiting for its user (IMP4).
+    pub fn bind(&mut self, jid: &str, mailbox: Mailbox) -> Vec<Element> {
+        self.sessions.insert(jid.to_owned(), mailbox);
+        self.offline.remove(&bare(jid)).unwrap_or_default()
+    }
+
+    /// A session ended.
+    pub fn unbind(&mut self, jid: &str) {
+        self.sessions.remove(jid);
+    }
+
+    /// Delivers a stanza: to a full JID, that session; to a bare JID, every session of that
+    /// user; a message for a user with no session is stored (IMP4). Returns how many sessions
+    /// it reached.
+    pub fn route(&mut self, s: Element) -> usize {
+        let to = s.get("to").unwrap_or("").to_owned();
+        let xml = s.to_xml();
+        let targets: Vec<&Mailbox> = if to.contains('/') {
+            self.sessions.get(&to).into_iter().collect()
+        } else {
+            let b = bare(&to);
+            self.sessions.iter().filter(|(j, _)| bare(j) == b).map(|(_, m)| m).collect()
+        };
+        let n = targets.iter().filter(|m| m.send(xml.clone()).is_ok()).count();
+        if n == 0 && s.name == "message" && !to.is_empty() {
+            let q = self.offline.entry(bare(&to)).or_default();
+            if q.len() >= OFFLINE_MAX {
+                q.remove(0);
+            }
+            q.push(s);
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imp::ImpUser;
+
+    fn node() -> (Rc<ImpConfig>, Rc<RefCell<ImpState>>) {
+        let cfg = ImpConfig {
+            host: "imp1.example.com".into(),
+            domain: "example.com".into(),
+            users: vec![ImpUser {
+                id: "alice".into(),
+                password: "lab".into(),
+                primary: "imp1.example.com".into(),
+                secondary: None,
+            }],
+            relogin: (120, 480),
+        };
+        (Rc::new(cfg), Rc::new(RefCell::new(ImpState::new(3))))
+    }
+
+    fn drain(s: &mut ServerSession) -> Vec<Action> {
+        std::iter::from_fn(|| s.poll()).collect()
+    }
+
+    fn sent(actions: &[Action]) -> String {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(x) => Some(x.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn open(s: &mut ServerSession) -> Vec<Action> {
+        s.handle_bytes(xmpp::stream_header(("to", "example.com"), None).as_bytes());
+        drain(s)
+    }
+
+    /// Drives a session through STARTTLS and SASL with `auth` and binding.
+    fn signed_in(auth: &str) -> ServerSession {
+        let (cfg, st) = node();
+        let mut s = ServerSession::new(cfg, st);
+        assert!(sent(&open(&mut s)).contains("<required/>"));
+        s.handle_bytes(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        assert_eq!(drain(&mut s)[1], Action::StartTls);
+        assert!(sent(&open(&mut s)).contains("<mechanism>CISCO-VTG-TOKEN</mechanism>"));
+        s.handle_bytes(auth.as_bytes());
+        assert!(sent(&drain(&mut s)).contains("<success"), "auth refused");
+        assert!(sent(&open(&mut s)).contains("xmpp-bind"));
+        s.handle_bytes(b"<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>desk</resource></bind></iq>");
+        let a = drain(&mut s);
+        assert!(sent(&a).contains("<jid>alice@example.com/desk</jid>"), "{a:?}");
+        assert!(a.contains(&Action::Bound("alice@example.com/desk".into())));
+        s
+    }
+
+    fn auth(mech: &str, b64: &str) -> String {
+        format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>{b64}</auth>")
+    }
+
+    #[test]
+    fn imp1_starttls_plain_bind_and_routing() {
+        let mut s = signed_in(&auth("PLAIN", &xmpp::sasl_plain("alice", "lab")));
+        s.handle_bytes(b"<message to='bob@example.com' type='chat'><body>hi</body></message>");
+        let a = drain(&mut s);
+        let Some(Action::Route(m)) = a.first() else { panic!("{a:?}") };
+        assert_eq!(m.get("from"), Some("alice@example.com/desk"), "stamped with the full JID");
+        s.handle_bytes(b"<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>");
+        assert!(sent(&drain(&mut s)).contains("type=\"result\""));
+        s.handle_bytes(b"<iq type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>");
+        assert!(sent(&drain(&mut s)).contains("service-unavailable"));
+        s.handle_bytes(b"</stream:stream>");
+        assert_eq!(drain(&mut s).last(), Some(&Action::Close));
+        assert!(s.is_done());
+    }
+
+    #[test]
+    fn au4_one_time_password_works_once() {
+        let (cfg, st) = node();
+        let otp = {
+            let c = crate::http::Request::get(uclab_proto::soap::PATH);
+            let mut login = c.clone();
+            login.method = "POST".into();
+            login.body = uclab_proto::soap::login_request("alice", "lab", "1").into_bytes();
+            let r = crate::imp::handle_soap(&cfg, &st, &login);
+            let uclab_proto::soap::Response::Success(key) =
+                uclab_proto::soap::parse_response(&r.body).unwrap()
+            else {
+                panic!()
+            };
+            let mut get = c;
+            get.method = "POST".into();
+            get.body = uclab_proto::soap::keyed_request("get-onetime-password", &key).into_bytes();
+            let r = crate::imp::handle_soap(&cfg, &st, &get);
+            match uclab_proto::soap::parse_response(&r.body).unwrap() {
+                uclab_proto::soap::Response::Success(p) => p,
+                other => panic!("{other:?}"),
+            }
+        };
+        let token = xmpp::sasl_vtg_token("alice", "example.com", &otp);
+        let mut s = ServerSession::new(cfg.clone(), st.clone());
+        open(&mut s);
+        s.handle_bytes(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        drain(&mut s);
+        open(&mut s);
+        s.handle_bytes(auth("CISCO-VTG-TOKEN", &token).as_bytes());
+        assert!(sent(&drain(&mut s)).contains("<success"));
+        // Replayed on another connection: refused.
+        let mut s = ServerSession::new(cfg, st);
+        open(&mut s);
+        s.handle_bytes(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        drain(&mut s);
+        open(&mut s);
+        s.handle_bytes(auth("CISCO-VTG-TOKEN", &token).as_bytes());
+        assert!(sent(&drain(&mut s)).contains("<not-authorized/>"));
+    }
+
+    #[test]
+    fn hostile_clients_get_stream_errors() {
+        let (cfg, st) = node();
+        // A stanza before STARTTLS.
+        let mut s = ServerSession::new(cfg.clone(), st.clone());
+        open(&mut s);
+        s.handle_bytes(auth("PLAIN", &xmpp::sasl_plain("alice", "lab")).as_bytes());
+        let a = drain(&mut s);
+        assert!(sent(&a).contains("<policy-violation"), "{a:?}");
+        assert_eq!(a.last(), Some(&Action::Close));
+        // Entity declarations, before any stream.
+        let mut s = ServerSession::new(cfg.clone(), st.clone());
+        s.handle_bytes(b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]>");
+        let a = drain(&mut s);
+        assert!(sent(&a).contains("<restricted-xml"), "{a:?}");
+        assert!(sent(&a).starts_with("<?xml"), "a stream header comes first");
+        // Wrong domain.
+        let mut s = ServerSession::new(cfg.clone(), st.clone());
+        s.handle_bytes(xmpp::stream_header(("to", "evil.test"), None).as_bytes());
+        assert!(sent(&drain(&mut s)).contains("<host-unknown"));
+        // Wrong password: a SASL failure, the stream stays.
+        let mut s = ServerSession::new(cfg, st);
+        open(&mut s);
+        s.handle_bytes(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        drain(&mut s);
+        open(&mut s);
+        s.handle_bytes(auth("PLAIN", &xmpp::sasl_plain("alice", "nope")).as_bytes());
+        assert!(sent(&drain(&mut s)).contains("<not-authorized/>"));
+        assert!(!s.is_done());
+        s.handle_bytes(auth("DIGEST-MD5", "xx").as_bytes());
+        assert!(sent(&drain(&mut s)).contains("<invalid-mechanism/>"));
+    }
+
+    #[test]
+    fn imp4_router_stores_offline_messages_and_fans_out_to_bare_jids() {
+        let mut r = Router::default();
+        let msg = |to: &str, body: &str| {
+            Element::new("message").attr("to", to).child(Element::new("body").text_node(body))
+        };
+        assert_eq!(r.route(msg("bob@example.com", "one")), 0);
+        assert_eq!(r.route(msg("bob@example.com/phone", "two")), 0);
+        let (tx1, mut rx1) = tokio::sync::mpsc::unbounded_channel();
+        let waiting = r.bind("bob@example.com/desk", tx1);
+        assert_eq!(waiting.len(), 2, "both stored, delivered at sign-in");
+        let (tx2, mut rx2) = tokio::sync::mpsc::unbounded_channel();
+        assert!(r.bind("bob@example.com/phone", tx2).is_empty());
+        assert_eq!(r.route(msg("bob@example.com", "three")), 2, "bare JID: every session");
+        assert_eq!(r.route(msg("bob@example.com/phone", "four")), 1);
+        assert!(rx1.try_recv().unwrap().contains("three"));
+        assert!(rx2.try_recv().unwrap().contains("three"));
+        assert!(rx2.try_recv().unwrap().contains("four"));
+        r.unbind("bob@example.com/desk");
+        r.unbind("bob@example.com/phone");
+        for i in 0..(OFFLINE_MAX + 5) {
+            r.route(msg("bob@example.com", &i.to_string()));
+        }
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let w = r.bind("bob@example.com/x", tx);
+        assert_eq!(w.len(), OFFLINE_MAX, "bounded");
+        assert_eq!(w[0].find("body").unwrap().text(), "5", "oldest dropped first");
+    }
+}
