@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use uclab_proto::xmpp::{self, Element, Frame, Framer};
@@ -35,6 +36,10 @@ pub enum Action {
     Route(Element),
     /// Close the connection (after writing what came before).
     Close,
+    /// For the transcript: a summary of a stanza received (never its text).
+    Received(String),
+    /// For the transcript: a summary of what was sent.
+    Sent(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,12 +128,18 @@ impl ServerSession {
         self.out.push_back(Action::Send(s));
     }
 
+    fn send_el(&mut self, e: &Element) {
+        self.out.push_back(Action::Sent(xmpp::summary(e)));
+        self.out.push_back(Action::Send(e.to_xml()));
+    }
+
     fn stream_error(&mut self, condition: &str) {
         let head = if self.stream_open {
             String::new()
         } else {
             xmpp::stream_header(("from", &self.cfg.domain), Some("error"))
         };
+        self.out.push_back(Action::Sent(format!("stream error {condition}")));
         self.send(format!("{head}{}", xmpp::stream_error(condition)));
         self.out.push_back(Action::Close);
         self.stage = Stage::Done;
@@ -143,17 +154,21 @@ impl ServerSession {
         match f {
             Frame::StreamOpen(h) => self.on_stream(&h),
             Frame::StreamClose => {
+                self.out.push_back(Action::Received("stream close".into()));
                 self.send("</stream:stream>".into());
                 self.out.push_back(Action::Close);
                 self.stage = Stage::Done;
             }
-            Frame::Stanza(s) => match self.stage {
-                Stage::PreTls => self.pre_tls(&s),
-                Stage::Tls => self.sasl(&s),
-                Stage::Authed => self.bind(&s),
-                Stage::Ready => self.stanza(s),
-                Stage::Done => {}
-            },
+            Frame::Stanza(s) => {
+                self.out.push_back(Action::Received(xmpp::summary(&s)));
+                match self.stage {
+                    Stage::PreTls => self.pre_tls(&s),
+                    Stage::Tls => self.sasl(&s),
+                    Stage::Authed => self.bind(&s),
+                    Stage::Ready => self.stanza(s),
+                    Stage::Done => {}
+                }
+            }
         }
     }
 
@@ -189,13 +204,13 @@ impl ServerSession {
                 ),
             Stage::Ready | Stage::Done => return self.stream_error("conflict"),
         };
-        self.send(features.to_xml());
+        self.send_el(&features);
     }
 
     /// Before TLS only `<starttls/>` is acceptable (TLS is required).
     fn pre_tls(&mut self, s: &Element) {
         if s.name == "starttls" && s.get("xmlns") == Some(NS_TLS) {
-            self.send(Element::new("proceed").attr("xmlns", NS_TLS).to_xml());
+            self.send_el(&Element::new("proceed").attr("xmlns", NS_TLS));
             self.out.push_back(Action::StartTls);
             self.framer.reset();
             self.stream_open = false;
@@ -207,7 +222,7 @@ impl ServerSession {
 
     fn sasl_failure(&mut self, condition: &str) {
         let f = Element::new("failure").attr("xmlns", NS_SASL).child(Element::new(condition));
-        self.send(f.to_xml());
+        self.send_el(&f);
     }
 
     fn sasl(&mut self, s: &Element) {
@@ -243,7 +258,7 @@ impl ServerSession {
         };
         match user {
             Some(u) => {
-                self.send(Element::new("success").attr("xmlns", NS_SASL).to_xml());
+                self.send_el(&Element::new("success").attr("xmlns", NS_SASL));
                 self.user = Some(u);
                 self.framer.reset();
                 self.stream_open = false;
@@ -271,7 +286,7 @@ impl ServerSession {
         if let Some(id) = s.get("id") {
             result.set("id", id);
         }
-        self.send(result.to_xml());
+        self.send_el(&result);
         self.jid = Some(jid.clone());
         self.out.push_back(Action::Bound(jid));
         self.stage = Stage::Ready;
@@ -323,7 +338,7 @@ impl ServerSession {
         } else {
             return; // results and errors addressed to the server need no answer
         }
-        self.send(r.to_xml());
+        self.send_el(&r);
     }
 }
 
@@ -382,6 +397,120 @@ impl Router {
     }
 }
 
+/// Time a connection may take to bind a resource (slow or silent clients are cut off).
+pub const SIGN_IN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A byte stream that may become TLS halfway.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Stream for T {}
+
+/// Serves XMPP client connections on `port` until the node stops. `names` are the certificate
+/// names (the node's FQDN and the presence domain).
+pub async fn serve<N: uclab_net::Net + Clone + 'static>(
+    net: N,
+    port: u16,
+    names: Vec<String>,
+    cfg: Rc<ImpConfig>,
+    state: Rc<RefCell<ImpState>>,
+    router: Rc<RefCell<Router>>,
+) -> std::io::Result<()> {
+    let listener = net.listen(port).await?;
+    let tls = net.tls().server_config(&names).map_err(std::io::Error::other)?;
+    loop {
+        let tcp = listener.accept().await?;
+        let (net, cfg, state, router, tls) =
+            (net.clone(), cfg.clone(), state.clone(), router.clone(), tls.clone());
+        tokio::task::spawn_local(async move {
+            let (local, peer) = (tcp.local_addr(), tcp.peer_addr());
+            let session = ServerSession::new(cfg, state);
+            let mut jid = None;
+            let ends = (local, peer);
+            let r = connection(&net, ends, Box::new(tcp), session, &router, tls, &mut jid).await;
+            if let Some(j) = jid {
+                router.borrow_mut().unbind(&j);
+            }
+            if let Err(e) = r {
+                net.transcript().message(
+                    net.now(),
+                    local,
+                    peer,
+                    "tcp",
+                    &format!("XMPP closed: {e}"),
+                );
+            }
+        });
+    }
+}
+
+async fn connection<N: uclab_net::Net>(
+    net: &N,
+    (local, peer): (SocketAddr, SocketAddr),
+    mut io: Box<dyn Stream>,
+    mut s: ServerSession,
+    router: &RefCell<Router>,
+    tls: std::sync::Arc<uclab_net::tls::ServerConfig>,
+    jid: &mut Option<String>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut buf = vec![0u8; 8192];
+    let started = net.now();
+    loop {
+        while let Some(a) = s.poll() {
+            match a {
+                Action::Send(x) => io.write_all(x.as_bytes()).await?,
+                Action::StartTls => {
+                    io.flush().await?;
+                    let t =
+                        tokio::time::timeout(SIGN_IN_TIMEOUT, net.tls().accept(tls.clone(), io));
+                    io = Box::new(t.await.map_err(|_| std::io::ErrorKind::TimedOut)??);
+                }
+                Action::Bound(j) => {
+                    let waiting = router.borrow_mut().bind(&j, tx.clone());
+                    for m in waiting {
+                        io.write_all(m.to_xml().as_bytes()).await?;
+                    }
+                    *jid = Some(j);
+                }
+                Action::Route(st) => {
+                    router.borrow_mut().route(st);
+                }
+                Action::Close => {
+                    io.flush().await?;
+                    let _ = io.shutdown().await;
+                    return Ok(());
+                }
+                Action::Received(line) => log(net, peer, local, &line),
+                Action::Sent(line) => log(net, local, peer, &line),
+            }
+        }
+        if s.is_done() {
+            return Ok(());
+        }
+        let limit = if jid.is_some() {
+            std::time::Duration::MAX
+        } else {
+            SIGN_IN_TIMEOUT.saturating_sub(net.now().saturating_sub(started))
+        };
+        tokio::select! {
+            r = tokio::time::timeout(limit, io.read(&mut buf)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => { s.handle_eof(); return Ok(()); }
+                Ok(Ok(n)) => s.handle_bytes(&buf[..n]),
+                Err(_) => {
+                    log(net, local, peer, "no sign-in within 30 s: closed");
+                    let _ = io.shutdown().await;
+                    return Ok(());
+                }
+            },
+            Some(x) = rx.recv() => io.write_all(x.as_bytes()).await?,
+        }
+    }
+}
+
+fn log<N: uclab_net::Net>(net: &N, from: SocketAddr, to: SocketAddr, line: &str) {
+    net.transcript().message(net.now(), from, to, "tcp", &format!("XMPP {line}"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,7 +556,7 @@ mod tests {
         let mut s = ServerSession::new(cfg, st);
         assert!(sent(&open(&mut s)).contains("<required/>"));
         s.handle_bytes(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-        assert_eq!(drain(&mut s)[1], Action::StartTls);
+        assert!(drain(&mut s).contains(&Action::StartTls));
         assert!(sent(&open(&mut s)).contains("<mechanism>CISCO-VTG-TOKEN</mechanism>"));
         s.handle_bytes(auth.as_bytes());
         assert!(sent(&drain(&mut s)).contains("<success"), "auth refused");
@@ -448,7 +577,12 @@ mod tests {
         let mut s = signed_in(&auth("PLAIN", &xmpp::sasl_plain("alice", "lab")));
         s.handle_bytes(b"<message to='bob@example.com' type='chat'><body>hi</body></message>");
         let a = drain(&mut s);
-        let Some(Action::Route(m)) = a.first() else { panic!("{a:?}") };
+        let Some(m) = a.iter().find_map(|x| match x {
+            Action::Route(m) => Some(m),
+            _ => None,
+        }) else {
+            panic!("{a:?}")
+        };
         assert_eq!(m.get("from"), Some("alice@example.com/desk"), "stamped with the full JID");
         s.handle_bytes(b"<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>");
         assert!(sent(&drain(&mut s)).contains("type=\"result\""));

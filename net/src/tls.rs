@@ -20,7 +20,8 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::{ActiveKeyExchange, CryptoProvider, SharedSecret, SupportedKxGroup};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::time_provider::TimeProvider;
-use rustls::{ClientConfig, KeyLog, NamedGroup, RootCertStore, ServerConfig};
+pub use rustls::{ClientConfig, ServerConfig};
+use rustls::{KeyLog, NamedGroup, RootCertStore};
 
 use crate::capture::Capture;
 use crate::rng::derive_seed;

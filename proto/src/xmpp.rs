@@ -499,6 +499,22 @@ pub fn parse_element(bytes: &[u8]) -> Result<Element, XmppError> {
     root.ok_or_else(|| XmppError::Malformed("no element".into()))
 }
 
+/// A one-line summary of a stanza for transcripts: its name and routing attributes, never its
+/// text (SASL payloads carry passwords and tokens; bodies are private too).
+pub fn summary(e: &Element) -> String {
+    let mut s = e.name.clone();
+    for k in ["type", "mechanism", "to", "from"] {
+        if let Some(v) = e.get(k) {
+            let _ = write!(s, " {k}={v}");
+        }
+    }
+    let kids: Vec<&str> = e.elements().map(|c| c.name.as_str()).collect();
+    if !kids.is_empty() {
+        let _ = write!(s, " [{}]", kids.join(","));
+    }
+    s
+}
+
 /// The opening of a stream (what each side writes first, and again after STARTTLS and SASL).
 pub fn stream_header(to_or_from: (&str, &str), id: Option<&str>) -> String {
     let (attr, host) = to_or_from;

@@ -99,9 +99,10 @@ pub async fn serve(s: &Scenario, bind: IpAddr, plan: &[PortEntry], seed: u64) ->
     let port =
         |node: &str, svc: &nodes::Service| port_of(plan, node, &svc.name).map_or(0, |a| a.port());
     let mut tasks = Vec::new();
+    let shared = nodes::Shared::new(seed);
     for n in &s.nodes {
         let net = LiveNet::new(bind, &lab);
-        let Some(p) = nodes::plan(s, &n.name, &port, &live) else { continue };
+        let Some(p) = nodes::plan(s, &n.name, &port, &live, &shared) else { continue };
         tasks.push(tokio::task::spawn_local(nodes::run(net, p)));
     }
     for t in tasks {

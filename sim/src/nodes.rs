@@ -2,13 +2,16 @@
 //! configuration of each node (simulated or live ports), and the task that serves it. The
 //! simulation runner and live mode both start nodes through here.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
 use uclab_mocks::cucm::{CucmConfig, CucmUser};
-use uclab_mocks::{cas, cucm, dns, host, http};
+use uclab_mocks::imp::{ImpConfig, ImpState, ImpUser};
+use uclab_mocks::xmpp::Router;
+use uclab_mocks::{cas, cucm, dns, host, http, imp, xmpp};
 use uclab_net::Net;
 use uclab_proto::uds::UdsUser;
 
@@ -38,6 +41,44 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
         }
         NodeKind::Cas { .. } => vec![svc("cas", 443, false)],
         NodeKind::Cucm(_) => vec![svc("uds", 8443, false), svc("tftp", 6970, false)],
+        NodeKind::Imp(_) => vec![svc("soap", 8443, false), svc("xmpp", 5222, false)],
+    }
+}
+
+/// State an IM&P cluster's nodes share (the real cluster keeps it in its database): SOAP
+/// sessions and one-time passwords, and where each signed-in resource is. It outlives a node's
+/// crash and restart, as the database does.
+#[derive(Clone, Debug)]
+pub struct ImpShared {
+    state: Rc<RefCell<ImpState>>,
+    router: Rc<RefCell<Router>>,
+}
+
+/// Per-run state shared between nodes, made once per run and handed to every [`plan`].
+#[derive(Debug, Default)]
+pub struct Shared {
+    seed: u64,
+    imp: RefCell<BTreeMap<String, ImpShared>>,
+}
+
+impl Shared {
+    /// Shared state for a run with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self { seed, imp: RefCell::default() }
+    }
+
+    fn imp(&self, cluster: &str) -> ImpShared {
+        self.imp
+            .borrow_mut()
+            .entry(cluster.to_owned())
+            .or_insert_with(|| {
+                let seed = uclab_net::derive_seed(self.seed, &format!("imp:{cluster}"));
+                ImpShared {
+                    state: Rc::new(RefCell::new(ImpState::new(seed))),
+                    router: Rc::new(RefCell::new(Router::default())),
+                }
+            })
+            .clone()
     }
 }
 
@@ -74,6 +115,19 @@ pub enum NodePlan {
         /// Spoilt TFTP answers.
         broken_tftp: Option<http::BrokenXml>,
     },
+    /// IM&P SOAP and XMPP.
+    Imp {
+        /// SOAP HTTPS port.
+        soap: u16,
+        /// XMPP port.
+        xmpp: u16,
+        /// Certificate names (the node and the presence domain).
+        names: Vec<String>,
+        /// The cluster as this node sees it.
+        cfg: Rc<ImpConfig>,
+        /// Cluster-wide state.
+        shared: ImpShared,
+    },
 }
 
 /// Plans node `name` of `s`. `port(node, service)` gives where a service listens (its simulated
@@ -84,6 +138,7 @@ pub fn plan(
     name: &str,
     port: &dyn Fn(&str, &Service) -> u16,
     live: &BTreeMap<SocketAddr, SocketAddr>,
+    shared: &Shared,
 ) -> Option<NodePlan> {
     let n = s.nodes.iter().find(|n| n.name == name)?;
     let own = |service: &str| {
@@ -116,6 +171,39 @@ pub fn plan(
             cfg: cas::CasConfig { webex_domains: webex_domains.clone() },
             broken: n.broken_xml.get("cas").copied(),
         },
+        NodeKind::Imp(c) => {
+            let members: Vec<&str> = s
+                .nodes
+                .iter()
+                .filter(|x| matches!(&x.kind, NodeKind::Imp(o) if o.cluster == c.cluster))
+                .map(|x| x.fqdn.as_str())
+                .collect();
+            // SPEC HA3 "balanced": users take the nodes in turn as primary; the other node of
+            // the pair is their secondary.
+            let users = s
+                .users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    let primary = members[i % members.len()].to_owned();
+                    let secondary =
+                        (members.len() > 1).then(|| members[(i + 1) % members.len()].to_owned());
+                    ImpUser { id: u.id.clone(), password: u.password.clone(), primary, secondary }
+                })
+                .collect();
+            NodePlan::Imp {
+                soap: own("soap"),
+                xmpp: own("xmpp"),
+                names: vec![n.fqdn.clone(), s.domain.clone()],
+                cfg: Rc::new(ImpConfig {
+                    host: n.fqdn.clone(),
+                    domain: s.domain.clone(),
+                    users,
+                    relogin: c.relogin,
+                }),
+                shared: shared.imp(&c.cluster),
+            }
+        }
         NodeKind::Cucm(c) => {
             let members: Vec<_> = s
                 .nodes
@@ -210,6 +298,18 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
                 .await;
             t.abort();
             u
+        }
+        NodePlan::Imp { soap, xmpp: xport, names, cfg, shared } => {
+            let handler = imp::soap_handler(cfg.clone(), shared.state.clone());
+            let t = tokio::task::spawn_local(http::serve(
+                net.clone(),
+                soap,
+                Some(names.clone()),
+                handler,
+            ));
+            let x = xmpp::serve(net, xport, names, cfg, shared.state, shared.router).await;
+            t.abort();
+            x
         }
     }
 }

@@ -176,8 +176,10 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
         .build();
 
     let no_live = std::collections::BTreeMap::new();
+    let shared = nodes::Shared::new(seed);
     for n in &s.nodes {
-        let plan = nodes::plan(s, &n.name, &|_, svc| svc.port, &no_live).expect("the node exists");
+        let plan = nodes::plan(s, &n.name, &|_, svc| svc.port, &no_live, &shared)
+            .expect("the node exists");
         let (ip, name, lab) = (n.ip, n.name.clone(), lab.clone());
         sim.host(ip, move || {
             let net = SimNet::new(ip, &name, &lab);

@@ -23,7 +23,7 @@ const DEFAULT_NAME: &str = "<built-in default topology>";
 const DEFAULT_EPOCH: Duration = Duration::from_secs(20_458 * 86_400 + 9 * 3600);
 
 /// Node kinds that exist so far.
-pub const NODE_KINDS: &[&str] = &["dns", "host", "cas", "cucm"];
+pub const NODE_KINDS: &[&str] = &["dns", "host", "cas", "cucm", "imp"];
 /// Client event kinds expectations may name.
 pub const EVENT_KINDS: &[&str] = uclab_client::event::ClientEvent::KINDS;
 
@@ -138,6 +138,8 @@ struct NodeSpec {
     overloaded: bool,
     #[serde(default)]
     broken_xml: BTreeMap<String, S<String>>,
+    relogin_lower: Option<u32>,
+    relogin_upper: Option<u32>,
     profile: Option<BTreeMap<String, String>>,
     jabber_config: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -233,6 +235,17 @@ pub enum NodeKind {
     },
     /// A CUCM node: UDS on HTTPS 8443, TFTP-over-HTTP on 6970 (SPEC AU1, CC2).
     Cucm(CucmNode),
+    /// An IM&P node: EPAS SOAP on HTTPS 8443, XMPP on 5222 (SPEC AU4, IMP1).
+    Imp(ImpNode),
+}
+
+/// Settings of an IM&P node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImpNode {
+    /// IM&P cluster; its nodes share sessions and deliver to each other.
+    pub cluster: String,
+    /// Client re-login limits, seconds (SPEC HA2).
+    pub relogin: (u32, u32),
 }
 
 /// Settings of a CUCM node.
@@ -289,6 +302,7 @@ impl NodeKind {
             Self::Host { .. } => "host",
             Self::Cas { .. } => "cas",
             Self::Cucm(_) => "cucm",
+            Self::Imp(_) => "imp",
         }
     }
 }
@@ -829,6 +843,24 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             }
             "host" => NodeKind::Host { listen: n.listen.clone() },
             "cas" => NodeKind::Cas { webex_domains: n.webex_domains.clone() },
+            "imp" => {
+                let Some(cluster) = &n.cluster else {
+                    errs.push(i.src.err(
+                        n.name.span().start,
+                        format!("imp node `{}` needs a `cluster`", n.name.get_ref()),
+                    ));
+                    continue;
+                };
+                // Cisco's defaults for "Client Re-Login Lower/Upper Limit".
+                let relogin = (n.relogin_lower.unwrap_or(120), n.relogin_upper.unwrap_or(480));
+                if relogin.0 > relogin.1 {
+                    errs.push(i.src.err(
+                        n.name.span().start,
+                        format!("relogin_lower {} is above relogin_upper {}", relogin.0, relogin.1),
+                    ));
+                }
+                NodeKind::Imp(ImpNode { cluster: cluster.get_ref().clone(), relogin })
+            }
             "cucm" => {
                 let Some(cluster) = &n.cluster else {
                     errs.push(i.src.err(

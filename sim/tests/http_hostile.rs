@@ -50,7 +50,8 @@ fn status(resp: &str) -> &str {
 fn hostile_http_gets_statuses_or_closes_and_uds_keeps_serving() {
     tls::install_seed(1);
     let scenario = uclab_sim::parse("t.toml", "", Path::new("t.toml")).unwrap();
-    let plan = nodes::plan(&scenario, "cucm1", &|_, s| s.port, &BTreeMap::new()).unwrap();
+    let shared = nodes::Shared::new(1);
+    let plan = nodes::plan(&scenario, "cucm1", &|_, s| s.port, &BTreeMap::new(), &shared).unwrap();
     let lab = lab();
     let mut sim =
         turmoil::Builder::new().rng_seed(1).simulation_duration(Duration::from_secs(120)).build();

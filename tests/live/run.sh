@@ -120,7 +120,7 @@ print(f("discovery-resolved", "via"), f("service-reached", "target").split(":")[
       f("signed-in", "authenticator"), f("signed-in", "product_mode"))
 PY
 }
-U2=$(port cucm2 uds); I1=$(port imp1 tcp-8443)
+U2=$(port cucm2 uds); I1=$(port imp1 soap)
 UP=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # example.net: the first CUCM's port is closed (nothing listens), as in cucm-first-down.
 DEAD=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -169,6 +169,41 @@ sim=$(sim_decision "$work/sim2")
 json=$("$UCLAB" probe --domain example.net --dns "127.0.0.1:$UP" --user alice --password lab --json 2>/dev/null)
 live=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["method"], (d["target"] or "").split(":")[0], d["authenticator"], d["product_mode"])')
 [ -n "$sim" ] && [ "$sim" = "$live" ] && ok "first CUCM down, via unbound = simulation: $live" || ko "failover via unbound '$live' vs simulation '$sim': $json"
+
+# 8. IM&P (issue 4): EPAS SOAP with curl (login → session key → one-time password), and XMPP
+#    clients that are not ours (tests/live/xmpp_peer.py: Python's ssl and sockets) signing in
+#    with STARTTLS, verifying the lab CA for the presence domain, SASL PLAIN and CISCO-VTG-TOKEN.
+S=$(port imp1 soap); X=$(port imp1 xmpp)
+soap() {
+  curl -sS --max-time 5 --cacert "$work/ca.pem" --resolve "imp1.example.com:$S:127.0.0.1" \
+    -H 'Content-Type: application/soap+xml; charset=utf-8' --data-binary "$1" \
+    "https://imp1.example.com:$S/EPASSoap/service/v80"
+}
+env_='<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope">'
+body=$(soap "$env_<soap:Body><ns1:login xmlns:ns1=\"urn:cisco:epas:soap\" client-type=\"CUPC\" client-version=\"1\" force=\"true\"><ns1:username>alice</ns1:username><ns1:password>lab</ns1:password></ns1:login></soap:Body></soap:Envelope>")
+key=$(printf '%s' "$body" | sed -n 's:.*<ns1\:success>\([^<]*\)</ns1\:success>.*:\1:p')
+[ -n "$key" ] && printf '%s' "$body" | xml_ok >/dev/null && ok "SOAP login: session key, well-formed" || ko "SOAP login: $body"
+otp_of() {
+  soap "$env_<soap:Header><ns1:session-key xmlns:ns1=\"urn:cisco:epas:soap\">$key</ns1:session-key></soap:Header><soap:Body><ns1:get-onetime-password xmlns:ns1=\"urn:cisco:epas:soap\"/></soap:Body></soap:Envelope>" \
+    | sed -n 's:.*<ns1\:success>\([^<]*\)</ns1\:success>.*:\1:p'
+}
+otp=$(otp_of)
+[ -n "$otp" ] && ok "SOAP get-onetime-password" || ko "SOAP one-time password"
+body=$(soap "$env_<soap:Body><ns1:login xmlns:ns1=\"urn:cisco:epas:soap\"><ns1:username>alice</ns1:username><ns1:password>wrong</ns1:password></ns1:login></soap:Body></soap:Envelope>")
+case "$body" in *AuthenticationFailed*) ok "SOAP wrong password: fault AuthenticationFailed";; *) ko "SOAP wrong password: $body";; esac
+peer() { timeout 20 python3 tests/live/xmpp_peer.py 127.0.0.1 "$X" "$work/ca.pem" example.com "$@" 2>&1; }
+out=$(peer alice CISCO-VTG-TOKEN "$otp" send bob@example.com offline-hello)
+case "$out" in "bound alice@example.com/"*) ok "XMPP STARTTLS + CISCO-VTG-TOKEN with the one-time password";; *) ko "XMPP token sign-in: $out";; esac
+out=$(peer alice CISCO-VTG-TOKEN "$otp" send bob@example.com x)
+case "$out" in *"SASL CISCO-VTG-TOKEN refused"*) ok "XMPP one-time password replayed: refused";; *) ko "OTP replay: $out";; esac
+out=$(peer bob PLAIN lab recv 1)
+case "$out" in *"body offline-hello"*) ok "XMPP offline message delivered at sign-in (IMP4)";; *) ko "offline message: $out";; esac
+peer bob PLAIN lab recv 3 >"$work/bob.out" &
+bob_pid=$!
+sleep 1
+peer alice PLAIN lab send bob@example.com live-hello >/dev/null
+wait "$bob_pid"
+case "$(cat "$work/bob.out")" in *"body live-hello"*) ok "XMPP message between two signed-in peers";; *) ko "live message: $(cat "$work/bob.out")";; esac
 
 echo "live: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
