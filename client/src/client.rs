@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use crate::Time;
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::event::{ClientEvent, Via};
+use crate::im::ImSession;
 use crate::io::{Input, Output};
 use crate::resolver::ResolverConfig;
 use crate::signin::{Retry, SignIn};
@@ -115,6 +116,8 @@ pub struct Client {
     discovery: Option<Discovery>,
     signin: Option<SignIn>,
     attempt: Option<Attempt>,
+    /// The IM session after an IM&P-authenticated sign-in (SPEC AU4).
+    im: Option<ImSession>,
     pending: Option<Credentials>,
     /// The last sign-in the user asked for, to redo after a network change (SPEC SD8).
     session: Option<(DiscoveryConfig, Credentials)>,
@@ -135,6 +138,7 @@ impl Client {
             discovery: None,
             signin: None,
             attempt: None,
+            im: None,
             pending: None,
             session: None,
             installed: Bootstrap::default(),
@@ -233,6 +237,7 @@ impl Client {
         self.out.push_back(Output::Event(ClientEvent::NetworkChanged { dns: list }));
         self.resolver = ResolverConfig::new(dns);
         self.cache.clear();
+        self.end_im();
         self.discovery = None;
         self.signin = None;
         self.attempt = None;
@@ -277,7 +282,15 @@ impl Client {
         format!("{}|{voice}", cfg.services_domain.to_ascii_lowercase())
     }
 
+    fn end_im(&mut self) {
+        if let Some(mut im) = self.im.take() {
+            im.close();
+            self.out.extend(std::iter::from_fn(|| im.poll_output()));
+        }
+    }
+
     fn begin(&mut self, now: Time, cfg: &DiscoveryConfig, seed: u64) {
+        self.end_im();
         self.signin = None;
         self.attempt = None;
         self.discovery = None;
@@ -344,6 +357,7 @@ impl Client {
     pub fn is_idle(&self) -> bool {
         self.discovery.as_ref().is_none_or(Discovery::is_done)
             && self.signin.as_ref().is_none_or(SignIn::is_done)
+            && self.im.as_ref().is_none_or(ImSession::is_settled)
     }
 
     /// Feeds an input to the children that may want it.
@@ -355,6 +369,20 @@ impl Client {
                 | Input::TcpAnswer { .. }
                 | Input::Http { .. }
         );
+        let to_im = match &input {
+            Input::Http { id, .. } => ImSession::owns(*id),
+            Input::StreamOpened { .. }
+            | Input::StreamFailed { .. }
+            | Input::StreamData { .. }
+            | Input::StreamTls { .. }
+            | Input::Datagram { .. }
+            | Input::Unreachable { .. }
+            | Input::TcpAnswer { .. } => true,
+            Input::Connected { .. } | Input::ConnectFailed { .. } => false,
+        };
+        if let (true, Some(im)) = (to_im, self.im.as_mut()) {
+            im.handle_input(now, input.clone());
+        }
         if let (true, Some(s)) = (to_signin, self.signin.as_mut()) {
             s.handle_input(now, input.clone());
         }
@@ -372,6 +400,9 @@ impl Client {
         if let Some(s) = self.signin.as_mut() {
             s.handle_timeout(now);
         }
+        if let Some(im) = self.im.as_mut() {
+            im.handle_timeout(now);
+        }
         self.pump(now);
     }
 
@@ -384,7 +415,8 @@ impl Client {
     pub fn poll_timeout(&self) -> Option<Time> {
         let d = self.discovery.as_ref().and_then(Discovery::poll_timeout);
         let s = self.signin.as_ref().and_then(SignIn::poll_timeout);
-        [d, s].into_iter().flatten().min()
+        let i = self.im.as_ref().and_then(ImSession::poll_timeout);
+        [d, s, i].into_iter().flatten().min()
     }
 
     fn pump(&mut self, now: Time) {
@@ -446,6 +478,34 @@ impl Client {
             {
                 return self.pump(now);
             }
+            // SPEC AU4: IM&P authenticates: the IM session starts at the profile's servers.
+            let im_start = match &o {
+                Output::Event(ClientEvent::SignedIn { authenticator, .. })
+                    if authenticator == "cup" =>
+                {
+                    let servers = self.signin.as_ref().map(|s| s.imp_servers().to_vec());
+                    self.attempt
+                        .as_ref()
+                        .zip(servers)
+                        .filter(|(_, s)| !s.is_empty())
+                        .map(|(a, s)| (a.creds.clone(), s))
+                }
+                _ => None,
+            };
+            self.out.push_back(o);
+            if let Some((c, servers)) = im_start {
+                let seed = c.seed ^ 0x1a1a;
+                self.im = Some(ImSession::start(
+                    now,
+                    &c.user,
+                    &c.password,
+                    servers,
+                    self.resolver.clone(),
+                    seed,
+                ));
+            }
+        }
+        while let Some(o) = self.im.as_mut().and_then(ImSession::poll_output) {
             self.out.push_back(o);
         }
         if self.signin.as_ref().is_some_and(SignIn::is_done) {

@@ -210,7 +210,11 @@ impl Discovery {
                 }
             }
             Input::Http { id, result } if id == CAS_HTTP_ID => self.on_cas(result),
-            Input::Http { .. } => {}
+            Input::Http { .. }
+            | Input::StreamOpened { .. }
+            | Input::StreamFailed { .. }
+            | Input::StreamData { .. }
+            | Input::StreamTls { .. } => {}
             Input::ConnectFailed { id, reason } => {
                 if let State::Connect { id: want, .. } = self.state
                     && id == want
@@ -320,6 +324,8 @@ impl Discovery {
                     method: "GET",
                     path: format!("/cas/FederatedSSO?org={}", self.org),
                     basic: None,
+                    headers: Vec::new(),
+                    body: Vec::new(),
                 }));
             }
             Ok(None) => self.on_cas(Err(format!("{CAS_HOST} does not resolve"))),

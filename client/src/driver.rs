@@ -64,6 +64,10 @@ pub struct ClientConfig {
 }
 
 enum Msg {
+    StreamOpened(ConnId),
+    StreamFailed(ConnId, String),
+    StreamData(ConnId, Vec<u8>),
+    StreamTls(ConnId),
     Datagram(SocketAddr, Vec<u8>),
     Connected(ConnId, std::io::Result<TcpConn>),
     TcpAnswer(QueryToken, Option<Vec<u8>>),
@@ -96,6 +100,7 @@ pub async fn run<N: Net + Clone + 'static>(
         Client::new(ResolverConfig::new(cfg.dns.clone())).with_bootstrap(cfg.bootstrap.clone());
     let mut tasks: BTreeMap<ConnId, JoinHandle<()>> = BTreeMap::new();
     let mut conns: BTreeMap<ConnId, TcpConn> = BTreeMap::new();
+    let mut streams: BTreeMap<ConnId, mpsc::UnboundedSender<StreamCmd>> = BTreeMap::new();
     loop {
         // Drain the engine completely after every input (the sans-IO contract).
         while let Some(out) = engine.poll_output() {
@@ -138,6 +143,26 @@ pub async fn run<N: Net + Clone + 'static>(
                         let r = http_exchange(&*net, &req).await;
                         let _ = tx.send(Msg::Http(req.id, r));
                     });
+                }
+                Output::StreamOpen { id, to } => {
+                    let (ctx, crx) = mpsc::unbounded_channel();
+                    streams.insert(id, ctx);
+                    tokio::task::spawn_local(stream_actor(net.clone(), id, to, crx, tx.clone()));
+                }
+                Output::StreamSend { id, bytes, summary } => {
+                    if let Some(s) = streams.get(&id) {
+                        let _ = s.send(StreamCmd::Send(bytes, summary));
+                    }
+                }
+                Output::StreamTls { id, host } => {
+                    if let Some(s) = streams.get(&id) {
+                        let _ = s.send(StreamCmd::Tls(host));
+                    }
+                }
+                Output::StreamClose { id } => {
+                    if let Some(s) = streams.remove(&id) {
+                        let _ = s.send(StreamCmd::Close);
+                    }
                 }
                 Output::Event(e) => log_event(&*net, &cfg.name, &e),
             }
@@ -191,6 +216,10 @@ fn feed<N: Net>(
 ) {
     let now = net.now();
     match m {
+        Msg::StreamOpened(id) => d.handle_input(now, Input::StreamOpened { id }),
+        Msg::StreamFailed(id, reason) => d.handle_input(now, Input::StreamFailed { id, reason }),
+        Msg::StreamData(id, bytes) => d.handle_input(now, Input::StreamData { id, bytes }),
+        Msg::StreamTls(id) => d.handle_input(now, Input::StreamTls { id }),
         Msg::Http(id, result) => d.handle_input(now, Input::Http { id, result }),
         Msg::Datagram(from, bytes) => d.handle_input(now, Input::Datagram { from, bytes }),
         Msg::TcpAnswer(token, bytes) => d.handle_input(now, Input::TcpAnswer { token, bytes }),
@@ -220,8 +249,15 @@ const MAX_HTTP_BODY: usize = 1 << 20;
 /// One HTTP request on its own connection (HTTPS checks the certificate against `req.host`).
 async fn http_exchange<N: Net>(net: &N, req: &HttpReq) -> Result<HttpResp, String> {
     let tcp = net.connect(req.addr).await.map_err(|e| format!("connect: {e}"))?;
+    let op = req
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("soapaction"))
+        .and_then(|(_, v)| v.rsplit('/').next())
+        .map(|op| format!(" ({op})"))
+        .unwrap_or_default();
     let line = format!(
-        "HTTP {} {}{}",
+        "HTTP {} {}{}{op}",
         req.method,
         req.path,
         if req.basic.is_some() { " (Basic)" } else { "" }
@@ -261,8 +297,11 @@ where
         let token = uclab_proto::base64::encode(format!("{u}:{p}").as_bytes());
         b = b.header("authorization", format!("Basic {token}"));
     }
-    let request =
-        b.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
+    for (k, v) in &req.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    let body = http_body_util::Full::new(bytes::Bytes::from(req.body.clone()));
+    let request = b.body(body).map_err(|e| e.to_string())?;
     let resp = sender.send_request(request).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let body = http_body_util::Limited::new(resp.into_body(), MAX_HTTP_BODY)
@@ -272,6 +311,96 @@ where
         .to_bytes()
         .to_vec();
     Ok(HttpResp { status, body })
+}
+
+/// What the engine asks of a stream.
+enum StreamCmd {
+    Send(Vec<u8>, String),
+    Tls(String),
+    Close,
+}
+
+/// A byte stream that may become TLS halfway.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Stream for T {}
+
+/// Owns one long-lived stream (XMPP): connects, writes what the engine sends, upgrades to TLS
+/// when asked, and reports every read. Reads are cancel-safe, so one task can wait on both.
+async fn stream_actor<N: Net>(
+    net: Rc<N>,
+    id: ConnId,
+    to: SocketAddr,
+    mut cmds: mpsc::UnboundedReceiver<StreamCmd>,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    let tcp = match net.connect(to).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(Msg::StreamFailed(id, io_reason(&e)));
+            return;
+        }
+    };
+    let (local, peer) = (tcp.local_addr(), tcp.peer_addr());
+    let _ = tx.send(Msg::StreamOpened(id));
+    let mut io: Box<dyn Stream> = Box::new(tcp);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            c = cmds.recv() => match c {
+                None | Some(StreamCmd::Close) => {
+                    let _ = io.shutdown().await;
+                    return;
+                }
+                Some(StreamCmd::Send(bytes, summary)) => {
+                    net.transcript().message(net.now(), local, peer, "tcp", &summary);
+                    if let Err(e) = io.write_all(&bytes).await {
+                        let _ = tx.send(Msg::StreamFailed(id, io_reason(&e)));
+                        return;
+                    }
+                }
+                Some(StreamCmd::Tls(host)) => {
+                    let cfg = match net.tls().client_config(&[]) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = tx.send(Msg::StreamFailed(id, format!("TLS: {e}")));
+                            return;
+                        }
+                    };
+                    match net.tls().connect(cfg, &host, io).await {
+                        Ok(t) => {
+                            io = Box::new(t);
+                            let _ = tx.send(Msg::StreamTls(id));
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Msg::StreamFailed(id, format!("TLS: {e}")));
+                            return;
+                        }
+                    }
+                }
+            },
+            r = io.read(&mut buf) => match r {
+                Ok(0) => {
+                    let _ = tx.send(Msg::StreamFailed(id, "closed by the server".into()));
+                    return;
+                }
+                Ok(n) => {
+                    let _ = tx.send(Msg::StreamData(id, buf[..n].to_vec()));
+                }
+                Err(e) => {
+                    let _ = tx.send(Msg::StreamFailed(id, io_reason(&e)));
+                    return;
+                }
+            },
+        }
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "refused".to_owned(),
+        std::io::ErrorKind::ConnectionReset => "reset".to_owned(),
+        k => format!("{k:?}").to_lowercase(),
+    }
 }
 
 /// One DNS exchange over TCP with RFC 1035 §4.2.2 length framing.

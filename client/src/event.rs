@@ -158,6 +158,31 @@ pub enum ClientEvent {
         /// The switches in force, from the cache.
         cached: String,
     },
+    /// The IM session moved to a state of SPEC HA1 (`SOAPCONNECT_P`, `XMPPCONNECT_P`,
+    /// `XMPPCONNECTED`, …) at `node`.
+    ImState {
+        /// HA1 state name.
+        state: String,
+        /// IM&P node involved.
+        node: String,
+    },
+    /// The IM session is signed in (SPEC AU4, IMP1).
+    ImSignedIn {
+        /// Full JID bound.
+        jid: String,
+    },
+    /// The IM session gave up (SPEC AU5 for wrong credentials).
+    ImFailed {
+        /// Why.
+        reason: String,
+    },
+    /// A chat message arrived (SPEC IMP1).
+    ImMessage {
+        /// Sender's full JID.
+        from: String,
+        /// Body text.
+        body: String,
+    },
     /// Sign-in finished (SPEC AU1–AU3).
     SignedIn {
         /// User id.
@@ -200,6 +225,10 @@ impl ClientEvent {
         "config-value",
         "signed-in",
         "sign-in-failed",
+        "im-state",
+        "im-signed-in",
+        "im-failed",
+        "im-message",
     ];
 
     /// The event's kind, as written in scenario expectations.
@@ -223,6 +252,10 @@ impl ClientEvent {
             Self::BootstrapRead { .. } => "bootstrap-read",
             Self::BootstrapIgnored { .. } => "bootstrap-ignored",
             Self::SignedIn { .. } => "signed-in",
+            Self::ImState { .. } => "im-state",
+            Self::ImSignedIn { .. } => "im-signed-in",
+            Self::ImFailed { .. } => "im-failed",
+            Self::ImMessage { .. } => "im-message",
             Self::SignInFailed { .. } => "sign-in-failed",
         }
     }
@@ -271,6 +304,10 @@ impl ClientEvent {
             }
             Self::BootstrapRead { switches } => vec![("switches", switches.clone())],
             Self::BootstrapIgnored { cached } => vec![("cached", cached.clone())],
+            Self::ImState { state, node } => vec![("state", state.clone()), ("node", node.clone())],
+            Self::ImSignedIn { jid } => vec![("jid", jid.clone())],
+            Self::ImFailed { reason } => vec![("reason", reason.clone())],
+            Self::ImMessage { from, body } => vec![("from", from.clone()), ("body", body.clone())],
             Self::SignedIn { user, home, authenticator, product_mode, devices } => vec![
                 ("user", user.clone()),
                 ("home", home.clone()),
@@ -323,6 +360,10 @@ mod tests {
                 devices: s(),
             },
             ClientEvent::SignInFailed { reason: s() },
+            ClientEvent::ImState { state: s(), node: s() },
+            ClientEvent::ImSignedIn { jid: s() },
+            ClientEvent::ImFailed { reason: s() },
+            ClientEvent::ImMessage { from: s(), body: s() },
         ];
         for e in all {
             assert!(ClientEvent::KINDS.contains(&e.kind()), "{} missing", e.kind());

@@ -25,6 +25,10 @@ pub struct HttpReq {
     pub path: String,
     /// Basic credentials (RFC 7617), never written to the transcript.
     pub basic: Option<(String, String)>,
+    /// Extra headers (`Content-Type`, `SOAPAction`).
+    pub headers: Vec<(String, String)>,
+    /// Request body (empty for GET). Its content is never written to the transcript.
+    pub body: Vec<u8>,
 }
 
 /// An HTTP response.
@@ -72,6 +76,36 @@ pub enum Output {
     },
     /// Make one HTTP(S) request; answer with [`Input::Http`].
     Http(HttpReq),
+    /// Open a long-lived TCP stream (XMPP); answer with [`Input::StreamOpened`] or
+    /// [`Input::StreamFailed`], then [`Input::StreamData`] as bytes arrive.
+    StreamOpen {
+        /// Stream id.
+        id: ConnId,
+        /// Address.
+        to: SocketAddr,
+    },
+    /// Write to a stream.
+    StreamSend {
+        /// Stream id.
+        id: ConnId,
+        /// Bytes.
+        bytes: Vec<u8>,
+        /// What the transcript shows (never secrets).
+        summary: String,
+    },
+    /// Start TLS on a stream, checking the certificate against `host`; answer with
+    /// [`Input::StreamTls`] or [`Input::StreamFailed`].
+    StreamTls {
+        /// Stream id.
+        id: ConnId,
+        /// Name the certificate must carry.
+        host: String,
+    },
+    /// Close a stream.
+    StreamClose {
+        /// Stream id.
+        id: ConnId,
+    },
     /// Something to report.
     Event(ClientEvent),
 }
@@ -109,6 +143,30 @@ pub enum Input {
         id: ConnId,
         /// refused, reset, …
         reason: String,
+    },
+    /// A stream is open.
+    StreamOpened {
+        /// Stream id.
+        id: ConnId,
+    },
+    /// A stream could not be opened, or broke, or TLS failed on it.
+    StreamFailed {
+        /// Stream id.
+        id: ConnId,
+        /// Why.
+        reason: String,
+    },
+    /// Bytes arrived on a stream.
+    StreamData {
+        /// Stream id.
+        id: ConnId,
+        /// Bytes.
+        bytes: Vec<u8>,
+    },
+    /// TLS is up on a stream.
+    StreamTls {
+        /// Stream id.
+        id: ConnId,
     },
     /// The outcome of an HTTP request.
     Http {

@@ -9,6 +9,7 @@ pub mod client;
 pub mod discovery;
 pub mod driver;
 pub mod event;
+pub mod im;
 pub mod io;
 pub mod resolver;
 pub mod signin;

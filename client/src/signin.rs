@@ -213,6 +213,8 @@ pub struct SignIn {
     tftp_file_name: Option<String>,
     /// Why sign-in failed, when another server might do better (see [`Retry`]).
     retry: Option<Retry>,
+    /// IM&P servers of the service profile, once read (SPEC AU4).
+    imp_servers: Vec<String>,
     uds_host: String,
     uds_addr: SocketAddr,
     resolver: StubResolver,
@@ -239,6 +241,7 @@ impl SignIn {
             phone_mode: false,
             tftp_file_name: None,
             retry: None,
+            imp_servers: Vec::new(),
             uds_host: uds_host.to_owned(),
             uds_addr,
             resolver: StubResolver::new(resolver),
@@ -327,6 +330,11 @@ impl SignIn {
         self.cas_webex = webex;
     }
 
+    /// The IM&P servers the service profile names (empty before it is read, or without IM&P).
+    pub fn imp_servers(&self) -> &[String] {
+        &self.imp_servers
+    }
+
     /// After a failure: whether another UDS server might succeed, and why.
     pub fn retry(&self) -> Option<Retry> {
         self.retry
@@ -357,6 +365,8 @@ impl SignIn {
             method: "GET",
             path,
             basic,
+            headers: Vec::new(),
+            body: Vec::new(),
         }));
         self.deadline = Some(now + HTTP_TIMEOUT);
         id
@@ -377,7 +387,12 @@ impl SignIn {
                 self.resolver.handle_tcp_answer(token, bytes.as_deref())
             }
             Input::Http { id, result } => self.on_http(now, id, result),
-            Input::Connected { .. } | Input::ConnectFailed { .. } => {}
+            Input::Connected { .. }
+            | Input::ConnectFailed { .. }
+            | Input::StreamOpened { .. }
+            | Input::StreamFailed { .. }
+            | Input::StreamData { .. }
+            | Input::StreamTls { .. } => {}
         }
         self.pump(now);
     }
@@ -516,6 +531,7 @@ impl SignIn {
                     .and_then(|p| Ok((p, uds::parse_profile_settings(&resp.body)?)))
                 {
                     Ok((product, profile)) => {
+                        self.imp_servers = uds::parse_imp_servers(&resp.body).unwrap_or_default();
                         let learnt = Learnt { home, tftp, devices, product, profile };
                         self.read_device_config(now, learnt);
                     }

@@ -480,7 +480,9 @@ async fn connection<N: uclab_net::Net>(
                     let _ = io.shutdown().await;
                     return Ok(());
                 }
-                Action::Received(line) => log(net, peer, local, &line),
+                // The client writes its own lines (as HTTP clients do): only what the server
+                // sends goes into the transcript from here.
+                Action::Received(_) => {}
                 Action::Sent(line) => log(net, local, peer, &line),
             }
         }

@@ -623,6 +623,22 @@ pub fn parse_product_type(bytes: &[u8]) -> Result<ImpProductType, XmlError> {
     })
 }
 
+/// The IM&P servers of the service profile (`Presence/Server1`, `Server2`, …), in order.
+pub fn parse_imp_servers(bytes: &[u8]) -> Result<Vec<String>, XmlError> {
+    let d = Doc::expect(bytes, "config")?;
+    let mut servers: Vec<(u32, String)> = d
+        .elements
+        .iter()
+        .filter_map(|e| {
+            let n = e.path.strip_prefix("ServiceProfile/Presence/Server")?.parse().ok()?;
+            let v = e.text.trim();
+            (!v.is_empty()).then(|| (n, v.to_owned()))
+        })
+        .collect();
+    servers.sort_by_key(|(n, _)| *n);
+    Ok(servers.into_iter().map(|(_, s)| s).collect())
+}
+
 /// The parameters of a service profile (SPEC CFG1): every `ServiceProfile/<Group>/<Param>`
 /// except the IM&P server group, which sign-in reads for AU2. Values are trimmed; a blank
 /// value is kept (CFG1 treats it as "not set").
@@ -698,6 +714,7 @@ mod parse_tests {
             parse_profile_settings(sp.as_bytes()).unwrap(),
             [("VoicemailPrimaryServer".into(), "vm1".into()), ("Blank".into(), String::new())]
         );
+        assert_eq!(parse_imp_servers(sp.as_bytes()).unwrap(), ["imp1"]);
         let jc = jabber_config(&[
             ("Directory/DirectoryServerType".into(), "UDS".into()),
             ("ServiceDiscoveryExcludedServices".into(), "WEBEX".into()),

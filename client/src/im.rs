@@ -1,0 +1,772 @@
+//! The IM session engine (SPEC AU4, HA1 state names, IMP1), sans-IO.
+//!
+//! After a UDS sign-in whose authenticator is IM&P: EPAS SOAP `login` at the first IM&P server
+//! of the service profile (`SOAPCONNECT_P`; the second, `SOAPCONNECT_S`, when the first cannot
+//! be reached), `get-all-config` for the presence domain and the user's primary and secondary
+//! nodes, `get-onetime-password`, then XMPP to the primary (`XMPPCONNECT_P`, else the
+//! secondary with a new one-time password, `XMPPCONNECT_S`): STARTTLS with the certificate
+//! checked against the presence domain, SASL `CISCO-VTG-TOKEN`, resource binding, initial
+//! presence → `XMPPCONNECTED`. Wrong credentials are one clear failure; nothing is retried.
+//!
+//! Polling order: after each `handle_*` call drain [`ImSession::poll_output`], then sleep until
+//! [`ImSession::poll_timeout`] and call [`ImSession::handle_timeout`].
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use uclab_proto::dns::QType;
+use uclab_proto::soap;
+use uclab_proto::xmpp::{self, Element, Frame, Framer};
+
+use crate::Time;
+use crate::event::ClientEvent;
+use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output};
+use crate::resolver::{QueryToken, ResolverConfig, StubResolver};
+
+/// EPAS SOAP port.
+pub const SOAP_PORT: u16 = 8443;
+/// XMPP client port.
+pub const XMPP_PORT: u16 = 5222;
+/// How long one step (an HTTP request, an XMPP exchange) may take.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP ids of this engine (discovery and sign-in use others).
+const HTTP_BASE: HttpId = 0x4000_0000;
+/// Stream ids of this engine.
+const STREAM_BASE: ConnId = 0x4000_0000;
+/// The client version sent at login.
+const CLIENT_VERSION: &str = "uclab-1";
+
+#[derive(Debug)]
+enum St {
+    ResolveSoap {
+        token: QueryToken,
+    },
+    Soap {
+        op: &'static str,
+        id: HttpId,
+    },
+    ResolveXmpp {
+        token: QueryToken,
+    },
+    Opening,
+    /// Waiting for features offering STARTTLS.
+    Features,
+    Proceed,
+    Tls,
+    /// Waiting for the SASL mechanisms.
+    Mechanisms,
+    Auth,
+    /// Waiting for the bind feature.
+    BindFeatures,
+    Bind,
+    Connected,
+    Done,
+}
+
+/// One user's IM session.
+#[derive(Debug)]
+pub struct ImSession {
+    user: String,
+    password: String,
+    /// IM&P servers of the service profile, in order.
+    servers: Vec<String>,
+    soap_idx: usize,
+    soap_addr: Option<SocketAddr>,
+    key: Option<String>,
+    domain: String,
+    /// XMPP nodes from the configuration: primary, then secondary.
+    nodes: Vec<String>,
+    xmpp_idx: usize,
+    otp: Option<String>,
+    stream: Option<ConnId>,
+    framer: Framer,
+    resolver: StubResolver,
+    st: St,
+    deadline: Option<Time>,
+    next_http: HttpId,
+    next_stream: ConnId,
+    next_dns: u16,
+    out: VecDeque<Output>,
+}
+
+impl ImSession {
+    /// Starts the IM sign-in of `user` at the IM&P `servers` of the service profile.
+    pub fn start(
+        now: Time,
+        user: &str,
+        password: &str,
+        servers: Vec<String>,
+        resolver: ResolverConfig,
+        seed: u64,
+    ) -> Self {
+        let mut s = Self {
+            user: user.to_owned(),
+            password: password.to_owned(),
+            servers,
+            soap_idx: 0,
+            soap_addr: None,
+            key: None,
+            domain: String::new(),
+            nodes: Vec::new(),
+            xmpp_idx: 0,
+            otp: None,
+            stream: None,
+            framer: Framer::new(),
+            resolver: StubResolver::new(resolver),
+            st: St::Done,
+            deadline: None,
+            next_http: HTTP_BASE,
+            next_stream: STREAM_BASE,
+            next_dns: (seed >> 24) as u16 | 1,
+            out: VecDeque::new(),
+        };
+        s.soap_connect(now);
+        s
+    }
+
+    /// Ends the session (a new sign-in, a network change): the stream is closed.
+    pub fn close(&mut self) {
+        if let Some(id) = self.stream.take() {
+            self.out.push_back(Output::StreamClose { id });
+        }
+        self.st = St::Done;
+        self.deadline = None;
+    }
+
+    /// Whether the session has signed in or given up.
+    pub fn is_settled(&self) -> bool {
+        matches!(self.st, St::Connected | St::Done)
+    }
+
+    /// Whether the engine owns this HTTP id or stream id.
+    pub fn owns(id: u32) -> bool {
+        (HTTP_BASE..HTTP_BASE + 0x1000_0000).contains(&id)
+    }
+
+    /// Next output.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Next deadline.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        [self.deadline, self.resolver.poll_timeout()].into_iter().flatten().min()
+    }
+
+    fn state(&mut self, state: &str, node: &str) {
+        self.out.push_back(Output::Event(ClientEvent::ImState {
+            state: state.to_owned(),
+            node: node.to_owned(),
+        }));
+    }
+
+    fn fail(&mut self, reason: String) {
+        if let Some(id) = self.stream.take() {
+            self.out.push_back(Output::StreamClose { id });
+        }
+        self.out.push_back(Output::Event(ClientEvent::ImFailed { reason }));
+        self.st = St::Done;
+        self.deadline = None;
+    }
+
+    fn resolve(&mut self, now: Time, host: &str) -> QueryToken {
+        let id = self.next_dns;
+        self.next_dns = self.next_dns.wrapping_add(1);
+        let t = self.resolver.query(now, host, QType::A, id);
+        self.deadline = Some(now + STEP_TIMEOUT);
+        t
+    }
+
+    /// SOAP at server `soap_idx` (HA1: `SOAPCONNECT_P`, then `SOAPCONNECT_S`).
+    fn soap_connect(&mut self, now: Time) {
+        let Some(host) = self.servers.get(self.soap_idx).cloned() else {
+            return self.fail("no IM&P server reachable".into());
+        };
+        let name = if self.soap_idx == 0 { "SOAPCONNECT_P" } else { "SOAPCONNECT_S" };
+        self.state(name, &host);
+        let token = self.resolve(now, &host);
+        self.st = St::ResolveSoap { token };
+        self.pump(now);
+    }
+
+    fn soap_next_server(&mut self, now: Time) {
+        self.soap_idx += 1;
+        self.key = None;
+        self.soap_connect(now);
+    }
+
+    fn soap(&mut self, now: Time, op: &'static str, body: String) {
+        let Some(addr) = self.soap_addr else { return };
+        let id = self.next_http;
+        self.next_http += 1;
+        let host = self.servers[self.soap_idx].clone();
+        self.out.push_back(Output::Http(HttpReq {
+            id,
+            addr,
+            host,
+            tls: true,
+            method: "POST",
+            path: soap::PATH.to_owned(),
+            basic: None,
+            headers: vec![
+                ("content-type".into(), "application/soap+xml; charset=utf-8".into()),
+                ("soapaction".into(), soap::action(op)),
+            ],
+            body: body.into_bytes(),
+        }));
+        self.deadline = Some(now + STEP_TIMEOUT);
+        self.st = St::Soap { op, id };
+    }
+
+    fn keyed(&mut self, now: Time, op: &'static str) {
+        let key = self.key.clone().unwrap_or_default();
+        self.soap(now, op, soap::keyed_request(op, &key));
+    }
+
+    /// XMPP at node `xmpp_idx` of the configuration (HA1: `XMPPCONNECT_P`/`_S`).
+    fn xmpp_connect(&mut self, now: Time) {
+        let Some(host) = self.nodes.get(self.xmpp_idx).cloned() else {
+            return self.fail("no XMPP node reachable".into());
+        };
+        let name = if self.xmpp_idx == 0 { "XMPPCONNECT_P" } else { "XMPPCONNECT_S" };
+        self.state(name, &host);
+        let token = self.resolve(now, &host);
+        self.st = St::ResolveXmpp { token };
+        self.pump(now);
+    }
+
+    /// The XMPP node failed before sign-in: the secondary, with a new one-time password.
+    fn xmpp_next_node(&mut self, now: Time, why: &str) {
+        if let Some(id) = self.stream.take() {
+            self.out.push_back(Output::StreamClose { id });
+        }
+        self.framer.reset();
+        self.xmpp_idx += 1;
+        if self.xmpp_idx >= self.nodes.len() {
+            return self.fail(format!("no XMPP node reachable ({why})"));
+        }
+        self.keyed(now, "get-onetime-password");
+    }
+
+    fn send(&mut self, xml: String, summary: String) {
+        let Some(id) = self.stream else { return };
+        self.out.push_back(Output::StreamSend { id, bytes: xml.into_bytes(), summary });
+    }
+
+    fn send_el(&mut self, e: &Element) {
+        self.send(e.to_xml(), format!("XMPP {}", xmpp::summary(e)));
+    }
+
+    fn header(&mut self) {
+        let h = xmpp::stream_header(("to", &self.domain), None);
+        self.send(h, format!("XMPP stream to {}", self.domain));
+    }
+
+    /// Feeds an input.
+    pub fn handle_input(&mut self, now: Time, input: Input) {
+        match input {
+            Input::Datagram { from, bytes } => self.resolver.handle_datagram(now, from, &bytes),
+            Input::Unreachable { from } => self.resolver.handle_unreachable(now, from),
+            Input::TcpAnswer { token, bytes } => {
+                self.resolver.handle_tcp_answer(token, bytes.as_deref())
+            }
+            Input::Http { id, result } => self.on_http(now, id, result),
+            Input::StreamOpened { id } if self.stream == Some(id) => {
+                if matches!(self.st, St::Opening) {
+                    self.header();
+                    self.st = St::Features;
+                    self.deadline = Some(now + STEP_TIMEOUT);
+                }
+            }
+            Input::StreamFailed { id, reason } if self.stream == Some(id) => {
+                if matches!(self.st, St::Connected) {
+                    // HA1 failover lands with the failover work; for now the loss is reported.
+                    self.stream = None;
+                    self.fail(format!("XMPP connection lost: {reason}"));
+                } else {
+                    self.xmpp_next_node(now, &reason);
+                }
+            }
+            Input::StreamTls { id } if self.stream == Some(id) => {
+                if matches!(self.st, St::Tls) {
+                    self.framer.reset();
+                    self.header();
+                    self.st = St::Mechanisms;
+                    self.deadline = Some(now + STEP_TIMEOUT);
+                }
+            }
+            Input::StreamData { id, bytes } if self.stream == Some(id) => {
+                self.on_bytes(now, &bytes)
+            }
+            _ => {}
+        }
+        self.pump(now);
+    }
+
+    /// Time passed. Spurious calls no-op.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.resolver.handle_timeout(now);
+        if self.deadline.is_some_and(|d| d <= now) {
+            match self.st {
+                St::ResolveSoap { .. } | St::Soap { .. } => self.soap_next_server(now),
+                St::ResolveXmpp { .. }
+                | St::Opening
+                | St::Features
+                | St::Proceed
+                | St::Tls
+                | St::Mechanisms
+                | St::Auth
+                | St::BindFeatures
+                | St::Bind => self.xmpp_next_node(now, "timeout"),
+                St::Connected | St::Done => self.deadline = None,
+            }
+        }
+        self.pump(now);
+    }
+
+    fn on_http(&mut self, now: Time, id: HttpId, result: Result<HttpResp, String>) {
+        let St::Soap { op, id: want } = self.st else { return };
+        if id != want {
+            return;
+        }
+        // The server cannot be talked to: the next one (HA1 SOAPCONNECT_S).
+        let Ok(resp) = result else { return self.soap_next_server(now) };
+        if resp.status >= 500 {
+            return self.soap_next_server(now);
+        }
+        let parsed = match soap::parse_response(&resp.body) {
+            Ok(p) => p,
+            Err(e) => return self.fail(format!("SOAP {op}: {e}")),
+        };
+        match (op, parsed) {
+            (_, soap::Response::Fault { subcode, .. }) if subcode == "AuthenticationFailed" => {
+                self.fail("wrong credentials".into())
+            }
+            (_, soap::Response::Fault { subcode, reason }) => {
+                self.fail(format!("SOAP {op}: {subcode}: {reason}"))
+            }
+            ("login", soap::Response::Success(key)) => {
+                self.key = Some(key);
+                self.keyed(now, "get-all-config");
+            }
+            ("get-all-config", soap::Response::Config(params)) => {
+                let get = |k: &str| {
+                    params
+                        .iter()
+                        .find(|(n, _)| n == k)
+                        .map(|(_, v)| v.clone())
+                        .filter(|v| !v.is_empty())
+                };
+                let Some(domain) = get(soap::P_DOMAIN) else {
+                    return self.fail("SOAP get-all-config: no presence domain".into());
+                };
+                self.domain = domain;
+                self.nodes =
+                    [get(soap::P_PRIMARY), get(soap::P_SECONDARY)].into_iter().flatten().collect();
+                self.keyed(now, "get-onetime-password");
+            }
+            ("get-onetime-password", soap::Response::Success(otp)) => {
+                self.otp = Some(otp);
+                self.xmpp_connect(now);
+            }
+            (op, other) => self.fail(format!("SOAP {op}: unexpected answer {other:?}")),
+        }
+    }
+
+    fn on_bytes(&mut self, now: Time, bytes: &[u8]) {
+        let frames = match self.framer.feed(bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                let why = format!("XMPP: {e}");
+                return self.xmpp_next_node(now, &why);
+            }
+        };
+        for f in frames {
+            match f {
+                Frame::StreamOpen(_) => {}
+                Frame::StreamClose => {
+                    return self.xmpp_next_node(now, "stream closed by the server");
+                }
+                Frame::Stanza(s) => self.on_stanza(now, s),
+            }
+            if matches!(self.st, St::Done) {
+                return;
+            }
+        }
+    }
+
+    fn on_stanza(&mut self, now: Time, s: Element) {
+        if s.name == "stream:error" {
+            let cond = s.elements().next().map_or("undefined", |c| c.name.as_str()).to_owned();
+            return self.xmpp_next_node(now, &format!("stream error {cond}"));
+        }
+        self.deadline = Some(now + STEP_TIMEOUT);
+        match self.st {
+            St::Features if s.name == "stream:features" => {
+                if s.find("starttls").is_none() {
+                    // TLS is required for sign-in; a server that does not offer it is refused.
+                    return self.xmpp_next_node(now, "no STARTTLS offered");
+                }
+                self.send_el(
+                    &Element::new("starttls").attr("xmlns", "urn:ietf:params:xml:ns:xmpp-tls"),
+                );
+                self.st = St::Proceed;
+            }
+            St::Proceed if s.name == "proceed" => {
+                if let Some(id) = self.stream {
+                    self.out.push_back(Output::StreamTls { id, host: self.domain.clone() });
+                }
+                self.st = St::Tls;
+            }
+            St::Mechanisms if s.name == "stream:features" => {
+                let offered = s
+                    .find("mechanisms")
+                    .is_some_and(|m| m.elements().any(|x| x.text() == "CISCO-VTG-TOKEN"));
+                if !offered {
+                    return self.fail("XMPP: CISCO-VTG-TOKEN not offered".into());
+                }
+                let otp = self.otp.take().unwrap_or_default();
+                let b64 = xmpp::sasl_vtg_token(&self.user, &self.domain, &otp);
+                // The token is a password: the summary leaves it out.
+                let xml = format!(
+                    "<auth xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\" mechanism=\"CISCO-VTG-TOKEN\">{b64}</auth>"
+                );
+                self.send(xml, "XMPP auth mechanism=CISCO-VTG-TOKEN".into());
+                self.st = St::Auth;
+            }
+            St::Auth if s.name == "success" => {
+                self.framer.reset();
+                self.header();
+                self.st = St::BindFeatures;
+            }
+            St::Auth if s.name == "failure" => {
+                let cond = s.elements().next().map_or("failure", |c| c.name.as_str()).to_owned();
+                self.fail(format!("XMPP sign-in refused: {cond}"));
+            }
+            St::BindFeatures if s.name == "stream:features" => {
+                let bind = Element::new("iq").attr("type", "set").attr("id", "bind1").child(
+                    Element::new("bind")
+                        .attr("xmlns", "urn:ietf:params:xml:ns:xmpp-bind")
+                        .child(Element::new("resource").text_node("uclab")),
+                );
+                self.send_el(&bind);
+                self.st = St::Bind;
+            }
+            St::Bind if s.name == "iq" && s.get("id") == Some("bind1") => {
+                let jid = s.find("bind").and_then(|b| b.find("jid")).map(Element::text);
+                match (s.get("type"), jid) {
+                    (Some("result"), Some(jid)) => {
+                        let node = self.nodes.get(self.xmpp_idx).cloned().unwrap_or_default();
+                        self.state("XMPPCONNECTED", &node);
+                        self.out.push_back(Output::Event(ClientEvent::ImSignedIn { jid }));
+                        self.send_el(&Element::new("presence"));
+                        self.st = St::Connected;
+                        self.deadline = None;
+                    }
+                    _ => self.fail("XMPP: resource binding refused".into()),
+                }
+            }
+            St::Connected if s.name == "message" => {
+                let body = s.find("body").map(Element::text).unwrap_or_default();
+                let from = s.get("from").unwrap_or("").to_owned();
+                self.out.push_back(Output::Event(ClientEvent::ImMessage { from, body }));
+                self.deadline = None;
+            }
+            St::Connected => self.deadline = None,
+            _ => {}
+        }
+    }
+
+    fn pump(&mut self, now: Time) {
+        while let Some(o) = self.resolver.poll_output() {
+            let (token, res) = match o.into_io() {
+                Ok(out) => {
+                    self.out.push_back(out);
+                    continue;
+                }
+                Err(answer) => answer,
+            };
+            let ip = res.ok().and_then(|m| m.first_ipv4()).map(IpAddr::V4);
+            match self.st {
+                St::ResolveSoap { token: want } if want == token => match ip {
+                    Some(ip) => {
+                        self.soap_addr = Some(SocketAddr::new(ip, SOAP_PORT));
+                        let body = soap::login_request(&self.user, &self.password, CLIENT_VERSION);
+                        self.soap(now, "login", body);
+                    }
+                    None => self.soap_next_server(now),
+                },
+                St::ResolveXmpp { token: want } if want == token => match ip {
+                    Some(ip) => {
+                        let id = self.next_stream;
+                        self.next_stream += 1;
+                        self.stream = Some(id);
+                        self.framer.reset();
+                        self.out.push_back(Output::StreamOpen {
+                            id,
+                            to: SocketAddr::new(ip, XMPP_PORT),
+                        });
+                        self.st = St::Opening;
+                        self.deadline = Some(now + STEP_TIMEOUT);
+                    }
+                    None => self.xmpp_next_node(now, "does not resolve"),
+                },
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uclab_proto::dns::DnsMsg;
+
+    const DNS: &str = "10.1.0.53:53";
+
+    fn start() -> ImSession {
+        let servers = vec!["imp1.example.com".into(), "imp2.example.com".into()];
+        ImSession::start(
+            Time::ZERO,
+            "alice",
+            "lab",
+            servers,
+            ResolverConfig::new(vec![DNS.parse().unwrap()]),
+            5,
+        )
+    }
+
+    fn drain(s: &mut ImSession) -> Vec<Output> {
+        std::iter::from_fn(|| s.poll_output()).collect()
+    }
+
+    fn events(out: &[Output]) -> Vec<ClientEvent> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Event(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn states(out: &[Output]) -> Vec<String> {
+        events(out)
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::ImState { state, node } => Some(format!("{state}@{node}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Answers the pending A query with `ip`.
+    fn answer_dns(s: &mut ImSession, out: &[Output], ip: [u8; 4]) {
+        let q = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Transmit { bytes, .. } => Some(bytes.clone()),
+                _ => None,
+            })
+            .expect("a DNS query");
+        assert!(DnsMsg::parse(&q).is_ok());
+        // The header and question of the query (its EDNS record dropped) with QR set, and one
+        // answer: a pointer to the question name, A, IN, TTL 60.
+        let mut end = 12;
+        while q[end] != 0 {
+            end += 1 + usize::from(q[end]);
+        }
+        let mut resp = q[..end + 5].to_vec();
+        resp[2] |= 0x80;
+        resp[7] = 1;
+        resp[11] = 0;
+        resp.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        resp.extend_from_slice(&ip);
+        s.handle_input(Time::ZERO, Input::Datagram { from: DNS.parse().unwrap(), bytes: resp });
+    }
+
+    fn http(out: &[Output]) -> HttpReq {
+        out.iter()
+            .find_map(|o| match o {
+                Output::Http(r) => Some(r.clone()),
+                _ => None,
+            })
+            .expect("an HTTP request")
+    }
+
+    fn reply(s: &mut ImSession, r: &HttpReq, status: u16, body: String) {
+        let result = Ok(HttpResp { status, body: body.into_bytes() });
+        s.handle_input(Time::ZERO, Input::Http { id: r.id, result });
+    }
+
+    fn stream_data(s: &mut ImSession, id: ConnId, xml: &str) -> Vec<Output> {
+        s.handle_input(Time::ZERO, Input::StreamData { id, bytes: xml.as_bytes().to_vec() });
+        drain(s)
+    }
+
+    fn sent_text(out: &[Output]) -> String {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::StreamSend { bytes, .. } => {
+                    Some(String::from_utf8_lossy(bytes).into_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Runs SOAP to the point where XMPP is about to open; returns the outputs of the OTP step.
+    fn through_soap(s: &mut ImSession) -> Vec<Output> {
+        let out = drain(s);
+        assert_eq!(states(&out), ["SOAPCONNECT_P@imp1.example.com"]);
+        answer_dns(s, &out, [10, 1, 0, 21]);
+        let r = http(&drain(s));
+        assert_eq!((r.method, r.path.as_str(), r.addr.port()), ("POST", soap::PATH, SOAP_PORT));
+        assert!(String::from_utf8_lossy(&r.body).contains("<ns1:username>alice</ns1:username>"));
+        reply(s, &r, 200, soap::success_response("login", "sk-1"));
+        let r = http(&drain(s));
+        assert!(String::from_utf8_lossy(&r.body).contains("sk-1"));
+        let cfg = soap::config_response(&[
+            (soap::P_DOMAIN, "example.com"),
+            (soap::P_PRIMARY, "imp2.example.com"),
+            (soap::P_SECONDARY, "imp1.example.com"),
+        ]);
+        reply(s, &r, 200, cfg);
+        let r = http(&drain(s));
+        reply(s, &r, 200, soap::success_response("get-onetime-password", "otp-1"));
+        drain(s)
+    }
+
+    #[test]
+    fn au4_soap_then_xmpp_to_the_primary_from_the_configuration() {
+        let mut s = start();
+        let out = through_soap(&mut s);
+        assert_eq!(states(&out), ["XMPPCONNECT_P@imp2.example.com"]);
+        answer_dns(&mut s, &out, [10, 1, 0, 22]);
+        let out = drain(&mut s);
+        let (id, to) = out
+            .iter()
+            .find_map(|o| match o {
+                Output::StreamOpen { id, to } => Some((*id, *to)),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(to, "10.1.0.22:5222".parse().unwrap());
+        s.handle_input(Time::ZERO, Input::StreamOpened { id });
+        assert!(sent_text(&drain(&mut s)).contains("to=\"example.com\""));
+        let head = xmpp::stream_header(("from", "example.com"), Some("1"));
+        let out = stream_data(
+            &mut s,
+            id,
+            &format!(
+                "{head}<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>"
+            ),
+        );
+        assert!(sent_text(&out).contains("<starttls"));
+        let out = stream_data(&mut s, id, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        assert!(out.contains(&Output::StreamTls { id, host: "example.com".into() }), "{out:?}");
+        s.handle_input(Time::ZERO, Input::StreamTls { id });
+        drain(&mut s);
+        let out = stream_data(
+            &mut s,
+            id,
+            &format!(
+                "{head}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism><mechanism>CISCO-VTG-TOKEN</mechanism></mechanisms></stream:features>"
+            ),
+        );
+        let token = xmpp::sasl_vtg_token("alice", "example.com", "otp-1");
+        assert!(sent_text(&out).contains(&token), "the one-time password as the token");
+        let summary = out.iter().find_map(|o| match o {
+            Output::StreamSend { summary, .. } => Some(summary.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            summary.as_deref(),
+            Some("XMPP auth mechanism=CISCO-VTG-TOKEN"),
+            "no secret in the transcript"
+        );
+        stream_data(&mut s, id, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+        let out = stream_data(
+            &mut s,
+            id,
+            &format!(
+                "{head}<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>"
+            ),
+        );
+        assert!(sent_text(&out).contains("<resource>uclab</resource>"));
+        let out = stream_data(
+            &mut s,
+            id,
+            "<iq type='result' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>alice@example.com/uclab</jid></bind></iq>",
+        );
+        assert_eq!(states(&out), ["XMPPCONNECTED@imp2.example.com"]);
+        assert!(
+            events(&out)
+                .contains(&ClientEvent::ImSignedIn { jid: "alice@example.com/uclab".into() })
+        );
+        assert!(s.is_settled());
+        let out = stream_data(
+            &mut s,
+            id,
+            "<message from='bob@example.com/x' type='chat'><body>hi</body></message>",
+        );
+        assert_eq!(
+            events(&out),
+            [ClientEvent::ImMessage { from: "bob@example.com/x".into(), body: "hi".into() }]
+        );
+    }
+
+    #[test]
+    fn ha1_soap_falls_to_the_second_server_and_xmpp_to_the_secondary() {
+        let mut s = start();
+        let out = drain(&mut s);
+        answer_dns(&mut s, &out, [10, 1, 0, 21]);
+        let r = http(&drain(&mut s));
+        s.handle_input(
+            Time::ZERO,
+            Input::Http { id: r.id, result: Err("connect: refused".into()) },
+        );
+        let out = drain(&mut s);
+        assert_eq!(states(&out), ["SOAPCONNECT_S@imp2.example.com"]);
+        // XMPP: the primary refuses; a new one-time password, then the secondary.
+        let mut s = start();
+        let out = through_soap(&mut s);
+        answer_dns(&mut s, &out, [10, 1, 0, 22]);
+        let id = drain(&mut s)
+            .iter()
+            .find_map(|o| match o {
+                Output::StreamOpen { id, .. } => Some(*id),
+                _ => None,
+            })
+            .unwrap();
+        s.handle_input(Time::ZERO, Input::StreamFailed { id, reason: "refused".into() });
+        let r = http(&drain(&mut s));
+        assert!(String::from_utf8_lossy(&r.body).contains("get-onetime-password"));
+        reply(&mut s, &r, 200, soap::success_response("get-onetime-password", "otp-2"));
+        assert_eq!(states(&drain(&mut s)), ["XMPPCONNECT_S@imp1.example.com"]);
+    }
+
+    #[test]
+    fn au5_wrong_password_is_one_clear_failure() {
+        let mut s = start();
+        let out = drain(&mut s);
+        answer_dns(&mut s, &out, [10, 1, 0, 21]);
+        let r = http(&drain(&mut s));
+        reply(&mut s, &r, 400, soap::fault("Sender", "AuthenticationFailed", "bad"));
+        let out = drain(&mut s);
+        assert_eq!(events(&out), [ClientEvent::ImFailed { reason: "wrong credentials".into() }]);
+        assert!(s.is_settled());
+        assert_eq!(s.poll_timeout(), None);
+        // Garbage from SOAP is a clear failure too.
+        let mut s = start();
+        let out = drain(&mut s);
+        answer_dns(&mut s, &out, [10, 1, 0, 21]);
+        let r = http(&drain(&mut s));
+        reply(&mut s, &r, 200, "<Envelope><Body".into());
+        let ev = events(&drain(&mut s));
+        assert!(
+            matches!(&ev[..], [ClientEvent::ImFailed { reason }] if reason.starts_with("SOAP login: malformed")),
+            "{ev:?}"
+        );
+    }
+}
