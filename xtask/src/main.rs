@@ -141,7 +141,9 @@ fn storm_scenario(n: usize) -> String {
     t
 }
 
-/// Runs the storm with `n` clients in this process and prints one JSON line.
+/// Runs the storm with `n` clients in this process and prints one JSON line. Each client signs
+/// in through UDS and then to IM&P (SOAP and XMPP, SPEC AU4); `sim_s_all_signed_in` is when the
+/// last UDS sign-in completed.
 fn storm_one(n: usize) -> bool {
     let text = storm_scenario(n);
     let s = match uclab_sim::parse("storm.toml", &text, Path::new("storm.toml")) {
@@ -168,6 +170,7 @@ fn storm_one(n: usize) -> bool {
         serde_json::json!({
             "clients": n,
             "signed_in": signed,
+            "im_connected": r.events.iter().filter(|e| e.kind == "im-signed-in").count(),
             "wall_s": wall.as_secs_f64(),
             "sim_s_all_signed_in": last.as_secs_f64(),
             "sim_s_run": r.sim_time.as_secs_f64(),
@@ -182,8 +185,8 @@ fn storm_one(n: usize) -> bool {
 fn storm(sizes: &[usize]) -> bool {
     let exe = std::env::current_exe().expect("own path");
     println!(
-        "{:>8} {:>10} {:>10} {:>16} {:>10}",
-        "clients", "signed in", "wall", "sim (all in)", "peak RSS"
+        "{:>8} {:>10} {:>8} {:>10} {:>16} {:>10}",
+        "clients", "signed in", "XMPP", "wall", "sim (all in)", "peak RSS"
     );
     let mut ok = true;
     for n in sizes {
@@ -198,9 +201,10 @@ fn storm(sizes: &[usize]) -> bool {
             continue;
         };
         println!(
-            "{:>8} {:>10} {:>8.2} s {:>14.3} s {:>6.0} MiB",
+            "{:>8} {:>10} {:>8} {:>8.2} s {:>14.3} s {:>6.0} MiB",
             n,
             v["signed_in"].as_u64().unwrap_or(0),
+            v["im_connected"].as_u64().unwrap_or(0),
             v["wall_s"].as_f64().unwrap_or(0.0),
             v["sim_s_all_signed_in"].as_f64().unwrap_or(0.0),
             v["peak_rss_mib"].as_f64().unwrap_or(0.0),
