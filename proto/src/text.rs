@@ -37,3 +37,39 @@ pub fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Escapes text or an attribute value for XML, dropping the control characters XML 1.0 cannot
+/// carry at all.
+pub fn xml_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {}
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// The text of an entity or character reference quick-xml reports (`&amp;`, `&#233;`). Only
+/// the five predefined entities exist: there is never a DTD to declare others.
+pub fn xml_reference(r: &quick_xml::events::BytesRef<'_>) -> Result<String, String> {
+    let name = r.decode().map_err(|e| e.to_string())?.into_owned();
+    match r.resolve_char_ref() {
+        Ok(Some(c)) => Ok(c.to_string()),
+        Ok(None) => match name.as_str() {
+            "amp" => Ok("&".into()),
+            "lt" => Ok("<".into()),
+            "gt" => Ok(">".into()),
+            "quot" => Ok("\"".into()),
+            "apos" => Ok("'".into()),
+            _ => Err(format!("unknown entity &{name};")),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}

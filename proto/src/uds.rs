@@ -518,26 +518,7 @@ impl Doc {
                     }
                 }
                 Event::GeneralRef(r) => {
-                    // Only the five predefined entities and character references exist here:
-                    // there is no DTD to declare others.
-                    let name =
-                        r.decode().map_err(|e| XmlError::Malformed(e.to_string()))?.into_owned();
-                    let text = match r.resolve_char_ref() {
-                        Ok(Some(c)) => c.to_string(),
-                        Ok(None) => match name.as_str() {
-                            "amp" => "&".into(),
-                            "lt" => "<".into(),
-                            "gt" => ">".into(),
-                            "quot" => "\"".into(),
-                            "apos" => "'".into(),
-                            _ => {
-                                return Err(XmlError::Malformed(format!(
-                                    "unknown entity &{name};"
-                                )));
-                            }
-                        },
-                        Err(e) => return Err(XmlError::Malformed(e.to_string())),
-                    };
+                    let text = crate::text::xml_reference(&r).map_err(XmlError::Malformed)?;
                     if let Some(&i) = open.last() {
                         doc.elements[i].text.push_str(&text);
                     }

@@ -154,21 +154,7 @@ impl Element {
     }
 }
 
-/// Escapes text and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
+pub use crate::text::xml_escape as escape;
 
 /// What [`Framer::feed`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -469,19 +455,7 @@ pub fn parse_element(bytes: &[u8]) -> Result<Element, XmppError> {
                 }
             }
             Event::GeneralRef(g) => {
-                let name = g.decode().map_err(|e| bad(&e))?.into_owned();
-                let t = match g.resolve_char_ref() {
-                    Ok(Some(c)) => c.to_string(),
-                    Ok(None) => match name.as_str() {
-                        "amp" => "&".into(),
-                        "lt" => "<".into(),
-                        "gt" => ">".into(),
-                        "quot" => "\"".into(),
-                        "apos" => "'".into(),
-                        _ => return Err(XmppError::Malformed(format!("unknown entity &{name};"))),
-                    },
-                    Err(e) => return Err(bad(&e)),
-                };
+                let t = crate::text::xml_reference(&g).map_err(XmppError::Malformed)?;
                 push_text(&mut stack, t);
             }
             Event::CData(c) => {
