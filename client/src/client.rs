@@ -121,6 +121,8 @@ pub struct Client {
     pending: Option<Credentials>,
     /// The last sign-in the user asked for, to redo after a network change (SPEC SD8).
     session: Option<(DiscoveryConfig, Credentials)>,
+    /// The XMPP resource: the device's name.
+    resource: String,
     /// The bootstrap file the installer wrote (SPEC CFG3).
     installed: Bootstrap,
     /// The bootstrap settings read at first launch, cached; `None` before it.
@@ -141,9 +143,36 @@ impl Client {
             im: None,
             pending: None,
             session: None,
+            resource: "uclab".to_owned(),
             installed: Bootstrap::default(),
             active: None,
             out: VecDeque::new(),
+        }
+    }
+
+    /// The device's name, used as its XMPP resource.
+    pub fn with_resource(mut self, name: &str) -> Self {
+        if !name.is_empty() {
+            self.resource = name.to_owned();
+        }
+        self
+    }
+
+    /// Sends a chat message from the IM session (SPEC IMP1). Without a signed-in IM session
+    /// the message is refused with an event.
+    pub fn send_message(&mut self, to: &str, body: &str) {
+        let sent = self.im.as_mut().is_some_and(|im| im.send_message(to, body));
+        if !sent {
+            self.out.push_back(Output::Event(ClientEvent::ImFailed {
+                reason: format!("message to {to} not sent: not signed in to IM"),
+            }));
+        }
+        self.pump_im();
+    }
+
+    fn pump_im(&mut self) {
+        while let Some(o) = self.im.as_mut().and_then(ImSession::poll_output) {
+            self.out.push_back(o);
         }
     }
 
@@ -353,6 +382,11 @@ impl Client {
         self.pump(now);
     }
 
+    /// Whether an IM session is signed in.
+    pub fn im_connected(&self) -> bool {
+        self.im.as_ref().is_some_and(ImSession::is_connected)
+    }
+
     /// Whether nothing is running.
     pub fn is_idle(&self) -> bool {
         self.discovery.as_ref().is_none_or(Discovery::is_done)
@@ -497,17 +531,14 @@ impl Client {
                 let seed = c.seed ^ 0x1a1a;
                 self.im = Some(ImSession::start(
                     now,
-                    &c.user,
-                    &c.password,
+                    (&c.user, &c.password, &self.resource),
                     servers,
                     self.resolver.clone(),
                     seed,
                 ));
             }
         }
-        while let Some(o) = self.im.as_mut().and_then(ImSession::poll_output) {
-            self.out.push_back(o);
-        }
+        self.pump_im();
         if self.signin.as_ref().is_some_and(SignIn::is_done) {
             self.attempt = None;
         }

@@ -29,6 +29,13 @@ pub enum UserAction {
         /// Domain, VoiceServicesDomain, exclusions.
         discovery: DiscoveryConfig,
     },
+    /// Send a chat message from the IM session (SPEC IMP1).
+    SendMessage {
+        /// Recipient JID (bare or full).
+        to: String,
+        /// Body.
+        body: String,
+    },
     /// The machine joined another network (SPEC SD8): new name servers from DHCP.
     NetworkChanged {
         /// The new name servers.
@@ -61,6 +68,9 @@ pub struct ClientConfig {
     pub dns: Vec<SocketAddr>,
     /// Installer bootstrap switches.
     pub bootstrap: Bootstrap,
+    /// A user signed in to IM stays signed in until this time (the scenario's horizon), so
+    /// that others can reach them; then the client exits.
+    pub stay_until: Time,
 }
 
 enum Msg {
@@ -96,8 +106,9 @@ pub async fn run<N: Net + Clone + 'static>(
             }
         })
     };
-    let mut engine =
-        Client::new(ResolverConfig::new(cfg.dns.clone())).with_bootstrap(cfg.bootstrap.clone());
+    let mut engine = Client::new(ResolverConfig::new(cfg.dns.clone()))
+        .with_bootstrap(cfg.bootstrap.clone())
+        .with_resource(&cfg.name);
     let mut tasks: BTreeMap<ConnId, JoinHandle<()>> = BTreeMap::new();
     let mut conns: BTreeMap<ConnId, TcpConn> = BTreeMap::new();
     let mut streams: BTreeMap<ConnId, mpsc::UnboundedSender<StreamCmd>> = BTreeMap::new();
@@ -167,9 +178,11 @@ pub async fn run<N: Net + Clone + 'static>(
                 Output::Event(e) => log_event(&*net, &cfg.name, &e),
             }
         }
-        let idle = engine.is_idle();
+        let staying = engine.im_connected() && net.now() < cfg.stay_until;
+        let idle = engine.is_idle() && !staying;
+        let stay = staying.then_some(cfg.stay_until);
         let deadline =
-            [engine.poll_timeout(), actions.front().map(|a| a.0)].into_iter().flatten().min();
+            [engine.poll_timeout(), actions.front().map(|a| a.0), stay].into_iter().flatten().min();
         let Some(deadline) = deadline else {
             if idle {
                 break;
@@ -196,6 +209,7 @@ pub async fn run<N: Net + Clone + 'static>(
                             engine.sign_in_user(now, &discovery, &user, &password, seed)
                         }
                         UserAction::Install { bootstrap } => engine.install(bootstrap),
+                        UserAction::SendMessage { to, body } => engine.send_message(&to, &body),
                         UserAction::NetworkChanged { dns } => engine.network_changed(now, dns, seed),
                     }
                 }

@@ -69,6 +69,8 @@ enum St {
 pub struct ImSession {
     user: String,
     password: String,
+    /// Resource to bind (the device's name).
+    resource: String,
     /// IM&P servers of the service profile, in order.
     servers: Vec<String>,
     soap_idx: usize,
@@ -94,8 +96,7 @@ impl ImSession {
     /// Starts the IM sign-in of `user` at the IM&P `servers` of the service profile.
     pub fn start(
         now: Time,
-        user: &str,
-        password: &str,
+        (user, password, resource): (&str, &str, &str),
         servers: Vec<String>,
         resolver: ResolverConfig,
         seed: u64,
@@ -103,6 +104,7 @@ impl ImSession {
         let mut s = Self {
             user: user.to_owned(),
             password: password.to_owned(),
+            resource: resource.to_owned(),
             servers,
             soap_idx: 0,
             soap_addr: None,
@@ -132,6 +134,24 @@ impl ImSession {
         }
         self.st = St::Done;
         self.deadline = None;
+    }
+
+    /// Sends a chat message (SPEC IMP1). Only once signed in; returns whether it went out.
+    pub fn send_message(&mut self, to: &str, body: &str) -> bool {
+        if !matches!(self.st, St::Connected) {
+            return false;
+        }
+        let m = Element::new("message")
+            .attr("to", to)
+            .attr("type", "chat")
+            .child(Element::new("body").text_node(body));
+        self.send_el(&m);
+        true
+    }
+
+    /// Whether the session is signed in (XMPPCONNECTED).
+    pub fn is_connected(&self) -> bool {
+        matches!(self.st, St::Connected)
     }
 
     /// Whether the session has signed in or given up.
@@ -448,7 +468,7 @@ impl ImSession {
                 let bind = Element::new("iq").attr("type", "set").attr("id", "bind1").child(
                     Element::new("bind")
                         .attr("xmlns", "urn:ietf:params:xml:ns:xmpp-bind")
-                        .child(Element::new("resource").text_node("uclab")),
+                        .child(Element::new("resource").text_node(&self.resource)),
                 );
                 self.send_el(&bind);
                 self.st = St::Bind;
@@ -529,8 +549,7 @@ mod tests {
         let servers = vec!["imp1.example.com".into(), "imp2.example.com".into()];
         ImSession::start(
             Time::ZERO,
-            "alice",
-            "lab",
+            ("alice", "lab", "uclab"),
             servers,
             ResolverConfig::new(vec![DNS.parse().unwrap()]),
             5,

@@ -158,7 +158,12 @@ pub async fn probe(
     let transcript = if verbose { Transcript::echoing() } else { Transcript::default() };
     let lab = live_lab(seed, Capture::new(seed, std::time::Duration::ZERO), transcript.clone())?;
     let net = LiveNet::new(local, &lab);
-    let cfg = ClientConfig { name: "probe".into(), dns: vec![dns], bootstrap: Default::default() };
+    let cfg = ClientConfig {
+        name: "probe".into(),
+        dns: vec![dns],
+        bootstrap: Default::default(),
+        stay_until: std::time::Duration::ZERO,
+    };
     let discovery = DiscoveryConfig::domain(domain);
     let action = match credentials {
         Some((user, password)) => UserAction::SignIn { discovery, user, password },

@@ -191,6 +191,14 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
         });
     }
 
+    // Users signed in to IM stay until the last step or deadline of the scenario.
+    let horizon = s
+        .steps
+        .iter()
+        .map(|st| st.at)
+        .chain(s.expects.iter().map(|e| e.within))
+        .max()
+        .unwrap_or_default();
     for c in &s.clients {
         let actions: Vec<_> = s
             .steps
@@ -205,6 +213,9 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                         dns: dns.iter().filter_map(|d| s.node_addr(d, 53)).collect(),
                     },
                 )),
+                StepAction::Message { client, to, body } if *client == c.name => {
+                    Some((st.at, UserAction::SendMessage { to: to.clone(), body: body.clone() }))
+                }
                 StepAction::Install { client, bootstrap } if *client == c.name => {
                     Some((st.at, UserAction::Install { bootstrap: bootstrap.clone() }))
                 }
@@ -225,6 +236,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
             name: c.name.clone(),
             dns: c.dns.iter().filter_map(|d| s.node_addr(d, 53)).collect(),
             bootstrap: c.bootstrap.clone(),
+            stay_until: horizon,
         };
         let net = SimNet::new(c.ip, &c.name, &lab);
         sim.client(c.ip, async move {
@@ -236,7 +248,10 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
     let client_step = |a: &StepAction| {
         matches!(
             a,
-            StepAction::Discover { .. } | StepAction::SignIn { .. } | StepAction::Install { .. }
+            StepAction::Discover { .. }
+                | StepAction::SignIn { .. }
+                | StepAction::Install { .. }
+                | StepAction::Message { .. }
         )
     };
     let mut faults: VecDeque<_> = s.steps.iter().filter(|st| !client_step(&st.action)).collect();
@@ -295,7 +310,8 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 }
                 StepAction::Discover { .. }
                 | StepAction::SignIn { .. }
-                | StepAction::Install { .. } => {
+                | StepAction::Install { .. }
+                | StepAction::Message { .. } => {
                     unreachable!("filtered above")
                 }
             };

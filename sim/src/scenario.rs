@@ -187,6 +187,7 @@ struct StepSpec {
     bootstrap: Option<BTreeMap<String, String>>,
     zone: Option<S<String>>,
     dns: Option<Vec<S<String>>>,
+    body: Option<String>,
     a: Option<S<String>>,
     b: Option<S<String>>,
     value: Option<S<String>>,
@@ -382,6 +383,15 @@ pub enum StepAction {
         user: String,
         /// Password typed.
         password: String,
+    },
+    /// A client's user sends a chat message (SPEC IMP1, IMP2).
+    Message {
+        /// Client.
+        client: String,
+        /// Recipient JID (`bob@example.com`, or a full JID).
+        to: String,
+        /// Body.
+        body: String,
     },
     /// A client moves to another zone and gets that network's DNS servers (SPEC SD8).
     Move {
@@ -1174,6 +1184,30 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     StepAction::SignIn { client, discovery, user, password }
                 }
             }
+            "message" => {
+                let Some(client) = need(&mut errs, &s.client, "client") else { continue };
+                if !client_names.contains(client.as_str()) {
+                    let at = s.client.as_ref().map_or(0, |c| c.span().start);
+                    errs.push(src.err(at, format!("unknown client `{client}`")));
+                    continue;
+                }
+                let (Some(to), Some(body)) = (&s.to, &s.body) else {
+                    errs.push(
+                        src.err(s.action.span().start, "action `message` needs `to` and `body`"),
+                    );
+                    continue;
+                };
+                let jid = to.get_ref();
+                let ok = jid.split_once('@').is_some_and(|(u, d)| !u.is_empty() && !d.is_empty());
+                if !ok {
+                    errs.push(src.err(
+                        to.span().start,
+                        format!("bad JID `{jid}`: expected user@domain[/resource]"),
+                    ));
+                    continue;
+                }
+                StepAction::Message { client, to: jid.clone(), body: body.clone() }
+            }
             "move" => {
                 let Some(client) = need(&mut errs, &s.client, "client") else { continue };
                 if !client_names.contains(client.as_str()) {
@@ -1284,7 +1318,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             other => {
                 errs.push(src.err(
                     s.action.span().start,
-                    format!("unknown action `{other}` (discover, sign-in, install, move, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
+                    format!("unknown action `{other}` (discover, sign-in, install, move, message, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
                 ));
                 continue;
             }
