@@ -359,7 +359,10 @@ async fn stream_actor<N: Net>(
     let mut io: Box<dyn Stream> = Box::new(tcp);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
+        // Biased: tokio's default picks among ready branches at random, which a replay must
+        // not depend on. Commands first: what the engine asked for happens before new reads.
         tokio::select! {
+            biased;
             c = cmds.recv() => match c {
                 None | Some(StreamCmd::Close) => {
                     let _ = io.shutdown().await;

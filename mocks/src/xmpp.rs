@@ -538,7 +538,9 @@ async fn connection<N: uclab_net::Net>(
         } else {
             SIGN_IN_TIMEOUT.saturating_sub(net.now().saturating_sub(started))
         };
+        // Biased (a replay must not depend on tokio's random pick): reads first.
         tokio::select! {
+            biased;
             r = tokio::time::timeout(limit, io.read(&mut buf)) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) => { s.handle_eof(); return Ok(()); }
                 Ok(Ok(n)) => s.handle_bytes(&buf[..n]),
