@@ -40,6 +40,12 @@ pub struct Bootstrap {
     pub product_mode: Option<String>,
     /// `TFTP_FILE_NAME`: the group configuration file (SPEC CFG2).
     pub tftp_file_name: Option<String>,
+    /// `SERVICES_DOMAIN` (SPEC SD1): discovered instead of the typed address's domain.
+    pub services_domain: Option<String>,
+    /// `VOICE_SERVICES_DOMAIN` (SPEC SD2).
+    pub voice_services_domain: Option<String>,
+    /// `EXCLUDED_SERVICES` (SPEC SD3).
+    pub excluded: Option<uclab_proto::provision::Excluded>,
     /// `CLEAR`: the installer deletes the cache and the old bootstrap (SPEC CFG3).
     pub clear: bool,
 }
@@ -56,17 +62,43 @@ impl Bootstrap {
     /// The switches as `K=V` separated by spaces, in a fixed order (`CLEAR` is an installer
     /// action, not a setting, and is left out).
     pub fn describe(&self) -> String {
+        let excluded = self.excluded.map(|e| {
+            let names = [(e.cucm, "CUCM"), (e.webex, "WEBEX")];
+            names.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect::<Vec<_>>().join(",")
+        });
         [
             ("AUTHENTICATOR", &self.authenticator),
             ("CCMCIP", &self.ccmcip),
+            ("EXCLUDED_SERVICES", &excluded),
             ("PRODUCT_MODE", &self.product_mode),
+            ("SERVICES_DOMAIN", &self.services_domain),
             ("TFTP", &self.tftp),
             ("TFTP_FILE_NAME", &self.tftp_file_name),
+            ("VOICE_SERVICES_DOMAIN", &self.voice_services_domain),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
         .collect::<Vec<_>>()
         .join(" ")
+    }
+
+    /// SPEC SD1–SD3: the bootstrap's domains and exclusions replace what the typed address
+    /// gives; a provisioning URL, applied later by the user, wins over both.
+    pub fn apply(&self, cfg: &DiscoveryConfig) -> DiscoveryConfig {
+        let mut c = cfg.clone();
+        if cfg.from_url {
+            return c;
+        }
+        if let Some(d) = &self.services_domain {
+            c.services_domain = d.clone();
+        }
+        if let Some(v) = &self.voice_services_domain {
+            c.voice_domain = Some(v.clone());
+        }
+        if let Some(e) = self.excluded {
+            c.excluded = e;
+        }
+        c
     }
 
     /// The settings, without the installer's `CLEAR`.
@@ -229,15 +261,15 @@ impl Client {
         let boot = self.launch();
         match boot.phone_mode_cucm() {
             Some(cucm) => self.sign_in_bootstrap(now, cucm, user, password, seed),
-            None => self.sign_in(now, cfg, user, password, seed),
+            None => self.sign_in(now, &boot.apply(cfg), user, password, seed),
         }
     }
 
     /// Discovers services (SPEC SD1–SD5), from the cache when it can (SD7).
     pub fn discover(&mut self, now: Time, cfg: &DiscoveryConfig, seed: u64) {
-        self.launch();
+        let boot = self.launch();
         self.pending = None;
-        self.begin(now, cfg, seed);
+        self.begin(now, &boot.apply(cfg), seed);
     }
 
     /// Discovers, then signs `user` in (SPEC AU1).

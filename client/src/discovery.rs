@@ -52,6 +52,8 @@ pub struct DiscoveryConfig {
     pub excluded: Excluded,
     /// All three URL parameters were set: no discovery, manual settings (SPEC SD3).
     pub no_discovery: bool,
+    /// Set by a provisioning URL, which wins over the installer's bootstrap (SPEC SD1).
+    pub from_url: bool,
 }
 
 impl DiscoveryConfig {
@@ -62,6 +64,7 @@ impl DiscoveryConfig {
             voice_domain: None,
             excluded: Excluded::default(),
             no_discovery: false,
+            from_url: false,
         }
     }
 }

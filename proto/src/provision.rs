@@ -75,18 +75,24 @@ pub fn parse(url: &str) -> Result<Provision, ProvisionError> {
         } else if k.eq_ignore_ascii_case("VoiceServicesDomain") {
             p.voice_services_domain = Some(value()?);
         } else if k.eq_ignore_ascii_case("ServiceDiscoveryExcludedServices") {
-            let mut ex = Excluded::default();
-            for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                match s.to_ascii_uppercase().as_str() {
-                    "WEBEX" => ex.webex = true,
-                    "CUCM" | "CUP" => ex.cucm = true,
-                    _ => return Err(ProvisionError::UnknownService(s.to_owned())),
-                }
-            }
-            p.excluded = Some(ex);
+            p.excluded = Some(parse_excluded(&v)?);
         }
     }
     Ok(p)
+}
+
+/// Parses a list of excluded services (`WEBEX,CUCM`; CUP counts as CUCM), as the URL's
+/// `ServiceDiscoveryExcludedServices` and the installer's `EXCLUDED_SERVICES` carry it.
+pub fn parse_excluded(v: &str) -> Result<Excluded, ProvisionError> {
+    let mut ex = Excluded::default();
+    for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match s.to_ascii_uppercase().as_str() {
+            "WEBEX" => ex.webex = true,
+            "CUCM" | "CUP" => ex.cucm = true,
+            _ => return Err(ProvisionError::UnknownService(s.to_owned())),
+        }
+    }
+    Ok(ex)
 }
 
 #[cfg(test)]

@@ -1157,6 +1157,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     voice_domain: provision.as_ref().and_then(|p| p.voice_services_domain.clone()),
                     excluded: provision.as_ref().and_then(|p| p.excluded).unwrap_or_default(),
                     no_discovery: provision.as_ref().is_some_and(|p| p.all_three()),
+                    from_url: provision.is_some(),
                 };
                 if s.action.get_ref() == "discover" {
                     StepAction::Discover { client, discovery }
@@ -1535,8 +1536,39 @@ fn bootstrap_switches(
             ));
         }
     }
+    // Switches the lab knows but does not model: refused rather than silently ignored.
+    for k in ["CUP_ADDRESS", "CTI", "UPN_DISCOVERY_ENABLED"] {
+        if map.contains_key(k) {
+            errs.push(src.err(at, format!("bootstrap switch `{k}` is not modelled yet")));
+        }
+    }
     let sw = |k: &str| map.get(k).cloned();
+    if let Some(a) = sw("AUTHENTICATOR") {
+        let phone = sw("PRODUCT_MODE").is_some_and(|p| p.eq_ignore_ascii_case("phone_mode"));
+        let cucm = sw("CCMCIP").or(sw("TFTP")).is_some();
+        if !(a.eq_ignore_ascii_case("CUCM") && phone && cucm) {
+            errs.push(src.err(
+                at,
+                format!(
+                    "bootstrap AUTHENTICATOR={a} is modelled only as SPEC SD9 phone mode \
+                     (AUTHENTICATOR=CUCM, PRODUCT_MODE=phone_mode, CCMCIP or TFTP)"
+                ),
+            ));
+        }
+    }
+    let excluded = match sw("EXCLUDED_SERVICES").map(|v| uclab_proto::provision::parse_excluded(&v))
+    {
+        Some(Ok(e)) => Some(e),
+        Some(Err(e)) => {
+            errs.push(src.err(at, format!("bootstrap EXCLUDED_SERVICES: {e}")));
+            None
+        }
+        None => None,
+    };
     uclab_client::driver::Bootstrap {
+        services_domain: sw("SERVICES_DOMAIN"),
+        voice_services_domain: sw("VOICE_SERVICES_DOMAIN"),
+        excluded,
         authenticator: sw("AUTHENTICATOR"),
         ccmcip: sw("CCMCIP"),
         tftp: sw("TFTP"),
@@ -1619,6 +1651,18 @@ mod tests {
             "[[step]]\nat = \"1s\"\naction = \"install\"\nclient = \"alice\"\nbootstrap = { NOPE = \"1\" }\n",
         );
         assert!(e.starts_with("t.toml:3:10: unknown bootstrap switch `NOPE`"), "{e}");
+        let e = first_err(
+            "[[step]]\nat = \"1s\"\naction = \"install\"\nclient = \"alice\"\nbootstrap = { CTI = \"x\" }\n",
+        );
+        assert!(e.contains("bootstrap switch `CTI` is not modelled yet"), "{e}");
+        let e = first_err(
+            "[[step]]\nat = \"1s\"\naction = \"install\"\nclient = \"alice\"\nbootstrap = { AUTHENTICATOR = \"CUP\" }\n",
+        );
+        assert!(e.contains("AUTHENTICATOR=CUP is modelled only as SPEC SD9"), "{e}");
+        let e = first_err(
+            "[[step]]\nat = \"1s\"\naction = \"install\"\nclient = \"alice\"\nbootstrap = { EXCLUDED_SERVICES = \"FAX\" }\n",
+        );
+        assert!(e.contains("unknown excluded service `FAX`"), "{e}");
         let e = first_err("[[step]]\nat = \"1s\"\naction = \"install\"\nclient = \"alice\"\n");
         assert!(e.starts_with("t.toml:3:10: action `install` needs `bootstrap`"), "{e}");
     }
