@@ -1115,6 +1115,16 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 }
                 Some(v)
             };
+        // The step's `client`: present and declared.
+        let known_client = |errs: &mut Vec<CheckError>| -> Option<String> {
+            let client = need(errs, &s.client, "client")?;
+            if !client_names.contains(client.as_str()) {
+                let at = s.client.as_ref().map_or(0, |c| c.span().start);
+                errs.push(src.err(at, format!("unknown client `{client}`")));
+                return None;
+            }
+            Some(client)
+        };
         let action = match s.action.get_ref().as_str() {
             "discover" | "sign-in" => {
                 let Some(client) = need(&mut errs, &s.client, "client") else { continue };
@@ -1186,12 +1196,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 }
             }
             "message" => {
-                let Some(client) = need(&mut errs, &s.client, "client") else { continue };
-                if !client_names.contains(client.as_str()) {
-                    let at = s.client.as_ref().map_or(0, |c| c.span().start);
-                    errs.push(src.err(at, format!("unknown client `{client}`")));
-                    continue;
-                }
+                let Some(client) = known_client(&mut errs) else { continue };
                 let (Some(to), Some(body)) = (&s.to, &s.body) else {
                     errs.push(
                         src.err(s.action.span().start, "action `message` needs `to` and `body`"),
@@ -1210,12 +1215,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 StepAction::Message { client, to: jid.clone(), body: body.clone() }
             }
             "move" => {
-                let Some(client) = need(&mut errs, &s.client, "client") else { continue };
-                if !client_names.contains(client.as_str()) {
-                    let at = s.client.as_ref().map_or(0, |c| c.span().start);
-                    errs.push(src.err(at, format!("unknown client `{client}`")));
-                    continue;
-                }
+                let Some(client) = known_client(&mut errs) else { continue };
                 let (Some(zone), Some(dns)) = (&s.zone, &s.dns) else {
                     errs.push(
                         src.err(s.action.span().start, "action `move` needs `zone` and `dns`"),
@@ -1233,12 +1233,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 }
             }
             "install" => {
-                let Some(client) = need(&mut errs, &s.client, "client") else { continue };
-                if !client_names.contains(client.as_str()) {
-                    let at = s.client.as_ref().map_or(0, |c| c.span().start);
-                    errs.push(src.err(at, format!("unknown client `{client}`")));
-                    continue;
-                }
+                let Some(client) = known_client(&mut errs) else { continue };
                 let Some(map) = &s.bootstrap else {
                     errs.push(src.err(s.action.span().start, "action `install` needs `bootstrap`"));
                     continue;
@@ -1663,6 +1658,18 @@ mod tests {
             "[[step]]\nat = \"1s\"\naction = \"install\"\nclient = \"alice\"\nbootstrap = { EXCLUDED_SERVICES = \"FAX\" }\n",
         );
         assert!(e.contains("unknown excluded service `FAX`"), "{e}");
+        let e = first_err(
+            "[[step]]\nat = \"1s\"\naction = \"message\"\nclient = \"nobody\"\nto = \"a@b\"\nbody = \"x\"\n",
+        );
+        assert!(e.starts_with("t.toml:4:10: unknown client `nobody`"), "{e}");
+        let e = first_err(
+            "[[step]]\nat = \"1s\"\naction = \"message\"\nclient = \"alice\"\nto = \"bob\"\nbody = \"x\"\n",
+        );
+        assert!(e.starts_with("t.toml:5:6: bad JID `bob`"), "{e}");
+        let e = first_err(
+            "[[step]]\nat = \"1s\"\naction = \"move\"\nclient = \"alice\"\nzone = \"mars\"\ndns = [\"dns-ext\"]\n",
+        );
+        assert!(e.starts_with("t.toml:5:8: unknown zone `mars`"), "{e}");
         let e = first_err("[[step]]\nat = \"1s\"\naction = \"install\"\nclient = \"alice\"\n");
         assert!(e.starts_with("t.toml:3:10: action `install` needs `bootstrap`"), "{e}");
     }
