@@ -35,8 +35,9 @@ fn check_scenario(rel: &str) {
     assert!(c.passed, "{rel} failed with seed {other}:\n{}", c.transcript);
 
     common::check_capture(rel, &a.capture);
-    // No password crosses the capture in clear text: neither `user:password` nor its Basic
-    // token (passwords of 6 characters or more are looked for alone too).
+    // No password or token crosses the capture in clear text: neither `user:password` nor its
+    // Basic token (passwords of 6 characters or more are looked for alone too), nor any SOAP
+    // login, session key, one-time password or SASL exchange.
     let secrets: Vec<String> = s
         .users
         .iter()
@@ -48,6 +49,12 @@ fn check_scenario(rel: &str) {
             }
             v
         })
+        .chain(
+            // Where passwords and tokens travel (EPAS login, its session key and one-time
+            // password, XMPP SASL): these only ever go inside TLS.
+            ["<ns1:password>", "session-key", "get-onetime-password-resp", "<auth "]
+                .map(str::to_owned),
+        )
         .collect();
     common::check_no_secrets(rel, &a.capture, &secrets);
     let suite =
