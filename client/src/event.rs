@@ -166,6 +166,11 @@ pub enum ClientEvent {
         /// IM&P node involved.
         node: String,
     },
+    /// After losing XMPP the client waits this long before signing in again (SPEC HA2).
+    ImRelogin {
+        /// Seconds, drawn between the server's re-login limits.
+        wait_s: u64,
+    },
     /// The IM session is signed in (SPEC AU4, IMP1).
     ImSignedIn {
         /// Full JID bound.
@@ -227,6 +232,7 @@ impl ClientEvent {
         "sign-in-failed",
         "im-state",
         "im-signed-in",
+        "im-relogin",
         "im-failed",
         "im-message",
     ];
@@ -254,6 +260,7 @@ impl ClientEvent {
             Self::SignedIn { .. } => "signed-in",
             Self::ImState { .. } => "im-state",
             Self::ImSignedIn { .. } => "im-signed-in",
+            Self::ImRelogin { .. } => "im-relogin",
             Self::ImFailed { .. } => "im-failed",
             Self::ImMessage { .. } => "im-message",
             Self::SignInFailed { .. } => "sign-in-failed",
@@ -306,6 +313,7 @@ impl ClientEvent {
             Self::BootstrapIgnored { cached } => vec![("cached", cached.clone())],
             Self::ImState { state, node } => vec![("state", state.clone()), ("node", node.clone())],
             Self::ImSignedIn { jid } => vec![("jid", jid.clone())],
+            Self::ImRelogin { wait_s } => vec![("wait_s", wait_s.to_string())],
             Self::ImFailed { reason } => vec![("reason", reason.clone())],
             Self::ImMessage { from, body } => vec![("from", from.clone()), ("body", body.clone())],
             Self::SignedIn { user, home, authenticator, product_mode, devices } => vec![
@@ -362,6 +370,7 @@ mod tests {
             ClientEvent::SignInFailed { reason: s() },
             ClientEvent::ImState { state: s(), node: s() },
             ClientEvent::ImSignedIn { jid: s() },
+            ClientEvent::ImRelogin { wait_s: 1 },
             ClientEvent::ImFailed { reason: s() },
             ClientEvent::ImMessage { from: s(), body: s() },
         ];

@@ -8,6 +8,14 @@
 //! checked against the presence domain, SASL `CISCO-VTG-TOKEN`, resource binding, initial
 //! presence → `XMPPCONNECTED`. Wrong credentials are one clear failure; nothing is retried.
 //!
+//! SPEC HA1 failover: losing the XMPP connection → `FAILOVER`; after the re-login wait of
+//! SPEC HA2 (drawn from the seed between the server's lower and upper limits) the SOAP session
+//! is tried again at the first server (`SOAPCONNECT_SESSION_P`), else the second
+//! (`SOAPCONNECT_SESSION_S`); if neither, `FAILOVER` again and a fresh login (`SOAPCONNECT_P`,
+//! `SOAPCONNECT_S`); if neither, the session stops until the user signs in again. From SOAP
+//! the current primary and secondary are read again (they change during failover), then
+//! `XMPPCONNECT_P`, else `XMPPCONNECT_S`, → `XMPPCONNECTED`, or stop.
+//!
 //! Polling order: after each `handle_*` call drain [`ImSession::poll_output`], then sleep until
 //! [`ImSession::poll_timeout`] and call [`ImSession::handle_timeout`].
 
@@ -15,6 +23,8 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use uclab_proto::dns::QType;
 use uclab_proto::soap;
 use uclab_proto::xmpp::{self, Element, Frame, Framer};
@@ -61,7 +71,18 @@ enum St {
     BindFeatures,
     Bind,
     Connected,
+    /// HA1 `FAILOVER`: waiting out the HA2 re-login delay.
+    Failover,
     Done,
+}
+
+/// How SOAP is reached (SPEC HA1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SoapMode {
+    /// A fresh `login` (`SOAPCONNECT_P`/`_S`).
+    Login,
+    /// The existing session key (`SOAPCONNECT_SESSION_P`/`_S`), after a failover.
+    Session,
 }
 
 /// One user's IM session.
@@ -74,6 +95,12 @@ pub struct ImSession {
     /// IM&P servers of the service profile, in order.
     servers: Vec<String>,
     soap_idx: usize,
+    soap_mode: SoapMode,
+    /// A failover is under way: giving up means stopping until the user signs in again.
+    failing_over: bool,
+    /// SPEC HA2 re-login limits from the server, seconds.
+    relogin: (u32, u32),
+    rng: ChaCha8Rng,
     soap_addr: Option<SocketAddr>,
     key: Option<String>,
     domain: String,
@@ -107,6 +134,10 @@ impl ImSession {
             resource: resource.to_owned(),
             servers,
             soap_idx: 0,
+            soap_mode: SoapMode::Login,
+            failing_over: false,
+            relogin: (120, 480),
+            rng: ChaCha8Rng::seed_from_u64(seed),
             soap_addr: None,
             key: None,
             domain: String::new(),
@@ -201,9 +232,23 @@ impl ImSession {
     /// SOAP at server `soap_idx` (HA1: `SOAPCONNECT_P`, then `SOAPCONNECT_S`).
     fn soap_connect(&mut self, now: Time) {
         let Some(host) = self.servers.get(self.soap_idx).cloned() else {
-            return self.fail("no IM&P server reachable".into());
+            if self.soap_mode == SoapMode::Session {
+                // HA1: neither server kept the session: FAILOVER again, then a fresh login.
+                let node = self.servers.first().cloned().unwrap_or_default();
+                self.state("FAILOVER", &node);
+                self.soap_mode = SoapMode::Login;
+                self.soap_idx = 0;
+                self.key = None;
+                return self.soap_connect(now);
+            }
+            return self.give_up("no IM&P server reachable");
         };
-        let name = if self.soap_idx == 0 { "SOAPCONNECT_P" } else { "SOAPCONNECT_S" };
+        let name = match (self.soap_mode, self.soap_idx) {
+            (SoapMode::Login, 0) => "SOAPCONNECT_P",
+            (SoapMode::Login, _) => "SOAPCONNECT_S",
+            (SoapMode::Session, 0) => "SOAPCONNECT_SESSION_P",
+            (SoapMode::Session, _) => "SOAPCONNECT_SESSION_S",
+        };
         self.state(name, &host);
         let token = self.resolve(now, &host);
         self.st = St::ResolveSoap { token };
@@ -212,8 +257,35 @@ impl ImSession {
 
     fn soap_next_server(&mut self, now: Time) {
         self.soap_idx += 1;
-        self.key = None;
+        if self.soap_mode == SoapMode::Login {
+            self.key = None;
+        }
         self.soap_connect(now);
+    }
+
+    /// Nothing reachable: at sign-in a failure; during a failover, HA1's "stop until the user
+    /// signs in again".
+    fn give_up(&mut self, why: &str) {
+        if self.failing_over {
+            self.fail(format!("{why}: stopped until the user signs in again"));
+        } else {
+            self.fail(why.to_owned());
+        }
+    }
+
+    /// HA1: the XMPP connection is lost → `FAILOVER`, and after the HA2 wait, SOAP again.
+    fn failover(&mut self, now: Time) {
+        if let Some(id) = self.stream.take() {
+            self.out.push_back(Output::StreamClose { id });
+        }
+        let node = self.nodes.get(self.xmpp_idx).cloned().unwrap_or_default();
+        self.state("FAILOVER", &node);
+        let (lo, hi) = (self.relogin.0.min(self.relogin.1), self.relogin.0.max(self.relogin.1));
+        let wait = Duration::from_secs(u64::from(self.rng.random_range(lo..=hi)));
+        self.out.push_back(Output::Event(ClientEvent::ImRelogin { wait_s: wait.as_secs() }));
+        self.failing_over = true;
+        self.st = St::Failover;
+        self.deadline = Some(now + wait);
     }
 
     fn soap(&mut self, now: Time, op: &'static str, body: String) {
@@ -264,7 +336,7 @@ impl ImSession {
         self.framer.reset();
         self.xmpp_idx += 1;
         if self.xmpp_idx >= self.nodes.len() {
-            return self.fail(format!("no XMPP node reachable ({why})"));
+            return self.give_up(&format!("no XMPP node reachable ({why})"));
         }
         self.keyed(now, "get-onetime-password");
     }
@@ -301,9 +373,8 @@ impl ImSession {
             }
             Input::StreamFailed { id, reason } if self.stream == Some(id) => {
                 if matches!(self.st, St::Connected) {
-                    // HA1 failover lands with the failover work; for now the loss is reported.
                     self.stream = None;
-                    self.fail(format!("XMPP connection lost: {reason}"));
+                    self.failover(now);
                 } else {
                     self.xmpp_next_node(now, &reason);
                 }
@@ -339,6 +410,13 @@ impl ImSession {
                 | St::Auth
                 | St::BindFeatures
                 | St::Bind => self.xmpp_next_node(now, "timeout"),
+                St::Failover => {
+                    // HA2 wait over: the SOAP session again, first server first.
+                    self.soap_mode = SoapMode::Session;
+                    self.soap_idx = 0;
+                    self.xmpp_idx = 0;
+                    self.soap_connect(now);
+                }
                 St::Connected | St::Done => self.deadline = None,
             }
         }
@@ -363,6 +441,12 @@ impl ImSession {
             (_, soap::Response::Fault { subcode, .. }) if subcode == "AuthenticationFailed" => {
                 self.fail("wrong credentials".into())
             }
+            // The session did not survive (HA1): try the next server, then a fresh login.
+            (_, soap::Response::Fault { subcode, .. })
+                if subcode == "InvalidSession" && self.soap_mode == SoapMode::Session =>
+            {
+                self.soap_next_server(now)
+            }
             (_, soap::Response::Fault { subcode, reason }) => {
                 self.fail(format!("SOAP {op}: {subcode}: {reason}"))
             }
@@ -382,6 +466,12 @@ impl ImSession {
                     return self.fail("SOAP get-all-config: no presence domain".into());
                 };
                 self.domain = domain;
+                let secs = |k: &str| get(k).and_then(|v| v.parse::<u32>().ok());
+                if let (Some(lo), Some(hi)) =
+                    (secs(soap::P_RELOGIN_LOWER), secs(soap::P_RELOGIN_UPPER))
+                {
+                    self.relogin = (lo, hi);
+                }
                 self.nodes =
                     [get(soap::P_PRIMARY), get(soap::P_SECONDARY)].into_iter().flatten().collect();
                 self.keyed(now, "get-onetime-password");
@@ -512,8 +602,13 @@ impl ImSession {
                 St::ResolveSoap { token: want } if want == token => match ip {
                     Some(ip) => {
                         self.soap_addr = Some(SocketAddr::new(ip, SOAP_PORT));
-                        let body = soap::login_request(&self.user, &self.password, CLIENT_VERSION);
-                        self.soap(now, "login", body);
+                        if self.soap_mode == SoapMode::Session && self.key.is_some() {
+                            self.keyed(now, "get-all-config");
+                        } else {
+                            let body =
+                                soap::login_request(&self.user, &self.password, CLIENT_VERSION);
+                            self.soap(now, "login", body);
+                        }
                     }
                     None => self.soap_next_server(now),
                 },

@@ -46,6 +46,39 @@ impl ImpConfig {
     }
 }
 
+/// A user's configured nodes, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct ImUserRef<'a> {
+    /// Configured primary.
+    pub primary: &'a str,
+    /// Configured secondary.
+    pub secondary: Option<&'a str>,
+}
+
+/// Marks a node up while it lives: made when the node starts, it marks the node down when it
+/// is dropped (the node stopped or crashed).
+#[derive(Debug)]
+pub struct Alive {
+    state: Rc<RefCell<ImpState>>,
+    host: String,
+}
+
+impl Alive {
+    /// Node `host` is up.
+    pub fn new(state: Rc<RefCell<ImpState>>, host: &str) -> Self {
+        state.borrow_mut().set_up(host, true);
+        Self { state, host: host.to_owned() }
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.state.try_borrow_mut() {
+            s.set_up(&self.host, false);
+        }
+    }
+}
+
 /// Sessions and one-time passwords a node has handed out.
 #[derive(Debug)]
 pub struct ImpState {
@@ -55,12 +88,41 @@ pub struct ImpState {
     sessions: BTreeMap<String, String>,
     /// One-time password → user id (each used once, by the XMPP sign-in).
     otps: BTreeMap<String, String>,
+    /// Nodes of the cluster that are down (SPEC HA1: their users move to the peer).
+    down: std::collections::BTreeSet<String>,
 }
 
 impl ImpState {
     /// Fresh state; keys derive from `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { seed, counter: 0, sessions: BTreeMap::new(), otps: BTreeMap::new() }
+        Self {
+            seed,
+            counter: 0,
+            sessions: BTreeMap::new(),
+            otps: BTreeMap::new(),
+            down: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Records whether node `host` is up (a node marks itself up when it starts and down when
+    /// it stops; see [`Alive`]).
+    pub fn set_up(&mut self, host: &str, up: bool) {
+        if up {
+            self.down.remove(host);
+        } else {
+            self.down.insert(host.to_owned());
+        }
+    }
+
+    /// A user's current nodes: primary and secondary, swapped while the primary is down
+    /// (SPEC HA1: "the current primary/secondary XMPP address changes during failover").
+    pub fn nodes_of<'a>(&self, u: &'a ImUserRef<'a>) -> (&'a str, Option<&'a str>) {
+        match u.secondary {
+            Some(s) if self.down.contains(u.primary) && !self.down.contains(s) => {
+                (s, Some(u.primary))
+            }
+            s => (u.primary, s),
+        }
     }
 
     fn token(&mut self, prefix: &str) -> String {
@@ -127,12 +189,12 @@ pub fn handle_soap(c: &ImpConfig, st: &RefCell<ImpState>, req: &Request) -> Resp
             match op.as_str() {
                 "get-all-config" => {
                     let (lo, hi) = (c.relogin.0.to_string(), c.relogin.1.to_string());
-                    let mut params = vec![
-                        (soap::P_DOMAIN, c.domain.as_str()),
-                        (soap::P_PRIMARY, u.primary.as_str()),
-                    ];
-                    if let Some(s) = &u.secondary {
-                        params.push((soap::P_SECONDARY, s.as_str()));
+                    let r = ImUserRef { primary: &u.primary, secondary: u.secondary.as_deref() };
+                    let (primary, secondary) = st.nodes_of(&r);
+                    let mut params =
+                        vec![(soap::P_DOMAIN, c.domain.as_str()), (soap::P_PRIMARY, primary)];
+                    if let Some(s) = secondary {
+                        params.push((soap::P_SECONDARY, s));
                     }
                     params.push((soap::P_RELOGIN_LOWER, &lo));
                     params.push((soap::P_RELOGIN_UPPER, &hi));
@@ -203,6 +265,14 @@ mod tests {
         let soap::Response::Success(otp) = r else { panic!("{r:?}") };
         assert_eq!(st.borrow_mut().redeem_otp(&otp).as_deref(), Some("alice"));
         assert_eq!(st.borrow_mut().redeem_otp(&otp), None, "one time only");
+        // HA1: while alice's primary is down, the configuration names the peer first.
+        st.borrow_mut().set_up("imp1.example.com", false);
+        let (_, r) = answer(&c, &st, soap::keyed_request("get-all-config", &key));
+        let soap::Response::Config(p) = r else { panic!("{r:?}") };
+        let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get(soap::P_PRIMARY).as_deref(), Some("imp2.example.com"));
+        assert_eq!(get(soap::P_SECONDARY).as_deref(), Some("imp1.example.com"));
+        st.borrow_mut().set_up("imp1.example.com", true);
         // The same seed hands out the same keys.
         let st2 = RefCell::new(ImpState::new(7));
         let (_, r2) = answer(&c, &st2, soap::login_request("alice", "lab", "14.3"));

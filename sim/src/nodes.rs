@@ -300,6 +300,8 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             u
         }
         NodePlan::Imp { soap, xmpp: xport, names, cfg, shared } => {
+            // Up while this future lives; a crash drops it and marks the node down (HA1).
+            let _alive = imp::Alive::new(shared.state.clone(), &cfg.host);
             let handler = imp::soap_handler(cfg.clone(), shared.state.clone());
             let t = tokio::task::spawn_local(http::serve(
                 net.clone(),
