@@ -138,6 +138,19 @@ impl StubResolver {
         Self { cfg, pending: BTreeMap::new(), out: VecDeque::new(), next_token: 1 }
     }
 
+    /// Takes the inputs that belong to a resolver (datagrams, ICMP unreachables, TCP answers)
+    /// and hands any other input back.
+    pub fn take_input(&mut self, now: Time, input: crate::io::Input) -> Option<crate::io::Input> {
+        use crate::io::Input;
+        match input {
+            Input::Datagram { from, bytes } => self.handle_datagram(now, from, &bytes),
+            Input::Unreachable { from } => self.handle_unreachable(now, from),
+            Input::TcpAnswer { token, bytes } => self.handle_tcp_answer(token, bytes.as_deref()),
+            other => return Some(other),
+        }
+        None
+    }
+
     /// Starts a query; `id` is the message id (from the seeded RNG).
     pub fn query(&mut self, now: Time, name: &str, qtype: QType, id: u16) -> QueryToken {
         let token = self.next_token;

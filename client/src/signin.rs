@@ -380,12 +380,11 @@ impl SignIn {
 
     /// Feeds an input (DNS datagrams, HTTP results; others are ignored).
     pub fn handle_input(&mut self, now: Time, input: Input) {
+        let Some(input) = self.resolver.take_input(now, input) else {
+            return self.pump(now);
+        };
         match input {
-            Input::Datagram { from, bytes } => self.resolver.handle_datagram(now, from, &bytes),
-            Input::Unreachable { from } => self.resolver.handle_unreachable(now, from),
-            Input::TcpAnswer { token, bytes } => {
-                self.resolver.handle_tcp_answer(token, bytes.as_deref())
-            }
+            Input::Datagram { .. } | Input::Unreachable { .. } | Input::TcpAnswer { .. } => {}
             Input::Http { id, result } => self.on_http(now, id, result),
             Input::Connected { .. }
             | Input::ConnectFailed { .. }
