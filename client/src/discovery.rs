@@ -304,11 +304,11 @@ impl Discovery {
 
     /// Moves resolver outputs into ours and reacts to answers.
     fn pump(&mut self, now: Time) {
-        while let Some(o) = self.resolver.poll_output() {
-            match o.into_io() {
-                Ok(out) => self.out.push_back(out),
-                Err((token, res)) if self.is_cas_lookup(token) => self.on_cas_address(now, res),
-                Err((token, res)) => self.on_answer(now, token, res),
+        while let Some((token, res)) = self.resolver.next_answer(&mut self.out) {
+            if self.is_cas_lookup(token) {
+                self.on_cas_address(now, res);
+            } else {
+                self.on_answer(now, token, res);
             }
         }
     }

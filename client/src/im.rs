@@ -588,14 +588,7 @@ impl ImSession {
     }
 
     fn pump(&mut self, now: Time) {
-        while let Some(o) = self.resolver.poll_output() {
-            let (token, res) = match o.into_io() {
-                Ok(out) => {
-                    self.out.push_back(out);
-                    continue;
-                }
-                Err(answer) => answer,
-            };
+        while let Some((token, res)) = self.resolver.next_answer(&mut self.out) {
             let ip = res.ok().and_then(|m| m.first_ipv4()).map(IpAddr::V4);
             match self.st {
                 St::ResolveSoap { token: want } if want == token => match ip {

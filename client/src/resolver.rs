@@ -138,6 +138,21 @@ impl StubResolver {
         Self { cfg, pending: BTreeMap::new(), out: VecDeque::new(), next_token: 1 }
     }
 
+    /// The next outcome of one of the owner's queries, after moving the datagrams and TCP
+    /// exchanges that come before it to `out` (they are the owner's outputs as they are).
+    pub fn next_answer(
+        &mut self,
+        out: &mut VecDeque<crate::io::Output>,
+    ) -> Option<(QueryToken, Result<DnsMsg, ResolveFailure>)> {
+        while let Some(o) = self.poll_output() {
+            match o.into_io() {
+                Ok(io) => out.push_back(io),
+                Err(answer) => return Some(answer),
+            }
+        }
+        None
+    }
+
     /// Takes the inputs that belong to a resolver (datagrams, ICMP unreachables, TCP answers)
     /// and hands any other input back.
     pub fn take_input(&mut self, now: Time, input: crate::io::Input) -> Option<crate::io::Input> {

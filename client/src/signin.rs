@@ -696,14 +696,7 @@ impl SignIn {
     }
 
     fn pump(&mut self, now: Time) {
-        while let Some(o) = self.resolver.poll_output() {
-            let (token, res) = match o.into_io() {
-                Ok(out) => {
-                    self.out.push_back(out);
-                    continue;
-                }
-                Err(answer) => answer,
-            };
+        while let Some((token, res)) = self.resolver.next_answer(&mut self.out) {
             if let State::ResolveFirst { token: want, .. } = self.state
                 && want == token
             {
