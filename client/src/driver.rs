@@ -244,14 +244,7 @@ fn feed<N: Net>(
                     conns.insert(id, c);
                     d.handle_input(now, Input::Connected { id });
                 }
-                Err(e) => {
-                    let reason = match e.kind() {
-                        std::io::ErrorKind::ConnectionRefused => "refused".to_owned(),
-                        std::io::ErrorKind::ConnectionReset => "reset".to_owned(),
-                        k => format!("{k:?}").to_lowercase(),
-                    };
-                    d.handle_input(now, Input::ConnectFailed { id, reason });
-                }
+                Err(e) => d.handle_input(now, Input::ConnectFailed { id, reason: io_reason(&e) }),
             }
         }
     }
@@ -334,10 +327,6 @@ enum StreamCmd {
     Close,
 }
 
-/// A byte stream that may become TLS halfway.
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Stream for T {}
-
 /// Owns one long-lived stream (XMPP): connects, writes what the engine sends, upgrades to TLS
 /// when asked, and reports every read. Reads are cancel-safe, so one task can wait on both.
 async fn stream_actor<N: Net>(
@@ -356,7 +345,7 @@ async fn stream_actor<N: Net>(
     };
     let (local, peer) = (tcp.local_addr(), tcp.peer_addr());
     let _ = tx.send(Msg::StreamOpened(id));
-    let mut io: Box<dyn Stream> = Box::new(tcp);
+    let mut io: Box<dyn uclab_net::AsyncIo> = Box::new(tcp);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         // Biased: tokio's default picks among ready branches at random, which a replay must

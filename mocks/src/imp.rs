@@ -219,8 +219,42 @@ pub fn soap_handler(cfg: Rc<ImpConfig>, state: Rc<RefCell<ImpState>>) -> Handler
     Rc::new(move |req| handle_soap(&cfg, &state, req))
 }
 
+/// SOAP exchanges for this crate's tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// A POST of `body` to the EPAS path.
+    fn post(body: String) -> Request {
+        let mut r = Request::get(soap::PATH);
+        r.method = "POST".into();
+        r.body = body.into_bytes();
+        r
+    }
+
+    /// The status and parsed answer of one SOAP request.
+    pub(crate) fn answer(
+        c: &ImpConfig,
+        st: &RefCell<ImpState>,
+        body: String,
+    ) -> (u16, soap::Response) {
+        let r = handle_soap(c, st, &post(body));
+        (r.status, soap::parse_response(&r.body).expect("a SOAP answer"))
+    }
+
+    /// Logs `user` in and returns a one-time password, as a client does before XMPP.
+    pub(crate) fn one_time_password(c: &ImpConfig, st: &RefCell<ImpState>, user: &str) -> String {
+        let (_, r) = answer(c, st, soap::login_request(user, "lab", "1"));
+        let soap::Response::Success(key) = r else { panic!("login: {r:?}") };
+        let (_, r) = answer(c, st, soap::keyed_request("get-onetime-password", &key));
+        let soap::Response::Success(otp) = r else { panic!("one-time password: {r:?}") };
+        otp
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_support::answer;
     use super::*;
 
     fn cfg() -> ImpConfig {
@@ -235,18 +269,6 @@ mod tests {
             }],
             relogin: (120, 480),
         }
-    }
-
-    fn post(body: String) -> Request {
-        let mut r = Request::get(soap::PATH);
-        r.method = "POST".into();
-        r.body = body.into_bytes();
-        r
-    }
-
-    fn answer(c: &ImpConfig, st: &RefCell<ImpState>, body: String) -> (u16, soap::Response) {
-        let r = handle_soap(c, st, &post(body));
-        (r.status, soap::parse_response(&r.body).expect("a SOAP answer"))
     }
 
     #[test]

@@ -38,9 +38,8 @@ pub enum Action {
     Priority(i8),
     /// Close the connection (after writing what came before).
     Close,
-    /// For the transcript: a summary of a stanza received (never its text).
-    Received(String),
-    /// For the transcript: a summary of what was sent.
+    /// For the transcript: a summary of what was sent (the client writes its own lines, as
+    /// HTTP clients do, so what is received is not logged here).
     Sent(String),
 }
 
@@ -156,21 +155,17 @@ impl ServerSession {
         match f {
             Frame::StreamOpen(h) => self.on_stream(&h),
             Frame::StreamClose => {
-                self.out.push_back(Action::Received("stream close".into()));
                 self.send("</stream:stream>".into());
                 self.out.push_back(Action::Close);
                 self.stage = Stage::Done;
             }
-            Frame::Stanza(s) => {
-                self.out.push_back(Action::Received(xmpp::summary(&s)));
-                match self.stage {
-                    Stage::PreTls => self.pre_tls(&s),
-                    Stage::Tls => self.sasl(&s),
-                    Stage::Authed => self.bind(&s),
-                    Stage::Ready => self.stanza(s),
-                    Stage::Done => {}
-                }
-            }
+            Frame::Stanza(s) => match self.stage {
+                Stage::PreTls => self.pre_tls(&s),
+                Stage::Tls => self.sasl(&s),
+                Stage::Authed => self.bind(&s),
+                Stage::Ready => self.stanza(s),
+                Stage::Done => {}
+            },
         }
     }
 
@@ -438,10 +433,6 @@ impl Router {
 /// Time a connection may take to bind a resource (slow or silent clients are cut off).
 pub const SIGN_IN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A byte stream that may become TLS halfway.
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Stream for T {}
-
 /// Serves XMPP client connections on `port` until the node stops. `names` are the certificate
 /// names (the node's FQDN and the presence domain).
 pub async fn serve<N: uclab_net::Net + Clone + 'static>(
@@ -483,7 +474,7 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
 async fn connection<N: uclab_net::Net>(
     net: &N,
     (local, peer): (SocketAddr, SocketAddr),
-    mut io: Box<dyn Stream>,
+    mut io: Box<dyn uclab_net::AsyncIo>,
     mut s: ServerSession,
     router: &RefCell<Router>,
     tls: std::sync::Arc<uclab_net::tls::ServerConfig>,
@@ -524,9 +515,6 @@ async fn connection<N: uclab_net::Net>(
                     let _ = io.shutdown().await;
                     return Ok(());
                 }
-                // The client writes its own lines (as HTTP clients do): only what the server
-                // sends goes into the transcript from here.
-                Action::Received(_) => {}
                 Action::Sent(line) => log(net, local, peer, &line),
             }
         }
@@ -647,26 +635,7 @@ mod tests {
     #[test]
     fn au4_one_time_password_works_once() {
         let (cfg, st) = node();
-        let otp = {
-            let c = crate::http::Request::get(uclab_proto::soap::PATH);
-            let mut login = c.clone();
-            login.method = "POST".into();
-            login.body = uclab_proto::soap::login_request("alice", "lab", "1").into_bytes();
-            let r = crate::imp::handle_soap(&cfg, &st, &login);
-            let uclab_proto::soap::Response::Success(key) =
-                uclab_proto::soap::parse_response(&r.body).unwrap()
-            else {
-                panic!()
-            };
-            let mut get = c;
-            get.method = "POST".into();
-            get.body = uclab_proto::soap::keyed_request("get-onetime-password", &key).into_bytes();
-            let r = crate::imp::handle_soap(&cfg, &st, &get);
-            match uclab_proto::soap::parse_response(&r.body).unwrap() {
-                uclab_proto::soap::Response::Success(p) => p,
-                other => panic!("{other:?}"),
-            }
-        };
+        let otp = crate::imp::test_support::one_time_password(&cfg, &st, "alice");
         let token = xmpp::sasl_vtg_token("alice", "example.com", &otp);
         let mut s = ServerSession::new(cfg.clone(), st.clone());
         open(&mut s);

@@ -20,7 +20,7 @@ pub use live::LiveNet;
 pub use policy::{Action, Policy, PolicyError, Rule, Zone};
 pub use rng::{SeededRng, derive_seed};
 pub use sim::SimNet;
-pub use socket::{BoxFuture, TcpAcceptor, TcpConn, UdpSock};
+pub use socket::{AsyncIo, BoxFuture, TcpAcceptor, TcpConn, UdpSock};
 pub use transcript::{EventRecord, Transcript};
 
 /// What every node of one world (a simulation, or a live process) shares.

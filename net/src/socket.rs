@@ -17,8 +17,9 @@ use crate::rng::SeededRng;
 /// A boxed, non-`Send` future (simulated hosts and live nodes run on one thread each).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
-/// A byte stream of either backend.
-pub(crate) trait AsyncIo: AsyncRead + AsyncWrite + Unpin {}
+/// A byte stream of either backend, or one that becomes TLS halfway (XMPP STARTTLS), boxed as
+/// `Box<dyn AsyncIo>`.
+pub trait AsyncIo: AsyncRead + AsyncWrite + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncIo for T {}
 
 /// The clock of a backend: time since the scenario epoch, or `None` outside a running host
