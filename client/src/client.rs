@@ -190,13 +190,13 @@ impl Client {
         self
     }
 
-    /// Sends a chat message from the IM session (SPEC IMP1). Without a signed-in IM session
-    /// the message is refused with an event.
-    pub fn send_message(&mut self, to: &str, body: &str) {
-        let sent = self.im.as_mut().is_some_and(|im| im.send_message(to, body));
+    /// Carries out an IM action (SPEC IMP1): a message, a subscription, a status. Without a
+    /// signed-in IM session it is refused with an event.
+    pub fn im_action(&mut self, a: &crate::im::ImAction) {
+        let sent = self.im.as_mut().is_some_and(|im| im.act(a));
         if !sent {
             self.out.push_back(Output::Event(ClientEvent::ImFailed {
-                reason: format!("message to {to} not sent: not signed in to IM"),
+                reason: format!("{} not sent: not signed in to IM", a.describe()),
             }));
         }
         self.pump_im();

@@ -29,13 +29,8 @@ pub enum UserAction {
         /// Domain, VoiceServicesDomain, exclusions.
         discovery: DiscoveryConfig,
     },
-    /// Send a chat message from the IM session (SPEC IMP1).
-    SendMessage {
-        /// Recipient JID (bare or full).
-        to: String,
-        /// Body.
-        body: String,
-    },
+    /// Something done in the IM window: a message, a subscription, a status (SPEC IMP1).
+    Im(crate::im::ImAction),
     /// The machine joined another network (SPEC SD8): new name servers from DHCP.
     NetworkChanged {
         /// The new name servers.
@@ -209,7 +204,7 @@ pub async fn run<N: Net + Clone + 'static>(
                             engine.sign_in_user(now, &discovery, &user, &password, seed)
                         }
                         UserAction::Install { bootstrap } => engine.install(bootstrap),
-                        UserAction::SendMessage { to, body } => engine.send_message(&to, &body),
+                        UserAction::Im(a) => engine.im_action(&a),
                         UserAction::NetworkChanged { dns } => engine.network_changed(now, dns, seed),
                     }
                 }

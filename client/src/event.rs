@@ -188,6 +188,42 @@ pub enum ClientEvent {
         /// Body text.
         body: String,
     },
+    /// The roster arrived after sign-in (SPEC IMP1).
+    ImRoster {
+        /// Contacts whose presence the user sees (subscription `to` or `both`).
+        contacts: usize,
+        /// Items in all.
+        items: usize,
+    },
+    /// The server pushed a roster change (RFC 6121 §2.1.6).
+    ImContact {
+        /// The contact's bare JID.
+        jid: String,
+        /// Subscription state (`none`, `to`, `from`, `both`, `remove`), with `+ask` while a
+        /// request is pending.
+        subscription: String,
+    },
+    /// A contact's presence changed (SPEC IMP3).
+    ImPresence {
+        /// The contact's full JID.
+        from: String,
+        /// `available`, `away`, `dnd`, `xa`, `chat` or `unavailable`.
+        show: String,
+    },
+    /// A subscription stanza arrived: a request, an approval, a refusal (RFC 6121 §3).
+    ImSubscription {
+        /// Who from (bare JID).
+        from: String,
+        /// `subscribe`, `subscribed`, `unsubscribe` or `unsubscribed`.
+        kind: String,
+    },
+    /// The server refused a request with a stanza error (SPEC IMP3 list limits and others).
+    ImRefused {
+        /// What was refused: the entity it was addressed to.
+        to: String,
+        /// The stanza error condition (`not-allowed`, `service-unavailable`, …).
+        condition: String,
+    },
     /// Sign-in finished (SPEC AU1–AU3).
     SignedIn {
         /// User id.
@@ -235,6 +271,11 @@ impl ClientEvent {
         "im-relogin",
         "im-failed",
         "im-message",
+        "im-roster",
+        "im-contact",
+        "im-presence",
+        "im-subscription",
+        "im-refused",
     ];
 
     /// The event's kind, as written in scenario expectations.
@@ -263,6 +304,11 @@ impl ClientEvent {
             Self::ImRelogin { .. } => "im-relogin",
             Self::ImFailed { .. } => "im-failed",
             Self::ImMessage { .. } => "im-message",
+            Self::ImRoster { .. } => "im-roster",
+            Self::ImContact { .. } => "im-contact",
+            Self::ImPresence { .. } => "im-presence",
+            Self::ImSubscription { .. } => "im-subscription",
+            Self::ImRefused { .. } => "im-refused",
             Self::SignInFailed { .. } => "sign-in-failed",
         }
     }
@@ -316,6 +362,19 @@ impl ClientEvent {
             Self::ImRelogin { wait_s } => vec![("wait_s", wait_s.to_string())],
             Self::ImFailed { reason } => vec![("reason", reason.clone())],
             Self::ImMessage { from, body } => vec![("from", from.clone()), ("body", body.clone())],
+            Self::ImRoster { contacts, items } => {
+                vec![("contacts", contacts.to_string()), ("items", items.to_string())]
+            }
+            Self::ImContact { jid, subscription } => {
+                vec![("jid", jid.clone()), ("subscription", subscription.clone())]
+            }
+            Self::ImPresence { from, show } => vec![("from", from.clone()), ("show", show.clone())],
+            Self::ImSubscription { from, kind } => {
+                vec![("from", from.clone()), ("type", kind.clone())]
+            }
+            Self::ImRefused { to, condition } => {
+                vec![("to", to.clone()), ("condition", condition.clone())]
+            }
             Self::SignedIn { user, home, authenticator, product_mode, devices } => vec![
                 ("user", user.clone()),
                 ("home", home.clone()),
@@ -373,6 +432,11 @@ mod tests {
             ClientEvent::ImRelogin { wait_s: 1 },
             ClientEvent::ImFailed { reason: s() },
             ClientEvent::ImMessage { from: s(), body: s() },
+            ClientEvent::ImRoster { contacts: 0, items: 0 },
+            ClientEvent::ImContact { jid: s(), subscription: s() },
+            ClientEvent::ImPresence { from: s(), show: s() },
+            ClientEvent::ImSubscription { from: s(), kind: s() },
+            ClientEvent::ImRefused { to: s(), condition: s() },
         ];
         for e in all {
             assert!(ClientEvent::KINDS.contains(&e.kind()), "{} missing", e.kind());

@@ -46,6 +46,46 @@ const HTTP_BASE: HttpId = 0x4000_0000;
 const STREAM_BASE: ConnId = 0x4000_0000;
 /// The client version sent at login.
 const CLIENT_VERSION: &str = "uclab-1";
+const NS_ROSTER: &str = "jabber:iq:roster";
+
+/// What the user does in the IM window (SPEC IMP1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImAction {
+    /// Sends a chat message (SPEC IMP2 decides which of the recipient's clients get it).
+    Message {
+        /// Recipient JID (bare or full).
+        to: String,
+        /// Body.
+        body: String,
+    },
+    /// Asks to see a contact's presence (RFC 6121 §3.1); the server adds the contact.
+    Subscribe {
+        /// The contact's bare JID.
+        to: String,
+    },
+    /// Lets someone see the user's presence: approves their request, or pre-approves it.
+    Approve {
+        /// Their bare JID.
+        to: String,
+    },
+    /// Sets the user's status: `available`, `away`, `dnd`, `xa`, `chat` or `unavailable`.
+    Presence {
+        /// The status.
+        show: String,
+    },
+}
+
+impl ImAction {
+    /// What the action is, for the event that says it could not be done.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Message { to, .. } => format!("message to {to}"),
+            Self::Subscribe { to } => format!("subscription to {to}"),
+            Self::Approve { to } => format!("approval of {to}"),
+            Self::Presence { show } => format!("presence {show}"),
+        }
+    }
+}
 
 #[derive(Debug)]
 enum St {
@@ -167,16 +207,32 @@ impl ImSession {
         self.deadline = None;
     }
 
-    /// Sends a chat message (SPEC IMP1). Only once signed in; returns whether it went out.
-    pub fn send_message(&mut self, to: &str, body: &str) -> bool {
+    /// Carries out what the user did in the IM window (SPEC IMP1). Only once signed in;
+    /// returns whether it went out.
+    pub fn act(&mut self, a: &ImAction) -> bool {
         if !matches!(self.st, St::Connected) {
             return false;
         }
-        let m = Element::new("message")
-            .attr("to", to)
-            .attr("type", "chat")
-            .child(Element::new("body").text_node(body));
-        self.send_el(&m);
+        let e = match a {
+            ImAction::Message { to, body } => Element::new("message")
+                .attr("to", to)
+                .attr("type", "chat")
+                .child(Element::new("body").text_node(body)),
+            ImAction::Subscribe { to } => {
+                Element::new("presence").attr("to", to).attr("type", "subscribe")
+            }
+            ImAction::Approve { to } => {
+                Element::new("presence").attr("to", to).attr("type", "subscribed")
+            }
+            ImAction::Presence { show } if show == "unavailable" => {
+                Element::new("presence").attr("type", "unavailable")
+            }
+            ImAction::Presence { show } if show == "available" => Element::new("presence"),
+            ImAction::Presence { show } => {
+                Element::new("presence").child(Element::new("show").text_node(show))
+            }
+        };
+        self.send_el(&e);
         true
     }
 
@@ -569,6 +625,12 @@ impl ImSession {
                         let node = self.nodes.get(self.xmpp_idx).cloned().unwrap_or_default();
                         self.state("XMPPCONNECTED", &node);
                         self.out.push_back(Output::Event(ClientEvent::ImSignedIn { jid }));
+                        // RFC 6121 §2.2: the roster before initial presence.
+                        let get = Element::new("iq")
+                            .attr("type", "get")
+                            .attr("id", "roster1")
+                            .child(Element::new("query").attr("xmlns", NS_ROSTER));
+                        self.send_el(&get);
                         self.send_el(&Element::new("presence"));
                         self.st = St::Connected;
                         self.deadline = None;
@@ -576,15 +638,104 @@ impl ImSession {
                     _ => self.fail("XMPP: resource binding refused".into()),
                 }
             }
-            St::Connected if s.name == "message" => {
-                let body = s.find("body").map(Element::text).unwrap_or_default();
-                let from = s.get("from").unwrap_or("").to_owned();
-                self.out.push_back(Output::Event(ClientEvent::ImMessage { from, body }));
+            St::Connected => {
                 self.deadline = None;
+                self.connected_stanza(&s);
             }
-            St::Connected => self.deadline = None,
             _ => {}
         }
+    }
+
+    /// A stanza once signed in: messages, the roster and its pushes, presence, errors.
+    fn connected_stanza(&mut self, s: &Element) {
+        let from = s.get("from").unwrap_or("").to_owned();
+        let own = self.own_bare();
+        let ev = |e| Output::Event(e);
+        if s.get("type") == Some("error") {
+            let condition = s
+                .find("error")
+                .and_then(|e| e.elements().next())
+                .map_or("undefined-condition", |c| c.name.as_str())
+                .to_owned();
+            let to = if from.is_empty() { self.domain.clone() } else { from };
+            return self.out.push_back(ev(ClientEvent::ImRefused { to, condition }));
+        }
+        match s.name.as_str() {
+            "message" => {
+                let body = s.find("body").map(Element::text).unwrap_or_default();
+                self.out.push_back(ev(ClientEvent::ImMessage { from, body }));
+            }
+            "iq" => {
+                let query = s.find("query").filter(|q| q.get("xmlns") == Some(NS_ROSTER));
+                let from_self = from.is_empty() || from.eq_ignore_ascii_case(&own);
+                match (s.get("type"), query) {
+                    (Some("result"), Some(q)) if s.get("id") == Some("roster1") => {
+                        let items: Vec<&Element> = q.elements().collect();
+                        let contacts = items
+                            .iter()
+                            .filter(|i| matches!(i.get("subscription"), Some("to" | "both")))
+                            .count();
+                        let items = items.len();
+                        self.out.push_back(ev(ClientEvent::ImRoster { contacts, items }));
+                    }
+                    // A roster push: acknowledged (RFC 6121 §2.1.6), only from our own account.
+                    (Some("set"), Some(q)) if from_self => {
+                        for i in q.elements() {
+                            let jid = i.get("jid").unwrap_or("").to_owned();
+                            let mut subscription =
+                                i.get("subscription").unwrap_or("none").to_owned();
+                            if i.get("ask") == Some("subscribe") {
+                                subscription.push_str("+ask");
+                            }
+                            self.out.push_back(ev(ClientEvent::ImContact { jid, subscription }));
+                        }
+                        let mut ack = Element::new("iq").attr("type", "result");
+                        if let Some(id) = s.get("id") {
+                            ack.set("id", id);
+                        }
+                        self.send_el(&ack);
+                    }
+                    (Some("get" | "set"), _) => {
+                        // Nothing else is offered: RFC 6120 §8.2.3 says answer with an error.
+                        let mut e = Element::new("iq").attr("type", "error").attr("to", &from);
+                        if let Some(id) = s.get("id") {
+                            e.set("id", id);
+                        }
+                        let cond = Element::new("service-unavailable")
+                            .attr("xmlns", "urn:ietf:params:xml:ns:xmpp-stanzas");
+                        e = e.child(Element::new("error").attr("type", "cancel").child(cond));
+                        self.send_el(&e);
+                    }
+                    _ => {}
+                }
+            }
+            "presence" => match s.get("type") {
+                Some(kind @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
+                    let kind = kind.to_owned();
+                    self.out.push_back(ev(ClientEvent::ImSubscription { from, kind }));
+                }
+                // Our own resources' presence is not a contact's.
+                _ if from.split('/').next().unwrap_or("").eq_ignore_ascii_case(&own) => {}
+                Some("unavailable") => {
+                    let show = "unavailable".to_owned();
+                    self.out.push_back(ev(ClientEvent::ImPresence { from, show }));
+                }
+                None => {
+                    let show = s.find("show").map(Element::text);
+                    let show = match show.as_deref().map(str::trim) {
+                        Some(v @ ("away" | "dnd" | "xa" | "chat")) => v.to_owned(),
+                        _ => "available".to_owned(),
+                    };
+                    self.out.push_back(ev(ClientEvent::ImPresence { from, show }));
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn own_bare(&self) -> String {
+        format!("{}@{}", self.user, self.domain)
     }
 
     fn pump(&mut self, now: Time) {

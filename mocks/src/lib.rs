@@ -7,4 +7,5 @@ pub mod dns;
 pub mod host;
 pub mod http;
 pub mod imp;
+pub mod router;
 pub mod xmpp;

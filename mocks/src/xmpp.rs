@@ -9,13 +9,14 @@
 //! sessions carry on.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
 use uclab_proto::xmpp::{self, Element, Frame, Framer};
 
 use crate::imp::{ImpConfig, ImpState};
+use crate::router::{NS_ROSTER, Router};
 
 const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
@@ -34,8 +35,6 @@ pub enum Action {
     Bound(String),
     /// A stanza from this session's user for someone else: the router delivers it.
     Route(Element),
-    /// The session's broadcast presence set this priority (RFC 6121 §4.7.2.3).
-    Priority(i8),
     /// Close the connection (after writing what came before).
     Close,
     /// For the transcript: a summary of what was sent (the client writes its own lines, as
@@ -299,17 +298,11 @@ impl ServerSession {
         s.set("from", &jid);
         let to = s.get("to").unwrap_or("").to_owned();
         let to_server = to.is_empty() || to.eq_ignore_ascii_case(&self.cfg.domain);
-        if s.name == "iq" && to_server {
+        let roster = s.elements().next().is_some_and(|q| q.get("xmlns") == Some(NS_ROSTER));
+        if s.name == "iq" && to_server && !roster {
             return self.server_iq(&s);
         }
-        if s.name == "presence" && to.is_empty() {
-            // Broadcast presence: its priority decides bare-JID delivery (SPEC IMP2); rosters
-            // and broadcast to watchers arrive with the presence work.
-            let p = s.find("priority").and_then(|p| p.text().trim().parse::<i8>().ok());
-            let unavailable = s.get("type") == Some("unavailable");
-            self.out.push_back(Action::Priority(if unavailable { -1 } else { p.unwrap_or(0) }));
-            return;
-        }
+        // Rosters, presence and everything for others: the cluster's router.
         self.out.push_back(Action::Route(s));
     }
 
@@ -319,16 +312,10 @@ impl ServerSession {
         let child = s.elements().next();
         let ns = child.and_then(|c| c.get("xmlns")).unwrap_or("");
         let kind = s.get("type").unwrap_or("");
-        let ok = matches!(
-            (kind, ns),
-            ("set", NS_SESSION) | ("get", "urn:xmpp:ping") | ("get", "jabber:iq:roster")
-        );
+        let ok = matches!((kind, ns), ("set", NS_SESSION) | ("get", "urn:xmpp:ping"));
         let mut r = Element::new("iq").attr("id", &id).attr("to", &reply_to);
         if ok {
             r.set("type", "result");
-            if ns == "jabber:iq:roster" {
-                r = r.child(Element::new("query").attr("xmlns", "jabber:iq:roster"));
-            }
         } else if matches!(kind, "get" | "set") {
             r.set("type", "error");
             r = r.child(
@@ -340,93 +327,6 @@ impl ServerSession {
             return; // results and errors addressed to the server need no answer
         }
         self.send_el(&r);
-    }
-}
-
-/// Where the router sends stanzas for a bound session.
-pub type Mailbox = tokio::sync::mpsc::UnboundedSender<Element>;
-
-/// Node-wide delivery between sessions (SPEC IMP1) with multiple-device messaging (SPEC IMP2)
-/// and offline storage (SPEC IMP4).
-#[derive(Debug, Default)]
-pub struct Router {
-    /// Bound sessions by full JID, with their presence priority.
-    sessions: BTreeMap<String, (Mailbox, i8)>,
-    /// Messages for users with no session, by bare JID, in arrival order.
-    offline: BTreeMap<String, Vec<Element>>,
-    /// SPEC IMP2: (sender bare JID, recipient bare JID) → the recipient's client that last
-    /// spoke in that conversation, which gets the sender's messages from then on.
-    locks: BTreeMap<(String, String), String>,
-}
-
-/// Messages kept per offline user at most (older ones are dropped first).
-pub const OFFLINE_MAX: usize = 100;
-
-fn bare(jid: &str) -> String {
-    jid.split('/').next().unwrap_or(jid).to_ascii_lowercase()
-}
-
-impl Router {
-    /// A session bound `jid`; returns the offline messages waiting for its user (IMP4).
-    pub fn bind(&mut self, jid: &str, mailbox: Mailbox) -> Vec<Element> {
-        self.sessions.insert(jid.to_owned(), (mailbox, 0));
-        self.offline.remove(&bare(jid)).unwrap_or_default()
-    }
-
-    /// A session ended.
-    pub fn unbind(&mut self, jid: &str) {
-        self.sessions.remove(jid);
-        self.locks.retain(|_, full| full != jid);
-    }
-
-    /// A session's presence priority changed (negative: no bare-JID messages).
-    pub fn set_priority(&mut self, jid: &str, priority: i8) {
-        if let Some(s) = self.sessions.get_mut(jid) {
-            s.1 = priority;
-        }
-    }
-
-    /// Delivers a stanza: to a full JID, that session; a message to a bare JID follows SPEC
-    /// IMP2 (the recipient's client that last answered this sender, else every client with a
-    /// non-negative priority); a message for a user with no session is stored (IMP4). Returns
-    /// how many sessions it reached.
-    pub fn route(&mut self, s: Element) -> usize {
-        let to = s.get("to").unwrap_or("").to_owned();
-        let from = s.get("from").unwrap_or("").to_owned();
-        let is_message = s.name == "message";
-        // A message from one of a user's clients: that client now owns the conversation.
-        if is_message && from.contains('/') {
-            self.locks.insert((bare(&to), bare(&from)), from.clone());
-        }
-        let live = |m: &&(Mailbox, i8)| !m.0.is_closed();
-        let targets: Vec<&Mailbox> = if to.contains('/') {
-            self.sessions.get(&to).filter(live).map(|m| &m.0).into_iter().collect()
-        } else {
-            let b = bare(&to);
-            let locked = is_message
-                .then(|| self.locks.get(&(bare(&from), b.clone())))
-                .flatten()
-                .and_then(|full| self.sessions.get(full))
-                .filter(live);
-            match locked {
-                Some(m) => vec![&m.0],
-                None => self
-                    .sessions
-                    .iter()
-                    .filter(|(j, m)| bare(j) == b && m.1 >= 0 && live(m))
-                    .map(|(_, m)| &m.0)
-                    .collect(),
-            }
-        };
-        let n = targets.iter().filter(|m| m.send(s.clone()).is_ok()).count();
-        if n == 0 && s.name == "message" && !to.is_empty() {
-            let q = self.offline.entry(bare(&to)).or_default();
-            if q.len() >= OFFLINE_MAX {
-                q.remove(0);
-            }
-            q.push(s);
-        }
-        n
     }
 }
 
@@ -495,21 +395,10 @@ async fn connection<N: uclab_net::Net>(
                     io = Box::new(t.await.map_err(|_| std::io::ErrorKind::TimedOut)??);
                 }
                 Action::Bound(j) => {
-                    let waiting = router.borrow_mut().bind(&j, tx.clone());
-                    for m in waiting {
-                        log(net, local, peer, &format!("{} (stored)", xmpp::summary(&m)));
-                        io.write_all(m.to_xml().as_bytes()).await?;
-                    }
+                    router.borrow_mut().bind(&j, tx.clone());
                     *jid = Some(j);
                 }
-                Action::Route(st) => {
-                    router.borrow_mut().route(st);
-                }
-                Action::Priority(p) => {
-                    if let Some(j) = jid.as_deref() {
-                        router.borrow_mut().set_priority(j, p);
-                    }
-                }
+                Action::Route(st) => router.borrow_mut().handle(st, net.tls().unix_now()),
                 Action::Close => {
                     io.flush().await?;
                     let _ = io.shutdown().await;
@@ -624,7 +513,10 @@ mod tests {
         };
         assert_eq!(m.get("from"), Some("alice@example.com/desk"), "stamped with the full JID");
         s.handle_bytes(b"<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>");
-        assert!(sent(&drain(&mut s)).contains("type=\"result\""));
+        assert!(
+            matches!(&drain(&mut s)[..], [Action::Route(q)] if q.name == "iq"),
+            "rosters: the router"
+        );
         s.handle_bytes(b"<iq type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>");
         assert!(sent(&drain(&mut s)).contains("service-unavailable"));
         s.handle_bytes(b"</stream:stream>");
@@ -685,70 +577,5 @@ mod tests {
         assert!(!s.is_done());
         s.handle_bytes(auth("DIGEST-MD5", "xx").as_bytes());
         assert!(sent(&drain(&mut s)).contains("<invalid-mechanism/>"));
-    }
-
-    #[test]
-    fn imp2_multiple_device_messaging() {
-        let mut r = Router::default();
-        let msg = |from: &str, to: &str, body: &str| {
-            Element::new("message")
-                .attr("from", from)
-                .attr("to", to)
-                .child(Element::new("body").text_node(body))
-        };
-        let (d_tx, mut desk) = tokio::sync::mpsc::unbounded_channel();
-        let (p_tx, mut phone) = tokio::sync::mpsc::unbounded_channel();
-        let (t_tx, mut tablet) = tokio::sync::mpsc::unbounded_channel();
-        r.bind("alice@example.com/desk", d_tx);
-        r.bind("alice@example.com/phone", p_tx);
-        r.bind("alice@example.com/tablet", t_tx);
-        r.set_priority("alice@example.com/tablet", -1);
-        let bob = "bob@example.com/pc";
-        // First message: every client with a non-negative priority.
-        assert_eq!(r.route(msg(bob, "alice@example.com", "1")), 2);
-        assert!(desk.try_recv().is_ok() && phone.try_recv().is_ok() && tablet.try_recv().is_err());
-        // The phone answers: bob's next messages go to the phone only.
-        r.route(msg("alice@example.com/phone", "bob@example.com", "hi"));
-        assert_eq!(r.route(msg(bob, "alice@example.com", "2")), 1);
-        assert!(phone.try_recv().unwrap().to_xml().contains(">2<") && desk.try_recv().is_err());
-        // Alice answers from the desk: messages follow there.
-        r.route(msg("alice@example.com/desk", "bob@example.com", "back"));
-        assert_eq!(r.route(msg(bob, "alice@example.com", "3")), 1);
-        assert!(desk.try_recv().unwrap().to_xml().contains(">3<") && phone.try_recv().is_err());
-        // Another sender is a separate conversation: all clients again.
-        assert_eq!(r.route(msg("carol@example.com/x", "alice@example.com", "c")), 2);
-        // The desk signs out: the lock goes with it.
-        r.unbind("alice@example.com/desk");
-        assert_eq!(r.route(msg(bob, "alice@example.com", "4")), 1);
-        assert!(phone.try_recv().unwrap().to_xml().contains("carol"));
-    }
-
-    #[test]
-    fn imp4_router_stores_offline_messages_and_fans_out_to_bare_jids() {
-        let mut r = Router::default();
-        let msg = |to: &str, body: &str| {
-            Element::new("message").attr("to", to).child(Element::new("body").text_node(body))
-        };
-        assert_eq!(r.route(msg("bob@example.com", "one")), 0);
-        assert_eq!(r.route(msg("bob@example.com/phone", "two")), 0);
-        let (tx1, mut rx1) = tokio::sync::mpsc::unbounded_channel();
-        let waiting = r.bind("bob@example.com/desk", tx1);
-        assert_eq!(waiting.len(), 2, "both stored, delivered at sign-in");
-        let (tx2, mut rx2) = tokio::sync::mpsc::unbounded_channel();
-        assert!(r.bind("bob@example.com/phone", tx2).is_empty());
-        assert_eq!(r.route(msg("bob@example.com", "three")), 2, "bare JID: every session");
-        assert_eq!(r.route(msg("bob@example.com/phone", "four")), 1);
-        assert!(rx1.try_recv().unwrap().to_xml().contains("three"));
-        assert!(rx2.try_recv().unwrap().to_xml().contains("three"));
-        assert!(rx2.try_recv().unwrap().to_xml().contains("four"));
-        r.unbind("bob@example.com/desk");
-        r.unbind("bob@example.com/phone");
-        for i in 0..(OFFLINE_MAX + 5) {
-            r.route(msg("bob@example.com", &i.to_string()));
-        }
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let w = r.bind("bob@example.com/x", tx);
-        assert_eq!(w.len(), OFFLINE_MAX, "bounded");
-        assert_eq!(w[0].find("body").unwrap().text(), "5", "oldest dropped first");
     }
 }

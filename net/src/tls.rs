@@ -301,6 +301,13 @@ impl TlsContext {
         }
     }
 
+    /// The clock certificates are checked against, after the Unix epoch: the scenario
+    /// epoch plus simulated time in simulation, the system clock live. Also what nodes stamp
+    /// protocol timestamps with.
+    pub fn unix_now(&self) -> Duration {
+        self.time.current_time().map_or(Duration::ZERO, |t| Duration::from_secs(t.as_secs()))
+    }
+
     /// The lab PKI.
     pub fn pki(&self) -> &LabPki {
         &self.pki

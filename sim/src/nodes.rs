@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use uclab_mocks::cucm::{CucmConfig, CucmUser};
 use uclab_mocks::imp::{ImpConfig, ImpState, ImpUser};
-use uclab_mocks::xmpp::Router;
+use uclab_mocks::router::Router;
 use uclab_mocks::{cas, cucm, dns, host, http, imp, xmpp};
 use uclab_net::Net;
 use uclab_proto::uds::UdsUser;
@@ -67,15 +67,32 @@ impl Shared {
         Self { seed, imp: RefCell::default() }
     }
 
-    fn imp(&self, cluster: &str) -> ImpShared {
+    /// The cluster's shared state, made when its first node starts: rosters provisioned
+    /// from the users' contact lists (SPEC IMP3).
+    fn imp(&self, s: &Scenario, c: &crate::scenario::ImpNode) -> ImpShared {
         self.imp
             .borrow_mut()
-            .entry(cluster.to_owned())
+            .entry(c.cluster.clone())
             .or_insert_with(|| {
-                let seed = uclab_net::derive_seed(self.seed, &format!("imp:{cluster}"));
+                let seed = uclab_net::derive_seed(self.seed, &format!("imp:{}", c.cluster));
+                // The cluster's settings are its first member's (SPEC IMP3 limits).
+                let limits = s
+                    .nodes
+                    .iter()
+                    .find_map(|n| match &n.kind {
+                        NodeKind::Imp(o) if o.cluster == c.cluster => Some(o.limits),
+                        _ => None,
+                    })
+                    .unwrap_or(c.limits);
+                let mut router = Router::new(&s.domain, limits);
+                for u in &s.users {
+                    for contact in &u.contacts {
+                        router.provision(&u.id, contact);
+                    }
+                }
                 ImpShared {
                     state: Rc::new(RefCell::new(ImpState::new(seed))),
-                    router: Rc::new(RefCell::new(Router::default())),
+                    router: Rc::new(RefCell::new(router)),
                 }
             })
             .clone()
@@ -201,7 +218,7 @@ pub fn plan(
                     users,
                     relogin: c.relogin,
                 }),
-                shared: shared.imp(&c.cluster),
+                shared: shared.imp(s, c),
             }
         }
         NodeKind::Cucm(c) => {

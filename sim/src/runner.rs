@@ -213,8 +213,8 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                         dns: dns.iter().filter_map(|d| s.node_addr(d, 53)).collect(),
                     },
                 )),
-                StepAction::Message { client, to, body } if *client == c.name => {
-                    Some((st.at, UserAction::SendMessage { to: to.clone(), body: body.clone() }))
+                StepAction::Im { client, action } if *client == c.name => {
+                    Some((st.at, UserAction::Im(action.clone())))
                 }
                 StepAction::Install { client, bootstrap } if *client == c.name => {
                     Some((st.at, UserAction::Install { bootstrap: bootstrap.clone() }))
@@ -251,7 +251,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
             StepAction::Discover { .. }
                 | StepAction::SignIn { .. }
                 | StepAction::Install { .. }
-                | StepAction::Message { .. }
+                | StepAction::Im { .. }
         )
     };
     let mut faults: VecDeque<_> = s.steps.iter().filter(|st| !client_step(&st.action)).collect();
@@ -311,7 +311,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 StepAction::Discover { .. }
                 | StepAction::SignIn { .. }
                 | StepAction::Install { .. }
-                | StepAction::Message { .. } => {
+                | StepAction::Im { .. } => {
                     unreachable!("filtered above")
                 }
             };

@@ -140,6 +140,8 @@ struct NodeSpec {
     broken_xml: BTreeMap<String, S<String>>,
     relogin_lower: Option<u32>,
     relogin_upper: Option<u32>,
+    contact_limit: Option<usize>,
+    watcher_limit: Option<usize>,
     profile: Option<BTreeMap<String, String>>,
     jabber_config: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -158,6 +160,8 @@ struct UserSpec {
     email: Option<String>,
     devices: Option<Vec<String>>,
     config_file: Option<String>,
+    #[serde(default)]
+    contacts: Vec<S<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -188,6 +192,7 @@ struct StepSpec {
     zone: Option<S<String>>,
     dns: Option<Vec<S<String>>>,
     body: Option<String>,
+    show: Option<S<String>>,
     a: Option<S<String>>,
     b: Option<S<String>>,
     value: Option<S<String>>,
@@ -247,6 +252,8 @@ pub struct ImpNode {
     pub cluster: String,
     /// Client re-login limits, seconds (SPEC HA2).
     pub relogin: (u32, u32),
+    /// Contact and watcher list limits (SPEC IMP3).
+    pub limits: uclab_mocks::router::Limits,
 }
 
 /// Settings of a CUCM node.
@@ -293,6 +300,9 @@ pub struct User {
     pub devices: Vec<String>,
     /// Group configuration file named by their CSF devices' Cisco Support Field (SPEC CFG2).
     pub config_file: Option<String>,
+    /// User ids on their IM&P contact list, provisioned as the bulk import does (SPEC IMP3):
+    /// they watch each of them.
+    pub contacts: Vec<String>,
 }
 
 impl NodeKind {
@@ -384,14 +394,13 @@ pub enum StepAction {
         /// Password typed.
         password: String,
     },
-    /// A client's user sends a chat message (SPEC IMP1, IMP2).
-    Message {
+    /// A client's user acts in the IM window: a message (SPEC IMP1, IMP2), a subscription
+    /// request or approval, a status change (IMP3).
+    Im {
         /// Client.
         client: String,
-        /// Recipient JID (`bob@example.com`, or a full JID).
-        to: String,
-        /// Body.
-        body: String,
+        /// What they do.
+        action: uclab_client::im::ImAction,
     },
     /// A client moves to another zone and gets that network's DNS servers (SPEC SD8).
     Move {
@@ -869,7 +878,13 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                         format!("relogin_lower {} is above relogin_upper {}", relogin.0, relogin.1),
                     ));
                 }
-                NodeKind::Imp(ImpNode { cluster: cluster.get_ref().clone(), relogin })
+                // SPEC IMP3: "Maximum Contact List Size" and "Maximum Watchers", 200 each.
+                let d = uclab_mocks::router::Limits::default();
+                let limits = uclab_mocks::router::Limits {
+                    contacts: n.contact_limit.unwrap_or(d.contacts),
+                    watchers: n.watcher_limit.unwrap_or(d.watchers),
+                };
+                NodeKind::Imp(ImpNode { cluster: cluster.get_ref().clone(), relogin, limits })
             }
             "cucm" => {
                 let Some(cluster) = &n.cluster else {
@@ -1077,8 +1092,48 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 .clone()
                 .unwrap_or_else(|| vec![format!("CSF{}", id.to_ascii_uppercase())]),
             config_file: u.config_file.clone(),
+            contacts: u.contacts.iter().map(|c| c.get_ref().clone()).collect(),
             id,
         });
+    }
+    // Contacts name users, and stay within the IM&P list limits (SPEC IMP3).
+    let limits = node_out.iter().find_map(|n| match &n.kind {
+        NodeKind::Imp(c) => Some(c.limits),
+        _ => None,
+    });
+    let ids: BTreeSet<&str> = users.iter().map(|i| i.spec.id.get_ref().as_str()).collect();
+    let mut watchers: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in &users {
+        for c in &i.spec.contacts {
+            if !ids.contains(c.get_ref().as_str()) || c.get_ref() == i.spec.id.get_ref() {
+                errs.push(i.src.err(c.span().start, format!("unknown contact `{}`", c.get_ref())));
+            }
+            *watchers.entry(c.get_ref().as_str()).or_default() += 1;
+        }
+        if let Some(l) = limits.filter(|l| i.spec.contacts.len() > l.contacts) {
+            errs.push(i.src.err(
+                i.spec.id.span().start,
+                format!(
+                    "user `{}` has {} contacts; the contact list limit is {}",
+                    i.spec.id.get_ref(),
+                    i.spec.contacts.len(),
+                    l.contacts
+                ),
+            ));
+        }
+    }
+    for i in &users {
+        let n = watchers.get(i.spec.id.get_ref().as_str()).copied().unwrap_or(0);
+        if let Some(l) = limits.filter(|l| n > l.watchers) {
+            errs.push(i.src.err(
+                i.spec.id.span().start,
+                format!(
+                    "user `{}` has {n} watchers; the watcher list limit is {}",
+                    i.spec.id.get_ref(),
+                    l.watchers
+                ),
+            ));
+        }
     }
 
     // Timeline.
@@ -1195,24 +1250,52 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     StepAction::SignIn { client, discovery, user, password }
                 }
             }
-            "message" => {
+            kind @ ("message" | "subscribe" | "approve") => {
+                use uclab_client::im::ImAction;
                 let Some(client) = known_client(&mut errs) else { continue };
-                let (Some(to), Some(body)) = (&s.to, &s.body) else {
+                let Some(to) = &s.to else {
                     errs.push(
-                        src.err(s.action.span().start, "action `message` needs `to` and `body`"),
+                        src.err(s.action.span().start, format!("action `{kind}` needs `to`")),
                     );
                     continue;
                 };
                 let jid = to.get_ref();
                 let ok = jid.split_once('@').is_some_and(|(u, d)| !u.is_empty() && !d.is_empty());
-                if !ok {
-                    errs.push(src.err(
-                        to.span().start,
-                        format!("bad JID `{jid}`: expected user@domain[/resource]"),
-                    ));
+                let full = jid.contains('/');
+                if !ok || (full && kind != "message") {
+                    let want =
+                        if kind == "message" { "user@domain[/resource]" } else { "user@domain" };
+                    errs.push(
+                        src.err(to.span().start, format!("bad JID `{jid}`: expected {want}")),
+                    );
                     continue;
                 }
-                StepAction::Message { client, to: jid.clone(), body: body.clone() }
+                let to = jid.clone();
+                let action = match (kind, &s.body) {
+                    ("message", Some(body)) => ImAction::Message { to, body: body.clone() },
+                    ("message", None) => {
+                        errs.push(src.err(s.action.span().start, "action `message` needs `body`"));
+                        continue;
+                    }
+                    ("subscribe", _) => ImAction::Subscribe { to },
+                    _ => ImAction::Approve { to },
+                };
+                StepAction::Im { client, action }
+            }
+            "presence" => {
+                let Some(client) = known_client(&mut errs) else { continue };
+                const SHOWS: &[&str] = &["available", "away", "dnd", "xa", "chat", "unavailable"];
+                let Some(show) = s.show.as_ref().filter(|v| SHOWS.contains(&v.get_ref().as_str()))
+                else {
+                    let at = s.show.as_ref().map_or(s.action.span().start, |v| v.span().start);
+                    errs.push(src.err(
+                        at,
+                        format!("action `presence` needs `show`, one of {}", SHOWS.join(", ")),
+                    ));
+                    continue;
+                };
+                let action = uclab_client::im::ImAction::Presence { show: show.get_ref().clone() };
+                StepAction::Im { client, action }
             }
             "move" => {
                 let Some(client) = known_client(&mut errs) else { continue };
@@ -1314,7 +1397,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             other => {
                 errs.push(src.err(
                     s.action.span().start,
-                    format!("unknown action `{other}` (discover, sign-in, install, move, message, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
+                    format!("unknown action `{other}` (discover, sign-in, install, move, message, subscribe, approve, presence, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
                 ));
                 continue;
             }
