@@ -189,23 +189,14 @@ pub fn plan(
             broken: n.broken_xml.get("cas").copied(),
         },
         NodeKind::Imp(c) => {
-            let members: Vec<&str> = s
-                .nodes
-                .iter()
-                .filter(|x| matches!(&x.kind, NodeKind::Imp(o) if o.cluster == c.cluster))
-                .map(|x| x.fqdn.as_str())
-                .collect();
-            // SPEC HA3 "balanced": users take the nodes in turn as primary; the other node of
-            // the pair is their secondary.
-            let users = s
-                .users
-                .iter()
-                .enumerate()
-                .map(|(i, u)| {
-                    let primary = members[i % members.len()].to_owned();
-                    let secondary =
-                        (members.len() > 1).then(|| members[(i + 1) % members.len()].to_owned());
-                    ImpUser { id: u.id.clone(), password: u.password.clone(), primary, secondary }
+            let users = imp_assignment(s, c)
+                .into_iter()
+                .zip(&s.users)
+                .map(|((primary, secondary), u)| ImpUser {
+                    id: u.id.clone(),
+                    password: u.password.clone(),
+                    primary,
+                    secondary,
                 })
                 .collect();
             NodePlan::Imp {
@@ -331,6 +322,32 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             x
         }
     }
+}
+
+/// SPEC HA3: each user's primary and secondary node (FQDNs), in user order. Nodes are
+/// subcluster `n` A (its first member) and B (its second); "balanced" hands users out
+/// 1A, 2A, 3A, 1B, 2B, 3B, 1A, …, active/standby 1A, 2A, 3A, 1A, …; a user's secondary is the
+/// other node of their primary's subcluster, so failover never leaves it.
+pub fn imp_assignment(s: &Scenario, c: &crate::scenario::ImpNode) -> Vec<(String, Option<String>)> {
+    let mut subs: BTreeMap<u8, Vec<&str>> = BTreeMap::new();
+    for n in &s.nodes {
+        if let NodeKind::Imp(o) = &n.kind
+            && o.cluster == c.cluster
+        {
+            subs.entry(o.subcluster).or_default().push(n.fqdn.as_str());
+        }
+    }
+    let a: Vec<(&str, Option<&str>)> = subs.values().map(|m| (m[0], m.get(1).copied())).collect();
+    let mut order: Vec<(&str, Option<&str>)> = a.clone();
+    if c.assignment == crate::scenario::Assignment::Balanced {
+        order.extend(a.iter().filter_map(|&(x, y)| Some((y?, Some(x)))));
+    }
+    (0..s.users.len())
+        .map(|i| {
+            let (p, sec) = order[i % order.len()];
+            (p.to_owned(), sec.map(str::to_owned))
+        })
+        .collect()
 }
 
 /// The first value `get` finds among a cluster's members, in declaration order.

@@ -142,6 +142,8 @@ struct NodeSpec {
     relogin_upper: Option<u32>,
     contact_limit: Option<usize>,
     watcher_limit: Option<usize>,
+    subcluster: Option<S<u8>>,
+    assignment: Option<S<String>>,
     profile: Option<BTreeMap<String, String>>,
     jabber_config: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -254,6 +256,19 @@ pub struct ImpNode {
     pub relogin: (u32, u32),
     /// Contact and watcher list limits (SPEC IMP3).
     pub limits: uclab_mocks::router::Limits,
+    /// Subcluster, 1 to 3 (SPEC HA3); failover stays inside it.
+    pub subcluster: u8,
+    /// How users are spread over the cluster's nodes (SPEC HA3).
+    pub assignment: Assignment,
+}
+
+/// SPEC HA3 user assignment over subclusters 1–3 and their nodes A and B.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Assignment {
+    /// 1A, 2A, 3A, 1B, 2B, 3B, 1A, …: every node is some users' primary.
+    Balanced,
+    /// "None" (active/standby): 1A, 2A, 3A, 1A, …: the B nodes only take over.
+    ActiveStandby,
 }
 
 /// Settings of a CUCM node.
@@ -884,7 +899,39 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     contacts: n.contact_limit.unwrap_or(d.contacts),
                     watchers: n.watcher_limit.unwrap_or(d.watchers),
                 };
-                NodeKind::Imp(ImpNode { cluster: cluster.get_ref().clone(), relogin, limits })
+                let subcluster = match &n.subcluster {
+                    None => 0, // numbered below: members pair up in declaration order
+                    Some(v) if (1..=3).contains(v.get_ref()) => *v.get_ref(),
+                    Some(v) => {
+                        errs.push(i.src.err(
+                            v.span().start,
+                            format!(
+                                "subcluster {} out of range: 1, 2 or 3 (SPEC HA3)",
+                                v.get_ref()
+                            ),
+                        ));
+                        1
+                    }
+                };
+                let assignment = match n.assignment.as_ref().map(|a| a.get_ref().as_str()) {
+                    None | Some("balanced") => Assignment::Balanced,
+                    Some("active-standby" | "none") => Assignment::ActiveStandby,
+                    Some(other) => {
+                        let at = n.assignment.as_ref().map_or(0, |a| a.span().start);
+                        errs.push(i.src.err(
+                            at,
+                            format!("unknown assignment `{other}` (balanced, active-standby)"),
+                        ));
+                        Assignment::Balanced
+                    }
+                };
+                NodeKind::Imp(ImpNode {
+                    cluster: cluster.get_ref().clone(),
+                    relogin,
+                    limits,
+                    subcluster,
+                    assignment,
+                })
             }
             "cucm" => {
                 let Some(cluster) = &n.cluster else {
@@ -1049,6 +1096,62 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 address: c.address.as_ref().map(|a| a.get_ref().clone()),
                 bootstrap,
             });
+        }
+    }
+
+    // IM&P clusters (SPEC HA3): at most six nodes in subclusters of at most two. Nodes that
+    // name no subcluster pair up in declaration order (1, 1, 2, 2, 3, 3); the assignment is
+    // the first member's.
+    let imp_clusters: BTreeSet<String> = node_out
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::Imp(c) => Some(c.cluster.clone()),
+            _ => None,
+        })
+        .collect();
+    for cluster in &imp_clusters {
+        let members: Vec<usize> = (0..node_out.len())
+            .filter(|&k| matches!(&node_out[k].kind, NodeKind::Imp(c) if c.cluster == *cluster))
+            .collect();
+        let first = &node_out[members[0]].name;
+        let first = nodes.iter().find(|i| i.spec.name.get_ref() == first);
+        let first = first.map(|i| (i.src, i.spec.name.span().start));
+        let assignment = match &node_out[members[0]].kind {
+            NodeKind::Imp(c) => c.assignment,
+            _ => Assignment::Balanced,
+        };
+        let explicit = members
+            .iter()
+            .filter(|&&k| matches!(&node_out[k].kind, NodeKind::Imp(c) if c.subcluster != 0))
+            .count();
+        if explicit != 0
+            && explicit != members.len()
+            && let Some((src, pos)) = first
+        {
+            errs.push(src.err(
+                pos,
+                format!("IM&P cluster `{cluster}`: give every node a `subcluster`, or none"),
+            ));
+        }
+        let mut per_sub: BTreeMap<u8, usize> = BTreeMap::new();
+        for (j, &k) in members.iter().enumerate() {
+            if let NodeKind::Imp(c) = &mut node_out[k].kind {
+                if c.subcluster == 0 {
+                    c.subcluster = (j / 2 + 1).min(3) as u8;
+                }
+                c.assignment = assignment;
+                *per_sub.entry(c.subcluster).or_default() += 1;
+            }
+        }
+        let too_many = members.len() > 6 || per_sub.values().any(|&n| n > 2);
+        if too_many && let Some((src, pos)) = first {
+            errs.push(src.err(
+                pos,
+                format!(
+                    "IM&P cluster `{cluster}` has {} nodes: at most 6, two per subcluster (SPEC HA3)",
+                    members.len()
+                ),
+            ));
         }
     }
 
@@ -1755,6 +1858,42 @@ mod tests {
         assert!(e.starts_with("t.toml:5:8: unknown zone `mars`"), "{e}");
         let e = first_err("[[step]]\nat = \"1s\"\naction = \"install\"\nclient = \"alice\"\n");
         assert!(e.starts_with("t.toml:3:10: action `install` needs `bootstrap`"), "{e}");
+    }
+
+    #[test]
+    fn imp_cluster_and_contact_fields_are_checked() {
+        let imp = |name: &str, extra: &str| {
+            format!(
+                "[[node]]\nname = \"{name}\"\nkind = \"imp\"\nzone = \"inside\"\ncluster = \"imp-cluster1\"\n{extra}"
+            )
+        };
+        let e = first_err(&imp("imp1", "subcluster = 4\n"));
+        assert!(e.starts_with("t.toml:6:14: subcluster 4 out of range"), "{e}");
+        let e = first_err(&imp("imp1", "assignment = \"random\"\n"));
+        assert!(e.starts_with("t.toml:6:14: unknown assignment `random`"), "{e}");
+        // Seven nodes: too many for three subclusters of two (SPEC HA3).
+        let seven: String = (3..=7).map(|i| imp(&format!("imp{i}"), "")).collect();
+        let e = first_err(&seven);
+        assert!(e.contains("has 7 nodes: at most 6"), "{e}");
+        let e = first_err(&imp("imp3", "subcluster = 1\n"));
+        assert!(e.contains("give every node a `subcluster`, or none"), "{e}");
+        // Contact lists name users and stay inside the limits (SPEC IMP3).
+        let e =
+            first_err("[[user]]\nid = \"erin\"\ncluster = \"cluster1\"\ncontacts = [\"zed\"]\n");
+        assert!(e.starts_with("t.toml:4:13: unknown contact `zed`"), "{e}");
+        let e = first_err(&imp("imp1", "contact_limit = 1\n"));
+        assert!(e.contains("user `alice` has 2 contacts; the contact list limit is 1"), "{e}");
+        let e = first_err(
+            "[[step]]\nat = \"1s\"\naction = \"presence\"\nclient = \"alice\"\nshow = \"sleepy\"\n",
+        );
+        assert!(e.starts_with("t.toml:5:8: action `presence` needs `show`"), "{e}");
+        let e = first_err(
+            "[[step]]\nat = \"1s\"\naction = \"subscribe\"\nclient = \"alice\"\nto = \"bob@example.com/x\"\n",
+        );
+        assert!(
+            e.starts_with("t.toml:5:6: bad JID `bob@example.com/x`: expected user@domain"),
+            "{e}"
+        );
     }
 
     #[test]
