@@ -34,7 +34,19 @@ fn main() {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
             .collect();
-        let _ = writeln!(code, "#[test]\nfn {ident}() {{\n    check_scenario({rel:?});\n}}\n");
+        // Load scenarios (`heavy = true`) take minutes in a debug build: they run in release
+        // (scripts/test.sh runs them as a second step) and a debug run lists them as ignored.
+        let heavy = std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().any(|l| l.split('#').next().unwrap_or("").replace(' ', "") == "heavy=true")
+        });
+        if heavy {
+            let _ = writeln!(
+                code,
+                "#[test]\n#[cfg_attr(debug_assertions, ignore = \"heavy: runs in release, see scripts/test.sh\")]\nfn heavy_{ident}() {{\n    check_scenario({rel:?});\n}}\n"
+            );
+        } else {
+            let _ = writeln!(code, "#[test]\nfn {ident}() {{\n    check_scenario({rel:?});\n}}\n");
+        }
     }
     let out =
         PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("scenario_tests.rs");

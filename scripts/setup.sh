@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what uclab's tests need on a fresh Debian machine: tshark, dig, curl, xmllint and
-# unbound (a real DNS server the live checks start on loopback). cargo test is used when
+# Installs what uclab's tests need on a fresh Debian machine: tshark, dig, curl, xmllint,
+# unbound (a real DNS server the live checks start on loopback), prosody (a real XMPP server)
+# and slixmpp (real XMPP clients). cargo test is used when
 # cargo-nextest is missing. Idempotent.
 set -euo pipefail
 
@@ -11,6 +12,10 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
 command -v unbound >/dev/null 2>&1 || need+=(unbound)
+# A real XMPP server (the client core signs in to it) and real XMPP clients (slixmpp, for
+# Debian's python3) that sign in to uclab's IM&P mock.
+command -v prosody >/dev/null 2>&1 || need+=(prosody)
+/usr/bin/python3 -c 'import slixmpp' >/dev/null 2>&1 || need+=(python3-slixmpp)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   sudo=""
@@ -18,7 +23,12 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-for t in tshark dig curl xmllint python3 unbound; do
+for t in tshark dig curl xmllint python3 unbound prosody prosodyctl; do
   command -v "$t" >/dev/null || { echo "setup: $t still missing" >&2; exit 1; }
 done
+/usr/bin/python3 -c 'import slixmpp' 2>/dev/null || { echo "setup: slixmpp still missing" >&2; exit 1; }
+# Debian starts the packaged prosody service on install; the tests start their own on loopback.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prosody 2>/dev/null; then
+  ${sudo:-} systemctl stop prosody || true
+fi
 echo "setup: ok ($(tshark --version 2>/dev/null | head -1); $(dig -v 2>&1 | head -1))"

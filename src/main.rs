@@ -30,6 +30,9 @@ enum Cmd {
         /// Output directory.
         #[arg(long, default_value = "out")]
         out: PathBuf,
+        /// Leave out load scenarios (`heavy = true`: thousands of clients, minutes each).
+        #[arg(long)]
+        skip_heavy: bool,
     },
     /// Validate scenario files; errors as file:line:col: message.
     Check {
@@ -91,12 +94,60 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Sign the real client core in to a plain XMPP server (STARTTLS, SASL PLAIN; no SOAP),
+    /// send messages and report what arrived.
+    ProbeXmpp {
+        /// XMPP server (ip:port).
+        #[arg(long)]
+        server: SocketAddr,
+        /// XMPP domain; the server's certificate must name it.
+        #[arg(long)]
+        domain: String,
+        /// User (local part).
+        #[arg(long)]
+        user: String,
+        /// Password.
+        #[arg(long)]
+        password: String,
+        /// A message to send once signed in, `JID=BODY` (repeatable; one a second).
+        #[arg(long = "message")]
+        messages: Vec<String>,
+        /// How long to stay signed in, e.g. `5s`.
+        #[arg(long, default_value = "5s")]
+        wait: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seed of the lab CA the client trusts (`uclab pki` issues certificates from it).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Issue a certificate of the lab CA (for a real server the lab's clients should trust).
+    Pki {
+        /// DNS names (or IP addresses) the certificate names.
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Where to write the certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Where to write its private key (PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the lab CA certificate (PEM).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Seed of the lab CA.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Cmd::Run { paths, seed, out } => commands::cmd_run(&paths, seed, &out),
+        Cmd::Run { paths, seed, out, skip_heavy } => {
+            commands::cmd_run(&paths, seed, &out, skip_heavy)
+        }
         Cmd::Check { paths } => commands::cmd_check(&paths),
         Cmd::List { dir } => commands::cmd_list(dir.as_deref()),
         Cmd::Sweep { file, seeds, jobs } => commands::cmd_sweep(&file, &seeds, jobs),
@@ -107,6 +158,38 @@ fn main() {
             ca_pem.as_deref(),
             seed,
         ),
+        Cmd::ProbeXmpp { server, domain, user, password, messages, wait, json, seed } => {
+            let mut parsed = Vec::new();
+            for m in &messages {
+                match m.split_once('=') {
+                    Some((to, body)) if to.contains('@') => {
+                        parsed.push((to.to_owned(), body.to_owned()))
+                    }
+                    _ => {
+                        eprintln!("error: bad --message `{m}`: expected JID=BODY");
+                        std::process::exit(2);
+                    }
+                }
+            }
+            match uclab_sim::time::parse_duration(&wait) {
+                Ok(w) => commands::cmd_probe_xmpp(
+                    server,
+                    &domain,
+                    (&user, &password),
+                    parsed,
+                    w,
+                    json,
+                    seed,
+                ),
+                Err(e) => {
+                    eprintln!("error: --wait: {e}");
+                    2
+                }
+            }
+        }
+        Cmd::Pki { names, cert, key, ca, seed } => {
+            commands::cmd_pki(seed, &names, &cert, &key, ca.as_deref())
+        }
         Cmd::Probe { domain, dns, user, password, json, seed } => {
             let credentials = match (user, password) {
                 (Some(u), Some(p)) => Some((u, p)),

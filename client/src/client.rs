@@ -202,6 +202,24 @@ impl Client {
         self.pump_im();
     }
 
+    /// Signs `user` in to the XMPP server at `server` directly, with SASL PLAIN and no SOAP
+    /// or discovery: how the client core meets a plain XMPP server (`uclab probe-xmpp`).
+    pub fn im_direct(
+        &mut self,
+        now: Time,
+        server: SocketAddr,
+        domain: &str,
+        (user, password): (&str, &str),
+        seed: u64,
+    ) {
+        if let Some(im) = self.im.as_mut() {
+            im.close();
+        }
+        let creds = (user, password, self.resource.as_str());
+        self.im = Some(ImSession::direct(now, creds, domain, server, seed));
+        self.pump_im();
+    }
+
     fn pump_im(&mut self) {
         while let Some(o) = self.im.as_mut().and_then(ImSession::poll_output) {
             self.out.push_back(o);

@@ -31,6 +31,17 @@ pub enum UserAction {
     },
     /// Something done in the IM window: a message, a subscription, a status (SPEC IMP1).
     Im(crate::im::ImAction),
+    /// Sign in to a plain XMPP server directly (SASL PLAIN, no SOAP, no discovery).
+    ImDirect {
+        /// The server's address.
+        server: SocketAddr,
+        /// The XMPP domain (the certificate must name it).
+        domain: String,
+        /// User (local part).
+        user: String,
+        /// Password.
+        password: String,
+    },
     /// The machine joined another network (SPEC SD8): new name servers from DHCP.
     NetworkChanged {
         /// The new name servers.
@@ -205,6 +216,9 @@ pub async fn run<N: Net + Clone + 'static>(
                         }
                         UserAction::Install { bootstrap } => engine.install(bootstrap),
                         UserAction::Im(a) => engine.im_action(&a),
+                        UserAction::ImDirect { server, domain, user, password } => {
+                            engine.im_direct(now, server, &domain, (&user, &password), seed)
+                        }
                         UserAction::NetworkChanged { dns } => engine.network_changed(now, dns, seed),
                     }
                 }

@@ -138,6 +138,9 @@ pub struct ImSession {
     soap_mode: SoapMode,
     /// A failover is under way: giving up means stopping until the user signs in again.
     failing_over: bool,
+    /// Direct XMPP to this server with SASL PLAIN, no SOAP (a plain XMPP server such as
+    /// Prosody; `uclab probe-xmpp`).
+    direct: Option<SocketAddr>,
     /// SPEC HA2 re-login limits from the server, seconds.
     relogin: (u32, u32),
     rng: ChaCha8Rng,
@@ -168,14 +171,26 @@ impl ImSession {
         resolver: ResolverConfig,
         seed: u64,
     ) -> Self {
-        let mut s = Self {
+        let mut s = Self::start_idle((user, password, resource), resolver, seed);
+        s.servers = servers;
+        s.soap_connect(now);
+        s
+    }
+
+    fn start_idle(
+        (user, password, resource): (&str, &str, &str),
+        resolver: ResolverConfig,
+        seed: u64,
+    ) -> Self {
+        Self {
             user: user.to_owned(),
             password: password.to_owned(),
             resource: resource.to_owned(),
-            servers,
+            servers: Vec::new(),
             soap_idx: 0,
             soap_mode: SoapMode::Login,
             failing_over: false,
+            direct: None,
             relogin: (120, 480),
             rng: ChaCha8Rng::seed_from_u64(seed),
             soap_addr: None,
@@ -193,8 +208,31 @@ impl ImSession {
             next_stream: STREAM_BASE,
             next_dns: (seed >> 24) as u16 | 1,
             out: VecDeque::new(),
-        };
-        s.soap_connect(now);
+        }
+    }
+
+    /// Signs `user` in to the XMPP server at `server` directly (no SOAP): STARTTLS checked
+    /// against `domain`, SASL PLAIN with the password, binding, roster, presence. For plain
+    /// XMPP servers; a lost stream is a failure, not an HA1 failover.
+    pub fn direct(
+        now: Time,
+        (user, password, resource): (&str, &str, &str),
+        domain: &str,
+        server: SocketAddr,
+        seed: u64,
+    ) -> Self {
+        let resolver = ResolverConfig::new(Vec::new());
+        let mut s = Self::start_idle((user, password, resource), resolver, seed);
+        s.direct = Some(server);
+        s.domain = domain.to_owned();
+        s.nodes = vec![server.to_string()];
+        s.state("XMPPCONNECT_P", &server.to_string());
+        let id = s.next_stream;
+        s.next_stream += 1;
+        s.stream = Some(id);
+        s.out.push_back(Output::StreamOpen { id, to: server });
+        s.st = St::Opening;
+        s.deadline = Some(now + STEP_TIMEOUT);
         s
     }
 
@@ -427,7 +465,10 @@ impl ImSession {
                 }
             }
             Input::StreamFailed { id, reason } if self.stream == Some(id) => {
-                if matches!(self.st, St::Connected) {
+                if matches!(self.st, St::Connected) && self.direct.is_some() {
+                    self.stream = None;
+                    self.fail(format!("XMPP stream lost: {reason}"));
+                } else if matches!(self.st, St::Connected) {
                     self.stream = None;
                     self.failover(now);
                 } else {
@@ -583,6 +624,20 @@ impl ImSession {
                     self.out.push_back(Output::StreamTls { id, host: self.domain.clone() });
                 }
                 self.st = St::Tls;
+            }
+            St::Mechanisms if s.name == "stream:features" && self.direct.is_some() => {
+                let offered =
+                    s.find("mechanisms").is_some_and(|m| m.elements().any(|x| x.text() == "PLAIN"));
+                if !offered {
+                    return self.fail("XMPP: PLAIN not offered".into());
+                }
+                let b64 = xmpp::sasl_plain(&self.user, &self.password);
+                // The password: the summary leaves it out (and it only ever goes inside TLS).
+                let xml = format!(
+                    "<auth xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\" mechanism=\"PLAIN\">{b64}</auth>"
+                );
+                self.send(xml, "XMPP auth mechanism=PLAIN".into());
+                self.st = St::Auth;
             }
             St::Mechanisms if s.name == "stream:features" => {
                 let offered = s

@@ -186,6 +186,24 @@ fn valid_bare(jid: &str) -> bool {
         && jid.chars().all(|c| !c.is_control() && !c.is_whitespace() && !"\"&'<>:".contains(c))
 }
 
+/// Any address a client may send to: `[local@]domain[/resource]`, each part present when
+/// its separator is, printable, within RFC 7622's 3071 bytes.
+fn valid_jid(jid: &str) -> bool {
+    let (bare, res) = match jid.split_once('/') {
+        Some((b, r)) => (b, Some(r)),
+        None => (jid, None),
+    };
+    let domain_ok =
+        |d: &str| !d.is_empty() && d.chars().all(|c| c.is_alphanumeric() || ".-_[]:".contains(c));
+    let bare_ok = match bare.split_once('@') {
+        Some(_) => valid_bare(bare),
+        None => domain_ok(bare),
+    };
+    bare_ok
+        && jid.len() <= 3071
+        && res.is_none_or(|r| !r.is_empty() && r.chars().all(|c| !c.is_control()))
+}
+
 /// An error reply to `s` (RFC 6120 §8.3): addresses swapped, `type='error'`.
 fn error_reply(s: &Element, kind: &str, condition: &str) -> Element {
     let mut r = Element::new(&s.name).attr("type", "error");
@@ -346,6 +364,13 @@ impl Router {
         let to = s.get("to").unwrap_or("").to_owned();
         let own = bare(&from);
         let to_self = to.is_empty() || to.eq_ignore_ascii_case(&own);
+        if !to.is_empty() && !valid_jid(&to) {
+            // RFC 6120 §8.3.3.8: a malformed address is refused, never routed or stored.
+            if s.get("type") != Some("error") {
+                self.send(&from, error_reply(&s, "modify", "jid-malformed"));
+            }
+            return;
+        }
         match s.name.as_str() {
             "iq" if to_self || to.eq_ignore_ascii_case(&self.domain) => {
                 let roster = s.elements().next().is_some_and(|q| q.get("xmlns") == Some(NS_ROSTER));
@@ -1031,6 +1056,26 @@ mod tests {
             assert!(got[1].contains("preauth") && got[1].contains("type=\"subscribe\""), "{got:?}");
             r.unbind(&c);
         }
+    }
+
+    #[test]
+    fn malformed_addresses_are_refused_not_stored() {
+        let mut r = router();
+        let a = "alice@example.com/desk";
+        let mut ra = online(&mut r, a);
+        for to in ["@@", "bob@", "@example.com", "bob@example.com/", "a b@example.com"] {
+            send(&mut r, a, &format!("<message to='{to}'><body>x</body></message>"));
+            let got = drain(&mut ra);
+            assert!(got.len() == 1 && got[0].contains("jid-malformed"), "{to}: {got:?}");
+        }
+        assert_eq!(r.counters().stored, 0);
+        // Server and full JIDs are fine.
+        send(
+            &mut r,
+            a,
+            "<iq type='get' id='p' to='example.com'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        assert!(!drain(&mut ra)[0].contains("jid-malformed"));
     }
 
     #[test]

@@ -320,8 +320,18 @@ impl Capture {
             ],
         };
         writer.write_pcapng_block(idb).map_err(io::Error::other)?;
-        if !keylog.is_empty() {
-            writer.get_mut().write_all(&decryption_secrets_block(keylog.as_bytes()))?;
+        // Readers refuse huge blocks (Wireshark's limit is 16 MiB; a 3,000-client run has
+        // 45 MB of secrets), so the key log goes in blocks of at most DSB_MAX, whole lines each.
+        let mut chunk = String::new();
+        for line in keylog.split_inclusive('\n') {
+            if !chunk.is_empty() && chunk.len() + line.len() > DSB_MAX {
+                writer.get_mut().write_all(&decryption_secrets_block(chunk.as_bytes()))?;
+                chunk.clear();
+            }
+            chunk.push_str(line);
+        }
+        if !chunk.is_empty() {
+            writer.get_mut().write_all(&decryption_secrets_block(chunk.as_bytes()))?;
         }
         for f in self.frames() {
             let epb = EnhancedPacketBlock {
@@ -410,6 +420,9 @@ impl Inner {
 
 /// A pcapng Decryption Secrets Block (pcapng draft §4.7) with a TLS key log, big-endian like
 /// our section header.
+/// Largest Decryption Secrets Block payload written.
+const DSB_MAX: usize = 1 << 20;
+
 fn decryption_secrets_block(secrets: &[u8]) -> Vec<u8> {
     const DSB: u32 = 0x0000_000A;
     const TLS_KEY_LOG: u32 = 0x544c_534b; // "TLSK"
@@ -496,5 +509,28 @@ mod tests {
             }
         }
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn many_tls_secrets_split_into_readable_blocks() {
+        let c = Capture::new(1, Duration::ZERO);
+        // About 3 MiB of key log: more than one block's worth.
+        for i in 0..20_000 {
+            c.tls_secret(format!("CLIENT_TRAFFIC_SECRET_0 {i:064x} {:0128x}", i * 7));
+        }
+        let bytes = c.write_pcapng(Vec::new()).unwrap();
+        let mut r = pcap_file::pcapng::PcapNgReader::new(&bytes[..]).unwrap();
+        let (mut blocks, mut text) = (0, Vec::new());
+        while let Some(block) = r.next_block() {
+            if let pcap_file::pcapng::Block::Unknown(u) = block.unwrap() {
+                assert_eq!(u.type_, 0x0000_000A, "a Decryption Secrets Block");
+                assert!(u.value.len() <= DSB_MAX + 12, "block of {} bytes", u.value.len());
+                let len = u32::from_be_bytes(u.value[4..8].try_into().unwrap()) as usize;
+                text.extend_from_slice(&u.value[8..8 + len]);
+                blocks += 1;
+            }
+        }
+        assert!(blocks > 1, "{blocks} blocks");
+        assert_eq!(String::from_utf8(text).unwrap(), c.tls_keylog(), "whole lines, in order");
     }
 }

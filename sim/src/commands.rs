@@ -136,7 +136,7 @@ fn print_result(r: &RunResult, dir: &Path) {
 }
 
 /// `uclab run`.
-pub fn cmd_run(paths: &[PathBuf], seed: Option<u64>, out: &Path) -> i32 {
+pub fn cmd_run(paths: &[PathBuf], seed: Option<u64>, out: &Path, skip_heavy: bool) -> i32 {
     let scenarios = if paths.is_empty() {
         showcase()
     } else {
@@ -147,6 +147,10 @@ pub fn cmd_run(paths: &[PathBuf], seed: Option<u64>, out: &Path) -> i32 {
     };
     let mut results = Vec::new();
     for s in &scenarios {
+        if skip_heavy && s.heavy {
+            println!("SKIP {} (heavy; --skip-heavy)", s.name);
+            continue;
+        }
         let r = run(s, seed.unwrap_or(s.seed));
         let dir = out_dir(out, s);
         if let Err(e) = write_outputs(&dir, &r) {
@@ -369,4 +373,61 @@ pub fn cmd_probe(
             EXIT_FAIL
         }
     }
+}
+
+/// `uclab probe-xmpp`.
+pub fn cmd_probe_xmpp(
+    server: SocketAddr,
+    domain: &str,
+    (user, password): (&str, &str),
+    messages: Vec<(String, String)>,
+    wait: std::time::Duration,
+    json: bool,
+    seed: u64,
+) -> i32 {
+    let Some((rt, local)) = local_runtime() else { return EXIT_FAIL };
+    let probe =
+        crate::live::probe_xmpp(server, domain, (user, password), messages, wait, seed, !json);
+    match local.block_on(&rt, probe) {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                println!("jid: {}", r.jid.as_deref().unwrap_or("(not signed in)"));
+                for (from, body) in &r.messages {
+                    println!("message from {from}: {body}");
+                }
+                if let Some(e) = &r.error {
+                    println!("error: {e}");
+                }
+            }
+            if r.jid.is_some() && r.error.is_none() { EXIT_OK } else { EXIT_FAIL }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAIL
+        }
+    }
+}
+
+/// `uclab pki`: a lab certificate for `names` (and its key and the CA) into files.
+pub fn cmd_pki(seed: u64, names: &[String], cert: &Path, key: &Path, ca: Option<&Path>) -> i32 {
+    let (c, k, a) = match crate::live::issue_pem(seed, names) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAIL;
+        }
+    };
+    let mut writes = vec![(cert, c), (key, k)];
+    if let Some(ca) = ca {
+        writes.push((ca, a));
+    }
+    for (path, text) in writes {
+        if let Err(e) = fs::write(path, text) {
+            eprintln!("error: {}: {e}", path.display());
+            return EXIT_FAIL;
+        }
+    }
+    EXIT_OK
 }

@@ -207,3 +207,104 @@ fn summarise(events: &[EventRecord]) -> ProbeResult {
         .collect();
     ProbeResult { method, target, authenticator, product_mode, error, steps }
 }
+
+/// What `uclab probe-xmpp` saw: the bound JID, and every client event in order.
+#[derive(Clone, Debug, Serialize)]
+pub struct XmppProbeResult {
+    /// Full JID bound, once signed in.
+    pub jid: Option<String>,
+    /// Why the session failed, if it did.
+    pub error: Option<String>,
+    /// Messages received: `from`, `body`.
+    pub messages: Vec<(String, String)>,
+    /// Presence seen: `from`, `show`.
+    pub presence: Vec<(String, String)>,
+    /// Every event, `kind k=v …`.
+    pub steps: Vec<String>,
+}
+
+/// Signs `user` in to a plain XMPP server at `server` with the real client core (STARTTLS
+/// checked against `domain` and the lab CA of `seed`, SASL PLAIN), sends `messages` (to,
+/// body) one second apart once signed in, and stays `wait` in all. Must run inside a
+/// `tokio::task::LocalSet`.
+pub async fn probe_xmpp(
+    server: SocketAddr,
+    domain: &str,
+    (user, password): (&str, &str),
+    messages: Vec<(String, String)>,
+    wait: std::time::Duration,
+    seed: u64,
+    verbose: bool,
+) -> io::Result<XmppProbeResult> {
+    let local = if server.ip().is_loopback() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+    let transcript = if verbose { Transcript::echoing() } else { Transcript::default() };
+    let lab = live_lab(seed, Capture::new(seed, std::time::Duration::ZERO), transcript.clone())?;
+    let net = LiveNet::new(local, &lab);
+    let cfg = ClientConfig {
+        name: "probe".into(),
+        dns: Vec::new(),
+        bootstrap: Default::default(),
+        stay_until: wait,
+    };
+    let mut actions = vec![(
+        std::time::Duration::ZERO,
+        UserAction::ImDirect {
+            server,
+            domain: domain.to_owned(),
+            user: user.to_owned(),
+            password: password.to_owned(),
+        },
+    )];
+    for (k, (to, body)) in messages.into_iter().enumerate() {
+        let at = std::time::Duration::from_secs(1 + k as u64);
+        actions.push((at, UserAction::Im(uclab_client::im::ImAction::Message { to, body })));
+    }
+    driver::run(net, cfg, actions).await?;
+    let events = transcript.events();
+    let pairs = |kind: &str, a: &str, b: &str| -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| (field(e, a).unwrap_or("").to_owned(), field(e, b).unwrap_or("").to_owned()))
+            .collect()
+    };
+    Ok(XmppProbeResult {
+        jid: events
+            .iter()
+            .find(|e| e.kind == "im-signed-in")
+            .and_then(|e| field(e, "jid"))
+            .map(str::to_owned),
+        error: events
+            .iter()
+            .rev()
+            .find(|e| e.kind == "im-failed")
+            .and_then(|e| field(e, "reason"))
+            .map(str::to_owned),
+        messages: pairs("im-message", "from", "body"),
+        presence: pairs("im-presence", "from", "show"),
+        steps: summarise(&events).steps,
+    })
+}
+
+/// Writes a certificate of the lab CA of `seed` for `names`, its key (PKCS#8) and the CA, as
+/// PEM: for real servers the lab's clients should trust (a Prosody under test).
+pub fn issue_pem(seed: u64, names: &[String]) -> io::Result<(String, String, String)> {
+    let pki = LabPki::new(seed).map_err(io::Error::other)?;
+    let (chain, key) = pki.issue(names).map_err(io::Error::other)?;
+    let pem = |label: &str, der: &[u8]| {
+        let b64 = uclab_proto::base64::encode(der);
+        let mut s = format!("-----BEGIN {label}-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            s.push_str(std::str::from_utf8(line).unwrap_or(""));
+            s.push('\n');
+        }
+        s.push_str(&format!("-----END {label}-----\n"));
+        s
+    };
+    let certs: String = chain.iter().take(1).map(|c| pem("CERTIFICATE", c.as_ref())).collect();
+    Ok((certs, pem("PRIVATE KEY", key.secret_der()), pki.ca_pem()))
+}

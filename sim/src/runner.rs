@@ -4,7 +4,7 @@
 //! set, every random choice of our nodes comes from [`uclab_net::SeededRng`] streams derived
 //! from the seed, and the capture and transcript are built in simulated time.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -61,8 +61,8 @@ pub struct RunResult {
 
 fn matches(e: &Expect, ev: &EventRecord) -> bool {
     ev.time >= e.after
-        && ev.who == e.client
         && ev.kind == e.event
+        && e.is_for(&ev.who)
         && e.fields.iter().all(|(k, want)| {
             ev.fields.iter().any(|(fk, v)| {
                 fk == k
@@ -74,11 +74,62 @@ fn matches(e: &Expect, ev: &EventRecord) -> bool {
         })
 }
 
-/// Judges expectations against the events of a run that lasted until `end`.
-pub fn evaluate(expects: &[Expect], events: &[EventRecord], end: Duration) -> Vec<Verdict> {
+/// Judges a counting or many-client expectation: `count` matching events in all, or (with a
+/// client pattern and no count) a matching event for every client the pattern names, or for
+/// `absent` none at all.
+fn evaluate_many(e: &Expect, clients: &[String], events: &[EventRecord], end: Duration) -> Verdict {
+    let hits: Vec<&EventRecord> =
+        events.iter().filter(|ev| ev.time <= e.within && matches(e, ev)).collect();
+    let early = end < e.within;
+    let (passed, detail) = if let Some(want) = e.count {
+        let n = hits.len();
+        match (n == want, early) {
+            (true, false) => (true, format!("{n} events by {}", fmt_secs(e.within))),
+            (_, true) => (false, format!("run ended at {} before the deadline", fmt_secs(end))),
+            (false, false) => (false, format!("{n} events by {}, want {want}", fmt_secs(e.within))),
+        }
+    } else {
+        let seen: BTreeSet<&str> = hits.iter().map(|h| h.who.as_str()).collect();
+        let named: Vec<&String> = clients.iter().filter(|c| e.is_for(c)).collect();
+        let missing: Vec<&str> =
+            named.iter().filter(|c| !seen.contains(c.as_str())).map(|c| c.as_str()).collect();
+        match (e.absent, missing.len()) {
+            (false, 0) => (true, format!("all {} clients by {}", named.len(), fmt_secs(e.within))),
+            (false, m) => (
+                false,
+                format!(
+                    "{m} of {} clients did not see it by {} (first: {})",
+                    named.len(),
+                    fmt_secs(e.within),
+                    missing.iter().take(5).copied().collect::<Vec<_>>().join(", ")
+                ),
+            ),
+            (true, _) if !seen.is_empty() => {
+                (false, format!("seen by {} clients but must not happen", seen.len()))
+            }
+            (true, _) if early => {
+                (false, format!("run ended at {} before the deadline", fmt_secs(end)))
+            }
+            (true, _) => (true, format!("not seen by {}", fmt_secs(e.within))),
+        }
+    };
+    Verdict { expect: e.clone(), passed, at: hits.last().map(|h| h.time), detail }
+}
+
+/// Judges expectations against the events of a run that lasted until `end`; `clients` are
+/// the scenario's client names (for expectations about many clients).
+pub fn evaluate(
+    expects: &[Expect],
+    clients: &[String],
+    events: &[EventRecord],
+    end: Duration,
+) -> Vec<Verdict> {
     expects
         .iter()
         .map(|e| {
+            if e.count.is_some() || e.client.ends_with('*') {
+                return evaluate_many(e, clients, events, end);
+            }
             let hit = events.iter().find(|ev| matches(e, ev) && ev.time <= e.within);
             let (passed, detail) = match (hit, e.absent) {
                 (Some(ev), false) => (true, format!("seen at {}", fmt_secs(ev.time))),
@@ -122,9 +173,12 @@ pub fn evaluate(expects: &[Expect], events: &[EventRecord], end: Duration) -> Ve
 /// Whether every expectation is decided: its event was seen (a pass, or for `absent` a
 /// failure) or its deadline has passed.
 fn settled(expects: &[Expect], events: &[EventRecord], now: Duration) -> bool {
-    expects
-        .iter()
-        .all(|e| now >= e.within || events.iter().any(|ev| matches(e, ev) && ev.time <= e.within))
+    expects.iter().all(|e| {
+        now >= e.within
+            || (e.count.is_none()
+                && !e.client.ends_with('*')
+                && events.iter().any(|ev| matches(e, ev) && ev.time <= e.within))
+    })
 }
 
 /// Runs `s` with `seed`.
@@ -342,7 +396,8 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
     tls::clear_seed();
 
     let events = transcript.events();
-    let verdicts = evaluate(&s.expects, &events, sim_time);
+    let names: Vec<String> = s.clients.iter().map(|c| c.name.clone()).collect();
+    let verdicts = evaluate(&s.expects, &names, &events, sim_time);
     let passed = error.is_none() && verdicts.iter().all(|v| v.passed);
     let capture = capture.write_pcapng(Vec::new()).unwrap_or_default();
     let text =

@@ -62,6 +62,8 @@ struct File {
     seed: Option<u64>,
     epoch: Option<S<toml::value::Datetime>>,
     duration: Option<S<String>>,
+    #[serde(default)]
+    heavy: bool,
     topology: Option<S<String>>,
     domain: Option<S<String>>,
     network: Option<NetworkSpec>,
@@ -75,6 +77,8 @@ struct File {
     client: Vec<ClientSpec>,
     #[serde(default)]
     user: Vec<UserSpec>,
+    #[serde(default)]
+    population: Vec<PopulationSpec>,
     #[serde(default)]
     step: Vec<StepSpec>,
     #[serde(default)]
@@ -166,6 +170,24 @@ struct UserSpec {
     contacts: Vec<S<String>>,
 }
 
+/// Many users, each with a client of the same name (load scenarios: SPEC CAP1).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PopulationSpec {
+    /// Names are the prefix and a number from 1, zero-padded (`u0001` … `u3000`).
+    prefix: S<String>,
+    count: S<usize>,
+    cluster: S<String>,
+    /// Each user watches the next `contacts` users (a ring, so each has as many watchers).
+    #[serde(default)]
+    contacts: Option<S<usize>>,
+    zone: S<String>,
+    #[serde(default)]
+    dns: Vec<S<String>>,
+    /// Client addresses: host 1 upward of this subnet.
+    subnet: S<String>,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClientSpec {
@@ -204,6 +226,8 @@ struct StepSpec {
     verdict: Option<S<String>>,
     port: Option<u16>,
     proto: Option<S<String>>,
+    /// With a client pattern (`u*`): the matching clients' steps spread evenly over this long.
+    spread: Option<S<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -213,6 +237,7 @@ struct ExpectSpec {
     event: S<String>,
     within: S<String>,
     after: Option<S<String>>,
+    count: Option<usize>,
     #[serde(default)]
     fields: BTreeMap<String, String>,
     #[serde(default)]
@@ -512,8 +537,21 @@ pub struct Expect {
     pub after: Duration,
     /// The event must not happen by the deadline.
     pub absent: bool,
+    /// Exactly this many matching events in the window, over all matching clients.
+    pub count: Option<usize>,
     /// Line in the file, for reports.
     pub line: usize,
+}
+
+impl Expect {
+    /// Whether `client` is one this expectation is about (`u*` names every client whose name
+    /// starts with `u`).
+    pub fn is_for(&self, client: &str) -> bool {
+        match self.client.strip_suffix('*') {
+            Some(prefix) => client.starts_with(prefix),
+            None => client == self.client,
+        }
+    }
 }
 
 /// A validated scenario.
@@ -533,6 +571,9 @@ pub struct Scenario {
     pub epoch: Duration,
     /// Longest simulated time the run may take.
     pub duration: Duration,
+    /// A load scenario (thousands of clients): its test runs in release builds only, and its
+    /// snapshot is a digest of the transcript and capture rather than the text.
+    pub heavy: bool,
     /// Default one-way latency of every link.
     pub latency: Duration,
     /// Zones.
@@ -699,6 +740,71 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
         domain = Some(d.get_ref().clone());
     }
     let domain = domain.unwrap_or_else(|| "example.com".into());
+    for p in &file.population {
+        let (n, span) = (*p.count.get_ref(), p.prefix.span());
+        if !(1..=100_000).contains(&n) {
+            errs.push(src.err(p.count.span().start, "population `count`: 1 to 100000"));
+            continue;
+        }
+        let ring = p.contacts.as_ref().map_or(0, |c| *c.get_ref());
+        if ring >= n {
+            let at = p.contacts.as_ref().map_or(0, |c| c.span().start);
+            errs.push(src.err(at, format!("`contacts` must be below `count` ({n})")));
+            continue;
+        }
+        let (net, prefix) = match parse_subnet(p.subnet.get_ref()) {
+            Ok(x) => x,
+            Err(m) => {
+                errs.push(src.err(p.subnet.span().start, m));
+                continue;
+            }
+        };
+        let IpAddr::V4(net) = net else { continue };
+        if (n as u64) + 2 > 1u64 << (32 - u32::from(prefix)) {
+            errs.push(src.err(p.subnet.span().start, format!("subnet too small for {n} clients")));
+            continue;
+        }
+        let width = n.to_string().len();
+        let name = |k: usize| format!("{}{:0width$}", p.prefix.get_ref(), k + 1);
+        for k in 0..n {
+            let id = S::new(span.clone(), name(k));
+            let contacts = (1..=ring)
+                .map(|d| {
+                    S::new(
+                        p.contacts.as_ref().map_or(span.clone(), |c| c.span()),
+                        name((k + d) % n),
+                    )
+                })
+                .collect();
+            users.push(Item {
+                src: &src,
+                spec: UserSpec {
+                    id: id.clone(),
+                    cluster: p.cluster.clone(),
+                    password: None,
+                    first_name: None,
+                    last_name: None,
+                    extension: None,
+                    email: None,
+                    devices: None,
+                    config_file: None,
+                    contacts,
+                },
+            });
+            let ip = Ipv4Addr::from(u32::from(net) + k as u32 + 1).to_string();
+            clients.push(Item {
+                src: &src,
+                spec: ClientSpec {
+                    name: id,
+                    zone: Some(p.zone.clone()),
+                    ip: Some(S::new(p.subnet.span(), ip)),
+                    dns: p.dns.clone(),
+                    address: Some(S::new(span.clone(), format!("{}@{domain}", name(k)))),
+                    bootstrap: BTreeMap::new(),
+                },
+            });
+        }
+    }
     if let Some(l) = file.network.as_ref().and_then(|n| n.latency.clone()) {
         latency = Some((&src, l));
     }
@@ -1242,7 +1348,48 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
     // Timeline.
     let host_known = |n: &str| node_names.contains_key(n) || client_names.contains(n);
     let mut steps = Vec::new();
+    // A step for `u*` is that step for every client whose name starts with `u`, spread evenly
+    // over `spread` if given (a population signing in at a realistic rate).
+    let mut file_steps = Vec::new();
     for s in &file.step {
+        let Some(prefix) = s.client.as_ref().and_then(|c| c.get_ref().strip_suffix('*')) else {
+            file_steps.push(s.clone());
+            continue;
+        };
+        let matching: Vec<&str> =
+            client_names.iter().copied().filter(|c| c.starts_with(prefix)).collect();
+        let c = s.client.as_ref().expect("has a pattern");
+        if matching.is_empty() {
+            errs.push(src.err(c.span().start, format!("no client matches `{}`", c.get_ref())));
+            continue;
+        }
+        let spread = match &s.spread {
+            None => Duration::ZERO,
+            Some(v) => match parse_duration(v.get_ref()) {
+                Ok(d) => d,
+                Err(m) => {
+                    errs.push(src.err(v.span().start, m));
+                    continue;
+                }
+            },
+        };
+        let base = parse_duration(s.at.get_ref()).ok();
+        let m = matching.len() as u32;
+        for (k, name) in matching.iter().enumerate() {
+            let mut one = s.clone();
+            one.client = Some(S::new(c.span(), (*name).to_owned()));
+            one.spread = None;
+            if let Some(b) = base {
+                let at = b + spread * k as u32 / m;
+                one.at = S::new(s.at.span(), format!("{}.{:09}s", at.as_secs(), at.subsec_nanos()));
+            }
+            file_steps.push(one);
+        }
+    }
+    for s in &file_steps {
+        if let Some(v) = &s.spread {
+            errs.push(src.err(v.span().start, "`spread` needs a client pattern such as `u*`"));
+        }
         let at = match parse_duration(s.at.get_ref()) {
             Ok(d) => d,
             Err(m) => {
@@ -1512,7 +1659,11 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
     // Expectations.
     let mut expects = Vec::new();
     for e in &file.expect {
-        if !client_names.contains(e.client.get_ref().as_str()) {
+        let known = match e.client.get_ref().strip_suffix('*') {
+            Some(prefix) => client_names.iter().any(|c| c.starts_with(prefix)),
+            None => client_names.contains(e.client.get_ref().as_str()),
+        };
+        if !known {
             errs.push(
                 src.err(e.client.span().start, format!("unknown client `{}`", e.client.get_ref())),
             );
@@ -1525,6 +1676,12 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     e.event.get_ref(),
                     EVENT_KINDS.join(", ")
                 ),
+            ));
+        }
+        if e.absent && e.count.is_some() {
+            errs.push(src.err(
+                e.event.span().start,
+                "`count` and `absent` do not go together (absent is count 0)",
             ));
         }
         let after = match &e.after {
@@ -1548,6 +1705,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 within,
                 after,
                 absent: e.absent,
+                count: e.count,
                 line: src.pos(e.client.span().start).0,
             }),
             Err(m) => errs.push(src.err(e.within.span().start, m)),
@@ -1607,6 +1765,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
         seed: file.seed.unwrap_or(1),
         epoch,
         duration,
+        heavy: file.heavy,
         latency,
         zones: zone_out,
         rules: rule_out,

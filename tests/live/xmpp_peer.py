@@ -67,6 +67,9 @@ def main():
         s.sendall(f"<message to='{to}' type='chat'><body>{body}</body></message>".encode())
         time.sleep(0.3)
     else:
+        # Available presence: bare-JID and stored messages go to available resources only
+        # (RFC 6121 §8.5.2.1, SPEC IMP4).
+        s.sendall(b"<presence/>")
         end = time.time() + float(rest[0])
         data = after
         s.settimeout(0.2)

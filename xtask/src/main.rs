@@ -42,8 +42,12 @@ fn ci() -> bool {
         && sh(cargo().args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings"))
 }
 
+/// Scenario files of a suite, load scenarios (`heavy = true`) left out: they have their own
+/// benches (`bench cap1`) and take minutes a run.
 fn scenario_files(suite: &str) -> Vec<PathBuf> {
-    uclab_sim::commands::collect(&[root().join("scenarios").join(suite)]).unwrap_or_default()
+    let files =
+        uclab_sim::commands::collect(&[root().join("scenarios").join(suite)]).unwrap_or_default();
+    files.into_iter().filter(|f| uclab_sim::load(f).map_or(true, |s| !s.heavy)).collect()
 }
 
 fn peak_rss_kib() -> u64 {
@@ -214,9 +218,144 @@ fn storm(sizes: &[usize]) -> bool {
     ok
 }
 
+/// SPEC CAP1 presence storm: runs scenarios/im/presence-storm-cap1.toml once in this process
+/// and prints one JSON line (wall time, notifications the clients received, per wall second,
+/// peak RSS).
+fn cap1_one() -> bool {
+    let file = root().join("scenarios/im/presence-storm-cap1.toml");
+    let s = match uclab_sim::load(&file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {:?}", file.display(), e.first());
+            return false;
+        }
+    };
+    let t = Instant::now();
+    let r = uclab_sim::run(&s, s.seed);
+    let wall = t.elapsed().as_secs_f64();
+    let count = |show: &str| {
+        r.events
+            .iter()
+            .filter(|e| {
+                e.kind == "im-presence" && e.fields.iter().any(|(k, v)| k == "show" && v == show)
+            })
+            .count()
+    };
+    let (available, away) = (count("available"), count("away"));
+    println!(
+        "{}",
+        serde_json::json!({
+            "users": s.clients.len(),
+            "passed": r.passed,
+            "signin_notifications": available,
+            "storm_notifications": away,
+            "wall_s": wall,
+            "notifications_per_wall_s": (available + away) as f64 / wall,
+            "sim_s": r.sim_time.as_secs_f64(),
+            "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
+            "transcript_mib": r.transcript.len() as f64 / 1048576.0,
+            "capture_mib": r.capture.len() as f64 / 1048576.0,
+        })
+    );
+    r.passed
+}
+
+/// A scenario in which `n` users sign in to IM&P (ten per simulated millisecond) on the
+/// built-in pair, balanced, with re-login limits of 5–10 s; at 3 s imp1 crashes and its users
+/// fail over to imp2 (SPEC HA1, HA2). The real default limits (120–480 s) stretch the wait, not
+/// the work, and would multiply the wall time of every idle simulated millisecond.
+fn failover_scenario(n: usize) -> String {
+    let mut t = format!(
+        "name = \"im-failover-{n}\"\nsummary = \"IM&P failover of {n} users\"\nseed = 1\nduration = \"60s\"\n"
+    );
+    for (name, ip) in [("imp1", "10.1.0.21"), ("imp2", "10.1.0.22")] {
+        t.push_str(&format!(
+            "[[node]]\nname = \"{name}\"\nkind = \"imp\"\nzone = \"inside\"\nip = \"{ip}\"\n\
+             cluster = \"imp-cluster1\"\nrelogin_lower = 5\nrelogin_upper = 10\n"
+        ));
+    }
+    t.push_str(&format!(
+        "[[population]]\nprefix = \"u\"\ncount = {n}\ncluster = \"cluster1\"\nzone = \"inside\"\n\
+         dns = [\"dns-int\"]\nsubnet = \"10.1.128.0/17\"\n\
+         [[step]]\nat = \"0s\"\naction = \"sign-in\"\nclient = \"u*\"\nspread = \"{}ms\"\n\
+         [[step]]\nat = \"3s\"\naction = \"crash\"\nnode = \"imp1\"\n\
+         [[expect]]\nclient = \"u*\"\nevent = \"im-state\"\nfields = {{ state = \"XMPPCONNECTED\" }}\nafter = \"3s\"\nwithin = \"60s\"\ncount = {}\n",
+        n.div_ceil(10),
+        n.div_ceil(2),
+    ));
+    t
+}
+
+/// Runs the failover with `n` users in this process and prints one JSON line: how long after
+/// the crash (simulated) until every user that was on imp1 is XMPPCONNECTED again, and the
+/// wall time of the whole run.
+fn failover_one(n: usize) -> bool {
+    let text = failover_scenario(n);
+    let s = match uclab_sim::parse("failover.toml", &text, Path::new("failover.toml")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("failover scenario: {:?}", e.first());
+            return false;
+        }
+    };
+    let t = Instant::now();
+    let r = uclab_sim::run(&s, s.seed);
+    let wall = t.elapsed().as_secs_f64();
+    let crash = Duration::from_secs(3);
+    let state = |kind: &str, fields: &[(String, String)], st: &str| {
+        kind == "im-state" && fields.iter().any(|(k, v)| k == "state" && v == st)
+    };
+    let moved: std::collections::BTreeSet<&str> = r
+        .events
+        .iter()
+        .filter(|e| state(&e.kind, &e.fields, "FAILOVER"))
+        .map(|e| e.who.as_str())
+        .collect();
+    let mut back: std::collections::BTreeMap<&str, Duration> = Default::default();
+    for e in
+        r.events.iter().filter(|e| e.time >= crash && state(&e.kind, &e.fields, "XMPPCONNECTED"))
+    {
+        back.insert(e.who.as_str(), e.time);
+    }
+    let all_back = moved.iter().all(|c| back.contains_key(c));
+    let last = moved.iter().filter_map(|c| back.get(c)).max().copied().unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::json!({
+            "users": n,
+            "signed_in_im": r.events.iter().filter(|e| e.kind == "im-signed-in" && e.time < crash).count(),
+            "failed_over": moved.len(),
+            "all_back": all_back,
+            "sim_s_until_all_back": last.saturating_sub(crash).as_secs_f64(),
+            "wall_s": wall,
+            "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
+            "error": r.error,
+        })
+    );
+    all_back && !moved.is_empty()
+}
+
+/// Runs `sub` (a `*-one` subcommand) in a child process per argument and prints its JSON.
+fn in_child(sub: &str, args: &[String]) -> bool {
+    let exe = std::env::current_exe().expect("own path");
+    let out = Command::new(&exe).arg(sub).args(args).output();
+    let Ok(out) = out else { return false };
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.lines().last() {
+        Some(l) if l.starts_with('{') => {
+            println!("{l}");
+            out.status.success()
+        }
+        _ => {
+            eprintln!("{sub}: no result\n{}", String::from_utf8_lossy(&out.stderr));
+            false
+        }
+    }
+}
+
 fn sweep(seeds: &str) -> bool {
     let mut ok = true;
-    for f in uclab_sim::commands::collect(&[root().join("scenarios")]).unwrap_or_default() {
+    for f in scenario_files("") {
         eprintln!("sweep {}", f.display());
         ok &= uclab_sim::commands::cmd_sweep(&f, seeds, 2) == 0;
     }
@@ -244,29 +383,45 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let ok = match args.first().map(String::as_str) {
         Some("ci") => ci(),
-        Some("bless") => sh(cargo()
-            .args(["test", "--workspace"])
-            .env("INSTA_UPDATE", "always")
-            .env("UCLAB_BLESS", "1")),
+        Some("bless") => {
+            sh(cargo()
+                .args(["test", "--workspace"])
+                .env("INSTA_UPDATE", "always")
+                .env("UCLAB_BLESS", "1"))
+                && (args.get(1).map(String::as_str) != Some("--heavy")
+                    || sh(cargo()
+                        .args(["test", "--release", "-p", "uclab", "--test", "scenarios", "heavy_"])
+                        .env("INSTA_UPDATE", "always")))
+        }
         Some("sweep") => sweep(args.get(1).map_or("1..51", String::as_str)),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("storm") => {
                 let sizes: Vec<usize> = args[2..].iter().filter_map(|a| a.parse().ok()).collect();
                 storm(if sizes.is_empty() { &[100, 1000, 10_000] } else { &sizes })
             }
+            Some("cap1") => in_child("cap1-one", &[]),
+            Some("failover") => {
+                let sizes: Vec<String> =
+                    if args.len() > 2 { args[2..].to_vec() } else { vec!["10000".into()] };
+                sizes.iter().all(|n| in_child("failover-one", std::slice::from_ref(n)))
+            }
             suite => bench(suite.unwrap_or("dns")),
         },
+        Some("cap1-one") => cap1_one(),
+        Some("failover-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(failover_one),
         Some("storm-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(storm_one),
         Some("bench-one") => args.get(1).is_some_and(|f| bench_one(Path::new(f))),
         Some("fuzz") => fuzz(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60)),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci | bless | sweep [A..B] | bench [SUITE | storm N..] | fuzz [SECONDS]\n\
+                "usage: cargo xtask ci | bless | sweep [A..B] | bench [SUITE | storm N.. | cap1 | failover N..] | fuzz [SECONDS]\n\
                  \n  ci      fmt, clippy -D warnings, tests (nextest if present), doc build\
-                 \n  bless   accept new transcript snapshots\
+                 \n  bless   accept new transcript snapshots (--heavy: also the release-only load scenarios)\
                  \n  sweep   every scenario over seeds A..B (default 1..51)\
                  \n  bench   per scenario of SUITE (default dns): wall median of 5, sim/wall, peak RSS\
                  \n  bench storm [N..]  sign-in storm: N clients sign in together (default 100 1000 10000)\
+                 \n  bench cap1         SPEC CAP1 presence storm: 3,000 users x 75 contacts change state\
+                 \n  bench failover [N..]  N IM&P users (default 10000) fail over when imp1 crashes\
                  \n  fuzz    each fuzz target for SECONDS (default 60)"
             );
             return ExitCode::from(2);
