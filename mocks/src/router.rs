@@ -343,6 +343,27 @@ impl Router {
             .unwrap_or_default()
     }
 
+    /// The current presence of each of `bare_jid`'s available resources, by full JID.
+    fn presences(&self, bare_jid: &str) -> Vec<(String, Element)> {
+        self.sessions
+            .get(bare_jid)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, r)| !r.mailbox.is_closed())
+                    .filter_map(|(res, r)| Some((format!("{bare_jid}/{res}"), r.presence.clone()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Subscription requests waiting for `contact`'s answer: (requester, request).
+    fn requests_to<'a>(&'a self, contact: &'a str) -> impl Iterator<Item = (&'a str, &'a Element)> {
+        self.pending
+            .range((contact.to_owned(), String::new())..)
+            .take_while(move |((c, _), _)| c == contact)
+            .map(|((_, r), e)| (r.as_str(), e))
+    }
+
     /// Sends `s` to one full JID; false if there is no such live session.
     fn send(&mut self, full: &str, s: Element) -> bool {
         let Some(r) = self.sessions.get(&bare(full)).and_then(|m| m.get(resource(full)?)) else {
@@ -382,7 +403,7 @@ impl Router {
                 }
             }
             "presence" => match s.get("type") {
-                None | Some("unavailable") if to.is_empty() => self.own_presence(&from, s, now),
+                None | Some("unavailable") if to.is_empty() => self.own_presence(&from, s),
                 Some("subscribe") => self.subscribe(&own, &bare(&to), s),
                 Some("subscribed") => self.subscribed(&own, &bare(&to)),
                 Some("unsubscribe") => self.unsubscribe(&own, &bare(&to)),
@@ -464,8 +485,7 @@ impl Router {
     /// Broadcast presence (no `to`): recorded, sent to the user's watchers and own
     /// resources; initial presence also gets the contacts' presence, pending subscription
     /// requests and stored messages (RFC 6121 §4.2, §3.1.3; SPEC IMP4).
-    fn own_presence(&mut self, from: &str, s: Element, now: Duration) {
-        let _ = now;
+    fn own_presence(&mut self, from: &str, s: Element) {
         let Some(r) = self.resource_mut(from) else { return };
         let initial = r.presence.is_none();
         let unavailable = s.get("type") == Some("unavailable");
@@ -489,16 +509,14 @@ impl Router {
             .map(|r| r.items.iter().filter(|(_, i)| i.sub.to()).map(|(j, _)| j.clone()).collect())
             .unwrap_or_default();
         for c in contacts {
-            for full in self.available(&c) {
-                let p = self.sessions[&c][resource(&full).unwrap_or("")].presence.clone();
-                if let Some(mut p) = p {
-                    p.set("to", from);
-                    self.send(from, p);
-                }
+            for (full, p) in self.presences(&c) {
+                let mut p = p;
+                p.set("from", &full);
+                p.set("to", from);
+                self.send(from, p);
             }
         }
-        let requests: Vec<Element> =
-            self.pending.iter().filter(|((c, _), _)| *c == own).map(|(_, e)| e.clone()).collect();
+        let requests: Vec<Element> = self.requests_to(&own).map(|(_, e)| e.clone()).collect();
         for r in requests {
             self.send(from, r);
         }
@@ -694,7 +712,7 @@ impl Router {
             !roster.items.contains_key(contact) && roster.contacts() >= self.limits.contacts;
         let pre =
             self.rosters.get(contact).and_then(|r| r.items.get(user)).is_some_and(|i| i.approved);
-        let waiting = self.pending.keys().filter(|(c, _)| c == contact).count();
+        let waiting = self.requests_to(contact).count();
         let watchers = self.rosters.get(contact).map_or(0, Roster::watchers);
         let already_waiting = self.pending.contains_key(&(contact.to_owned(), user.to_owned()));
         let watchers_full =
@@ -755,12 +773,9 @@ impl Router {
         ci.ask = false;
         self.push(contact, user);
         // The new watcher sees the user's current presence.
-        for full in self.available(user) {
-            let p = self.sessions[user][resource(&full).unwrap_or("")].presence.clone();
-            if let Some(mut p) = p {
-                p.set("from", &full);
-                self.counters.presence_notifications += self.send_available(contact, &p) as u64;
-            }
+        for (full, mut p) in self.presences(user) {
+            p.set("from", &full);
+            self.counters.presence_notifications += self.send_available(contact, &p) as u64;
         }
     }
 

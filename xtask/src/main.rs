@@ -245,7 +245,7 @@ fn cap1_one() -> bool {
     println!(
         "{}",
         serde_json::json!({
-            "users": s.clients.len(),
+            "clients": s.clients.len(),
             "passed": r.passed,
             "signin_notifications": available,
             "storm_notifications": away,
