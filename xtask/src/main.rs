@@ -278,11 +278,11 @@ fn failover_scenario(n: usize) -> String {
         "[[population]]\nprefix = \"u\"\ncount = {n}\ncluster = \"cluster1\"\nzone = \"inside\"\n\
          dns = [\"dns-int\"]\nsubnet = \"10.1.128.0/17\"\n\
          [[step]]\nat = \"0s\"\naction = \"sign-in\"\nclient = \"u*\"\nspread = \"{}ms\"\n\
-         [[step]]\nat = \"3s\"\naction = \"crash\"\nnode = \"imp1\"\n\
-         [[expect]]\nclient = \"u*\"\nevent = \"im-state\"\nfields = {{ state = \"XMPPCONNECTED\" }}\nafter = \"3s\"\nwithin = \"60s\"\ncount = {}\n",
+         [[step]]\nat = \"3s\"\naction = \"crash\"\nnode = \"imp1\"\n",
         n.div_ceil(10),
-        n.div_ceil(2),
     ));
+    // No expectation: the run ends once every client is settled again (an expectation
+    // window would keep 10,000 idle hosts ticking to its deadline); the bench checks.
     t
 }
 
