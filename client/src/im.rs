@@ -950,6 +950,113 @@ mod tests {
     }
 
     #[test]
+    fn direct_plain_sign_in_then_roster_presence_and_errors() {
+        let server: SocketAddr = "127.0.0.1:5222".parse().unwrap();
+        let mut s =
+            ImSession::direct(Time::ZERO, ("alice", "pw", "probe"), "example.test", server, 7);
+        let out = drain(&mut s);
+        let id = out
+            .iter()
+            .find_map(|o| match o {
+                Output::StreamOpen { id, to } if *to == server => Some(*id),
+                _ => None,
+            })
+            .expect("straight to the server: no SOAP, no DNS");
+        s.handle_input(Time::ZERO, Input::StreamOpened { id });
+        drain(&mut s);
+        let head = xmpp::stream_header(("from", "example.test"), Some("1"));
+        stream_data(
+            &mut s,
+            id,
+            &format!(
+                "{head}<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>"
+            ),
+        );
+        let out = stream_data(&mut s, id, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        assert!(out.contains(&Output::StreamTls { id, host: "example.test".into() }));
+        s.handle_input(Time::ZERO, Input::StreamTls { id });
+        drain(&mut s);
+        let out = stream_data(
+            &mut s,
+            id,
+            &format!(
+                "{head}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism><mechanism>PLAIN</mechanism></mechanisms></stream:features>"
+            ),
+        );
+        assert!(sent_text(&out).contains(&xmpp::sasl_plain("alice", "pw")));
+        stream_data(&mut s, id, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+        stream_data(
+            &mut s,
+            id,
+            &format!(
+                "{head}<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>"
+            ),
+        );
+        let out = stream_data(
+            &mut s,
+            id,
+            "<iq type='result' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>alice@example.test/probe</jid></bind></iq>",
+        );
+        let text = sent_text(&out);
+        // RFC 6121 §2.2: the roster, then initial presence.
+        let (roster, presence) = (text.find("jabber:iq:roster"), text.find("<presence"));
+        assert!(roster.is_some() && presence.is_some() && roster < presence, "{text}");
+        let out = stream_data(
+            &mut s,
+            id,
+            "<iq type='result' id='roster1'><query xmlns='jabber:iq:roster' ver='3'><item jid='bob@example.test' subscription='both'/><item jid='eve@example.test' subscription='from'/></query></iq>",
+        );
+        assert_eq!(events(&out), [ClientEvent::ImRoster { contacts: 1, items: 2 }]);
+        // A push is acknowledged; one from someone else is not a push.
+        let out = stream_data(
+            &mut s,
+            id,
+            "<iq type='set' id='p1'><query xmlns='jabber:iq:roster'><item jid='dave@example.test' subscription='none' ask='subscribe'/></query></iq>",
+        );
+        assert_eq!(
+            events(&out),
+            [ClientEvent::ImContact {
+                jid: "dave@example.test".into(),
+                subscription: "none+ask".into()
+            }]
+        );
+        assert!(sent_text(&out).contains("type=\"result\"") && sent_text(&out).contains("p1"));
+        let out = stream_data(
+            &mut s,
+            id,
+            "<iq type='set' id='p2' from='mallory@example.test/x'><query xmlns='jabber:iq:roster'><item jid='x@y'/></query></iq>",
+        );
+        assert!(events(&out).is_empty() && sent_text(&out).contains("service-unavailable"));
+        let out = stream_data(
+            &mut s,
+            id,
+            "<presence from='bob@example.test/pc'><show>away</show></presence><presence from='alice@example.test/other'/><presence from='dave@example.test' type='subscribe'/><presence from='eve@example.test' to='alice@example.test' type='error'><error type='cancel'><not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>",
+        );
+        assert_eq!(
+            events(&out),
+            [
+                ClientEvent::ImPresence { from: "bob@example.test/pc".into(), show: "away".into() },
+                ClientEvent::ImSubscription {
+                    from: "dave@example.test".into(),
+                    kind: "subscribe".into()
+                },
+                ClientEvent::ImRefused {
+                    to: "eve@example.test".into(),
+                    condition: "not-allowed".into()
+                },
+            ],
+            "own resources are not contacts"
+        );
+        // A lost stream in direct mode is a failure, not an HA1 failover.
+        s.handle_input(Time::ZERO, Input::StreamFailed { id, reason: "reset".into() });
+        let ev = events(&drain(&mut s));
+        assert!(
+            matches!(&ev[..], [ClientEvent::ImFailed { reason }] if reason.contains("lost")),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
     fn au4_soap_then_xmpp_to_the_primary_from_the_configuration() {
         let mut s = start();
         let out = through_soap(&mut s);
