@@ -343,6 +343,15 @@ impl Router {
             .unwrap_or_default()
     }
 
+    /// The JIDs on `user`'s roster whose subscription passes `which` (`to`: contacts whose
+    /// presence the user sees; `from`: watchers).
+    fn items_of(&self, user: &str, which: fn(Subscription) -> bool) -> Vec<String> {
+        self.rosters
+            .get(user)
+            .map(|r| r.items.iter().filter(|(_, i)| which(i.sub)).map(|(j, _)| j.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// The current presence of each of `bare_jid`'s available resources, by full JID.
     fn presences(&self, bare_jid: &str) -> Vec<(String, Element)> {
         self.sessions
@@ -503,12 +512,7 @@ impl Router {
             return;
         }
         let own = bare(from);
-        let contacts: Vec<String> = self
-            .rosters
-            .get(&own)
-            .map(|r| r.items.iter().filter(|(_, i)| i.sub.to()).map(|(j, _)| j.clone()).collect())
-            .unwrap_or_default();
-        for c in contacts {
+        for c in self.items_of(&own, Subscription::to) {
             for (full, p) in self.presences(&c) {
                 let mut p = p;
                 p.set("from", &full);
@@ -534,12 +538,7 @@ impl Router {
         let own = bare(from);
         let mut p = p.clone();
         p.set("from", from);
-        let watchers: Vec<String> = self
-            .rosters
-            .get(&own)
-            .map(|r| r.items.iter().filter(|(_, i)| i.sub.from()).map(|(j, _)| j.clone()).collect())
-            .unwrap_or_default();
-        for w in watchers {
+        for w in self.items_of(&own, Subscription::from) {
             let n = self.send_available(&w, &p);
             self.counters.presence_notifications += n as u64;
         }

@@ -123,6 +123,19 @@ fn live_lab(seed: u64, capture: Capture, transcript: Transcript) -> io::Result<L
     })
 }
 
+/// The real sockets a probe runs on: loopback when `peer` is (else any address), the lab of
+/// `seed` (its CA trusted), and a transcript echoed to the terminal when `verbose`.
+fn probe_net(peer: SocketAddr, seed: u64, verbose: bool) -> io::Result<(LiveNet, Transcript)> {
+    let local = if peer.ip().is_loopback() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+    let transcript = if verbose { Transcript::echoing() } else { Transcript::default() };
+    let lab = live_lab(seed, Capture::new(seed, std::time::Duration::ZERO), transcript.clone())?;
+    Ok((LiveNet::new(local, &lab), transcript))
+}
+
 /// What `uclab probe` found.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProbeResult {
@@ -150,14 +163,7 @@ pub async fn probe(
     seed: u64,
     verbose: bool,
 ) -> io::Result<ProbeResult> {
-    let local = if dns.ip().is_loopback() {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    } else {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    };
-    let transcript = if verbose { Transcript::echoing() } else { Transcript::default() };
-    let lab = live_lab(seed, Capture::new(seed, std::time::Duration::ZERO), transcript.clone())?;
-    let net = LiveNet::new(local, &lab);
+    let (net, transcript) = probe_net(dns, seed, verbose)?;
     let cfg = ClientConfig {
         name: "probe".into(),
         dns: vec![dns],
@@ -236,14 +242,7 @@ pub async fn probe_xmpp(
     seed: u64,
     verbose: bool,
 ) -> io::Result<XmppProbeResult> {
-    let local = if server.ip().is_loopback() {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    } else {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    };
-    let transcript = if verbose { Transcript::echoing() } else { Transcript::default() };
-    let lab = live_lab(seed, Capture::new(seed, std::time::Duration::ZERO), transcript.clone())?;
-    let net = LiveNet::new(local, &lab);
+    let (net, transcript) = probe_net(server, seed, verbose)?;
     let cfg = ClientConfig {
         name: "probe".into(),
         dns: Vec::new(),
