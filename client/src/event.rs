@@ -224,6 +224,49 @@ pub enum ClientEvent {
         /// The stanza error condition (`not-allowed`, `service-unavailable`, …).
         condition: String,
     },
+    /// The user entered a group chat room (SPEC IMP5).
+    ImRoomJoined {
+        /// Room JID.
+        room: String,
+        /// The user's nick there.
+        nick: String,
+        /// Whether the room was made by this join.
+        created: bool,
+        /// Occupants already there.
+        occupants: usize,
+    },
+    /// Someone entered, changed status in, or left a room the user is in (SPEC IMP5).
+    ImRoomPresence {
+        /// Room JID.
+        room: String,
+        /// Their nick.
+        nick: String,
+        /// `available`, `away`, …, or `unavailable` when they left.
+        show: String,
+    },
+    /// A group message (SPEC IMP5); `history` when it is one of those replayed on join.
+    ImRoomMessage {
+        /// Room JID.
+        room: String,
+        /// Sender's nick.
+        from: String,
+        /// Body.
+        body: String,
+        /// Replayed history rather than a live message.
+        history: bool,
+    },
+    /// The user left a room (the room said so).
+    ImRoomLeft {
+        /// Room JID.
+        room: String,
+    },
+    /// The owner's room configuration was accepted (SPEC IMP5: persistent rooms).
+    ImRoomConfigured {
+        /// Room JID.
+        room: String,
+        /// Persistent.
+        persistent: bool,
+    },
     /// Sign-in finished (SPEC AU1–AU3).
     SignedIn {
         /// User id.
@@ -276,6 +319,11 @@ impl ClientEvent {
         "im-presence",
         "im-subscription",
         "im-refused",
+        "im-room-joined",
+        "im-room-presence",
+        "im-room-message",
+        "im-room-left",
+        "im-room-configured",
     ];
 
     /// The event's kind, as written in scenario expectations.
@@ -309,6 +357,11 @@ impl ClientEvent {
             Self::ImPresence { .. } => "im-presence",
             Self::ImSubscription { .. } => "im-subscription",
             Self::ImRefused { .. } => "im-refused",
+            Self::ImRoomJoined { .. } => "im-room-joined",
+            Self::ImRoomPresence { .. } => "im-room-presence",
+            Self::ImRoomMessage { .. } => "im-room-message",
+            Self::ImRoomLeft { .. } => "im-room-left",
+            Self::ImRoomConfigured { .. } => "im-room-configured",
             Self::SignInFailed { .. } => "sign-in-failed",
         }
     }
@@ -375,6 +428,25 @@ impl ClientEvent {
             Self::ImRefused { to, condition } => {
                 vec![("to", to.clone()), ("condition", condition.clone())]
             }
+            Self::ImRoomJoined { room, nick, created, occupants } => vec![
+                ("room", room.clone()),
+                ("nick", nick.clone()),
+                ("created", created.to_string()),
+                ("occupants", occupants.to_string()),
+            ],
+            Self::ImRoomPresence { room, nick, show } => {
+                vec![("room", room.clone()), ("nick", nick.clone()), ("show", show.clone())]
+            }
+            Self::ImRoomMessage { room, from, body, history } => vec![
+                ("room", room.clone()),
+                ("from", from.clone()),
+                ("body", body.clone()),
+                ("history", history.to_string()),
+            ],
+            Self::ImRoomLeft { room } => vec![("room", room.clone())],
+            Self::ImRoomConfigured { room, persistent } => {
+                vec![("room", room.clone()), ("persistent", persistent.to_string())]
+            }
             Self::SignedIn { user, home, authenticator, product_mode, devices } => vec![
                 ("user", user.clone()),
                 ("home", home.clone()),
@@ -437,6 +509,11 @@ mod tests {
             ClientEvent::ImPresence { from: s(), show: s() },
             ClientEvent::ImSubscription { from: s(), kind: s() },
             ClientEvent::ImRefused { to: s(), condition: s() },
+            ClientEvent::ImRoomJoined { room: s(), nick: s(), created: true, occupants: 0 },
+            ClientEvent::ImRoomPresence { room: s(), nick: s(), show: s() },
+            ClientEvent::ImRoomMessage { room: s(), from: s(), body: s(), history: false },
+            ClientEvent::ImRoomLeft { room: s() },
+            ClientEvent::ImRoomConfigured { room: s(), persistent: true },
         ];
         for e in all {
             assert!(ClientEvent::KINDS.contains(&e.kind()), "{} missing", e.kind());

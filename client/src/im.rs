@@ -19,7 +19,7 @@
 //! Polling order: after each `handle_*` call drain [`ImSession::poll_output`], then sleep until
 //! [`ImSession::poll_timeout`] and call [`ImSession::handle_timeout`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -47,6 +47,9 @@ const STREAM_BASE: ConnId = 0x4000_0000;
 /// The client version sent at login.
 const CLIENT_VERSION: &str = "uclab-1";
 const NS_ROSTER: &str = "jabber:iq:roster";
+const NS_MUC: &str = "http://jabber.org/protocol/muc";
+const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 
 /// What the user does in the IM window (SPEC IMP1).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +76,29 @@ pub enum ImAction {
         /// The status.
         show: String,
     },
+    /// Enters a group chat room, making it if it does not exist (SPEC IMP5, XEP-0045).
+    Join {
+        /// Room JID (`room@conference-<node>.<domain>`).
+        room: String,
+        /// Nick in the room.
+        nick: String,
+        /// When the join makes the room: configure it persistent.
+        persistent: bool,
+        /// History messages asked for; the service's default (15) when `None`.
+        history: Option<u32>,
+    },
+    /// Leaves a room.
+    Leave {
+        /// Room JID.
+        room: String,
+    },
+    /// Sends a group message to a room the user is in.
+    RoomMessage {
+        /// Room JID.
+        room: String,
+        /// Body.
+        body: String,
+    },
 }
 
 impl ImAction {
@@ -83,6 +109,9 @@ impl ImAction {
             Self::Subscribe { to } => format!("subscription to {to}"),
             Self::Approve { to } => format!("approval of {to}"),
             Self::Presence { show } => format!("presence {show}"),
+            Self::Join { room, .. } => format!("join of {room}"),
+            Self::Leave { room } => format!("leave of {room}"),
+            Self::RoomMessage { room, .. } => format!("group message to {room}"),
         }
     }
 }
@@ -159,7 +188,21 @@ pub struct ImSession {
     next_http: HttpId,
     next_stream: ConnId,
     next_dns: u16,
+    /// Group chat rooms joined or being joined, by room JID (lower case).
+    rooms: BTreeMap<String, Room>,
     out: VecDeque<Output>,
+}
+
+/// A room the user is in or entering (SPEC IMP5).
+#[derive(Debug)]
+struct Room {
+    nick: String,
+    /// Configure it persistent if the join makes it.
+    persistent: bool,
+    /// Occupants seen before our own presence came back.
+    occupants: usize,
+    /// Our own presence came back: in.
+    joined: bool,
 }
 
 impl ImSession {
@@ -207,6 +250,7 @@ impl ImSession {
             next_http: HTTP_BASE,
             next_stream: STREAM_BASE,
             next_dns: (seed >> 24) as u16 | 1,
+            rooms: BTreeMap::new(),
             out: VecDeque::new(),
         }
     }
@@ -269,6 +313,31 @@ impl ImSession {
             ImAction::Presence { show } => {
                 Element::new("presence").child(Element::new("show").text_node(show))
             }
+            ImAction::Join { room, nick, persistent, history } => {
+                let key = room.to_ascii_lowercase();
+                let r = Room {
+                    nick: nick.clone(),
+                    persistent: *persistent,
+                    occupants: 0,
+                    joined: false,
+                };
+                self.rooms.insert(key, r);
+                let mut x = Element::new("x").attr("xmlns", NS_MUC);
+                if let Some(n) = history {
+                    x = x.child(Element::new("history").attr("maxstanzas", &n.to_string()));
+                }
+                Element::new("presence").attr("to", &format!("{room}/{nick}")).child(x)
+            }
+            ImAction::Leave { room } => {
+                let Some(r) = self.rooms.get(&room.to_ascii_lowercase()) else { return false };
+                Element::new("presence")
+                    .attr("to", &format!("{room}/{}", r.nick))
+                    .attr("type", "unavailable")
+            }
+            ImAction::RoomMessage { room, body } => Element::new("message")
+                .attr("to", room)
+                .attr("type", "groupchat")
+                .child(Element::new("body").text_node(body)),
         };
         self.send_el(&e);
         true
@@ -369,6 +438,8 @@ impl ImSession {
 
     /// HA1: the XMPP connection is lost → `FAILOVER`, and after the HA2 wait, SOAP again.
     fn failover(&mut self, now: Time) {
+        // Room occupancy lives on the stream: it is gone with it.
+        self.rooms.clear();
         if let Some(id) = self.stream.take() {
             self.out.push_back(Output::StreamClose { id });
         }
@@ -712,8 +783,19 @@ impl ImSession {
                 .and_then(|e| e.elements().next())
                 .map_or("undefined-condition", |c| c.name.as_str())
                 .to_owned();
+            // A refused join: not in that room.
+            if s.name == "presence" {
+                let room = from.split('/').next().unwrap_or("").to_ascii_lowercase();
+                if self.rooms.get(&room).is_some_and(|r| !r.joined) {
+                    self.rooms.remove(&room);
+                }
+            }
             let to = if from.is_empty() { self.domain.clone() } else { from };
             return self.out.push_back(ev(ClientEvent::ImRefused { to, condition }));
+        }
+        let room_key = from.split('/').next().unwrap_or("").to_ascii_lowercase();
+        if self.rooms.contains_key(&room_key) {
+            return self.room_stanza(&room_key, s);
         }
         match s.name.as_str() {
             "message" => {
@@ -785,6 +867,96 @@ impl ImSession {
                 }
                 _ => {}
             },
+            _ => {}
+        }
+    }
+
+    /// A stanza from a room the user is in or entering (XEP-0045; SPEC IMP5).
+    fn room_stanza(&mut self, key: &str, s: &Element) {
+        let from = s.get("from").unwrap_or("");
+        let (room, nick) = match from.split_once('/') {
+            Some((r, n)) => (r.to_owned(), Some(n.to_owned())),
+            None => (from.to_owned(), None),
+        };
+        let Some(r) = self.rooms.get_mut(key) else { return };
+        let ev = Output::Event;
+        match (s.name.as_str(), nick) {
+            ("presence", Some(nick)) => {
+                let x = s.elements().find(|c| c.name == "x" && c.get("xmlns") == Some(NS_MUC_USER));
+                let codes: Vec<&str> = x
+                    .into_iter()
+                    .flat_map(|x| x.elements())
+                    .filter(|c| c.name == "status")
+                    .filter_map(|c| c.get("code"))
+                    .collect();
+                let own = codes.contains(&"110");
+                let gone = s.get("type") == Some("unavailable");
+                if own && gone {
+                    self.rooms.remove(key);
+                    self.out.push_back(ev(ClientEvent::ImRoomLeft { room }));
+                } else if own && !r.joined {
+                    r.joined = true;
+                    let created = codes.contains(&"201");
+                    let e = ClientEvent::ImRoomJoined {
+                        room: room.clone(),
+                        nick,
+                        created,
+                        occupants: r.occupants,
+                    };
+                    self.out.push_back(ev(e));
+                    if created && r.persistent {
+                        // XEP-0045 §10.1.3: the owner submits the configuration.
+                        let field = |var: &str, v: &str| {
+                            Element::new("field")
+                                .attr("var", var)
+                                .child(Element::new("value").text_node(v))
+                        };
+                        let form = Element::new("x")
+                            .attr("xmlns", "jabber:x:data")
+                            .attr("type", "submit")
+                            .child(field("FORM_TYPE", "http://jabber.org/protocol/muc#roomconfig"))
+                            .child(field("muc#roomconfig_persistentroom", "1"));
+                        let iq = Element::new("iq")
+                            .attr("type", "set")
+                            .attr("id", &format!("cfg:{room}"))
+                            .attr("to", &room)
+                            .child(Element::new("query").attr("xmlns", NS_MUC_OWNER).child(form));
+                        self.send_el(&iq);
+                    }
+                } else if !own {
+                    if !r.joined {
+                        r.occupants += 1;
+                    }
+                    let show = if gone {
+                        "unavailable".to_owned()
+                    } else {
+                        match s.find("show").map(Element::text).as_deref().map(str::trim) {
+                            Some(v @ ("away" | "dnd" | "xa" | "chat")) => v.to_owned(),
+                            _ => "available".to_owned(),
+                        }
+                    };
+                    self.out.push_back(ev(ClientEvent::ImRoomPresence { room, nick, show }));
+                }
+            }
+            ("message", Some(nick)) if s.get("type") == Some("groupchat") => {
+                let Some(body) = s.find("body").map(Element::text) else { return };
+                let history = s.find("delay").is_some();
+                let e = ClientEvent::ImRoomMessage { room, from: nick, body, history };
+                self.out.push_back(ev(e));
+            }
+            // A private message through the room.
+            ("message", Some(nick)) => {
+                let body = s.find("body").map(Element::text).unwrap_or_default();
+                self.out
+                    .push_back(ev(ClientEvent::ImMessage { from: format!("{room}/{nick}"), body }));
+            }
+            ("iq", None)
+                if s.get("type") == Some("result")
+                    && s.get("id").is_some_and(|id| id.starts_with("cfg:")) =>
+            {
+                let e = ClientEvent::ImRoomConfigured { room, persistent: true };
+                self.out.push_back(ev(e));
+            }
             _ => {}
         }
     }

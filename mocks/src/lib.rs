@@ -7,5 +7,6 @@ pub mod dns;
 pub mod host;
 pub mod http;
 pub mod imp;
+pub mod muc;
 pub mod router;
 pub mod xmpp;

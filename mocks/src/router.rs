@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use uclab_proto::xmpp::Element;
 
+use crate::muc::{Muc, MucConfig};
+
 /// Where the router sends stanzas for a bound session.
 pub type Mailbox = tokio::sync::mpsc::UnboundedSender<Element>;
 
@@ -164,6 +166,8 @@ pub struct Router {
     pending: BTreeMap<(String, String), Element>,
     next_push: u64,
     counters: Counters,
+    /// Each node's text conferencing service, by service domain (SPEC IMP5).
+    mucs: BTreeMap<String, Muc>,
 }
 
 /// A JID's bare part, lower case (the form rosters and sessions are keyed by).
@@ -205,7 +209,7 @@ fn valid_jid(jid: &str) -> bool {
 }
 
 /// An error reply to `s` (RFC 6120 §8.3): addresses swapped, `type='error'`.
-fn error_reply(s: &Element, kind: &str, condition: &str) -> Element {
+pub(crate) fn error_reply(s: &Element, kind: &str, condition: &str) -> Element {
     let mut r = Element::new(&s.name).attr("type", "error");
     for k in ["id", "from", "to"] {
         if let Some(v) = s.get(k) {
@@ -254,12 +258,37 @@ impl Router {
             pending: BTreeMap::new(),
             next_push: 0,
             counters: Counters::default(),
+            mucs: BTreeMap::new(),
         }
     }
 
     /// What the router has done so far.
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// Adds a node's text conferencing service (SPEC IMP5); stanzas to its domain go to it.
+    pub fn add_muc(&mut self, cfg: MucConfig) {
+        let service = cfg.service.to_ascii_lowercase();
+        self.mucs.insert(service, Muc::new(cfg));
+    }
+
+    /// The conferencing service at `service`, if there is one.
+    pub fn muc(&self, service: &str) -> Option<&Muc> {
+        self.mucs.get(&service.to_ascii_lowercase())
+    }
+
+    /// The node hosting `service` went down or came back (see [`Muc::set_up`]).
+    pub fn set_muc_up(&mut self, service: &str, up: bool) {
+        if let Some(m) = self.mucs.get_mut(&service.to_ascii_lowercase()) {
+            m.set_up(up);
+        }
+    }
+
+    fn deliver(&mut self, out: Vec<crate::muc::Delivery>) {
+        for (to, s) in out {
+            self.send(&to, s);
+        }
     }
 
     fn qualify(&self, id: &str) -> String {
@@ -313,6 +342,11 @@ impl Router {
             }
         }
         self.locks.retain(|_, full| full != jid);
+        let mut out = Vec::new();
+        for m in self.mucs.values_mut() {
+            out.extend(m.gone(jid));
+        }
+        self.deliver(out);
     }
 
     fn resource_mut(&mut self, full: &str) -> Option<&mut Resource> {
@@ -400,6 +434,12 @@ impl Router {
                 self.send(&from, error_reply(&s, "modify", "jid-malformed"));
             }
             return;
+        }
+        let to_domain = to.split('/').next().unwrap_or("");
+        let to_domain = to_domain.rsplit('@').next().unwrap_or("").to_ascii_lowercase();
+        if let Some(m) = self.mucs.get_mut(&to_domain) {
+            let out = m.handle(&s, now);
+            return self.deliver(out);
         }
         match s.name.as_str() {
             "iq" if to_self || to.eq_ignore_ascii_case(&self.domain) => {
@@ -1090,6 +1130,198 @@ mod tests {
             "<iq type='get' id='p' to='example.com'><ping xmlns='urn:xmpp:ping'/></iq>",
         );
         assert!(!drain(&mut ra)[0].contains("jid-malformed"));
+    }
+
+    const SVC: &str = "conference-imp1.example.com";
+
+    fn with_muc(
+        persistent_chat: bool,
+        db: Option<crate::muc::ChatDb>,
+        limits: crate::muc::RoomLimits,
+    ) -> Router {
+        let mut r = router();
+        r.add_muc(MucConfig { service: SVC.into(), persistent_chat, db, limits });
+        r
+    }
+
+    fn join(r: &mut Router, from: &str, nick: &str, history: Option<u32>) {
+        let h = history.map(|n| format!("<history maxstanzas='{n}'/>")).unwrap_or_default();
+        let xml = format!(
+            "<presence to='team@{SVC}/{nick}'><x xmlns='http://jabber.org/protocol/muc'>{h}</x></presence>"
+        );
+        send(r, from, &xml);
+    }
+
+    fn say(r: &mut Router, from: &str, body: &str) {
+        let xml =
+            format!("<message to='team@{SVC}' type='groupchat'><body>{body}</body></message>");
+        send(r, from, &xml);
+    }
+
+    fn persist(r: &mut Router, from: &str) {
+        send(
+            r,
+            from,
+            &format!(
+                "<iq type='set' id='c' to='team@{SVC}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+                 <x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'>\
+                 <value>1</value></field></x></query></iq>"
+            ),
+        );
+    }
+
+    #[test]
+    fn imp5_ad_hoc_room_lives_while_occupied() {
+        let mut r = with_muc(false, None, Default::default());
+        let (a, b) = ("alice@example.com/pc", "bob@example.com/pc");
+        let (mut ra, mut rb) = (online(&mut r, a), online(&mut r, b));
+        join(&mut r, a, "alice", None);
+        let got = drain(&mut ra);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].contains("code=\"110\"") && got[0].contains("code=\"201\""), "{got:?}");
+        assert!(got[0].contains("affiliation=\"owner\""));
+        assert!(got[1].contains("<subject/>"));
+        join(&mut r, b, "bob", None);
+        let (ga, gb) = (drain(&mut ra), drain(&mut rb));
+        assert!(ga.len() == 1 && ga[0].contains(&format!("from=\"team@{SVC}/bob\"")), "{ga:?}");
+        assert_eq!(gb.len(), 3, "{gb:?}");
+        assert!(gb[0].contains("/alice") && gb[1].contains("110") && !gb[1].contains("201"));
+        // Nick taken by someone else; a second nick for the same session.
+        join(&mut r, "carol@example.com/pc", "bob", None);
+        join(&mut r, b, "bobby", None);
+        assert!(drain(&mut rb)[0].contains("not-acceptable"));
+        say(&mut r, a, "hello");
+        let (ga, gb) = (drain(&mut ra), drain(&mut rb));
+        assert!(ga[0].contains("hello") && gb[0].contains("hello") && gb[0].contains("/alice"));
+        // A non-occupant cannot post.
+        let mut rc = connect(&mut r, "carol@example.com/pc");
+        say(&mut r, "carol@example.com/pc", "intruder");
+        assert!(drain(&mut rc)[0].contains("not-acceptable"));
+        // bob's session ends: alice sees him go.
+        r.unbind(b);
+        let ga = drain(&mut ra);
+        assert!(ga.iter().any(|x| x.contains("/bob") && x.contains("unavailable")), "{ga:?}");
+        // The last one leaves: the ad hoc room dies with its history.
+        send(&mut r, a, &format!("<presence to='team@{SVC}/alice' type='unavailable'/>"));
+        assert!(drain(&mut ra)[0].contains("110"));
+        assert_eq!(r.muc(SVC).unwrap().room_counts(), (0, 0));
+        join(&mut r, a, "alice", None);
+        let got = drain(&mut ra);
+        assert!(got[0].contains("201") && !got.iter().any(|x| x.contains("hello")), "{got:?}");
+    }
+
+    #[test]
+    fn imp5_persistent_rooms_history_and_database() {
+        let db = crate::muc::ChatDb::default();
+        db.set_up(true);
+        let mut r = with_muc(true, Some(db.clone()), Default::default());
+        let (a, b) = ("alice@example.com/pc", "bob@example.com/pc");
+        let (mut ra, mut rb) = (online(&mut r, a), online(&mut r, b));
+        join(&mut r, a, "alice", None);
+        // Only the owner configures.
+        join(&mut r, b, "bob", None);
+        persist(&mut r, b);
+        assert!(drain(&mut rb).last().unwrap().contains("forbidden"));
+        persist(&mut r, a);
+        assert!(drain(&mut ra).iter().any(|x| x.contains("type=\"result\"")));
+        for i in 0..120 {
+            say(&mut r, a, &format!("m{i}"));
+        }
+        send(&mut r, a, &format!("<presence to='team@{SVC}/alice' type='unavailable'/>"));
+        send(&mut r, b, &format!("<presence to='team@{SVC}/bob' type='unavailable'/>"));
+        drain(&mut ra);
+        drain(&mut rb);
+        // Empty, persistent: it stays; 15 shown on join, at most 100 on request.
+        assert_eq!(r.muc(SVC).unwrap().room_counts(), (0, 1));
+        join(&mut r, b, "bob", None);
+        let got = drain(&mut rb);
+        let hist: Vec<_> = got.iter().filter(|x| x.contains("urn:xmpp:delay")).collect();
+        assert_eq!(hist.len(), 15, "{got:?}");
+        assert!(hist[0].contains("m105") && hist[14].contains("m119"));
+        send(&mut r, b, &format!("<presence to='team@{SVC}/bob' type='unavailable'/>"));
+        join(&mut r, b, "bob", Some(500));
+        let got = drain(&mut rb);
+        assert_eq!(got.iter().filter(|x| x.contains("urn:xmpp:delay")).count(), 100);
+        // The database is lost: chat goes on, nothing is written, no new persistent room.
+        db.set_up(false);
+        say(&mut r, b, "unsaved");
+        assert!(drain(&mut rb)[0].contains("unsaved"));
+        assert_eq!(r.muc(SVC).unwrap().counters().not_written, 1);
+        send(&mut r, a, &format!("<presence to='other@{SVC}/alice'/>"));
+        send(
+            &mut r,
+            a,
+            &format!(
+                "<iq type='set' id='c' to='other@{SVC}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+                 <x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'>\
+                 <value>1</value></field></x></query></iq>"
+            ),
+        );
+        assert!(drain(&mut ra).last().unwrap().contains("service-unavailable"));
+        send(&mut r, b, &format!("<presence to='team@{SVC}/bob' type='unavailable'/>"));
+        join(&mut r, b, "bob", Some(100));
+        assert!(!drain(&mut rb).iter().any(|x| x.contains("unsaved")));
+    }
+
+    #[test]
+    fn imp5_service_needs_its_database_to_start() {
+        let db = crate::muc::ChatDb::default();
+        let mut r = with_muc(true, Some(db.clone()), Default::default());
+        let a = "alice@example.com/pc";
+        let mut ra = online(&mut r, a);
+        join(&mut r, a, "alice", None);
+        assert!(drain(&mut ra)[0].contains("service-unavailable"));
+        // It did not start; the database coming up later does not start it...
+        db.set_up(true);
+        join(&mut r, a, "alice", None);
+        assert!(drain(&mut ra)[0].contains("service-unavailable"));
+        // ...a restart of the node does.
+        r.set_muc_up(SVC, false);
+        r.set_muc_up(SVC, true);
+        join(&mut r, a, "alice", None);
+        assert!(drain(&mut ra)[0].contains("110"));
+        // Without persistent chat, ad hoc rooms need no database.
+        let mut r = with_muc(false, None, Default::default());
+        let mut ra = online(&mut r, a);
+        join(&mut r, a, "alice", None);
+        assert!(drain(&mut ra)[0].contains("110"));
+        persist(&mut r, a);
+        assert!(drain(&mut ra)[0].contains("not-allowed"));
+    }
+
+    #[test]
+    fn imp5_room_and_occupant_limits() {
+        let db = crate::muc::ChatDb::default();
+        db.set_up(true);
+        let limits = crate::muc::RoomLimits { rooms: 2, persistent: 1, occupants: 2 };
+        let mut r = with_muc(true, Some(db), limits);
+        let users = ["a", "b", "c"].map(|u| format!("{u}@example.com/pc"));
+        let mut rx: Vec<Rx> = users.iter().map(|u| online(&mut r, u)).collect();
+        for (u, n) in users.iter().zip(["a", "b", "c"]) {
+            join(&mut r, u, n, None);
+        }
+        assert!(drain(&mut rx[2])[0].contains("service-unavailable"));
+        persist(&mut r, &users[0]);
+        assert!(drain(&mut rx[0]).last().unwrap().contains("result"));
+        send(&mut r, &users[2], &format!("<presence to='two@{SVC}/c'/>"));
+        assert!(drain(&mut rx[2])[0].contains("110"));
+        send(
+            &mut r,
+            &users[2],
+            &format!(
+                "<iq type='set' id='c' to='two@{SVC}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+                 <x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'>\
+                 <value>1</value></field></x></query></iq>"
+            ),
+        );
+        assert!(drain(&mut rx[2])[0].contains("resource-constraint"));
+        send(&mut r, &users[2], &format!("<presence to='three@{SVC}/c'/>"));
+        assert!(drain(&mut rx[2])[0].contains("resource-constraint"));
+        // A node crash loses ad hoc rooms; the persistent one is in the database.
+        r.set_muc_up(SVC, false);
+        assert_eq!(r.muc(SVC).unwrap().room_counts(), (0, 1));
+        send(&mut r, &users[2], &format!("<presence to='three@{SVC}/c'/>"));
+        assert!(drain(&mut rx[2])[0].contains("service-unavailable"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use uclab_mocks::cucm::{CucmConfig, CucmUser};
 use uclab_mocks::imp::{ImpConfig, ImpState, ImpUser};
+use uclab_mocks::muc::{ChatDb, MucConfig};
 use uclab_mocks::router::Router;
 use uclab_mocks::{cas, cucm, dns, host, http, imp, xmpp};
 use uclab_net::Net;
@@ -42,6 +43,7 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
         NodeKind::Cas { .. } => vec![svc("cas", 443, false)],
         NodeKind::Cucm(_) => vec![svc("uds", 8443, false), svc("tftp", 6970, false)],
         NodeKind::Imp(_) => vec![svc("soap", 8443, false), svc("xmpp", 5222, false)],
+        NodeKind::ChatDb => vec![svc("postgres", 5432, false)],
     }
 }
 
@@ -59,12 +61,18 @@ pub struct ImpShared {
 pub struct Shared {
     seed: u64,
     imp: RefCell<BTreeMap<String, ImpShared>>,
+    /// The group chat databases (SPEC IMP5), by node name: up while their node runs.
+    dbs: RefCell<BTreeMap<String, ChatDb>>,
 }
 
 impl Shared {
     /// Shared state for a run with `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { seed, imp: RefCell::default() }
+        Self { seed, imp: RefCell::default(), dbs: RefCell::default() }
+    }
+
+    fn db(&self, node: &str) -> ChatDb {
+        self.dbs.borrow_mut().entry(node.to_owned()).or_default().clone()
     }
 
     /// The cluster's shared state, made when its first node starts: rosters provisioned
@@ -88,6 +96,19 @@ impl Shared {
                 for u in &s.users {
                     for contact in &u.contacts {
                         router.provision(&u.id, contact);
+                    }
+                }
+                // Each node's text conferencing service (SPEC IMP5).
+                for n in &s.nodes {
+                    if let NodeKind::Imp(o) = &n.kind
+                        && o.cluster == c.cluster
+                    {
+                        router.add_muc(MucConfig {
+                            service: muc_service(s, &n.name),
+                            persistent_chat: o.persistent_chat,
+                            db: o.chat_db.as_deref().map(|d| self.db(d)),
+                            limits: o.room_limits,
+                        });
                     }
                 }
                 ImpShared {
@@ -144,7 +165,31 @@ pub enum NodePlan {
         cfg: Rc<ImpConfig>,
         /// Cluster-wide state.
         shared: ImpShared,
+        /// The node's conferencing service domain (SPEC IMP5).
+        muc: String,
     },
+    /// The persistent chat database (SPEC IMP5).
+    ChatDb {
+        /// PostgreSQL port.
+        port: u16,
+        /// Up while the node runs.
+        db: ChatDb,
+    },
+}
+
+/// The text conferencing service domain of IM&P node `node` (SPEC IMP5).
+pub fn muc_service(s: &Scenario, node: &str) -> String {
+    format!("conference-{}.{}", node.to_ascii_lowercase(), s.domain)
+}
+
+/// Runs a closure when dropped: marks a node down when its future ends or is dropped by a
+/// crash.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
 }
 
 /// Plans node `name` of `s`. `port(node, service)` gives where a service listens (its simulated
@@ -210,8 +255,10 @@ pub fn plan(
                     relogin: c.relogin,
                 }),
                 shared: shared.imp(s, c),
+                muc: muc_service(s, &n.name),
             }
         }
+        NodeKind::ChatDb => NodePlan::ChatDb { port: own("postgres"), db: shared.db(&n.name) },
         NodeKind::Cucm(c) => {
             let members: Vec<_> = s
                 .nodes
@@ -307,9 +354,22 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             t.abort();
             u
         }
-        NodePlan::Imp { soap, xmpp: xport, names, cfg, shared } => {
-            // Up while this future lives; a crash drops it and marks the node down (HA1).
+        NodePlan::ChatDb { port, db } => {
+            db.set_up(true);
+            let _down = OnDrop(|| db.set_up(false));
+            host::serve(net, vec![port]).await
+        }
+        NodePlan::Imp { soap, xmpp: xport, names, cfg, shared, muc } => {
+            // Up while this future lives; a crash drops it and marks the node down (HA1), and
+            // its conferencing service with it (IMP5).
             let _alive = imp::Alive::new(shared.state.clone(), &cfg.host);
+            shared.router.borrow_mut().set_muc_up(&muc, true);
+            let router = shared.router.clone();
+            let _muc = OnDrop(move || {
+                if let Ok(mut r) = router.try_borrow_mut() {
+                    r.set_muc_up(&muc, false);
+                }
+            });
             let handler = imp::soap_handler(cfg.clone(), shared.state.clone());
             let t = tokio::task::spawn_local(http::serve(
                 net.clone(),

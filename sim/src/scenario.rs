@@ -23,7 +23,7 @@ const DEFAULT_NAME: &str = "<built-in default topology>";
 const DEFAULT_EPOCH: Duration = Duration::from_secs(20_458 * 86_400 + 9 * 3600);
 
 /// Node kinds that exist so far.
-pub const NODE_KINDS: &[&str] = &["dns", "host", "cas", "cucm", "imp"];
+pub const NODE_KINDS: &[&str] = &["dns", "host", "cas", "cucm", "imp", "chatdb"];
 /// Client event kinds expectations may name.
 pub const EVENT_KINDS: &[&str] = uclab_client::event::ClientEvent::KINDS;
 
@@ -148,6 +148,12 @@ struct NodeSpec {
     watcher_limit: Option<usize>,
     subcluster: Option<S<u8>>,
     assignment: Option<S<String>>,
+    #[serde(default)]
+    persistent_chat: bool,
+    chat_db: Option<S<String>>,
+    room_limit: Option<S<usize>>,
+    persistent_room_limit: Option<S<usize>>,
+    occupant_limit: Option<S<usize>>,
     profile: Option<BTreeMap<String, String>>,
     jabber_config: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -228,6 +234,13 @@ struct StepSpec {
     proto: Option<S<String>>,
     /// With a client pattern (`u*`): the matching clients' steps spread evenly over this long.
     spread: Option<S<String>>,
+    room: Option<S<String>>,
+    nick: Option<S<String>>,
+    #[serde(default)]
+    persistent: bool,
+    history: Option<u32>,
+    /// `room-message`: send this many, numbered.
+    count: Option<S<u32>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -270,6 +283,8 @@ pub enum NodeKind {
     Cucm(CucmNode),
     /// An IM&P node: EPAS SOAP on HTTPS 8443, XMPP on 5222 (SPEC AU4, IMP1).
     Imp(ImpNode),
+    /// The external database of persistent group chat (SPEC IMP5), PostgreSQL's 5432.
+    ChatDb,
 }
 
 /// Settings of an IM&P node.
@@ -285,6 +300,12 @@ pub struct ImpNode {
     pub subcluster: u8,
     /// How users are spread over the cluster's nodes (SPEC HA3).
     pub assignment: Assignment,
+    /// Group chat (SPEC IMP5): persistent chat enabled.
+    pub persistent_chat: bool,
+    /// The `chatdb` node holding persistent rooms.
+    pub chat_db: Option<String>,
+    /// Room and occupant limits of the node's conferencing service.
+    pub room_limits: uclab_mocks::muc::RoomLimits,
 }
 
 /// SPEC HA3 user assignment over subclusters 1–3 and their nodes A and B.
@@ -354,6 +375,7 @@ impl NodeKind {
             Self::Cas { .. } => "cas",
             Self::Cucm(_) => "cucm",
             Self::Imp(_) => "imp",
+            Self::ChatDb => "chatdb",
         }
     }
 }
@@ -983,6 +1005,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             }
             "host" => NodeKind::Host { listen: n.listen.clone() },
             "cas" => NodeKind::Cas { webex_domains: n.webex_domains.clone() },
+            "chatdb" => NodeKind::ChatDb,
             "imp" => {
                 let Some(cluster) = &n.cluster else {
                     errs.push(i.src.err(
@@ -1031,12 +1054,37 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                         Assignment::Balanced
                     }
                 };
+                // SPEC IMP5 per-node limits: 16,500 rooms, 1,500 persistent, 1,000 occupants.
+                let d = uclab_mocks::muc::RoomLimits::default();
+                let mut limit = |v: &Option<S<usize>>, default: usize, what: &str| match v {
+                    None => default,
+                    Some(v) if *v.get_ref() >= 1 => *v.get_ref(),
+                    Some(v) => {
+                        errs.push(i.src.err(v.span().start, format!("{what} must be at least 1")));
+                        default
+                    }
+                };
+                let room_limits = uclab_mocks::muc::RoomLimits {
+                    rooms: limit(&n.room_limit, d.rooms, "room_limit"),
+                    persistent: limit(
+                        &n.persistent_room_limit,
+                        d.persistent,
+                        "persistent_room_limit",
+                    ),
+                    occupants: limit(&n.occupant_limit, d.occupants, "occupant_limit"),
+                };
+                if let Some(db) = &n.chat_db {
+                    check_node(&mut errs, i.src, db, Some("chatdb"));
+                }
                 NodeKind::Imp(ImpNode {
                     cluster: cluster.get_ref().clone(),
                     relogin,
                     limits,
                     subcluster,
                     assignment,
+                    persistent_chat: n.persistent_chat,
+                    chat_db: n.chat_db.as_ref().map(|d| d.get_ref().clone()),
+                    room_limits,
                 })
             }
             "cucm" => {
@@ -1547,6 +1595,68 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 let action = uclab_client::im::ImAction::Presence { show: show.get_ref().clone() };
                 StepAction::Im { client, action }
             }
+            kind @ ("join" | "leave" | "room-message") => {
+                use uclab_client::im::ImAction;
+                let Some(client) = known_client(&mut errs) else { continue };
+                let Some(room) = need(&mut errs, &s.room, "room") else { continue };
+                let ok = room.split_once('@').is_some_and(|(u, d)| {
+                    !u.is_empty() && !d.is_empty() && !d.contains(['/', '@'])
+                });
+                if !ok {
+                    let at = s.room.as_ref().map_or(0, |r| r.span().start);
+                    errs.push(src.err(at, format!("bad room `{room}`: expected room@service")));
+                    continue;
+                }
+                match kind {
+                    "join" => {
+                        let nick =
+                            s.nick.as_ref().map_or_else(|| client.clone(), |n| n.get_ref().clone());
+                        let action = ImAction::Join {
+                            room,
+                            nick,
+                            persistent: s.persistent,
+                            history: s.history,
+                        };
+                        StepAction::Im { client, action }
+                    }
+                    "leave" => StepAction::Im { client, action: ImAction::Leave { room } },
+                    _ => {
+                        let Some(body) = &s.body else {
+                            errs.push(
+                                src.err(
+                                    s.action.span().start,
+                                    "action `room-message` needs `body`",
+                                ),
+                            );
+                            continue;
+                        };
+                        // SPEC IMP5 history limits: `count` numbered messages ("body 1", …).
+                        let n = match &s.count {
+                            None => None,
+                            Some(c) if (1..=10_000).contains(c.get_ref()) => Some(*c.get_ref()),
+                            Some(c) => {
+                                errs.push(src.err(c.span().start, "count must be 1 to 10000"));
+                                continue;
+                            }
+                        };
+                        let numbered = |i: u32| match n {
+                            Some(_) => format!("{body} {i}"),
+                            None => body.clone(),
+                        };
+                        let last = n.unwrap_or(1);
+                        for i in 1..last {
+                            let action =
+                                ImAction::RoomMessage { room: room.clone(), body: numbered(i) };
+                            steps.push(Step {
+                                at,
+                                action: StepAction::Im { client: client.clone(), action },
+                            });
+                        }
+                        let action = ImAction::RoomMessage { room, body: numbered(last) };
+                        StepAction::Im { client, action }
+                    }
+                }
+            }
             "move" => {
                 let Some(client) = known_client(&mut errs) else { continue };
                 let (Some(zone), Some(dns)) = (&s.zone, &s.dns) else {
@@ -1647,7 +1757,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             other => {
                 errs.push(src.err(
                     s.action.span().start,
-                    format!("unknown action `{other}` (discover, sign-in, install, move, message, subscribe, approve, presence, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
+                    format!("unknown action `{other}` (discover, sign-in, install, move, message, subscribe, approve, presence, join, leave, room-message, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
                 ));
                 continue;
             }
@@ -2053,6 +2163,22 @@ mod tests {
             e.starts_with("t.toml:5:6: bad JID `bob@example.com/x`: expected user@domain"),
             "{e}"
         );
+        // Group chat (SPEC IMP5): the database is a chatdb node, limits are at least 1, rooms
+        // are room@service, numbered messages are bounded.
+        let e = first_err(&imp("imp1", "chat_db = \"dns-int\"\n"));
+        assert!(e.starts_with("t.toml:6:11: node `dns-int` is not a chatdb node"), "{e}");
+        let e = first_err(&imp("imp1", "occupant_limit = 0\n"));
+        assert!(e.starts_with("t.toml:6:18: occupant_limit must be at least 1"), "{e}");
+        let e = first_err(
+            "[[step]]\nat = \"1s\"\naction = \"join\"\nclient = \"alice\"\nroom = \"team\"\n",
+        );
+        assert!(e.starts_with("t.toml:5:8: bad room `team`: expected room@service"), "{e}");
+        let e = first_err(
+            "[[step]]\nat = \"1s\"\naction = \"room-message\"\nclient = \"alice\"\nroom = \"t@c.example.com\"\nbody = \"x\"\ncount = 0\n",
+        );
+        assert!(e.starts_with("t.toml:7:9: count must be 1 to 10000"), "{e}");
+        let e = first_err("[[step]]\nat = \"1s\"\naction = \"leave\"\nclient = \"alice\"\n");
+        assert!(e.starts_with("t.toml:3:10: action `leave` needs `room`"), "{e}");
     }
 
     #[test]
