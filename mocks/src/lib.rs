@@ -9,4 +9,5 @@ pub mod http;
 pub mod imp;
 pub mod muc;
 pub mod router;
+pub mod sip;
 pub mod xmpp;

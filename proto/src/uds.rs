@@ -668,9 +668,120 @@ pub fn parse_cnf_config_file(bytes: &[u8]) -> Result<Option<String>, XmlError> {
         .filter(|v| !v.is_empty()))
 }
 
+/// What a CSF device's `cnf.xml` says about SIP (SPEC CC2, CC3, CC5, MEDIA1; WIRE.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// Device name.
+    pub device: String,
+    /// CUCM group members in priority order (0 first): (host, SIP port, secure SIP port).
+    pub members: Vec<(String, u16, u16)>,
+    /// SRST reference: address and port, when SRST is enabled.
+    pub srst: Option<(String, u16)>,
+    /// Seconds to stay on SRST after CUCM is back before returning (CC5).
+    pub connection_monitor: u32,
+    /// The line's directory number.
+    pub line: String,
+    /// Expires asked for in REGISTER (`timerRegisterExpires`).
+    pub register_expires: u32,
+    /// Refresh this long before expiry (`timerRegisterDelta`).
+    pub register_delta: u32,
+    /// Keepalive interval to the backup node (`timerKeepAliveExpires`).
+    pub keepalive: u32,
+    /// SIP T1 and T2, milliseconds.
+    pub t1_t2: (u32, u32),
+    /// Media port range (`startMediaPort`, `stopMediaPort`; MEDIA1).
+    pub media_ports: (u16, u16),
+    /// `transportLayerProtocol`: 1 UDP, 2 TCP, 3 TLS, 4 TCP preferred.
+    pub transport: u8,
+    /// `deviceSecurityMode`: 1 none, 2 authenticated, 3 encrypted.
+    pub security_mode: u8,
+}
+
+/// Reads a device's `cnf.xml` (WIRE.md "TFTP-over-HTTP"). Missing numbers take the
+/// product's defaults; a device without a CUCM group is an error.
+pub fn parse_cnf(bytes: &[u8]) -> Result<DeviceConfig, XmlError> {
+    let d = Doc::expect(bytes, "device")?;
+    let num = |path: &str, default: u32| {
+        d.text(path).and_then(|v| v.parse::<u32>().ok()).unwrap_or(default)
+    };
+    let group = "devicePool/callManagerGroup/members/member";
+    let mut members: Vec<(u32, String, u16, u16)> = Vec::new();
+    let mut current: Option<(u32, String, u16, u16)> = None;
+    for e in &d.elements {
+        if e.path == group {
+            if let Some(m) = current.take() {
+                members.push(m);
+            }
+            let prio =
+                e.attrs.iter().find(|(k, _)| k == "priority").and_then(|(_, v)| v.parse().ok());
+            current = Some((prio.unwrap_or(members.len() as u32), String::new(), 5060, 5061));
+        } else if let Some(m) = current.as_mut() {
+            let t = e.text.trim();
+            match e.path.strip_prefix(group) {
+                Some("/callManager/name") => m.1 = t.to_owned(),
+                Some("/callManager/ports/sipPort") => m.2 = t.parse().unwrap_or(5060),
+                Some("/callManager/ports/securedSipPort") => m.3 = t.parse().unwrap_or(5061),
+                _ => {}
+            }
+        }
+    }
+    members.extend(current);
+    members.retain(|m| !m.1.is_empty());
+    members.sort_by_key(|m| m.0);
+    if members.is_empty() {
+        return Err(XmlError::Malformed("no CUCM group member".into()));
+    }
+    let srst =
+        match (d.text("devicePool/srstInfo/srstOption"), d.text("devicePool/srstInfo/ipAddr1")) {
+            (Some(o), Some(ip)) if !o.eq_ignore_ascii_case("Disable") && !ip.is_empty() => {
+                Some((ip.to_owned(), num("devicePool/srstInfo/port1", 5060) as u16))
+            }
+            _ => None,
+        };
+    let stack = "sipProfile/sipStack";
+    Ok(DeviceConfig {
+        device: d.text("name").unwrap_or("").to_owned(),
+        members: members.into_iter().map(|(_, n, p, s)| (n, p, s)).collect(),
+        srst,
+        connection_monitor: num("devicePool/connectionMonitorDuration", 120),
+        line: d.text("sipProfile/sipLines/line/name").unwrap_or("").to_owned(),
+        register_expires: num(&format!("{stack}/timerRegisterExpires"), 3600),
+        register_delta: num(&format!("{stack}/timerRegisterDelta"), 5),
+        keepalive: num(&format!("{stack}/timerKeepAliveExpires"), 120),
+        t1_t2: (num(&format!("{stack}/timerT1"), 500), num(&format!("{stack}/timerT2"), 4000)),
+        media_ports: (
+            num("sipProfile/startMediaPort", 16384) as u16,
+            num("sipProfile/stopMediaPort", 32766) as u16,
+        ),
+        transport: num("transportLayerProtocol", 2) as u8,
+        security_mode: num("deviceSecurityMode", 1) as u8,
+    })
+}
+
 #[cfg(test)]
 mod parse_tests {
     use super::*;
+
+    #[test]
+    fn cnf_reads_group_srst_timers_and_ports() {
+        let members = [
+            CucmMember { priority: 1, name: "cucm2.example.com".into() },
+            CucmMember { priority: 0, name: "cucm1.example.com".into() },
+        ];
+        let c =
+            parse_cnf(cnf_xml("CSFALICE", &members, Some("10.1.0.40"), "1001", None).as_bytes())
+                .unwrap();
+        assert_eq!(c.members[0], ("cucm1.example.com".into(), 5060, 5061));
+        assert_eq!(c.members[1].0, "cucm2.example.com");
+        assert_eq!(c.srst, Some(("10.1.0.40".into(), 5060)));
+        assert_eq!((c.register_expires, c.register_delta, c.keepalive), (3600, 5, 120));
+        assert_eq!((c.line.as_str(), c.device.as_str()), ("1001", "CSFALICE"));
+        assert_eq!(c.media_ports, (16384, 32766));
+        assert_eq!(c.transport, 2);
+        let none = parse_cnf(cnf_xml("CSFALICE", &members, None, "1001", None).as_bytes()).unwrap();
+        assert_eq!(none.srst, None);
+        assert!(parse_cnf(b"<device><name>x</name></device>").is_err());
+    }
 
     #[test]
     fn parsers_read_what_the_builders_write() {

@@ -56,9 +56,12 @@ pub fn plan(s: &Scenario, bind: IpAddr) -> io::Result<Vec<PortEntry>> {
             let addr = SocketAddr::new(bind, free_port(bind, svc.udp)?).to_string();
             let protos: &[&str] = if svc.udp { &["udp", "tcp"] } else { &["tcp"] };
             for proto in protos {
+                // SIP over UDP and TCP share the port, named per transport (DESIGN.md).
+                let service =
+                    if svc.name == "sip" { format!("sip-{proto}") } else { svc.name.clone() };
                 out.push(PortEntry {
                     node: n.name.clone(),
-                    service: svc.name.clone(),
+                    service,
                     proto: (*proto).into(),
                     addr: addr.clone(),
                 });
@@ -69,7 +72,10 @@ pub fn plan(s: &Scenario, bind: IpAddr) -> io::Result<Vec<PortEntry>> {
 }
 
 fn port_of(plan: &[PortEntry], node: &str, service: &str) -> Option<SocketAddr> {
-    plan.iter().find(|e| e.node == node && e.service == service).and_then(|e| e.addr.parse().ok())
+    let named = |e: &&PortEntry| {
+        e.service == service || (service == "sip" && e.service.starts_with("sip-"))
+    };
+    plan.iter().find(|e| e.node == node && named(e)).and_then(|e| e.addr.parse().ok())
 }
 
 /// Serves every node of `s` as planned, until the process ends. Must run inside a

@@ -41,7 +41,12 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
             listen.iter().map(|p| svc(&format!("tcp-{p}"), *p, false)).collect()
         }
         NodeKind::Cas { .. } => vec![svc("cas", 443, false)],
-        NodeKind::Cucm(_) => vec![svc("uds", 8443, false), svc("tftp", 6970, false)],
+        NodeKind::Cucm(_) => vec![
+            svc("uds", 8443, false),
+            svc("tftp", 6970, false),
+            svc("sip", 5060, true),
+            svc("sip-tls", 5061, false),
+        ],
         NodeKind::Imp(_) => vec![svc("soap", 8443, false), svc("xmpp", 5222, false)],
         NodeKind::ChatDb => vec![svc("postgres", 5432, false)],
     }
@@ -63,12 +68,47 @@ pub struct Shared {
     imp: RefCell<BTreeMap<String, ImpShared>>,
     /// The group chat databases (SPEC IMP5), by node name: up while their node runs.
     dbs: RefCell<BTreeMap<String, ChatDb>>,
+    /// Each CUCM cluster's SIP registrations and routing (SPEC CC1), by cluster name.
+    sip: RefCell<BTreeMap<String, Rc<RefCell<uclab_mocks::sip::Cluster>>>>,
 }
 
 impl Shared {
     /// Shared state for a run with `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { seed, imp: RefCell::default(), dbs: RefCell::default() }
+        Self { seed, imp: RefCell::default(), dbs: RefCell::default(), sip: RefCell::default() }
+    }
+
+    /// A CUCM cluster's SIP state, made when its first node starts: its users' lines.
+    fn sip(
+        &self,
+        s: &Scenario,
+        c: &crate::scenario::CucmNode,
+    ) -> Rc<RefCell<uclab_mocks::sip::Cluster>> {
+        use uclab_mocks::sip::{Cluster, SipConfig, SipLine};
+        self.sip
+            .borrow_mut()
+            .entry(c.cluster.clone())
+            .or_insert_with(|| {
+                let lines = s
+                    .users
+                    .iter()
+                    .filter(|u| u.cluster == c.cluster)
+                    .map(|u| SipLine {
+                        user: u.id.clone(),
+                        extension: u.extension.clone(),
+                        device: csf_device(u),
+                        password: u.password.clone(),
+                    })
+                    .collect();
+                // Cluster-wide: the first member's security profile.
+                let digest = s.nodes.iter().any(|n| {
+                    matches!(&n.kind, NodeKind::Cucm(o) if o.cluster == c.cluster && o.sip_digest)
+                });
+                let cfg = SipConfig { domain: s.domain.clone(), lines, digest };
+                let seed = uclab_net::derive_seed(self.seed, &format!("sip:{}", c.cluster));
+                Rc::new(RefCell::new(Cluster::new(cfg, seed)))
+            })
+            .clone()
     }
 
     fn db(&self, node: &str) -> ChatDb {
@@ -152,6 +192,10 @@ pub enum NodePlan {
         broken_uds: Option<http::BrokenXml>,
         /// Spoilt TFTP answers.
         broken_tftp: Option<http::BrokenXml>,
+        /// SIP over UDP and TCP, and over TLS.
+        sip: (u16, u16),
+        /// The cluster's SIP registrations and routing.
+        sip_cluster: Rc<RefCell<uclab_mocks::sip::Cluster>>,
     },
     /// IM&P SOAP and XMPP.
     Imp {
@@ -175,6 +219,15 @@ pub enum NodePlan {
         /// Up while the node runs.
         db: ChatDb,
     },
+}
+
+/// A user's CSF device (SPEC CC1): the first `CSF…` of their devices, else `CSF<USER>`.
+pub fn csf_device(u: &crate::scenario::User) -> String {
+    u.devices
+        .iter()
+        .find(|d| d.to_ascii_uppercase().starts_with("CSF"))
+        .cloned()
+        .unwrap_or_else(|| format!("CSF{}", u.id.to_ascii_uppercase()))
 }
 
 /// The text conferencing service domain of IM&P node `node` (SPEC IMP5).
@@ -298,6 +351,8 @@ pub fn plan(
                 .filter_map(|u| Some((u.id.clone(), home_of(&u.cluster)?)))
                 .collect();
             NodePlan::Cucm {
+                sip: (own("sip"), own("sip-tls")),
+                sip_cluster: shared.sip(s, c),
                 broken_uds: n.broken_xml.get("uds").copied(),
                 broken_tftp: n.broken_xml.get("tftp").copied(),
                 uds: own("uds"),
@@ -342,16 +397,25 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
         NodePlan::Cas { port, names, cfg, broken } => {
             http::serve(net, port, Some(names), spoilt(cas::handler(cfg), broken)).await
         }
-        NodePlan::Cucm { uds, tftp, names, cfg, broken_uds, broken_tftp } => {
+        NodePlan::Cucm { uds, tftp, names, cfg, broken_uds, broken_tftp, sip, sip_cluster } => {
             let t = tokio::task::spawn_local(http::serve(
                 net.clone(),
                 tftp,
                 None,
                 spoilt(cucm::tftp_handler(cfg.clone()), broken_tftp),
             ));
+            let host = cfg.host.clone();
+            let s = tokio::task::spawn_local(uclab_mocks::sip::serve(
+                net.clone(),
+                host,
+                sip,
+                names.clone(),
+                sip_cluster,
+            ));
             let u = http::serve(net, uds, Some(names), spoilt(cucm::uds_handler(cfg), broken_uds))
                 .await;
             t.abort();
+            s.abort();
             u
         }
         NodePlan::ChatDb { port, db } => {

@@ -141,6 +141,8 @@ struct NodeSpec {
     #[serde(default)]
     overloaded: bool,
     #[serde(default)]
+    sip_digest: bool,
+    #[serde(default)]
     broken_xml: BTreeMap<String, S<String>>,
     relogin_lower: Option<u32>,
     relogin_upper: Option<u32>,
@@ -332,6 +334,8 @@ pub struct CucmNode {
     pub srst: Option<String>,
     /// Answer UDS with 503.
     pub overloaded: bool,
+    /// SIP REGISTER needs digest credentials (device security profile "digest"), cluster-wide.
+    pub sip_digest: bool,
     /// Service profile parameters (SPEC CFG1), cluster-wide.
     pub profile: Vec<(String, String)>,
     /// jabber-config.xml parameters (`Group/Param`, SPEC CFG1); `None`: no such file.
@@ -1166,6 +1170,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     imp_servers: n.imp_servers.clone(),
                     srst: n.srst.as_ref().map(|x| x.get_ref().clone()),
                     overloaded: n.overloaded,
+                    sip_digest: n.sip_digest,
                 })
             }
             other => {

@@ -362,7 +362,8 @@ fn sweep(seeds: &str) -> bool {
     ok
 }
 
-const FUZZ_TARGETS: &[&str] = &["dns_message", "dns_server", "scenario", "uds_xml", "xmpp_stream"];
+const FUZZ_TARGETS: &[&str] =
+    &["dns_message", "dns_server", "scenario", "sip_message", "uds_xml", "xmpp_stream"];
 
 fn fuzz(seconds: u64) -> bool {
     // cargo-fuzz needs nightly flags; the machine has one stable toolchain, which accepts

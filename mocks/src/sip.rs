@@ -1,0 +1,1014 @@
+//! CUCM's SIP line side (SPEC CC1–CC5; WIRE.md "SIP to CUCM"): the registrar of the cluster's
+//! CSF devices and the call routing between registered lines, over UDP and TCP 5060 and TLS
+//! 5061.
+//!
+//! One [`Cluster`] serves every node of a CUCM cluster, as the real nodes share their
+//! registrations through the database: a call from a phone on cucm1 reaches a phone on cucm2.
+//! Each node's sockets open *flows* (a TCP or TLS connection, or a UDP peer) into it and get
+//! what to send through the flow's outbox.
+//!
+//! The registrar grants at most `Expires: 120` (the CUCM service parameter), answers a backup
+//! node's keepalive (`Expires: 0`, `;cisco-keep-alive`) without touching the binding, asks for
+//! digest credentials (realm `ccmsipline`) when the cluster says so, and drops a device's
+//! binding when its TCP connection closes, as CUCM unregisters it. Calls are routed as a
+//! stateless, record-routing proxy (RFC 3261 §16.11): requests and responses keep their
+//! Call-ID end to end and every in-dialog request passes through the node. (Real CUCM is a
+//! back-to-back user agent; the lab's clients cannot tell the difference in what they test.)
+//!
+//! Every request gets a response (RFC 3261 §8.2 and the RFC 4475 expectations): 400 for what
+//! cannot be read, 505, 501, 416, 420, 415, 406, 483, 404/480 for unknown or unregistered
+//! lines, 481 outside dialogs. Responses matching nothing are dropped.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use uclab_proto::sip::{
+    self, Message, Start, is_token, parse, parse_name_addr, reason, split_list,
+};
+
+/// Digest realm of CUCM's SIP line side.
+pub const REALM: &str = "ccmsipline";
+/// The most a registration is granted (CUCM "SIP Station KeepAlive Interval" behaviour: the
+/// device asks 3600, CUCM answers 120).
+pub const MAX_EXPIRES: u32 = 120;
+/// Asked-for expiry when the request gives none (§10.2.1.1: the registrar picks; the device
+/// default is 3600).
+const DEFAULT_EXPIRES: u32 = 3600;
+/// The Server header.
+pub const SERVER: &str = "Cisco-CUCM14.0";
+/// Methods the line side implements (the Allow header).
+pub const ALLOW: &str =
+    "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REGISTER, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER";
+/// Option tags supported.
+const SUPPORTED: &[&str] = &[
+    "replaces",
+    "timer",
+    "100rel",
+    "path",
+    "outbound",
+    "X-cisco-srtp-fallback",
+    "X-cisco-sis-6.0.0",
+];
+
+/// A transport (RFC 3261 §18).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Transport {
+    /// UDP 5060.
+    Udp,
+    /// TCP 5060.
+    Tcp,
+    /// TLS 5061.
+    Tls,
+}
+
+impl Transport {
+    /// As written in Via.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+            Self::Tls => "TLS",
+        }
+    }
+}
+
+/// A flow: one TCP/TLS connection, or one UDP peer of a node's socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FlowId(pub u64);
+
+/// Something to send on a flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Destination (the UDP peer; the stream's peer for TCP/TLS).
+    pub to: SocketAddr,
+    /// The message.
+    pub bytes: Vec<u8>,
+    /// One line for the transcript.
+    pub summary: String,
+}
+
+/// Where a flow's messages go: the node task that owns the socket.
+pub type Outbox = tokio::sync::mpsc::UnboundedSender<Outgoing>;
+
+#[derive(Debug)]
+struct Flow {
+    node: String,
+    transport: Transport,
+    peer: SocketAddr,
+    outbox: Outbox,
+}
+
+/// A line of a CSF device (SPEC CC1): the user, the directory number, the device name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipLine {
+    /// User id (the digest user name).
+    pub user: String,
+    /// Directory number.
+    pub extension: String,
+    /// Device name, `CSF<USER>`.
+    pub device: String,
+    /// Digest password.
+    pub password: String,
+}
+
+/// The cluster's SIP settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SipConfig {
+    /// The enterprise domain.
+    pub domain: String,
+    /// Lines of the cluster's devices.
+    pub lines: Vec<SipLine>,
+    /// Digest authentication of REGISTER (device security profile "digest"); else none.
+    pub digest: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Binding {
+    /// Contact URI (without <>).
+    contact: String,
+    /// The Contact header value as registered.
+    contact_value: String,
+    flow: FlowId,
+    node: String,
+    device: String,
+    expires_at: Duration,
+}
+
+/// What the cluster has done, for tests and benches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SipCounters {
+    /// REGISTERs that made or refreshed a binding.
+    pub registrations: u64,
+    /// Keepalive REGISTERs answered (to a backup node).
+    pub keepalives: u64,
+    /// Requests forwarded to a line or along a dialog.
+    pub forwarded: u64,
+    /// Requests refused with an error status.
+    pub refused: u64,
+    /// Messages that could not be read at all (dropped).
+    pub unreadable: u64,
+}
+
+/// A CUCM cluster's SIP state: flows, bindings, nonces.
+#[derive(Debug)]
+pub struct Cluster {
+    cfg: SipConfig,
+    /// Node FQDN → its SIP port (for Via and Record-Route).
+    nodes: BTreeMap<String, u16>,
+    flows: BTreeMap<FlowId, Flow>,
+    /// UDP flows by (node, peer), made on first datagram.
+    udp: BTreeMap<(String, SocketAddr), FlowId>,
+    /// UDP outboxes of the nodes.
+    udp_out: BTreeMap<String, Outbox>,
+    next_flow: u64,
+    /// Extension → device → binding.
+    bindings: BTreeMap<String, BTreeMap<String, Binding>>,
+    /// Device → (node, last keepalive).
+    keepalives: BTreeMap<String, (String, Duration)>,
+    nonces: BTreeSet<String>,
+    seed: u64,
+    counter: u64,
+    counters: SipCounters,
+}
+
+/// FNV-1a, for tags and branches that must be the same for a retransmission.
+fn fnv(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn md5_hex(s: &str) -> String {
+    use md5::Digest as _;
+    let d = md5::Md5::digest(s.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The user part of a SIP or tel URI, unescaped, lower case.
+fn uri_user(uri: &str) -> Option<String> {
+    let rest = uri.split_once(':')?.1;
+    let rest = rest.split(['?']).next()?;
+    let user = if let Some(n) = uri.get(..4).filter(|s| s.eq_ignore_ascii_case("tel:")) {
+        let _ = n;
+        rest.split(';').next()?
+    } else {
+        rest.rsplit_once('@')?.0
+    };
+    let user = user.split(';').next()?;
+    Some(unescape(user).to_ascii_lowercase())
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses `Digest k=v, k="v", …` (RFC 2617 §3.2.2).
+fn digest_params(v: &str) -> Option<BTreeMap<String, String>> {
+    let rest = v.trim().strip_prefix("Digest").or_else(|| v.trim().strip_prefix("digest"))?;
+    let mut out = BTreeMap::new();
+    for part in split_list(rest).ok()? {
+        let (k, v) = part.split_once('=')?;
+        let v = v.trim();
+        let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
+        out.insert(k.trim().to_ascii_lowercase(), v.to_owned());
+    }
+    Some(out)
+}
+
+impl Cluster {
+    /// A cluster with `cfg`; `seed` makes its nonces.
+    pub fn new(cfg: SipConfig, seed: u64) -> Self {
+        Self {
+            cfg,
+            nodes: BTreeMap::new(),
+            flows: BTreeMap::new(),
+            udp: BTreeMap::new(),
+            udp_out: BTreeMap::new(),
+            next_flow: 1,
+            bindings: BTreeMap::new(),
+            keepalives: BTreeMap::new(),
+            nonces: BTreeSet::new(),
+            seed,
+            counter: 0,
+            counters: SipCounters::default(),
+        }
+    }
+
+    /// What the cluster has done.
+    pub fn counters(&self) -> SipCounters {
+        self.counters
+    }
+
+    /// A node joins with its SIP port and its UDP socket's outbox.
+    pub fn add_node(&mut self, host: &str, port: u16, udp: Outbox) {
+        self.nodes.insert(host.to_ascii_lowercase(), port);
+        self.udp_out.insert(host.to_ascii_lowercase(), udp);
+    }
+
+    /// A node stopped: its flows and the bindings on them are gone.
+    pub fn remove_node(&mut self, host: &str) {
+        let host = host.to_ascii_lowercase();
+        let ids: Vec<FlowId> =
+            self.flows.iter().filter(|(_, f)| f.node == host).map(|(k, _)| *k).collect();
+        for id in ids {
+            self.close_flow(id);
+        }
+        self.udp.retain(|(n, _), _| *n != host);
+        self.udp_out.remove(&host);
+        self.nodes.remove(&host);
+    }
+
+    /// A TCP or TLS connection was accepted by `node`.
+    pub fn open_stream(
+        &mut self,
+        node: &str,
+        transport: Transport,
+        peer: SocketAddr,
+        outbox: Outbox,
+    ) -> FlowId {
+        let id = FlowId(self.next_flow);
+        self.next_flow += 1;
+        self.flows.insert(id, Flow { node: node.to_ascii_lowercase(), transport, peer, outbox });
+        id
+    }
+
+    /// A datagram came from `peer` to `node`'s UDP socket: its flow.
+    pub fn udp_flow(&mut self, node: &str, peer: SocketAddr) -> Option<FlowId> {
+        let node = node.to_ascii_lowercase();
+        if let Some(id) = self.udp.get(&(node.clone(), peer)) {
+            return Some(*id);
+        }
+        let outbox = self.udp_out.get(&node)?.clone();
+        let id = FlowId(self.next_flow);
+        self.next_flow += 1;
+        self.flows.insert(id, Flow { node: node.clone(), transport: Transport::Udp, peer, outbox });
+        self.udp.insert((node, peer), id);
+        Some(id)
+    }
+
+    /// A connection closed: CUCM unregisters the devices that registered over it.
+    pub fn close_flow(&mut self, id: FlowId) {
+        self.flows.remove(&id);
+        for devices in self.bindings.values_mut() {
+            devices.retain(|_, b| b.flow != id);
+        }
+        self.bindings.retain(|_, d| !d.is_empty());
+    }
+
+    /// Bindings of `extension` now: (device, node, contact).
+    pub fn bindings(&self, extension: &str, now: Duration) -> Vec<(String, String, String)> {
+        self.bindings
+            .get(extension)
+            .into_iter()
+            .flat_map(|d| d.values())
+            .filter(|b| b.expires_at > now)
+            .map(|b| (b.device.clone(), b.node.clone(), b.contact.clone()))
+            .collect()
+    }
+
+    /// When `device` last sent a keepalive, and to which node.
+    pub fn keepalive(&self, device: &str) -> Option<(String, Duration)> {
+        self.keepalives.get(device).cloned()
+    }
+
+    fn send(&mut self, flow: FlowId, m: &Message) {
+        let Some(f) = self.flows.get(&flow) else { return };
+        let out = Outgoing { to: f.peer, bytes: m.to_bytes(), summary: summary(m) };
+        let _ = f.outbox.send(out);
+    }
+
+    /// A message from a flow: a request is answered or forwarded, a response forwarded.
+    pub fn handle(&mut self, now: Duration, flow: FlowId, bytes: &[u8]) {
+        let Some(f) = self.flows.get(&flow) else { return };
+        let reliable = f.transport != Transport::Udp;
+        match parse(bytes) {
+            Ok(m) if matches!(m.start, Start::Response { .. }) => self.response(m),
+            Ok(m) => self.request(now, flow, m),
+            Err(e) => {
+                // An unreadable request is answered when it can be (§21.4.1); a response,
+                // or a request without the headers a response needs, is dropped.
+                match e.partial {
+                    Some(m)
+                        if matches!(m.start, Start::Request { .. })
+                            && m.method() != Some("ACK") =>
+                    {
+                        self.counters.refused += 1;
+                        let r = self.reply(&m, e.rejection.status, &e.rejection.reason);
+                        self.send(flow, &r);
+                    }
+                    _ => self.counters.unreadable += 1,
+                }
+                let _ = reliable;
+            }
+        }
+    }
+
+    /// A response for `req` from this node: status, To tag, Server.
+    fn reply(&self, req: &Message, code: u16, why: &str) -> Message {
+        let tag = format!(
+            "{:x}",
+            fnv(&[req.call_id().unwrap_or(""), &req.tag("From").unwrap_or_default()]) >> 32
+        );
+        let phrase = if why.is_empty() || code < 300 {
+            reason(code).to_owned()
+        } else {
+            format!("{} ({why})", reason(code))
+        };
+        let mut r = req.response(code, &phrase, Some(&tag));
+        r.push("Server", SERVER);
+        r
+    }
+
+    fn refuse(&mut self, flow: FlowId, req: &Message, code: u16, why: &str) {
+        if req.method() == Some("ACK") {
+            return; // never answered (§17.2.3 aside, an ACK has no response)
+        }
+        self.counters.refused += 1;
+        let mut r = self.reply(req, code, why);
+        match code {
+            405 | 501 => {
+                r.push("Allow", ALLOW);
+            }
+            415 | 406 => {
+                r.push("Accept", "application/sdp");
+            }
+            _ => {}
+        }
+        self.send(flow, &r);
+    }
+
+    fn node_of(&self, flow: FlowId) -> (String, u16, Transport) {
+        let f = &self.flows[&flow];
+        (f.node.clone(), self.nodes.get(&f.node).copied().unwrap_or(5060), f.transport)
+    }
+
+    fn is_ours(&self, uri: &str) -> bool {
+        let Some(na) = uri.split_once(':').map(|(_, r)| r) else { return false };
+        let host = na.rsplit_once('@').map_or(na, |(_, h)| h);
+        let host = host.split([';', '?', ':']).next().unwrap_or("").to_ascii_lowercase();
+        self.nodes.contains_key(&host)
+    }
+
+    fn request(&mut self, now: Duration, flow: FlowId, mut m: Message) {
+        let Start::Request { method, uri } = m.start.clone() else { return };
+        // §18.2.1: where the request really came from, for the response and for forwarding.
+        let peer = self.flows[&flow].peer;
+        let top = m.all("Via").next().map(str::to_owned);
+        if let Some(top) = top {
+            let first = split_list(&top).ok().and_then(|l| l.first().map(|s| (*s).to_owned()));
+            if let Some(first) = first
+                && !first.contains("received=")
+            {
+                let rest = top[first.len()..].to_owned();
+                let stamped = format!("{first};received={};rport={}{rest}", peer.ip(), peer.port());
+                if let Some(h) = m.headers.iter_mut().find(|h| h.name == "Via") {
+                    h.value = stamped;
+                }
+            }
+        }
+        if !sip::KNOWN_METHODS.contains(&method.as_str()) {
+            return self.refuse(flow, &m, 501, "");
+        }
+        if !matches!(sip::scheme(&uri).as_deref(), Some("sip" | "sips" | "tel")) {
+            return self.refuse(flow, &m, 416, "");
+        }
+        if !matches!(method.as_str(), "ACK" | "CANCEL") {
+            let unsupported: Vec<String> = m
+                .all("Require")
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+                .map(str::to_owned)
+                .collect();
+            if !unsupported.is_empty() {
+                self.counters.refused += 1;
+                let mut r = self.reply(&m, 420, "");
+                r.push("Unsupported", unsupported.join(", "));
+                return self.send(flow, &r);
+            }
+        }
+        // Loose routing (§16.4): a Route naming this cluster is ours to pop.
+        let routes: Vec<String> = m
+            .all("Route")
+            .flat_map(|v| split_list(v).unwrap_or_default())
+            .map(str::to_owned)
+            .collect();
+        let ours = routes
+            .first()
+            .is_some_and(|r| parse_name_addr(r).is_ok_and(|na| self.is_ours(&na.uri)));
+        if ours {
+            m.remove("Route");
+            for r in &routes[1..] {
+                m.push("Route", r.clone());
+            }
+        }
+        let in_dialog = m.tag("To").is_some();
+        match method.as_str() {
+            "REGISTER" => self.register(now, flow, &m),
+            // OPTIONS to a line goes to its device, like a call; to the node, answered here.
+            "OPTIONS" if !in_dialog && uri_user(&uri).is_some_and(|u| self.line(&u).is_some()) => {
+                match self.target(now, &m) {
+                    Some(to) => self.forward(flow, to, m, false),
+                    None => self.refuse(flow, &m, 480, "not registered"),
+                }
+            }
+            "OPTIONS" if !in_dialog => {
+                let mut r = self.reply(&m, 200, "");
+                r.push("Allow", ALLOW);
+                r.push("Accept", "application/sdp");
+                r.push("Supported", SUPPORTED.join(","));
+                self.send(flow, &r);
+            }
+            "INVITE" if !in_dialog => self.invite(now, flow, m),
+            "CANCEL" => match self.target(now, &m) {
+                Some(to) => self.forward(flow, to, m, false),
+                None => self.refuse(flow, &m, 481, ""),
+            },
+            _ if ours || in_dialog => match self.dialog_target(now, &m) {
+                Some(to) => self.forward(flow, to, m, false),
+                None => self.refuse(flow, &m, 481, ""),
+            },
+            "SUBSCRIBE" => self.refuse(flow, &m, 489, "no such event package"),
+            "BYE" | "ACK" | "PRACK" | "UPDATE" | "INFO" | "NOTIFY" => {
+                self.refuse(flow, &m, 481, "")
+            }
+            _ => self.refuse(flow, &m, 405, ""),
+        }
+    }
+
+    /// The line for a user part: a directory number or a user id.
+    fn line(&self, user: &str) -> Option<&SipLine> {
+        self.cfg
+            .lines
+            .iter()
+            .find(|l| l.extension.eq_ignore_ascii_case(user) || l.user.eq_ignore_ascii_case(user))
+    }
+
+    /// A line's live binding, the most recently refreshed first.
+    fn binding(&self, extension: &str, now: Duration) -> Option<&Binding> {
+        self.bindings
+            .get(extension)?
+            .values()
+            .filter(|b| b.expires_at > now)
+            .max_by_key(|b| b.expires_at)
+    }
+
+    /// Where a dialog-creating request (or its CANCEL) goes: the callee line's binding.
+    fn target(&self, now: Duration, m: &Message) -> Option<(FlowId, String)> {
+        let Start::Request { uri, .. } = &m.start else { return None };
+        let user = uri_user(uri)?;
+        let line = self.line(&user)?;
+        let b = self.binding(&line.extension, now)?;
+        self.flows.contains_key(&b.flow).then(|| (b.flow, b.contact.clone()))
+    }
+
+    /// Where an in-dialog request goes: the next Route, else the binding whose contact is the
+    /// Request-URI.
+    fn dialog_target(&self, now: Duration, m: &Message) -> Option<(FlowId, String)> {
+        let Start::Request { uri, .. } = &m.start else { return None };
+        let by_contact = self
+            .bindings
+            .values()
+            .flat_map(|d| d.values())
+            .filter(|b| b.expires_at > now && self.flows.contains_key(&b.flow))
+            .find(|b| same_uri(&b.contact, uri));
+        by_contact.map(|b| (b.flow, uri.clone()))
+    }
+
+    fn invite(&mut self, now: Duration, flow: FlowId, m: Message) {
+        // §8.2.2.1: the Request-URI first (an unknown number is 404 whatever the body).
+        let Start::Request { uri, .. } = &m.start else { return };
+        let user = uri_user(uri).unwrap_or_default();
+        let Some(line) = self.line(&user).cloned() else {
+            return self.refuse(flow, &m, 404, "");
+        };
+        if let Some(ct) = m.get("Content-Type") {
+            let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            if !m.body.is_empty() && ct != "application/sdp" && !ct.starts_with("multipart/") {
+                return self.refuse(flow, &m, 415, "");
+            }
+        }
+        if let Some(enc) = m.get("Content-Encoding")
+            && !enc.trim().eq_ignore_ascii_case("identity")
+        {
+            return self.refuse(flow, &m, 415, "");
+        }
+        if let Some(acc) = m.get("Accept") {
+            let ok = acc.split(',').any(|a| {
+                let a = a.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                matches!(a.as_str(), "application/sdp" | "application/*" | "*/*")
+            });
+            if !ok {
+                return self.refuse(flow, &m, 406, "");
+            }
+        }
+        match self.target(now, &m) {
+            Some(to) => {
+                // §16.2/§8.2.6.1: Trying at once; the callee's answers follow.
+                let t = m.response(100, "Trying", None);
+                self.send(flow, &t);
+                self.forward(flow, to, m, true);
+            }
+            None => {
+                let why = format!("{} is not registered", line.extension);
+                self.refuse(flow, &m, 480, &why);
+            }
+        }
+    }
+
+    /// Stateless forwarding (§16.11): Max-Forwards, our Via (branch derived from the
+    /// incoming one, so retransmissions and CANCEL take the same), Record-Route when a dialog
+    /// starts, the Request-URI retargeted to the contact.
+    fn forward(
+        &mut self,
+        from: FlowId,
+        (to, ruri): (FlowId, String),
+        mut m: Message,
+        record_route: bool,
+    ) {
+        let mf = m.get("Max-Forwards").and_then(|v| v.parse::<u32>().ok()).unwrap_or(70);
+        if mf == 0 {
+            return self.refuse(from, &m, 483, "");
+        }
+        m.set("Max-Forwards", (mf - 1).to_string());
+        let (node, port, in_t) = self.node_of(from);
+        let (_, _, out_t) = self.node_of(to);
+        let method = m.method().unwrap_or("").to_owned();
+        // ACK and CANCEL take the INVITE's branch (§17.2.3 matching at the next hop).
+        let key_method =
+            if matches!(method.as_str(), "ACK" | "CANCEL") { "INVITE" } else { &method };
+        let top = m.top_via().and_then(|v| v.branch().map(str::to_owned)).unwrap_or_else(|| {
+            format!("{}{}", m.call_id().unwrap_or(""), m.cseq().map(|c| c.0).unwrap_or(0))
+        });
+        let branch = format!("z9hG4bK{:016x}", fnv(&[&top, key_method, &node]));
+        let via = format!("SIP/2.0/{} {node}:{port};branch={branch}", out_t.as_str());
+        m.headers.insert(0, sip::Header { name: "Via".into(), value: via });
+        if record_route {
+            let t = match in_t {
+                Transport::Udp => "udp",
+                Transport::Tcp => "tcp",
+                Transport::Tls => "tls",
+            };
+            let rr = format!("<sip:{node}:{port};transport={t};lr>");
+            m.headers.insert(1, sip::Header { name: "Record-Route".into(), value: rr });
+        }
+        if let Start::Request { uri, .. } = &mut m.start {
+            *uri = ruri;
+        }
+        self.counters.forwarded += 1;
+        self.send(to, &m);
+    }
+
+    /// A response: our Via on top is popped and the rest goes where the next Via says
+    /// (received/rport, else sent-by), on the stream from there if there is one (§18.2.2).
+    fn response(&mut self, mut m: Message) {
+        let Some(top) = m.top_via() else { return self.counters.unreadable += 1 };
+        let host = top.sent_by.split(':').next().unwrap_or("").to_ascii_lowercase();
+        if !self.nodes.contains_key(&host) {
+            return; // not ours: stray response, dropped (§18.2.2 "discard")
+        }
+        let vias = m.vias();
+        m.remove("Via");
+        for v in &vias[1..] {
+            m.push("Via", v.clone());
+        }
+        // Keep Via first in the header order.
+        let (via, rest): (Vec<_>, Vec<_>) = m.headers.drain(..).partition(|h| h.name == "Via");
+        m.headers = via.into_iter().chain(rest).collect();
+        let Some(next) = m.top_via() else { return };
+        let param = |k: &str| next.params.iter().find(|(n, _)| n == k).and_then(|(_, v)| v.clone());
+        let addr = param("received")
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+            .zip(param("rport").and_then(|p| p.parse::<u16>().ok()))
+            .map(|(ip, p)| SocketAddr::new(ip, p));
+        let Some(addr) = addr else { return };
+        let stream = self
+            .flows
+            .iter()
+            .find(|(_, f)| f.peer == addr && f.transport != Transport::Udp)
+            .map(|(k, _)| *k);
+        let flow = stream.or_else(|| {
+            let node = host.clone();
+            self.udp_flow(&node, addr)
+        });
+        if let Some(f) = flow {
+            self.send(f, &m);
+        }
+    }
+
+    /// §10.3: the registrar.
+    fn register(&mut self, now: Duration, flow: FlowId, m: &Message) {
+        let Some(to) = m.name_addr("To") else { return self.refuse(flow, m, 400, "bad To") };
+        // RFC 4475 §3.3.4: a registrar's To must be a SIP or SIPS URI.
+        if !matches!(sip::scheme(&to.uri).as_deref(), Some("sip" | "sips")) {
+            return self.refuse(flow, m, 400, "To is not a SIP URI");
+        }
+        let line = uri_user(&to.uri).and_then(|u| self.line(&u).cloned());
+        // §10.3: authentication (step 3) before the address of record (step 5).
+        if self.cfg.digest && !line.as_ref().is_some_and(|l| self.authorized(m, l)) {
+            self.counters.refused += 1;
+            self.counter += 1;
+            let nonce =
+                format!("{:016x}", fnv(&[&self.seed.to_string(), &self.counter.to_string()]));
+            if self.nonces.len() >= 4096 {
+                let first = self.nonces.iter().next().cloned();
+                if let Some(f) = first {
+                    self.nonces.remove(&f);
+                }
+            }
+            self.nonces.insert(nonce.clone());
+            let mut r = self.reply(m, 401, "");
+            r.push(
+                "WWW-Authenticate",
+                format!("Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=MD5"),
+            );
+            return self.send(flow, &r);
+        }
+        let Some(line) = line else { return self.refuse(flow, m, 404, "") };
+        let header_expires = m.expires();
+        let contacts: Vec<String> = m
+            .all("Contact")
+            .flat_map(|v| split_list(v).unwrap_or_default())
+            .map(str::to_owned)
+            .collect();
+        let (node, _, _) = self.node_of(flow);
+        let ext = line.extension.clone();
+        let mut granted_contacts = Vec::new();
+        if contacts.iter().any(|c| c == "*") {
+            if contacts.len() != 1 || header_expires != Some(0) {
+                return self.refuse(flow, m, 400, "Contact * needs Expires: 0 alone");
+            }
+            self.bindings.remove(&ext);
+        }
+        for c in contacts.iter().filter(|c| *c != "*") {
+            let Ok(na) = parse_name_addr(c) else {
+                return self.refuse(flow, m, 400, "bad Contact");
+            };
+            let asked = match na.param("expires") {
+                Some(Some(e)) => e.parse::<u32>().unwrap_or(DEFAULT_EXPIRES),
+                _ => header_expires.unwrap_or(DEFAULT_EXPIRES),
+            };
+            let device = na
+                .param("+u.sip!devicename.ccm.cisco.com")
+                .flatten()
+                .map(|d| d.trim_matches('"').to_owned())
+                .unwrap_or_else(|| line.device.clone());
+            if na.param("cisco-keep-alive").is_some() {
+                // WIRE.md: the backup node's heartbeat; no binding change.
+                self.keepalives.insert(device, (node.clone(), now));
+                self.counters.keepalives += 1;
+                granted_contacts.push(c.clone());
+                continue;
+            }
+            let devices = self.bindings.entry(ext.clone()).or_default();
+            if asked == 0 {
+                devices.remove(&device);
+                continue;
+            }
+            let granted = asked.min(MAX_EXPIRES);
+            let b = Binding {
+                contact: na.uri.clone(),
+                contact_value: c.clone(),
+                flow,
+                node: node.clone(),
+                device: device.clone(),
+                expires_at: now + Duration::from_secs(u64::from(granted)),
+            };
+            devices.insert(device, b);
+            self.counters.registrations += 1;
+            granted_contacts.push(format!("{};expires={granted}", strip_expires(c)));
+        }
+        self.bindings.retain(|_, d| !d.is_empty());
+        let mut r = self.reply(m, 200, "");
+        let granted = granted_contacts
+            .iter()
+            .filter_map(|c| c.rsplit_once(";expires=").and_then(|(_, e)| e.parse::<u32>().ok()))
+            .max()
+            .unwrap_or(0);
+        r.push("Expires", granted.to_string());
+        for c in granted_contacts {
+            r.push("Contact", c);
+        }
+        r.push("Supported", "X-cisco-srtp-fallback,X-cisco-sis-6.0.0");
+        let _ = self
+            .bindings
+            .get(&ext)
+            .map(|d| d.values().map(|b| b.contact_value.len()).sum::<usize>());
+        self.send(flow, &r);
+    }
+
+    /// Digest credentials of `line` (RFC 2617 without qop, as CUCM asks), with a nonce we gave.
+    fn authorized(&self, m: &Message, line: &SipLine) -> bool {
+        let Some(p) = m.get("Authorization").and_then(digest_params) else { return false };
+        let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
+        if !get("username").eq_ignore_ascii_case(&line.user)
+            || get("realm") != REALM
+            || !self.nonces.contains(get("nonce"))
+        {
+            return false;
+        }
+        let ha1 = md5_hex(&format!("{}:{REALM}:{}", get("username"), line.password));
+        let ha2 = md5_hex(&format!("{}:{}", m.method().unwrap_or(""), get("uri")));
+        let want = match p.get("qop").map(String::as_str) {
+            Some("auth") => md5_hex(&format!(
+                "{ha1}:{}:{}:{}:auth:{ha2}",
+                get("nonce"),
+                get("nc"),
+                get("cnonce")
+            )),
+            _ => md5_hex(&format!("{ha1}:{}:{ha2}", get("nonce"))),
+        };
+        get("response").eq_ignore_ascii_case(&want)
+    }
+}
+
+/// A Contact value without its expires parameter.
+fn strip_expires(c: &str) -> String {
+    let (head, params) = match c.rfind('>') {
+        Some(i) => (&c[..=i], &c[i + 1..]),
+        None => (c, ""),
+    };
+    let kept: Vec<&str> = params
+        .split(';')
+        .filter(|p| !p.trim().is_empty() && !p.trim().to_ascii_lowercase().starts_with("expires"))
+        .collect();
+    let mut out = head.to_owned();
+    for p in kept {
+        out.push(';');
+        out.push_str(p.trim());
+    }
+    out
+}
+
+/// URIs compared the way the lab's contacts need: scheme, user and host:port, case-insensitive.
+fn same_uri(a: &str, b: &str) -> bool {
+    let key = |u: &str| u.split([';', '?']).next().unwrap_or("").to_ascii_lowercase();
+    key(a) == key(b)
+}
+
+/// A transcript line: `SIP REGISTER sip:… (CSeq 2)` or `SIP 200 OK (REGISTER)`.
+pub fn summary(m: &Message) -> String {
+    match &m.start {
+        Start::Request { method, uri } => {
+            let mut s = format!("SIP {method} {uri}");
+            if let Some(e) = m.get("Expires") {
+                s.push_str(&format!(" expires={e}"));
+            }
+            if m.get("Contact").is_some_and(|c| c.contains("cisco-keep-alive")) {
+                s.push_str(" keep-alive");
+            }
+            s
+        }
+        Start::Response { code, reason } => {
+            format!("SIP {code} {reason} ({})", m.method().unwrap_or("?"))
+        }
+    }
+}
+
+/// DSCP of call signalling (SPEC MEDIA2: CS3).
+pub const DSCP_SIGNALLING: u8 = 24;
+
+/// Serves node `host`'s SIP: UDP and TCP on `port`, TLS on `tls_port` (certificate `names`),
+/// all into the shared `cluster`, until the node stops. A crash drops this future; the node's
+/// flows and their bindings go with it.
+pub async fn serve<N: uclab_net::Net + Clone + 'static>(
+    net: N,
+    host: String,
+    (port, tls_port): (u16, u16),
+    names: Vec<String>,
+    cluster: Rc<RefCell<Cluster>>,
+) -> std::io::Result<()> {
+    let mut udp = net.bind_udp(port).await?;
+    udp.set_dscp(DSCP_SIGNALLING);
+    let udp = Rc::new(udp);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
+    cluster.borrow_mut().add_node(&host, port, tx);
+    struct Gone(Rc<RefCell<Cluster>>, String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            if let Ok(mut c) = self.0.try_borrow_mut() {
+                c.remove_node(&self.1);
+            }
+        }
+    }
+    let _gone = Gone(cluster.clone(), host.clone());
+    let tcp = net.listen(port).await?;
+    let tls_listener = net.listen(tls_port).await?;
+    let tls = net.tls().server_config(&names).map_err(std::io::Error::other)?;
+    let accept = |listener: uclab_net::TcpAcceptor, transport: Transport| {
+        let (net, host, cluster, tls) = (net.clone(), host.clone(), cluster.clone(), tls.clone());
+        tokio::task::spawn_local(async move {
+            while let Ok(mut conn) = listener.accept().await {
+                conn.set_dscp(DSCP_SIGNALLING);
+                let (net, host, cluster, tls) =
+                    (net.clone(), host.clone(), cluster.clone(), tls.clone());
+                tokio::task::spawn_local(async move {
+                    let (local, peer) = (conn.local_addr(), conn.peer_addr());
+                    let io: Box<dyn uclab_net::AsyncIo> = match transport {
+                        Transport::Tls => {
+                            let t = tokio::time::timeout(
+                                Duration::from_secs(10),
+                                net.tls().accept(tls, Box::new(conn)),
+                            );
+                            match t.await {
+                                Ok(Ok(s)) => Box::new(s),
+                                _ => return,
+                            }
+                        }
+                        _ => Box::new(conn),
+                    };
+                    stream(&net, (local, peer), io, transport, &host, &cluster).await;
+                });
+            }
+        })
+    };
+    let t1 = accept(tcp, Transport::Tcp);
+    let t2 = accept(tls_listener, Transport::Tls);
+    struct Abort(Vec<tokio::task::JoinHandle<()>>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            for h in &self.0 {
+                h.abort();
+            }
+        }
+    }
+    let _tasks = Abort(vec![t1, t2]);
+    let local = udp.local_addr();
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        tokio::select! {
+            biased;
+            r = udp.recv_from(&mut buf) => {
+                let (n, from) = r?;
+                if buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n')) {
+                    continue; // a keepalive
+                }
+                log_in(&net, from, local, "udp", &buf[..n]);
+                let now = net.now();
+                let mut c = cluster.borrow_mut();
+                if let Some(flow) = c.udp_flow(&host, from) {
+                    c.handle(now, flow, &buf[..n]);
+                }
+            }
+            Some(out) = rx.recv() => {
+                net.transcript().message(net.now(), local, out.to, "udp", &out.summary);
+                let _ = udp.send_to(&out.bytes, out.to).await;
+            }
+        }
+    }
+}
+
+fn log_in<N: uclab_net::Net>(
+    net: &N,
+    from: SocketAddr,
+    to: SocketAddr,
+    transport: &str,
+    bytes: &[u8],
+) {
+    let line = match sip::read(bytes) {
+        Some(m) => summary(&m),
+        None => format!("SIP unreadable ({} bytes)", bytes.len()),
+    };
+    net.transcript().message(net.now(), from, to, transport, &line);
+}
+
+/// One TCP or TLS connection: framed messages into the cluster, its outbox out.
+async fn stream<N: uclab_net::Net>(
+    net: &N,
+    (local, peer): (SocketAddr, SocketAddr),
+    mut io: Box<dyn uclab_net::AsyncIo>,
+    transport: Transport,
+    host: &str,
+    cluster: &Rc<RefCell<Cluster>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use uclab_proto::sip::frame::{Frame, StreamFramer};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
+    let flow = cluster.borrow_mut().open_stream(host, transport, peer, tx);
+    struct Close<'a>(&'a Rc<RefCell<Cluster>>, FlowId);
+    impl Drop for Close<'_> {
+        fn drop(&mut self) {
+            if let Ok(mut c) = self.0.try_borrow_mut() {
+                c.close_flow(self.1);
+            }
+        }
+    }
+    let _close = Close(cluster, flow);
+    let mut framer = StreamFramer::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            biased;
+            r = io.read(&mut buf) => {
+                let n = match r {
+                    Ok(0) | Err(_) => {
+                        if framer.finish().is_err() {
+                            net.transcript().message(net.now(), peer, local, "tcp", "SIP stream closed inside a message");
+                        }
+                        return;
+                    }
+                    Ok(n) => n,
+                };
+                framer.feed(&buf[..n]);
+                loop {
+                    match framer.next_frame() {
+                        Ok(Some(Frame::Message(m))) => {
+                            log_in(net, peer, local, "tcp", &m);
+                            let now = net.now();
+                            cluster.borrow_mut().handle(now, flow, &m);
+                        }
+                        Ok(Some(Frame::Ping)) => {
+                            // RFC 5626 §3.5.1: pong.
+                            if io.write_all(b"\r\n").await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            // §18.3: framing lost: the connection is closed.
+                            net.transcript().message(net.now(), peer, local, "tcp", &format!("SIP framing lost: {e}; closed"));
+                            let _ = io.shutdown().await;
+                            return;
+                        }
+                    }
+                }
+            }
+            Some(out) = rx.recv() => {
+                net.transcript().message(net.now(), local, peer, "tcp", &out.summary);
+                if io.write_all(&out.bytes).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The SIP token check, re-exported for the node's config checks.
+pub fn valid_extension(e: &str) -> bool {
+    is_token(e)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,307 @@
+use super::*;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use uclab_proto::sip::frame::{Frame, StreamFramer};
+
+const NODE: &str = "cucm1.example.com";
+
+fn lines() -> Vec<SipLine> {
+    ["alice:1001", "bob:1002"]
+        .iter()
+        .map(|s| {
+            let (u, e) = s.split_once(':').unwrap();
+            SipLine {
+                user: u.into(),
+                extension: e.into(),
+                device: format!("CSF{}", u.to_uppercase()),
+                password: "lab".into(),
+            }
+        })
+        .collect()
+}
+
+struct Lab {
+    c: Cluster,
+    udp_rx: UnboundedReceiver<Outgoing>,
+}
+
+fn lab(digest: bool) -> Lab {
+    let cfg = SipConfig { domain: "example.com".into(), lines: lines(), digest };
+    let mut c = Cluster::new(cfg, 7);
+    let (tx, udp_rx) = unbounded_channel();
+    c.add_node(NODE, 5060, tx);
+    Lab { c, udp_rx }
+}
+
+fn peer(n: u8) -> SocketAddr {
+    SocketAddr::from(([10, 1, 2, n], 50_000 + u16::from(n)))
+}
+
+fn drain(rx: &mut UnboundedReceiver<Outgoing>) -> Vec<Message> {
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|o| sip::read(&o.bytes).expect("we send readable SIP"))
+        .collect()
+}
+
+fn corpus(path: &str) -> Vec<u8> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../corpora/sip/");
+    std::fs::read(format!("{root}{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn expectations() -> Vec<(String, Option<u16>, Option<u16>)> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../corpora/sip/expected.txt"
+    ))
+    .unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_owned(), f[1].parse().ok(), f[2].parse().ok())
+        })
+        .collect()
+}
+
+/// Every RFC 4475 and RFC 5118 message, alone over UDP, gets the answer the RFCs expect.
+#[test]
+fn torture_messages_over_udp_get_the_rfc_answers() {
+    let exp = expectations();
+    assert_eq!(exp.len(), 61, "49 + 12 messages");
+    let mut wrong = Vec::new();
+    for (i, (file, want, _)) in exp.iter().enumerate() {
+        let mut l = lab(false);
+        let flow = l.c.udp_flow(NODE, peer(i as u8 + 1)).unwrap();
+        l.c.handle(Duration::ZERO, flow, &corpus(file));
+        let got = drain(&mut l.udp_rx);
+        let last = got.last().and_then(Message::code);
+        if last != *want {
+            wrong.push(format!(
+                "{file}: want {want:?}, got {:?}",
+                got.iter().map(Message::summary).collect::<Vec<_>>()
+            ));
+        }
+        // Every answer is one a peer can match: the request's Via, Call-ID and CSeq.
+        for r in &got {
+            assert!(r.get("Via").is_some() && r.get("CSeq").is_some(), "{file}: {r}");
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The same over TCP: framed by Content-Length; a broken length closes the stream unanswered.
+#[test]
+fn torture_messages_over_tcp_get_the_rfc_answers() {
+    let mut wrong = Vec::new();
+    for (i, (file, _, want)) in expectations().iter().enumerate() {
+        let mut l = lab(false);
+        let (tx, mut rx) = unbounded_channel();
+        let flow = l.c.open_stream(NODE, Transport::Tcp, peer(i as u8 + 1), tx);
+        let mut fr = StreamFramer::new();
+        fr.feed(&corpus(file));
+        let mut closed = false;
+        loop {
+            match fr.next_frame() {
+                Ok(Some(Frame::Message(m))) => l.c.handle(Duration::ZERO, flow, &m),
+                Ok(Some(Frame::Ping)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let _ = fr.finish();
+        let got = drain(&mut rx);
+        let first_final = got.iter().find_map(|m| m.code().filter(|c| *c >= 200));
+        let ok = match want {
+            Some(code) => first_final == Some(*code),
+            None => first_final.is_none(),
+        };
+        if !ok {
+            wrong.push(format!("{file}: want {want:?}, got {first_final:?} (closed {closed})"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// A message for the tests below.
+fn register(user: &str, ext: &str, expires: Option<&str>, extra: &str, seq: u32) -> Vec<u8> {
+    let exp = expires.map(|e| format!("Expires: {e}\r\n")).unwrap_or_default();
+    format!(
+        "REGISTER sip:cucm1.example.com SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKr{seq}\r\n\
+         From: <sip:{ext}@cucm1.example.com>;tag=f{user}\r\n\
+         To: <sip:{ext}@cucm1.example.com>\r\n\
+         Call-ID: reg-{user}\r\n\
+         CSeq: {seq} REGISTER\r\n\
+         Max-Forwards: 70\r\n\
+         Contact: <sip:{user}-uuid@10.1.2.1:50001;transport=tcp>;+u.sip!devicename.ccm.cisco.com=\"CSF{}\"{extra}\r\n\
+         {exp}User-Agent: Cisco-CSF\r\n\
+         Content-Length: 0\r\n\r\n",
+        user.to_uppercase()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn cc1_register_is_granted_120_s_and_keepalive_leaves_the_binding() {
+    let mut l = lab(false);
+    let (tx, mut rx) = unbounded_channel();
+    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+    l.c.handle(Duration::ZERO, f, &register("alice", "1001", Some("3600"), "", 1));
+    let r = drain(&mut rx);
+    assert_eq!(r[0].code(), Some(200), "{}", r[0]);
+    assert_eq!(r[0].get("Expires"), Some("120"));
+    assert!(r[0].get("Contact").unwrap().ends_with(";expires=120"));
+    assert!(r[0].tag("To").is_some(), "a final response tags To");
+    assert_eq!(l.c.bindings("1001", Duration::from_secs(119)).len(), 1);
+    assert!(l.c.bindings("1001", Duration::from_secs(120)).is_empty(), "expired");
+    // The keepalive to a backup: 200, binding untouched, keepalive recorded.
+    l.c.handle(
+        Duration::from_secs(5),
+        f,
+        &register("alice", "1001", Some("0"), ";expires=0;cisco-keep-alive", 2),
+    );
+    assert_eq!(drain(&mut rx)[0].code(), Some(200));
+    assert_eq!(l.c.bindings("1001", Duration::from_secs(100)).len(), 1);
+    assert_eq!(l.c.keepalive("CSFALICE"), Some((NODE.into(), Duration::from_secs(5))));
+    // Expires 0 without the keepalive flag unregisters.
+    l.c.handle(Duration::from_secs(6), f, &register("alice", "1001", Some("0"), "", 3));
+    assert_eq!(drain(&mut rx)[0].code(), Some(200));
+    assert!(l.c.bindings("1001", Duration::from_secs(6)).is_empty());
+    // Unknown number: 404.
+    l.c.handle(Duration::from_secs(7), f, &register("zed", "9999", None, "", 4));
+    assert_eq!(drain(&mut rx)[0].code(), Some(404));
+    // The connection closes: CUCM unregisters the device.
+    l.c.handle(Duration::from_secs(8), f, &register("alice", "1001", None, "", 5));
+    drain(&mut rx);
+    l.c.close_flow(f);
+    assert!(l.c.bindings("1001", Duration::from_secs(8)).is_empty());
+}
+
+#[test]
+fn digest_challenge_then_credentials() {
+    let mut l = lab(true);
+    let (tx, mut rx) = unbounded_channel();
+    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+    l.c.handle(Duration::ZERO, f, &register("alice", "1001", None, "", 1));
+    let r = drain(&mut rx);
+    assert_eq!(r[0].code(), Some(401));
+    let chal = r[0].get("WWW-Authenticate").unwrap().to_owned();
+    assert!(chal.contains("realm=\"ccmsipline\""), "{chal}");
+    let nonce = chal.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let answer = |password: &str| {
+        let ha1 = md5_hex(&format!("alice:{REALM}:{password}"));
+        let ha2 = md5_hex("REGISTER:sip:cucm1.example.com");
+        md5_hex(&format!("{ha1}:{nonce}:{ha2}"))
+    };
+    let auth = |resp: &str| {
+        format!(
+            ";x=1\r\nAuthorization: Digest username=\"alice\", realm=\"{REALM}\", nonce=\"{nonce}\", uri=\"sip:cucm1.example.com\", response=\"{resp}\", algorithm=MD5"
+        )
+    };
+    l.c.handle(Duration::ZERO, f, &register("alice", "1001", None, &auth(&answer("wrong")), 2));
+    assert_eq!(drain(&mut rx)[0].code(), Some(401));
+    l.c.handle(Duration::ZERO, f, &register("alice", "1001", None, &auth(&answer("lab")), 3));
+    assert_eq!(drain(&mut rx)[0].code(), Some(200));
+    // A nonce we never gave is not accepted.
+    let forged = auth(&answer("lab")).replace(&nonce, "0000000000000000");
+    l.c.handle(Duration::ZERO, f, &register("alice", "1001", None, &forged, 4));
+    assert_eq!(drain(&mut rx)[0].code(), Some(401));
+}
+
+#[test]
+fn calls_are_routed_between_registered_lines_and_dialogs_pass_through() {
+    let mut l = lab(false);
+    let (ta, mut ra) = unbounded_channel();
+    let (tb, mut rb) = unbounded_channel();
+    let fa = l.c.open_stream(NODE, Transport::Tcp, peer(1), ta);
+    let fb = l.c.open_stream(NODE, Transport::Tcp, peer(2), tb);
+    l.c.handle(Duration::ZERO, fa, &register("alice", "1001", None, "", 1));
+    let breg = String::from_utf8(register("bob", "1002", None, "", 1))
+        .unwrap()
+        .replace("10.1.2.1:50001", "10.1.2.2:50002");
+    l.c.handle(Duration::ZERO, fb, breg.as_bytes());
+    drain(&mut ra);
+    drain(&mut rb);
+    let invite = "INVITE sip:1002@cucm1.example.com SIP/2.0\r\n\
+        Via: SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKinv1\r\n\
+        From: <sip:1001@cucm1.example.com>;tag=ca\r\n\
+        To: <sip:1002@cucm1.example.com>\r\n\
+        Call-ID: call1\r\nCSeq: 101 INVITE\r\nMax-Forwards: 70\r\n\
+        Contact: <sip:alice-uuid@10.1.2.1:50001;transport=tcp>\r\n\
+        Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n";
+    l.c.handle(Duration::from_secs(1), fa, invite.as_bytes());
+    assert_eq!(drain(&mut ra)[0].code(), Some(100));
+    let fwd = drain(&mut rb);
+    let inv = &fwd[0];
+    assert_eq!(
+        inv.start,
+        Start::Request {
+            method: "INVITE".into(),
+            uri: "sip:bob-uuid@10.1.2.2:50002;transport=tcp".into()
+        }
+    );
+    assert_eq!(inv.vias().len(), 2);
+    assert!(inv.vias()[0].starts_with("SIP/2.0/TCP cucm1.example.com:5060;branch=z9hG4bK"));
+    assert!(inv.vias()[1].contains("received=10.1.2.1;rport=50001"));
+    assert_eq!(inv.get("Record-Route"), Some("<sip:cucm1.example.com:5060;transport=tcp;lr>"));
+    assert_eq!(inv.get("Max-Forwards"), Some("69"));
+    assert_eq!(inv.body, b"v=0\n");
+    // bob rings and answers: the responses come back to alice with our Via popped.
+    for code in [180, 200] {
+        let mut r = inv.response(code, reason(code), Some("cb"));
+        r.push("Contact", "<sip:bob-uuid@10.1.2.2:50002;transport=tcp>");
+        r.push("Record-Route", "<sip:cucm1.example.com:5060;transport=tcp;lr>");
+        l.c.handle(Duration::from_secs(2), fb, &r.to_bytes());
+        let back = drain(&mut ra);
+        assert_eq!(back[0].code(), Some(code));
+        assert_eq!(back[0].vias().len(), 1);
+        assert!(back[0].vias()[0].starts_with("SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKinv1"));
+    }
+    // ACK and BYE inside the dialog follow the Route to bob's contact.
+    for (method, seq) in [("ACK", 101), ("BYE", 102)] {
+        let req = format!(
+            "{method} sip:bob-uuid@10.1.2.2:50002;transport=tcp SIP/2.0\r\n\
+             Via: SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bK{method}\r\n\
+             Route: <sip:cucm1.example.com:5060;transport=tcp;lr>\r\n\
+             From: <sip:1001@cucm1.example.com>;tag=ca\r\nTo: <sip:1002@cucm1.example.com>;tag=cb\r\n\
+             Call-ID: call1\r\nCSeq: {seq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        l.c.handle(Duration::from_secs(3), fa, req.as_bytes());
+        let got = drain(&mut rb);
+        assert_eq!(got[0].method(), Some(method), "{}", got[0]);
+        assert!(got[0].get("Route").is_none(), "our Route is popped");
+    }
+    // Calls to an unregistered line: 480; to an unknown number: 404; MF 0 when forwarding: 483.
+    let to = |n: &str, mf: u32| {
+        invite
+            .replace("sip:1002@", &format!("sip:{n}@"))
+            .replace("Max-Forwards: 70", &format!("Max-Forwards: {mf}"))
+    };
+    l.c.close_flow(fb);
+    l.c.handle(Duration::from_secs(4), fa, to("1002", 70).as_bytes());
+    assert_eq!(drain(&mut ra)[0].code(), Some(480));
+    l.c.handle(Duration::from_secs(4), fa, to("7777", 70).as_bytes());
+    assert_eq!(drain(&mut ra)[0].code(), Some(404));
+    l.c.handle(Duration::from_secs(4), fa, to("1001", 0).as_bytes());
+    assert_eq!(drain(&mut ra).last().and_then(Message::code), Some(483));
+    assert_eq!(l.c.counters().forwarded, 3);
+}
+
+#[test]
+fn options_still_answered_after_the_whole_corpus() {
+    let mut l = lab(false);
+    let flow = l.c.udp_flow(NODE, peer(9)).unwrap();
+    for (file, _, _) in expectations() {
+        l.c.handle(Duration::ZERO, flow, &corpus(&file));
+    }
+    drain(&mut l.udp_rx);
+    let options = "OPTIONS sip:cucm1.example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.1.2.9:50009;branch=z9hG4bKo\r\n\
+        From: <sip:probe@example.com>;tag=p\r\nTo: <sip:cucm1.example.com>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\n\
+        Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    l.c.handle(Duration::ZERO, flow, options.as_bytes());
+    let r = drain(&mut l.udp_rx);
+    assert_eq!(r[0].code(), Some(200));
+    assert!(r[0].get("Allow").unwrap().contains("REGISTER"));
+}
