@@ -24,6 +24,7 @@ use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::event::{ClientEvent, Via};
 use crate::im::ImSession;
 use crate::io::{Input, Output};
+use crate::phone::{Phone, PhoneUser};
 use crate::resolver::ResolverConfig;
 use crate::signin::{Retry, SignIn};
 
@@ -150,6 +151,8 @@ pub struct Client {
     attempt: Option<Attempt>,
     /// The IM session after an IM&P-authenticated sign-in (SPEC AU4).
     im: Option<ImSession>,
+    /// The softphone, once sign-in has read a CSF device's configuration (SPEC CC1, CC2).
+    phone: Option<Phone>,
     pending: Option<Credentials>,
     /// The last sign-in the user asked for, to redo after a network change (SPEC SD8).
     session: Option<(DiscoveryConfig, Credentials)>,
@@ -173,6 +176,7 @@ impl Client {
             signin: None,
             attempt: None,
             im: None,
+            phone: None,
             pending: None,
             session: None,
             resource: "uclab".to_owned(),
@@ -366,6 +370,10 @@ impl Client {
             im.close();
             self.out.extend(std::iter::from_fn(|| im.poll_output()));
         }
+        if let Some(mut p) = self.phone.take() {
+            p.close();
+            self.out.extend(std::iter::from_fn(|| p.poll_output()));
+        }
     }
 
     fn begin(&mut self, now: Time, cfg: &DiscoveryConfig, seed: u64) {
@@ -437,11 +445,25 @@ impl Client {
         self.im.as_ref().is_some_and(ImSession::is_connected)
     }
 
+    /// Whether the softphone is registered (it keeps refreshing, pinging and keeping alive).
+    pub fn phone_registered(&self) -> bool {
+        self.phone.as_ref().is_some_and(|p| p.registered().is_some())
+    }
+
+    /// Whether nothing is running but the softphone's upkeep: then only its timers are due.
+    pub fn only_upkeep(&self) -> bool {
+        self.is_idle()
+            && self.discovery.as_ref().and_then(Discovery::poll_timeout).is_none()
+            && self.signin.as_ref().and_then(SignIn::poll_timeout).is_none()
+            && self.im.as_ref().and_then(ImSession::poll_timeout).is_none()
+    }
+
     /// Whether nothing is running.
     pub fn is_idle(&self) -> bool {
         self.discovery.as_ref().is_none_or(Discovery::is_done)
             && self.signin.as_ref().is_none_or(SignIn::is_done)
             && self.im.as_ref().is_none_or(ImSession::is_settled)
+            && self.phone.as_ref().is_none_or(Phone::is_settled)
     }
 
     /// Feeds an input to the children that may want it.
@@ -467,6 +489,17 @@ impl Client {
         if let (true, Some(im)) = (to_im, self.im.as_mut()) {
             im.handle_input(now, input.clone());
         }
+        let to_phone = match &input {
+            Input::StreamOpened { id }
+            | Input::StreamFailed { id, .. }
+            | Input::StreamData { id, .. }
+            | Input::StreamTls { id } => Phone::owns(*id),
+            Input::Datagram { .. } | Input::Unreachable { .. } | Input::TcpAnswer { .. } => true,
+            _ => false,
+        };
+        if let (true, Some(p)) = (to_phone, self.phone.as_mut()) {
+            p.handle_input(now, input.clone());
+        }
         if let (true, Some(s)) = (to_signin, self.signin.as_mut()) {
             s.handle_input(now, input.clone());
         }
@@ -487,6 +520,9 @@ impl Client {
         if let Some(im) = self.im.as_mut() {
             im.handle_timeout(now);
         }
+        if let Some(p) = self.phone.as_mut() {
+            p.handle_timeout(now);
+        }
         self.pump(now);
     }
 
@@ -500,7 +536,8 @@ impl Client {
         let d = self.discovery.as_ref().and_then(Discovery::poll_timeout);
         let s = self.signin.as_ref().and_then(SignIn::poll_timeout);
         let i = self.im.as_ref().and_then(ImSession::poll_timeout);
-        [d, s, i].into_iter().flatten().min()
+        let p = self.phone.as_ref().and_then(Phone::poll_timeout);
+        [d, s, i, p].into_iter().flatten().min()
     }
 
     fn pump(&mut self, now: Time) {
@@ -576,7 +613,22 @@ impl Client {
                 }
                 _ => None,
             };
+            // SPEC CC1/CC2: a CSF device's configuration: the softphone registers.
+            let phone_start = match &o {
+                Output::Event(ClientEvent::SignedIn { .. }) => self
+                    .signin
+                    .as_ref()
+                    .and_then(|s| s.device_config().cloned())
+                    .filter(|c| !c.line.is_empty())
+                    .zip(self.attempt.as_ref().map(|a| a.creds.clone())),
+                _ => None,
+            };
             self.out.push_back(o);
+            if let Some((cfg, c)) = phone_start {
+                let user = PhoneUser { user: c.user.clone(), password: c.password.clone() };
+                self.phone =
+                    Some(Phone::start(now, user, cfg, self.resolver.clone(), c.seed ^ 0x5195));
+            }
             if let Some((c, servers)) = im_start {
                 let seed = c.seed ^ 0x1a1a;
                 self.im = Some(ImSession::start(
@@ -589,6 +641,9 @@ impl Client {
             }
         }
         self.pump_im();
+        while let Some(o) = self.phone.as_mut().and_then(Phone::poll_output) {
+            self.out.push_back(o);
+        }
         if self.signin.as_ref().is_some_and(SignIn::is_done) {
             self.attempt = None;
         }

@@ -184,8 +184,13 @@ pub async fn run<N: Net + Clone + 'static>(
                 Output::Event(e) => log_event(&*net, &cfg.name, &e),
             }
         }
-        let staying = engine.im_connected() && net.now() < cfg.stay_until;
+        let staying =
+            (engine.im_connected() || engine.phone_registered()) && net.now() < cfg.stay_until;
         let idle = engine.is_idle() && !staying;
+        // The softphone's refreshes and pings go on for ever: past the horizon they end a run.
+        if idle && engine.only_upkeep() && engine.phone_registered() {
+            break;
+        }
         let stay = staying.then_some(cfg.stay_until);
         let deadline =
             [engine.poll_timeout(), actions.front().map(|a| a.0), stay].into_iter().flatten().min();

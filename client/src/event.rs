@@ -267,6 +267,26 @@ pub enum ClientEvent {
         /// Persistent.
         persistent: bool,
     },
+    /// The softphone's registration changed (SPEC CC2, CC3, CC5): `registering`,
+    /// `register-failed`, `failover`, `unregistered`, `refreshed`, `keepalive` (the backup answered),
+    /// `keepalive-failed`, `cucm-reachable` (while on SRST), `leaving-srst`.
+    PhoneState {
+        /// What happened.
+        state: String,
+        /// The node it happened at.
+        node: String,
+        /// Why, for failures.
+        reason: String,
+    },
+    /// The softphone is registered (SPEC CC1–CC3, CC5).
+    PhoneRegistered {
+        /// CUCM node or SRST router.
+        node: String,
+        /// Seconds granted.
+        expires: u32,
+        /// Registered to the SRST router.
+        srst: bool,
+    },
     /// Sign-in finished (SPEC AU1–AU3).
     SignedIn {
         /// User id.
@@ -324,6 +344,8 @@ impl ClientEvent {
         "im-room-message",
         "im-room-left",
         "im-room-configured",
+        "phone-state",
+        "phone-registered",
     ];
 
     /// The event's kind, as written in scenario expectations.
@@ -362,6 +384,8 @@ impl ClientEvent {
             Self::ImRoomMessage { .. } => "im-room-message",
             Self::ImRoomLeft { .. } => "im-room-left",
             Self::ImRoomConfigured { .. } => "im-room-configured",
+            Self::PhoneState { .. } => "phone-state",
+            Self::PhoneRegistered { .. } => "phone-registered",
             Self::SignInFailed { .. } => "sign-in-failed",
         }
     }
@@ -447,6 +471,18 @@ impl ClientEvent {
             Self::ImRoomConfigured { room, persistent } => {
                 vec![("room", room.clone()), ("persistent", persistent.to_string())]
             }
+            Self::PhoneState { state, node, reason } => {
+                let mut f = vec![("state", state.clone()), ("node", node.clone())];
+                if !reason.is_empty() {
+                    f.push(("reason", reason.clone()));
+                }
+                f
+            }
+            Self::PhoneRegistered { node, expires, srst } => vec![
+                ("node", node.clone()),
+                ("expires", expires.to_string()),
+                ("srst", srst.to_string()),
+            ],
             Self::SignedIn { user, home, authenticator, product_mode, devices } => vec![
                 ("user", user.clone()),
                 ("home", home.clone()),
@@ -514,6 +550,8 @@ mod tests {
             ClientEvent::ImRoomMessage { room: s(), from: s(), body: s(), history: false },
             ClientEvent::ImRoomLeft { room: s() },
             ClientEvent::ImRoomConfigured { room: s(), persistent: true },
+            ClientEvent::PhoneState { state: s(), node: s(), reason: s() },
+            ClientEvent::PhoneRegistered { node: s(), expires: 120, srst: false },
         ];
         for e in all {
             assert!(ClientEvent::KINDS.contains(&e.kind()), "{} missing", e.kind());

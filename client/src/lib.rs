@@ -11,6 +11,7 @@ pub mod driver;
 pub mod event;
 pub mod im;
 pub mod io;
+pub mod phone;
 pub mod resolver;
 pub mod signin;
 pub mod srv;

@@ -215,6 +215,8 @@ pub struct SignIn {
     retry: Option<Retry>,
     /// IM&P servers of the service profile, once read (SPEC AU4).
     imp_servers: Vec<String>,
+    /// The CSF device's configuration, once read (SPEC CC2): the softphone registers with it.
+    device_config: Option<uds::DeviceConfig>,
     uds_host: String,
     uds_addr: SocketAddr,
     resolver: StubResolver,
@@ -242,6 +244,7 @@ impl SignIn {
             tftp_file_name: None,
             retry: None,
             imp_servers: Vec::new(),
+            device_config: None,
             uds_host: uds_host.to_owned(),
             uds_addr,
             resolver: StubResolver::new(resolver),
@@ -328,6 +331,11 @@ impl SignIn {
     /// The CAS said Webex after sign-in started (SPEC AU2: it still wins).
     pub fn set_cas_webex(&mut self, webex: bool) {
         self.cas_webex = webex;
+    }
+
+    /// The CSF device's configuration (SPEC CC2), once read.
+    pub fn device_config(&self) -> Option<&uds::DeviceConfig> {
+        self.device_config.as_ref()
     }
 
     /// The IM&P servers the service profile names (empty before it is read, or without IM&P).
@@ -590,6 +598,11 @@ impl SignIn {
     fn on_config(&mut self, now: Time, result: Result<HttpResp, String>) {
         match std::mem::replace(&mut self.state, State::Done) {
             State::DeviceConfig { learnt, file, .. } => {
+                if let Ok(r) = &result
+                    && r.status == 200
+                {
+                    self.device_config = uds::parse_cnf(&r.body).ok();
+                }
                 let group = match result {
                     Ok(r) if r.status == 200 => match uds::parse_cnf_config_file(&r.body) {
                         Ok(g) => g,

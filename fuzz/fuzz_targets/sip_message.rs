@@ -20,7 +20,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         device: "CSFALICE".into(),
         password: "lab".into(),
     };
-    let cfg = SipConfig { domain: "example.com".into(), lines: vec![line], digest: data.len() % 2 == 0 };
+    let cfg = SipConfig { domain: "example.com".into(), lines: vec![line], digest: data.len() % 2 == 0, srst: false };
     let mut c = Cluster::new(cfg, 1);
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     c.add_node("cucm1.example.com", 5060, tx.clone());

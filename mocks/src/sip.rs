@@ -123,6 +123,9 @@ pub struct SipConfig {
     pub lines: Vec<SipLine>,
     /// Digest authentication of REGISTER (device security profile "digest"); else none.
     pub digest: bool,
+    /// An SRST router rather than CUCM (SPEC CC5): it grants what is asked (up to an hour)
+    /// and routes basic calls only: REFER (transfer) is not implemented.
+    pub srst: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -431,6 +434,9 @@ impl Cluster {
         if !sip::KNOWN_METHODS.contains(&method.as_str()) {
             return self.refuse(flow, &m, 501, "");
         }
+        if self.cfg.srst && method == "REFER" {
+            return self.refuse(flow, &m, 501, "not available in SRST");
+        }
         if !matches!(sip::scheme(&uri).as_deref(), Some("sip" | "sips" | "tel")) {
             return self.refuse(flow, &m, 416, "");
         }
@@ -727,7 +733,7 @@ impl Cluster {
                 devices.remove(&device);
                 continue;
             }
-            let granted = asked.min(MAX_EXPIRES);
+            let granted = asked.min(if self.cfg.srst { DEFAULT_EXPIRES } else { MAX_EXPIRES });
             let b = Binding {
                 contact: na.uri.clone(),
                 contact_value: c.clone(),
@@ -830,13 +836,13 @@ pub fn summary(m: &Message) -> String {
 /// DSCP of call signalling (SPEC MEDIA2: CS3).
 pub const DSCP_SIGNALLING: u8 = 24;
 
-/// Serves node `host`'s SIP: UDP and TCP on `port`, TLS on `tls_port` (certificate `names`),
+/// Serves node `host`'s SIP: UDP and TCP on `port`, TLS on `tls_port` if any (certificate `names`),
 /// all into the shared `cluster`, until the node stops. A crash drops this future; the node's
 /// flows and their bindings go with it.
 pub async fn serve<N: uclab_net::Net + Clone + 'static>(
     net: N,
     host: String,
-    (port, tls_port): (u16, u16),
+    (port, tls_port): (u16, Option<u16>),
     names: Vec<String>,
     cluster: Rc<RefCell<Cluster>>,
 ) -> std::io::Result<()> {
@@ -855,7 +861,10 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
     }
     let _gone = Gone(cluster.clone(), host.clone());
     let tcp = net.listen(port).await?;
-    let tls_listener = net.listen(tls_port).await?;
+    let tls_listener = match tls_port {
+        Some(p) => Some(net.listen(p).await?),
+        None => None,
+    };
     let tls = net.tls().server_config(&names).map_err(std::io::Error::other)?;
     let accept = |listener: uclab_net::TcpAcceptor, transport: Transport| {
         let (net, host, cluster, tls) = (net.clone(), host.clone(), cluster.clone(), tls.clone());
@@ -885,7 +894,7 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
         })
     };
     let t1 = accept(tcp, Transport::Tcp);
-    let t2 = accept(tls_listener, Transport::Tls);
+    let t2 = tls_listener.map(|l| accept(l, Transport::Tls));
     struct Abort(Vec<tokio::task::JoinHandle<()>>);
     impl Drop for Abort {
         fn drop(&mut self) {
@@ -894,7 +903,7 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
             }
         }
     }
-    let _tasks = Abort(vec![t1, t2]);
+    let _tasks = Abort([Some(t1), t2].into_iter().flatten().collect());
     let local = udp.local_addr();
     let mut buf = vec![0u8; 65_535];
     loop {
@@ -905,7 +914,6 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
                 if buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n')) {
                     continue; // a keepalive
                 }
-                log_in(&net, from, local, "udp", &buf[..n]);
                 let now = net.now();
                 let mut c = cluster.borrow_mut();
                 if let Some(flow) = c.udp_flow(&host, from) {
@@ -918,20 +926,6 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
             }
         }
     }
-}
-
-fn log_in<N: uclab_net::Net>(
-    net: &N,
-    from: SocketAddr,
-    to: SocketAddr,
-    transport: &str,
-    bytes: &[u8],
-) {
-    let line = match sip::read(bytes) {
-        Some(m) => summary(&m),
-        None => format!("SIP unreadable ({} bytes)", bytes.len()),
-    };
-    net.transcript().message(net.now(), from, to, transport, &line);
 }
 
 /// One TCP or TLS connection: framed messages into the cluster, its outbox out.
@@ -975,7 +969,6 @@ async fn stream<N: uclab_net::Net>(
                 loop {
                     match framer.next_frame() {
                         Ok(Some(Frame::Message(m))) => {
-                            log_in(net, peer, local, "tcp", &m);
                             let now = net.now();
                             cluster.borrow_mut().handle(now, flow, &m);
                         }

@@ -54,6 +54,7 @@ impl LiveNet {
             capture: self.capture.clone(),
             mode: TapMode::BothDirections,
             clock: Rc::new(move || Some(start.elapsed())),
+            policy: self.policy.clone(),
         }
     }
 }

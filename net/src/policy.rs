@@ -189,6 +189,11 @@ impl Policy {
         }
     }
 
+    /// Whether `a` and `b` are blackholed from each other.
+    pub fn blackholed(&self, a: IpAddr, b: IpAddr) -> bool {
+        self.lock().blackholes.contains(&pair(a, b))
+    }
+
     /// The loss probability between `a` and `b`.
     pub fn loss(&self, a: IpAddr, b: IpAddr) -> f64 {
         self.lock().loss.get(&pair(a, b)).copied().unwrap_or(0.0)

@@ -50,6 +50,7 @@ impl SimNet {
             capture: self.capture.clone(),
             mode: TapMode::SenderRecords,
             clock: Rc::new(turmoil::sim_elapsed),
+            policy: self.policy.clone(),
         }
     }
 

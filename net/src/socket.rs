@@ -32,6 +32,9 @@ pub(crate) struct Tap {
     pub(crate) capture: Capture,
     pub(crate) mode: TapMode,
     pub(crate) clock: Clock,
+    /// Blackholes apply to established connections too: what is written between blackholed
+    /// hosts leaves (and is captured) but never arrives.
+    pub(crate) policy: Policy,
 }
 
 impl Tap {
@@ -112,6 +115,12 @@ impl AsyncWrite for TcpConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.tap.policy.blackholed(self.local.ip(), self.peer.ip()) {
+            if let Some(t) = self.tap.now() {
+                self.tap.capture.tcp_data(t, self.local, self.peer, buf, self.dscp);
+            }
+            return Poll::Ready(Ok(buf.len()));
+        }
         let n = ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
         if let Some(t) = self.tap.now() {
             self.tap.capture.tcp_data(t, self.local, self.peer, &buf[..n], self.dscp);

@@ -49,6 +49,7 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
         ],
         NodeKind::Imp(_) => vec![svc("soap", 8443, false), svc("xmpp", 5222, false)],
         NodeKind::ChatDb => vec![svc("postgres", 5432, false)],
+        NodeKind::Srst => vec![svc("sip", 5060, true)],
     }
 }
 
@@ -104,7 +105,7 @@ impl Shared {
                 let digest = s.nodes.iter().any(|n| {
                     matches!(&n.kind, NodeKind::Cucm(o) if o.cluster == c.cluster && o.sip_digest)
                 });
-                let cfg = SipConfig { domain: s.domain.clone(), lines, digest };
+                let cfg = SipConfig { domain: s.domain.clone(), lines, digest, srst: false };
                 let seed = uclab_net::derive_seed(self.seed, &format!("sip:{}", c.cluster));
                 Rc::new(RefCell::new(Cluster::new(cfg, seed)))
             })
@@ -212,6 +213,15 @@ pub enum NodePlan {
         /// The node's conferencing service domain (SPEC IMP5).
         muc: String,
     },
+    /// A site's SRST router (SPEC CC5).
+    Srst {
+        /// Its FQDN.
+        host: String,
+        /// SIP port (UDP and TCP).
+        port: u16,
+        /// Registrations of every user's lines.
+        cluster: Rc<RefCell<uclab_mocks::sip::Cluster>>,
+    },
     /// The persistent chat database (SPEC IMP5).
     ChatDb {
         /// PostgreSQL port.
@@ -312,6 +322,27 @@ pub fn plan(
             }
         }
         NodeKind::ChatDb => NodePlan::ChatDb { port: own("postgres"), db: shared.db(&n.name) },
+        NodeKind::Srst => {
+            use uclab_mocks::sip::{Cluster, SipConfig, SipLine};
+            // The site's devices: every user's line, no digest (SRST accepts what registers).
+            let lines = s
+                .users
+                .iter()
+                .map(|u| SipLine {
+                    user: u.id.clone(),
+                    extension: u.extension.clone(),
+                    device: csf_device(u),
+                    password: u.password.clone(),
+                })
+                .collect();
+            let cfg = SipConfig { domain: s.domain.clone(), lines, digest: false, srst: true };
+            let seed = uclab_net::derive_seed(shared.seed, &format!("srst:{}", n.name));
+            NodePlan::Srst {
+                host: n.fqdn.clone(),
+                port: own("sip"),
+                cluster: Rc::new(RefCell::new(Cluster::new(cfg, seed))),
+            }
+        }
         NodeKind::Cucm(c) => {
             let members: Vec<_> = s
                 .nodes
@@ -408,7 +439,7 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             let s = tokio::task::spawn_local(uclab_mocks::sip::serve(
                 net.clone(),
                 host,
-                sip,
+                (sip.0, Some(sip.1)),
                 names.clone(),
                 sip_cluster,
             ));
@@ -417,6 +448,10 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             t.abort();
             s.abort();
             u
+        }
+        NodePlan::Srst { host, port, cluster } => {
+            let names = vec![host.clone()];
+            uclab_mocks::sip::serve(net, host, (port, None), names, cluster).await
         }
         NodePlan::ChatDb { port, db } => {
             db.set_up(true);

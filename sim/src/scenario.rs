@@ -23,7 +23,7 @@ const DEFAULT_NAME: &str = "<built-in default topology>";
 const DEFAULT_EPOCH: Duration = Duration::from_secs(20_458 * 86_400 + 9 * 3600);
 
 /// Node kinds that exist so far.
-pub const NODE_KINDS: &[&str] = &["dns", "host", "cas", "cucm", "imp", "chatdb"];
+pub const NODE_KINDS: &[&str] = &["dns", "host", "cas", "cucm", "imp", "chatdb", "srst"];
 /// Client event kinds expectations may name.
 pub const EVENT_KINDS: &[&str] = uclab_client::event::ClientEvent::KINDS;
 
@@ -287,6 +287,8 @@ pub enum NodeKind {
     Imp(ImpNode),
     /// The external database of persistent group chat (SPEC IMP5), PostgreSQL's 5432.
     ChatDb,
+    /// A site's SRST router (SPEC CC5): SIP registrar of last resort on 5060.
+    Srst,
 }
 
 /// Settings of an IM&P node.
@@ -380,6 +382,7 @@ impl NodeKind {
             Self::Cucm(_) => "cucm",
             Self::Imp(_) => "imp",
             Self::ChatDb => "chatdb",
+            Self::Srst => "srst",
         }
     }
 }
@@ -810,7 +813,8 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     password: None,
                     first_name: None,
                     last_name: None,
-                    extension: None,
+                    // Unique without a numbering plan: the user id is the line (SPEC CC1).
+                    extension: Some(id.get_ref().clone()),
                     email: None,
                     devices: None,
                     config_file: None,
@@ -1010,6 +1014,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             "host" => NodeKind::Host { listen: n.listen.clone() },
             "cas" => NodeKind::Cas { webex_domains: n.webex_domains.clone() },
             "chatdb" => NodeKind::ChatDb,
+            "srst" => NodeKind::Srst,
             "imp" => {
                 let Some(cluster) = &n.cluster else {
                     errs.push(i.src.err(

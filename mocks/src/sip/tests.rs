@@ -25,7 +25,7 @@ struct Lab {
 }
 
 fn lab(digest: bool) -> Lab {
-    let cfg = SipConfig { domain: "example.com".into(), lines: lines(), digest };
+    let cfg = SipConfig { domain: "example.com".into(), lines: lines(), digest, srst: false };
     let mut c = Cluster::new(cfg, 7);
     let (tx, udp_rx) = unbounded_channel();
     c.add_node(NODE, 5060, tx);

@@ -1,0 +1,850 @@
+//! The softphone's SIP registration engine (SPEC CC1–CC3, CC5; WIRE.md "SIP to CUCM"),
+//! sans-IO.
+//!
+//! From the CSF device's `cnf.xml` (SPEC CC2): the CUCM group in priority order and the SRST
+//! reference. The phone registers to the first member that answers (`Expires: 3600` asked,
+//! `Expires: 120` granted, refreshed `timerRegisterDelta` before it runs out), answering a
+//! digest challenge with the user's credentials. While registered it sends the next member the
+//! keepalive REGISTER of WIRE.md (`Expires: 0`, `;cisco-keep-alive`) every
+//! `timerKeepAliveExpires`, and checks its own connection with RFC 5626 CRLF pings.
+//!
+//! CC3: when the active node goes away (the connection breaks, a ping or a REGISTER gets no
+//! answer) the phone registers to the next member at once, which bounds the failover by the
+//! ping interval and timeout, well inside the 120 s of the SIP Station KeepAlive Interval.
+//! CC5: when no member answers, it registers to the SRST router; it keeps probing the first
+//! member and, once that has answered for `connectionMonitorDuration`, registers there again
+//! and leaves SRST.
+//!
+//! Every message goes over TCP (the device's `transportLayerProtocol` 2), or TLS on the
+//! secure port when the device security mode is "encrypted" (3).
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use uclab_proto::dns::QType;
+use uclab_proto::sip::frame::{Frame, StreamFramer};
+use uclab_proto::sip::txn::{ClientTxn, Timers, TxnOutput};
+use uclab_proto::sip::{self, Message};
+use uclab_proto::uds::DeviceConfig;
+
+use crate::Time;
+use crate::event::ClientEvent;
+use crate::io::{ConnId, Input, Output};
+use crate::resolver::{QueryToken, ResolverConfig, StubResolver};
+
+/// Stream ids of this engine.
+const STREAM_BASE: ConnId = 0x5000_0000;
+/// How often the active connection is pinged (RFC 5626 §4.4.1 CRLF keepalive).
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the node counts as gone.
+pub const PONG_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait before trying the group again when nothing answered.
+pub const RETRY: Duration = Duration::from_secs(30);
+/// How long resolving, connecting and a REGISTER may take together at one node.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The User-Agent of the CSF device (WIRE.md).
+pub const USER_AGENT: &str = "Cisco-CSF";
+
+/// Who the phone registers as.
+#[derive(Clone, Debug)]
+pub struct PhoneUser {
+    /// User id (digest user name).
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A place to register: a CUCM group member or the SRST router.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Target {
+    host: String,
+    port: u16,
+    srst: bool,
+}
+
+/// What a leg is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// The registration.
+    Active,
+    /// Keepalives to the backup member.
+    Keepalive,
+    /// On SRST: probing the first member (CC5).
+    Probe,
+    /// Leaving SRST: the de-registration there.
+    Leave,
+}
+
+/// One connection to one node with its own dialog identifiers.
+#[derive(Debug)]
+struct Leg {
+    role: Role,
+    target: usize,
+    token: Option<QueryToken>,
+    addr: Option<SocketAddr>,
+    stream: Option<ConnId>,
+    open: bool,
+    framer: StreamFramer,
+    call_id: String,
+    tag: String,
+    cseq: u32,
+    txn: Option<ClientTxn>,
+    /// The request waiting for the stream to open.
+    queued: Option<Message>,
+    /// The challenge last answered (a second 401 for the same credentials is final).
+    challenged: bool,
+    /// When the current step (resolve, connect, REGISTER) must be done.
+    deadline: Option<Time>,
+}
+
+/// Registration state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Registering at target `i`.
+    Registering(usize),
+    /// Registered at target `i` until the time given.
+    Registered(usize, Time),
+    /// Nothing answered; trying again at the time given.
+    Waiting(Time),
+    /// Closed.
+    Closed,
+}
+
+/// The registration engine.
+#[derive(Debug)]
+pub struct Phone {
+    user: PhoneUser,
+    cfg: DeviceConfig,
+    targets: Vec<Target>,
+    state: State,
+    legs: Vec<Leg>,
+    resolver: StubResolver,
+    rng: ChaCha8Rng,
+    timers: Timers,
+    /// Our address as the connection shows it (for Contact), learnt from the driver's stream.
+    instance: String,
+    next_stream: ConnId,
+    next_dns: u16,
+    /// Next refresh, keepalive, ping and pong deadlines.
+    refresh_at: Option<Time>,
+    keepalive_at: Option<Time>,
+    ping_at: Option<Time>,
+    pong_by: Option<Time>,
+    /// On SRST: next probe of the first member, and since when it has answered (CC5).
+    probe_at: Option<Time>,
+    cucm_back_since: Option<Time>,
+    out: VecDeque<Output>,
+}
+
+fn hex(rng: &mut ChaCha8Rng, n: usize) -> String {
+    (0..n).map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0')).collect()
+}
+
+impl Phone {
+    /// Starts registering `user`'s CSF device configured by `cfg`.
+    pub fn start(
+        now: Time,
+        user: PhoneUser,
+        cfg: DeviceConfig,
+        resolver: ResolverConfig,
+        seed: u64,
+    ) -> Self {
+        let tls = cfg.security_mode == 3;
+        let mut targets: Vec<Target> = cfg
+            .members
+            .iter()
+            .map(|(h, p, s)| Target {
+                host: h.clone(),
+                port: if tls { *s } else { *p },
+                srst: false,
+            })
+            .collect();
+        if let Some((ip, port)) = &cfg.srst {
+            targets.push(Target { host: ip.clone(), port: *port, srst: true });
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let instance = format!("00000000-0000-0000-0000-{}", hex(&mut rng, 12));
+        let timers = Timers {
+            t1: Duration::from_millis(u64::from(cfg.t1_t2.0.max(100))),
+            t2: Duration::from_millis(u64::from(cfg.t1_t2.1.max(cfg.t1_t2.0).max(100))),
+            ..Timers::default()
+        };
+        let mut p = Self {
+            user,
+            cfg,
+            targets,
+            state: State::Waiting(now),
+            legs: Vec::new(),
+            resolver: StubResolver::new(resolver),
+            rng,
+            timers,
+            instance,
+            next_stream: STREAM_BASE,
+            next_dns: (seed >> 20) as u16 | 1,
+            refresh_at: None,
+            keepalive_at: None,
+            ping_at: None,
+            pong_by: None,
+            probe_at: None,
+            cucm_back_since: None,
+            out: VecDeque::new(),
+        };
+        p.register_at(now, 0);
+        p
+    }
+
+    /// Whether registration has come to rest: registered, closed, or waiting to retry.
+    pub fn is_settled(&self) -> bool {
+        !matches!(self.state, State::Registering(_))
+    }
+
+    /// Ends the phone (a new sign-in, a network change): its connections are closed.
+    pub fn close(&mut self) {
+        for l in std::mem::take(&mut self.legs) {
+            if let Some(id) = l.stream {
+                self.out.push_back(Output::StreamClose { id });
+            }
+        }
+        self.clear_timers();
+        self.probe_at = None;
+        self.state = State::Closed;
+    }
+
+    /// Whether the engine owns this stream id.
+    pub fn owns(id: ConnId) -> bool {
+        (STREAM_BASE..STREAM_BASE + 0x1000_0000).contains(&id)
+    }
+
+    /// The node the phone is registered with, and whether it is the SRST router.
+    pub fn registered(&self) -> Option<(&str, bool)> {
+        match self.state {
+            State::Registered(i, _) => Some((self.targets[i].host.as_str(), self.targets[i].srst)),
+            _ => None,
+        }
+    }
+
+    /// Next output.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Next deadline.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let legs = self
+            .legs
+            .iter()
+            .flat_map(|l| [l.deadline, l.txn.as_ref().and_then(ClientTxn::poll_timeout)]);
+        let waiting = match self.state {
+            State::Waiting(t) => Some(t),
+            _ => None,
+        };
+        [self.refresh_at, self.keepalive_at, self.ping_at, self.pong_by, self.probe_at, waiting]
+            .into_iter()
+            .chain(legs)
+            .chain([self.resolver.poll_timeout()])
+            .flatten()
+            .min()
+    }
+
+    fn event(&mut self, e: ClientEvent) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    fn node(&self, i: usize) -> String {
+        self.targets.get(i).map(|t| t.host.clone()).unwrap_or_default()
+    }
+
+    /// Stops every timer of the registration (not the legs).
+    fn clear_timers(&mut self) {
+        self.refresh_at = None;
+        self.keepalive_at = None;
+        self.ping_at = None;
+        self.pong_by = None;
+    }
+
+    fn close_leg(&mut self, role: Role) {
+        while let Some(i) = self.legs.iter().position(|l| l.role == role) {
+            let l = self.legs.remove(i);
+            if let Some(id) = l.stream {
+                self.out.push_back(Output::StreamClose { id });
+            }
+        }
+    }
+
+    /// Opens a leg to target `t` for `role` and queues `first` (built when the leg exists).
+    fn open_leg(&mut self, now: Time, role: Role, t: usize) -> usize {
+        self.close_leg(role);
+        let call_id = format!(
+            "{}-{}@{}",
+            hex(&mut self.rng, 8),
+            hex(&mut self.rng, 8),
+            self.cfg.device.to_ascii_lowercase()
+        );
+        let tag = hex(&mut self.rng, 16);
+        let mut leg = Leg {
+            role,
+            target: t,
+            token: None,
+            addr: None,
+            stream: None,
+            open: false,
+            framer: StreamFramer::new(),
+            call_id,
+            tag,
+            cseq: 100,
+            txn: None,
+            queued: None,
+            challenged: false,
+            deadline: Some(now + STEP_TIMEOUT),
+        };
+        let target = self.targets[t].clone();
+        match target.host.parse::<IpAddr>() {
+            Ok(ip) => leg.addr = Some(SocketAddr::new(ip, target.port)),
+            Err(_) => {
+                let id = self.next_dns;
+                self.next_dns = self.next_dns.wrapping_add(1);
+                leg.token = Some(self.resolver.query(now, &target.host, QType::A, id));
+            }
+        }
+        self.legs.push(leg);
+        let i = self.legs.len() - 1;
+        if self.legs[i].addr.is_some() {
+            self.connect(i);
+        }
+        i
+    }
+
+    fn connect(&mut self, i: usize) {
+        let id = self.next_stream;
+        self.next_stream += 1;
+        let leg = &mut self.legs[i];
+        leg.stream = Some(id);
+        if let Some(to) = leg.addr {
+            self.out.push_back(Output::StreamOpen { id, to });
+        }
+    }
+
+    /// A REGISTER on leg `i`: `expires`, and the keepalive flag for a backup.
+    fn register_request(&mut self, i: usize, expires: u32, keepalive: bool) -> Message {
+        let t = self.targets[self.legs[i].target].clone();
+        let transport = if self.cfg.security_mode == 3 { "TLS" } else { "TCP" };
+        let leg = &mut self.legs[i];
+        leg.cseq += 1;
+        let branch = format!("z9hG4bK{}", hex(&mut self.rng, 16));
+        let leg = &mut self.legs[i];
+        let line = &self.cfg.line;
+        let aor = format!("<sip:{line}@{}>", t.host);
+        let local = format!("{}.invalid", self.cfg.device.to_ascii_lowercase());
+        let mut contact = format!(
+            "<sip:{}@{local};transport={}>;+sip.instance=\"<urn:uuid:{}>\";+u.sip!devicename.ccm.cisco.com=\"{}\";+u.sip!model.ccm.cisco.com=\"503\"",
+            self.instance,
+            transport.to_ascii_lowercase(),
+            self.instance,
+            self.cfg.device
+        );
+        if keepalive {
+            contact.push_str(";expires=0;cisco-keep-alive");
+        }
+        Message::request("REGISTER", &format!("sip:{}", t.host))
+            .with("Via", format!("SIP/2.0/{transport} {local};branch={branch}"))
+            .with("From", format!("{aor};tag={}", leg.tag))
+            .with("To", aor)
+            .with("Call-ID", leg.call_id.clone())
+            .with("Max-Forwards", "70")
+            .with("CSeq", format!("{} REGISTER", leg.cseq))
+            .with("User-Agent", USER_AGENT)
+            .with("Contact", contact)
+            .with("Expires", expires.to_string())
+    }
+
+    /// Sends `m` on leg `i` as a new transaction (queued until the stream is open).
+    fn send(&mut self, now: Time, i: usize, m: Message) {
+        let leg = &mut self.legs[i];
+        if !leg.open {
+            leg.queued = Some(m);
+            return;
+        }
+        let mut t = ClientTxn::new(now, m, true, self.timers);
+        while let Some(o) = t.poll_output() {
+            if let (TxnOutput::Send(m), Some(id)) = (o, leg.stream) {
+                self.out.push_back(Output::StreamSend {
+                    id,
+                    bytes: m.to_bytes(),
+                    summary: summary(&m),
+                });
+            }
+        }
+        leg.txn = Some(t);
+        leg.deadline = None;
+    }
+
+    /// Starts registering at target `t` (CC2 order; CC5 for the SRST router).
+    fn register_at(&mut self, now: Time, t: usize) {
+        self.clear_timers();
+        if t >= self.targets.len() {
+            self.close_leg(Role::Active);
+            self.close_leg(Role::Keepalive);
+            self.event(ClientEvent::PhoneState {
+                state: "unregistered".into(),
+                node: String::new(),
+                reason: "no CUCM node or SRST router answered".into(),
+            });
+            self.state = State::Waiting(now + RETRY);
+            return;
+        }
+        self.state = State::Registering(t);
+        let node = self.node(t);
+        self.event(ClientEvent::PhoneState {
+            state: "registering".into(),
+            node,
+            reason: String::new(),
+        });
+        let i = self.open_leg(now, Role::Active, t);
+        let m = self.register_request(i, self.cfg.register_expires, false);
+        self.send(now, i, m);
+    }
+
+    /// The active node is gone or refused: CC3 next member, else CC5 SRST.
+    fn next_target(&mut self, now: Time, reason: &str) {
+        let (t, was_registered) = match self.state {
+            State::Registering(t) => (t, false),
+            State::Registered(t, _) => (t, true),
+            State::Waiting(_) => return self.register_at(now, 0),
+            State::Closed => return,
+        };
+        let node = self.node(t);
+        let state = if was_registered { "failover" } else { "register-failed" };
+        self.event(ClientEvent::PhoneState {
+            state: state.into(),
+            node,
+            reason: reason.to_owned(),
+        });
+        self.close_leg(Role::Active);
+        self.close_leg(Role::Keepalive);
+        self.close_leg(Role::Probe);
+        self.probe_at = None;
+        self.cucm_back_since = None;
+        // SRST is the last resort; after it, the whole list again later.
+        let next = if self.targets[t].srst { self.targets.len() } else { t + 1 };
+        self.register_at(now, next);
+    }
+
+    /// Feeds an input.
+    pub fn handle_input(&mut self, now: Time, input: Input) {
+        let Some(input) = self.resolver.take_input(now, input) else {
+            return self.pump(now);
+        };
+        let leg_of = |legs: &[Leg], id: ConnId| legs.iter().position(|l| l.stream == Some(id));
+        match input {
+            Input::StreamOpened { id } => {
+                if let Some(i) = leg_of(&self.legs, id) {
+                    self.legs[i].open = true;
+                    if self.cfg.security_mode == 3 {
+                        let host = self.node(self.legs[i].target);
+                        self.out.push_back(Output::StreamTls { id, host });
+                        self.legs[i].open = false;
+                    } else if let Some(m) = self.legs[i].queued.take() {
+                        self.send(now, i, m);
+                    }
+                }
+            }
+            Input::StreamTls { id } => {
+                if let Some(i) = leg_of(&self.legs, id) {
+                    self.legs[i].open = true;
+                    if let Some(m) = self.legs[i].queued.take() {
+                        self.send(now, i, m);
+                    }
+                }
+            }
+            Input::StreamFailed { id, reason } => {
+                if let Some(i) = leg_of(&self.legs, id) {
+                    self.leg_failed(now, i, &format!("connection: {reason}"));
+                }
+            }
+            Input::StreamData { id, bytes } => {
+                if let Some(i) = leg_of(&self.legs, id) {
+                    self.on_bytes(now, i, &bytes);
+                }
+            }
+            _ => {}
+        }
+        self.pump(now);
+    }
+
+    fn leg_failed(&mut self, now: Time, i: usize, reason: &str) {
+        let role = self.legs[i].role;
+        let node = self.node(self.legs[i].target);
+        match role {
+            Role::Active => self.next_target(now, reason),
+            Role::Keepalive => {
+                self.close_leg(Role::Keepalive);
+                self.event(ClientEvent::PhoneState {
+                    state: "keepalive-failed".into(),
+                    node,
+                    reason: reason.to_owned(),
+                });
+            }
+            Role::Probe => {
+                self.close_leg(Role::Probe);
+                self.cucm_back_since = None;
+            }
+            Role::Leave => self.close_leg(Role::Leave),
+        }
+    }
+
+    fn on_bytes(&mut self, now: Time, i: usize, bytes: &[u8]) {
+        if self.legs[i].role == Role::Active {
+            self.pong_by = None; // anything heard answers the ping
+        }
+        self.legs[i].framer.feed(bytes);
+        loop {
+            let Some(leg) = self.legs.get_mut(i) else { return };
+            match leg.framer.next_frame() {
+                Ok(Some(Frame::Message(b))) => {
+                    let Some(m) = sip::read(&b) else { continue };
+                    if m.code().is_some() {
+                        let Some(t) = leg.txn.as_mut().filter(|t| t.matches(&m)) else { continue };
+                        t.on_response(now, m);
+                        self.drain_txn(now, i);
+                    }
+                    // Requests from the node (calls) are not handled by this engine yet.
+                }
+                Ok(Some(Frame::Ping)) => {}
+                Ok(None) => return,
+                Err(e) => return self.leg_failed(now, i, &format!("framing: {e}")),
+            }
+        }
+    }
+
+    /// Moves a leg's transaction outputs on.
+    fn drain_txn(&mut self, now: Time, i: usize) {
+        let mut responses = Vec::new();
+        let mut timed_out = false;
+        if let Some(leg) = self.legs.get_mut(i)
+            && let Some(t) = leg.txn.as_mut()
+        {
+            while let Some(o) = t.poll_output() {
+                match o {
+                    TxnOutput::Send(m) => {
+                        if let Some(id) = leg.stream {
+                            self.out.push_back(Output::StreamSend {
+                                id,
+                                bytes: m.to_bytes(),
+                                summary: summary(&m),
+                            });
+                        }
+                    }
+                    TxnOutput::Response(m) => responses.push(m),
+                    TxnOutput::Timeout => timed_out = true,
+                    _ => {}
+                }
+            }
+        }
+        for r in responses {
+            self.on_response(now, i, r);
+        }
+        if timed_out {
+            self.leg_failed(now, i, "no answer to REGISTER");
+        }
+    }
+
+    fn on_response(&mut self, now: Time, i: usize, r: Message) {
+        let Some(code) = r.code() else { return };
+        if code < 200 {
+            return;
+        }
+        let Some(leg) = self.legs.get(i) else { return };
+        let (role, t) = (leg.role, leg.target);
+        let node = self.node(t);
+        if code == 401 || code == 407 {
+            if leg.challenged {
+                return self.leg_failed(now, i, "wrong credentials");
+            }
+            let Some(req) = leg.txn.as_ref().map(|t| t.request().clone()) else { return };
+            let header = if code == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" };
+            let Some(auth) = r.get(header).and_then(|c| self.digest(&req, c)) else {
+                return self.leg_failed(now, i, "unsupported challenge");
+            };
+            let mut again = req;
+            let leg = &mut self.legs[i];
+            leg.challenged = true;
+            leg.cseq += 1;
+            again.set("CSeq", format!("{} REGISTER", leg.cseq));
+            let branch = format!("z9hG4bK{}", hex(&mut self.rng, 16));
+            let via = again.get("Via").unwrap_or("").to_owned();
+            let via = match via.split_once(";branch=") {
+                Some((a, _)) => format!("{a};branch={branch}"),
+                None => via,
+            };
+            again.set("Via", via);
+            again.push(if code == 401 { "Authorization" } else { "Proxy-Authorization" }, auth);
+            return self.send(now, i, again);
+        }
+        if code >= 300 {
+            return self.leg_failed(now, i, &format!("{code} {}", sip::reason(code)));
+        }
+        self.legs[i].challenged = false;
+        match role {
+            Role::Active => {
+                let granted = r
+                    .get("Expires")
+                    .and_then(|e| e.parse::<u32>().ok())
+                    .or_else(|| {
+                        r.name_addr("Contact")
+                            .and_then(|c| c.param("expires").flatten().and_then(|e| e.parse().ok()))
+                    })
+                    .unwrap_or(self.cfg.register_expires);
+                let until = now + Duration::from_secs(u64::from(granted));
+                let first = !matches!(self.state, State::Registered(x, _) if x == t);
+                self.state = State::Registered(t, until);
+                let refresh = u64::from(granted.saturating_sub(self.cfg.register_delta).max(1));
+                self.refresh_at = Some(now + Duration::from_secs(refresh));
+                self.ping_at = Some(now + PING_INTERVAL);
+                if !first {
+                    self.event(ClientEvent::PhoneState {
+                        state: "refreshed".into(),
+                        node: node.clone(),
+                        reason: String::new(),
+                    });
+                }
+                if first {
+                    let srst = self.targets[t].srst;
+                    self.event(ClientEvent::PhoneRegistered {
+                        node: node.clone(),
+                        expires: granted,
+                        srst,
+                    });
+                    self.close_leg(Role::Leave);
+                    if srst {
+                        // CC5: watch for CUCM coming back.
+                        self.probe_at = Some(
+                            now + Duration::from_secs(u64::from(self.cfg.keepalive.clamp(1, 30))),
+                        );
+                        self.keepalive_at = None;
+                    } else {
+                        // WIRE.md: keepalives to the backup member, if there is one.
+                        let backup = (t + 1..self.targets.len()).find(|&b| !self.targets[b].srst);
+                        self.keepalive_at = backup.map(|_| now);
+                    }
+                }
+            }
+            Role::Keepalive => {
+                self.event(ClientEvent::PhoneState {
+                    state: "keepalive".into(),
+                    node,
+                    reason: String::new(),
+                });
+            }
+            Role::Probe => {
+                // CC5: CUCM answers; after connectionMonitorDuration of that, go back.
+                let since = *self.cucm_back_since.get_or_insert(now);
+                if since == now {
+                    self.event(ClientEvent::PhoneState {
+                        state: "cucm-reachable".into(),
+                        node,
+                        reason: String::new(),
+                    });
+                }
+                let monitor = Duration::from_secs(u64::from(self.cfg.connection_monitor));
+                if now >= since + monitor {
+                    return self.return_to_cucm(now);
+                }
+                self.probe_at = Some((now + Duration::from_secs(30)).min(since + monitor));
+            }
+            Role::Leave => self.close_leg(Role::Leave),
+        }
+    }
+
+    /// CC5: leave SRST for the first CUCM member: register there, then unregister at SRST.
+    fn return_to_cucm(&mut self, now: Time) {
+        let State::Registered(srst, _) = self.state else { return };
+        self.close_leg(Role::Probe);
+        self.probe_at = None;
+        self.cucm_back_since = None;
+        // The SRST registration is ended on its own leg.
+        if let Some(i) = self.legs.iter().position(|l| l.role == Role::Active) {
+            self.legs[i].role = Role::Leave;
+            let m = self.register_request(i, 0, false);
+            self.send(now, i, m);
+        }
+        let node = self.node(srst);
+        self.event(ClientEvent::PhoneState {
+            state: "leaving-srst".into(),
+            node,
+            reason: String::new(),
+        });
+        self.register_at(now, 0);
+    }
+
+    /// RFC 2617 digest credentials for `req` answering `challenge` (MD5, qop auth or none).
+    fn digest(&mut self, req: &Message, challenge: &str) -> Option<String> {
+        let rest = challenge.trim().strip_prefix("Digest")?;
+        let mut realm = String::new();
+        let mut nonce = String::new();
+        let mut qop = None;
+        let mut opaque = None;
+        for part in sip::split_list(rest).ok()? {
+            let (k, v) = part.split_once('=')?;
+            let v = v.trim().trim_matches('"').to_owned();
+            match k.trim().to_ascii_lowercase().as_str() {
+                "realm" => realm = v,
+                "nonce" => nonce = v,
+                "qop" => qop = v.split(',').any(|q| q.trim() == "auth").then_some(()),
+                "opaque" => opaque = Some(v),
+                "algorithm" if !v.eq_ignore_ascii_case("MD5") => return None,
+                _ => {}
+            }
+        }
+        let sip::Start::Request { method, uri } = &req.start else { return None };
+        let ha1 = md5_hex(&format!("{}:{realm}:{}", self.user.user, self.user.password));
+        let ha2 = md5_hex(&format!("{method}:{uri}"));
+        let mut h = format!(
+            "Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm=MD5",
+            self.user.user
+        );
+        let response = match qop {
+            Some(()) => {
+                let cnonce = hex(&mut self.rng, 16);
+                h.push_str(&format!(", qop=auth, nc=00000001, cnonce=\"{cnonce}\""));
+                md5_hex(&format!("{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}"))
+            }
+            None => md5_hex(&format!("{ha1}:{nonce}:{ha2}")),
+        };
+        h.push_str(&format!(", response=\"{response}\""));
+        if let Some(o) = opaque {
+            h.push_str(&format!(", opaque=\"{o}\""));
+        }
+        Some(h)
+    }
+
+    /// Time passed. Spurious calls no-op.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.resolver.handle_timeout(now);
+        for i in (0..self.legs.len()).rev() {
+            if i >= self.legs.len() {
+                continue;
+            }
+            if let Some(t) = self.legs[i].txn.as_mut() {
+                t.handle_timeout(now);
+                self.drain_txn(now, i);
+            }
+            if let Some(leg) = self.legs.get(i)
+                && leg.deadline.is_some_and(|d| d <= now)
+            {
+                self.leg_failed(now, i, "no answer");
+            }
+        }
+        let due = |t: Option<Time>| t.is_some_and(|t| t <= now);
+        if let State::Waiting(t) = self.state
+            && t <= now
+        {
+            self.register_at(now, 0);
+            return self.pump(now);
+        }
+        if due(self.pong_by) {
+            self.pong_by = None;
+            self.next_target(now, "no answer to keepalive ping");
+            return self.pump(now);
+        }
+        if due(self.ping_at) {
+            self.ping_at = Some(now + PING_INTERVAL);
+            if let Some(l) = self.legs.iter().find(|l| l.role == Role::Active && l.open)
+                && let Some(id) = l.stream
+            {
+                self.out.push_back(Output::StreamSend {
+                    id,
+                    bytes: b"\r\n\r\n".to_vec(),
+                    summary: "SIP keepalive ping".into(),
+                });
+                self.pong_by = Some(now + PONG_TIMEOUT);
+            }
+        }
+        if due(self.refresh_at)
+            && let Some(i) = self.legs.iter().position(|l| l.role == Role::Active)
+        {
+            self.refresh_at = None;
+            let m = self.register_request(i, self.cfg.register_expires, false);
+            self.send(now, i, m);
+        }
+        if due(self.keepalive_at)
+            && let State::Registered(t, _) = self.state
+        {
+            self.keepalive_at =
+                Some(now + Duration::from_secs(u64::from(self.cfg.keepalive.max(1))));
+            if let Some(b) = (t + 1..self.targets.len()).find(|&b| !self.targets[b].srst) {
+                let i = match self.legs.iter().position(|l| l.role == Role::Keepalive) {
+                    Some(i) => i,
+                    None => self.open_leg(now, Role::Keepalive, b),
+                };
+                if self.legs[i]
+                    .txn
+                    .as_ref()
+                    .is_none_or(|t| t.state() == sip::txn::ClientState::Terminated)
+                {
+                    let m = self.register_request(i, 0, true);
+                    self.send(now, i, m);
+                }
+            }
+        }
+        if due(self.probe_at) {
+            self.probe_at = Some(now + Duration::from_secs(30));
+            let i = match self.legs.iter().position(|l| l.role == Role::Probe) {
+                Some(i) => i,
+                None => self.open_leg(now, Role::Probe, 0),
+            };
+            if self.legs[i]
+                .txn
+                .as_ref()
+                .is_none_or(|t| t.state() == sip::txn::ClientState::Terminated)
+            {
+                let m = self.register_request(i, 0, true);
+                self.send(now, i, m);
+            }
+        }
+        self.pump(now);
+    }
+
+    fn pump(&mut self, now: Time) {
+        while let Some((token, res)) = self.resolver.next_answer(&mut self.out) {
+            let Some(i) = self.legs.iter().position(|l| l.token == Some(token)) else { continue };
+            let ip = res.ok().and_then(|m| m.first_ipv4()).map(IpAddr::V4);
+            match ip {
+                Some(ip) => {
+                    let port = self.targets[self.legs[i].target].port;
+                    self.legs[i].addr = Some(SocketAddr::new(ip, port));
+                    self.legs[i].token = None;
+                    self.connect(i);
+                }
+                None => self.leg_failed(now, i, "does not resolve"),
+            }
+        }
+    }
+}
+
+fn md5_hex(s: &str) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A transcript line for a SIP message the phone sends.
+pub fn summary(m: &Message) -> String {
+    match &m.start {
+        sip::Start::Request { method, uri } => {
+            let mut s = format!("SIP {method} {uri}");
+            if let Some(e) = m.get("Expires") {
+                s.push_str(&format!(" expires={e}"));
+            }
+            if m.get("Contact").is_some_and(|c| c.contains("cisco-keep-alive")) {
+                s.push_str(" keep-alive");
+            }
+            if m.get("Authorization").is_some() {
+                s.push_str(" (digest)");
+            }
+            s
+        }
+        sip::Start::Response { code, reason } => format!("SIP {code} {reason}"),
+    }
+}
