@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what uclab's tests need on a fresh Debian machine: tshark, dig, curl, xmllint,
-# unbound (a real DNS server the live checks start on loopback), prosody (a real XMPP server)
-# and slixmpp (real XMPP clients). cargo test is used when
+# unbound (a real DNS server the live checks start on loopback), prosody (a real XMPP server),
+# slixmpp (real XMPP clients), sipsak (a real SIP UA) and kamailio (a real SIP registrar). cargo test is used when
 # cargo-nextest is missing. Idempotent.
 set -euo pipefail
 
@@ -16,6 +16,10 @@ command -v unbound >/dev/null 2>&1 || need+=(unbound)
 # Debian's python3) that sign in to uclab's IM&P mock.
 command -v prosody >/dev/null 2>&1 || need+=(prosody)
 /usr/bin/python3 -c 'import slixmpp' >/dev/null 2>&1 || need+=(python3-slixmpp)
+# A real SIP user agent (sipsak registers to the CUCM mock) and a real SIP registrar
+# (Kamailio, which the client core registers to).
+command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
+command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   sudo=""
@@ -23,12 +27,15 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-for t in tshark dig curl xmllint python3 unbound prosody prosodyctl; do
+for t in tshark dig curl xmllint python3 unbound prosody prosodyctl sipsak kamailio; do
   command -v "$t" >/dev/null || { echo "setup: $t still missing" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import slixmpp' 2>/dev/null || { echo "setup: slixmpp still missing" >&2; exit 1; }
-# Debian starts the packaged prosody service on install; the tests start their own on loopback.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prosody 2>/dev/null; then
-  ${sudo:-} systemctl stop prosody || true
-fi
+# Debian starts the packaged prosody and kamailio services on install; the tests start their
+# own on loopback.
+for svc in prosody kamailio; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    ${sudo:-} systemctl stop "$svc" || true
+  fi
+done
 echo "setup: ok ($(tshark --version 2>/dev/null | head -1); $(dig -v 2>&1 | head -1))"

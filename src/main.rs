@@ -122,6 +122,31 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Register the real client core's softphone (SIP over TCP, digest answered) to a SIP
+    /// registrar, and report what happened.
+    ProbeSip {
+        /// Registrar (ip:port); repeat for backups, which get the keepalive REGISTER.
+        #[arg(long = "server", required = true)]
+        servers: Vec<SocketAddr>,
+        /// Digest user.
+        #[arg(long)]
+        user: String,
+        /// Password.
+        #[arg(long, default_value = "")]
+        password: String,
+        /// Directory number to register.
+        #[arg(long)]
+        line: String,
+        /// How long to stay registered, e.g. `3s`.
+        #[arg(long, default_value = "3s")]
+        wait: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seed for the client's random choices.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Issue a certificate of the lab CA (for a real server the lab's clients should trust).
     Pki {
         /// DNS names (or IP addresses) the certificate names.
@@ -158,6 +183,15 @@ fn main() {
             ca_pem.as_deref(),
             seed,
         ),
+        Cmd::ProbeSip { servers, user, password, line, wait, json, seed } => {
+            match uclab_sim::time::parse_duration(&wait) {
+                Ok(w) => commands::cmd_probe_sip(servers, (&user, &password), &line, w, json, seed),
+                Err(e) => {
+                    eprintln!("error: --wait: {e}");
+                    2
+                }
+            }
+        }
         Cmd::ProbeXmpp { server, domain, user, password, messages, wait, json, seed } => {
             let mut parsed = Vec::new();
             for m in &messages {

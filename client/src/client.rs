@@ -224,6 +224,42 @@ impl Client {
         self.pump_im();
     }
 
+    /// Registers a softphone for `line` straight to the registrar `servers[0]` (the others
+    /// are its backups), without discovery or UDS: how the client core meets a real registrar
+    /// (`uclab probe-sip`). The device configuration is the product's defaults.
+    pub fn phone_direct(
+        &mut self,
+        now: Time,
+        servers: &[SocketAddr],
+        (user, password): (&str, &str),
+        line: &str,
+        seed: u64,
+    ) {
+        if let Some(mut p) = self.phone.take() {
+            p.close();
+            self.out.extend(std::iter::from_fn(|| p.poll_output()));
+        }
+        let cfg = uclab_proto::uds::DeviceConfig {
+            device: format!("CSF{}", user.to_ascii_uppercase()),
+            members: servers.iter().map(|s| (s.ip().to_string(), s.port(), s.port())).collect(),
+            srst: None,
+            connection_monitor: 120,
+            line: line.to_owned(),
+            register_expires: 3600,
+            register_delta: 5,
+            keepalive: 120,
+            t1_t2: (500, 4000),
+            media_ports: (16384, 32766),
+            transport: 2,
+            security_mode: 1,
+        };
+        let u = PhoneUser { user: user.to_owned(), password: password.to_owned() };
+        self.phone = Some(Phone::start(now, u, cfg, self.resolver.clone(), seed));
+        while let Some(o) = self.phone.as_mut().and_then(Phone::poll_output) {
+            self.out.push_back(o);
+        }
+    }
+
     fn pump_im(&mut self) {
         while let Some(o) = self.im.as_mut().and_then(ImSession::poll_output) {
             self.out.push_back(o);
@@ -448,6 +484,11 @@ impl Client {
     /// Whether the softphone is registered (it keeps refreshing, pinging and keeping alive).
     pub fn phone_registered(&self) -> bool {
         self.phone.as_ref().is_some_and(|p| p.registered().is_some())
+    }
+
+    /// Whether there is a softphone (registered or trying).
+    pub fn has_phone(&self) -> bool {
+        self.phone.is_some()
     }
 
     /// Whether nothing is running but the softphone's upkeep: then only its timers are due.

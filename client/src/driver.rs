@@ -42,6 +42,18 @@ pub enum UserAction {
         /// Password.
         password: String,
     },
+    /// Registers the softphone straight to a SIP registrar (no discovery, no UDS): how the
+    /// client core meets a real registrar (`uclab probe-sip`).
+    PhoneDirect {
+        /// Registrar, then an optional backup (gets the keepalive REGISTER).
+        servers: Vec<SocketAddr>,
+        /// Digest user.
+        user: String,
+        /// Password.
+        password: String,
+        /// Directory number to register.
+        line: String,
+    },
     /// The machine joined another network (SPEC SD8): new name servers from DHCP.
     NetworkChanged {
         /// The new name servers.
@@ -161,10 +173,16 @@ pub async fn run<N: Net + Clone + 'static>(
                         let _ = tx.send(Msg::Http(req.id, r));
                     });
                 }
-                Output::StreamOpen { id, to } => {
+                Output::StreamOpen { id, to, dscp } => {
                     let (ctx, crx) = mpsc::unbounded_channel();
                     streams.insert(id, ctx);
-                    tokio::task::spawn_local(stream_actor(net.clone(), id, to, crx, tx.clone()));
+                    tokio::task::spawn_local(stream_actor(
+                        net.clone(),
+                        id,
+                        (to, dscp),
+                        crx,
+                        tx.clone(),
+                    ));
                 }
                 Output::StreamSend { id, bytes, summary } => {
                     if let Some(s) = streams.get(&id) {
@@ -188,7 +206,7 @@ pub async fn run<N: Net + Clone + 'static>(
             (engine.im_connected() || engine.phone_registered()) && net.now() < cfg.stay_until;
         let idle = engine.is_idle() && !staying;
         // The softphone's refreshes and pings go on for ever: past the horizon they end a run.
-        if idle && engine.only_upkeep() && engine.phone_registered() {
+        if engine.only_upkeep() && engine.has_phone() && net.now() >= cfg.stay_until {
             break;
         }
         let stay = staying.then_some(cfg.stay_until);
@@ -225,6 +243,9 @@ pub async fn run<N: Net + Clone + 'static>(
                             engine.im_direct(now, server, &domain, (&user, &password), seed)
                         }
                         UserAction::NetworkChanged { dns } => engine.network_changed(now, dns, seed),
+                        UserAction::PhoneDirect { servers, user, password, line } => {
+                            engine.phone_direct(now, &servers, (&user, &password), &line, seed)
+                        }
                     }
                 }
                 engine.handle_timeout(now);
@@ -346,17 +367,18 @@ enum StreamCmd {
 async fn stream_actor<N: Net>(
     net: Rc<N>,
     id: ConnId,
-    to: SocketAddr,
+    (to, dscp): (SocketAddr, u8),
     mut cmds: mpsc::UnboundedReceiver<StreamCmd>,
     tx: mpsc::UnboundedSender<Msg>,
 ) {
-    let tcp = match net.connect(to).await {
+    let mut tcp = match net.connect(to).await {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(Msg::StreamFailed(id, io_reason(&e)));
             return;
         }
     };
+    tcp.set_dscp(dscp);
     let (local, peer) = (tcp.local_addr(), tcp.peer_addr());
     let _ = tx.send(Msg::StreamOpened(id));
     let mut io: Box<dyn uclab_net::AsyncIo> = Box::new(tcp);

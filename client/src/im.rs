@@ -38,6 +38,8 @@ use crate::resolver::{QueryToken, ResolverConfig, StubResolver};
 pub const SOAP_PORT: u16 = 8443;
 /// XMPP client port.
 pub const XMPP_PORT: u16 = 5222;
+/// DSCP of IM&P traffic (SPEC MEDIA2: CS3).
+pub const DSCP_IMP: u8 = 24;
 /// How long one step (an HTTP request, an XMPP exchange) may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP ids of this engine (discovery and sign-in use others).
@@ -274,7 +276,7 @@ impl ImSession {
         let id = s.next_stream;
         s.next_stream += 1;
         s.stream = Some(id);
-        s.out.push_back(Output::StreamOpen { id, to: server });
+        s.out.push_back(Output::StreamOpen { id, to: server, dscp: DSCP_IMP });
         s.st = St::Opening;
         s.deadline = Some(now + STEP_TIMEOUT);
         s
@@ -991,6 +993,7 @@ impl ImSession {
                         self.out.push_back(Output::StreamOpen {
                             id,
                             to: SocketAddr::new(ip, XMPP_PORT),
+                            dscp: DSCP_IMP,
                         });
                         self.st = St::Opening;
                         self.deadline = Some(now + STEP_TIMEOUT);
@@ -1130,7 +1133,7 @@ mod tests {
         let id = out
             .iter()
             .find_map(|o| match o {
-                Output::StreamOpen { id, to } if *to == server => Some(*id),
+                Output::StreamOpen { id, to, .. } if *to == server => Some(*id),
                 _ => None,
             })
             .expect("straight to the server: no SOAP, no DNS");
@@ -1238,7 +1241,7 @@ mod tests {
         let (id, to) = out
             .iter()
             .find_map(|o| match o {
-                Output::StreamOpen { id, to } => Some((*id, *to)),
+                Output::StreamOpen { id, to, .. } => Some((*id, *to)),
                 _ => None,
             })
             .unwrap();

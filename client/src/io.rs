@@ -83,6 +83,8 @@ pub enum Output {
         id: ConnId,
         /// Address.
         to: SocketAddr,
+        /// DSCP of what we send (SPEC MEDIA2: call signalling and IM&P traffic 24).
+        dscp: u8,
     },
     /// Write to a stream.
     StreamSend {

@@ -45,6 +45,8 @@ pub const PONG_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RETRY: Duration = Duration::from_secs(30);
 /// How long resolving, connecting and a REGISTER may take together at one node.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// DSCP of call signalling (SPEC MEDIA2: CS3).
+pub const DSCP_SIGNALLING: u8 = 24;
 /// The User-Agent of the CSF device (WIRE.md).
 pub const USER_AGENT: &str = "Cisco-CSF";
 
@@ -323,7 +325,7 @@ impl Phone {
         let leg = &mut self.legs[i];
         leg.stream = Some(id);
         if let Some(to) = leg.addr {
-            self.out.push_back(Output::StreamOpen { id, to });
+            self.out.push_back(Output::StreamOpen { id, to, dscp: DSCP_SIGNALLING });
         }
     }
 

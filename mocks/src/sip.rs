@@ -422,10 +422,23 @@ impl Cluster {
         if let Some(top) = top {
             let first = split_list(&top).ok().and_then(|l| l.first().map(|s| (*s).to_owned()));
             if let Some(first) = first
-                && !first.contains("received=")
+                && top.starts_with(&first)
             {
+                // RFC 3581: an empty rport gets the source port; received the source address.
                 let rest = top[first.len()..].to_owned();
-                let stamped = format!("{first};received={};rport={}{rest}", peer.ip(), peer.port());
+                let kept: Vec<&str> = first
+                    .split(';')
+                    .filter(|p| {
+                        let k = p.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
+                        k != "received" && k != "rport"
+                    })
+                    .collect();
+                let stamped = format!(
+                    "{};received={};rport={}{rest}",
+                    kept.join(";"),
+                    peer.ip(),
+                    peer.port()
+                );
                 if let Some(h) = m.headers.iter_mut().find(|h| h.name == "Via") {
                     h.value = stamped;
                 }
@@ -958,6 +971,13 @@ async fn stream<N: uclab_net::Net>(
             r = io.read(&mut buf) => {
                 let n = match r {
                     Ok(0) | Err(_) => {
+                        // What was answered before the peer closed still goes out.
+                        while let Ok(out) = rx.try_recv() {
+                            net.transcript().message(net.now(), local, peer, "tcp", &out.summary);
+                            if io.write_all(&out.bytes).await.is_err() {
+                                break;
+                            }
+                        }
                         if framer.finish().is_err() {
                             net.transcript().message(net.now(), peer, local, "tcp", "SIP stream closed inside a message");
                         }

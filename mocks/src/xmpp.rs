@@ -346,7 +346,8 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
     let listener = net.listen(port).await?;
     let tls = net.tls().server_config(&names).map_err(std::io::Error::other)?;
     loop {
-        let tcp = listener.accept().await?;
+        let mut tcp = listener.accept().await?;
+        tcp.set_dscp(24); // SPEC MEDIA2: IM&P traffic is CS3
         let (net, cfg, state, router, tls) =
             (net.clone(), cfg.clone(), state.clone(), router.clone(), tls.clone());
         tokio::task::spawn_local(async move {

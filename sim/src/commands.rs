@@ -410,6 +410,39 @@ pub fn cmd_probe_xmpp(
     }
 }
 
+/// `uclab probe-sip`.
+pub fn cmd_probe_sip(
+    servers: Vec<SocketAddr>,
+    (user, password): (&str, &str),
+    line: &str,
+    wait: std::time::Duration,
+    json: bool,
+    seed: u64,
+) -> i32 {
+    let Some((rt, local)) = local_runtime() else { return EXIT_FAIL };
+    let probe = crate::live::probe_sip(servers, (user, password), line, wait, seed, !json);
+    match local.block_on(&rt, probe) {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                match &r.registered {
+                    Some((node, expires)) => println!("registered: {node} for {expires} s"),
+                    None => println!("registered: no"),
+                }
+                if let Some(e) = &r.error {
+                    println!("error: {e}");
+                }
+            }
+            if r.registered.is_some() { EXIT_OK } else { EXIT_FAIL }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAIL
+        }
+    }
+}
+
 /// `uclab pki`: a lab certificate for `names` (and its key and the CA) into files.
 pub fn cmd_pki(seed: u64, names: &[String], cert: &Path, key: &Path, ca: Option<&Path>) -> i32 {
     let (c, k, a) = match crate::live::issue_pem(seed, names) {

@@ -295,6 +295,58 @@ pub async fn probe_xmpp(
     })
 }
 
+/// What `uclab probe-sip` saw.
+#[derive(Clone, Debug, Serialize)]
+pub struct SipProbeResult {
+    /// The registrar the phone registered with, and the seconds granted.
+    pub registered: Option<(String, u32)>,
+    /// The last failure, if any.
+    pub error: Option<String>,
+    /// Every event, `kind k=v …`.
+    pub steps: Vec<String>,
+}
+
+/// Registers a softphone for `line` with the real client core's SIP engine at `servers[0]`
+/// (TCP; digest answered with `user`/`password`; `servers[1..]` get keepalives) and stays
+/// `wait`. Must run inside a `tokio::task::LocalSet`.
+pub async fn probe_sip(
+    servers: Vec<SocketAddr>,
+    (user, password): (&str, &str),
+    line: &str,
+    wait: std::time::Duration,
+    seed: u64,
+    verbose: bool,
+) -> io::Result<SipProbeResult> {
+    let first = *servers.first().ok_or_else(|| io::Error::other("no registrar"))?;
+    let (net, transcript) = probe_net(first, seed, verbose)?;
+    let cfg = ClientConfig {
+        name: "probe".into(),
+        dns: Vec::new(),
+        bootstrap: Default::default(),
+        stay_until: wait,
+    };
+    let action = UserAction::PhoneDirect {
+        servers,
+        user: user.to_owned(),
+        password: password.to_owned(),
+        line: line.to_owned(),
+    };
+    driver::run(net, cfg, vec![(std::time::Duration::ZERO, action)]).await?;
+    let events = transcript.events();
+    let registered = events.iter().find(|e| e.kind == "phone-registered").map(|e| {
+        let expires = field(e, "expires").and_then(|x| x.parse().ok()).unwrap_or(0);
+        (field(e, "node").unwrap_or("").to_owned(), expires)
+    });
+    let error = events
+        .iter()
+        .rev()
+        .filter(|e| e.kind == "phone-state")
+        .find(|e| field(e, "reason").is_some())
+        .and_then(|e| field(e, "reason"))
+        .map(str::to_owned);
+    Ok(SipProbeResult { registered, error, steps: summarise(&events).steps })
+}
+
 /// Writes a certificate of the lab CA of `seed` for `names`, its key (PKCS#8) and the CA, as
 /// PEM: for real servers the lab's clients should trust (a Prosody under test).
 pub fn issue_pem(seed: u64, names: &[String]) -> io::Result<(String, String, String)> {

@@ -5,7 +5,7 @@
 set -uo pipefail
 UCLAB=$(realpath "${1:-target/debug/uclab}")
 cd "$(dirname "$0")/../.."
-for t in tshark dig python3 curl xmllint unbound prosody prosodyctl; do
+for t in tshark dig python3 curl xmllint unbound prosody prosodyctl sipsak kamailio; do
   command -v "$t" >/dev/null || { echo "live: $t is missing (run scripts/setup.sh)"; echo "live: 0 passed, 1 failed"; exit 1; }
 done
 work=$(mktemp -d)
@@ -16,6 +16,7 @@ cleanup() {
   [ -n "${serve_pid:-}" ] && kill "$serve_pid" 2>/dev/null
   [ -n "${unbound_pid:-}" ] && kill "$unbound_pid" 2>/dev/null
   [ -n "${prosody_pid:-}" ] && kill "$prosody_pid" 2>/dev/null
+  [ -f "$work/kam/k.pid" ] && kill "$(cat "$work/kam/k.pid")" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -254,6 +255,62 @@ wait "$echo_pid" 2>/dev/null
 grep -q '^got alice@example.test ping' "$pd/bob.out" && ok "slixmpp on Prosody received the client core's message" || ko "slixmpp on Prosody: $(cat "$pd/bob.out")"
 json=$(timeout 20 "$UCLAB" probe-xmpp --server "127.0.0.1:$PP" --domain example.test --user alice --password wrong --wait 1s --json 2>&1)
 case "$json" in *'"jid": null'*"XMPP sign-in refused: not-authorized"*) ok "Prosody refuses a wrong password: the core reports not-authorized";; *) ko "wrong password at Prosody: $json";; esac
+
+# 11. SIP (issue 5). A real SIP UA (sipsak) registers to serve's CUCM over UDP and is granted
+#     120 s; the client core's softphone registers over TCP with a keepalive to cucm2; every
+#     RFC 4475/5118 torture message over UDP and TCP gets the answer corpora/sip/expected.txt
+#     names and OPTIONS is still answered after them; the client core registers to a real
+#     Kamailio (Debian's, on loopback, with a registrar config written here); tshark decodes the
+#     SIP of the call scenarios' captures with DSCP 24 (SPEC MEDIA2).
+S=$(port cucm1 sip-udp); S2=$(port cucm2 sip-tcp)
+out=$(timeout 10 sipsak -U -s "sip:1001@127.0.0.1:$S" -C "sip:alice@127.0.0.1:5099" -x 3600 -H 127.0.0.1 -vvv 2>&1)
+case "$out" in *"SIP/2.0 200 OK"*"Expires: 120"*"successful"*) ok "sipsak registers to serve's CUCM over UDP: 200, Expires 120";; *) ko "sipsak register: $(echo "$out" | tail -5)";; esac
+json=$(timeout 20 "$UCLAB" probe-sip --server "127.0.0.1:$S" --server "127.0.0.1:$S2" --user alice --password lab --line 1001 --wait 2s --json 2>&1)
+case "$json" in *'"127.0.0.1",'*120*"phone-state state=keepalive"*) ok "client core registers to serve's CUCM (TCP, 120 s) and keeps cucm2 alive";; *) ko "probe-sip to serve: $json";; esac
+out=$(timeout 120 python3 tests/live/sip_torture.py 127.0.0.1 "$S" corpora/sip 2>&1)
+case "$out" in *"torture: 122/122"*"OPTIONS after the corpus: 200"*) ok "$(echo "$out" | tail -1)";; *) ko "SIP torture corpus: $out";; esac
+kd="$work/kam"; mkdir -p "$kd"
+KP=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$kd/kamailio.cfg" <<EOF
+#!KAMAILIO
+debug=2
+log_stderror=yes
+fork=yes
+children=1
+tcp_children=1
+listen=udp:127.0.0.1:$KP
+listen=tcp:127.0.0.1:$KP
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "sanity.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+modparam("usrloc", "db_mode", 0)
+modparam("registrar", "max_expires", 120)
+request_route {
+  if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
+  if (!sanity_check()) { exit; }
+  if (is_method("REGISTER")) { if (!save("location")) { sl_reply_error(); } exit; }
+  sl_send_reply("404", "Not Found");
+}
+EOF
+kamailio -f "$kd/kamailio.cfg" -P "$kd/k.pid" -Y "$kd" -w "$kd" -DD -E >"$kd/log" 2>&1 &
+up=0; for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$KP) 2>/dev/null && { up=1; break; }; sleep 0.1; done
+[ $up = 1 ] && ok "kamailio listening on 127.0.0.1:$KP" || ko "kamailio did not start: $(tail -5 "$kd/log")"
+json=$(timeout 20 "$UCLAB" probe-sip --server "127.0.0.1:$KP" --user alice --line 1001 --wait 1s --json 2>&1)
+case "$json" in *'"registered": ['*120*'"error": null'*) ok "client core registers to Kamailio over TCP (granted 120 s)";; *) ko "probe-sip to Kamailio: $json $(tail -5 "$kd/log")";; esac
+for sc in calls/register failover/cucm-primary-crash srst/wan-down; do
+  f="$work/a/$sc/capture.pcapng"
+  sip=$(tshark -r "$f" -Y sip 2>/dev/null | wc -l)
+  bad=$(tshark -r "$f" -Y 'sip && (_ws.malformed || _ws.expert.severity >= error)' 2>/dev/null | wc -l)
+  off=$(tshark -r "$f" -Y 'sip && ip.dsfield.dscp != 24' 2>/dev/null | wc -l)
+  if [ "$sip" -gt 0 ] && [ "$bad" -eq 0 ] && [ "$off" -eq 0 ]; then ok "tshark $sc: $sip SIP messages, none malformed, all DSCP 24"; else ko "tshark $sc: $sip SIP, $bad malformed, $off not DSCP 24"; fi
+done
 
 echo "live: $pass passed, $fail failed"
 
