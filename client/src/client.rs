@@ -206,6 +206,22 @@ impl Client {
         self.pump_im();
     }
 
+    /// Does something with calls (SPEC CC4, CC5). Without a softphone it is refused.
+    pub fn call_action(&mut self, now: Time, a: &crate::call::CallAction) {
+        match self.phone.as_mut() {
+            Some(p) => {
+                p.act(now, a);
+                while let Some(o) = p.poll_output() {
+                    self.out.push_back(o);
+                }
+            }
+            None => self.out.push_back(Output::Event(ClientEvent::FeatureRefused {
+                feature: a.name(),
+                reason: "no softphone".into(),
+            })),
+        }
+    }
+
     /// Signs `user` in to the XMPP server at `server` directly, with SASL PLAIN and no SOAP
     /// or discovery: how the client core meets a plain XMPP server (`uclab probe-xmpp`).
     pub fn im_direct(

@@ -42,6 +42,8 @@ pub enum UserAction {
         /// Password.
         password: String,
     },
+    /// Does something with calls (SPEC CC4, CC5).
+    Call(crate::call::CallAction),
     /// Registers the softphone straight to a SIP registrar (no discovery, no UDS): how the
     /// client core meets a real registrar (`uclab probe-sip`).
     PhoneDirect {
@@ -239,6 +241,7 @@ pub async fn run<N: Net + Clone + 'static>(
                         }
                         UserAction::Install { bootstrap } => engine.install(bootstrap),
                         UserAction::Im(a) => engine.im_action(&a),
+                        UserAction::Call(a) => engine.call_action(now, &a),
                         UserAction::ImDirect { server, domain, user, password } => {
                             engine.im_direct(now, server, &domain, (&user, &password), seed)
                         }

@@ -287,6 +287,42 @@ pub enum ClientEvent {
         /// Registered to the SRST router.
         srst: bool,
     },
+    /// A call changed state: `dialing`, `ringback`, `ringing`, `connected`, `held`, `resumed`,
+    /// `held-by-peer`, `resumed-by-peer`, `muted`, `unmuted`, `ended`, `failed <code>`.
+    CallState {
+        /// The phone's call number.
+        id: u32,
+        /// The state.
+        state: String,
+        /// The other party.
+        peer: String,
+    },
+    /// A call's media (SPEC MEDIA1): its audio port, from the lower half of the SIP profile's
+    /// range, and the video half.
+    CallMedia {
+        /// The phone's call number.
+        id: u32,
+        /// Audio RTP port.
+        audio_port: u16,
+        /// The video range, `start-stop`.
+        video: String,
+    },
+    /// DTMF digits sent (or, `peer` starting with `from`, received) as SIP INFO.
+    CallDtmf {
+        /// The phone's call number.
+        id: u32,
+        /// Digits.
+        digits: String,
+        /// The other party.
+        peer: String,
+    },
+    /// The phone refused what the user asked, and why (SPEC CC4, CC5).
+    FeatureRefused {
+        /// `hold`, `transfer`, `conference`, `video`, …
+        feature: String,
+        /// Why.
+        reason: String,
+    },
     /// Sign-in finished (SPEC AU1–AU3).
     SignedIn {
         /// User id.
@@ -346,6 +382,10 @@ impl ClientEvent {
         "im-room-configured",
         "phone-state",
         "phone-registered",
+        "call-state",
+        "call-dtmf",
+        "call-media",
+        "feature-refused",
     ];
 
     /// The event's kind, as written in scenario expectations.
@@ -386,6 +426,10 @@ impl ClientEvent {
             Self::ImRoomConfigured { .. } => "im-room-configured",
             Self::PhoneState { .. } => "phone-state",
             Self::PhoneRegistered { .. } => "phone-registered",
+            Self::CallState { .. } => "call-state",
+            Self::CallDtmf { .. } => "call-dtmf",
+            Self::CallMedia { .. } => "call-media",
+            Self::FeatureRefused { .. } => "feature-refused",
             Self::SignInFailed { .. } => "sign-in-failed",
         }
     }
@@ -478,6 +522,20 @@ impl ClientEvent {
                 }
                 f
             }
+            Self::CallState { id, state, peer } => {
+                vec![("id", id.to_string()), ("state", state.clone()), ("peer", peer.clone())]
+            }
+            Self::CallDtmf { id, digits, peer } => {
+                vec![("id", id.to_string()), ("digits", digits.clone()), ("peer", peer.clone())]
+            }
+            Self::CallMedia { id, audio_port, video } => vec![
+                ("id", id.to_string()),
+                ("audio_port", audio_port.to_string()),
+                ("video", video.clone()),
+            ],
+            Self::FeatureRefused { feature, reason } => {
+                vec![("feature", feature.clone()), ("reason", reason.clone())]
+            }
             Self::PhoneRegistered { node, expires, srst } => vec![
                 ("node", node.clone()),
                 ("expires", expires.to_string()),
@@ -552,6 +610,10 @@ mod tests {
             ClientEvent::ImRoomConfigured { room: s(), persistent: true },
             ClientEvent::PhoneState { state: s(), node: s(), reason: s() },
             ClientEvent::PhoneRegistered { node: s(), expires: 120, srst: false },
+            ClientEvent::CallState { id: 1, state: s(), peer: s() },
+            ClientEvent::CallDtmf { id: 1, digits: s(), peer: s() },
+            ClientEvent::CallMedia { id: 1, audio_port: 0, video: s() },
+            ClientEvent::FeatureRefused { feature: s(), reason: s() },
         ];
         for e in all {
             assert!(ClientEvent::KINDS.contains(&e.kind()), "{} missing", e.kind());

@@ -31,6 +31,7 @@ use uclab_proto::sip::{self, Message};
 use uclab_proto::uds::DeviceConfig;
 
 use crate::Time;
+use crate::call::{CallAction, Calls, Ctx, Mode, Send, sends_of};
 use crate::event::ClientEvent;
 use crate::io::{ConnId, Input, Output};
 use crate::resolver::{QueryToken, ResolverConfig, StubResolver};
@@ -138,6 +139,13 @@ pub struct Phone {
     /// On SRST: next probe of the first member, and since when it has answered (CC5).
     probe_at: Option<Time>,
     cucm_back_since: Option<Time>,
+    /// Calls (SPEC CC4, CC5) and their client transactions.
+    calls: Calls,
+    call_txns: Vec<ClientTxn>,
+    /// Our address as the registrar saw it (its Via `received`), for SDP.
+    local_ip: String,
+    /// Whether the last registration was lost and a new one is under way (SPEC CC4).
+    failing_over: bool,
     out: VecDeque<Output>,
 }
 
@@ -174,7 +182,12 @@ impl Phone {
             t2: Duration::from_millis(u64::from(cfg.t1_t2.1.max(cfg.t1_t2.0).max(100))),
             ..Timers::default()
         };
+        let calls = Calls::new(seed ^ 0xca11, timers, cfg.media_ports);
         let mut p = Self {
+            calls,
+            call_txns: Vec::new(),
+            local_ip: "0.0.0.0".into(),
+            failing_over: false,
             user,
             cfg,
             targets,
@@ -243,9 +256,11 @@ impl Phone {
             State::Waiting(t) => Some(t),
             _ => None,
         };
+        let calls = self.call_txns.iter().map(ClientTxn::poll_timeout);
         [self.refresh_at, self.keepalive_at, self.ping_at, self.pong_by, self.probe_at, waiting]
             .into_iter()
             .chain(legs)
+            .chain(calls)
             .chain([self.resolver.poll_timeout()])
             .flatten()
             .min()
@@ -329,27 +344,126 @@ impl Phone {
         }
     }
 
+    fn transport(&self) -> &'static str {
+        if self.cfg.security_mode == 3 { "TLS" } else { "TCP" }
+    }
+
+    fn local_host(&self) -> String {
+        format!("{}.invalid", self.cfg.device.to_ascii_lowercase())
+    }
+
+    /// Our Contact (WIRE.md: the instance id and the device name as parameters).
+    fn contact(&self) -> String {
+        format!(
+            "<sip:{}@{};transport={}>;+sip.instance=\"<urn:uuid:{}>\";+u.sip!devicename.ccm.cisco.com=\"{}\";+u.sip!model.ccm.cisco.com=\"503\"",
+            self.instance,
+            self.local_host(),
+            self.transport().to_ascii_lowercase(),
+            self.instance,
+            self.cfg.device
+        )
+    }
+
+    fn ctx(&self) -> Ctx {
+        let mode = match self.state {
+            State::Registered(t, _) if self.targets[t].srst => Mode::Srst,
+            State::Registered(..) => Mode::Cucm,
+            State::Registering(_) if self.failing_over => Mode::FailingOver,
+            _ => Mode::Unregistered,
+        };
+        let registrar = match self.state {
+            State::Registered(t, _) | State::Registering(t) => self.node(t),
+            _ => self.node(0),
+        };
+        Ctx {
+            mode,
+            transport: self.transport(),
+            local_host: self.local_host(),
+            local_ip: self.local_ip.clone(),
+            contact: self.contact(),
+            line: self.cfg.line.clone(),
+            registrar,
+        }
+    }
+
+    /// The user does something with calls (SPEC CC4, CC5).
+    pub fn act(&mut self, now: Time, a: &CallAction) {
+        let ctx = self.ctx();
+        self.calls.act(now, &ctx, a);
+        self.flush_calls();
+    }
+
+    /// Sends what the calls produced on the active connection, and reports their events.
+    fn flush_calls(&mut self) {
+        let stream =
+            self.legs.iter().find(|l| l.role == Role::Active && l.open).and_then(|l| l.stream);
+        for send in std::mem::take(&mut self.calls.sends) {
+            let msgs = match send {
+                Send::Request(mut t) => {
+                    let m = sends_of(&mut t);
+                    self.call_txns.push(*t);
+                    m
+                }
+                Send::Message(m) => vec![m],
+            };
+            for m in msgs {
+                if let Some(id) = stream {
+                    self.out.push_back(Output::StreamSend {
+                        id,
+                        bytes: m.to_bytes(),
+                        summary: summary(&m),
+                    });
+                }
+            }
+        }
+        for e in std::mem::take(&mut self.calls.events) {
+            self.out.push_back(Output::Event(e));
+        }
+    }
+
+    /// Moves the calls' transactions on: responses to the calls, timeouts.
+    fn drain_call_txns(&mut self, now: Time) {
+        let _ = now;
+        let ctx = self.ctx();
+        let stream =
+            self.legs.iter().find(|l| l.role == Role::Active && l.open).and_then(|l| l.stream);
+        for t in &mut self.call_txns {
+            let call_id = t.request().call_id().unwrap_or("").to_owned();
+            while let Some(o) = t.poll_output() {
+                match o {
+                    TxnOutput::Send(m) => {
+                        if let Some(id) = stream {
+                            self.out.push_back(Output::StreamSend {
+                                id,
+                                bytes: m.to_bytes(),
+                                summary: summary(&m),
+                            });
+                        }
+                    }
+                    TxnOutput::Response(r) => self.calls.on_response(&ctx, &r),
+                    TxnOutput::Timeout => self.calls.on_timeout(&call_id),
+                    _ => {}
+                }
+            }
+        }
+        self.call_txns.retain(|t| t.state() != sip::txn::ClientState::Terminated);
+        self.flush_calls();
+    }
+
     /// A REGISTER on leg `i`: `expires`, and the keepalive flag for a backup.
     fn register_request(&mut self, i: usize, expires: u32, keepalive: bool) -> Message {
         let t = self.targets[self.legs[i].target].clone();
-        let transport = if self.cfg.security_mode == 3 { "TLS" } else { "TCP" };
-        let leg = &mut self.legs[i];
-        leg.cseq += 1;
-        let branch = format!("z9hG4bK{}", hex(&mut self.rng, 16));
-        let leg = &mut self.legs[i];
-        let line = &self.cfg.line;
-        let aor = format!("<sip:{line}@{}>", t.host);
-        let local = format!("{}.invalid", self.cfg.device.to_ascii_lowercase());
-        let mut contact = format!(
-            "<sip:{}@{local};transport={}>;+sip.instance=\"<urn:uuid:{}>\";+u.sip!devicename.ccm.cisco.com=\"{}\";+u.sip!model.ccm.cisco.com=\"503\"",
-            self.instance,
-            transport.to_ascii_lowercase(),
-            self.instance,
-            self.cfg.device
-        );
+        let transport = self.transport();
+        let mut contact = self.contact();
         if keepalive {
             contact.push_str(";expires=0;cisco-keep-alive");
         }
+        let local = self.local_host();
+        let branch = format!("z9hG4bK{}", hex(&mut self.rng, 16));
+        let leg = &mut self.legs[i];
+        leg.cseq += 1;
+        let line = &self.cfg.line;
+        let aor = format!("<sip:{line}@{}>", t.host);
         Message::request("REGISTER", &format!("sip:{}", t.host))
             .with("Via", format!("SIP/2.0/{transport} {local};branch={branch}"))
             .with("From", format!("{aor};tag={}", leg.tag))
@@ -418,6 +532,7 @@ impl Phone {
             State::Closed => return,
         };
         let node = self.node(t);
+        self.failing_over = true;
         let state = if was_registered { "failover" } else { "register-failed" };
         self.event(ClientEvent::PhoneState {
             state: state.into(),
@@ -508,11 +623,28 @@ impl Phone {
                 Ok(Some(Frame::Message(b))) => {
                     let Some(m) = sip::read(&b) else { continue };
                     if m.code().is_some() {
-                        let Some(t) = leg.txn.as_mut().filter(|t| t.matches(&m)) else { continue };
-                        t.on_response(now, m);
-                        self.drain_txn(now, i);
+                        if let Some(t) = leg.txn.as_mut().filter(|t| t.matches(&m)) {
+                            t.on_response(now, m);
+                            self.drain_txn(now, i);
+                        } else if let Some(t) = self.call_txns.iter_mut().find(|t| t.matches(&m)) {
+                            t.on_response(now, m);
+                            self.drain_call_txns(now);
+                        }
+                    } else if sip::parse(&b).is_ok() {
+                        // A request from the node: a call (CC1).
+                        let stream = leg.stream;
+                        let ctx = self.ctx();
+                        if let Some(r) = self.calls.on_request(&ctx, &m)
+                            && let Some(id) = stream
+                        {
+                            self.out.push_back(Output::StreamSend {
+                                id,
+                                bytes: r.to_bytes(),
+                                summary: summary(&r),
+                            });
+                        }
+                        self.flush_calls();
                     }
-                    // Requests from the node (calls) are not handled by this engine yet.
                 }
                 Ok(Some(Frame::Ping)) => {}
                 Ok(None) => return,
@@ -591,6 +723,12 @@ impl Phone {
         self.legs[i].challenged = false;
         match role {
             Role::Active => {
+                self.failing_over = false;
+                if let Some(ip) = r.top_via().and_then(|v| {
+                    v.params.iter().find(|(k, _)| k == "received").and_then(|(_, v)| v.clone())
+                }) {
+                    self.local_ip = ip;
+                }
                 let granted = r
                     .get("Expires")
                     .and_then(|e| e.parse::<u32>().ok())
@@ -725,6 +863,12 @@ impl Phone {
     /// Time passed. Spurious calls no-op.
     pub fn handle_timeout(&mut self, now: Time) {
         self.resolver.handle_timeout(now);
+        if self.call_txns.iter().any(|t| t.poll_timeout().is_some_and(|d| d <= now)) {
+            for t in &mut self.call_txns {
+                t.handle_timeout(now);
+            }
+            self.drain_call_txns(now);
+        }
         for i in (0..self.legs.len()).rev() {
             if i >= self.legs.len() {
                 continue;
@@ -847,6 +991,8 @@ pub fn summary(m: &Message) -> String {
             }
             s
         }
-        sip::Start::Response { code, reason } => format!("SIP {code} {reason}"),
+        sip::Start::Response { code, reason } => {
+            format!("SIP {code} {reason} ({})", m.method().unwrap_or("?"))
+        }
     }
 }

@@ -8,8 +8,8 @@
 use std::rc::Rc;
 
 use uclab_proto::uds::{
-    CucmMember, ImpProductType, UdsUser, cnf_xml, jabber_config, service_profile, uds_cluster_user,
-    uds_devices, uds_error, uds_servers, uds_user, uds_users, uds_version,
+    CucmMember, ImpProductType, UdsUser, cnf_xml_media, jabber_config, service_profile,
+    uds_cluster_user, uds_devices, uds_error, uds_servers, uds_user, uds_users, uds_version,
 };
 
 use crate::http::{BasicAuth, Handler, Request, Response};
@@ -60,6 +60,8 @@ pub struct CucmConfig {
     pub group_files: Vec<(String, Vec<(String, String)>)>,
     /// Answer every UDS request with 503 (overloaded: the client should try another node).
     pub overloaded: bool,
+    /// The SIP profile's media port range (SPEC MEDIA1).
+    pub media_ports: (u16, u16),
 }
 
 impl CucmConfig {
@@ -213,7 +215,8 @@ pub fn handle_tftp(c: &CucmConfig, req: &Request) -> Response {
                 .map(|(i, s)| CucmMember { priority: i as u8, name: s.clone() })
                 .collect();
             let (srst, group) = (c.srst.as_deref(), u.config_file.as_deref());
-            return Response::xml(200, cnf_xml(dev, &members, srst, &u.uds.extension, group));
+            let xml = cnf_xml_media(dev, &members, srst, &u.uds.extension, group, c.media_ports);
+            return Response::xml(200, xml);
         }
     }
     Response::text(404, "File not found")
@@ -273,6 +276,7 @@ mod tests {
                 vec![("Policies/EnableTelephony".into(), "false".into())],
             )],
             overloaded: false,
+            media_ports: (16384, 32766),
         }
     }
 

@@ -207,6 +207,18 @@ pub fn cnf_xml(
     line: &str,
     config_file: Option<&str>,
 ) -> String {
+    cnf_xml_media(device, members, srst, line, config_file, (16384, 32766))
+}
+
+/// [`cnf_xml`] with the SIP profile's media port range (SPEC MEDIA1).
+pub fn cnf_xml_media(
+    device: &str,
+    members: &[CucmMember],
+    srst: Option<&str>,
+    line: &str,
+    config_file: Option<&str>,
+    (start, stop): (u16, u16),
+) -> String {
     let mut s = format!(
         "{DECL}<device><fullConfig>true</fullConfig><deviceProtocol>SIP</deviceProtocol>\
         <deviceSecurityMode>1</deviceSecurityMode><transportLayerProtocol>2</transportLayerProtocol>"
@@ -238,7 +250,7 @@ pub fn cnf_xml(
          <sipProfile><sipLines><line><name>{l}</name><contact>{l}</contact></line></sipLines>\
          <sipStack><timerRegisterExpires>3600</timerRegisterExpires><timerRegisterDelta>5</timerRegisterDelta>\
          <timerKeepAliveExpires>120</timerKeepAliveExpires><timerT1>500</timerT1><timerT2>4000</timerT2>\
-         </sipStack><startMediaPort>16384</startMediaPort><stopMediaPort>32766</stopMediaPort></sipProfile>\
+         </sipStack><startMediaPort>{start}</startMediaPort><stopMediaPort>{stop}</stopMediaPort></sipProfile>\
          <sipOAuthMode>1</sipOAuthMode><name>{d}</name></device>",
         l = e(line),
         d = e(device)

@@ -414,6 +414,8 @@ pub fn plan(
                         .flatten()
                         .collect(),
                     overloaded: c.overloaded,
+                    media_ports: cluster_setting(&members, |o| o.media_ports)
+                        .unwrap_or((16384, 32766)),
                 }),
             }
         }

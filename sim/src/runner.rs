@@ -270,6 +270,9 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 StepAction::Im { client, action } if *client == c.name => {
                     Some((st.at, UserAction::Im(action.clone())))
                 }
+                StepAction::Call { client, action } if *client == c.name => {
+                    Some((st.at, UserAction::Call(action.clone())))
+                }
                 StepAction::Install { client, bootstrap } if *client == c.name => {
                     Some((st.at, UserAction::Install { bootstrap: bootstrap.clone() }))
                 }
@@ -306,6 +309,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 | StepAction::SignIn { .. }
                 | StepAction::Install { .. }
                 | StepAction::Im { .. }
+                | StepAction::Call { .. }
         )
     };
     let mut faults: VecDeque<_> = s.steps.iter().filter(|st| !client_step(&st.action)).collect();
@@ -365,7 +369,8 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 StepAction::Discover { .. }
                 | StepAction::SignIn { .. }
                 | StepAction::Install { .. }
-                | StepAction::Im { .. } => {
+                | StepAction::Im { .. }
+                | StepAction::Call { .. } => {
                     unreachable!("filtered above")
                 }
             };

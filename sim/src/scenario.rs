@@ -142,6 +142,7 @@ struct NodeSpec {
     overloaded: bool,
     #[serde(default)]
     sip_digest: bool,
+    media_ports: Option<S<[u16; 2]>>,
     #[serde(default)]
     broken_xml: BTreeMap<String, S<String>>,
     relogin_lower: Option<u32>,
@@ -243,6 +244,8 @@ struct StepSpec {
     history: Option<u32>,
     /// `room-message`: send this many, numbered.
     count: Option<S<u32>>,
+    /// `dtmf`: the digits.
+    digits: Option<S<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -338,6 +341,8 @@ pub struct CucmNode {
     pub overloaded: bool,
     /// SIP REGISTER needs digest credentials (device security profile "digest"), cluster-wide.
     pub sip_digest: bool,
+    /// The SIP profile's media port range (SPEC MEDIA1), cluster-wide; `None`: the default.
+    pub media_ports: Option<(u16, u16)>,
     /// Service profile parameters (SPEC CFG1), cluster-wide.
     pub profile: Vec<(String, String)>,
     /// jabber-config.xml parameters (`Group/Param`, SPEC CFG1); `None`: no such file.
@@ -470,6 +475,13 @@ pub enum StepAction {
         client: String,
         /// What they do.
         action: uclab_client::im::ImAction,
+    },
+    /// A client's user does something with calls (SPEC CC1, CC4, CC5).
+    Call {
+        /// Client.
+        client: String,
+        /// What they do.
+        action: uclab_client::call::CallAction,
     },
     /// A client moves to another zone and gets that network's DNS servers (SPEC SD8).
     Move {
@@ -1176,6 +1188,19 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     srst: n.srst.as_ref().map(|x| x.get_ref().clone()),
                     overloaded: n.overloaded,
                     sip_digest: n.sip_digest,
+                    media_ports: match &n.media_ports {
+                        None => None,
+                        Some(r) if r.get_ref()[0] < r.get_ref()[1] && r.get_ref()[0] >= 1024 => {
+                            Some((r.get_ref()[0], r.get_ref()[1]))
+                        }
+                        Some(r) => {
+                            errs.push(i.src.err(
+                                r.span().start,
+                                "media_ports must be [start, stop] with 1024 <= start < stop",
+                            ));
+                            None
+                        }
+                    },
                 })
             }
             other => {
@@ -1605,6 +1630,42 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 let action = uclab_client::im::ImAction::Presence { show: show.get_ref().clone() };
                 StepAction::Im { client, action }
             }
+            kind @ ("call" | "answer" | "end" | "hold" | "resume" | "mute" | "unmute" | "dtmf"
+            | "transfer" | "conference" | "divert" | "park" | "video"
+            | "send-to-mobile") => {
+                use uclab_client::call::CallAction;
+                let Some(client) = known_client(&mut errs) else { continue };
+                let action = match kind {
+                    "call" => {
+                        let Some(to) = need(&mut errs, &s.to, "to") else { continue };
+                        if !uclab_proto::sip::is_token(&to) {
+                            let at = s.to.as_ref().map_or(0, |t| t.span().start);
+                            errs.push(src.err(at, format!("bad number `{to}`")));
+                            continue;
+                        }
+                        CallAction::Dial { to }
+                    }
+                    "answer" => CallAction::Answer,
+                    "end" => CallAction::End,
+                    "hold" => CallAction::Hold,
+                    "resume" => CallAction::Resume,
+                    "mute" => CallAction::Mute,
+                    "unmute" => CallAction::Unmute,
+                    "dtmf" => {
+                        let Some(d) = need(&mut errs, &s.digits, "digits") else { continue };
+                        let ok = !d.is_empty()
+                            && d.chars().all(|c| c.is_ascii_digit() || "*#ABCD".contains(c));
+                        if !ok {
+                            let at = s.digits.as_ref().map_or(0, |t| t.span().start);
+                            errs.push(src.err(at, format!("bad digits `{d}` (0-9, *, #, A-D)")));
+                            continue;
+                        }
+                        CallAction::Dtmf { digits: d }
+                    }
+                    other => CallAction::Feature { name: other.to_owned() },
+                };
+                StepAction::Call { client, action }
+            }
             kind @ ("join" | "leave" | "room-message") => {
                 use uclab_client::im::ImAction;
                 let Some(client) = known_client(&mut errs) else { continue };
@@ -1767,7 +1828,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             other => {
                 errs.push(src.err(
                     s.action.span().start,
-                    format!("unknown action `{other}` (discover, sign-in, install, move, message, subscribe, approve, presence, join, leave, room-message, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
+                    format!("unknown action `{other}` (discover, sign-in, install, move, message, subscribe, approve, presence, join, leave, room-message, call, answer, end, hold, resume, mute, unmute, dtmf, transfer, conference, video, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
                 ));
                 continue;
             }

@@ -1,0 +1,672 @@
+//! Calls of the softphone (SPEC CC4, CC5, MEDIA1, MEDIA3), the dialog half of the SIP user
+//! agent; [`crate::phone::Phone`] owns the connection and hands requests and responses here.
+//!
+//! One dialog per call (RFC 3261 §12): outgoing INVITE with an SDP offer of the MEDIA3 codecs
+//! on an audio port from the lower half of the SIP profile's media range (MEDIA1), ACK of the
+//! 2xx, BYE; incoming INVITE rings (180) until the user answers (200 with the answer); hold and
+//! resume are re-INVITEs with `a=sendonly` / `a=sendrecv` (a held party answers `recvonly`);
+//! DTMF goes as SIP INFO (`application/dtmf-relay`). What the user may not do now is refused
+//! with a `feature-refused` event: hold while a failover is under way (CC4), mid-call features
+//! and video under SRST (CC5).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use uclab_proto::sip::txn::{ClientTxn, Timers, TxnOutput};
+use uclab_proto::sip::{self, Message, Start};
+
+use crate::Time;
+use crate::event::ClientEvent;
+
+/// What the user does with calls (SPEC CC5's list).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallAction {
+    /// Calls a number.
+    Dial {
+        /// Directory number or user.
+        to: String,
+    },
+    /// Answers the ringing call.
+    Answer,
+    /// Ends the current call (or rejects a ringing one).
+    End,
+    /// Puts the call on hold.
+    Hold,
+    /// Takes it off hold.
+    Resume,
+    /// Mutes the microphone (local).
+    Mute,
+    /// Unmutes it.
+    Unmute,
+    /// Sends DTMF digits.
+    Dtmf {
+        /// Digits (0-9, *, #, A-D).
+        digits: String,
+    },
+    /// A mid-call feature the lab does not carry out beyond the refusal rules: `transfer`,
+    /// `conference`, `divert`, `park`, `video`, `send-to-mobile`.
+    Feature {
+        /// Which.
+        name: String,
+    },
+}
+
+impl CallAction {
+    /// The feature name for refusals.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Dial { .. } => "call".into(),
+            Self::Answer => "answer".into(),
+            Self::End => "end".into(),
+            Self::Hold => "hold".into(),
+            Self::Resume => "resume".into(),
+            Self::Mute => "mute".into(),
+            Self::Unmute => "unmute".into(),
+            Self::Dtmf { .. } => "dtmf".into(),
+            Self::Feature { name } => name.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallState {
+    /// INVITE sent.
+    Dialing,
+    /// 180 received.
+    Ringback,
+    /// INVITE received, 180 sent.
+    Ringing,
+    /// 200 sent, waiting for the ACK.
+    Answering,
+    Connected,
+    Held,
+    Ended,
+}
+
+#[derive(Debug)]
+struct Call {
+    id: u32,
+    call_id: String,
+    local_tag: String,
+    remote_tag: Option<String>,
+    /// From (ours) and To (theirs) as the dialog writes them, without tags.
+    local_uri: String,
+    remote_uri: String,
+    remote_target: String,
+    route: Vec<String>,
+    cseq: u32,
+    state: CallState,
+    /// The INVITE we received (to answer it), or sent (to cancel it).
+    invite: Option<Message>,
+    /// A hold (true) or resume (false) re-INVITE is out.
+    pending_hold: Option<bool>,
+    /// Our audio port (MEDIA1).
+    port: u16,
+    peer: String,
+}
+
+/// What the phone should do with a message the calls produced.
+#[derive(Debug)]
+pub(crate) enum Send {
+    /// A request with its client transaction.
+    Request(Box<ClientTxn>),
+    /// A response or an ACK, sent as is.
+    Message(Message),
+}
+
+/// The calls of one phone.
+#[derive(Debug)]
+pub(crate) struct Calls {
+    calls: Vec<Call>,
+    next_id: u32,
+    rng: ChaCha8Rng,
+    timers: Timers,
+    /// The audio half of the media range (MEDIA1).
+    audio: (u16, u16),
+    /// The video half.
+    video: (u16, u16),
+    next_port: u16,
+    pub(crate) events: Vec<ClientEvent>,
+    pub(crate) sends: Vec<Send>,
+}
+
+fn hex(rng: &mut ChaCha8Rng, n: usize) -> String {
+    (0..n).map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0')).collect()
+}
+
+/// SPEC MEDIA1: the SIP profile's range split, audio in the lower half: up to the midpoint
+/// rounded to the odd port that closes an RTP/RTCP pair (3000–4000 → 3000–3501). The product's
+/// default range has its own documented split (16384–24574 audio, 24575–32766 video).
+pub fn audio_range((start, stop): (u16, u16)) -> (u16, u16) {
+    if (start, stop) == (16384, 32766) {
+        return (16384, 24574);
+    }
+    let mid = ((u32::from(start) + u32::from(stop)) / 2) as u16;
+    (start, (mid | 1).min(stop))
+}
+
+/// SPEC MEDIA1: video in the upper half.
+pub fn video_range((start, stop): (u16, u16)) -> (u16, u16) {
+    let (_, a) = audio_range((start, stop));
+    (a + 1, stop)
+}
+
+/// An SDP offer or answer with the MEDIA3 audio codecs and `direction`.
+pub fn sdp(ip: &str, port: u16, session: u64, direction: &str) -> String {
+    format!(
+        "v=0\r\no=CiscoSystemsSIP-GW-UserAgent {session} {session} IN IP4 {ip}\r\ns=SIP Call\r\n\
+         c=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 102 9 0 8 18 101\r\n\
+         a=rtpmap:102 G7221/16000\r\na=fmtp:102 bitrate=32000\r\na=rtpmap:9 G722/8000\r\n\
+         a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:18 G729/8000\r\n\
+         a=fmtp:18 annexb=no\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n\
+         a={direction}\r\n"
+    )
+}
+
+/// The direction attribute of an SDP body (`sendrecv` when none).
+fn direction(body: &[u8]) -> &'static str {
+    let t = String::from_utf8_lossy(body);
+    for d in ["sendonly", "recvonly", "inactive", "sendrecv"] {
+        if t.lines().any(|l| l.trim() == format!("a={d}")) {
+            return match d {
+                "sendonly" => "sendonly",
+                "recvonly" => "recvonly",
+                "inactive" => "inactive",
+                _ => "sendrecv",
+            };
+        }
+    }
+    "sendrecv"
+}
+
+impl Calls {
+    pub(crate) fn new(seed: u64, timers: Timers, media: (u16, u16)) -> Self {
+        let audio = audio_range(media);
+        Self {
+            calls: Vec::new(),
+            next_id: 1,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            timers,
+            audio,
+            video: video_range(media),
+            next_port: audio.0 + (audio.0 & 1),
+            events: Vec::new(),
+            sends: Vec::new(),
+        }
+    }
+
+    fn current(&mut self) -> Option<&mut Call> {
+        self.calls.iter_mut().rev().find(|c| c.state != CallState::Ended)
+    }
+
+    fn state_event(&mut self, i: usize, state: &str) {
+        let c = &self.calls[i];
+        self.events.push(ClientEvent::CallState {
+            id: c.id,
+            state: state.into(),
+            peer: c.peer.clone(),
+        });
+    }
+
+    fn refuse(&mut self, feature: &str, reason: &str) {
+        self.events
+            .push(ClientEvent::FeatureRefused { feature: feature.into(), reason: reason.into() });
+    }
+
+    /// An audio port for call `id` (even, from the audio half), announced as a `call-media`.
+    fn port(&mut self, id: u32) -> u16 {
+        let p = self.next_port;
+        let video = format!("{}-{}", self.video.0, self.video.1);
+        self.events.push(ClientEvent::CallMedia { id, audio_port: p, video });
+        self.next_port =
+            if p + 2 > self.audio.1 { self.audio.0 + (self.audio.0 & 1) } else { p + 2 };
+        p
+    }
+
+    fn via(&mut self, ctx: &Ctx) -> String {
+        format!(
+            "SIP/2.0/{} {};branch=z9hG4bK{}",
+            ctx.transport,
+            ctx.local_host,
+            hex(&mut self.rng, 16)
+        )
+    }
+
+    /// An in-dialog request of call `i` (§12.2.1.1).
+    fn in_dialog(&mut self, ctx: &Ctx, i: usize, method: &str) -> Message {
+        let via = self.via(ctx);
+        let c = &mut self.calls[i];
+        if method != "ACK" {
+            c.cseq += 1;
+        }
+        let mut m = Message::request(method, &c.remote_target).with("Via", via);
+        for r in &c.route {
+            m.push("Route", r.clone());
+        }
+        let to = match &c.remote_tag {
+            Some(t) => format!("{};tag={t}", c.remote_uri),
+            None => c.remote_uri.clone(),
+        };
+        m.with("Max-Forwards", "70")
+            .with("From", format!("{};tag={}", c.local_uri, c.local_tag))
+            .with("To", to)
+            .with("Call-ID", c.call_id.clone())
+            .with("CSeq", format!("{} {method}", c.cseq))
+            .with("Contact", ctx.contact.clone())
+            .with("User-Agent", crate::phone::USER_AGENT)
+    }
+
+    fn request(&mut self, now: Time, m: Message) {
+        let t = ClientTxn::new(now, m, true, self.timers);
+        self.sends.push(Send::Request(Box::new(t)));
+    }
+
+    /// Carries out a user action. `mode` says what the phone can do now.
+    pub(crate) fn act(&mut self, now: Time, ctx: &Ctx, a: &CallAction) {
+        let name = a.name();
+        if ctx.mode == Mode::Unregistered && !matches!(a, CallAction::Mute | CallAction::Unmute) {
+            return self.refuse(&name, "not registered");
+        }
+        // SPEC CC5: under SRST only basic calls, hold, mute and DTMF.
+        if ctx.mode == Mode::Srst && matches!(a, CallAction::Feature { .. }) {
+            let why = format!("{name} is not available while registered to SRST");
+            return self.refuse(&name, &why);
+        }
+        // SPEC CC4: no hold while a failover is under way.
+        if ctx.mode == Mode::FailingOver && matches!(a, CallAction::Hold | CallAction::Resume) {
+            return self.refuse(&name, "a failover is under way");
+        }
+        match a {
+            CallAction::Dial { to } => self.dial(now, ctx, to),
+            CallAction::Feature { name } => self.refuse(name, "not modelled yet"),
+            _ => {
+                let Some(i) = self.calls.iter().rposition(|c| c.state != CallState::Ended) else {
+                    return self.refuse(&name, "no call");
+                };
+                self.on_call(now, ctx, i, a);
+            }
+        }
+    }
+
+    fn dial(&mut self, now: Time, ctx: &Ctx, to: &str) {
+        if self.current().is_some() {
+            return self.refuse("call", "a call is already up");
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let port = self.port(id);
+        let peer = to.to_owned();
+        let c = Call {
+            id,
+            call_id: format!(
+                "{}-{}@{}",
+                hex(&mut self.rng, 8),
+                hex(&mut self.rng, 8),
+                ctx.local_host
+            ),
+            local_tag: hex(&mut self.rng, 16),
+            remote_tag: None,
+            local_uri: format!("<sip:{}@{}>", ctx.line, ctx.registrar),
+            remote_uri: format!("<sip:{to}@{}>", ctx.registrar),
+            remote_target: format!("sip:{to}@{}", ctx.registrar),
+            route: Vec::new(),
+            cseq: 100,
+            state: CallState::Dialing,
+            invite: None,
+            pending_hold: None,
+            port,
+            peer,
+        };
+        self.calls.push(c);
+        let i = self.calls.len() - 1;
+        let session = u64::from(id) + 1000;
+        let mut m = self.in_dialog(ctx, i, "INVITE");
+        m.push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE");
+        m.push("Content-Type", "application/sdp");
+        m.body = sdp(&ctx.local_ip, port, session, "sendrecv").into_bytes();
+        self.calls[i].invite = Some(m.clone());
+        self.state_event(i, "dialing");
+        self.request(now, m);
+    }
+
+    fn on_call(&mut self, now: Time, ctx: &Ctx, i: usize, a: &CallAction) {
+        let state = self.calls[i].state;
+        match (a, state) {
+            (CallAction::Answer, CallState::Ringing) => {
+                let Some(inv) = self.calls[i].invite.clone() else { return };
+                let (port, id) = (self.calls[i].port, self.calls[i].id);
+                let mut r = inv.response(200, "OK", Some(&self.calls[i].local_tag));
+                for rr in inv.all("Record-Route") {
+                    r.push("Record-Route", rr);
+                }
+                r.push("Contact", ctx.contact.clone());
+                r.push("Content-Type", "application/sdp");
+                r.body = sdp(&ctx.local_ip, port, u64::from(id) + 1000, "sendrecv").into_bytes();
+                self.calls[i].state = CallState::Answering;
+                self.sends.push(Send::Message(r));
+            }
+            (CallAction::End, CallState::Ringing) => {
+                let Some(inv) = self.calls[i].invite.clone() else { return };
+                let r = inv.response(603, "Decline", Some(&self.calls[i].local_tag));
+                self.calls[i].state = CallState::Ended;
+                self.sends.push(Send::Message(r));
+                self.state_event(i, "ended");
+            }
+            (CallAction::End, CallState::Dialing | CallState::Ringback) => {
+                // §9.1: CANCEL with the INVITE's Request-URI, Via, Call-ID, From, To, Route and
+                // CSeq number.
+                let Some(inv) = self.calls[i].invite.clone() else { return };
+                let Start::Request { uri, .. } = &inv.start else { return };
+                let mut m = Message::request("CANCEL", uri);
+                for h in ["Via", "Route", "From", "To", "Call-ID"] {
+                    for v in inv.all(h) {
+                        m.push(h, v);
+                    }
+                }
+                if let Some((n, _)) = inv.cseq() {
+                    m.push("CSeq", format!("{n} CANCEL"));
+                }
+                m.push("Max-Forwards", "70");
+                self.request(now, m);
+                self.calls[i].state = CallState::Ended;
+                self.state_event(i, "ended");
+            }
+            (CallAction::End, CallState::Connected | CallState::Held | CallState::Answering) => {
+                let m = self.in_dialog(ctx, i, "BYE");
+                self.calls[i].state = CallState::Ended;
+                self.state_event(i, "ended");
+                self.request(now, m);
+            }
+            (CallAction::Hold, CallState::Connected) | (CallAction::Resume, CallState::Held) => {
+                let hold = matches!(a, CallAction::Hold);
+                let dir = if hold { "sendonly" } else { "sendrecv" };
+                let (port, id) = (self.calls[i].port, self.calls[i].id);
+                let mut m = self.in_dialog(ctx, i, "INVITE");
+                m.push("Content-Type", "application/sdp");
+                m.body = sdp(&ctx.local_ip, port, u64::from(id) + 1000, dir).into_bytes();
+                self.calls[i].pending_hold = Some(hold);
+                self.request(now, m);
+            }
+            (CallAction::Mute, CallState::Connected | CallState::Held) => {
+                self.state_event(i, "muted")
+            }
+            (CallAction::Unmute, CallState::Connected | CallState::Held) => {
+                self.state_event(i, "unmuted")
+            }
+            (CallAction::Dtmf { digits }, CallState::Connected) => {
+                for d in digits.chars() {
+                    let mut m = self.in_dialog(ctx, i, "INFO");
+                    m.push("Content-Type", "application/dtmf-relay");
+                    m.body = format!("Signal={d}\r\nDuration=160\r\n").into_bytes();
+                    self.request(now, m);
+                }
+                let (id, peer) = (self.calls[i].id, self.calls[i].peer.clone());
+                self.events.push(ClientEvent::CallDtmf { id, digits: digits.clone(), peer });
+            }
+            _ => {
+                let name = a.name();
+                self.refuse(
+                    &name,
+                    &format!("not possible while the call is {state:?}").to_lowercase(),
+                );
+            }
+        }
+    }
+
+    /// A response to one of our requests (already through its transaction).
+    pub(crate) fn on_response(&mut self, ctx: &Ctx, r: &Message) {
+        let Some(code) = r.code() else { return };
+        let Some(i) = self.calls.iter().position(|c| Some(c.call_id.as_str()) == r.call_id())
+        else {
+            return;
+        };
+        let method = r.method().unwrap_or("").to_owned();
+        match (method.as_str(), code) {
+            ("INVITE", 180 | 183) if self.calls[i].state == CallState::Dialing => {
+                self.calls[i].state = CallState::Ringback;
+                self.state_event(i, "ringback");
+            }
+            ("INVITE", 200..=299) => {
+                let first = matches!(self.calls[i].state, CallState::Dialing | CallState::Ringback);
+                let c = &mut self.calls[i];
+                if first {
+                    // §12.1.2: the dialog from the 2xx: their tag, their Contact, the
+                    // Record-Route set reversed.
+                    c.remote_tag = r.tag("To");
+                    if let Some(na) = r.name_addr("Contact") {
+                        c.remote_target = na.uri;
+                    }
+                    let mut rr: Vec<String> = r
+                        .all("Record-Route")
+                        .flat_map(|v| sip::split_list(v).unwrap_or_default())
+                        .map(str::to_owned)
+                        .collect();
+                    rr.reverse();
+                    c.route = rr;
+                }
+                let ack = self.in_dialog(ctx, i, "ACK");
+                self.sends.push(Send::Message(ack));
+                let pending = self.calls[i].pending_hold.take();
+                let (next, name) = match (first, pending) {
+                    (true, _) => (CallState::Connected, "connected"),
+                    (false, Some(true)) => (CallState::Held, "held"),
+                    (false, Some(false)) => (CallState::Connected, "resumed"),
+                    (false, None) => return,
+                };
+                self.calls[i].state = next;
+                self.state_event(i, name);
+            }
+            ("INVITE", 300..)
+                if matches!(self.calls[i].state, CallState::Dialing | CallState::Ringback) =>
+            {
+                self.calls[i].state = CallState::Ended;
+                let (id, peer) = (self.calls[i].id, self.calls[i].peer.clone());
+                self.events.push(ClientEvent::CallState {
+                    id,
+                    state: format!("failed {code}"),
+                    peer,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// A request from the node: a new call, or one of an existing dialog.
+    pub(crate) fn on_request(&mut self, ctx: &Ctx, m: &Message) -> Option<Message> {
+        let Start::Request { method, .. } = &m.start else { return None };
+        let i = self.calls.iter().position(|c| Some(c.call_id.as_str()) == m.call_id());
+        let reply = |code: u16, tag: Option<&str>| {
+            let mut r = m.response(code, sip::reason(code), tag);
+            r.push("Contact", ctx.contact.clone());
+            r
+        };
+        match (method.as_str(), i) {
+            ("INVITE", None) => {
+                if self.current().is_some() {
+                    return Some(reply(486, Some("busy")));
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                let port = self.port(id);
+                let from = m.name_addr("From");
+                let peer = from
+                    .as_ref()
+                    .and_then(|f| {
+                        f.uri
+                            .split(':')
+                            .nth(1)
+                            .map(|u| u.split('@').next().unwrap_or("").to_owned())
+                    })
+                    .unwrap_or_default();
+                let local_tag = hex(&mut self.rng, 16);
+                let c = Call {
+                    id,
+                    call_id: m.call_id().unwrap_or("").to_owned(),
+                    local_tag: local_tag.clone(),
+                    remote_tag: m.tag("From"),
+                    local_uri: m.get("To").unwrap_or("").to_owned(),
+                    remote_uri: m
+                        .get("From")
+                        .unwrap_or("")
+                        .split(";tag=")
+                        .next()
+                        .unwrap_or("")
+                        .to_owned(),
+                    remote_target: m.name_addr("Contact").map(|c| c.uri).unwrap_or_default(),
+                    route: m
+                        .all("Record-Route")
+                        .flat_map(|v| sip::split_list(v).unwrap_or_default())
+                        .map(str::to_owned)
+                        .collect(),
+                    cseq: 0,
+                    state: CallState::Ringing,
+                    invite: Some(m.clone()),
+                    pending_hold: None,
+                    port,
+                    peer,
+                };
+                self.calls.push(c);
+                let i = self.calls.len() - 1;
+                self.state_event(i, "ringing");
+                Some(reply(180, Some(&local_tag)))
+            }
+            ("INVITE", Some(i)) => {
+                // A re-INVITE: hold or resume from the other side.
+                let dir = direction(&m.body);
+                let answer_dir = match dir {
+                    "sendonly" => "recvonly",
+                    "inactive" => "inactive",
+                    _ => "sendrecv",
+                };
+                let (port, id) = (self.calls[i].port, self.calls[i].id);
+                let mut r = reply(200, Some(&self.calls[i].local_tag.clone()));
+                r.push("Content-Type", "application/sdp");
+                r.body = sdp(&ctx.local_ip, port, u64::from(id) + 1000, answer_dir).into_bytes();
+                let state =
+                    if answer_dir == "sendrecv" { "resumed-by-peer" } else { "held-by-peer" };
+                self.state_event(i, state);
+                Some(r)
+            }
+            ("ACK", Some(i)) => {
+                if self.calls[i].state == CallState::Answering {
+                    self.calls[i].state = CallState::Connected;
+                    self.state_event(i, "connected");
+                }
+                None
+            }
+            ("BYE", Some(i)) => {
+                let tag = self.calls[i].local_tag.clone();
+                if self.calls[i].state != CallState::Ended {
+                    self.calls[i].state = CallState::Ended;
+                    self.state_event(i, "ended");
+                }
+                Some(reply(200, Some(&tag)))
+            }
+            ("CANCEL", Some(i)) => {
+                let tag = self.calls[i].local_tag.clone();
+                if self.calls[i].state == CallState::Ringing {
+                    if let Some(inv) = self.calls[i].invite.clone() {
+                        let r487 = inv.response(487, "Request Terminated", Some(&tag));
+                        self.sends.push(Send::Message(r487));
+                    }
+                    self.calls[i].state = CallState::Ended;
+                    self.state_event(i, "ended");
+                }
+                Some(reply(200, Some(&tag)))
+            }
+            ("INFO", Some(i)) => {
+                let digits: String = String::from_utf8_lossy(&m.body)
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("Signal="))
+                    .map(str::trim)
+                    .collect();
+                let tag = self.calls[i].local_tag.clone();
+                if !digits.is_empty() {
+                    let (id, peer) = (self.calls[i].id, self.calls[i].peer.clone());
+                    self.events.push(ClientEvent::CallDtmf {
+                        id,
+                        digits,
+                        peer: format!("from {peer}"),
+                    });
+                }
+                Some(reply(200, Some(&tag)))
+            }
+            ("OPTIONS", _) => Some(reply(200, None)),
+            (_, None) if method != "ACK" => Some(reply(481, None)),
+            ("ACK", None) => None,
+            _ => Some(reply(501, None)),
+        }
+    }
+
+    /// A transaction of a call ended without a final response (Timer B/F).
+    pub(crate) fn on_timeout(&mut self, call_id: &str) {
+        if let Some(i) =
+            self.calls.iter().position(|c| c.call_id == call_id && c.state != CallState::Ended)
+        {
+            self.calls[i].state = CallState::Ended;
+            let (id, peer) = (self.calls[i].id, self.calls[i].peer.clone());
+            self.events.push(ClientEvent::CallState { id, state: "failed 408".into(), peer });
+        }
+    }
+}
+
+/// What the phone can do now, for the refusal rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Registered to CUCM.
+    Cucm,
+    /// Registered to SRST (CC5).
+    Srst,
+    /// Registering to another node after losing one (CC4).
+    FailingOver,
+    /// Not registered.
+    Unregistered,
+}
+
+/// The phone's side of things the calls need.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) mode: Mode,
+    pub(crate) transport: &'static str,
+    pub(crate) local_host: String,
+    pub(crate) local_ip: String,
+    pub(crate) contact: String,
+    pub(crate) line: String,
+    /// The host requests are addressed to (the registrar).
+    pub(crate) registrar: String,
+}
+
+/// Drains a transaction's sends (used by the phone).
+pub(crate) fn sends_of(t: &mut ClientTxn) -> Vec<Message> {
+    std::iter::from_fn(|| t.poll_output())
+        .filter_map(|o| match o {
+            TxnOutput::Send(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media1_splits_the_range_as_the_document_does() {
+        assert_eq!(audio_range((3000, 4000)), (3000, 3501));
+        assert_eq!(video_range((3000, 4000)), (3502, 4000));
+        assert_eq!(audio_range((16384, 32766)), (16384, 24574));
+        assert_eq!(video_range((16384, 32766)), (24575, 32766));
+    }
+
+    #[test]
+    fn sdp_offers_the_media3_codecs_and_reads_direction() {
+        let o = sdp("10.1.0.100", 3000, 7, "sendonly");
+        assert!(o.contains("m=audio 3000 RTP/AVP 102 9 0 8 18 101"));
+        for c in
+            ["G7221/16000", "G722/8000", "PCMU/8000", "PCMA/8000", "G729/8000", "telephone-event"]
+        {
+            assert!(o.contains(c), "{c}");
+        }
+        assert_eq!(direction(o.as_bytes()), "sendonly");
+        assert_eq!(direction(b"v=0\r\n"), "sendrecv");
+    }
+}
