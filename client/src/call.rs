@@ -376,6 +376,10 @@ impl Calls {
                 self.state_event(i, "ended");
                 self.request(now, m);
             }
+            (CallAction::Hold | CallAction::Resume, _) if self.calls[i].pending_hold.is_some() => {
+                let name = a.name();
+                self.refuse(&name, "a hold or resume is already under way");
+            }
             (CallAction::Hold, CallState::Connected) | (CallAction::Resume, CallState::Held) => {
                 let hold = matches!(a, CallAction::Hold);
                 let dir = if hold { "sendonly" } else { "sendrecv" };
@@ -443,7 +447,11 @@ impl Calls {
                     rr.reverse();
                     c.route = rr;
                 }
-                let ack = self.in_dialog(ctx, i, "ACK");
+                // §13.2.2.4: the ACK carries the CSeq number of the INVITE it acknowledges.
+                let mut ack = self.in_dialog(ctx, i, "ACK");
+                if let Some((n, _)) = r.cseq() {
+                    ack.set("CSeq", format!("{n} ACK"));
+                }
                 self.sends.push(Send::Message(ack));
                 let pending = self.calls[i].pending_hold.take();
                 let (next, name) = match (first, pending) {
@@ -528,6 +536,22 @@ impl Calls {
                 let i = self.calls.len() - 1;
                 self.state_event(i, "ringing");
                 Some(reply(180, Some(&local_tag)))
+            }
+            // The same initial INVITE again (a retransmission): ringing still.
+            ("INVITE", Some(i))
+                if m.tag("To").as_deref() != Some(self.calls[i].local_tag.as_str()) =>
+            {
+                let tag = self.calls[i].local_tag.clone();
+                match self.calls[i].state {
+                    CallState::Ringing => Some(reply(180, Some(&tag))),
+                    _ => Some(reply(491, Some(&tag))),
+                }
+            }
+            ("INVITE", Some(i))
+                if matches!(self.calls[i].state, CallState::Ringing | CallState::Answering) =>
+            {
+                let tag = self.calls[i].local_tag.clone();
+                Some(reply(491, Some(&tag)))
             }
             ("INVITE", Some(i)) => {
                 // A re-INVITE: hold or resume from the other side.

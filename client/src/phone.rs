@@ -44,7 +44,7 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 pub const PONG_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait before trying the group again when nothing answered.
 pub const RETRY: Duration = Duration::from_secs(30);
-/// How long resolving, connecting and a REGISTER may take together at one node.
+/// How long resolving and connecting may take at one node (a REGISTER then has Timer F).
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// DSCP of call signalling (SPEC MEDIA2: CS3).
 pub const DSCP_SIGNALLING: u8 = 24;
@@ -921,36 +921,31 @@ impl Phone {
             self.keepalive_at =
                 Some(now + Duration::from_secs(u64::from(self.cfg.keepalive.max(1))));
             if let Some(b) = (t + 1..self.targets.len()).find(|&b| !self.targets[b].srst) {
-                let i = match self.legs.iter().position(|l| l.role == Role::Keepalive) {
-                    Some(i) => i,
-                    None => self.open_leg(now, Role::Keepalive, b),
-                };
-                if self.legs[i]
-                    .txn
-                    .as_ref()
-                    .is_none_or(|t| t.state() == sip::txn::ClientState::Terminated)
-                {
-                    let m = self.register_request(i, 0, true);
-                    self.send(now, i, m);
-                }
+                self.heartbeat(now, Role::Keepalive, b);
             }
         }
         if due(self.probe_at) {
             self.probe_at = Some(now + Duration::from_secs(30));
-            let i = match self.legs.iter().position(|l| l.role == Role::Probe) {
-                Some(i) => i,
-                None => self.open_leg(now, Role::Probe, 0),
-            };
-            if self.legs[i]
-                .txn
-                .as_ref()
-                .is_none_or(|t| t.state() == sip::txn::ClientState::Terminated)
-            {
-                let m = self.register_request(i, 0, true);
-                self.send(now, i, m);
-            }
+            self.heartbeat(now, Role::Probe, 0);
         }
         self.pump(now);
+    }
+
+    /// The keepalive REGISTER of WIRE.md (`Expires: 0`, `;cisco-keep-alive`) to target `t` on
+    /// the leg of `role` (opened if needed), unless the last one is still out.
+    fn heartbeat(&mut self, now: Time, role: Role, t: usize) {
+        let i = match self.legs.iter().position(|l| l.role == role) {
+            Some(i) => i,
+            None => self.open_leg(now, role, t),
+        };
+        let idle = self.legs[i]
+            .txn
+            .as_ref()
+            .is_none_or(|t| t.state() == sip::txn::ClientState::Terminated);
+        if idle {
+            let m = self.register_request(i, 0, true);
+            self.send(now, i, m);
+        }
     }
 
     fn pump(&mut self, now: Time) {

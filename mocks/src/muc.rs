@@ -91,7 +91,7 @@ struct Room {
     persistent: bool,
     /// The creator's bare JID: the one who may configure the room.
     owner: String,
-    /// Nick → occupant's full JID, in join order of nick.
+    /// Nick → occupant's full JID (sorted by nick).
     occupants: BTreeMap<String, String>,
     /// Recent messages with their sender's nick, oldest first, at most [`HISTORY_MAX`].
     history: Vec<(String, Element, Duration)>,
@@ -489,6 +489,10 @@ impl Muc {
                 }
             }
             r.persistent = want;
+        }
+        // A persistent room made ad hoc again with nobody in it dies now, as ad hoc rooms do.
+        if !r.persistent && r.occupants.is_empty() {
+            self.rooms.remove(room);
         }
         let mut ok = Element::new("iq")
             .attr("type", "result")

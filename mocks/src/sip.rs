@@ -37,6 +37,12 @@ pub const MAX_EXPIRES: u32 = 120;
 /// Asked-for expiry when the request gives none (§10.2.1.1: the registrar picks; the device
 /// default is 3600).
 const DEFAULT_EXPIRES: u32 = 3600;
+/// Devices one line may have registered at once.
+const MAX_DEVICES_PER_LINE: usize = 8;
+/// Keepalive records and UDP peers kept at most (older ones are forgotten first).
+const MAX_TRACKED: usize = 4096;
+/// How long a keepalive record is worth keeping.
+const KEEPALIVE_TRACKED: Duration = Duration::from_secs(600);
 /// The Server header.
 pub const SERVER: &str = "Cisco-CUCM14.0";
 /// Methods the line side implements (the Allow header).
@@ -304,6 +310,17 @@ impl Cluster {
             return Some(*id);
         }
         let outbox = self.udp_out.get(&node)?.clone();
+        if self.udp.len() >= MAX_TRACKED {
+            // Forget the UDP peers no binding uses (a UDP peer is only an address).
+            let used: BTreeSet<FlowId> =
+                self.bindings.values().flat_map(|d| d.values().map(|b| b.flow)).collect();
+            let gone: Vec<FlowId> =
+                self.udp.values().copied().filter(|f| !used.contains(f)).collect();
+            for f in gone {
+                self.flows.remove(&f);
+            }
+            self.udp.retain(|_, f| used.contains(f));
+        }
         let id = FlowId(self.next_flow);
         self.next_flow += 1;
         self.flows.insert(id, Flow { node: node.clone(), transport: Transport::Udp, peer, outbox });
@@ -507,6 +524,12 @@ impl Cluster {
             },
             _ if ours || in_dialog => match self.dialog_target(now, &m) {
                 Some(to) => self.forward(flow, to, m, false),
+                // The ACK of a non-2xx final response goes where its INVITE went (§17.1.1.3).
+                None if method == "ACK" => {
+                    if let Some(to) = self.target(now, &m) {
+                        self.forward(flow, to, m, false);
+                    }
+                }
                 None => self.refuse(flow, &m, 481, ""),
             },
             "SUBSCRIBE" => self.refuse(flow, &m, 489, "no such event package"),
@@ -543,8 +566,8 @@ impl Cluster {
         self.flows.contains_key(&b.flow).then(|| (b.flow, b.contact.clone()))
     }
 
-    /// Where an in-dialog request goes: the next Route, else the binding whose contact is the
-    /// Request-URI.
+    /// Where an in-dialog request goes: the binding whose contact is the Request-URI (our own
+    /// Route has been popped; the lab's dialogs have no other hop).
     fn dialog_target(&self, now: Duration, m: &Message) -> Option<(FlowId, String)> {
         let Start::Request { uri, .. } = &m.start else { return None };
         let by_contact = self
@@ -585,9 +608,12 @@ impl Cluster {
         }
         match self.target(now, &m) {
             Some(to) => {
-                // §16.2/§8.2.6.1: Trying at once; the callee's answers follow.
-                let t = m.response(100, "Trying", None);
-                self.send(flow, &t);
+                // Trying at once on a reliable hop (§8.2.6.1); over UDP a stateless proxy sends
+                // none, so the caller's retransmissions (forwarded as they come) carry on.
+                if self.flows[&flow].transport != Transport::Udp {
+                    let t = m.response(100, "Trying", None);
+                    self.send(flow, &t);
+                }
                 self.forward(flow, to, m, true);
             }
             None => {
@@ -736,15 +762,27 @@ impl Cluster {
                 .unwrap_or_else(|| line.device.clone());
             if na.param("cisco-keep-alive").is_some() {
                 // WIRE.md: the backup node's heartbeat; no binding change.
-                self.keepalives.insert(device, (node.clone(), now));
+                if self.keepalives.len() >= MAX_TRACKED && !self.keepalives.contains_key(&device) {
+                    self.keepalives
+                        .retain(|_, (_, at)| now.saturating_sub(*at) < KEEPALIVE_TRACKED);
+                }
+                if self.keepalives.len() < MAX_TRACKED || self.keepalives.contains_key(&device) {
+                    self.keepalives.insert(device, (node.clone(), now));
+                }
                 self.counters.keepalives += 1;
                 granted_contacts.push(c.clone());
                 continue;
             }
             let devices = self.bindings.entry(ext.clone()).or_default();
+            // Expired bindings go as the line registers again, and a line has a few devices
+            // at most: what a sender names in its Contact cannot grow the table.
+            devices.retain(|_, b| b.expires_at > now);
             if asked == 0 {
                 devices.remove(&device);
                 continue;
+            }
+            if devices.len() >= MAX_DEVICES_PER_LINE && !devices.contains_key(&device) {
+                return self.refuse(flow, m, 403, "too many devices on this line");
             }
             let granted = asked.min(if self.cfg.srst { DEFAULT_EXPIRES } else { MAX_EXPIRES });
             let b = Binding {
@@ -803,20 +841,17 @@ impl Cluster {
     }
 }
 
-/// A Contact value without its expires parameter.
+/// A Contact value without its expires parameter (as a name-addr, `<>` added if missing).
 fn strip_expires(c: &str) -> String {
-    let (head, params) = match c.rfind('>') {
-        Some(i) => (&c[..=i], &c[i + 1..]),
-        None => (c, ""),
-    };
-    let kept: Vec<&str> = params
-        .split(';')
-        .filter(|p| !p.trim().is_empty() && !p.trim().to_ascii_lowercase().starts_with("expires"))
-        .collect();
-    let mut out = head.to_owned();
-    for p in kept {
+    let Ok(na) = parse_name_addr(c) else { return c.to_owned() };
+    let mut out = format!("<{}>", na.uri);
+    for (k, v) in na.params.iter().filter(|(k, _)| k != "expires") {
         out.push(';');
-        out.push_str(p.trim());
+        out.push_str(k);
+        if let Some(v) = v {
+            out.push('=');
+            out.push_str(v);
+        }
     }
     out
 }

@@ -85,23 +85,14 @@ impl Shared {
         s: &Scenario,
         c: &crate::scenario::CucmNode,
     ) -> Rc<RefCell<uclab_mocks::sip::Cluster>> {
-        use uclab_mocks::sip::{Cluster, SipConfig, SipLine};
+        use uclab_mocks::sip::{Cluster, SipConfig};
         self.sip
             .borrow_mut()
             .entry(c.cluster.clone())
             .or_insert_with(|| {
-                let lines = s
-                    .users
-                    .iter()
-                    .filter(|u| u.cluster == c.cluster)
-                    .map(|u| SipLine {
-                        user: u.id.clone(),
-                        extension: u.extension.clone(),
-                        device: csf_device(u),
-                        password: u.password.clone(),
-                    })
-                    .collect();
-                // Cluster-wide: the first member's security profile.
+                let lines =
+                    s.users.iter().filter(|u| u.cluster == c.cluster).map(sip_line).collect();
+                // Cluster-wide: digest if any member's security profile asks for it.
                 let digest = s.nodes.iter().any(|n| {
                     matches!(&n.kind, NodeKind::Cucm(o) if o.cluster == c.cluster && o.sip_digest)
                 });
@@ -240,6 +231,16 @@ pub fn csf_device(u: &crate::scenario::User) -> String {
         .unwrap_or_else(|| format!("CSF{}", u.id.to_ascii_uppercase()))
 }
 
+/// A user's line as the SIP registrars know it (SPEC CC1).
+fn sip_line(u: &crate::scenario::User) -> uclab_mocks::sip::SipLine {
+    uclab_mocks::sip::SipLine {
+        user: u.id.clone(),
+        extension: u.extension.clone(),
+        device: csf_device(u),
+        password: u.password.clone(),
+    }
+}
+
 /// The text conferencing service domain of IM&P node `node` (SPEC IMP5).
 pub fn muc_service(s: &Scenario, node: &str) -> String {
     format!("conference-{}.{}", node.to_ascii_lowercase(), s.domain)
@@ -323,18 +324,9 @@ pub fn plan(
         }
         NodeKind::ChatDb => NodePlan::ChatDb { port: own("postgres"), db: shared.db(&n.name) },
         NodeKind::Srst => {
-            use uclab_mocks::sip::{Cluster, SipConfig, SipLine};
+            use uclab_mocks::sip::{Cluster, SipConfig};
             // The site's devices: every user's line, no digest (SRST accepts what registers).
-            let lines = s
-                .users
-                .iter()
-                .map(|u| SipLine {
-                    user: u.id.clone(),
-                    extension: u.extension.clone(),
-                    device: csf_device(u),
-                    password: u.password.clone(),
-                })
-                .collect();
+            let lines = s.users.iter().map(sip_line).collect();
             let cfg = SipConfig { domain: s.domain.clone(), lines, digest: false, srst: true };
             let seed = uclab_net::derive_seed(shared.seed, &format!("srst:{}", n.name));
             NodePlan::Srst {

@@ -305,3 +305,38 @@ fn options_still_answered_after_the_whole_corpus() {
     assert_eq!(r[0].code(), Some(200));
     assert!(r[0].get("Allow").unwrap().contains("REGISTER"));
 }
+
+#[test]
+fn udp_caller_gets_no_trying_and_the_ack_of_a_refusal_reaches_the_callee() {
+    let mut l = lab(false);
+    let (tb, mut rb) = unbounded_channel();
+    let fb = l.c.open_stream(NODE, Transport::Tcp, peer(2), tb);
+    let breg = String::from_utf8(register("bob", "1002", None, "", 1))
+        .unwrap()
+        .replace("10.1.2.1:50001", "10.1.2.2:50002");
+    l.c.handle(Duration::ZERO, fb, breg.as_bytes());
+    drain(&mut rb);
+    let fa = l.c.udp_flow(NODE, peer(1)).unwrap();
+    let invite = "INVITE sip:1002@cucm1.example.com SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.1.2.1:50001;branch=z9hG4bKu1\r\n\
+        From: <sip:1001@cucm1.example.com>;tag=ca\r\nTo: <sip:1002@cucm1.example.com>\r\n\
+        Call-ID: u1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    l.c.handle(Duration::ZERO, fa, invite.as_bytes());
+    assert!(drain(&mut l.udp_rx).is_empty(), "a stateless proxy sends no 100 over UDP");
+    let inv = drain(&mut rb).remove(0);
+    let busy = inv.response(486, "Busy Here", Some("cb"));
+    l.c.handle(Duration::ZERO, fb, &busy.to_bytes());
+    assert_eq!(drain(&mut l.udp_rx)[0].code(), Some(486));
+    let ack = invite
+        .replace("INVITE sip", "ACK sip")
+        .replace("1 INVITE", "1 ACK")
+        .replace("To: <sip:1002@cucm1.example.com>", "To: <sip:1002@cucm1.example.com>;tag=cb");
+    l.c.handle(Duration::ZERO, fa, ack.as_bytes());
+    let got = drain(&mut rb);
+    assert_eq!(got[0].method(), Some("ACK"));
+    assert_eq!(
+        got[0].top_via().unwrap().branch(),
+        inv.top_via().unwrap().branch(),
+        "the INVITE's branch"
+    );
+}

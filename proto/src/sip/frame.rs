@@ -14,8 +14,8 @@ pub enum Frame {
     Ping,
 }
 
-/// Why a stream cannot be framed any more; the connection is answered (400 if a request head
-/// could be read) and closed.
+/// Why a stream cannot be framed any more: the framing is lost and the connection is closed
+/// (RFC 4475 §3.1.2.3, §3.3.9).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// A head without its end within [`MAX_MESSAGE`].
@@ -60,6 +60,11 @@ impl StreamFramer {
         if lead > 0 {
             let ping = self.buf[..lead].windows(4).any(|w| w == b"\r\n\r\n");
             if lead == self.buf.len() && !ping {
+                // Keep at most what could still become a ping: a flood of line ends is not
+                // buffered.
+                if lead > 3 {
+                    self.buf.drain(..lead - 3);
+                }
                 return Ok(None);
             }
             self.buf.drain(..lead);
@@ -80,7 +85,7 @@ impl StreamFramer {
             Ok(l) => l,
             Err(e) => return self.fail(e),
         };
-        if body_at + len > MAX_MESSAGE {
+        if len > MAX_MESSAGE || body_at + len > MAX_MESSAGE {
             return self.fail(FrameError::BadLength(format!("{len} octets is beyond the limit")));
         }
         if self.buf.len() < body_at + len {

@@ -759,7 +759,7 @@ impl Message {
         self.name_addr(header)?.param("tag").flatten().map(str::to_owned)
     }
 
-    /// The Expires header, capped at 2^32 − 1 per §20.19.
+    /// The Expires header (delta-seconds that fit 32 bits; larger is refused by `validate`).
     pub fn expires(&self) -> Option<u32> {
         self.get("Expires").and_then(parse_u32)
     }

@@ -87,6 +87,20 @@ fn framer_splits_a_stream_by_content_length_and_answers_pings() {
     let mut f = StreamFramer::new();
     f.feed(REG.replace("Content-Length: 0", "Content-Length: -5").as_bytes());
     assert!(matches!(f.next_frame(), Err(FrameError::BadLength(_))));
+    // A length beyond any integer, and a flood of line ends: refused, bounded.
+    let mut f = StreamFramer::new();
+    f.feed(b"OPTIONS sip:x SIP/2.0\r\nl: 18446744073709551615\r\n\r\n");
+    assert!(matches!(f.next_frame(), Err(FrameError::BadLength(_))));
+    let mut f = StreamFramer::new();
+    f.feed(b"OPTIONS sip:x SIP/2.0\r\nl: 18446744073709551616\r\n\r\n");
+    assert!(matches!(f.next_frame(), Err(FrameError::BadLength(_))));
+    let mut f = StreamFramer::new();
+    for _ in 0..10_000 {
+        f.feed(b"\n\n\n\n\n\n\n\n");
+        assert_eq!(f.next_frame(), Ok(None));
+    }
+    f.feed(REG.as_bytes());
+    assert_eq!(f.next_frame(), Ok(Some(Frame::Message(REG.as_bytes().to_vec()))));
     let mut f = StreamFramer::new();
     f.feed(&REG.as_bytes()[..40]);
     assert_eq!(f.next_frame(), Ok(None));

@@ -138,8 +138,10 @@ impl ClientTxn {
                 if self.state != ClientState::Proceeding {
                     self.state = ClientState::Proceeding;
                     if self.invite {
-                        // §17.1.1.2: no more retransmissions once something is heard.
+                        // §17.1.1.2: no more retransmissions once something is heard, and
+                        // Timer B only runs in Calling: a ringing call waits for its answer.
                         self.retransmit = None;
+                        self.expiry = None;
                     }
                     // §17.1.2.2: Timer E runs on, reset to T2 each time it fires.
                 }
@@ -436,6 +438,12 @@ mod tests {
         // 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s; B at 32 s.
         assert_eq!(at, [500, 1500, 3500, 7500, 15_500, 31_500].map(ms));
         assert!(out.contains(&TxnOutput::Timeout) && t.state() == ClientState::Terminated);
+        // Proceeding: no Timer B, however long it rings.
+        let mut t = ClientTxn::new(ms(0), req("INVITE"), false, Timers::default());
+        drain(|| t.poll_output());
+        t.on_response(ms(100), req("INVITE").response(180, "Ringing", Some("b")));
+        drain(|| t.poll_output());
+        assert_eq!(t.poll_timeout(), None);
     }
 
     #[test]
