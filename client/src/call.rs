@@ -129,7 +129,8 @@ pub(crate) struct Calls {
     pub(crate) sends: Vec<Send>,
 }
 
-fn hex(rng: &mut ChaCha8Rng, n: usize) -> String {
+/// `n` random hex digits from the seeded stream (tags, branches, Call-IDs).
+pub(crate) fn hex(rng: &mut ChaCha8Rng, n: usize) -> String {
     (0..n).map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0')).collect()
 }
 

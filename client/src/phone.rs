@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use uclab_proto::dns::QType;
 use uclab_proto::sip::frame::{Frame, StreamFramer};
@@ -31,7 +31,7 @@ use uclab_proto::sip::{self, Message};
 use uclab_proto::uds::DeviceConfig;
 
 use crate::Time;
-use crate::call::{CallAction, Calls, Ctx, Mode, Send, sends_of};
+use crate::call::{CallAction, Calls, Ctx, Mode, Send, hex, sends_of};
 use crate::event::ClientEvent;
 use crate::io::{ConnId, Input, Output};
 use crate::resolver::{QueryToken, ResolverConfig, StubResolver};
@@ -147,10 +147,6 @@ pub struct Phone {
     /// Whether the last registration was lost and a new one is under way (SPEC CC4).
     failing_over: bool,
     out: VecDeque<Output>,
-}
-
-fn hex(rng: &mut ChaCha8Rng, n: usize) -> String {
-    (0..n).map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0')).collect()
 }
 
 impl Phone {
@@ -839,8 +835,8 @@ impl Phone {
             }
         }
         let sip::Start::Request { method, uri } = &req.start else { return None };
-        let ha1 = md5_hex(&format!("{}:{realm}:{}", self.user.user, self.user.password));
-        let ha2 = md5_hex(&format!("{method}:{uri}"));
+        let ha1 = sip::md5_hex(&format!("{}:{realm}:{}", self.user.user, self.user.password));
+        let ha2 = sip::md5_hex(&format!("{method}:{uri}"));
         let mut h = format!(
             "Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm=MD5",
             self.user.user
@@ -849,9 +845,9 @@ impl Phone {
             Some(()) => {
                 let cnonce = hex(&mut self.rng, 16);
                 h.push_str(&format!(", qop=auth, nc=00000001, cnonce=\"{cnonce}\""));
-                md5_hex(&format!("{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}"))
+                sip::md5_hex(&format!("{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}"))
             }
-            None => md5_hex(&format!("{ha1}:{nonce}:{ha2}")),
+            None => sip::md5_hex(&format!("{ha1}:{nonce}:{ha2}")),
         };
         h.push_str(&format!(", response=\"{response}\""));
         if let Some(o) = opaque {
@@ -963,11 +959,6 @@ impl Phone {
             }
         }
     }
-}
-
-fn md5_hex(s: &str) -> String {
-    use md5::Digest as _;
-    md5::Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A transcript line for a SIP message the phone sends.

@@ -26,7 +26,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use uclab_proto::sip::{
-    self, Message, Start, is_token, parse, parse_name_addr, reason, split_list,
+    self, Message, Start, is_token, md5_hex, parse, parse_name_addr, reason, split_list,
 };
 
 /// Digest realm of CUCM's SIP line side.
@@ -193,12 +193,6 @@ fn fnv(parts: &[&str]) -> u64 {
         }
     }
     h
-}
-
-fn md5_hex(s: &str) -> String {
-    use md5::Digest as _;
-    let d = md5::Md5::digest(s.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The user part of a SIP or tel URI, unescaped, lower case.

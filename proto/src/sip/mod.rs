@@ -907,6 +907,12 @@ impl fmt::Display for Message {
     }
 }
 
+/// Lower-case hex MD5 of `s`, the hash of SIP digest authentication (RFC 2617).
+pub fn md5_hex(s: &str) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The standard reason phrase of a status code (§21).
 pub fn reason(code: u16) -> &'static str {
     match code {
