@@ -5,17 +5,42 @@
 //! on an audio port from the lower half of the SIP profile's media range (MEDIA1), ACK of the
 //! 2xx, BYE; incoming INVITE rings (180) until the user answers (200 with the answer); hold and
 //! resume are re-INVITEs with `a=sendonly` / `a=sendrecv` (a held party answers `recvonly`);
-//! DTMF goes as SIP INFO (`application/dtmf-relay`). What the user may not do now is refused
-//! with a `feature-refused` event: hold while a failover is under way (CC4), mid-call features
-//! and video under SRST (CC5).
+//! DTMF goes as RFC 4733 telephone-events in the RTP stream, or as SIP INFO
+//! (`application/dtmf-relay`) when asked or when the peer offered no telephone-event. Video is
+//! a re-INVITE that adds an H.264 `m=video` on a port from the upper half of the range.
+//!
+//! Media (SPEC MEDIA2): the lab carries no sound, but every connected call sends a short burst
+//! of synthetic RTP of the negotiated codec to the peer's SDP address (five packets 20 ms
+//! apart, audio at DSCP 46; video at DSCP 34), after the answer and again after a resume, so
+//! that a capture shows the media flows as a real call's would.
+//!
+//! What the user may not do now is refused with a `feature-refused` event: hold while a
+//! failover is under way (CC4), mid-call features and video under SRST (CC5).
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use uclab_proto::rtp::{DtmfReceiver, Rtp, TelephoneEvent, dtmf_event};
 use uclab_proto::sip::txn::{ClientTxn, Timers, TxnOutput};
 use uclab_proto::sip::{self, Message, Start};
 
 use crate::Time;
 use crate::event::ClientEvent;
+use crate::io::Output;
+
+/// DSCP of audio (SPEC MEDIA2: EF).
+pub const DSCP_AUDIO: u8 = 46;
+/// DSCP of video (SPEC MEDIA2: AF41).
+pub const DSCP_VIDEO: u8 = 34;
+/// Packets in one synthetic media burst.
+const BURST: u32 = 5;
+/// Our telephone-event payload type (the SDP's `a=rtpmap:101`).
+const PT_DTMF: u8 = 101;
+/// Our H.264 payload type.
+const PT_H264: u8 = 126;
 
 /// What the user does with calls (SPEC CC5's list).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,9 +66,12 @@ pub enum CallAction {
     Dtmf {
         /// Digits (0-9, *, #, A-D).
         digits: String,
+        /// As SIP INFO rather than RFC 4733 telephone-events.
+        info: bool,
     },
-    /// A mid-call feature the lab does not carry out beyond the refusal rules: `transfer`,
-    /// `conference`, `divert`, `park`, `video`, `send-to-mobile`.
+    /// A mid-call feature: `video` (adds video to the call), and the ones the lab does not
+    /// carry out beyond the refusal rules: `transfer`, `conference`, `divert`, `park`,
+    /// `send-to-mobile`.
     Feature {
         /// Which.
         name: String,
@@ -101,7 +129,131 @@ struct Call {
     pending_hold: Option<bool>,
     /// Our audio port (MEDIA1).
     port: u16,
+    /// Our video port, once video is on.
+    video_port: Option<u16>,
+    /// The direction of our last answer to the peer's offer (`recvonly` while it holds us).
+    dir: &'static str,
+    /// A video re-INVITE is out.
+    pending_video: bool,
+    /// The peer's media, from its last SDP.
+    remote: Option<RemoteSdp>,
+    /// What we send.
+    audio_out: Option<RtpOut>,
+    video_out: Option<RtpOut>,
+    /// RTP packets sent and received.
+    sent: u32,
+    received: u32,
+    dtmf_rx: DtmfReceiver,
     peer: String,
+}
+
+/// The peer's media as its SDP gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RemoteSdp {
+    ip: Ipv4Addr,
+    /// Audio port and payload types, in the peer's order of preference.
+    audio: Option<(u16, Vec<u8>)>,
+    video: Option<u16>,
+    /// The peer's telephone-event payload type.
+    dtmf: Option<u8>,
+}
+
+/// The peer's media from an SDP body (RFC 4566): the first `c=` address, the `m=audio` port
+/// and formats, a `m=video` port (0 is a refused stream), the telephone-event `rtpmap`.
+fn remote_sdp(body: &[u8]) -> Option<RemoteSdp> {
+    let text = std::str::from_utf8(body).ok()?;
+    let (mut ip, mut audio, mut video, mut dtmf) = (None, None, None, None);
+    let mut section = "";
+    for l in text.lines().map(str::trim_end) {
+        if let Some(c) = l.strip_prefix("c=IN IP4 ") {
+            if ip.is_none() {
+                ip = c.split('/').next().and_then(|a| a.trim().parse::<Ipv4Addr>().ok());
+            }
+        } else if let Some(m) = l.strip_prefix("m=") {
+            let mut w = m.split_whitespace();
+            let kind = w.next().unwrap_or("");
+            let port = w.next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+            let pts: Vec<u8> = w.skip(1).filter_map(|p| p.parse().ok()).collect();
+            section = kind;
+            match kind {
+                "audio" if port != 0 => audio = Some((port, pts)),
+                "video" if port != 0 => video = Some(port),
+                _ => {}
+            }
+        } else if let Some(r) = l.strip_prefix("a=rtpmap:")
+            && section == "audio"
+            && r.to_ascii_lowercase().contains("telephone-event")
+        {
+            dtmf = r.split_whitespace().next().and_then(|p| p.parse().ok());
+        }
+    }
+    Some(RemoteSdp { ip: ip?, audio, video, dtmf })
+}
+
+/// A MEDIA3 audio codec: payload type, name, RTP clock, timestamp step and payload bytes per
+/// 20 ms, and the byte silence is made of.
+struct Codec {
+    pt: u8,
+    name: &'static str,
+    clock: u32,
+    bytes: usize,
+    fill: u8,
+}
+
+const CODECS: [Codec; 5] = [
+    Codec { pt: 102, name: "G7221/16000", clock: 16000, bytes: 80, fill: 0 },
+    Codec { pt: 9, name: "G722/8000", clock: 8000, bytes: 160, fill: 0 },
+    Codec { pt: 0, name: "PCMU/8000", clock: 8000, bytes: 160, fill: 0xff },
+    Codec { pt: 8, name: "PCMA/8000", clock: 8000, bytes: 160, fill: 0xd5 },
+    Codec { pt: 18, name: "G729/8000", clock: 8000, bytes: 20, fill: 0 },
+];
+
+/// One RTP stream we send.
+#[derive(Debug)]
+struct RtpOut {
+    port: u16,
+    to: SocketAddr,
+    pt: u8,
+    ssrc: u32,
+    seq: u16,
+    ts0: u32,
+    clock: u32,
+    start: Time,
+    payload: Vec<u8>,
+}
+
+impl RtpOut {
+    /// The RTP timestamp at time `t` (the media clock runs from the stream's start).
+    fn ts(&self, t: Time) -> u32 {
+        let us = t.saturating_sub(self.start).as_micros();
+        let ticks = us * u128::from(self.clock) / 1_000_000;
+        self.ts0.wrapping_add(ticks as u32)
+    }
+
+    fn packet(&mut self, marker: bool, pt: u8, ts: u32, payload: Vec<u8>) -> Vec<u8> {
+        let p = Rtp { marker, pt, seq: self.seq, ts, ssrc: self.ssrc, payload };
+        self.seq = self.seq.wrapping_add(1);
+        p.to_bytes()
+    }
+}
+
+/// A media packet due to be sent.
+#[derive(Clone, Copy, Debug)]
+enum Pkt {
+    Audio {
+        first: bool,
+    },
+    Video {
+        first: bool,
+    },
+    /// An RFC 4733 event packet; `ts` is the event's start.
+    Dtmf {
+        event: u8,
+        ts: u32,
+        duration: u16,
+        end: bool,
+        first: bool,
+    },
 }
 
 /// What the phone should do with a message the calls produced.
@@ -125,8 +277,14 @@ pub(crate) struct Calls {
     /// The video half.
     video: (u16, u16),
     next_port: u16,
+    next_video_port: u16,
+    /// Media packets due, by time and order of scheduling: (call id, packet).
+    media_q: BTreeMap<(Time, u64), (u32, Pkt)>,
+    media_n: u64,
     pub(crate) events: Vec<ClientEvent>,
     pub(crate) sends: Vec<Send>,
+    /// Media socket outputs for the driver.
+    pub(crate) media: Vec<Output>,
 }
 
 /// `n` random hex digits from the seeded stream (tags, branches, Call-IDs).
@@ -153,14 +311,26 @@ pub fn video_range((start, stop): (u16, u16)) -> (u16, u16) {
 
 /// An SDP offer or answer with the MEDIA3 audio codecs and `direction`.
 pub fn sdp(ip: &str, port: u16, session: u64, direction: &str) -> String {
-    format!(
+    sdp_av(ip, port, None, session, direction)
+}
+
+/// The same with H.264 video on `video` when given.
+pub fn sdp_av(ip: &str, port: u16, video: Option<u16>, session: u64, direction: &str) -> String {
+    let mut s = format!(
         "v=0\r\no=CiscoSystemsSIP-GW-UserAgent {session} {session} IN IP4 {ip}\r\ns=SIP Call\r\n\
          c=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 102 9 0 8 18 101\r\n\
          a=rtpmap:102 G7221/16000\r\na=fmtp:102 bitrate=32000\r\na=rtpmap:9 G722/8000\r\n\
          a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:18 G729/8000\r\n\
          a=fmtp:18 annexb=no\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n\
          a={direction}\r\n"
-    )
+    );
+    if let Some(v) = video {
+        s.push_str(&format!(
+            "m=video {v} RTP/AVP {PT_H264}\r\na=rtpmap:{PT_H264} H264/90000\r\n\
+             a=fmtp:{PT_H264} profile-level-id=42801f;packetization-mode=1\r\na={direction}\r\n"
+        ));
+    }
+    s
 }
 
 /// The direction attribute of an SDP body (`sendrecv` when none).
@@ -190,8 +360,226 @@ impl Calls {
             audio,
             video: video_range(media),
             next_port: audio.0 + (audio.0 & 1),
+            next_video_port: 0,
+            media_q: BTreeMap::new(),
+            media_n: 0,
             events: Vec::new(),
             sends: Vec::new(),
+            media: Vec::new(),
+        }
+    }
+
+    /// When the next media packet is due.
+    pub(crate) fn poll_timeout(&self) -> Option<Time> {
+        self.media_q.keys().next().map(|k| k.0)
+    }
+
+    /// Sends the media packets that are due.
+    pub(crate) fn handle_timeout(&mut self, now: Time) {
+        while let Some(e) = self.media_q.first_entry() {
+            if e.key().0 > now {
+                break;
+            }
+            let (id, pkt) = e.remove();
+            let Some(c) = self.calls.iter_mut().find(|c| c.id == id && c.state != CallState::Ended)
+            else {
+                continue;
+            };
+            let sent = match pkt {
+                Pkt::Audio { first } => c.audio_out.as_mut().map(|o| {
+                    let ts = o.ts(now);
+                    let payload = o.payload.clone();
+                    (o.port, o.to, o.packet(first, o.pt, ts, payload))
+                }),
+                Pkt::Video { first } => c.video_out.as_mut().map(|o| {
+                    let ts = o.ts(now);
+                    let payload = o.payload.clone();
+                    (o.port, o.to, o.packet(first, o.pt, ts, payload))
+                }),
+                Pkt::Dtmf { event, ts, duration, end, first } => c.audio_out.as_mut().map(|o| {
+                    let payload = TelephoneEvent { event, end, volume: 10, duration }.to_bytes();
+                    (o.port, o.to, o.packet(first, PT_DTMF, ts, payload.to_vec()))
+                }),
+            };
+            if let Some((port, to, bytes)) = sent {
+                c.sent += 1;
+                self.media.push(Output::MediaSend { port, to, bytes });
+            }
+        }
+    }
+
+    /// A datagram on one of our media ports: counted, and telephone-events decoded.
+    pub(crate) fn on_media(&mut self, port: u16, bytes: &[u8]) {
+        let Some(c) = self.calls.iter_mut().rev().find(|c| {
+            c.state != CallState::Ended && (c.port == port || c.video_port == Some(port))
+        }) else {
+            return;
+        };
+        let Ok(p) = Rtp::parse(bytes) else { return };
+        c.received += 1;
+        if c.port == port
+            && p.pt == PT_DTMF
+            && let Some(d) = c.dtmf_rx.feed(&p)
+        {
+            let (id, peer) = (c.id, c.peer.clone());
+            self.events.push(ClientEvent::CallDtmf {
+                id,
+                digits: d.to_string(),
+                peer: format!("from {peer}"),
+                method: "rfc4733".into(),
+            });
+        }
+    }
+
+    fn schedule(&mut self, at: Time, id: u32, pkt: Pkt) {
+        self.media_n += 1;
+        self.media_q.insert((at, self.media_n), (id, pkt));
+    }
+
+    /// Starts (or restarts, after a resume) call `i`'s audio burst to the peer's SDP address.
+    fn start_audio(&mut self, now: Time, i: usize) {
+        let c = &self.calls[i];
+        let Some(r) = c.remote.clone() else { return };
+        let Some((rport, pts)) = r.audio.clone() else { return };
+        let Some(codec) = pts.iter().find_map(|pt| CODECS.iter().find(|k| k.pt == *pt)) else {
+            return;
+        };
+        let to = SocketAddr::V4(SocketAddrV4::new(r.ip, rport));
+        let ssrc = self.rng.random();
+        let ts0 = self.rng.random();
+        let seq = self.rng.random();
+        let c = &mut self.calls[i];
+        let fresh = c.audio_out.as_ref().is_none_or(|o| o.to != to || o.pt != codec.pt);
+        if fresh {
+            c.audio_out = Some(RtpOut {
+                port: c.port,
+                to,
+                pt: codec.pt,
+                ssrc,
+                seq,
+                ts0,
+                clock: codec.clock,
+                start: now,
+                payload: vec![codec.fill; codec.bytes],
+            });
+        }
+        let id = c.id;
+        self.events.push(ClientEvent::CallRtp {
+            id,
+            media: "audio".into(),
+            codec: codec.name.into(),
+            to: to.to_string(),
+            dscp: DSCP_AUDIO,
+        });
+        for k in 0..BURST {
+            self.schedule(
+                now + Duration::from_millis(20 * u64::from(k)),
+                id,
+                Pkt::Audio { first: k == 0 },
+            );
+        }
+    }
+
+    /// Starts call `i`'s video burst (H.264 filler NAL units).
+    fn start_video(&mut self, now: Time, i: usize) {
+        let c = &self.calls[i];
+        let (Some(r), Some(port)) = (c.remote.clone(), c.video_port) else { return };
+        let Some(rport) = r.video else { return };
+        let to = SocketAddr::V4(SocketAddrV4::new(r.ip, rport));
+        let (ssrc, ts0, seq) = (self.rng.random(), self.rng.random(), self.rng.random());
+        let c = &mut self.calls[i];
+        if c.video_out.as_ref().is_none_or(|o| o.to != to) {
+            // One H.264 NAL unit of type 12 (filler data): 0xff bytes and the stop bit.
+            let mut payload = vec![0x0c];
+            payload.extend(std::iter::repeat_n(0xff, 200));
+            payload.push(0x80);
+            c.video_out = Some(RtpOut {
+                port,
+                to,
+                pt: PT_H264,
+                ssrc,
+                seq,
+                ts0,
+                clock: 90_000,
+                start: now,
+                payload,
+            });
+        }
+        let id = c.id;
+        self.events.push(ClientEvent::CallRtp {
+            id,
+            media: "video".into(),
+            codec: "H264/90000".into(),
+            to: to.to_string(),
+            dscp: DSCP_VIDEO,
+        });
+        for k in 0..BURST {
+            self.schedule(
+                now + Duration::from_millis(33 * u64::from(k)),
+                id,
+                Pkt::Video { first: k == 0 },
+            );
+        }
+    }
+
+    /// RFC 4733 digits on call `i`'s audio stream: one event per digit every 200 ms, five
+    /// packets 20 ms apart with growing durations (the first with the marker bit), then the
+    /// end packet three times (§2.5.1.4). Without an audio stream, `false`.
+    fn send_rfc4733(&mut self, now: Time, i: usize, digits: &str) -> bool {
+        let c = &self.calls[i];
+        let Some(o) = c.audio_out.as_ref() else { return false };
+        if c.remote.as_ref().and_then(|r| r.dtmf).is_none() {
+            return false;
+        }
+        let id = c.id;
+        let mut plan = Vec::new();
+        for (k, d) in digits.chars().enumerate() {
+            let Some(event) = dtmf_event(d) else { continue };
+            let t0 = now + Duration::from_millis(200 * k as u64);
+            let ts = o.ts(t0);
+            for j in 0..5u16 {
+                let at = t0 + Duration::from_millis(20 * u64::from(j));
+                let duration = 160 * (j + 1);
+                plan.push((at, Pkt::Dtmf { event, ts, duration, end: false, first: j == 0 }));
+            }
+            let at = t0 + Duration::from_millis(100);
+            for _ in 0..3 {
+                plan.push((at, Pkt::Dtmf { event, ts, duration: 960, end: true, first: false }));
+            }
+        }
+        for (at, p) in plan {
+            self.schedule(at, id, p);
+        }
+        true
+    }
+
+    /// Closes call `i`'s media: sockets, due packets, and a count of what went each way.
+    fn close_media(&mut self, i: usize) {
+        let c = &self.calls[i];
+        let id = c.id;
+        self.media.push(Output::MediaClose { port: c.port });
+        if let Some(v) = c.video_port {
+            self.media.push(Output::MediaClose { port: v });
+        }
+        self.events.push(ClientEvent::CallRtpEnd { id, sent: c.sent, received: c.received });
+        self.media_q.retain(|_, (cid, _)| *cid != id);
+    }
+
+    /// The phone goes away: every call ends where it is, its media closed.
+    pub(crate) fn close_all(&mut self) {
+        for i in 0..self.calls.len() {
+            if self.calls[i].state != CallState::Ended {
+                self.end(i);
+                self.state_event(i, "ended");
+            }
+        }
+    }
+
+    /// Call `i` ends (a state change to `Ended` goes through here).
+    fn end(&mut self, i: usize) {
+        if self.calls[i].state != CallState::Ended {
+            self.calls[i].state = CallState::Ended;
+            self.close_media(i);
         }
     }
 
@@ -220,6 +608,16 @@ impl Calls {
         self.events.push(ClientEvent::CallMedia { id, audio_port: p, video });
         self.next_port =
             if p + 2 > self.audio.1 { self.audio.0 + (self.audio.0 & 1) } else { p + 2 };
+        self.media.push(Output::MediaOpen { port: p, dscp: DSCP_AUDIO });
+        p
+    }
+
+    /// A video port (even, from the upper half), opened for the driver.
+    fn video_port(&mut self) -> u16 {
+        let first = self.video.0 + (self.video.0 & 1);
+        let p = if self.next_video_port < first { first } else { self.next_video_port };
+        self.next_video_port = if p + 2 > self.video.1 { first } else { p + 2 };
+        self.media.push(Output::MediaOpen { port: p, dscp: DSCP_VIDEO });
         p
     }
 
@@ -278,7 +676,9 @@ impl Calls {
         }
         match a {
             CallAction::Dial { to } => self.dial(now, ctx, to),
-            CallAction::Feature { name } => self.refuse(name, "not modelled yet"),
+            CallAction::Feature { name } if name != "video" => {
+                self.refuse(name, "not modelled yet")
+            }
             _ => {
                 let Some(i) = self.calls.iter().rposition(|c| c.state != CallState::Ended) else {
                     return self.refuse(&name, "no call");
@@ -315,6 +715,15 @@ impl Calls {
             invite: None,
             pending_hold: None,
             port,
+            video_port: None,
+            dir: "sendrecv",
+            pending_video: false,
+            remote: None,
+            audio_out: None,
+            video_out: None,
+            sent: 0,
+            received: 0,
+            dtmf_rx: DtmfReceiver::default(),
             peer,
         };
         self.calls.push(c);
@@ -348,7 +757,7 @@ impl Calls {
             (CallAction::End, CallState::Ringing) => {
                 let Some(inv) = self.calls[i].invite.clone() else { return };
                 let r = inv.response(603, "Decline", Some(&self.calls[i].local_tag));
-                self.calls[i].state = CallState::Ended;
+                self.end(i);
                 self.sends.push(Send::Message(r));
                 self.state_event(i, "ended");
             }
@@ -368,12 +777,12 @@ impl Calls {
                 }
                 m.push("Max-Forwards", "70");
                 self.request(now, m);
-                self.calls[i].state = CallState::Ended;
+                self.end(i);
                 self.state_event(i, "ended");
             }
             (CallAction::End, CallState::Connected | CallState::Held | CallState::Answering) => {
                 let m = self.in_dialog(ctx, i, "BYE");
-                self.calls[i].state = CallState::Ended;
+                self.end(i);
                 self.state_event(i, "ended");
                 self.request(now, m);
             }
@@ -384,10 +793,11 @@ impl Calls {
             (CallAction::Hold, CallState::Connected) | (CallAction::Resume, CallState::Held) => {
                 let hold = matches!(a, CallAction::Hold);
                 let dir = if hold { "sendonly" } else { "sendrecv" };
-                let (port, id) = (self.calls[i].port, self.calls[i].id);
+                let (port, id, video) =
+                    (self.calls[i].port, self.calls[i].id, self.calls[i].video_port);
                 let mut m = self.in_dialog(ctx, i, "INVITE");
                 m.push("Content-Type", "application/sdp");
-                m.body = sdp(&ctx.local_ip, port, u64::from(id) + 1000, dir).into_bytes();
+                m.body = sdp_av(&ctx.local_ip, port, video, u64::from(id) + 1000, dir).into_bytes();
                 self.calls[i].pending_hold = Some(hold);
                 self.request(now, m);
             }
@@ -397,7 +807,35 @@ impl Calls {
             (CallAction::Unmute, CallState::Connected | CallState::Held) => {
                 self.state_event(i, "unmuted")
             }
-            (CallAction::Dtmf { digits }, CallState::Connected) => {
+            (CallAction::Feature { .. }, CallState::Connected)
+                if self.calls[i].video_port.is_some() || self.calls[i].pending_video =>
+            {
+                self.refuse("video", "video is already on");
+            }
+            (CallAction::Feature { .. }, CallState::Connected) => {
+                // Escalation to video: a re-INVITE adding an H.264 stream (MEDIA1's upper half).
+                let v = self.video_port();
+                let (port, id) = (self.calls[i].port, self.calls[i].id);
+                self.calls[i].video_port = Some(v);
+                self.calls[i].pending_video = true;
+                let mut m = self.in_dialog(ctx, i, "INVITE");
+                m.push("Content-Type", "application/sdp");
+                m.body = sdp_av(&ctx.local_ip, port, Some(v), u64::from(id) + 1000, "sendrecv")
+                    .into_bytes();
+                self.request(now, m);
+            }
+            (CallAction::Dtmf { digits, info: false }, CallState::Connected)
+                if self.send_rfc4733(now, i, digits) =>
+            {
+                let (id, peer) = (self.calls[i].id, self.calls[i].peer.clone());
+                self.events.push(ClientEvent::CallDtmf {
+                    id,
+                    digits: digits.clone(),
+                    peer,
+                    method: "rfc4733".into(),
+                });
+            }
+            (CallAction::Dtmf { digits, .. }, CallState::Connected) => {
                 for d in digits.chars() {
                     let mut m = self.in_dialog(ctx, i, "INFO");
                     m.push("Content-Type", "application/dtmf-relay");
@@ -405,7 +843,12 @@ impl Calls {
                     self.request(now, m);
                 }
                 let (id, peer) = (self.calls[i].id, self.calls[i].peer.clone());
-                self.events.push(ClientEvent::CallDtmf { id, digits: digits.clone(), peer });
+                self.events.push(ClientEvent::CallDtmf {
+                    id,
+                    digits: digits.clone(),
+                    peer,
+                    method: "info".into(),
+                });
             }
             _ => {
                 let name = a.name();
@@ -418,7 +861,7 @@ impl Calls {
     }
 
     /// A response to one of our requests (already through its transaction).
-    pub(crate) fn on_response(&mut self, ctx: &Ctx, r: &Message) {
+    pub(crate) fn on_response(&mut self, now: Time, ctx: &Ctx, r: &Message) {
         let Some(code) = r.code() else { return };
         let Some(i) = self.calls.iter().position(|c| Some(c.call_id.as_str()) == r.call_id())
         else {
@@ -454,20 +897,46 @@ impl Calls {
                     ack.set("CSeq", format!("{n} ACK"));
                 }
                 self.sends.push(Send::Message(ack));
+                if let Some(sdp) = remote_sdp(&r.body) {
+                    self.calls[i].remote = Some(sdp);
+                }
                 let pending = self.calls[i].pending_hold.take();
-                let (next, name) = match (first, pending) {
-                    (true, _) => (CallState::Connected, "connected"),
-                    (false, Some(true)) => (CallState::Held, "held"),
-                    (false, Some(false)) => (CallState::Connected, "resumed"),
-                    (false, None) => return,
+                let video = std::mem::take(&mut self.calls[i].pending_video);
+                let (next, name) = match (first, pending, video) {
+                    (true, _, _) => (CallState::Connected, "connected"),
+                    (false, Some(true), _) => (CallState::Held, "held"),
+                    (false, Some(false), _) => (CallState::Connected, "resumed"),
+                    (false, None, true) => (CallState::Connected, "video"),
+                    (false, None, false) => return,
                 };
                 self.calls[i].state = next;
                 self.state_event(i, name);
+                match name {
+                    "connected" | "resumed" => self.start_audio(now, i),
+                    _ => {}
+                }
+                if video {
+                    if self.calls[i].remote.as_ref().is_some_and(|r| r.video.is_some()) {
+                        self.start_video(now, i);
+                    } else {
+                        // The peer refused the video stream (port 0): audio only.
+                        self.refuse("video", "the other party declined video");
+                    }
+                }
+            }
+            ("INVITE", 300..) if self.calls[i].pending_video => {
+                self.calls[i].pending_video = false;
+                self.refuse("video", &format!("the re-INVITE got {code}"));
+            }
+            ("INVITE", 300..) if self.calls[i].pending_hold.is_some() => {
+                let hold = self.calls[i].pending_hold.take() == Some(true);
+                let name = if hold { "hold" } else { "resume" };
+                self.refuse(name, &format!("the re-INVITE got {code}"));
             }
             ("INVITE", 300..)
                 if matches!(self.calls[i].state, CallState::Dialing | CallState::Ringback) =>
             {
-                self.calls[i].state = CallState::Ended;
+                self.end(i);
                 let (id, peer) = (self.calls[i].id, self.calls[i].peer.clone());
                 self.events.push(ClientEvent::CallState {
                     id,
@@ -480,7 +949,7 @@ impl Calls {
     }
 
     /// A request from the node: a new call, or one of an existing dialog.
-    pub(crate) fn on_request(&mut self, ctx: &Ctx, m: &Message) -> Option<Message> {
+    pub(crate) fn on_request(&mut self, now: Time, ctx: &Ctx, m: &Message) -> Option<Message> {
         let Start::Request { method, .. } = &m.start else { return None };
         let i = self.calls.iter().position(|c| Some(c.call_id.as_str()) == m.call_id());
         let reply = |code: u16, tag: Option<&str>| {
@@ -531,6 +1000,15 @@ impl Calls {
                     invite: Some(m.clone()),
                     pending_hold: None,
                     port,
+                    video_port: None,
+                    dir: "sendrecv",
+                    pending_video: false,
+                    remote: remote_sdp(&m.body),
+                    audio_out: None,
+                    video_out: None,
+                    sent: 0,
+                    received: 0,
+                    dtmf_rx: DtmfReceiver::default(),
                     peer,
                 };
                 self.calls.push(c);
@@ -555,33 +1033,57 @@ impl Calls {
                 Some(reply(491, Some(&tag)))
             }
             ("INVITE", Some(i)) => {
-                // A re-INVITE: hold or resume from the other side.
+                // A re-INVITE: hold, resume or video from the other side.
                 let dir = direction(&m.body);
                 let answer_dir = match dir {
                     "sendonly" => "recvonly",
                     "inactive" => "inactive",
                     _ => "sendrecv",
                 };
-                let (port, id) = (self.calls[i].port, self.calls[i].id);
+                let offer = remote_sdp(&m.body);
+                let video_new = offer.as_ref().is_some_and(|o| o.video.is_some())
+                    && self.calls[i].video_port.is_none();
+                if video_new {
+                    let v = self.video_port();
+                    self.calls[i].video_port = Some(v);
+                }
+                let was_held = self.calls[i].dir != "sendrecv";
+                if offer.is_some() {
+                    self.calls[i].remote = offer;
+                }
+                let (port, id, video) =
+                    (self.calls[i].port, self.calls[i].id, self.calls[i].video_port);
                 let mut r = reply(200, Some(&self.calls[i].local_tag.clone()));
                 r.push("Content-Type", "application/sdp");
-                r.body = sdp(&ctx.local_ip, port, u64::from(id) + 1000, answer_dir).into_bytes();
-                let state =
-                    if answer_dir == "sendrecv" { "resumed-by-peer" } else { "held-by-peer" };
+                r.body = sdp_av(&ctx.local_ip, port, video, u64::from(id) + 1000, answer_dir)
+                    .into_bytes();
+                let state = match (answer_dir, video_new) {
+                    ("sendrecv", true) => "video-by-peer",
+                    ("sendrecv", false) => "resumed-by-peer",
+                    _ => "held-by-peer",
+                };
+                self.calls[i].dir = answer_dir;
                 self.state_event(i, state);
+                if answer_dir == "sendrecv" && was_held {
+                    self.start_audio(now, i);
+                }
+                if video_new && answer_dir == "sendrecv" {
+                    self.start_video(now, i);
+                }
                 Some(r)
             }
             ("ACK", Some(i)) => {
                 if self.calls[i].state == CallState::Answering {
                     self.calls[i].state = CallState::Connected;
                     self.state_event(i, "connected");
+                    self.start_audio(now, i);
                 }
                 None
             }
             ("BYE", Some(i)) => {
                 let tag = self.calls[i].local_tag.clone();
                 if self.calls[i].state != CallState::Ended {
-                    self.calls[i].state = CallState::Ended;
+                    self.end(i);
                     self.state_event(i, "ended");
                 }
                 Some(reply(200, Some(&tag)))
@@ -593,7 +1095,7 @@ impl Calls {
                         let r487 = inv.response(487, "Request Terminated", Some(&tag));
                         self.sends.push(Send::Message(r487));
                     }
-                    self.calls[i].state = CallState::Ended;
+                    self.end(i);
                     self.state_event(i, "ended");
                 }
                 Some(reply(200, Some(&tag)))
@@ -611,6 +1113,7 @@ impl Calls {
                         id,
                         digits,
                         peer: format!("from {peer}"),
+                        method: "info".into(),
                     });
                 }
                 Some(reply(200, Some(&tag)))
@@ -627,7 +1130,7 @@ impl Calls {
         if let Some(i) =
             self.calls.iter().position(|c| c.call_id == call_id && c.state != CallState::Ended)
         {
-            self.calls[i].state = CallState::Ended;
+            self.end(i);
             let (id, peer) = (self.calls[i].id, self.calls[i].peer.clone());
             self.events.push(ClientEvent::CallState { id, state: "failed 408".into(), peer });
         }

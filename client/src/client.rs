@@ -541,7 +541,7 @@ impl Client {
             | Input::Datagram { .. }
             | Input::Unreachable { .. }
             | Input::TcpAnswer { .. } => true,
-            Input::Connected { .. } | Input::ConnectFailed { .. } => false,
+            Input::Connected { .. } | Input::ConnectFailed { .. } | Input::Media { .. } => false,
         };
         if let (true, Some(im)) = (to_im, self.im.as_mut()) {
             im.handle_input(now, input.clone());
@@ -551,7 +551,10 @@ impl Client {
             | Input::StreamFailed { id, .. }
             | Input::StreamData { id, .. }
             | Input::StreamTls { id } => Phone::owns(*id),
-            Input::Datagram { .. } | Input::Unreachable { .. } | Input::TcpAnswer { .. } => true,
+            Input::Datagram { .. }
+            | Input::Unreachable { .. }
+            | Input::TcpAnswer { .. }
+            | Input::Media { .. } => true,
             _ => false,
         };
         if let (true, Some(p)) = (to_phone, self.phone.as_mut()) {

@@ -216,7 +216,8 @@ impl Discovery {
             | Input::StreamOpened { .. }
             | Input::StreamFailed { .. }
             | Input::StreamData { .. }
-            | Input::StreamTls { .. } => {}
+            | Input::StreamTls { .. }
+            | Input::Media { .. } => {}
             Input::ConnectFailed { id, reason } => {
                 if let State::Connect { id: want, .. } = self.state
                     && id == want

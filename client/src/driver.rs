@@ -8,7 +8,7 @@ use std::rc::Rc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use uclab_net::{Net, TcpConn};
+use uclab_net::{Net, TcpConn, UdpSock};
 use uclab_proto::dns::DnsMsg;
 
 use crate::Time;
@@ -99,6 +99,7 @@ enum Msg {
     StreamData(ConnId, Vec<u8>),
     StreamTls(ConnId),
     Datagram(SocketAddr, Vec<u8>),
+    Media(u16, SocketAddr, Vec<u8>),
     Connected(ConnId, std::io::Result<TcpConn>),
     TcpAnswer(QueryToken, Option<Vec<u8>>),
     Http(HttpId, Result<HttpResp, String>),
@@ -132,6 +133,7 @@ pub async fn run<N: Net + Clone + 'static>(
     let mut tasks: BTreeMap<ConnId, JoinHandle<()>> = BTreeMap::new();
     let mut conns: BTreeMap<ConnId, TcpConn> = BTreeMap::new();
     let mut streams: BTreeMap<ConnId, mpsc::UnboundedSender<StreamCmd>> = BTreeMap::new();
+    let mut media: BTreeMap<u16, (Rc<UdpSock>, JoinHandle<()>)> = BTreeMap::new();
     loop {
         // Drain the engine completely after every input (the sans-IO contract).
         while let Some(out) = engine.poll_output() {
@@ -201,6 +203,37 @@ pub async fn run<N: Net + Clone + 'static>(
                         let _ = s.send(StreamCmd::Close);
                     }
                 }
+                Output::MediaOpen { port, dscp } => {
+                    if media.contains_key(&port) {
+                        continue;
+                    }
+                    // A port that cannot be bound (taken, in live mode) carries no media; the
+                    // call goes on, as a real phone's signalling would.
+                    if let Ok(mut sock) = net.bind_udp(port).await {
+                        sock.set_dscp(dscp);
+                        let sock = Rc::new(sock);
+                        let (s, tx) = (sock.clone(), tx.clone());
+                        let h = tokio::task::spawn_local(async move {
+                            let mut buf = vec![0u8; 2048];
+                            while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                                if tx.send(Msg::Media(port, from, buf[..n].to_vec())).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                        media.insert(port, (sock, h));
+                    }
+                }
+                Output::MediaSend { port, to, bytes } => {
+                    if let Some((s, _)) = media.get(&port) {
+                        let _ = s.send_to(&bytes, to).await;
+                    }
+                }
+                Output::MediaClose { port } => {
+                    if let Some((_, h)) = media.remove(&port) {
+                        h.abort();
+                    }
+                }
                 Output::Event(e) => log_event(&*net, &cfg.name, &e),
             }
         }
@@ -256,6 +289,9 @@ pub async fn run<N: Net + Clone + 'static>(
         }
     }
     reader.abort();
+    for (_, h) in media.into_values() {
+        h.abort();
+    }
     Ok(())
 }
 
@@ -274,6 +310,7 @@ fn feed<N: Net>(
         Msg::StreamTls(id) => d.handle_input(now, Input::StreamTls { id }),
         Msg::Http(id, result) => d.handle_input(now, Input::Http { id, result }),
         Msg::Datagram(from, bytes) => d.handle_input(now, Input::Datagram { from, bytes }),
+        Msg::Media(port, from, bytes) => d.handle_input(now, Input::Media { port, from, bytes }),
         Msg::TcpAnswer(token, bytes) => d.handle_input(now, Input::TcpAnswer { token, bytes }),
         Msg::Connected(id, r) => {
             tasks.remove(&id);

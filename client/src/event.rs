@@ -307,7 +307,8 @@ pub enum ClientEvent {
         /// The video range, `start-stop`.
         video: String,
     },
-    /// DTMF digits sent (or, `peer` starting with `from`, received) as SIP INFO.
+    /// DTMF digits sent (or, `peer` starting with `from`, received): `method` is `info` (SIP
+    /// INFO) or `rfc4733` (telephone-event in the RTP stream).
     CallDtmf {
         /// The phone's call number.
         id: u32,
@@ -315,6 +316,31 @@ pub enum ClientEvent {
         digits: String,
         /// The other party.
         peer: String,
+        /// How they travelled.
+        method: String,
+    },
+    /// A call starts sending a medium (SPEC MEDIA2, MEDIA3): a few synthetic RTP packets of
+    /// the negotiated codec to the peer's SDP address, with the medium's DSCP.
+    CallRtp {
+        /// The phone's call number.
+        id: u32,
+        /// `audio` or `video`.
+        media: String,
+        /// Codec (`G7221/16000`, `H264/90000`, …).
+        codec: String,
+        /// Where to (`ip:port`).
+        to: String,
+        /// DSCP (audio 46, video 34).
+        dscp: u8,
+    },
+    /// A call's media closed: RTP packets sent and received over the call.
+    CallRtpEnd {
+        /// The phone's call number.
+        id: u32,
+        /// Packets sent.
+        sent: u32,
+        /// Packets received.
+        received: u32,
     },
     /// The phone refused what the user asked, and why (SPEC CC4, CC5).
     FeatureRefused {
@@ -384,6 +410,8 @@ impl ClientEvent {
         "phone-registered",
         "call-state",
         "call-dtmf",
+        "call-rtp",
+        "call-rtp-end",
         "call-media",
         "feature-refused",
     ];
@@ -428,6 +456,8 @@ impl ClientEvent {
             Self::PhoneRegistered { .. } => "phone-registered",
             Self::CallState { .. } => "call-state",
             Self::CallDtmf { .. } => "call-dtmf",
+            Self::CallRtp { .. } => "call-rtp",
+            Self::CallRtpEnd { .. } => "call-rtp-end",
             Self::CallMedia { .. } => "call-media",
             Self::FeatureRefused { .. } => "feature-refused",
             Self::SignInFailed { .. } => "sign-in-failed",
@@ -525,9 +555,24 @@ impl ClientEvent {
             Self::CallState { id, state, peer } => {
                 vec![("id", id.to_string()), ("state", state.clone()), ("peer", peer.clone())]
             }
-            Self::CallDtmf { id, digits, peer } => {
-                vec![("id", id.to_string()), ("digits", digits.clone()), ("peer", peer.clone())]
-            }
+            Self::CallDtmf { id, digits, peer, method } => vec![
+                ("id", id.to_string()),
+                ("digits", digits.clone()),
+                ("peer", peer.clone()),
+                ("method", method.clone()),
+            ],
+            Self::CallRtp { id, media, codec, to, dscp } => vec![
+                ("id", id.to_string()),
+                ("media", media.clone()),
+                ("codec", codec.clone()),
+                ("to", to.clone()),
+                ("dscp", dscp.to_string()),
+            ],
+            Self::CallRtpEnd { id, sent, received } => vec![
+                ("id", id.to_string()),
+                ("sent", sent.to_string()),
+                ("received", received.to_string()),
+            ],
             Self::CallMedia { id, audio_port, video } => vec![
                 ("id", id.to_string()),
                 ("audio_port", audio_port.to_string()),
@@ -611,7 +656,9 @@ mod tests {
             ClientEvent::PhoneState { state: s(), node: s(), reason: s() },
             ClientEvent::PhoneRegistered { node: s(), expires: 120, srst: false },
             ClientEvent::CallState { id: 1, state: s(), peer: s() },
-            ClientEvent::CallDtmf { id: 1, digits: s(), peer: s() },
+            ClientEvent::CallDtmf { id: 1, digits: s(), peer: s(), method: s() },
+            ClientEvent::CallRtp { id: 1, media: s(), codec: s(), to: s(), dscp: 0 },
+            ClientEvent::CallRtpEnd { id: 1, sent: 0, received: 0 },
             ClientEvent::CallMedia { id: 1, audio_port: 0, video: s() },
             ClientEvent::FeatureRefused { feature: s(), reason: s() },
         ];

@@ -108,6 +108,28 @@ pub enum Output {
         /// Stream id.
         id: ConnId,
     },
+    /// Bind a media (RTP) socket on `port` of our address, sending with `dscp` (SPEC MEDIA2:
+    /// audio 46, video 34); datagrams that arrive come back as [`Input::Media`].
+    MediaOpen {
+        /// Local port.
+        port: u16,
+        /// DSCP of what is sent from it.
+        dscp: u8,
+    },
+    /// Send one media datagram from the socket on `port`.
+    MediaSend {
+        /// Local port.
+        port: u16,
+        /// Destination.
+        to: SocketAddr,
+        /// The RTP packet.
+        bytes: Vec<u8>,
+    },
+    /// Close the media socket on `port`.
+    MediaClose {
+        /// Local port.
+        port: u16,
+    },
     /// Something to report.
     Event(ClientEvent),
 }
@@ -169,6 +191,15 @@ pub enum Input {
     StreamTls {
         /// Stream id.
         id: ConnId,
+    },
+    /// A datagram on a media socket.
+    Media {
+        /// Local port.
+        port: u16,
+        /// Sender.
+        from: SocketAddr,
+        /// Payload.
+        bytes: Vec<u8>,
     },
     /// The outcome of an HTTP request.
     Http {

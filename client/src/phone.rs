@@ -222,6 +222,8 @@ impl Phone {
         self.clear_timers();
         self.probe_at = None;
         self.state = State::Closed;
+        self.calls.close_all();
+        self.flush_calls();
     }
 
     /// Whether the engine owns this stream id.
@@ -252,7 +254,8 @@ impl Phone {
             State::Waiting(t) => Some(t),
             _ => None,
         };
-        let calls = self.call_txns.iter().map(ClientTxn::poll_timeout);
+        let calls =
+            self.call_txns.iter().map(ClientTxn::poll_timeout).chain([self.calls.poll_timeout()]);
         [self.refresh_at, self.keepalive_at, self.ping_at, self.pong_by, self.probe_at, waiting]
             .into_iter()
             .chain(legs)
@@ -415,11 +418,11 @@ impl Phone {
         for e in std::mem::take(&mut self.calls.events) {
             self.out.push_back(Output::Event(e));
         }
+        self.out.extend(std::mem::take(&mut self.calls.media));
     }
 
     /// Moves the calls' transactions on: responses to the calls, timeouts.
     fn drain_call_txns(&mut self, now: Time) {
-        let _ = now;
         let ctx = self.ctx();
         let stream =
             self.legs.iter().find(|l| l.role == Role::Active && l.open).and_then(|l| l.stream);
@@ -436,7 +439,7 @@ impl Phone {
                             });
                         }
                     }
-                    TxnOutput::Response(r) => self.calls.on_response(&ctx, &r),
+                    TxnOutput::Response(r) => self.calls.on_response(now, &ctx, &r),
                     TxnOutput::Timeout => self.calls.on_timeout(&call_id),
                     _ => {}
                 }
@@ -550,6 +553,10 @@ impl Phone {
         let Some(input) = self.resolver.take_input(now, input) else {
             return self.pump(now);
         };
+        if let Input::Media { port, bytes, .. } = &input {
+            self.calls.on_media(*port, bytes);
+            return self.flush_calls();
+        }
         let leg_of = |legs: &[Leg], id: ConnId| legs.iter().position(|l| l.stream == Some(id));
         match input {
             Input::StreamOpened { id } => {
@@ -630,7 +637,7 @@ impl Phone {
                         // A request from the node: a call (CC1).
                         let stream = leg.stream;
                         let ctx = self.ctx();
-                        if let Some(r) = self.calls.on_request(&ctx, &m)
+                        if let Some(r) = self.calls.on_request(now, &ctx, &m)
                             && let Some(id) = stream
                         {
                             self.out.push_back(Output::StreamSend {
@@ -859,6 +866,10 @@ impl Phone {
     /// Time passed. Spurious calls no-op.
     pub fn handle_timeout(&mut self, now: Time) {
         self.resolver.handle_timeout(now);
+        if self.calls.poll_timeout().is_some_and(|t| t <= now) {
+            self.calls.handle_timeout(now);
+            self.flush_calls();
+        }
         if self.call_txns.iter().any(|t| t.poll_timeout().is_some_and(|d| d <= now)) {
             for t in &mut self.call_txns {
                 t.handle_timeout(now);

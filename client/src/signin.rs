@@ -399,7 +399,8 @@ impl SignIn {
             | Input::StreamOpened { .. }
             | Input::StreamFailed { .. }
             | Input::StreamData { .. }
-            | Input::StreamTls { .. } => {}
+            | Input::StreamTls { .. }
+            | Input::Media { .. } => {}
         }
         self.pump(now);
     }

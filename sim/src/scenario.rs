@@ -246,6 +246,8 @@ struct StepSpec {
     count: Option<S<u32>>,
     /// `dtmf`: the digits.
     digits: Option<S<String>>,
+    /// `dtmf`: `rfc4733` (telephone-event in RTP, the default) or `info` (SIP INFO).
+    method: Option<S<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -1660,7 +1662,19 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                             errs.push(src.err(at, format!("bad digits `{d}` (0-9, *, #, A-D)")));
                             continue;
                         }
-                        CallAction::Dtmf { digits: d }
+                        let info = match s.method.as_ref().map(|m| m.get_ref().as_str()) {
+                            None | Some("rfc4733") => false,
+                            Some("info") => true,
+                            Some(other) => {
+                                let at = s.method.as_ref().map_or(0, |t| t.span().start);
+                                errs.push(src.err(
+                                    at,
+                                    format!("unknown DTMF method `{other}` (rfc4733, info)"),
+                                ));
+                                continue;
+                            }
+                        };
+                        CallAction::Dtmf { digits: d, info }
                     }
                     other => CallAction::Feature { name: other.to_owned() },
                 };

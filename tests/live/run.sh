@@ -304,13 +304,28 @@ up=0; for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$KP) 2>/dev/null && { 
 [ $up = 1 ] && ok "kamailio listening on 127.0.0.1:$KP" || ko "kamailio did not start: $(tail -5 "$kd/log")"
 json=$(timeout 20 "$UCLAB" probe-sip --server "127.0.0.1:$KP" --user alice --line 1001 --wait 1s --json 2>&1)
 case "$json" in *'"registered": ['*120*'"error": null'*) ok "client core registers to Kamailio over TCP (granted 120 s)";; *) ko "probe-sip to Kamailio: $json $(tail -5 "$kd/log")";; esac
-for sc in calls/register failover/cucm-primary-crash srst/wan-down; do
+for sc in calls/register calls/basic-call calls/dtmf-and-video calls/media-ports failover/cucm-primary-crash failover/cucm-primary-blackhole failover/hold-during-failover srst/wan-down srst/srst-basic-call; do
   f="$work/a/$sc/capture.pcapng"
   sip=$(tshark -r "$f" -Y sip 2>/dev/null | wc -l)
   bad=$(tshark -r "$f" -Y 'sip && (_ws.malformed || _ws.expert.severity >= error)' 2>/dev/null | wc -l)
   off=$(tshark -r "$f" -Y 'sip && ip.dsfield.dscp != 24' 2>/dev/null | wc -l)
   if [ "$sip" -gt 0 ] && [ "$bad" -eq 0 ] && [ "$off" -eq 0 ]; then ok "tshark $sc: $sip SIP messages, none malformed, all DSCP 24"; else ko "tshark $sc: $sip SIP, $bad malformed, $off not DSCP 24"; fi
 done
+
+# MEDIA2 media: tshark follows the RTP the SDP announced (no heuristics): audio at DSCP 46,
+# video at DSCP 34, and the RFC 4733 events decode to the digits alice sent.
+f="$work/a/calls/dtmf-and-video/capture.pcapng"
+audio=$(tshark -r "$f" -Y 'rtp && udp.dstport < 24575' 2>/dev/null | wc -l)
+audio_off=$(tshark -r "$f" -Y 'rtp && udp.dstport < 24575 && ip.dsfield.dscp != 46' 2>/dev/null | wc -l)
+video=$(tshark -r "$f" -Y 'rtp.p_type == 126' 2>/dev/null | wc -l)
+video_off=$(tshark -r "$f" -Y 'rtp.p_type == 126 && ip.dsfield.dscp != 34' 2>/dev/null | wc -l)
+digits=$(tshark -r "$f" -Y 'rtpevent.end_of_event == 1' -T fields -e rtpevent.event_id 2>/dev/null | uniq | tr -d '\n')
+bad=$(tshark -r "$f" -Y 'rtp && (_ws.malformed || _ws.expert.severity >= error)' 2>/dev/null | wc -l)
+if [ "$audio" -ge 40 ] && [ "$audio_off" -eq 0 ] && [ "$video" -eq 10 ] && [ "$video_off" -eq 0 ] && [ "$digits" = 1234 ] && [ "$bad" -eq 0 ]; then
+  ok "tshark RTP: $audio audio packets at DSCP 46, $video H.264 at DSCP 34, RFC 4733 digits $digits"
+else
+  ko "tshark RTP: audio $audio ($audio_off off DSCP 46), video $video ($video_off off 34), digits '$digits', $bad malformed"
+fi
 
 echo "live: $pass passed, $fail failed"
 

@@ -362,8 +362,15 @@ fn sweep(seeds: &str) -> bool {
     ok
 }
 
-const FUZZ_TARGETS: &[&str] =
-    &["dns_message", "dns_server", "scenario", "sip_message", "uds_xml", "xmpp_stream"];
+const FUZZ_TARGETS: &[&str] = &[
+    "dns_message",
+    "dns_server",
+    "rtp_packet",
+    "scenario",
+    "sip_message",
+    "uds_xml",
+    "xmpp_stream",
+];
 
 fn fuzz(seconds: u64) -> bool {
     // cargo-fuzz needs nightly flags; the machine has one stable toolchain, which accepts
