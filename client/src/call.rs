@@ -69,6 +69,11 @@ pub enum CallAction {
         /// As SIP INFO rather than RFC 4733 telephone-events.
         info: bool,
     },
+    /// Watches a line's state (SPEC CC6: BLF, call lists).
+    Watch {
+        /// Directory number.
+        to: String,
+    },
     /// A mid-call feature: `video` (adds video to the call), and the ones the lab does not
     /// carry out beyond the refusal rules: `transfer`, `conference`, `divert`, `park`,
     /// `send-to-mobile`.
@@ -90,6 +95,7 @@ impl CallAction {
             Self::Mute => "mute".into(),
             Self::Unmute => "unmute".into(),
             Self::Dtmf { .. } => "dtmf".into(),
+            Self::Watch { .. } => "watch".into(),
             Self::Feature { name } => name.clone(),
         }
     }
@@ -676,6 +682,7 @@ impl Calls {
         }
         match a {
             CallAction::Dial { to } => self.dial(now, ctx, to),
+            CallAction::Watch { .. } => {} // the phone's Watches
             CallAction::Feature { name } if name != "video" => {
                 self.refuse(name, "not modelled yet")
             }

@@ -333,6 +333,24 @@ pub enum ClientEvent {
         /// DSCP (audio 46, video 34).
         dscp: u8,
     },
+    /// A watched line's state (SPEC CC6): `idle`, `busy`, `unknown`, or `terminated` when
+    /// the subscription ended.
+    BlfState {
+        /// The watched directory number.
+        target: String,
+        /// The state.
+        state: String,
+    },
+    /// A presence subscription was refused (SPEC CC6: `<None>` calling search space is 404
+    /// "user unknown", a presence group policy 403).
+    BlfRefused {
+        /// The watched directory number.
+        target: String,
+        /// The SIP status.
+        code: u16,
+        /// Its reason phrase.
+        reason: String,
+    },
     /// A call's media closed: RTP packets sent and received over the call.
     CallRtpEnd {
         /// The phone's call number.
@@ -412,6 +430,8 @@ impl ClientEvent {
         "call-dtmf",
         "call-rtp",
         "call-rtp-end",
+        "blf-state",
+        "blf-refused",
         "call-media",
         "feature-refused",
     ];
@@ -458,6 +478,8 @@ impl ClientEvent {
             Self::CallDtmf { .. } => "call-dtmf",
             Self::CallRtp { .. } => "call-rtp",
             Self::CallRtpEnd { .. } => "call-rtp-end",
+            Self::BlfState { .. } => "blf-state",
+            Self::BlfRefused { .. } => "blf-refused",
             Self::CallMedia { .. } => "call-media",
             Self::FeatureRefused { .. } => "feature-refused",
             Self::SignInFailed { .. } => "sign-in-failed",
@@ -568,6 +590,14 @@ impl ClientEvent {
                 ("to", to.clone()),
                 ("dscp", dscp.to_string()),
             ],
+            Self::BlfState { target, state } => {
+                vec![("target", target.clone()), ("state", state.clone())]
+            }
+            Self::BlfRefused { target, code, reason } => vec![
+                ("target", target.clone()),
+                ("code", code.to_string()),
+                ("reason", reason.clone()),
+            ],
             Self::CallRtpEnd { id, sent, received } => vec![
                 ("id", id.to_string()),
                 ("sent", sent.to_string()),
@@ -659,6 +689,8 @@ mod tests {
             ClientEvent::CallDtmf { id: 1, digits: s(), peer: s(), method: s() },
             ClientEvent::CallRtp { id: 1, media: s(), codec: s(), to: s(), dscp: 0 },
             ClientEvent::CallRtpEnd { id: 1, sent: 0, received: 0 },
+            ClientEvent::BlfState { target: s(), state: s() },
+            ClientEvent::BlfRefused { target: s(), code: 0, reason: s() },
             ClientEvent::CallMedia { id: 1, audio_port: 0, video: s() },
             ClientEvent::FeatureRefused { feature: s(), reason: s() },
         ];

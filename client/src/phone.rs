@@ -31,6 +31,7 @@ use uclab_proto::sip::{self, Message};
 use uclab_proto::uds::DeviceConfig;
 
 use crate::Time;
+use crate::blf::Watches;
 use crate::call::{CallAction, Calls, Ctx, Mode, Send, hex, sends_of};
 use crate::event::ClientEvent;
 use crate::io::{ConnId, Input, Output};
@@ -142,6 +143,8 @@ pub struct Phone {
     /// Calls (SPEC CC4, CC5) and their client transactions.
     calls: Calls,
     call_txns: Vec<ClientTxn>,
+    /// Watched lines (SPEC CC6).
+    watches: Watches,
     /// Our address as the registrar saw it (its Via `received`), for SDP.
     local_ip: String,
     /// Whether the last registration was lost and a new one is under way (SPEC CC4).
@@ -181,6 +184,7 @@ impl Phone {
         let calls = Calls::new(seed ^ 0xca11, timers, cfg.media_ports);
         let mut p = Self {
             calls,
+            watches: Watches::new(seed ^ 0xb1f, timers),
             call_txns: Vec::new(),
             local_ip: "0.0.0.0".into(),
             failing_over: false,
@@ -254,8 +258,11 @@ impl Phone {
             State::Waiting(t) => Some(t),
             _ => None,
         };
-        let calls =
-            self.call_txns.iter().map(ClientTxn::poll_timeout).chain([self.calls.poll_timeout()]);
+        let calls = self
+            .call_txns
+            .iter()
+            .map(ClientTxn::poll_timeout)
+            .chain([self.calls.poll_timeout(), self.watches.poll_timeout()]);
         [self.refresh_at, self.keepalive_at, self.ping_at, self.pong_by, self.probe_at, waiting]
             .into_iter()
             .chain(legs)
@@ -388,7 +395,16 @@ impl Phone {
     /// The user does something with calls (SPEC CC4, CC5).
     pub fn act(&mut self, now: Time, a: &CallAction) {
         let ctx = self.ctx();
-        self.calls.act(now, &ctx, a);
+        match a {
+            CallAction::Watch { .. } if ctx.mode == Mode::Unregistered => {
+                self.event(ClientEvent::FeatureRefused {
+                    feature: "watch".into(),
+                    reason: "not registered".into(),
+                });
+            }
+            CallAction::Watch { to } => self.watches.watch(now, &ctx, to),
+            _ => self.calls.act(now, &ctx, a),
+        }
         self.flush_calls();
     }
 
@@ -396,7 +412,9 @@ impl Phone {
     fn flush_calls(&mut self) {
         let stream =
             self.legs.iter().find(|l| l.role == Role::Active && l.open).and_then(|l| l.stream);
-        for send in std::mem::take(&mut self.calls.sends) {
+        let mut sends = std::mem::take(&mut self.calls.sends);
+        sends.append(&mut self.watches.sends);
+        for send in sends {
             let msgs = match send {
                 Send::Request(mut t) => {
                     let m = sends_of(&mut t);
@@ -416,6 +434,9 @@ impl Phone {
             }
         }
         for e in std::mem::take(&mut self.calls.events) {
+            self.out.push_back(Output::Event(e));
+        }
+        for e in std::mem::take(&mut self.watches.events) {
             self.out.push_back(Output::Event(e));
         }
         self.out.extend(std::mem::take(&mut self.calls.media));
@@ -439,7 +460,13 @@ impl Phone {
                             });
                         }
                     }
+                    TxnOutput::Response(r) if self.watches.owns(&call_id) => {
+                        self.watches.on_response(now, &r)
+                    }
                     TxnOutput::Response(r) => self.calls.on_response(now, &ctx, &r),
+                    TxnOutput::Timeout if self.watches.owns(&call_id) => {
+                        self.watches.on_timeout(&call_id)
+                    }
                     TxnOutput::Timeout => self.calls.on_timeout(&call_id),
                     _ => {}
                 }
@@ -637,7 +664,14 @@ impl Phone {
                         // A request from the node: a call (CC1).
                         let stream = leg.stream;
                         let ctx = self.ctx();
-                        if let Some(r) = self.calls.on_request(now, &ctx, &m)
+                        let notify = m.method() == Some("NOTIFY")
+                            && m.call_id().is_some_and(|c| self.watches.owns(c));
+                        let answer = if notify {
+                            Some(self.watches.on_notify(&m, &ctx))
+                        } else {
+                            self.calls.on_request(now, &ctx, &m)
+                        };
+                        if let Some(r) = answer
                             && let Some(id) = stream
                         {
                             self.out.push_back(Output::StreamSend {
@@ -761,6 +795,10 @@ impl Phone {
                         srst,
                     });
                     self.close_leg(Role::Leave);
+                    // CC6: watches follow the phone to its new node.
+                    let ctx = self.ctx();
+                    self.watches.resubscribe(now, &ctx);
+                    self.flush_calls();
                     if srst {
                         // CC5: watch for CUCM coming back.
                         self.probe_at = Some(
@@ -868,6 +906,11 @@ impl Phone {
         self.resolver.handle_timeout(now);
         if self.calls.poll_timeout().is_some_and(|t| t <= now) {
             self.calls.handle_timeout(now);
+            self.flush_calls();
+        }
+        if self.watches.poll_timeout().is_some_and(|t| t <= now) {
+            let ctx = self.ctx();
+            self.watches.handle_timeout(now, &ctx);
             self.flush_calls();
         }
         if self.call_txns.iter().any(|t| t.poll_timeout().is_some_and(|d| d <= now)) {

@@ -19,8 +19,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         extension: "1001".into(),
         device: "CSFALICE".into(),
         password: "lab".into(),
+        ..SipLine::default()
     };
-    let cfg = SipConfig { domain: "example.com".into(), lines: vec![line], digest: data.len() % 2 == 0, srst: false };
+    let cfg = SipConfig { domain: "example.com".into(), lines: vec![line], digest: data.len() % 2 == 0, ..SipConfig::default() };
     let mut c = Cluster::new(cfg, 1);
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     c.add_node("cucm1.example.com", 5060, tx.clone());

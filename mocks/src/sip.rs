@@ -29,6 +29,9 @@ use uclab_proto::sip::{
     self, Message, Start, is_token, md5_hex, parse, parse_name_addr, reason, split_list,
 };
 
+mod blf;
+pub use blf::{MAX_BLF, PresencePolicy, pidf};
+
 /// Digest realm of CUCM's SIP line side.
 pub const REALM: &str = "ccmsipline";
 /// The most a registration is granted (CUCM "SIP Station KeepAlive Interval" behaviour: the
@@ -118,7 +121,36 @@ pub struct SipLine {
     pub device: String,
     /// Digest password.
     pub password: String,
+    /// The directory number's partition.
+    pub partition: String,
+    /// The SUBSCRIBE calling search space: the partitions the user's presence subscriptions
+    /// may reach; `None` is `<None>` (SPEC CC6).
+    pub subscribe_css: Option<Vec<String>>,
+    /// The user's presence group.
+    pub presence_group: String,
+    /// The directory numbers on the device's BLF speed dials.
+    pub blf: Vec<String>,
 }
+
+impl Default for SipLine {
+    fn default() -> Self {
+        Self {
+            user: String::new(),
+            extension: String::new(),
+            device: String::new(),
+            password: String::new(),
+            partition: DEFAULT_PARTITION.into(),
+            subscribe_css: Some(vec![DEFAULT_PARTITION.into()]),
+            presence_group: DEFAULT_PRESENCE_GROUP.into(),
+            blf: Vec::new(),
+        }
+    }
+}
+
+/// The partition lines are in unless configured.
+pub const DEFAULT_PARTITION: &str = "Internal";
+/// The presence group every user is in unless configured (SPEC CC6).
+pub const DEFAULT_PRESENCE_GROUP: &str = "Standard Presence Group";
 
 /// The cluster's SIP settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -132,14 +164,14 @@ pub struct SipConfig {
     /// An SRST router rather than CUCM (SPEC CC5): it grants what is asked (up to an hour)
     /// and routes basic calls only: REFER (transfer) is not implemented.
     pub srst: bool,
+    /// Presence groups and the Inter-Presence Group Subscribe Policy (SPEC CC6).
+    pub presence: PresencePolicy,
 }
 
 #[derive(Clone, Debug)]
 struct Binding {
     /// Contact URI (without <>).
     contact: String,
-    /// The Contact header value as registered.
-    contact_value: String,
     flow: FlowId,
     node: String,
     device: String,
@@ -159,6 +191,8 @@ pub struct SipCounters {
     pub refused: u64,
     /// Messages that could not be read at all (dropped).
     pub unreadable: u64,
+    /// NOTIFYs sent to presence watchers (SPEC CC6).
+    pub notifies: u64,
 }
 
 /// A CUCM cluster's SIP state: flows, bindings, nonces.
@@ -178,6 +212,12 @@ pub struct Cluster {
     /// Device → (node, last keepalive).
     keepalives: BTreeMap<String, (String, Duration)>,
     nonces: BTreeSet<String>,
+    /// Presence subscriptions by (Call-ID, watcher tag) (SPEC CC6).
+    subs: BTreeMap<(String, String), blf::Sub>,
+    /// Answered calls through the cluster: Call-ID → the two lines (for BLF busy).
+    calls: BTreeMap<String, (String, String)>,
+    /// The time of the message being handled.
+    clock: Duration,
     seed: u64,
     counter: u64,
     counters: SipCounters,
@@ -253,6 +293,9 @@ impl Cluster {
             bindings: BTreeMap::new(),
             keepalives: BTreeMap::new(),
             nonces: BTreeSet::new(),
+            subs: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            clock: Duration::ZERO,
             seed,
             counter: 0,
             counters: SipCounters::default(),
@@ -325,10 +368,18 @@ impl Cluster {
     /// A connection closed: CUCM unregisters the devices that registered over it.
     pub fn close_flow(&mut self, id: FlowId) {
         self.flows.remove(&id);
-        for devices in self.bindings.values_mut() {
+        let mut lost = Vec::new();
+        for (ext, devices) in self.bindings.iter_mut() {
+            let n = devices.len();
             devices.retain(|_, b| b.flow != id);
+            if devices.len() != n {
+                lost.push(ext.clone());
+            }
         }
         self.bindings.retain(|_, d| !d.is_empty());
+        for ext in lost {
+            self.blf_changed(self.clock, &ext);
+        }
     }
 
     /// Bindings of `extension` now: (device, node, contact).
@@ -357,6 +408,7 @@ impl Cluster {
     pub fn handle(&mut self, now: Duration, flow: FlowId, bytes: &[u8]) {
         let Some(f) = self.flows.get(&flow) else { return };
         let reliable = f.transport != Transport::Udp;
+        self.clock = now;
         match parse(bytes) {
             Ok(m) if matches!(m.start, Start::Response { .. }) => self.response(m),
             Ok(m) => self.request(now, flow, m),
@@ -495,8 +547,12 @@ impl Cluster {
             }
         }
         let in_dialog = m.tag("To").is_some();
+        if method == "BYE" {
+            self.track_call(now, &m);
+        }
         match method.as_str() {
             "REGISTER" => self.register(now, flow, &m),
+            "SUBSCRIBE" => self.subscribe(now, flow, &m),
             // OPTIONS to a line goes to its device, like a call; to the node, answered here.
             "OPTIONS" if !in_dialog && uri_user(&uri).is_some_and(|u| self.line(&u).is_some()) => {
                 match self.target(now, &m) {
@@ -526,7 +582,6 @@ impl Cluster {
                 }
                 None => self.refuse(flow, &m, 481, ""),
             },
-            "SUBSCRIBE" => self.refuse(flow, &m, 489, "no such event package"),
             "BYE" | "ACK" | "PRACK" | "UPDATE" | "INFO" | "NOTIFY" => {
                 self.refuse(flow, &m, 481, "")
             }
@@ -669,6 +724,14 @@ impl Cluster {
             return; // not ours: stray response, dropped (§18.2.2 "discard")
         }
         let vias = m.vias();
+        if vias.len() == 1 {
+            // An answer to a request of our own: a NOTIFY (SPEC CC6).
+            if m.method() == Some("NOTIFY") {
+                self.notify_answered(&m);
+            }
+            return;
+        }
+        self.track_call(self.clock, &m);
         m.remove("Via");
         for v in &vias[1..] {
             m.push("Via", v.clone());
@@ -781,7 +844,6 @@ impl Cluster {
             let granted = asked.min(if self.cfg.srst { DEFAULT_EXPIRES } else { MAX_EXPIRES });
             let b = Binding {
                 contact: na.uri.clone(),
-                contact_value: c.clone(),
                 flow,
                 node: node.clone(),
                 device: device.clone(),
@@ -803,11 +865,8 @@ impl Cluster {
             r.push("Contact", c);
         }
         r.push("Supported", "X-cisco-srtp-fallback,X-cisco-sis-6.0.0");
-        let _ = self
-            .bindings
-            .get(&ext)
-            .map(|d| d.values().map(|b| b.contact_value.len()).sum::<usize>());
         self.send(flow, &r);
+        self.blf_changed(now, &ext);
     }
 
     /// Digest credentials of `line` (RFC 2617 without qop, as CUCM asks), with a nonce we gave.

@@ -96,7 +96,16 @@ impl Shared {
                 let digest = s.nodes.iter().any(|n| {
                     matches!(&n.kind, NodeKind::Cucm(o) if o.cluster == c.cluster && o.sip_digest)
                 });
-                let cfg = SipConfig { domain: s.domain.clone(), lines, digest, srst: false };
+                let presence = s
+                    .nodes
+                    .iter()
+                    .find_map(|n| match &n.kind {
+                        NodeKind::Cucm(o) if o.cluster == c.cluster => Some(o.presence.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let cfg =
+                    SipConfig { domain: s.domain.clone(), lines, digest, srst: false, presence };
                 let seed = uclab_net::derive_seed(self.seed, &format!("sip:{}", c.cluster));
                 Rc::new(RefCell::new(Cluster::new(cfg, seed)))
             })
@@ -238,6 +247,10 @@ fn sip_line(u: &crate::scenario::User) -> uclab_mocks::sip::SipLine {
         extension: u.extension.clone(),
         device: csf_device(u),
         password: u.password.clone(),
+        partition: u.partition.clone(),
+        subscribe_css: u.subscribe_css.clone(),
+        presence_group: u.presence_group.clone(),
+        blf: u.blf.clone(),
     }
 }
 
@@ -327,7 +340,8 @@ pub fn plan(
             use uclab_mocks::sip::{Cluster, SipConfig};
             // The site's devices: every user's line, no digest (SRST accepts what registers).
             let lines = s.users.iter().map(sip_line).collect();
-            let cfg = SipConfig { domain: s.domain.clone(), lines, digest: false, srst: true };
+            let cfg =
+                SipConfig { domain: s.domain.clone(), lines, srst: true, ..SipConfig::default() };
             let seed = uclab_net::derive_seed(shared.seed, &format!("srst:{}", n.name));
             NodePlan::Srst {
                 host: n.fqdn.clone(),

@@ -144,6 +144,9 @@ struct NodeSpec {
     sip_digest: bool,
     media_ports: Option<S<[u16; 2]>>,
     #[serde(default)]
+    presence_groups: Vec<GroupRuleSpec>,
+    inter_presence_group_policy: Option<S<String>>,
+    #[serde(default)]
     broken_xml: BTreeMap<String, S<String>>,
     relogin_lower: Option<u32>,
     relogin_upper: Option<u32>,
@@ -177,6 +180,31 @@ struct UserSpec {
     config_file: Option<String>,
     #[serde(default)]
     contacts: Vec<S<String>>,
+    /// The line's partition (SPEC CC6).
+    partition: Option<S<String>>,
+    /// The SUBSCRIBE calling search space: partitions, or `"<None>"`.
+    subscribe_css: Option<S<CssSpec>>,
+    presence_group: Option<S<String>>,
+    /// Directory numbers on the device's BLF speed dials.
+    #[serde(default)]
+    blf: Vec<S<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum CssSpec {
+    Name(String),
+    List(Vec<String>),
+}
+
+/// A rule between two presence groups (SPEC CC6).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupRuleSpec {
+    watcher: S<String>,
+    target: S<String>,
+    /// `allowed`, `disallowed`, or `default` (the Inter-Presence Group Subscribe Policy).
+    policy: S<String>,
 }
 
 /// Many users, each with a client of the same name (load scenarios: SPEC CAP1).
@@ -345,6 +373,8 @@ pub struct CucmNode {
     pub sip_digest: bool,
     /// The SIP profile's media port range (SPEC MEDIA1), cluster-wide; `None`: the default.
     pub media_ports: Option<(u16, u16)>,
+    /// Presence groups and the Inter-Presence Group Subscribe Policy (SPEC CC6).
+    pub presence: uclab_mocks::sip::PresencePolicy,
     /// Service profile parameters (SPEC CFG1), cluster-wide.
     pub profile: Vec<(String, String)>,
     /// jabber-config.xml parameters (`Group/Param`, SPEC CFG1); `None`: no such file.
@@ -377,6 +407,14 @@ pub struct User {
     /// User ids on their IM&P contact list, provisioned as the bulk import does (SPEC IMP3):
     /// they watch each of them.
     pub contacts: Vec<String>,
+    /// The line's partition (SPEC CC6).
+    pub partition: String,
+    /// The SUBSCRIBE calling search space; `None` is `<None>`.
+    pub subscribe_css: Option<Vec<String>>,
+    /// Presence group.
+    pub presence_group: String,
+    /// BLF speed dials.
+    pub blf: Vec<String>,
 }
 
 impl NodeKind {
@@ -833,6 +871,10 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     devices: None,
                     config_file: None,
                     contacts,
+                    partition: None,
+                    subscribe_css: None,
+                    presence_group: None,
+                    blf: Vec::new(),
                 },
             });
             let ip = Ipv4Addr::from(u32::from(net) + k as u32 + 1).to_string();
@@ -1179,7 +1221,40 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                         );
                     }
                 }
+                let mut presence = uclab_mocks::sip::PresencePolicy::default();
+                for r in &n.presence_groups {
+                    let allow = match r.policy.get_ref().as_str() {
+                        "allowed" => Some(true),
+                        "disallowed" => Some(false),
+                        "default" => None,
+                        other => {
+                            errs.push(i.src.err(
+                                r.policy.span().start,
+                                format!("unknown policy `{other}` (allowed, disallowed, default)"),
+                            ));
+                            None
+                        }
+                    };
+                    if let Some(a) = allow {
+                        let (w, t) = (r.watcher.get_ref().clone(), r.target.get_ref().clone());
+                        presence.rules.push((w, t, a));
+                    }
+                }
+                if let Some(p) = &n.inter_presence_group_policy {
+                    presence.inter_group_allowed = match p.get_ref().as_str() {
+                        "allowed" => true,
+                        "disallowed" => false,
+                        other => {
+                            errs.push(i.src.err(
+                                p.span().start,
+                                format!("unknown policy `{other}` (allowed, disallowed)"),
+                            ));
+                            true
+                        }
+                    };
+                }
                 NodeKind::Cucm(CucmNode {
+                    presence,
                     profile,
                     jabber_config,
                     group_files,
@@ -1387,8 +1462,48 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 .unwrap_or_else(|| vec![format!("CSF{}", id.to_ascii_uppercase())]),
             config_file: u.config_file.clone(),
             contacts: u.contacts.iter().map(|c| c.get_ref().clone()).collect(),
+            partition: u.partition.as_ref().map_or_else(
+                || uclab_mocks::sip::DEFAULT_PARTITION.into(),
+                |p| p.get_ref().clone(),
+            ),
+            subscribe_css: match u.subscribe_css.as_ref().map(|c| (c.span().start, c.get_ref())) {
+                None => Some(vec![uclab_mocks::sip::DEFAULT_PARTITION.into()]),
+                Some((_, CssSpec::List(l))) => Some(l.clone()),
+                Some((_, CssSpec::Name(n))) if n == "<None>" => None,
+                Some((at, CssSpec::Name(n))) => {
+                    errs.push(i.src.err(
+                        at,
+                        format!("subscribe_css `{n}`: a list of partitions, or \"<None>\""),
+                    ));
+                    None
+                }
+            },
+            presence_group: u.presence_group.as_ref().map_or_else(
+                || uclab_mocks::sip::DEFAULT_PRESENCE_GROUP.into(),
+                |g| g.get_ref().clone(),
+            ),
+            blf: u.blf.iter().map(|b| b.get_ref().clone()).collect(),
             id,
         });
+        for b in &u.blf {
+            if !uclab_mocks::sip::valid_extension(b.get_ref()) {
+                errs.push(i.src.err(b.span().start, format!("bad BLF number `{}`", b.get_ref())));
+            }
+        }
+    }
+    // SPEC CC6: at most 30,000 BLF speed dials per cluster.
+    let mut dials: BTreeMap<&str, usize> = BTreeMap::new();
+    for u in &user_out {
+        *dials.entry(u.cluster.as_str()).or_default() += u.blf.len();
+    }
+    for (c, n) in dials.into_iter().filter(|(_, n)| *n > uclab_mocks::sip::MAX_BLF) {
+        errs.push(src.err(
+            0,
+            format!(
+                "cluster `{c}` has {n} BLF speed dials; at most {} per cluster (SPEC CC6)",
+                uclab_mocks::sip::MAX_BLF
+            ),
+        ));
     }
     // Contacts name users, and stay within the IM&P list limits (SPEC IMP3).
     let limits = node_out.iter().find_map(|n| match &n.kind {
@@ -1634,18 +1749,22 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             }
             kind @ ("call" | "answer" | "end" | "hold" | "resume" | "mute" | "unmute" | "dtmf"
             | "transfer" | "conference" | "divert" | "park" | "video"
-            | "send-to-mobile") => {
+            | "send-to-mobile" | "watch") => {
                 use uclab_client::call::CallAction;
                 let Some(client) = known_client(&mut errs) else { continue };
                 let action = match kind {
-                    "call" => {
+                    "call" | "watch" => {
                         let Some(to) = need(&mut errs, &s.to, "to") else { continue };
                         if !uclab_proto::sip::is_token(&to) {
                             let at = s.to.as_ref().map_or(0, |t| t.span().start);
                             errs.push(src.err(at, format!("bad number `{to}`")));
                             continue;
                         }
-                        CallAction::Dial { to }
+                        if kind == "watch" {
+                            CallAction::Watch { to }
+                        } else {
+                            CallAction::Dial { to }
+                        }
                     }
                     "answer" => CallAction::Answer,
                     "end" => CallAction::End,
@@ -1842,7 +1961,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             other => {
                 errs.push(src.err(
                     s.action.span().start,
-                    format!("unknown action `{other}` (discover, sign-in, install, move, message, subscribe, approve, presence, join, leave, room-message, call, answer, end, hold, resume, mute, unmute, dtmf, transfer, conference, video, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
+                    format!("unknown action `{other}` (discover, sign-in, install, move, message, subscribe, approve, presence, join, leave, room-message, call, answer, end, hold, resume, mute, unmute, dtmf, transfer, conference, video, watch, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
                 ));
                 continue;
             }

@@ -304,7 +304,7 @@ up=0; for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$KP) 2>/dev/null && { 
 [ $up = 1 ] && ok "kamailio listening on 127.0.0.1:$KP" || ko "kamailio did not start: $(tail -5 "$kd/log")"
 json=$(timeout 20 "$UCLAB" probe-sip --server "127.0.0.1:$KP" --user alice --line 1001 --wait 1s --json 2>&1)
 case "$json" in *'"registered": ['*120*'"error": null'*) ok "client core registers to Kamailio over TCP (granted 120 s)";; *) ko "probe-sip to Kamailio: $json $(tail -5 "$kd/log")";; esac
-for sc in calls/register calls/basic-call calls/dtmf-and-video calls/media-ports failover/cucm-primary-crash failover/cucm-primary-blackhole failover/hold-during-failover srst/wan-down srst/srst-basic-call; do
+for sc in calls/register calls/basic-call calls/blf-presence-policy calls/dtmf-and-video calls/media-ports failover/cucm-primary-crash failover/cucm-primary-blackhole failover/hold-during-failover srst/wan-down srst/srst-basic-call; do
   f="$work/a/$sc/capture.pcapng"
   sip=$(tshark -r "$f" -Y sip 2>/dev/null | wc -l)
   bad=$(tshark -r "$f" -Y 'sip && (_ws.malformed || _ws.expert.severity >= error)' 2>/dev/null | wc -l)

@@ -14,6 +14,7 @@ fn lines() -> Vec<SipLine> {
                 extension: e.into(),
                 device: format!("CSF{}", u.to_uppercase()),
                 password: "lab".into(),
+                ..SipLine::default()
             }
         })
         .collect()
@@ -25,7 +26,8 @@ struct Lab {
 }
 
 fn lab(digest: bool) -> Lab {
-    let cfg = SipConfig { domain: "example.com".into(), lines: lines(), digest, srst: false };
+    let cfg =
+        SipConfig { domain: "example.com".into(), lines: lines(), digest, ..SipConfig::default() };
     let mut c = Cluster::new(cfg, 7);
     let (tx, udp_rx) = unbounded_channel();
     c.add_node(NODE, 5060, tx);
@@ -339,4 +341,133 @@ fn udp_caller_gets_no_trying_and_the_ack_of_a_refusal_reaches_the_callee() {
         inv.top_via().unwrap().branch(),
         "the INVITE's branch"
     );
+}
+
+fn subscribe(from: &str, to: &str, event: &str, expires: u32, to_tag: &str, seq: u32) -> Vec<u8> {
+    format!(
+        "SUBSCRIBE sip:{to}@cucm1.example.com SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKs{seq}\r\n\
+         From: <sip:{from}@cucm1.example.com>;tag=w{from}\r\n\
+         To: <sip:{to}@cucm1.example.com>{to_tag}\r\n\
+         Call-ID: sub-{from}-{to}\r\n\
+         CSeq: {seq} SUBSCRIBE\r\n\
+         Max-Forwards: 70\r\n\
+         Contact: <sip:{from}-uuid@10.1.2.1:50001;transport=tcp>\r\n\
+         Event: {event}\r\n\
+         Expires: {expires}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A lab whose lines carry presence settings: alice (1001) a Contractor with bob on a speed
+/// dial; bob (1002) and carol (1003) Executives; bob's SUBSCRIBE CSS is `<None>`; dave
+/// (1004) in a partition outside the default CSS.
+fn presence_lab(inter_group_allowed: bool) -> Lab {
+    let mut lines = lines();
+    lines[0].presence_group = "Contractors".into();
+    lines[0].blf = vec!["1002".into()];
+    lines[1].presence_group = "Executives".into();
+    lines[1].subscribe_css = None;
+    for (user, ext, group, partition) in
+        [("carol", "1003", "Executives", "Internal"), ("dave", "1004", "Standard", "Restricted")]
+    {
+        lines.push(SipLine {
+            user: user.into(),
+            extension: ext.into(),
+            device: format!("CSF{}", user.to_uppercase()),
+            password: "lab".into(),
+            partition: partition.into(),
+            presence_group: group.into(),
+            ..SipLine::default()
+        });
+    }
+    let presence = PresencePolicy {
+        rules: vec![("Contractors".into(), "Executives".into(), false)],
+        inter_group_allowed,
+    };
+    let cfg = SipConfig { domain: "example.com".into(), lines, presence, ..SipConfig::default() };
+    let mut c = Cluster::new(cfg, 7);
+    let (tx, udp_rx) = unbounded_channel();
+    c.add_node(NODE, 5060, tx);
+    Lab { c, udp_rx }
+}
+
+#[test]
+fn cc6_subscribe_policy_css_none_groups_and_speed_dials() {
+    let mut l = presence_lab(true);
+    let (tx, mut rx) = unbounded_channel();
+    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+    let t = Duration::ZERO;
+    // Speed dial on an Executive: exempt from the group rule; bob is not registered: unknown.
+    l.c.handle(t, f, &subscribe("1001", "1002", "presence", 3600, "", 1));
+    let r = drain(&mut rx);
+    assert_eq!(r[0].code(), Some(200), "{}", r[0]);
+    assert_eq!(r[1].method(), Some("NOTIFY"));
+    assert!(r[1].get("Subscription-State").unwrap().starts_with("active"));
+    assert!(String::from_utf8_lossy(&r[1].body).contains("<basic>closed</basic>"));
+    // Not a speed dial: the group rule refuses.
+    l.c.handle(t, f, &subscribe("1001", "1003", "presence", 3600, "", 2));
+    assert_eq!(drain(&mut rx)[0].code(), Some(403));
+    // A partition the CSS does not list: not found.
+    l.c.handle(t, f, &subscribe("1001", "1004", "presence", 3600, "", 3));
+    assert_eq!(drain(&mut rx)[0].code(), Some(404));
+    // <None>: every subscription is "user unknown".
+    l.c.handle(t, f, &subscribe("1002", "1001", "presence", 3600, "", 4));
+    let r = drain(&mut rx);
+    assert_eq!(r[0].code(), Some(404));
+    assert!(r[0].to_string().contains("user unknown"), "{}", r[0]);
+    // Another event package: 489 with Allow-Events.
+    l.c.handle(t, f, &subscribe("1001", "1002", "dialog", 3600, "", 5));
+    let r = drain(&mut rx);
+    assert_eq!(r[0].code(), Some(489));
+    assert_eq!(r[0].get("Allow-Events"), Some("presence"));
+}
+
+#[test]
+fn cc6_inter_group_policy_decides_without_a_rule() {
+    // carol (Executives) watching alice (Contractors): no rule between them.
+    for (allowed, want) in [(true, 200), (false, 403)] {
+        let mut l = presence_lab(allowed);
+        let (tx, mut rx) = unbounded_channel();
+        let f = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+        l.c.handle(Duration::ZERO, f, &subscribe("1003", "1001", "presence", 60, "", 1));
+        assert_eq!(drain(&mut rx)[0].code(), Some(want), "inter-group allowed: {allowed}");
+    }
+}
+
+#[test]
+fn cc6_notifies_follow_registration_and_calls_then_unsubscribe_terminates() {
+    let mut l = presence_lab(true);
+    let (tx, mut rx) = unbounded_channel();
+    let w = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+    l.c.handle(Duration::ZERO, w, &subscribe("1001", "1002", "presence", 3600, "", 1));
+    let r = drain(&mut rx);
+    let tag = r[0].tag("To").expect("our tag");
+    // bob registers: idle.
+    let (btx, mut brx) = unbounded_channel();
+    let b = l.c.open_stream(NODE, Transport::Tcp, peer(2), btx);
+    l.c.handle(Duration::from_secs(1), b, &register("bob", "1002", Some("3600"), "", 1));
+    assert_eq!(drain(&mut brx)[0].code(), Some(200));
+    let n = drain(&mut rx);
+    assert_eq!(n.len(), 1);
+    assert!(String::from_utf8_lossy(&n[0].body).contains("<basic>open</basic>"));
+    assert!(!String::from_utf8_lossy(&n[0].body).contains("on-the-phone"));
+    // bob's connection drops: unregistered, unknown.
+    l.c.close_flow(b);
+    let n = drain(&mut rx);
+    assert!(String::from_utf8_lossy(&n[0].body).contains("<basic>closed</basic>"), "{}", n[0]);
+    // Unsubscribe: 200 and a terminated NOTIFY; then nothing more.
+    let to_tag = format!(";tag={tag}");
+    l.c.handle(Duration::from_secs(3), w, &subscribe("1001", "1002", "presence", 0, &to_tag, 2));
+    let r = drain(&mut rx);
+    assert_eq!(r[0].code(), Some(200));
+    assert!(r[1].get("Subscription-State").unwrap().starts_with("terminated"));
+    let (btx, _brx) = unbounded_channel();
+    let b = l.c.open_stream(NODE, Transport::Tcp, peer(3), btx);
+    l.c.handle(Duration::from_secs(4), b, &register("bob", "1002", Some("3600"), "", 2));
+    assert!(drain(&mut rx).is_empty(), "no NOTIFY after the subscription ended");
+    // A refresh of a subscription that is gone: 481.
+    l.c.handle(Duration::from_secs(5), w, &subscribe("1001", "1002", "presence", 60, &to_tag, 3));
+    assert_eq!(drain(&mut rx)[0].code(), Some(481));
 }
