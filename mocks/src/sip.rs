@@ -42,8 +42,9 @@ pub const MAX_EXPIRES: u32 = 120;
 const DEFAULT_EXPIRES: u32 = 3600;
 /// Devices one line may have registered at once.
 const MAX_DEVICES_PER_LINE: usize = 8;
-/// Keepalive records and UDP peers kept at most (older ones are forgotten first).
-const MAX_TRACKED: usize = 4096;
+/// Keepalive records, UDP peers and answered calls kept at most (older ones are forgotten
+/// first): about a large cluster's device count, so that pruning (a scan) is rare.
+const MAX_TRACKED: usize = 65_536;
 /// How long a keepalive record is worth keeping.
 const KEEPALIVE_TRACKED: Duration = Duration::from_secs(600);
 /// The Server header.
@@ -212,6 +213,8 @@ pub struct Cluster {
     /// Device → (node, last keepalive).
     keepalives: BTreeMap<String, (String, Duration)>,
     nonces: BTreeSet<String>,
+    /// Directory number or user id, lower case → the first line that has it.
+    line_index: BTreeMap<String, usize>,
     /// Presence subscriptions by (Call-ID, watcher tag) (SPEC CC6).
     subs: BTreeMap<(String, String), blf::Sub>,
     /// Answered calls through the cluster: Call-ID → the two lines (for BLF busy).
@@ -283,7 +286,13 @@ fn digest_params(v: &str) -> Option<BTreeMap<String, String>> {
 impl Cluster {
     /// A cluster with `cfg`; `seed` makes its nonces.
     pub fn new(cfg: SipConfig, seed: u64) -> Self {
+        let mut line_index = BTreeMap::new();
+        for (i, l) in cfg.lines.iter().enumerate() {
+            line_index.entry(l.extension.to_ascii_lowercase()).or_insert(i);
+            line_index.entry(l.user.to_ascii_lowercase()).or_insert(i);
+        }
         Self {
+            line_index,
             cfg,
             nodes: BTreeMap::new(),
             flows: BTreeMap::new(),
@@ -591,10 +600,8 @@ impl Cluster {
 
     /// The line for a user part: a directory number or a user id.
     fn line(&self, user: &str) -> Option<&SipLine> {
-        self.cfg
-            .lines
-            .iter()
-            .find(|l| l.extension.eq_ignore_ascii_case(user) || l.user.eq_ignore_ascii_case(user))
+        let i = self.line_index.get(&user.to_ascii_lowercase())?;
+        self.cfg.lines.get(*i)
     }
 
     /// A line's live binding, the most recently refreshed first.
@@ -853,7 +860,9 @@ impl Cluster {
             self.counters.registrations += 1;
             granted_contacts.push(format!("{};expires={granted}", strip_expires(c)));
         }
-        self.bindings.retain(|_, d| !d.is_empty());
+        if self.bindings.get(&ext).is_some_and(BTreeMap::is_empty) {
+            self.bindings.remove(&ext);
+        }
         let mut r = self.reply(m, 200, "");
         let granted = granted_contacts
             .iter()

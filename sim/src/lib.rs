@@ -5,6 +5,7 @@
 pub mod commands;
 pub mod live;
 pub mod nodes;
+pub mod regbench;
 pub mod report;
 pub mod runner;
 pub mod scenario;

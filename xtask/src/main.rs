@@ -218,6 +218,116 @@ fn storm(sizes: &[usize]) -> bool {
     ok
 }
 
+/// Issue 5's REGISTER bench in simulation: `n` softphone engines register to the CUCM
+/// mock's core and keep registering for `hours` simulated hours; one JSON line.
+fn register_one(n: usize, hours: f64) -> bool {
+    let sim = Duration::from_secs_f64(hours * 3600.0);
+    let t = Instant::now();
+    let r = uclab_sim::regbench::register_bench(n, sim, 1);
+    let wall = t.elapsed().as_secs_f64();
+    let tx = r.registrations + r.keepalives;
+    println!(
+        "{}",
+        serde_json::json!({
+            "phones": n,
+            "sim_h": hours,
+            "registrations": r.registrations,
+            "keepalives": r.keepalives,
+            "register_transactions": tx,
+            "messages": r.messages,
+            "registered_at_end": r.registered_at_end,
+            "wall_s": wall,
+            "register_tx_per_wall_s": tx as f64 / wall,
+            "sim_per_wall": sim.as_secs_f64() / wall,
+            "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
+        })
+    );
+    r.registered_at_end == n
+}
+
+/// The live REGISTER load generator: keeps `window` REGISTERs in flight over UDP to
+/// `target` for `seconds`, users `{prefix}{1..=users}` (zero-padded to `width`), and prints one
+/// JSON line: 200s per wall second, other answers, losses (no answer within a second). The
+/// same generator drives the mock and Kamailio, so their ratio compares the registrars.
+fn register_load(target: &str, domain: &str, prefix: &str, users: usize, seconds: f64) -> bool {
+    use std::collections::BTreeMap;
+    use std::net::UdpSocket;
+    const WINDOW: usize = 64;
+    let Ok(target) = target.parse::<std::net::SocketAddr>() else {
+        eprintln!("bad target {target}");
+        return false;
+    };
+    let Ok(sock) = UdpSocket::bind("127.0.0.1:0") else { return false };
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(20)));
+    let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
+    let width = users.to_string().len();
+    let mut inflight: BTreeMap<u64, Instant> = BTreeMap::new();
+    let (mut next, mut ok, mut other, mut lost) = (0u64, 0u64, 0u64, 0u64);
+    let mut codes: BTreeMap<String, u64> = BTreeMap::new();
+    let start = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    while start.elapsed().as_secs_f64() < seconds {
+        while inflight.len() < WINDOW {
+            let u = format!("{prefix}{:0width$}", (next as usize % users.max(1)) + 1);
+            let msg = format!(
+                "REGISTER sip:{domain} SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKlg{next};rport\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: <sip:{u}@{domain}>;tag=lg{next}\r\n\
+                 To: <sip:{u}@{domain}>\r\n\
+                 Call-ID: lg{next}@127.0.0.1\r\n\
+                 CSeq: 1 REGISTER\r\n\
+                 Contact: <sip:{u}@127.0.0.1:{port}>\r\n\
+                 Expires: 120\r\n\
+                 User-Agent: uclab-loadgen\r\n\
+                 Content-Length: 0\r\n\r\n"
+            );
+            if sock.send_to(msg.as_bytes(), target).is_err() {
+                return false;
+            }
+            inflight.insert(next, Instant::now());
+            next += 1;
+        }
+        if let Ok(n) = sock.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let code = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let id = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Call-ID: lg").or_else(|| l.strip_prefix("i: lg")))
+                .and_then(|r| r.split('@').next())
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(id) = id
+                && inflight.remove(&id).is_some()
+            {
+                if code == "200" {
+                    ok += 1;
+                } else {
+                    other += 1;
+                    *codes.entry(code).or_default() += 1;
+                }
+            }
+        }
+        let now = Instant::now();
+        let before = inflight.len();
+        inflight.retain(|_, t| now.duration_since(*t) < Duration::from_secs(1));
+        lost += (before - inflight.len()) as u64;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "target": target.to_string(),
+            "ok_200": ok,
+            "other": other,
+            "codes": codes,
+            "lost": lost,
+            "wall_s": wall,
+            "register_tx_per_wall_s": ok as f64 / wall,
+        })
+    );
+    ok > 0 && other == 0
+}
+
 /// SPEC CAP1 presence storm: runs scenarios/im/presence-storm-cap1.toml once in this process
 /// and prints one JSON line (wall time, notifications the clients received, per wall second,
 /// peak RSS).
@@ -408,6 +518,16 @@ fn main() -> ExitCode {
                 storm(if sizes.is_empty() { &[100, 1000, 10_000] } else { &sizes })
             }
             Some("cap1") => in_child("cap1-one", &[]),
+            Some("register-live") => {
+                let n = args.get(2).cloned().unwrap_or_else(|| "10000".into());
+                let secs = args.get(3).cloned().unwrap_or_else(|| "10".into());
+                sh(Command::new("bash").args(["scripts/bench-register-live.sh", &n, &secs]))
+            }
+            Some("register") => {
+                let n = args.get(2).cloned().unwrap_or_else(|| "10000".into());
+                let h = args.get(3).cloned().unwrap_or_else(|| "1".into());
+                in_child("register-one", &[n, h])
+            }
             Some("failover") => {
                 let sizes: Vec<String> =
                     if args.len() > 2 { args[2..].to_vec() } else { vec!["10000".into()] };
@@ -416,6 +536,16 @@ fn main() -> ExitCode {
             suite => bench(suite.unwrap_or("dns")),
         },
         Some("cap1-one") => cap1_one(),
+        Some("register-load") if args.len() == 6 => {
+            let users = args[4].parse().unwrap_or(1);
+            let secs = args[5].parse().unwrap_or(5.0);
+            register_load(&args[1], &args[2], &args[3], users, secs)
+        }
+        Some("register-one") => {
+            let n = args.get(1).and_then(|n| n.parse().ok());
+            let h = args.get(2).and_then(|h| h.parse().ok());
+            n.zip(h).is_some_and(|(n, h)| register_one(n, h))
+        }
         Some("failover-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(failover_one),
         Some("storm-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(storm_one),
         Some("bench-one") => args.get(1).is_some_and(|f| bench_one(Path::new(f))),
@@ -429,6 +559,8 @@ fn main() -> ExitCode {
                  \n  bench   per scenario of SUITE (default dns): wall median of 5, sim/wall, peak RSS\
                  \n  bench storm [N..]  sign-in storm: N clients sign in together (default 100 1000 10000)\
                  \n  bench cap1         SPEC CAP1 presence storm: 3,000 users x 75 contacts change state\
+                 \n  bench register [N [H]]  N softphones (default 10000) register and refresh for H simulated hours (default 1)\
+                 \n  bench register-live [N [S]]  REGISTERs over UDP for S s (default 10) from N users to serve's CUCM and to Kamailio\
                  \n  bench failover [N..]  N IM&P users (default 10000) fail over when imp1 crashes\
                  \n  fuzz    each fuzz target for SECONDS (default 60)"
             );

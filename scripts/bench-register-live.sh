@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Issue 5's live REGISTER bench: the same load generator (cargo xtask register-load: 64
+# REGISTERs in flight over UDP, users u00001…uN) against `uclab serve`'s CUCM and against a
+# real Kamailio (Debian's, on loopback, one UDP worker, a plain registrar), side by side.
+# Usage: scripts/bench-register-live.sh [USERS] [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-10000}; SECS=${2:-10}
+command -v kamailio >/dev/null || { echo "kamailio missing: run scripts/setup.sh" >&2; exit 1; }
+cargo build --release --quiet -p uclab -p xtask
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+# The mock's cluster with N users (a population: user ids are their lines).
+cat >"$work/users.toml" <<TOML
+name = "register-bench"
+summary = "N users for the live REGISTER bench"
+[[population]]
+prefix = "u"
+count = $N
+cluster = "cluster1"
+zone = "inside"
+dns = ["dns-int"]
+subnet = "10.2.0.0/16"
+TOML
+target/release/uclab serve "$work/users.toml" --ports-json "$work/ports.json" >"$work/serve.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 200); do [ -s "$work/ports.json" ] && break; sleep 0.1; done
+S=$(python3 -c "import json,sys;print([e['addr'] for e in json.load(open(sys.argv[1])) if e['node']=='cucm1' and e['service']=='sip-udp'][0])" "$work/ports.json")
+KP=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$work/kamailio.cfg" <<KAM
+#!KAMAILIO
+debug=1
+log_stderror=yes
+fork=yes
+children=1
+listen=udp:127.0.0.1:$KP
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "sanity.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+modparam("usrloc", "db_mode", 0)
+modparam("registrar", "max_expires", 120)
+request_route {
+  if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
+  if (!sanity_check()) { exit; }
+  if (is_method("REGISTER")) { if (!save("location")) { sl_reply_error(); } exit; }
+  sl_send_reply("404", "Not Found");
+}
+KAM
+kamailio -f "$work/kamailio.cfg" -P "$work/k.pid" -Y "$work" -w "$work" -DD -E >"$work/kam.log" 2>&1 &
+pids+=($!)
+sleep 1
+kill -0 "${pids[1]}" 2>/dev/null || { echo "kamailio did not start:" >&2; tail -5 "$work/kam.log" >&2; exit 1; }
+echo "mock (uclab serve, cucm1 $S):"
+mock=$(target/release/xtask register-load "$S" example.com u "$N" "$SECS")
+echo "  $mock"
+echo "kamailio (127.0.0.1:$KP):"
+kam=$(target/release/xtask register-load "127.0.0.1:$KP" example.com u "$N" "$SECS")
+echo "  $kam"
+python3 - "$mock" "$kam" <<'PY'
+import json, sys
+m, k = (json.loads(a) for a in sys.argv[1:3])
+r = m["register_tx_per_wall_s"] / max(k["register_tx_per_wall_s"], 1e-9)
+print(f"REGISTER/s: mock {m['register_tx_per_wall_s']:.0f}, kamailio {k['register_tx_per_wall_s']:.0f}, ratio mock/kamailio {r:.2f}")
+PY
