@@ -140,6 +140,18 @@ enum Cmd {
         /// How long to stay registered, e.g. `3s`.
         #[arg(long, default_value = "3s")]
         wait: String,
+        /// Call this number once registered.
+        #[arg(long)]
+        call: Option<String>,
+        /// When to call (from the start), e.g. `1s`.
+        #[arg(long, default_value = "1s")]
+        call_at: String,
+        /// When to hang up (from the start), e.g. `3s`.
+        #[arg(long)]
+        hangup_at: Option<String>,
+        /// Answer incoming calls.
+        #[arg(long)]
+        answer: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -183,11 +195,41 @@ fn main() {
             ca_pem.as_deref(),
             seed,
         ),
-        Cmd::ProbeSip { servers, user, password, line, wait, json, seed } => {
-            match uclab_sim::time::parse_duration(&wait) {
-                Ok(w) => commands::cmd_probe_sip(servers, (&user, &password), &line, w, json, seed),
-                Err(e) => {
-                    eprintln!("error: --wait: {e}");
+        Cmd::ProbeSip {
+            servers,
+            user,
+            password,
+            line,
+            wait,
+            call,
+            call_at,
+            hangup_at,
+            answer,
+            json,
+            seed,
+        } => {
+            let parse = |name: &str, v: &str| {
+                uclab_sim::time::parse_duration(v).map_err(|e| format!("--{name}: {e}"))
+            };
+            let calls = (|| {
+                Ok::<_, String>(uclab_sim::live::SipProbeCalls {
+                    call,
+                    call_at: parse("call-at", &call_at)?,
+                    hangup_at: hangup_at.as_deref().map(|h| parse("hangup-at", h)).transpose()?,
+                    answer,
+                })
+            })();
+            match (parse("wait", &wait), calls) {
+                (Ok(w), Ok(calls)) => commands::cmd_probe_sip(
+                    servers,
+                    (&user, &password),
+                    &line,
+                    (w, calls),
+                    json,
+                    seed,
+                ),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("error: {e}");
                     2
                 }
             }

@@ -153,6 +153,8 @@ pub struct Client {
     im: Option<ImSession>,
     /// The softphone, once sign-in has read a CSF device's configuration (SPEC CC1, CC2).
     phone: Option<Phone>,
+    /// Answer incoming calls at once (`uclab probe-sip --answer`).
+    pub auto_answer: bool,
     pending: Option<Credentials>,
     /// The last sign-in the user asked for, to redo after a network change (SPEC SD8).
     session: Option<(DiscoveryConfig, Credentials)>,
@@ -177,6 +179,7 @@ impl Client {
             attempt: None,
             im: None,
             phone: None,
+            auto_answer: false,
             pending: None,
             session: None,
             resource: "uclab".to_owned(),
@@ -701,8 +704,18 @@ impl Client {
             }
         }
         self.pump_im();
+        let mut ringing = false;
         while let Some(o) = self.phone.as_mut().and_then(Phone::poll_output) {
+            ringing |= matches!(&o, Output::Event(ClientEvent::CallState { state, .. }) if state == "ringing");
             self.out.push_back(o);
+        }
+        if ringing && self.auto_answer {
+            if let Some(p) = self.phone.as_mut() {
+                p.act(now, &crate::call::CallAction::Answer);
+            }
+            while let Some(o) = self.phone.as_mut().and_then(Phone::poll_output) {
+                self.out.push_back(o);
+            }
         }
         if self.signin.as_ref().is_some_and(SignIn::is_done) {
             self.attempt = None;

@@ -55,6 +55,8 @@ pub enum UserAction {
         password: String,
         /// Directory number to register.
         line: String,
+        /// Answer incoming calls at once.
+        auto_answer: bool,
     },
     /// The machine joined another network (SPEC SD8): new name servers from DHCP.
     NetworkChanged {
@@ -279,7 +281,8 @@ pub async fn run<N: Net + Clone + 'static>(
                             engine.im_direct(now, server, &domain, (&user, &password), seed)
                         }
                         UserAction::NetworkChanged { dns } => engine.network_changed(now, dns, seed),
-                        UserAction::PhoneDirect { servers, user, password, line } => {
+                        UserAction::PhoneDirect { servers, user, password, line, auto_answer } => {
+                            engine.auto_answer = auto_answer;
                             engine.phone_direct(now, &servers, (&user, &password), &line, seed)
                         }
                     }

@@ -415,12 +415,12 @@ pub fn cmd_probe_sip(
     servers: Vec<SocketAddr>,
     (user, password): (&str, &str),
     line: &str,
-    wait: std::time::Duration,
+    (wait, calls): (std::time::Duration, crate::live::SipProbeCalls),
     json: bool,
     seed: u64,
 ) -> i32 {
     let Some((rt, local)) = local_runtime() else { return EXIT_FAIL };
-    let probe = crate::live::probe_sip(servers, (user, password), line, wait, seed, !json);
+    let probe = crate::live::probe_sip(servers, (user, password), line, (wait, calls), seed, !json);
     match local.block_on(&rt, probe) {
         Ok(r) => {
             if json {

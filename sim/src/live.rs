@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 
 use serde::Serialize;
 use std::sync::Arc;
+use uclab_client::call::CallAction;
 use uclab_client::discovery::DiscoveryConfig;
 use uclab_client::driver::{self, ClientConfig, UserAction};
 
@@ -295,11 +296,26 @@ pub async fn probe_xmpp(
     })
 }
 
+/// The calls `uclab probe-sip` makes or takes.
+#[derive(Clone, Debug, Default)]
+pub struct SipProbeCalls {
+    /// Number to call.
+    pub call: Option<String>,
+    /// When (from the start).
+    pub call_at: std::time::Duration,
+    /// When to hang up.
+    pub hangup_at: Option<std::time::Duration>,
+    /// Answer incoming calls.
+    pub answer: bool,
+}
+
 /// What `uclab probe-sip` saw.
 #[derive(Clone, Debug, Serialize)]
 pub struct SipProbeResult {
     /// The registrar the phone registered with, and the seconds granted.
     pub registered: Option<(String, u32)>,
+    /// Call states, in order (`dialing`, `ringback`, `connected`, `ended`, …).
+    pub calls: Vec<String>,
     /// The last failure, if any.
     pub error: Option<String>,
     /// Every event, `kind k=v …`.
@@ -313,7 +329,7 @@ pub async fn probe_sip(
     servers: Vec<SocketAddr>,
     (user, password): (&str, &str),
     line: &str,
-    wait: std::time::Duration,
+    (wait, calls): (std::time::Duration, SipProbeCalls),
     seed: u64,
     verbose: bool,
 ) -> io::Result<SipProbeResult> {
@@ -330,8 +346,16 @@ pub async fn probe_sip(
         user: user.to_owned(),
         password: password.to_owned(),
         line: line.to_owned(),
+        auto_answer: calls.answer,
     };
-    driver::run(net, cfg, vec![(std::time::Duration::ZERO, action)]).await?;
+    let mut actions = vec![(std::time::Duration::ZERO, action)];
+    if let Some(to) = calls.call {
+        actions.push((calls.call_at, UserAction::Call(CallAction::Dial { to })));
+    }
+    if let Some(at) = calls.hangup_at {
+        actions.push((at, UserAction::Call(CallAction::End)));
+    }
+    driver::run(net, cfg, actions).await?;
     let events = transcript.events();
     let registered = events.iter().find(|e| e.kind == "phone-registered").map(|e| {
         let expires = field(e, "expires").and_then(|x| x.parse().ok()).unwrap_or(0);
@@ -344,7 +368,12 @@ pub async fn probe_sip(
         .find(|e| field(e, "reason").is_some())
         .and_then(|e| field(e, "reason"))
         .map(str::to_owned);
-    Ok(SipProbeResult { registered, error, steps: summarise(&events).steps })
+    let calls = events
+        .iter()
+        .filter(|e| e.kind == "call-state")
+        .filter_map(|e| field(e, "state").map(str::to_owned))
+        .collect();
+    Ok(SipProbeResult { registered, calls, error, steps: summarise(&events).steps })
 }
 
 /// Writes a certificate of the lab CA of `seed` for `names`, its key (PKCS#8) and the CA, as

@@ -290,13 +290,32 @@ loadmodule "registrar.so"
 loadmodule "sanity.so"
 loadmodule "textops.so"
 loadmodule "siputils.so"
+loadmodule "rr.so"
+loadmodule "nathelper.so"
 modparam("usrloc", "db_mode", 0)
 modparam("registrar", "max_expires", 120)
+modparam("registrar", "received_avp", "\$avp(RECEIVED)")
+modparam("nathelper", "received_avp", "\$avp(RECEIVED)")
+# The phones' Contacts name no reachable host (RFC 5626 style): the registration keeps the
+# connection's address, and dialogs reach a phone over its connection through a Contact alias.
 request_route {
   if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
   if (!sanity_check()) { exit; }
-  if (is_method("REGISTER")) { if (!save("location")) { sl_reply_error(); } exit; }
-  sl_send_reply("404", "Not Found");
+  if (is_method("REGISTER")) { fix_nated_register(); if (!save("location")) { sl_reply_error(); } exit; }
+  if (has_totag()) {
+    if (loose_route()) { handle_ruri_alias(); t_relay(); exit; }
+    if (is_method("ACK")) { if (t_check_trans()) { t_relay(); } exit; }
+    sl_send_reply("404", "Not here"); exit;
+  }
+  if (is_method("CANCEL")) { if (t_check_trans()) { t_relay(); } exit; }
+  add_contact_alias();
+  record_route();
+  if (!lookup("location")) { sl_send_reply("404", "Not Found"); exit; }
+  t_on_reply("CONTACT");
+  t_relay();
+}
+onreply_route[CONTACT] {
+  if (is_present_hf("Contact")) { add_contact_alias(); }
 }
 EOF
 kamailio -f "$kd/kamailio.cfg" -P "$kd/k.pid" -Y "$kd" -w "$kd" -DD -E >"$kd/log" 2>&1 &
@@ -304,6 +323,16 @@ up=0; for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$KP) 2>/dev/null && { 
 [ $up = 1 ] && ok "kamailio listening on 127.0.0.1:$KP" || ko "kamailio did not start: $(tail -5 "$kd/log")"
 json=$(timeout 20 "$UCLAB" probe-sip --server "127.0.0.1:$KP" --user alice --line 1001 --wait 1s --json 2>&1)
 case "$json" in *'"registered": ['*120*'"error": null'*) ok "client core registers to Kamailio over TCP (granted 120 s)";; *) ko "probe-sip to Kamailio: $json $(tail -5 "$kd/log")";; esac
+# A call through Kamailio between two client cores: bob answers, alice calls 1002 and hangs up.
+timeout 20 "$UCLAB" probe-sip --server "127.0.0.1:$KP" --user bob --line 1002 --answer --wait 6s --json --seed 2 >"$kd/bob.json" 2>&1 &
+bobpid=$!
+sleep 1
+alice=$(timeout 20 "$UCLAB" probe-sip --server "127.0.0.1:$KP" --user alice --line 1001 --call 1002 --call-at 1s --hangup-at 3s --wait 4s --json 2>&1)
+wait $bobpid || true
+bob=$(cat "$kd/bob.json")
+calls() { python3 -c 'import json,sys; print(" ".join(json.loads(sys.stdin.read())["calls"]))' 2>/dev/null; }
+a=$(echo "$alice" | calls); b=$(echo "$bob" | calls)
+if [ "$a" = "dialing ringback connected ended" ] && [ "$b" = "ringing connected ended" ]; then ok "client core calls through Kamailio: alice '$a', bob '$b'"; else ko "call through Kamailio: alice '$a' bob '$b' $(tail -5 "$kd/log")"; fi
 for sc in calls/register calls/basic-call calls/blf-presence-policy calls/dtmf-and-video calls/media-ports failover/cucm-primary-crash failover/cucm-primary-blackhole failover/hold-during-failover srst/wan-down srst/srst-basic-call; do
   f="$work/a/$sc/capture.pcapng"
   sip=$(tshark -r "$f" -Y sip 2>/dev/null | wc -l)

@@ -410,7 +410,15 @@ pub fn split_list(v: &str) -> Result<Vec<&str>, Rejection> {
 
 fn params(s: &str) -> Result<Vec<(String, Option<String>)>, Rejection> {
     let mut out = Vec::new();
-    for p in s.split(';').map(str::trim) {
+    // `;` inside a quoted value (Kamailio's `received="sip:…;transport=tcp"`) is the value's.
+    let mut parts = Vec::new();
+    let mut rest = s;
+    while let Some(i) = find_unquoted(rest, ';') {
+        parts.push(&rest[..i]);
+        rest = &rest[i + 1..];
+    }
+    parts.push(rest);
+    for p in parts.into_iter().map(str::trim) {
         if p.is_empty() {
             return Err(reject(400, "empty parameter"));
         }

@@ -156,3 +156,13 @@ fn valid_torture_messages_parse() {
     assert_eq!(wsinv.cseq(), Some((9, "INVITE")));
     assert_eq!(wsinv.get("Max-Forwards"), Some("0068"));
 }
+
+#[test]
+fn quoted_parameter_values_keep_their_semicolons() {
+    // Kamailio's registrar answers with the source address as a quoted `received`.
+    let v = "<sip:u@csf.invalid;transport=tcp>;expires=120;received=\"sip:127.0.0.1:53502;transport=tcp\";+sip.instance=\"<urn:uuid:1>\"";
+    let na = parse_name_addr(v).expect("parses");
+    assert_eq!(na.param("expires"), Some(Some("120")));
+    assert_eq!(na.param("received"), Some(Some("\"sip:127.0.0.1:53502;transport=tcp\"")));
+    assert!(parse_name_addr("<sip:u@h>;a=\"open;").is_err(), "an unclosed quote is refused");
+}
