@@ -41,6 +41,8 @@ const BURST: u32 = 5;
 const PT_DTMF: u8 = 101;
 /// Our H.264 payload type.
 const PT_H264: u8 = 126;
+/// Ended calls remembered.
+const KEEP_ENDED: usize = 8;
 
 /// What the user does with calls (SPEC CC5's list).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -695,10 +697,22 @@ impl Calls {
         }
     }
 
+    /// Forgets ended calls but the last few (their late retransmissions still find them).
+    fn prune(&mut self) {
+        let ended = self.calls.iter().filter(|c| c.state == CallState::Ended).count();
+        let mut drop = ended.saturating_sub(KEEP_ENDED);
+        self.calls.retain(|c| {
+            let gone = drop > 0 && c.state == CallState::Ended;
+            drop -= usize::from(gone);
+            !gone
+        });
+    }
+
     fn dial(&mut self, now: Time, ctx: &Ctx, to: &str) {
         if self.current().is_some() {
             return self.refuse("call", "a call is already up");
         }
+        self.prune();
         let id = self.next_id;
         self.next_id += 1;
         let port = self.port(id);
@@ -881,7 +895,12 @@ impl Calls {
                 self.state_event(i, "ringback");
             }
             ("INVITE", 200..=299) => {
-                let first = matches!(self.calls[i].state, CallState::Dialing | CallState::Ringback);
+                // A 2xx that crossed our CANCEL (§9.1: the callee answered first): the dialog
+                // exists after all; acknowledge it and end it with a BYE.
+                let crossed =
+                    self.calls[i].state == CallState::Ended && self.calls[i].remote_tag.is_none();
+                let first = crossed
+                    || matches!(self.calls[i].state, CallState::Dialing | CallState::Ringback);
                 let c = &mut self.calls[i];
                 if first {
                     // §12.1.2: the dialog from the 2xx: their tag, their Contact, the
@@ -904,6 +923,11 @@ impl Calls {
                     ack.set("CSeq", format!("{n} ACK"));
                 }
                 self.sends.push(Send::Message(ack));
+                if crossed {
+                    let bye = self.in_dialog(ctx, i, "BYE");
+                    self.request(now, bye);
+                    return;
+                }
                 if let Some(sdp) = remote_sdp(&r.body) {
                     self.calls[i].remote = Some(sdp);
                 }
@@ -969,6 +993,7 @@ impl Calls {
                 if self.current().is_some() {
                     return Some(reply(486, Some("busy")));
                 }
+                self.prune();
                 let id = self.next_id;
                 self.next_id += 1;
                 let port = self.port(id);
@@ -1183,6 +1208,55 @@ pub(crate) fn sends_of(t: &mut ClientTxn) -> Vec<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ctx() -> Ctx {
+        Ctx {
+            mode: Mode::Cucm,
+            transport: "TCP",
+            local_host: "csfalice.invalid".into(),
+            local_ip: "10.1.0.100".into(),
+            contact: "<sip:a@csfalice.invalid;transport=tcp>".into(),
+            line: "1001".into(),
+            registrar: "cucm1.example.com".into(),
+        }
+    }
+
+    fn methods(sends: &mut Vec<Send>) -> Vec<String> {
+        std::mem::take(sends)
+            .into_iter()
+            .map(|s| match s {
+                Send::Request(t) => t.request().method().unwrap_or("").to_owned(),
+                Send::Message(m) => m.method().unwrap_or("").to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_2xx_crossing_our_cancel_is_acknowledged_and_ended() {
+        let mut c = Calls::new(1, Timers::default(), (16384, 32766));
+        let t = Time::ZERO;
+        c.act(t, &ctx(), &CallAction::Dial { to: "1002".into() });
+        let invite = c.calls[0].invite.clone().expect("sent");
+        c.act(t, &ctx(), &CallAction::End);
+        assert_eq!(methods(&mut c.sends), ["INVITE", "CANCEL"]);
+        let mut ok = invite.response(200, "OK", Some("callee"));
+        ok.push("Contact", "<sip:b@csfbob.invalid;transport=tcp>");
+        c.on_response(t, &ctx(), &ok);
+        assert_eq!(methods(&mut c.sends), ["ACK", "BYE"]);
+        // The same 2xx again: acknowledged, no second BYE.
+        c.on_response(t, &ctx(), &ok);
+        assert_eq!(methods(&mut c.sends), ["ACK"]);
+    }
+
+    #[test]
+    fn ended_calls_are_forgotten_but_the_last_few() {
+        let mut c = Calls::new(1, Timers::default(), (16384, 32766));
+        for _ in 0..20 {
+            c.act(Time::ZERO, &ctx(), &CallAction::Dial { to: "1002".into() });
+            c.act(Time::ZERO, &ctx(), &CallAction::End);
+        }
+        assert!(c.calls.len() <= KEEP_ENDED + 1, "{}", c.calls.len());
+    }
 
     #[test]
     fn media1_splits_the_range_as_the_document_does() {

@@ -43,6 +43,8 @@ const STREAM_BASE: ConnId = 0x5000_0000;
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a ping may go unanswered before the node counts as gone.
 pub const PONG_TIMEOUT: Duration = Duration::from_secs(10);
+/// Call messages held while no connection is up (SPEC CC3 failover), at most.
+const MAX_HELD: usize = 64;
 /// How long to wait before trying the group again when nothing answered.
 pub const RETRY: Duration = Duration::from_secs(30);
 /// How long resolving and connecting may take at one node (a REGISTER then has Timer F).
@@ -145,6 +147,8 @@ pub struct Phone {
     call_txns: Vec<ClientTxn>,
     /// Watched lines (SPEC CC6).
     watches: Watches,
+    /// Call messages made while no connection was up, sent once registered again.
+    held: VecDeque<Message>,
     /// Our address as the registrar saw it (its Via `received`), for SDP.
     local_ip: String,
     /// Whether the last registration was lost and a new one is under way (SPEC CC4).
@@ -185,6 +189,7 @@ impl Phone {
         let mut p = Self {
             calls,
             watches: Watches::new(seed ^ 0xb1f, timers),
+            held: VecDeque::new(),
             call_txns: Vec::new(),
             local_ip: "0.0.0.0".into(),
             failing_over: false,
@@ -226,6 +231,7 @@ impl Phone {
         self.clear_timers();
         self.probe_at = None;
         self.state = State::Closed;
+        self.held.clear();
         self.calls.close_all();
         self.flush_calls();
     }
@@ -424,12 +430,16 @@ impl Phone {
                 Send::Message(m) => vec![m],
             };
             for m in msgs {
-                if let Some(id) = stream {
-                    self.out.push_back(Output::StreamSend {
+                match stream {
+                    Some(id) => self.out.push_back(Output::StreamSend {
                         id,
                         bytes: m.to_bytes(),
                         summary: summary(&m),
-                    });
+                    }),
+                    // No connection (a failover under way): held until the phone registers
+                    // again, a bounded few.
+                    None if self.held.len() < MAX_HELD => self.held.push_back(m),
+                    None => {}
                 }
             }
         }
@@ -647,8 +657,11 @@ impl Phone {
             self.pong_by = None; // anything heard answers the ping
         }
         self.legs[i].framer.feed(bytes);
+        // A message may close legs (a failover): the leg is found again by its stream.
+        let stream = self.legs[i].stream;
         loop {
-            let Some(leg) = self.legs.get_mut(i) else { return };
+            let Some(i) = self.legs.iter().position(|l| l.stream == stream) else { return };
+            let leg = &mut self.legs[i];
             match leg.framer.next_frame() {
                 Ok(Some(Frame::Message(b))) => {
                     let Some(m) = sip::read(&b) else { continue };
@@ -795,6 +808,16 @@ impl Phone {
                         srst,
                     });
                     self.close_leg(Role::Leave);
+                    // What the calls said during the failover goes out now.
+                    if let Some(id) = self.legs[i].stream {
+                        for m in std::mem::take(&mut self.held) {
+                            self.out.push_back(Output::StreamSend {
+                                id,
+                                bytes: m.to_bytes(),
+                                summary: summary(&m),
+                            });
+                        }
+                    }
                     // CC6: watches follow the phone to its new node.
                     let ctx = self.ctx();
                     self.watches.resubscribe(now, &ctx);

@@ -202,6 +202,8 @@ pub struct Cluster {
     cfg: SipConfig,
     /// Node FQDN → its SIP port (for Via and Record-Route).
     nodes: BTreeMap<String, u16>,
+    /// Node FQDN → its TLS port.
+    tls_ports: BTreeMap<String, u16>,
     flows: BTreeMap<FlowId, Flow>,
     /// UDP flows by (node, peer), made on first datagram.
     udp: BTreeMap<(String, SocketAddr), FlowId>,
@@ -295,6 +297,7 @@ impl Cluster {
             line_index,
             cfg,
             nodes: BTreeMap::new(),
+            tls_ports: BTreeMap::new(),
             flows: BTreeMap::new(),
             udp: BTreeMap::new(),
             udp_out: BTreeMap::new(),
@@ -322,6 +325,11 @@ impl Cluster {
         self.udp_out.insert(host.to_ascii_lowercase(), udp);
     }
 
+    /// The node's TLS port (SIP over TLS, 5061), for the Via and Record-Route of TLS flows.
+    pub fn set_tls_port(&mut self, host: &str, port: u16) {
+        self.tls_ports.insert(host.to_ascii_lowercase(), port);
+    }
+
     /// A node stopped: its flows and the bindings on them are gone.
     pub fn remove_node(&mut self, host: &str) {
         let host = host.to_ascii_lowercase();
@@ -332,6 +340,7 @@ impl Cluster {
         }
         self.udp.retain(|(n, _), _| *n != host);
         self.udp_out.remove(&host);
+        self.tls_ports.remove(&host);
         self.nodes.remove(&host);
     }
 
@@ -474,9 +483,15 @@ impl Cluster {
         self.send(flow, &r);
     }
 
+    /// A flow's node, the node's port for that transport (5061 for TLS), and the transport:
+    /// what our Via and Record-Route name.
     fn node_of(&self, flow: FlowId) -> (String, u16, Transport) {
         let f = &self.flows[&flow];
-        (f.node.clone(), self.nodes.get(&f.node).copied().unwrap_or(5060), f.transport)
+        let port = match f.transport {
+            Transport::Tls => self.tls_ports.get(&f.node).copied().unwrap_or(5061),
+            _ => self.nodes.get(&f.node).copied().unwrap_or(5060),
+        };
+        (f.node.clone(), port, f.transport)
     }
 
     fn is_ours(&self, uri: &str) -> bool {
@@ -961,6 +976,9 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
     let udp = Rc::new(udp);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
     cluster.borrow_mut().add_node(&host, port, tx);
+    if let Some(p) = tls_port {
+        cluster.borrow_mut().set_tls_port(&host, p);
+    }
     struct Gone(Rc<RefCell<Cluster>>, String);
     impl Drop for Gone {
         fn drop(&mut self) {

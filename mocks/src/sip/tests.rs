@@ -471,3 +471,31 @@ fn cc6_notifies_follow_registration_and_calls_then_unsubscribe_terminates() {
     l.c.handle(Duration::from_secs(5), w, &subscribe("1001", "1002", "presence", 60, &to_tag, 3));
     assert_eq!(drain(&mut rx)[0].code(), Some(481));
 }
+
+#[test]
+fn a_call_over_tls_is_record_routed_through_the_tls_port() {
+    let mut l = lab(false);
+    l.c.set_tls_port(NODE, 5061);
+    let (ta, mut ra) = unbounded_channel();
+    let (tb, mut rb) = unbounded_channel();
+    let fa = l.c.open_stream(NODE, Transport::Tls, peer(1), ta);
+    let fb = l.c.open_stream(NODE, Transport::Tls, peer(2), tb);
+    l.c.handle(Duration::ZERO, fa, &register("alice", "1001", None, "", 1));
+    let breg = String::from_utf8(register("bob", "1002", None, "", 1))
+        .unwrap()
+        .replace("10.1.2.1:50001", "10.1.2.2:50002");
+    l.c.handle(Duration::ZERO, fb, breg.as_bytes());
+    drain(&mut ra);
+    drain(&mut rb);
+    let invite = "INVITE sip:1002@cucm1.example.com SIP/2.0\r\n\
+        Via: SIP/2.0/TLS 10.1.2.1:50001;branch=z9hG4bKtls1\r\n\
+        From: <sip:1001@cucm1.example.com>;tag=ca\r\n\
+        To: <sip:1002@cucm1.example.com>\r\n\
+        Call-ID: tls1\r\nCSeq: 101 INVITE\r\nMax-Forwards: 70\r\n\
+        Contact: <sip:alice-uuid@10.1.2.1:50001;transport=tls>\r\n\
+        Content-Length: 0\r\n\r\n";
+    l.c.handle(Duration::from_secs(1), fa, invite.as_bytes());
+    let inv = &drain(&mut rb)[0];
+    assert!(inv.vias()[0].starts_with("SIP/2.0/TLS cucm1.example.com:5061;branch="), "{inv}");
+    assert_eq!(inv.get("Record-Route"), Some("<sip:cucm1.example.com:5061;transport=tls;lr>"));
+}
