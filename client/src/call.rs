@@ -71,6 +71,11 @@ pub enum CallAction {
         /// As SIP INFO rather than RFC 4733 telephone-events.
         info: bool,
     },
+    /// Transfers the call to `to` (blind: REFER, RFC 3515; refused under SRST, CC5).
+    Transfer {
+        /// Directory number.
+        to: String,
+    },
     /// Watches a line's state (SPEC CC6: BLF, call lists).
     Watch {
         /// Directory number.
@@ -98,6 +103,7 @@ impl CallAction {
             Self::Unmute => "unmute".into(),
             Self::Dtmf { .. } => "dtmf".into(),
             Self::Watch { .. } => "watch".into(),
+            Self::Transfer { .. } => "transfer".into(),
             Self::Feature { name } => name.clone(),
         }
     }
@@ -139,6 +145,10 @@ struct Call {
     port: u16,
     /// Our video port, once video is on.
     video_port: Option<u16>,
+    /// We sent a REFER for this call (the transferor), to this number.
+    referring: Option<String>,
+    /// This call was made for a REFER: the transferor's call id (we NOTIFY it of the outcome).
+    referred_by: Option<u32>,
     /// The direction of our last answer to the peer's offer (`recvonly` while it holds us).
     dir: &'static str,
     /// A video re-INVITE is out.
@@ -583,6 +593,23 @@ impl Calls {
         }
     }
 
+    /// Tells the transferor of call `i` (made for its REFER) how the call went: a NOTIFY with
+    /// the final status as `message/sipfrag` (RFC 3515 §2.4.5), ending the implicit
+    /// subscription.
+    fn notify_referrer(&mut self, now: Time, ctx: &Ctx, i: usize, code: u16) {
+        let Some(old) = self.calls[i].referred_by.take() else { return };
+        let Some(j) = self.calls.iter().position(|c| c.id == old && c.state != CallState::Ended)
+        else {
+            return;
+        };
+        let mut n = self.in_dialog(ctx, j, "NOTIFY");
+        n.push("Event", "refer");
+        n.push("Subscription-State", "terminated;reason=noresource");
+        n.push("Content-Type", "message/sipfrag;version=2.0");
+        n.body = format!("SIP/2.0 {code} {}\r\n", sip::reason(code)).into_bytes();
+        self.request(now, n);
+    }
+
     /// Call `i` ends (a state change to `Ended` goes through here).
     fn end(&mut self, i: usize) {
         if self.calls[i].state != CallState::Ended {
@@ -674,7 +701,9 @@ impl Calls {
             return self.refuse(&name, "not registered");
         }
         // SPEC CC5: under SRST only basic calls, hold, mute and DTMF.
-        if ctx.mode == Mode::Srst && matches!(a, CallAction::Feature { .. }) {
+        if ctx.mode == Mode::Srst
+            && matches!(a, CallAction::Feature { .. } | CallAction::Transfer { .. })
+        {
             let why = format!("{name} is not available while registered to SRST");
             return self.refuse(&name, &why);
         }
@@ -712,6 +741,11 @@ impl Calls {
         if self.current().is_some() {
             return self.refuse("call", "a call is already up");
         }
+        self.place(now, ctx, to, None);
+    }
+
+    /// Places a call to `to`; `referred_by`: the call whose REFER asked for it.
+    fn place(&mut self, now: Time, ctx: &Ctx, to: &str, referred_by: Option<u32>) {
         self.prune();
         let id = self.next_id;
         self.next_id += 1;
@@ -737,6 +771,8 @@ impl Calls {
             pending_hold: None,
             port,
             video_port: None,
+            referring: None,
+            referred_by: None,
             dir: "sendrecv",
             pending_video: false,
             remote: None,
@@ -750,8 +786,12 @@ impl Calls {
         self.calls.push(c);
         let i = self.calls.len() - 1;
         let session = u64::from(id) + 1000;
+        self.calls[i].referred_by = referred_by;
         let mut m = self.in_dialog(ctx, i, "INVITE");
-        m.push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE");
+        m.push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER, NOTIFY");
+        if let Some(by) = referred_by.and_then(|r| self.calls.iter().find(|c| c.id == r)) {
+            m.push("Referred-By", by.remote_uri.clone());
+        }
         m.push("Content-Type", "application/sdp");
         m.body = sdp(&ctx.local_ip, port, session, "sendrecv").into_bytes();
         self.calls[i].invite = Some(m.clone());
@@ -827,6 +867,18 @@ impl Calls {
             }
             (CallAction::Unmute, CallState::Connected | CallState::Held) => {
                 self.state_event(i, "unmuted")
+            }
+            (CallAction::Transfer { to }, CallState::Connected | CallState::Held) => {
+                if self.calls[i].referring.is_some() {
+                    return self.refuse("transfer", "a transfer is already under way");
+                }
+                // RFC 3515 blind transfer: the other party calls `to` and tells us how it went.
+                let mut m = self.in_dialog(ctx, i, "REFER");
+                m.push("Refer-To", format!("<sip:{to}@{}>", ctx.registrar));
+                m.push("Referred-By", format!("<sip:{}@{}>", ctx.line, ctx.registrar));
+                self.calls[i].referring = Some(to.clone());
+                self.state_event(i, "transferring");
+                self.request(now, m);
             }
             (CallAction::Feature { .. }, CallState::Connected)
                 if self.calls[i].video_port.is_some() || self.calls[i].pending_video =>
@@ -942,6 +994,9 @@ impl Calls {
                 };
                 self.calls[i].state = next;
                 self.state_event(i, name);
+                if first {
+                    self.notify_referrer(now, ctx, i, 200);
+                }
                 match name {
                     "connected" | "resumed" => self.start_audio(now, i),
                     _ => {}
@@ -954,6 +1009,10 @@ impl Calls {
                         self.refuse("video", "the other party declined video");
                     }
                 }
+            }
+            ("REFER", 300..) => {
+                self.calls[i].referring = None;
+                self.refuse("transfer", &format!("the REFER got {code}"));
             }
             ("INVITE", 300..) if self.calls[i].pending_video => {
                 self.calls[i].pending_video = false;
@@ -968,6 +1027,7 @@ impl Calls {
                 if matches!(self.calls[i].state, CallState::Dialing | CallState::Ringback) =>
             {
                 self.end(i);
+                self.notify_referrer(now, ctx, i, code);
                 let (id, peer) = (self.calls[i].id, self.calls[i].peer.clone());
                 self.events.push(ClientEvent::CallState {
                     id,
@@ -1033,6 +1093,8 @@ impl Calls {
                     pending_hold: None,
                     port,
                     video_port: None,
+                    referring: None,
+                    referred_by: None,
                     dir: "sendrecv",
                     pending_video: false,
                     remote: remote_sdp(&m.body),
@@ -1149,6 +1211,64 @@ impl Calls {
                     });
                 }
                 Some(reply(200, Some(&tag)))
+            }
+            ("REFER", Some(i))
+                if matches!(self.calls[i].state, CallState::Connected | CallState::Held) =>
+            {
+                // RFC 3515: accept, report Trying, and call the Refer-To target.
+                let tag = self.calls[i].local_tag.clone();
+                let target = m
+                    .name_addr("Refer-To")
+                    .and_then(|na| na.uri.split(':').nth(1).map(str::to_owned))
+                    .and_then(|u| u.split(['@', ';']).next().map(str::to_owned))
+                    .filter(|u| sip::is_token(u));
+                let Some(target) = target else { return Some(reply(400, Some(&tag))) };
+                let mut n = self.in_dialog(ctx, i, "NOTIFY");
+                n.push("Event", "refer");
+                n.push("Subscription-State", "active;expires=60");
+                n.push("Content-Type", "message/sipfrag;version=2.0");
+                n.body = b"SIP/2.0 100 Trying\r\n".to_vec();
+                self.request(now, n);
+                self.state_event(i, "transfer-requested");
+                let old = self.calls[i].id;
+                self.place(now, ctx, &target, Some(old));
+                Some(reply(202, Some(&tag)))
+            }
+            ("REFER", Some(i)) => {
+                let tag = self.calls[i].local_tag.clone();
+                Some(reply(603, Some(&tag)))
+            }
+            ("NOTIFY", Some(i)) if self.calls[i].referring.is_some() => {
+                // How the transfer went: the status line of the sipfrag body.
+                let tag = self.calls[i].local_tag.clone();
+                let code = String::from_utf8_lossy(&m.body)
+                    .strip_prefix("SIP/2.0 ")
+                    .and_then(|r| r.get(..3))
+                    .and_then(|c| c.parse::<u16>().ok());
+                match code {
+                    Some(200..=299) => {
+                        let to = self.calls[i].referring.take().unwrap_or_default();
+                        let bye = self.in_dialog(ctx, i, "BYE");
+                        self.end(i);
+                        let (id, _) = (self.calls[i].id, ());
+                        self.events.push(ClientEvent::CallState {
+                            id,
+                            state: "transferred".into(),
+                            peer: to,
+                        });
+                        self.request(now, bye);
+                    }
+                    Some(300..) => {
+                        self.calls[i].referring = None;
+                        self.state_event(i, &format!("transfer-failed {}", code.unwrap_or(0)));
+                    }
+                    _ => {}
+                }
+                Some(reply(200, Some(&tag)))
+            }
+            ("NOTIFY", Some(i)) => {
+                let tag = self.calls[i].local_tag.clone();
+                Some(reply(481, Some(&tag)))
             }
             ("OPTIONS", _) => Some(reply(200, None)),
             (_, None) if method != "ACK" => Some(reply(481, None)),

@@ -1753,17 +1753,17 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 use uclab_client::call::CallAction;
                 let Some(client) = known_client(&mut errs) else { continue };
                 let action = match kind {
-                    "call" | "watch" => {
+                    "call" | "watch" | "transfer" => {
                         let Some(to) = need(&mut errs, &s.to, "to") else { continue };
                         if !uclab_proto::sip::is_token(&to) {
                             let at = s.to.as_ref().map_or(0, |t| t.span().start);
                             errs.push(src.err(at, format!("bad number `{to}`")));
                             continue;
                         }
-                        if kind == "watch" {
-                            CallAction::Watch { to }
-                        } else {
-                            CallAction::Dial { to }
+                        match kind {
+                            "watch" => CallAction::Watch { to },
+                            "transfer" => CallAction::Transfer { to },
+                            _ => CallAction::Dial { to },
                         }
                     }
                     "answer" => CallAction::Answer,
