@@ -7,6 +7,7 @@ pub mod dns;
 pub mod host;
 pub mod http;
 pub mod imp;
+pub mod imp_sip;
 pub mod muc;
 pub mod router;
 pub mod sip;

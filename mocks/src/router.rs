@@ -12,7 +12,7 @@
 //! (SPEC IMP3, default 200 each), offline messages by [`OFFLINE_MAX`], pending subscription
 //! requests by the watcher limit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use uclab_proto::xmpp::Element;
@@ -168,6 +168,8 @@ pub struct Router {
     counters: Counters,
     /// Each node's text conferencing service, by service domain (SPEC IMP5).
     mucs: BTreeMap<String, Muc>,
+    /// Users whose phone line is busy, as CUCM published over the trunk (SPEC CC7).
+    on_phone: BTreeSet<String>,
 }
 
 /// A JID's bare part, lower case (the form rosters and sessions are keyed by).
@@ -259,6 +261,46 @@ impl Router {
             next_push: 0,
             counters: Counters::default(),
             mucs: BTreeMap::new(),
+            on_phone: BTreeSet::new(),
+        }
+    }
+
+    /// SPEC CC7: CUCM says `user`'s line is busy (or idle again). The Rich Presence Service
+    /// composes it into the user's presence (Table 20-2: "On the phone", yellow, which XMPP
+    /// carries as `away` with the status text) and the user's watchers hear of it.
+    pub fn phone_state(&mut self, user: &str, busy: bool) {
+        let b = bare(user);
+        let changed = if busy { self.on_phone.insert(b.clone()) } else { self.on_phone.remove(&b) };
+        if !changed {
+            return;
+        }
+        let raw: Vec<(String, Element)> = self
+            .sessions
+            .get(&b)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, r)| !r.mailbox.is_closed())
+                    .filter_map(|(res, r)| Some((format!("{b}/{res}"), r.presence.clone()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (full, p) in raw {
+            self.broadcast(&full, &p);
+        }
+    }
+
+    /// A user's presence as watchers see it: an available presence without a `show` gets
+    /// `away` / "On the phone" while the phone is busy (a DND or away the user set stays).
+    fn composed(&self, bare_jid: &str, p: &Element) -> Element {
+        let available = p.get("type").is_none();
+        if !available || p.find("show").is_some() || !self.on_phone.contains(bare_jid) {
+            return p.clone();
+        }
+        let p = p.clone().child(Element::new("show").text_node("away"));
+        if p.find("status").is_some() {
+            p
+        } else {
+            p.child(Element::new("status").text_node("On the phone"))
         }
     }
 
@@ -393,7 +435,10 @@ impl Router {
             .map(|m| {
                 m.iter()
                     .filter(|(_, r)| !r.mailbox.is_closed())
-                    .filter_map(|(res, r)| Some((format!("{bare_jid}/{res}"), r.presence.clone()?)))
+                    .filter_map(|(res, r)| {
+                        let p = self.composed(bare_jid, r.presence.as_ref()?);
+                        Some((format!("{bare_jid}/{res}"), p))
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -576,7 +621,7 @@ impl Router {
     /// to the user's other available resources.
     fn broadcast(&mut self, from: &str, p: &Element) {
         let own = bare(from);
-        let mut p = p.clone();
+        let mut p = self.composed(&own, p);
         p.set("from", from);
         for w in self.items_of(&own, Subscription::from) {
             let n = self.send_available(&w, &p);

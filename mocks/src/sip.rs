@@ -167,6 +167,17 @@ pub struct SipConfig {
     pub srst: bool,
     /// Presence groups and the Inter-Presence Group Subscribe Policy (SPEC CC6).
     pub presence: PresencePolicy,
+    /// The SIP trunk to IM&P with "IMP PUBLISH Trunk" on (SPEC CC7): where line states go.
+    pub trunk: Option<PresenceTrunk>,
+}
+
+/// CUCM's SIP trunk to IM&P for phone presence (SPEC CC7), PUBLISH mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceTrunk {
+    /// The IM&P node's SIP address (UDP).
+    pub to: SocketAddr,
+    /// The presence domain (the PUBLISH Request-URI's host).
+    pub domain: String,
 }
 
 #[derive(Clone, Debug)]
@@ -194,6 +205,8 @@ pub struct SipCounters {
     pub unreadable: u64,
     /// NOTIFYs sent to presence watchers (SPEC CC6).
     pub notifies: u64,
+    /// PUBLISHes sent to IM&P over the trunk (SPEC CC7).
+    pub publishes: u64,
 }
 
 /// A CUCM cluster's SIP state: flows, bindings, nonces.

@@ -47,7 +47,9 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
             svc("sip", 5060, true),
             svc("sip-tls", 5061, false),
         ],
-        NodeKind::Imp(_) => vec![svc("soap", 8443, false), svc("xmpp", 5222, false)],
+        NodeKind::Imp(_) => {
+            vec![svc("soap", 8443, false), svc("xmpp", 5222, false), svc("sip", 5060, true)]
+        }
         NodeKind::ChatDb => vec![svc("postgres", 5432, false)],
         NodeKind::Srst => vec![svc("sip", 5060, true)],
     }
@@ -84,8 +86,9 @@ impl Shared {
         &self,
         s: &Scenario,
         c: &crate::scenario::CucmNode,
+        live: &BTreeMap<SocketAddr, SocketAddr>,
     ) -> Rc<RefCell<uclab_mocks::sip::Cluster>> {
-        use uclab_mocks::sip::{Cluster, SipConfig};
+        use uclab_mocks::sip::{Cluster, PresenceTrunk, SipConfig};
         self.sip
             .borrow_mut()
             .entry(c.cluster.clone())
@@ -104,8 +107,30 @@ impl Shared {
                         _ => None,
                     })
                     .unwrap_or_default();
-                let cfg =
-                    SipConfig { domain: s.domain.clone(), lines, digest, srst: false, presence };
+                // SPEC CC7: the trunk to IM&P (cluster-wide, from the first member that has one).
+                let trunk = s
+                    .nodes
+                    .iter()
+                    .find_map(|n| match &n.kind {
+                        NodeKind::Cucm(o) if o.cluster == c.cluster => o.presence_trunk.clone(),
+                        _ => None,
+                    })
+                    .and_then(|t| s.nodes.iter().find(|n| n.name == t))
+                    .map(|n| {
+                        let sim = SocketAddr::new(n.ip, 5060);
+                        PresenceTrunk {
+                            to: live.get(&sim).copied().unwrap_or(sim),
+                            domain: s.domain.clone(),
+                        }
+                    });
+                let cfg = SipConfig {
+                    domain: s.domain.clone(),
+                    lines,
+                    digest,
+                    srst: false,
+                    presence,
+                    trunk,
+                };
                 let seed = uclab_net::derive_seed(self.seed, &format!("sip:{}", c.cluster));
                 Rc::new(RefCell::new(Cluster::new(cfg, seed)))
             })
@@ -204,6 +229,8 @@ pub enum NodePlan {
         soap: u16,
         /// XMPP port.
         xmpp: u16,
+        /// SIP trunk port (UDP; SPEC CC7).
+        sip: u16,
         /// Certificate names (the node and the presence domain).
         names: Vec<String>,
         /// The cluster as this node sees it.
@@ -324,6 +351,7 @@ pub fn plan(
             NodePlan::Imp {
                 soap: own("soap"),
                 xmpp: own("xmpp"),
+                sip: own("sip"),
                 names: vec![n.fqdn.clone(), s.domain.clone()],
                 cfg: Rc::new(ImpConfig {
                     host: n.fqdn.clone(),
@@ -389,7 +417,7 @@ pub fn plan(
                 .collect();
             NodePlan::Cucm {
                 sip: (own("sip"), own("sip-tls")),
-                sip_cluster: shared.sip(s, c),
+                sip_cluster: shared.sip(s, c, live),
                 broken_uds: n.broken_xml.get("uds").copied(),
                 broken_tftp: n.broken_xml.get("tftp").copied(),
                 uds: own("uds"),
@@ -466,7 +494,7 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             let _down = OnDrop(|| db.set_up(false));
             host::serve(net, vec![port]).await
         }
-        NodePlan::Imp { soap, xmpp: xport, names, cfg, shared, muc } => {
+        NodePlan::Imp { soap, xmpp: xport, sip, names, cfg, shared, muc } => {
             // Up while this future lives; a crash drops it and marks the node down (HA1), and
             // its conferencing service with it (IMP5).
             let _alive = imp::Alive::new(shared.state.clone(), &cfg.host);
@@ -484,8 +512,16 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
                 Some(names.clone()),
                 handler,
             ));
+            // SPEC CC7: CUCM's presence trunk.
+            let trunk = tokio::task::spawn_local(uclab_mocks::imp_sip::serve(
+                net.clone(),
+                sip,
+                cfg.domain.clone(),
+                shared.router.clone(),
+            ));
             let x = xmpp::serve(net, xport, names, cfg, shared.state, shared.router).await;
             t.abort();
+            trunk.abort();
             x
         }
     }

@@ -146,6 +146,7 @@ struct NodeSpec {
     #[serde(default)]
     presence_groups: Vec<GroupRuleSpec>,
     inter_presence_group_policy: Option<S<String>>,
+    presence_trunk: Option<S<String>>,
     #[serde(default)]
     broken_xml: BTreeMap<String, S<String>>,
     relogin_lower: Option<u32>,
@@ -375,6 +376,8 @@ pub struct CucmNode {
     pub media_ports: Option<(u16, u16)>,
     /// Presence groups and the Inter-Presence Group Subscribe Policy (SPEC CC6).
     pub presence: uclab_mocks::sip::PresencePolicy,
+    /// The IM&P node CUCM's SIP trunk publishes line states to (SPEC CC7), cluster-wide.
+    pub presence_trunk: Option<String>,
     /// Service profile parameters (SPEC CFG1), cluster-wide.
     pub profile: Vec<(String, String)>,
     /// jabber-config.xml parameters (`Group/Param`, SPEC CFG1); `None`: no such file.
@@ -1255,6 +1258,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 }
                 NodeKind::Cucm(CucmNode {
                     presence,
+                    presence_trunk: n.presence_trunk.as_ref().map(|t| t.get_ref().clone()),
                     profile,
                     jabber_config,
                     group_files,
@@ -1417,6 +1421,19 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     "IM&P cluster `{cluster}` has {} nodes: at most 6, two per subcluster (SPEC HA3)",
                     members.len()
                 ),
+            ));
+        }
+    }
+
+    // SPEC CC7: the presence trunk names an IM&P node.
+    for i in &nodes {
+        let Some(t) = &i.spec.presence_trunk else { continue };
+        let imp =
+            node_out.iter().any(|n| &n.name == t.get_ref() && matches!(n.kind, NodeKind::Imp(_)));
+        if !imp {
+            errs.push(i.src.err(
+                t.span().start,
+                format!("presence_trunk `{}` is not an imp node", t.get_ref()),
             ));
         }
     }

@@ -257,6 +257,41 @@ impl Cluster {
         }
     }
 
+    /// SPEC CC7 with "IMP PUBLISH Trunk": the line's state goes to IM&P as a PUBLISH for
+    /// the user the line belongs to (the line appearance), over the trunk (UDP).
+    fn trunk_publish(&mut self, now: Duration, ext: &str) {
+        let Some(trunk) = self.cfg.trunk.clone() else { return };
+        let Some(line) = self.line(ext).cloned() else { return };
+        let Some((node, out)) = self.udp_out.iter().next().map(|(n, o)| (n.clone(), o.clone()))
+        else {
+            return;
+        };
+        let port = self.nodes.get(&node).copied().unwrap_or(5060);
+        let state = self.line_state(ext, now);
+        self.counter += 1;
+        let n = self.counter.to_string();
+        let h = fnv(&[&node, &line.user, &n, "publish"]);
+        let aor = format!("sip:{}@{}", line.user, trunk.domain);
+        let mut m = Message::request("PUBLISH", &aor)
+            .with("Via", format!("SIP/2.0/UDP {node}:{port};branch=z9hG4bK{h:016x}"))
+            .with("Max-Forwards", "70")
+            .with("From", format!("<sip:{}@{node}>;tag={:x}", line.extension, h >> 40))
+            .with("To", format!("<{aor}>"))
+            .with("Call-ID", format!("{:016x}-pub@{node}", h))
+            .with("CSeq", "1 PUBLISH")
+            .with("Event", "presence")
+            .with("Expires", "3600")
+            .with("Content-Type", "application/pidf+xml")
+            .with("User-Agent", SERVER);
+        m.body = pidf(&aor, &line.extension, state).into_bytes();
+        self.counters.publishes += 1;
+        let _ = out.send(super::Outgoing {
+            to: trunk.to,
+            bytes: m.to_bytes(),
+            summary: format!("{} ({state})", super::summary(&m)),
+        });
+    }
+
     /// A final response to one of our NOTIFYs: an error ends the subscription (RFC 6665
     /// §4.2.2: 481 and the like).
     pub(super) fn notify_answered(&mut self, m: &Message) {
@@ -292,6 +327,7 @@ impl Cluster {
         };
         for e in changed.into_iter().filter(|e| !e.is_empty()) {
             self.blf_changed(now, &e);
+            self.trunk_publish(now, &e);
         }
     }
 }
