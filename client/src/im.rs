@@ -440,8 +440,12 @@ impl ImSession {
 
     /// HA1: the XMPP connection is lost → `FAILOVER`, and after the HA2 wait, SOAP again.
     fn failover(&mut self, now: Time) {
-        // Room occupancy lives on the stream: it is gone with it.
-        self.rooms.clear();
+        // Room occupancy lives on the stream: it is gone with it. The rooms are remembered and
+        // joined again once XMPPCONNECTED on the peer (as Jabber does).
+        for r in self.rooms.values_mut() {
+            r.joined = false;
+            r.occupants = 0;
+        }
         if let Some(id) = self.stream.take() {
             self.out.push_back(Output::StreamClose { id });
         }
@@ -760,6 +764,19 @@ impl ImSession {
                             .child(Element::new("query").attr("xmlns", NS_ROSTER));
                         self.send_el(&get);
                         self.send_el(&Element::new("presence"));
+                        // After a failover: the rooms we were in, again (no history: what was
+                        // missed is not replayed over what the user saw).
+                        let rejoin: Vec<(String, String)> =
+                            self.rooms.iter().map(|(k, r)| (k.clone(), r.nick.clone())).collect();
+                        for (room, nick) in rejoin {
+                            let x = Element::new("x")
+                                .attr("xmlns", NS_MUC)
+                                .child(Element::new("history").attr("maxstanzas", "0"));
+                            let p = Element::new("presence")
+                                .attr("to", &format!("{room}/{nick}"))
+                                .child(x);
+                            self.send_el(&p);
+                        }
                         self.st = St::Connected;
                         self.deadline = None;
                     }

@@ -353,12 +353,21 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
         tokio::task::spawn_local(async move {
             let (local, peer) = (tcp.local_addr(), tcp.peer_addr());
             let session = ServerSession::new(cfg, state);
-            let mut jid = None;
-            let ends = (local, peer);
-            let r = connection(&net, ends, Box::new(tcp), session, &router, tls, &mut jid).await;
-            if let Some(j) = jid {
-                router.borrow_mut().unbind(&j);
+            // The session leaves the router when the connection ends, and also when the node
+            // crashes (this task is dropped then): its watchers and rooms see it go.
+            struct Unbind(Rc<RefCell<Router>>, Option<String>);
+            impl Drop for Unbind {
+                fn drop(&mut self) {
+                    if let (Some(j), Ok(mut r)) = (self.1.take(), self.0.try_borrow_mut()) {
+                        r.unbind(&j);
+                    }
+                }
             }
+            let mut bound = Unbind(router.clone(), None);
+            let ends = (local, peer);
+            let r =
+                connection(&net, ends, Box::new(tcp), session, &router, tls, &mut bound.1).await;
+            drop(bound);
             if let Err(e) = r {
                 net.transcript().message(
                     net.now(),
