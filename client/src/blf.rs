@@ -148,8 +148,11 @@ impl Watches {
             }
             // Refresh at nine tenths of the granted time (RFC 6665 leaves it to the
             // subscriber; at least a second).
-            w.refresh_at =
-                Some(now + std::time::Duration::from_secs(u64::from(expires.max(10) * 9 / 10)));
+            w.refresh_at = Some(
+                now + std::time::Duration::from_secs(
+                    u64::from(expires.clamp(10, EXPIRES)) * 9 / 10,
+                ),
+            );
         } else if code >= 300 {
             let w = self.list.remove(i);
             let reason = match &r.start {

@@ -416,7 +416,9 @@ impl Calls {
                 }),
                 Pkt::Dtmf { event, ts, duration, end, first } => c.audio_out.as_mut().map(|o| {
                     let payload = TelephoneEvent { event, end, volume: 10, duration }.to_bytes();
-                    (o.port, o.to, o.packet(first, PT_DTMF, ts, payload.to_vec()))
+                    // The peer's telephone-event payload type (RFC 4733 §2.1: its SDP names it).
+                    let pt = c.remote.as_ref().and_then(|r| r.dtmf).unwrap_or(PT_DTMF);
+                    (o.port, o.to, o.packet(first, pt, ts, payload.to_vec()))
                 }),
             };
             if let Some((port, to, bytes)) = sent {
@@ -1211,6 +1213,15 @@ impl Calls {
                     });
                 }
                 Some(reply(200, Some(&tag)))
+            }
+            ("REFER", Some(i))
+                if self.calls.iter().any(|c| {
+                    c.referred_by == Some(self.calls[i].id) && c.state != CallState::Ended
+                }) =>
+            {
+                // One transfer at a time per dialog (RFC 3515 leaves it to the recipient).
+                let tag = self.calls[i].local_tag.clone();
+                Some(reply(491, Some(&tag)))
             }
             ("REFER", Some(i))
                 if matches!(self.calls[i].state, CallState::Connected | CallState::Held) =>

@@ -807,9 +807,11 @@ impl Phone {
                         expires: granted,
                         srst,
                     });
+                    // Closing the leave leg may move this leg's index: its stream stays.
+                    let stream = self.legs[i].stream;
                     self.close_leg(Role::Leave);
                     // What the calls said during the failover goes out now.
-                    if let Some(id) = self.legs[i].stream {
+                    if let Some(id) = stream {
                         for m in std::mem::take(&mut self.held) {
                             self.out.push_back(Output::StreamSend {
                                 id,
