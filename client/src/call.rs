@@ -484,19 +484,29 @@ impl Calls {
             });
         }
         let id = c.id;
+        self.burst(now, id, ("audio", codec.name, DSCP_AUDIO), to, 20);
+    }
+
+    /// Announces a stream of call `id` and schedules its burst, `spacing_ms` apart.
+    fn burst(
+        &mut self,
+        now: Time,
+        id: u32,
+        (media, codec, dscp): (&str, &str, u8),
+        to: SocketAddr,
+        spacing_ms: u64,
+    ) {
         self.events.push(ClientEvent::CallRtp {
             id,
-            media: "audio".into(),
-            codec: codec.name.into(),
+            media: media.into(),
+            codec: codec.into(),
             to: to.to_string(),
-            dscp: DSCP_AUDIO,
+            dscp,
         });
         for k in 0..BURST {
-            self.schedule(
-                now + Duration::from_millis(20 * u64::from(k)),
-                id,
-                Pkt::Audio { first: k == 0 },
-            );
+            let first = k == 0;
+            let pkt = if media == "video" { Pkt::Video { first } } else { Pkt::Audio { first } };
+            self.schedule(now + Duration::from_millis(spacing_ms * u64::from(k)), id, pkt);
         }
     }
 
@@ -526,20 +536,7 @@ impl Calls {
             });
         }
         let id = c.id;
-        self.events.push(ClientEvent::CallRtp {
-            id,
-            media: "video".into(),
-            codec: "H264/90000".into(),
-            to: to.to_string(),
-            dscp: DSCP_VIDEO,
-        });
-        for k in 0..BURST {
-            self.schedule(
-                now + Duration::from_millis(33 * u64::from(k)),
-                id,
-                Pkt::Video { first: k == 0 },
-            );
-        }
+        self.burst(now, id, ("video", "H264/90000", DSCP_VIDEO), to, 33);
     }
 
     /// RFC 4733 digits on call `i`'s audio stream: one event per digit every 200 ms, five

@@ -258,20 +258,11 @@ impl Client {
             p.close();
             self.out.extend(std::iter::from_fn(|| p.poll_output()));
         }
-        let cfg = uclab_proto::uds::DeviceConfig {
-            device: format!("CSF{}", user.to_ascii_uppercase()),
-            members: servers.iter().map(|s| (s.ip().to_string(), s.port(), s.port())).collect(),
-            srst: None,
-            connection_monitor: 120,
-            line: line.to_owned(),
-            register_expires: 3600,
-            register_delta: 5,
-            keepalive: 120,
-            t1_t2: (500, 4000),
-            media_ports: (16384, 32766),
-            transport: 2,
-            security_mode: 1,
-        };
+        let cfg = uclab_proto::uds::DeviceConfig::defaults(
+            format!("CSF{}", user.to_ascii_uppercase()),
+            servers.iter().map(|s| (s.ip().to_string(), s.port(), s.port())).collect(),
+            line.to_owned(),
+        );
         let u = PhoneUser { user: user.to_owned(), password: password.to_owned() };
         self.phone = Some(Phone::start(now, u, cfg, self.resolver.clone(), seed));
         while let Some(o) = self.phone.as_mut().and_then(Phone::poll_output) {

@@ -709,6 +709,28 @@ pub struct DeviceConfig {
     pub security_mode: u8,
 }
 
+impl DeviceConfig {
+    /// The product's defaults for device `device` on `line`, registering to `members` (host,
+    /// SIP port, TLS port) in order: what a phone uses when no cnf.xml configures it (`uclab
+    /// probe-sip`, the REGISTER bench).
+    pub fn defaults(device: String, members: Vec<(String, u16, u16)>, line: String) -> Self {
+        Self {
+            device,
+            members,
+            srst: None,
+            connection_monitor: 120,
+            line,
+            register_expires: 3600,
+            register_delta: 5,
+            keepalive: 120,
+            t1_t2: (500, 4000),
+            media_ports: (16384, 32766),
+            transport: 2,
+            security_mode: 1,
+        }
+    }
+}
+
 /// Reads a device's `cnf.xml` (WIRE.md "TFTP-over-HTTP"). Missing numbers take the
 /// product's defaults; a device without a CUCM group is an error.
 pub fn parse_cnf(bytes: &[u8]) -> Result<DeviceConfig, XmlError> {

@@ -227,20 +227,11 @@ pub fn register_bench(n: usize, sim: Duration, seed: u64) -> RegisterBench {
         if t_start == Some(now) {
             let i = next_start;
             next_start += 1;
-            let cfg = DeviceConfig {
-                device: format!("CSFU{i}"),
-                members: vec![("10.1.0.11".into(), 5060, 5061), ("10.1.0.12".into(), 5060, 5061)],
-                srst: None,
-                connection_monitor: 120,
-                line: format!("u{i}"),
-                register_expires: 3600,
-                register_delta: 5,
-                keepalive: 120,
-                t1_t2: (500, 4000),
-                media_ports: (16384, 32766),
-                transport: 2,
-                security_mode: 1,
-            };
+            let cfg = DeviceConfig::defaults(
+                format!("CSFU{i}"),
+                vec![("10.1.0.11".into(), 5060, 5061), ("10.1.0.12".into(), 5060, 5061)],
+                format!("u{i}"),
+            );
             let user = PhoneUser { user: format!("u{i}"), password: "lab".into() };
             let resolver = ResolverConfig::new(Vec::new());
             let phone_seed = uclab_net::derive_seed(seed, &format!("phone:{i}"));

@@ -145,6 +145,25 @@ fn register(user: &str, ext: &str, expires: Option<&str>, extra: &str, seq: u32)
     .into_bytes()
 }
 
+/// alice (1001) and bob (1002) registered over `t`: their flows and outboxes, drained.
+fn alice_and_bob(
+    l: &mut Lab,
+    t: Transport,
+) -> (FlowId, UnboundedReceiver<Outgoing>, FlowId, UnboundedReceiver<Outgoing>) {
+    let (ta, mut ra) = unbounded_channel();
+    let (tb, mut rb) = unbounded_channel();
+    let fa = l.c.open_stream(NODE, t, peer(1), ta);
+    let fb = l.c.open_stream(NODE, t, peer(2), tb);
+    l.c.handle(Duration::ZERO, fa, &register("alice", "1001", None, "", 1));
+    let breg = String::from_utf8(register("bob", "1002", None, "", 1))
+        .unwrap()
+        .replace("10.1.2.1:50001", "10.1.2.2:50002");
+    l.c.handle(Duration::ZERO, fb, breg.as_bytes());
+    drain(&mut ra);
+    drain(&mut rb);
+    (fa, ra, fb, rb)
+}
+
 #[test]
 fn cc1_register_is_granted_120_s_and_keepalive_leaves_the_binding() {
     let mut l = lab(false);
@@ -215,17 +234,7 @@ fn digest_challenge_then_credentials() {
 #[test]
 fn calls_are_routed_between_registered_lines_and_dialogs_pass_through() {
     let mut l = lab(false);
-    let (ta, mut ra) = unbounded_channel();
-    let (tb, mut rb) = unbounded_channel();
-    let fa = l.c.open_stream(NODE, Transport::Tcp, peer(1), ta);
-    let fb = l.c.open_stream(NODE, Transport::Tcp, peer(2), tb);
-    l.c.handle(Duration::ZERO, fa, &register("alice", "1001", None, "", 1));
-    let breg = String::from_utf8(register("bob", "1002", None, "", 1))
-        .unwrap()
-        .replace("10.1.2.1:50001", "10.1.2.2:50002");
-    l.c.handle(Duration::ZERO, fb, breg.as_bytes());
-    drain(&mut ra);
-    drain(&mut rb);
+    let (fa, mut ra, fb, mut rb) = alice_and_bob(&mut l, Transport::Tcp);
     let invite = "INVITE sip:1002@cucm1.example.com SIP/2.0\r\n\
         Via: SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKinv1\r\n\
         From: <sip:1001@cucm1.example.com>;tag=ca\r\n\
@@ -476,17 +485,7 @@ fn cc6_notifies_follow_registration_and_calls_then_unsubscribe_terminates() {
 fn a_call_over_tls_is_record_routed_through_the_tls_port() {
     let mut l = lab(false);
     l.c.set_tls_port(NODE, 5061);
-    let (ta, mut ra) = unbounded_channel();
-    let (tb, mut rb) = unbounded_channel();
-    let fa = l.c.open_stream(NODE, Transport::Tls, peer(1), ta);
-    let fb = l.c.open_stream(NODE, Transport::Tls, peer(2), tb);
-    l.c.handle(Duration::ZERO, fa, &register("alice", "1001", None, "", 1));
-    let breg = String::from_utf8(register("bob", "1002", None, "", 1))
-        .unwrap()
-        .replace("10.1.2.1:50001", "10.1.2.2:50002");
-    l.c.handle(Duration::ZERO, fb, breg.as_bytes());
-    drain(&mut ra);
-    drain(&mut rb);
+    let (fa, _ra, _fb, mut rb) = alice_and_bob(&mut l, Transport::Tls);
     let invite = "INVITE sip:1002@cucm1.example.com SIP/2.0\r\n\
         Via: SIP/2.0/TLS 10.1.2.1:50001;branch=z9hG4bKtls1\r\n\
         From: <sip:1001@cucm1.example.com>;tag=ca\r\n\
