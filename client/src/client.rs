@@ -658,11 +658,14 @@ impl Client {
                 Output::Event(ClientEvent::SignedIn { authenticator, .. })
                     if authenticator == "cup" =>
                 {
-                    let servers = self.signin.as_ref().map(|s| s.imp_servers().to_vec());
+                    let servers = self
+                        .signin
+                        .as_ref()
+                        .map(|s| (s.imp_servers().to_vec(), s.contact_source().to_owned()));
                     self.attempt
                         .as_ref()
                         .zip(servers)
-                        .filter(|(_, s)| !s.is_empty())
+                        .filter(|(_, (s, _))| !s.is_empty())
                         .map(|(a, s)| (a.creds.clone(), s))
                 }
                 _ => None,
@@ -683,15 +686,17 @@ impl Client {
                 self.phone =
                     Some(Phone::start(now, user, cfg, self.resolver.clone(), c.seed ^ 0x5195));
             }
-            if let Some((c, servers)) = im_start {
+            if let Some((c, (servers, contact_source))) = im_start {
                 let seed = c.seed ^ 0x1a1a;
-                self.im = Some(ImSession::start(
+                let mut im = ImSession::start(
                     now,
                     (&c.user, &c.password, &self.resource),
                     servers,
                     self.resolver.clone(),
                     seed,
-                ));
+                );
+                im.set_contact_source(&contact_source);
+                self.im = Some(im);
             }
         }
         self.pump_im();

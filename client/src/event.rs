@@ -166,6 +166,21 @@ pub enum ClientEvent {
         /// IM&P node involved.
         node: String,
     },
+    /// IM&P named its home and backup nodes in the stream features (WIRE.md).
+    ImNodes {
+        /// The node the client is talking to.
+        home: String,
+        /// Its subcluster peer; empty if none was named.
+        backup: String,
+    },
+    /// An IM&P failover began in a deployment Cisco does not support (SPEC HA4: high
+    /// availability needs an LDAP contact source).
+    ImHaUnsupported {
+        /// The effective `DirectoryServerType`.
+        contact_source: String,
+        /// Why.
+        reason: String,
+    },
     /// After losing XMPP the client waits this long before signing in again (SPEC HA2).
     ImRelogin {
         /// Seconds, drawn between the server's re-login limits.
@@ -411,6 +426,8 @@ impl ClientEvent {
         "sign-in-failed",
         "im-state",
         "im-signed-in",
+        "im-nodes",
+        "im-ha-unsupported",
         "im-relogin",
         "im-failed",
         "im-message",
@@ -459,6 +476,8 @@ impl ClientEvent {
             Self::SignedIn { .. } => "signed-in",
             Self::ImState { .. } => "im-state",
             Self::ImSignedIn { .. } => "im-signed-in",
+            Self::ImNodes { .. } => "im-nodes",
+            Self::ImHaUnsupported { .. } => "im-ha-unsupported",
             Self::ImRelogin { .. } => "im-relogin",
             Self::ImFailed { .. } => "im-failed",
             Self::ImMessage { .. } => "im-message",
@@ -532,6 +551,12 @@ impl ClientEvent {
             Self::BootstrapIgnored { cached } => vec![("cached", cached.clone())],
             Self::ImState { state, node } => vec![("state", state.clone()), ("node", node.clone())],
             Self::ImSignedIn { jid } => vec![("jid", jid.clone())],
+            Self::ImNodes { home, backup } => {
+                vec![("home", home.clone()), ("backup", backup.clone())]
+            }
+            Self::ImHaUnsupported { contact_source, reason } => {
+                vec![("contact_source", contact_source.clone()), ("reason", reason.clone())]
+            }
             Self::ImRelogin { wait_s } => vec![("wait_s", wait_s.to_string())],
             Self::ImFailed { reason } => vec![("reason", reason.clone())],
             Self::ImMessage { from, body } => vec![("from", from.clone()), ("body", body.clone())],
@@ -670,6 +695,8 @@ mod tests {
             ClientEvent::SignInFailed { reason: s() },
             ClientEvent::ImState { state: s(), node: s() },
             ClientEvent::ImSignedIn { jid: s() },
+            ClientEvent::ImNodes { home: s(), backup: s() },
+            ClientEvent::ImHaUnsupported { contact_source: s(), reason: s() },
             ClientEvent::ImRelogin { wait_s: 1 },
             ClientEvent::ImFailed { reason: s() },
             ClientEvent::ImMessage { from: s(), body: s() },

@@ -49,6 +49,15 @@ const STREAM_BASE: ConnId = 0x4000_0000;
 /// The client version sent at login.
 const CLIENT_VERSION: &str = "uclab-1";
 const NS_ROSTER: &str = "jabber:iq:roster";
+const NS_HOSTNAME: &str = "urn:xmpp:domain-based-name:0";
+
+/// The SASL features offer `mechanism` (only `<mechanism>` children count: IM&P puts its node
+/// hints among them).
+fn offers(features: &Element, mechanism: &str) -> bool {
+    features
+        .find("mechanisms")
+        .is_some_and(|m| m.elements().any(|x| x.name == "mechanism" && x.text() == mechanism))
+}
 const NS_MUC: &str = "http://jabber.org/protocol/muc";
 const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
@@ -192,6 +201,11 @@ pub struct ImSession {
     next_dns: u16,
     /// Group chat rooms joined or being joined, by room JID (lower case).
     rooms: BTreeMap<String, Room>,
+    /// The effective contact source (`DirectoryServerType`); SPEC HA4 supports high
+    /// availability with LDAP (`EDI`, `BDI`) and not with `UDS`.
+    contact_source: String,
+    /// HA4 has been reported for this sign-in.
+    ha4_reported: bool,
     out: VecDeque<Output>,
 }
 
@@ -253,8 +267,15 @@ impl ImSession {
             next_stream: STREAM_BASE,
             next_dns: (seed >> 24) as u16 | 1,
             rooms: BTreeMap::new(),
+            contact_source: String::new(),
+            ha4_reported: false,
             out: VecDeque::new(),
         }
+    }
+
+    /// The effective contact source of the configuration (SPEC CFG1, HA4).
+    pub fn set_contact_source(&mut self, source: &str) {
+        source.clone_into(&mut self.contact_source);
     }
 
     /// Signs `user` in to the XMPP server at `server` directly (no SOAP): STARTTLS checked
@@ -438,6 +459,27 @@ impl ImSession {
         }
     }
 
+    /// WIRE.md: IM&P may name its home and backup nodes in the SASL features
+    /// (`<hostname xmlns='urn:xmpp:domain-based-name:0'>`); the transcript shows them. HA1
+    /// still takes the nodes to fail over to from SOAP (they change during a failover).
+    fn node_hints(&mut self, features: &Element) {
+        let hosts: Vec<String> = features
+            .find("mechanisms")
+            .into_iter()
+            .flat_map(Element::elements)
+            .filter(|x| x.name == "hostname" && x.get("xmlns") == Some(NS_HOSTNAME))
+            .map(|x| x.text().trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .collect();
+        if let Some((home, rest)) = hosts.split_first() {
+            let e = ClientEvent::ImNodes {
+                home: home.clone(),
+                backup: rest.first().cloned().unwrap_or_default(),
+            };
+            self.out.push_back(Output::Event(e));
+        }
+    }
+
     /// HA1: the XMPP connection is lost → `FAILOVER`, and after the HA2 wait, SOAP again.
     fn failover(&mut self, now: Time) {
         // Room occupancy lives on the stream: it is gone with it. The rooms are remembered and
@@ -451,6 +493,17 @@ impl ImSession {
         }
         let node = self.nodes.get(self.xmpp_idx).cloned().unwrap_or_default();
         self.state("FAILOVER", &node);
+        // SPEC HA4: the failover goes ahead (the product does not stop it), but the deployment
+        // is outside what Cisco supports, and the transcript says so once per sign-in.
+        if self.contact_source.eq_ignore_ascii_case("UDS") && !self.ha4_reported {
+            self.ha4_reported = true;
+            let reason = "IM&P high availability is supported with an LDAP contact source, \
+                          not with DirectoryServerType UDS (SPEC HA4)";
+            self.out.push_back(Output::Event(ClientEvent::ImHaUnsupported {
+                contact_source: self.contact_source.clone(),
+                reason: reason.into(),
+            }));
+        }
         let (lo, hi) = (self.relogin.0.min(self.relogin.1), self.relogin.0.max(self.relogin.1));
         let wait = Duration::from_secs(u64::from(self.rng.random_range(lo..=hi)));
         self.out.push_back(Output::Event(ClientEvent::ImRelogin { wait_s: wait.as_secs() }));
@@ -703,8 +756,8 @@ impl ImSession {
                 self.st = St::Tls;
             }
             St::Mechanisms if s.name == "stream:features" && self.direct.is_some() => {
-                let offered =
-                    s.find("mechanisms").is_some_and(|m| m.elements().any(|x| x.text() == "PLAIN"));
+                self.node_hints(&s);
+                let offered = offers(&s, "PLAIN");
                 if !offered {
                     return self.fail("XMPP: PLAIN not offered".into());
                 }
@@ -717,9 +770,8 @@ impl ImSession {
                 self.st = St::Auth;
             }
             St::Mechanisms if s.name == "stream:features" => {
-                let offered = s
-                    .find("mechanisms")
-                    .is_some_and(|m| m.elements().any(|x| x.text() == "CISCO-VTG-TOKEN"));
+                self.node_hints(&s);
+                let offered = offers(&s, "CISCO-VTG-TOKEN");
                 if !offered {
                     return self.fail("XMPP: CISCO-VTG-TOKEN not offered".into());
                 }
@@ -1278,12 +1330,16 @@ mod tests {
         assert!(out.contains(&Output::StreamTls { id, host: "example.com".into() }), "{out:?}");
         s.handle_input(Time::ZERO, Input::StreamTls { id });
         drain(&mut s);
-        let out = stream_data(
-            &mut s,
-            id,
-            &format!(
-                "{head}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism><mechanism>CISCO-VTG-TOKEN</mechanism></mechanisms></stream:features>"
-            ),
+        // The features as Cisco's jabberwerx SDK test has them, with home/backup node hints.
+        let corpus = include_str!("../../corpora/xmpp/cisco_imp_xmpp_samples.txt");
+        let features = corpus
+            .lines()
+            .find(|l| l.starts_with("<stream:features>") && l.contains("domain-based-name"))
+            .expect("the hints sample");
+        let out = stream_data(&mut s, id, &format!("{head}{features}"));
+        assert_eq!(
+            events(&out),
+            [ClientEvent::ImNodes { home: "testserver01".into(), backup: "testserver02".into() }]
         );
         let token = xmpp::sasl_vtg_token("alice", "example.com", "otp-1");
         assert!(sent_text(&out).contains(&token), "the one-time password as the token");

@@ -215,6 +215,8 @@ pub struct SignIn {
     retry: Option<Retry>,
     /// IM&P servers of the service profile, once read (SPEC AU4).
     imp_servers: Vec<String>,
+    /// The effective `DirectoryServerType` (SPEC CFG1), once the configuration is read.
+    contact_source: String,
     /// The CSF device's configuration, once read (SPEC CC2): the softphone registers with it.
     device_config: Option<uds::DeviceConfig>,
     uds_host: String,
@@ -244,6 +246,7 @@ impl SignIn {
             tftp_file_name: None,
             retry: None,
             imp_servers: Vec::new(),
+            contact_source: String::new(),
             device_config: None,
             uds_host: uds_host.to_owned(),
             uds_addr,
@@ -341,6 +344,12 @@ impl SignIn {
     /// The IM&P servers the service profile names (empty before it is read, or without IM&P).
     pub fn imp_servers(&self) -> &[String] {
         &self.imp_servers
+    }
+
+    /// The effective contact source (`DirectoryServerType`: `UDS`, `EDI`, `BDI`), once the
+    /// configuration is read (SPEC HA4 ties IM&P high availability to it).
+    pub fn contact_source(&self) -> &str {
+        &self.contact_source
     }
 
     /// After a failure: whether another UDS server might succeed, and why.
@@ -658,6 +667,9 @@ impl SignIn {
                     }
                 };
                 for (key, value, src) in merge_settings(&learnt.profile, &settings) {
+                    if key == "DirectoryServerType" {
+                        self.contact_source.clone_from(&value);
+                    }
                     self.out.push_back(Output::Event(ClientEvent::ConfigValue {
                         key,
                         value,

@@ -38,6 +38,9 @@ pub struct ImpConfig {
     pub users: Vec<ImpUser>,
     /// Client re-login limits, seconds (SPEC HA2).
     pub relogin: (u32, u32),
+    /// The other node of this node's subcluster (SPEC HA3), which the stream features name
+    /// as the backup after this node (WIRE.md's home/backup hints).
+    pub peer: Option<String>,
 }
 
 impl ImpConfig {
@@ -268,6 +271,7 @@ mod tests {
                 secondary: Some("imp2.example.com".into()),
             }],
             relogin: (120, 480),
+            peer: Some("imp2.example.com".into()),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Mock nodes of uclab. Each node kind is an async service over [`uclab_net::Net`],
 //! configured from its scenario table; state lives in plain structs tested without I/O.
 
+pub mod capacity;
 pub mod cas;
 pub mod cucm;
 pub mod dns;

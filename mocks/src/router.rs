@@ -114,11 +114,17 @@ struct Roster {
 }
 
 impl Roster {
-    fn contacts(&self) -> usize {
-        self.items.values().filter(|i| i.is_contact()).count()
+    /// The contact list is full (IMP3). Counting scans the roster, so only a roster with at
+    /// least `limit` items is counted (large provisioned rosters stay linear to build).
+    fn contacts_full(&self, limit: usize) -> bool {
+        self.items.len() >= limit && self.items.values().filter(|i| i.is_contact()).count() >= limit
     }
     fn watchers(&self) -> usize {
         self.items.values().filter(|i| i.sub.from()).count()
+    }
+    /// The watcher list is full (IMP3).
+    fn watchers_full(&self, limit: usize) -> bool {
+        self.items.len() >= limit && self.watchers() >= limit
     }
 }
 
@@ -130,6 +136,21 @@ struct Resource {
     presence: Option<Element>,
     /// Asked for the roster, so gets roster pushes (RFC 6121 §2.2).
     interested: bool,
+}
+
+/// SPEC CAP3: users an IM&P cluster is sized for.
+pub const BUDGET_USERS: usize = 45_000;
+/// SPEC CAP3: contacts per user the cluster is sized for.
+pub const BUDGET_CONTACTS: usize = 75;
+/// SPEC CAP3: contact entries per cluster, 3.375 M.
+pub const CONTACT_BUDGET: usize = BUDGET_USERS * BUDGET_CONTACTS;
+
+/// SPEC CAP3: with `users` users at `contacts` contacts each, the contacts each of the cluster's
+/// other users may still have within the budget (rounded down); `None` if those users alone
+/// exceed it or fill the cluster.
+pub fn contacts_left(users: usize, contacts: usize) -> Option<usize> {
+    let rest = BUDGET_USERS.checked_sub(users).filter(|r| *r > 0)?;
+    CONTACT_BUDGET.checked_sub(users.checked_mul(contacts)?).map(|left| left / rest)
 }
 
 /// What the router has done, for benches and scenario expectations.
@@ -343,12 +364,12 @@ impl Router {
     pub fn provision(&mut self, user: &str, contact: &str) -> bool {
         let (u, c) = (self.qualify(user), self.qualify(contact));
         let ru = self.rosters.entry(u.clone()).or_default();
-        if !ru.items.contains_key(&c) && ru.contacts() >= self.limits.contacts {
+        if !ru.items.contains_key(&c) && ru.contacts_full(self.limits.contacts) {
             return false;
         }
         let rc = self.rosters.entry(c.clone()).or_default();
         let watched = rc.items.get(&u).is_some_and(|i| i.sub.from());
-        if !watched && rc.watchers() >= self.limits.watchers {
+        if !watched && rc.watchers_full(self.limits.watchers) {
             return false;
         }
         let i = rc.items.entry(u.clone()).or_default();
@@ -749,7 +770,7 @@ impl Router {
                     return self.iq_error(from, s, "modify", "not-acceptable");
                 }
                 let roster = self.rosters.entry(own.clone()).or_default();
-                if !roster.items.contains_key(&jid) && roster.contacts() >= self.limits.contacts {
+                if !roster.items.contains_key(&jid) && roster.contacts_full(self.limits.contacts) {
                     self.counters.limit_refusals += 1;
                     return self.iq_error(from, s, "cancel", "not-allowed");
                 }
@@ -793,7 +814,7 @@ impl Router {
         // requests waiting for an answer) refuses the request before anything changes.
         let roster = self.rosters.entry(user.to_owned()).or_default();
         let contacts_full =
-            !roster.items.contains_key(contact) && roster.contacts() >= self.limits.contacts;
+            !roster.items.contains_key(contact) && roster.contacts_full(self.limits.contacts);
         let pre =
             self.rosters.get(contact).and_then(|r| r.items.get(user)).is_some_and(|i| i.approved);
         let waiting = self.requests_to(contact).count();
@@ -840,7 +861,7 @@ impl Router {
             }
             return;
         }
-        if roster.watchers() >= self.limits.watchers {
+        if roster.watchers_full(self.limits.watchers) {
             self.counters.limit_refusals += 1;
             return self.presence_error(user, contact, "not-allowed");
         }

@@ -22,6 +22,7 @@ const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+const NS_HOSTNAME: &str = "urn:xmpp:domain-based-name:0";
 const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
 /// What a session asks its connection to do, in order.
@@ -185,12 +186,18 @@ impl ServerSession {
             Stage::PreTls => Element::new("stream:features").child(
                 Element::new("starttls").attr("xmlns", NS_TLS).child(Element::new("required")),
             ),
-            Stage::Tls => Element::new("stream:features").child(
-                Element::new("mechanisms")
+            Stage::Tls => {
+                // WIRE.md: IM&P names its home and backup nodes among the mechanisms (as
+                // Cisco's jabberwerx SDK test has them): this node, then its subcluster peer.
+                let mut m = Element::new("mechanisms")
                     .attr("xmlns", NS_SASL)
                     .child(Element::new("mechanism").text_node("PLAIN"))
-                    .child(Element::new("mechanism").text_node("CISCO-VTG-TOKEN")),
-            ),
+                    .child(Element::new("mechanism").text_node("CISCO-VTG-TOKEN"));
+                for h in std::iter::once(&self.cfg.host).chain(&self.cfg.peer) {
+                    m = m.child(Element::new("hostname").attr("xmlns", NS_HOSTNAME).text_node(h));
+                }
+                Element::new("stream:features").child(m)
+            }
             Stage::Authed => Element::new("stream:features")
                 .child(Element::new("bind").attr("xmlns", NS_BIND))
                 .child(
@@ -465,6 +472,7 @@ mod tests {
                 secondary: None,
             }],
             relogin: (120, 480),
+            peer: None,
         };
         (Rc::new(cfg), Rc::new(RefCell::new(ImpState::new(3))))
     }

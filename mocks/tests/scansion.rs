@@ -146,8 +146,13 @@ impl Lab {
                 secondary: None,
             })
             .collect();
-        let cfg =
-            ImpConfig { host: domain.clone(), domain: domain.clone(), users, relogin: (1, 2) };
+        let cfg = ImpConfig {
+            host: domain.clone(),
+            domain: domain.clone(),
+            users,
+            relogin: (1, 2),
+            peer: None,
+        };
         Self {
             cfg: Rc::new(cfg),
             state: Rc::new(RefCell::new(ImpState::new(7))),

@@ -358,6 +358,15 @@ pub fn plan(
                     domain: s.domain.clone(),
                     users,
                     relogin: c.relogin,
+                    peer: s
+                        .nodes
+                        .iter()
+                        .find(|o| {
+                            o.name != n.name
+                                && matches!(&o.kind, NodeKind::Imp(x)
+                                    if x.cluster == c.cluster && x.subcluster == c.subcluster)
+                        })
+                        .map(|o| o.fqdn.clone()),
                 }),
                 shared: shared.imp(s, c),
                 muc: muc_service(s, &n.name),

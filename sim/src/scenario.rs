@@ -1548,6 +1548,21 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             ));
         }
     }
+    // SPEC CAP3: an IM&P cluster's contact entries (every user's contacts) stay within its
+    // budget of 45,000 users × 75.
+    let entries: usize = users.iter().map(|i| i.spec.contacts.len()).sum();
+    if limits.is_some() && entries > uclab_mocks::router::CONTACT_BUDGET {
+        errs.push(src.err(
+            0,
+            format!(
+                "the IM&P cluster holds {entries} contact entries; its budget is {} \
+                 ({} users × {}, SPEC CAP3)",
+                uclab_mocks::router::CONTACT_BUDGET,
+                uclab_mocks::router::BUDGET_USERS,
+                uclab_mocks::router::BUDGET_CONTACTS,
+            ),
+        ));
+    }
     for i in &users {
         let n = watchers.get(i.spec.id.get_ref().as_str()).copied().unwrap_or(0);
         if let Some(l) = limits.filter(|l| n > l.watchers) {
@@ -2373,6 +2388,17 @@ mod tests {
         assert!(e.starts_with("t.toml:4:13: unknown contact `zed`"), "{e}");
         let e = first_err(&imp("imp1", "contact_limit = 1\n"));
         assert!(e.contains("user `alice` has 2 contacts; the contact list limit is 1"), "{e}");
+        // SPEC CAP3: 17,000 users × 199 contacts is 3,383,000 entries, beyond 45,000 × 75.
+        let e = first_err(
+            "[[population]]\nprefix = \"u\"\ncount = 17000\ncluster = \"cluster1\"\ncontacts = 199\n\
+             zone = \"inside\"\ndns = [\"dns-int\"]\nsubnet = \"10.1.128.0/17\"\n",
+        );
+        assert!(
+            e.contains(
+                "holds 3383004 contact entries; its budget is 3375000 (45000 users × 75, SPEC CAP3)"
+            ),
+            "{e}"
+        );
         let e = first_err(
             "[[step]]\nat = \"1s\"\naction = \"presence\"\nclient = \"alice\"\nshow = \"sleepy\"\n",
         );

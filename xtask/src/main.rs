@@ -218,6 +218,31 @@ fn storm(sizes: &[usize]) -> bool {
     ok
 }
 
+/// SPEC CAP2 on the IM&P router: `users` users with `contacts` contacts each change state once
+/// in a simulated hour; one JSON line with the rates the design guide quotes and the wall time.
+fn cap2_one(users: usize, contacts: usize) -> bool {
+    let t = Instant::now();
+    let r = uclab_mocks::capacity::cap2(users, contacts, 3_600, 1);
+    let wall = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "users": users,
+            "contacts": contacts,
+            "sim_s": r.seconds,
+            "notifications": r.notifications,
+            "per_s_cluster": r.notifications as f64 / r.seconds as f64,
+            "per_s_cluster_rounded_up": r.cluster_rate(),
+            "per_s_pair_rounded_up": r.pair_rates(),
+            "peak_second": r.peak_second,
+            "wall_s": wall,
+            "notifications_per_wall_s": r.notifications as f64 / wall,
+            "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
+        })
+    );
+    r.notifications == (users * contacts) as u64
+}
+
 /// Issue 5's REGISTER bench in simulation: `n` softphone engines register to the CUCM
 /// mock's core and keep registering for `hours` simulated hours; one JSON line.
 fn register_one(n: usize, hours: f64) -> bool {
@@ -518,6 +543,10 @@ fn main() -> ExitCode {
                 storm(if sizes.is_empty() { &[100, 1000, 10_000] } else { &sizes })
             }
             Some("cap1") => in_child("cap1-one", &[]),
+            Some("cap2") => {
+                in_child("cap2-one", &["1000".into(), "75".into()])
+                    && in_child("cap2-one", &["1000".into(), "500".into()])
+            }
             Some("register-live") => {
                 let n = args.get(2).cloned().unwrap_or_else(|| "10000".into());
                 let secs = args.get(3).cloned().unwrap_or_else(|| "10".into());
@@ -536,6 +565,11 @@ fn main() -> ExitCode {
             suite => bench(suite.unwrap_or("dns")),
         },
         Some("cap1-one") => cap1_one(),
+        Some("cap2-one") => {
+            let n = args.get(1).and_then(|n| n.parse().ok());
+            let c = args.get(2).and_then(|c| c.parse().ok());
+            n.zip(c).filter(|(n, c)| c < n).is_some_and(|(n, c)| cap2_one(n, c))
+        }
         Some("register-load") if args.len() == 6 => {
             let users = args[4].parse().unwrap_or(1);
             let secs = args[5].parse().unwrap_or(5.0);
@@ -552,13 +586,14 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60)),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci | bless | sweep [A..B] | bench [SUITE | storm N.. | cap1 | failover N..] | fuzz [SECONDS]\n\
+                "usage: cargo xtask ci | bless | sweep [A..B] | bench [SUITE | storm N.. | cap1 | cap2 | failover N..] | fuzz [SECONDS]\n\
                  \n  ci      fmt, clippy -D warnings, tests (nextest if present), doc build\
                  \n  bless   accept new transcript snapshots (--heavy: also the release-only load scenarios)\
                  \n  sweep   every scenario over seeds A..B (default 1..51)\
                  \n  bench   per scenario of SUITE (default dns): wall median of 5, sim/wall, peak RSS\
                  \n  bench storm [N..]  sign-in storm: N clients sign in together (default 100 1000 10000)\
                  \n  bench cap1         SPEC CAP1 presence storm: 3,000 users x 75 contacts change state\
+                 \n  bench cap2         SPEC CAP2: 1,000 users x 75 (then 500) contacts, one change each per simulated hour\
                  \n  bench register [N [H]]  N softphones (default 10000) register and refresh for H simulated hours (default 1)\
                  \n  bench register-live [N [S]]  REGISTERs over UDP for S s (default 10) from N users to serve's CUCM and to Kamailio\
                  \n  bench failover [N..]  N IM&P users (default 10000) fail over when imp1 crashes\
