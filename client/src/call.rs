@@ -334,19 +334,77 @@ pub fn sdp(ip: &str, port: u16, session: u64, direction: &str) -> String {
 
 /// The same with H.264 video on `video` when given.
 pub fn sdp_av(ip: &str, port: u16, video: Option<u16>, session: u64, direction: &str) -> String {
-    let mut s = format!(
+    let mut s = sdp_session(ip, session);
+    s.push_str(&audio_media(port, direction));
+    if let Some(v) = video {
+        s.push_str(&video_media(v, direction));
+    }
+    s
+}
+
+fn sdp_session(ip: &str, session: u64) -> String {
+    format!(
         "v=0\r\no=CiscoSystemsSIP-GW-UserAgent {session} {session} IN IP4 {ip}\r\ns=SIP Call\r\n\
-         c=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 102 9 0 8 18 101\r\n\
+         c=IN IP4 {ip}\r\nt=0 0\r\n"
+    )
+}
+
+fn audio_media(port: u16, direction: &str) -> String {
+    format!(
+        "m=audio {port} RTP/AVP 102 9 0 8 18 101\r\n\
          a=rtpmap:102 G7221/16000\r\na=fmtp:102 bitrate=32000\r\na=rtpmap:9 G722/8000\r\n\
          a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:18 G729/8000\r\n\
          a=fmtp:18 annexb=no\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n\
          a={direction}\r\n"
-    );
-    if let Some(v) = video {
-        s.push_str(&format!(
-            "m=video {v} RTP/AVP {PT_H264}\r\na=rtpmap:{PT_H264} H264/90000\r\n\
-             a=fmtp:{PT_H264} profile-level-id=42801f;packetization-mode=1\r\na={direction}\r\n"
-        ));
+    )
+}
+
+fn video_media(port: u16, direction: &str) -> String {
+    format!(
+        "m=video {port} RTP/AVP {PT_H264}\r\na=rtpmap:{PT_H264} H264/90000\r\n\
+         a=fmtp:{PT_H264} profile-level-id=42801f;packetization-mode=1\r\na={direction}\r\n"
+    )
+}
+
+/// An SDP answer to `offer` (RFC 3264 §6): one m-line per offered m-line, in the offer's
+/// order. The first audio stream gets our audio, the first video stream our video when
+/// `video` is given; every other stream is declined with port 0. With no offer (an INVITE
+/// without SDP) this is our own offer.
+pub fn sdp_answer(
+    ip: &str,
+    port: u16,
+    video: Option<u16>,
+    session: u64,
+    direction: &str,
+    offer: &[u8],
+) -> String {
+    let text = String::from_utf8_lossy(offer);
+    let lines: Vec<&str> = text.lines().filter_map(|l| l.trim_end().strip_prefix("m=")).collect();
+    if lines.is_empty() {
+        return sdp_av(ip, port, video, session, direction);
+    }
+    let mut s = sdp_session(ip, session);
+    let (mut audio_done, mut video_done) = (false, false);
+    for m in lines {
+        let mut w = m.split_whitespace();
+        let (kind, _, proto, fmt) = (w.next(), w.next(), w.next(), w.next());
+        let offered = m.split_whitespace().nth(1).is_some_and(|p| p != "0");
+        match (kind, video) {
+            (Some("audio"), _) if offered && !audio_done => {
+                audio_done = true;
+                s.push_str(&audio_media(port, direction));
+            }
+            (Some("video"), Some(v)) if offered && !video_done => {
+                video_done = true;
+                s.push_str(&video_media(v, direction));
+            }
+            _ => s.push_str(&format!(
+                "m={} 0 {} {}\r\n",
+                kind.unwrap_or("audio"),
+                proto.unwrap_or("RTP/AVP"),
+                fmt.unwrap_or("0")
+            )),
+        }
     }
     s
 }
@@ -582,6 +640,16 @@ impl Calls {
         self.media_q.retain(|_, (cid, _)| *cid != id);
     }
 
+    /// Call `i`'s video stream is gone (declined or dropped by the peer): its socket closes
+    /// and nothing more is sent on it.
+    fn drop_video(&mut self, i: usize) {
+        let c = &mut self.calls[i];
+        c.video_out = None;
+        if let Some(v) = c.video_port.take() {
+            self.media.push(Output::MediaClose { port: v });
+        }
+    }
+
     /// The phone goes away: every call ends where it is, its media closed.
     pub(crate) fn close_all(&mut self) {
         for i in 0..self.calls.len() {
@@ -810,7 +878,9 @@ impl Calls {
                 }
                 r.push("Contact", ctx.contact.clone());
                 r.push("Content-Type", "application/sdp");
-                r.body = sdp(&ctx.local_ip, port, u64::from(id) + 1000, "sendrecv").into_bytes();
+                let session = u64::from(id) + 1000;
+                r.body = sdp_answer(&ctx.local_ip, port, None, session, "sendrecv", &inv.body)
+                    .into_bytes();
                 self.calls[i].state = CallState::Answering;
                 self.sends.push(Send::Message(r));
             }
@@ -838,6 +908,7 @@ impl Calls {
                 m.push("Max-Forwards", "70");
                 self.request(now, m);
                 self.end(i);
+                self.notify_referrer(now, ctx, i, 487);
                 self.state_event(i, "ended");
             }
             (CallAction::End, CallState::Connected | CallState::Held | CallState::Answering) => {
@@ -1004,7 +1075,9 @@ impl Calls {
                     if self.calls[i].remote.as_ref().is_some_and(|r| r.video.is_some()) {
                         self.start_video(now, i);
                     } else {
-                        // The peer refused the video stream (port 0): audio only.
+                        // The peer refused the video stream (port 0): audio only, and the
+                        // next offer leaves video out (it may be asked for again).
+                        self.drop_video(i);
                         self.refuse("video", "the other party declined video");
                     }
                 }
@@ -1015,6 +1088,7 @@ impl Calls {
             }
             ("INVITE", 300..) if self.calls[i].pending_video => {
                 self.calls[i].pending_video = false;
+                self.drop_video(i);
                 self.refuse("video", &format!("the re-INVITE got {code}"));
             }
             ("INVITE", 300..) if self.calls[i].pending_hold.is_some() => {
@@ -1134,11 +1208,14 @@ impl Calls {
                     _ => "sendrecv",
                 };
                 let offer = remote_sdp(&m.body);
-                let video_new = offer.as_ref().is_some_and(|o| o.video.is_some())
-                    && self.calls[i].video_port.is_none();
+                let offers_video = offer.as_ref().is_some_and(|o| o.video.is_some());
+                let video_new = offers_video && self.calls[i].video_port.is_none();
                 if video_new {
                     let v = self.video_port();
                     self.calls[i].video_port = Some(v);
+                } else if offer.is_some() && !offers_video {
+                    // The peer dropped the video stream: so do we (RFC 3264 §8.2).
+                    self.drop_video(i);
                 }
                 let was_held = self.calls[i].dir != "sendrecv";
                 if offer.is_some() {
@@ -1148,7 +1225,8 @@ impl Calls {
                     (self.calls[i].port, self.calls[i].id, self.calls[i].video_port);
                 let mut r = reply(200, Some(&self.calls[i].local_tag.clone()));
                 r.push("Content-Type", "application/sdp");
-                r.body = sdp_av(&ctx.local_ip, port, video, u64::from(id) + 1000, answer_dir)
+                let session = u64::from(id) + 1000;
+                r.body = sdp_answer(&ctx.local_ip, port, video, session, answer_dir, &m.body)
                     .into_bytes();
                 let state = match (answer_dir, video_new) {
                     ("sendrecv", true) => "video-by-peer",
@@ -1286,11 +1364,14 @@ impl Calls {
     }
 
     /// A transaction of a call ended without a final response (Timer B/F).
-    pub(crate) fn on_timeout(&mut self, call_id: &str) {
+    pub(crate) fn on_timeout(&mut self, now: Time, ctx: &Ctx, call_id: &str) {
         if let Some(i) =
             self.calls.iter().position(|c| c.call_id == call_id && c.state != CallState::Ended)
         {
             self.end(i);
+            // RFC 3515 §2.4.5: a call made for a REFER reports its end to the transferor,
+            // which otherwise stays "transferring".
+            self.notify_referrer(now, ctx, i, 408);
             let (id, peer) = (self.calls[i].id, self.calls[i].peer.clone());
             self.events.push(ClientEvent::CallState { id, state: "failed 408".into(), peer });
         }
@@ -1374,6 +1455,109 @@ mod tests {
         // The same 2xx again: acknowledged, no second BYE.
         c.on_response(t, &ctx(), &ok);
         assert_eq!(methods(&mut c.sends), ["ACK"]);
+    }
+
+    /// Alice's connected call to 1002; then bob REFERs her to 1003 and her phone calls 1003.
+    fn referred(c: &mut Calls) -> String {
+        let t = Time::ZERO;
+        c.act(t, &ctx(), &CallAction::Dial { to: "1002".into() });
+        let invite = c.calls[0].invite.clone().expect("sent");
+        let mut ok = invite.response(200, "OK", Some("callee"));
+        ok.push("Contact", "<sip:b@csfbob.invalid;transport=tcp>");
+        c.on_response(t, &ctx(), &ok);
+        let (call_id, tag) = (c.calls[0].call_id.clone(), c.calls[0].local_tag.clone());
+        let refer = format!(
+            "REFER sip:a@csfalice.invalid SIP/2.0\r\nVia: SIP/2.0/TCP 10.1.0.11;branch=z9hG4bKr1\r\n\
+             From: <sip:1002@cucm1.example.com>;tag=callee\r\n\
+             To: <sip:1001@cucm1.example.com>;tag={tag}\r\nCall-ID: {call_id}\r\n\
+             CSeq: 7 REFER\r\nMax-Forwards: 70\r\n\
+             Refer-To: <sip:1003@cucm1.example.com>\r\nContent-Length: 0\r\n\r\n"
+        );
+        let refer = sip::parse(refer.as_bytes()).expect("a REFER");
+        let r = c.on_request(t, &ctx(), &refer).expect("answered");
+        assert_eq!(r.code(), Some(202));
+        c.calls[1].call_id.clone()
+    }
+
+    fn sipfrags(sends: &mut Vec<Send>) -> Vec<String> {
+        std::mem::take(sends)
+            .into_iter()
+            .filter_map(|s| match s {
+                Send::Request(t) if t.request().method() == Some("NOTIFY") => {
+                    Some(String::from_utf8_lossy(&t.request().body).trim().to_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_referred_call_that_fails_tells_the_transferor_how() {
+        // RFC 3515 §2.4.5: Trying first, then the final outcome, whatever ends the call.
+        let mut c = Calls::new(1, Timers::default(), (16384, 32766));
+        referred(&mut c);
+        assert_eq!(sipfrags(&mut c.sends), ["SIP/2.0 100 Trying"]);
+        c.act(Time::ZERO, &ctx(), &CallAction::End);
+        assert_eq!(sipfrags(&mut c.sends), ["SIP/2.0 487 Request Terminated"]);
+
+        let mut c = Calls::new(2, Timers::default(), (16384, 32766));
+        let target = referred(&mut c);
+        c.sends.clear();
+        c.on_timeout(Time::ZERO, &ctx(), &target);
+        assert_eq!(sipfrags(&mut c.sends), ["SIP/2.0 408 Request Timeout"]);
+    }
+
+    #[test]
+    fn declined_video_closes_its_port_and_may_be_asked_again() {
+        let mut c = Calls::new(3, Timers::default(), (16384, 32766));
+        let t = Time::ZERO;
+        c.act(t, &ctx(), &CallAction::Dial { to: "1002".into() });
+        let invite = c.calls[0].invite.clone().expect("sent");
+        let mut ok = invite.response(200, "OK", Some("callee"));
+        ok.push("Contact", "<sip:b@csfbob.invalid;transport=tcp>");
+        ok.body = sdp("10.1.0.101", 20000, 9, "sendrecv").into_bytes();
+        c.on_response(t, &ctx(), &ok);
+        c.sends.clear();
+        let video = CallAction::Feature { name: "video".into() };
+        c.act(t, &ctx(), &video);
+        let port = c.calls[0].video_port.expect("offered");
+        let Some(Send::Request(reinvite)) = c.sends.pop() else { panic!("a re-INVITE") };
+        // The answer declines video: audio only (m=video 0).
+        let mut ok = reinvite.request().response(200, "OK", Some("callee"));
+        ok.body = sdp_answer("10.1.0.101", 20000, None, 9, "sendrecv", &reinvite.request().body)
+            .into_bytes();
+        assert!(String::from_utf8_lossy(&ok.body).contains("m=video 0 "));
+        c.on_response(t, &ctx(), &ok);
+        assert_eq!(c.calls[0].video_port, None);
+        assert!(c.media.contains(&Output::MediaClose { port }));
+        c.sends.clear();
+        c.act(t, &ctx(), &video);
+        assert_eq!(methods(&mut c.sends), ["INVITE"], "video may be asked for again");
+    }
+
+    #[test]
+    fn answers_mirror_the_offers_m_lines() {
+        // RFC 3264 §6: as many m-lines as offered, in order; what we do not take gets port 0.
+        let offer = "v=0\r\nc=IN IP4 10.1.0.101\r\nm=video 5000 RTP/AVP 126\r\n\
+                     m=audio 4000 RTP/AVP 0\r\nm=application 6000 UDP/BFCP *\r\n\
+                     m=audio 4002 RTP/AVP 8\r\n";
+        let m = |s: String| -> Vec<String> {
+            s.lines().filter(|l| l.starts_with("m=")).map(str::to_owned).collect()
+        };
+        let a = sdp_answer("10.1.0.100", 16384, None, 1, "sendrecv", offer.as_bytes());
+        assert_eq!(
+            m(a),
+            [
+                "m=video 0 RTP/AVP 126",
+                "m=audio 16384 RTP/AVP 102 9 0 8 18 101",
+                "m=application 0 UDP/BFCP *",
+                "m=audio 0 RTP/AVP 8"
+            ]
+        );
+        let a = sdp_answer("10.1.0.100", 16384, Some(24576), 1, "sendrecv", offer.as_bytes());
+        assert!(m(a)[0].starts_with("m=video 24576 "));
+        // No offer (an offerless INVITE): our own offer, audio only.
+        assert_eq!(m(sdp_answer("10.1.0.100", 16384, None, 1, "sendrecv", b"")).len(), 1);
     }
 
     #[test]

@@ -477,7 +477,7 @@ impl Phone {
                     TxnOutput::Timeout if self.watches.owns(&call_id) => {
                         self.watches.on_timeout(&call_id)
                     }
-                    TxnOutput::Timeout => self.calls.on_timeout(&call_id),
+                    TxnOutput::Timeout => self.calls.on_timeout(now, &ctx, &call_id),
                     _ => {}
                 }
             }

@@ -231,9 +231,9 @@ pub struct Cluster {
     /// Directory number or user id, lower case → the first line that has it.
     line_index: BTreeMap<String, usize>,
     /// Presence subscriptions by (Call-ID, watcher tag) (SPEC CC6).
-    subs: BTreeMap<(String, String), blf::Sub>,
-    /// Answered calls through the cluster: Call-ID → the two lines (for BLF busy).
-    calls: BTreeMap<String, (String, String)>,
+    subs: blf::Subs,
+    /// Answered calls through the cluster (for BLF busy).
+    calls: blf::Calls,
     /// The time of the message being handled.
     clock: Duration,
     seed: u64,
@@ -318,8 +318,8 @@ impl Cluster {
             bindings: BTreeMap::new(),
             keepalives: BTreeMap::new(),
             nonces: BTreeSet::new(),
-            subs: BTreeMap::new(),
-            calls: BTreeMap::new(),
+            subs: blf::Subs::default(),
+            calls: blf::Calls::default(),
             clock: Duration::ZERO,
             seed,
             counter: 0,
@@ -409,7 +409,11 @@ impl Cluster {
         }
         self.bindings.retain(|_, d| !d.is_empty());
         for ext in lost {
-            self.blf_changed(self.clock, &ext);
+            if self.bindings.contains_key(&ext) {
+                self.blf_changed(self.clock, &ext);
+            } else {
+                self.line_lost(self.clock, &ext);
+            }
         }
     }
 
@@ -903,7 +907,11 @@ impl Cluster {
         }
         r.push("Supported", "X-cisco-srtp-fallback,X-cisco-sis-6.0.0");
         self.send(flow, &r);
-        self.blf_changed(now, &ext);
+        if self.binding(&ext, now).is_some() {
+            self.blf_changed(now, &ext);
+        } else {
+            self.line_lost(now, &ext);
+        }
     }
 
     /// Digest credentials of `line` (RFC 2617 without qop, as CUCM asks), with a nonce we gave.

@@ -522,10 +522,16 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
                 handler,
             ));
             // SPEC CC7: CUCM's presence trunk.
+            // Entity tags need only differ between nodes: numbered from the node's name.
+            let state = uclab_mocks::imp_sip::Trunk::new(
+                &cfg.domain,
+                cfg.users.iter().map(|u| u.id.clone()),
+                uclab_net::derive_seed(0, &cfg.host),
+            );
             let trunk = tokio::task::spawn_local(uclab_mocks::imp_sip::serve(
                 net.clone(),
                 sip,
-                cfg.domain.clone(),
+                state,
                 shared.router.clone(),
             ));
             let x = xmpp::serve(net, xport, names, cfg, shared.state, shared.router).await;

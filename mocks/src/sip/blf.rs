@@ -15,6 +15,7 @@
 //! registered, basic `closed`). Every change of that state is notified until the subscription
 //! expires or the watcher ends it with `Expires: 0`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{Cluster, FlowId, SERVER, Transport, fnv, uri_user};
@@ -41,6 +42,132 @@ pub(super) struct Sub {
     expires_at: Duration,
     /// The state last notified.
     state: &'static str,
+}
+
+/// A subscription's key: (Call-ID, watcher tag).
+pub(super) type SubKey = (String, String);
+
+/// The cluster's subscriptions, indexed by target line so a line's change costs its own
+/// watchers only (a REGISTER must not scan 30,000 subscriptions).
+#[derive(Debug, Default)]
+pub(super) struct Subs {
+    by_key: BTreeMap<SubKey, Sub>,
+    by_target: BTreeMap<String, BTreeSet<SubKey>>,
+}
+
+impl Subs {
+    pub(super) fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    fn contains_key(&self, k: &SubKey) -> bool {
+        self.by_key.contains_key(k)
+    }
+
+    fn get(&self, k: &SubKey) -> Option<&Sub> {
+        self.by_key.get(k)
+    }
+
+    /// The subscription, to change anything but its target.
+    fn get_mut(&mut self, k: &SubKey) -> Option<&mut Sub> {
+        self.by_key.get_mut(k)
+    }
+
+    fn insert(&mut self, k: SubKey, s: Sub) {
+        self.by_target.entry(s.target.clone()).or_default().insert(k.clone());
+        if let Some(old) = self.by_key.insert(k.clone(), s) {
+            self.unindex(&old.target, &k);
+            let t = &self.by_key[&k].target;
+            self.by_target.entry(t.clone()).or_default().insert(k);
+        }
+    }
+
+    fn remove(&mut self, k: &SubKey) {
+        if let Some(s) = self.by_key.remove(k) {
+            self.unindex(&s.target, k);
+        }
+    }
+
+    fn unindex(&mut self, target: &str, k: &SubKey) {
+        if let Some(set) = self.by_target.get_mut(target) {
+            set.remove(k);
+            if set.is_empty() {
+                self.by_target.remove(target);
+            }
+        }
+    }
+
+    /// Drops every subscription that has expired by `now`.
+    fn expire(&mut self, now: Duration) {
+        let gone: Vec<SubKey> = self
+            .by_key
+            .iter()
+            .filter(|(_, s)| s.expires_at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            self.remove(&k);
+        }
+    }
+
+    /// The subscriptions watching line `target`.
+    fn of(&self, target: &str) -> Vec<SubKey> {
+        self.by_target.get(target).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
+/// Answered calls through the cluster, with a count per line so a line's state is a lookup.
+#[derive(Debug, Default)]
+pub(super) struct Calls {
+    /// Call-ID → the two lines.
+    by_id: BTreeMap<String, (String, String)>,
+    /// Line → calls it is in.
+    busy: BTreeMap<String, usize>,
+}
+
+impl Calls {
+    pub(super) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    fn insert(&mut self, call_id: String, a: String, b: String) {
+        if self.by_id.contains_key(&call_id) {
+            return;
+        }
+        for e in [&a, &b] {
+            *self.busy.entry(e.clone()).or_default() += 1;
+        }
+        self.by_id.insert(call_id, (a, b));
+    }
+
+    fn remove(&mut self, call_id: &str) -> Option<(String, String)> {
+        let (a, b) = self.by_id.remove(call_id)?;
+        for e in [&a, &b] {
+            if let Some(n) = self.busy.get_mut(e) {
+                *n -= 1;
+                if *n == 0 {
+                    self.busy.remove(e);
+                }
+            }
+        }
+        Some((a, b))
+    }
+
+    fn is_busy(&self, ext: &str) -> bool {
+        self.busy.contains_key(ext)
+    }
+
+    /// The calls line `ext` is in (a scan: only when a line loses its registration).
+    fn of(&self, ext: &str) -> Vec<String> {
+        if !self.is_busy(ext) {
+            return Vec::new();
+        }
+        self.by_id
+            .iter()
+            .filter(|(_, (a, b))| a == ext || b == ext)
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
 }
 
 /// The presence policy of a cluster (SPEC CC6).
@@ -83,7 +210,7 @@ impl Cluster {
     fn line_state(&self, ext: &str, now: Duration) -> &'static str {
         if self.binding(ext, now).is_none() {
             "unknown"
-        } else if self.calls.values().any(|(a, b)| a == ext || b == ext) {
+        } else if self.calls.is_busy(ext) {
             "busy"
         } else {
             "idle"
@@ -141,7 +268,7 @@ impl Cluster {
             return self.refuse(flow, m, 403, &why);
         }
         if self.subs.len() >= MAX_BLF && !self.subs.contains_key(&key) {
-            self.subs.retain(|_, s| s.expires_at > now);
+            self.subs.expire(now);
             if self.subs.len() >= MAX_BLF {
                 return self.refuse(flow, m, 503, "too many subscriptions");
             }
@@ -241,19 +368,18 @@ impl Cluster {
 
     /// Line `ext`'s state may have changed: its watchers hear of it.
     pub(super) fn blf_changed(&mut self, now: Duration, ext: &str) {
-        if self.subs.is_empty() {
+        let keys = self.subs.of(ext);
+        if keys.is_empty() {
             return;
         }
-        self.subs.retain(|_, s| s.expires_at > now);
         let state = self.line_state(ext, now);
-        let keys: Vec<(String, String)> = self
-            .subs
-            .iter()
-            .filter(|(_, s)| s.target == ext && s.state != state)
-            .map(|(k, _)| k.clone())
-            .collect();
         for k in keys {
-            self.notify(now, &k, false);
+            let Some(s) = self.subs.get(&k) else { continue };
+            if s.expires_at <= now {
+                self.subs.remove(&k);
+            } else if s.state != state {
+                self.notify(now, &k, false);
+            }
         }
     }
 
@@ -301,6 +427,25 @@ impl Cluster {
         }
     }
 
+    /// Line `ext` has no registration any more (unregistered, or its connection closed): the
+    /// calls it was in are over for BLF, as CUCM clears a call when its device goes (their
+    /// BYE may never come). Both parties' watchers hear of it.
+    pub(super) fn line_lost(&mut self, now: Duration, ext: &str) {
+        let mut ended = BTreeSet::new();
+        for c in self.calls.of(ext) {
+            if let Some((a, b)) = self.calls.remove(&c) {
+                ended.extend([a, b].into_iter().filter(|e| !e.is_empty()));
+            }
+        }
+        self.blf_changed(now, ext);
+        for e in ended {
+            if e != ext {
+                self.blf_changed(now, &e);
+            }
+            self.trunk_publish(now, &e);
+        }
+    }
+
     /// Dialog bookkeeping for BLF: an INVITE answered (2xx) makes both lines busy, a BYE
     /// frees them.
     pub(super) fn track_call(&mut self, now: Duration, m: &Message) {
@@ -311,13 +456,13 @@ impl Cluster {
         };
         let changed = match (&m.start, m.method()) {
             (Start::Response { code: 200..=299, .. }, Some("INVITE"))
-                if !self.calls.contains_key(&call_id) =>
+                if !self.calls.by_id.contains_key(&call_id) =>
             {
                 let (a, b) = (ext(self, user("From")), ext(self, user("To")));
                 if self.calls.len() >= super::MAX_TRACKED {
                     return;
                 }
-                self.calls.insert(call_id, (a.clone(), b.clone()));
+                self.calls.insert(call_id, a.clone(), b.clone());
                 vec![a, b]
             }
             (Start::Request { method, .. }, _) if method == "BYE" => {

@@ -498,3 +498,40 @@ fn a_call_over_tls_is_record_routed_through_the_tls_port() {
     assert!(inv.vias()[0].starts_with("SIP/2.0/TLS cucm1.example.com:5061;branch="), "{inv}");
     assert_eq!(inv.get("Record-Route"), Some("<sip:cucm1.example.com:5061;transport=tls;lr>"));
 }
+
+#[test]
+fn cc6_a_line_that_loses_its_registration_mid_call_is_not_busy_when_it_returns() {
+    // bob's connection drops during a call (no BYE ever comes): CUCM clears the call, so when
+    // bob registers again his watchers see him idle, not busy for ever.
+    let mut l = presence_lab(true);
+    let (fa, mut ra, fb, mut rb) = alice_and_bob(&mut l, Transport::Tcp);
+    l.c.handle(Duration::ZERO, fa, &subscribe("1001", "1002", "presence", 3600, "", 1));
+    let r = drain(&mut ra);
+    assert_eq!((r[0].code(), r[1].method()), (Some(200), Some("NOTIFY")));
+    let invite = "INVITE sip:1002@cucm1.example.com SIP/2.0\r\n\
+        Via: SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKinv9\r\n\
+        From: <sip:1001@cucm1.example.com>;tag=ca\r\n\
+        To: <sip:1002@cucm1.example.com>\r\n\
+        Call-ID: call9\r\nCSeq: 101 INVITE\r\nMax-Forwards: 70\r\n\
+        Contact: <sip:alice-uuid@10.1.2.1:50001;transport=tcp>\r\n\
+        Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n";
+    l.c.handle(Duration::from_secs(1), fa, invite.as_bytes());
+    let fwd = drain(&mut rb);
+    let mut ok = fwd[0].response(200, "OK", Some("cb"));
+    ok.push("Contact", "<sip:bob-uuid@10.1.2.2:50002;transport=tcp>");
+    l.c.handle(Duration::from_secs(2), fb, &ok.to_bytes());
+    let busy = |ms: &[Message]| {
+        ms.iter()
+            .filter(|m| m.method() == Some("NOTIFY"))
+            .map(|m| String::from_utf8_lossy(&m.body).contains("on-the-phone"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(busy(&drain(&mut ra)), [true], "answered: busy");
+    l.c.close_flow(fb);
+    let n = drain(&mut ra);
+    assert!(String::from_utf8_lossy(&n[0].body).contains("<basic>closed</basic>"), "{}", n[0]);
+    let (btx, _brx) = unbounded_channel();
+    let b = l.c.open_stream(NODE, Transport::Tcp, peer(3), btx);
+    l.c.handle(Duration::from_secs(3), b, &register("bob", "1002", Some("3600"), "", 2));
+    assert_eq!(busy(&drain(&mut ra)), [false], "back: idle, the call is gone");
+}
