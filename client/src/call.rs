@@ -43,6 +43,8 @@ const PT_DTMF: u8 = 101;
 const PT_H264: u8 = 126;
 /// Ended calls remembered.
 const KEEP_ENDED: usize = 8;
+/// The user part CUCM's conference bridge answers ad hoc conference requests on.
+const ADHOC: &str = "conference";
 
 /// What the user does with calls (SPEC CC5's list).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +151,11 @@ struct Call {
     referring: Option<String>,
     /// This call was made for a REFER: the transferor's call id (we NOTIFY it of the outcome).
     referred_by: Option<u32>,
+    /// A call to the conference bridge: the calls to bring into the conference once the
+    /// bridge answers (ad hoc conference).
+    conference: Vec<u32>,
+    /// Our REFER sends the other party to a conference (not a blind transfer).
+    to_conference: bool,
     /// The direction of our last answer to the peer's offer (`recvonly` while it holds us).
     dir: &'static str,
     /// A video re-INVITE is out.
@@ -761,6 +768,69 @@ impl Calls {
         self.sends.push(Send::Request(Box::new(t)));
     }
 
+    /// Sends call `i`'s peer a REFER to `to` (RFC 3515); its NOTIFYs say how it went.
+    fn refer(&mut self, now: Time, ctx: &Ctx, i: usize, to: &str) {
+        let mut m = self.in_dialog(ctx, i, "REFER");
+        m.push("Refer-To", format!("<sip:{to}@{}>", ctx.registrar));
+        m.push("Referred-By", format!("<sip:{}@{}>", ctx.line, ctx.registrar));
+        self.calls[i].referring = Some(to.to_owned());
+        self.request(now, m);
+    }
+
+    /// Ad hoc conference under CUCM: a call to the conference bridge, then each other call is
+    /// REFERred to the focus the bridge names (RFC 4579 §5.5) and, once its party is in, ended.
+    fn conference(&mut self, now: Time, ctx: &Ctx) {
+        let busy = self.calls.iter().any(|c| {
+            c.state != CallState::Ended && (c.referring.is_some() || !c.conference.is_empty())
+        });
+        if busy {
+            return self.refuse("conference", "a transfer or conference is already under way");
+        }
+        let parties: Vec<u32> = self
+            .calls
+            .iter()
+            .filter(|c| matches!(c.state, CallState::Connected | CallState::Held))
+            .filter(|c| c.peer != ADHOC && !c.peer.starts_with("conf-"))
+            .map(|c| c.id)
+            .collect();
+        if parties.len() < 2 {
+            return self.refuse("conference", "a conference needs two calls");
+        }
+        self.place(now, ctx, ADHOC, None);
+        let i = self.calls.len() - 1;
+        self.calls[i].conference = parties;
+    }
+
+    /// The bridge answered the conference call `i` as `focus`: its parties are sent there.
+    fn bring_in(&mut self, now: Time, ctx: &Ctx, i: usize) {
+        let parties = std::mem::take(&mut self.calls[i].conference);
+        let focus = self.calls[i]
+            .remote_target
+            .split_once(':')
+            .and_then(|(_, r)| r.split(['@', ';']).next())
+            .filter(|u| u.starts_with("conf-") && sip::is_token(u))
+            .map(str::to_owned);
+        let Some(focus) = focus else {
+            return self.refuse("conference", "the bridge named no conference");
+        };
+        let (id, _) = (self.calls[i].id, ());
+        self.events.push(ClientEvent::CallState {
+            id,
+            state: "conference".into(),
+            peer: focus.clone(),
+        });
+        for p in parties {
+            let Some(j) = self.calls.iter().position(|c| {
+                c.id == p && matches!(c.state, CallState::Connected | CallState::Held)
+            }) else {
+                continue;
+            };
+            self.refer(now, ctx, j, &focus);
+            self.calls[j].to_conference = true;
+            self.state_event(j, "conferencing");
+        }
+    }
+
     /// Carries out a user action. `mode` says what the phone can do now.
     pub(crate) fn act(&mut self, now: Time, ctx: &Ctx, a: &CallAction) {
         let name = a.name();
@@ -781,6 +851,7 @@ impl Calls {
         match a {
             CallAction::Dial { to } => self.dial(now, ctx, to),
             CallAction::Watch { .. } => {} // the phone's Watches
+            CallAction::Feature { name } if name == "conference" => self.conference(now, ctx),
             CallAction::Feature { name } if name != "video" => {
                 self.refuse(name, "not modelled yet")
             }
@@ -805,7 +876,10 @@ impl Calls {
     }
 
     fn dial(&mut self, now: Time, ctx: &Ctx, to: &str) {
-        if self.current().is_some() {
+        // A second call needs the first on hold (the consultation call of a transfer or an
+        // ad hoc conference).
+        let up = self.calls.iter().any(|c| !matches!(c.state, CallState::Ended | CallState::Held));
+        if up {
             return self.refuse("call", "a call is already up");
         }
         self.place(now, ctx, to, None);
@@ -840,6 +914,8 @@ impl Calls {
             video_port: None,
             referring: None,
             referred_by: None,
+            conference: Vec::new(),
+            to_conference: false,
             dir: "sendrecv",
             pending_video: false,
             remote: None,
@@ -943,12 +1019,8 @@ impl Calls {
                     return self.refuse("transfer", "a transfer is already under way");
                 }
                 // RFC 3515 blind transfer: the other party calls `to` and tells us how it went.
-                let mut m = self.in_dialog(ctx, i, "REFER");
-                m.push("Refer-To", format!("<sip:{to}@{}>", ctx.registrar));
-                m.push("Referred-By", format!("<sip:{}@{}>", ctx.line, ctx.registrar));
-                self.calls[i].referring = Some(to.clone());
+                self.refer(now, ctx, i, to);
                 self.state_event(i, "transferring");
-                self.request(now, m);
             }
             (CallAction::Feature { .. }, CallState::Connected)
                 if self.calls[i].video_port.is_some() || self.calls[i].pending_video =>
@@ -1066,6 +1138,9 @@ impl Calls {
                 self.state_event(i, name);
                 if first {
                     self.notify_referrer(now, ctx, i, 200);
+                    if !self.calls[i].conference.is_empty() {
+                        self.bring_in(now, ctx, i);
+                    }
                 }
                 match name {
                     "connected" | "resumed" => self.start_audio(now, i),
@@ -1084,6 +1159,7 @@ impl Calls {
             }
             ("REFER", 300..) => {
                 self.calls[i].referring = None;
+                self.calls[i].to_conference = false;
                 self.refuse("transfer", &format!("the REFER got {code}"));
             }
             ("INVITE", 300..) if self.calls[i].pending_video => {
@@ -1168,6 +1244,8 @@ impl Calls {
                     video_port: None,
                     referring: None,
                     referred_by: None,
+                    conference: Vec::new(),
+                    to_conference: false,
                     dir: "sendrecv",
                     pending_video: false,
                     remote: remote_sdp(&m.body),
@@ -1337,16 +1415,26 @@ impl Calls {
                         let bye = self.in_dialog(ctx, i, "BYE");
                         self.end(i);
                         let (id, _) = (self.calls[i].id, ());
+                        let state = if self.calls[i].to_conference {
+                            "in-conference"
+                        } else {
+                            "transferred"
+                        };
                         self.events.push(ClientEvent::CallState {
                             id,
-                            state: "transferred".into(),
+                            state: state.into(),
                             peer: to,
                         });
                         self.request(now, bye);
                     }
                     Some(300..) => {
                         self.calls[i].referring = None;
-                        self.state_event(i, &format!("transfer-failed {}", code.unwrap_or(0)));
+                        let what = if std::mem::take(&mut self.calls[i].to_conference) {
+                            "conference-failed"
+                        } else {
+                            "transfer-failed"
+                        };
+                        self.state_event(i, &format!("{what} {}", code.unwrap_or(0)));
                     }
                     _ => {}
                 }

@@ -30,7 +30,9 @@ use uclab_proto::sip::{
 };
 
 mod blf;
+mod conf;
 pub use blf::{MAX_BLF, PresencePolicy, pidf};
+pub use conf::{ADHOC, MAX_CONFERENCES, MAX_PARTICIPANTS};
 
 /// Digest realm of CUCM's SIP line side.
 pub const REALM: &str = "ccmsipline";
@@ -207,6 +209,8 @@ pub struct SipCounters {
     pub notifies: u64,
     /// PUBLISHes sent to IM&P over the trunk (SPEC CC7).
     pub publishes: u64,
+    /// Participants that joined an ad hoc conference on a bridge.
+    pub conference_joins: u64,
 }
 
 /// A CUCM cluster's SIP state: flows, bindings, nonces.
@@ -234,6 +238,8 @@ pub struct Cluster {
     subs: blf::Subs,
     /// Answered calls through the cluster (for BLF busy).
     calls: blf::Calls,
+    /// Ad hoc conferences on the nodes' conference bridges.
+    bridges: conf::Bridges,
     /// The time of the message being handled.
     clock: Duration,
     seed: u64,
@@ -320,6 +326,7 @@ impl Cluster {
             nonces: BTreeSet::new(),
             subs: blf::Subs::default(),
             calls: blf::Calls::default(),
+            bridges: conf::Bridges::default(),
             clock: Duration::ZERO,
             seed,
             counter: 0,
@@ -354,6 +361,7 @@ impl Cluster {
         self.udp.retain(|(n, _), _| *n != host);
         self.udp_out.remove(&host);
         self.tls_ports.remove(&host);
+        self.bridge_gone(&host);
         self.nodes.remove(&host);
     }
 
@@ -586,6 +594,9 @@ impl Cluster {
             for r in &routes[1..] {
                 m.push("Route", r.clone());
             }
+        }
+        if !self.cfg.srst && self.for_bridge(&m) {
+            return self.bridge(now, flow, &m);
         }
         let in_dialog = m.tag("To").is_some();
         if method == "BYE" {
@@ -1073,6 +1084,27 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
                 net.transcript().message(net.now(), local, out.to, "udp", &out.summary);
                 let _ = udp.send_to(&out.bytes, out.to).await;
             }
+        }
+    }
+}
+
+/// Node `host`'s conference bridge on UDP `port` (DSCP 46, SPEC MEDIA2): every RTP packet
+/// from a participant goes to the conference's other participants.
+pub async fn bridge<N: uclab_net::Net>(
+    net: N,
+    host: String,
+    port: u16,
+    cluster: Rc<RefCell<Cluster>>,
+) -> std::io::Result<()> {
+    let mut udp = net.bind_udp(port).await?;
+    udp.set_dscp(46);
+    cluster.borrow_mut().set_bridge(&host, udp.local_addr());
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, from) = udp.recv_from(&mut buf).await?;
+        let to = cluster.borrow().bridge_targets(from);
+        for t in to {
+            let _ = udp.send_to(&buf[..n], t).await;
         }
     }
 }

@@ -46,6 +46,9 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
             svc("tftp", 6970, false),
             svc("sip", 5060, true),
             svc("sip-tls", 5061, false),
+            // The software conference bridge's RTP (the IP Voice Media Streaming App's range
+            // starts at 24576).
+            svc("bridge", 24576, true),
         ],
         NodeKind::Imp(_) => {
             vec![svc("soap", 8443, false), svc("xmpp", 5222, false), svc("sip", 5060, true)]
@@ -220,6 +223,8 @@ pub enum NodePlan {
         broken_tftp: Option<http::BrokenXml>,
         /// SIP over UDP and TCP, and over TLS.
         sip: (u16, u16),
+        /// The conference bridge's RTP port.
+        bridge: u16,
         /// The cluster's SIP registrations and routing.
         sip_cluster: Rc<RefCell<uclab_mocks::sip::Cluster>>,
     },
@@ -426,6 +431,7 @@ pub fn plan(
                 .collect();
             NodePlan::Cucm {
                 sip: (own("sip"), own("sip-tls")),
+                bridge: own("bridge"),
                 sip_cluster: shared.sip(s, c, live),
                 broken_uds: n.broken_xml.get("uds").copied(),
                 broken_tftp: n.broken_xml.get("tftp").copied(),
@@ -473,7 +479,17 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
         NodePlan::Cas { port, names, cfg, broken } => {
             http::serve(net, port, Some(names), spoilt(cas::handler(cfg), broken)).await
         }
-        NodePlan::Cucm { uds, tftp, names, cfg, broken_uds, broken_tftp, sip, sip_cluster } => {
+        NodePlan::Cucm {
+            uds,
+            tftp,
+            names,
+            cfg,
+            broken_uds,
+            broken_tftp,
+            sip,
+            bridge,
+            sip_cluster,
+        } => {
             let t = tokio::task::spawn_local(http::serve(
                 net.clone(),
                 tftp,
@@ -481,6 +497,12 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
                 spoilt(cucm::tftp_handler(cfg.clone()), broken_tftp),
             ));
             let host = cfg.host.clone();
+            let b = tokio::task::spawn_local(uclab_mocks::sip::bridge(
+                net.clone(),
+                host.clone(),
+                bridge,
+                sip_cluster.clone(),
+            ));
             let s = tokio::task::spawn_local(uclab_mocks::sip::serve(
                 net.clone(),
                 host,
@@ -492,6 +514,7 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
                 .await;
             t.abort();
             s.abort();
+            b.abort();
             u
         }
         NodePlan::Srst { host, port, cluster } => {

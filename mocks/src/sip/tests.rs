@@ -535,3 +535,68 @@ fn cc6_a_line_that_loses_its_registration_mid_call_is_not_busy_when_it_returns()
     l.c.handle(Duration::from_secs(3), b, &register("bob", "1002", Some("3600"), "", 2));
     assert_eq!(busy(&drain(&mut ra)), [false], "back: idle, the call is gone");
 }
+
+fn conf_invite(user: &str, call: u32, audio: &str) -> Vec<u8> {
+    let sdp =
+        format!("v=0\r\nc=IN IP4 10.1.0.{call}\r\nt=0 0\r\nm=audio 16384 RTP/AVP {audio}\r\n");
+    format!(
+        "INVITE sip:{user}@cucm1.example.com SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKc{call}\r\n\
+         From: <sip:100{call}@cucm1.example.com>;tag=p{call}\r\n\
+         To: <sip:{user}@cucm1.example.com>\r\nCall-ID: conf-call-{call}\r\n\
+         CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:p{call}@10.1.2.1:50001>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn the_conference_bridge_allocates_joins_forwards_and_limits() {
+    let mut l = lab(false);
+    let bridge: SocketAddr = "10.1.0.11:24576".parse().unwrap();
+    l.c.set_bridge(NODE, bridge);
+    let (tx, mut rx) = unbounded_channel();
+    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+    let t = Duration::ZERO;
+    // The controller asks for an ad hoc conference: a focus URI and the bridge's RTP address.
+    l.c.handle(t, f, &conf_invite("conference", 1, "0 8 101"));
+    let r = drain(&mut rx);
+    assert_eq!(r[0].code(), Some(200), "{}", r[0]);
+    let contact = r[0].get("Contact").unwrap();
+    assert!(contact.starts_with("<sip:conf-1@cucm1.example.com:5060;transport=tcp>"), "{contact}");
+    assert!(contact.ends_with(";isfocus"));
+    let body = String::from_utf8_lossy(&r[0].body).into_owned();
+    assert!(body.contains("c=IN IP4 10.1.0.11") && body.contains("m=audio 24576 RTP/AVP 0 101"));
+    // Participants join the focus; a codec the bridge cannot mix and an unknown focus fail.
+    for call in 2..=4 {
+        l.c.handle(t, f, &conf_invite("conf-1", call, "0"));
+        assert_eq!(drain(&mut rx)[0].code(), Some(200));
+    }
+    l.c.handle(t, f, &conf_invite("conf-1", 5, "0"));
+    assert_eq!(drain(&mut rx)[0].code(), Some(486), "four participants at most");
+    l.c.handle(t, f, &conf_invite("conf-1", 6, "18"));
+    assert_eq!(drain(&mut rx)[0].code(), Some(488));
+    l.c.handle(t, f, &conf_invite("conf-9", 7, "0"));
+    assert_eq!(drain(&mut rx)[0].code(), Some(404));
+    // RTP from one participant goes to the other three.
+    let from: SocketAddr = "10.1.0.2:16384".parse().unwrap();
+    let to = l.c.bridge_targets(from);
+    assert_eq!(to.len(), 3);
+    assert!(!to.contains(&from));
+    assert!(l.c.bridge_targets("10.9.9.9:1".parse().unwrap()).is_empty(), "strangers get nothing");
+    assert_eq!(l.c.conferences(), [(1, 4)]);
+    // Everyone leaves: the conference is gone.
+    for call in 1..=4 {
+        let bye = format!(
+            "BYE sip:conf-1@cucm1.example.com:5060;transport=tcp SIP/2.0\r\n\
+             Via: SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKb{call}\r\n\
+             From: <sip:100{call}@cucm1.example.com>;tag=p{call}\r\n\
+             To: <sip:conf-1@cucm1.example.com>;tag=x\r\nCall-ID: conf-call-{call}\r\n\
+             CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        l.c.handle(t, f, bye.as_bytes());
+        assert_eq!(drain(&mut rx)[0].code(), Some(200));
+    }
+    assert!(l.c.conferences().is_empty());
+}
