@@ -333,7 +333,7 @@ bob=$(cat "$kd/bob.json")
 calls() { python3 -c 'import json,sys; print(" ".join(json.loads(sys.stdin.read())["calls"]))' 2>/dev/null; }
 a=$(echo "$alice" | calls); b=$(echo "$bob" | calls)
 if [ "$a" = "dialing ringback connected ended" ] && [ "$b" = "ringing connected ended" ]; then ok "client core calls through Kamailio: alice '$a', bob '$b'"; else ko "call through Kamailio: alice '$a' bob '$b' $(tail -5 "$kd/log")"; fi
-for sc in calls/register calls/basic-call calls/blind-transfer im/phone-presence-trunk calls/blf-presence-policy calls/dtmf-and-video calls/media-ports failover/cucm-primary-crash failover/cucm-primary-blackhole failover/hold-during-failover failover/end-during-failover srst/wan-down srst/srst-basic-call; do
+for sc in calls/register calls/basic-call calls/blind-transfer calls/ad-hoc-conference im/phone-presence-trunk calls/blf-presence-policy calls/dtmf-and-video calls/media-ports failover/cucm-primary-crash failover/cucm-primary-blackhole failover/hold-during-failover failover/end-during-failover srst/wan-down srst/srst-basic-call; do
   f="$work/a/$sc/capture.pcapng"
   sip=$(tshark -r "$f" -Y sip 2>/dev/null | wc -l)
   bad=$(tshark -r "$f" -Y 'sip && (_ws.malformed || _ws.expert.severity >= error)' 2>/dev/null | wc -l)
@@ -354,6 +354,18 @@ if [ "$audio" -ge 40 ] && [ "$audio_off" -eq 0 ] && [ "$video" -eq 10 ] && [ "$v
   ok "tshark RTP: $audio audio packets at DSCP 46, $video H.264 at DSCP 34, RFC 4733 digits $digits"
 else
   ko "tshark RTP: audio $audio ($audio_off off DSCP 46), video $video ($video_off off 34), digits '$digits', $bad malformed"
+fi
+
+# The conference bridge: tshark follows the SDP of each party's call to the focus and decodes
+# what the bridge (cucm1, port 24576) sends them as RTP, at DSCP 46, nothing malformed.
+f="$work/a/calls/ad-hoc-conference/capture.pcapng"
+fwd=$(tshark -r "$f" -Y 'rtp && udp.srcport == 24576' 2>/dev/null | wc -l)
+fwd_off=$(tshark -r "$f" -Y 'rtp && udp.srcport == 24576 && ip.dsfield.dscp != 46' 2>/dev/null | wc -l)
+bad=$(tshark -r "$f" -Y 'rtp && (_ws.malformed || _ws.expert.severity >= error)' 2>/dev/null | wc -l)
+if [ "$fwd" -ge 20 ] && [ "$fwd_off" -eq 0 ] && [ "$bad" -eq 0 ]; then
+  ok "tshark conference bridge: $fwd RTP packets forwarded at DSCP 46, none malformed"
+else
+  ko "tshark conference bridge: $fwd forwarded ($fwd_off off DSCP 46), $bad malformed"
 fi
 
 echo "live: $pass passed, $fail failed"
