@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -160,20 +161,211 @@ impl Trunk {
     }
 }
 
-/// Serves the trunk on UDP `port` until the node stops.
+/// Longest SUBSCRIBE the presence gateway asks for.
+const SUB_EXPIRES: u32 = 3600;
+
+/// One user's line watched through the gateway.
+#[derive(Debug)]
+struct GwSub {
+    user: String,
+    /// CUCM's tag, once the SUBSCRIBE was accepted (the dialog's remote tag).
+    remote_tag: Option<String>,
+    cseq: u32,
+    /// When to send the SUBSCRIBE again: a while before the granted expiry, or, with no
+    /// answer yet (CUCM not up, a datagram lost), after a backoff of 2 s doubling to 64 s.
+    refresh_at: Option<Duration>,
+    /// SUBSCRIBEs sent without an answer.
+    tries: u32,
+}
+
+/// IM&P's presence gateway to CUCM (SPEC CC7 without "IMP PUBLISH Trunk"): one SUBSCRIBE
+/// (`Event: presence`) per user over the trunk, refreshed before it runs out; CUCM's NOTIFYs
+/// carry the line's PIDF, and `on-the-phone` makes the user "On the phone" in XMPP.
+#[derive(Debug)]
+pub struct Gateway {
+    /// CUCM's SIP address on the trunk, and its host name (the Request-URI's host).
+    to: SocketAddr,
+    cucm: String,
+    /// This node's name, address and trunk port (From, Via and Contact).
+    host: String,
+    local: SocketAddr,
+    domain: String,
+    /// By Call-ID.
+    subs: BTreeMap<String, GwSub>,
+}
+
+impl Gateway {
+    /// A gateway of node `host` (trunk socket `local`) to CUCM `cucm` at `to`, for `users`.
+    pub fn new(
+        (to, cucm): (SocketAddr, &str),
+        (host, local): (&str, SocketAddr),
+        domain: &str,
+        users: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let subs = users
+            .into_iter()
+            .map(|u| {
+                let u = u.to_ascii_lowercase();
+                let sub = GwSub {
+                    user: u.clone(),
+                    remote_tag: None,
+                    cseq: 0,
+                    refresh_at: None,
+                    tries: 0,
+                };
+                (format!("pg-{u}@{host}"), sub)
+            })
+            .collect();
+        Self {
+            to,
+            cucm: cucm.to_owned(),
+            host: host.to_owned(),
+            local,
+            domain: domain.to_ascii_lowercase(),
+            subs,
+        }
+    }
+
+    /// Where the gateway's requests go.
+    pub fn to(&self) -> SocketAddr {
+        self.to
+    }
+
+    /// The SUBSCRIBE for `call_id` (initial, or a refresh inside its dialog).
+    fn subscribe(&mut self, now: Duration, call_id: &str) -> Option<Message> {
+        let (host, local, cucm) = (self.host.clone(), self.local, self.cucm.clone());
+        let s = self.subs.get_mut(call_id)?;
+        s.cseq += 1;
+        s.refresh_at = Some(now + Duration::from_secs(2u64 << s.tries.min(5)));
+        s.tries += 1;
+        let uri = format!("sip:{}@{cucm}", s.user);
+        let to = match &s.remote_tag {
+            Some(t) => format!("<{uri}>;tag={t}"),
+            None => format!("<{uri}>"),
+        };
+        let branch = format!("z9hG4bK{:016x}", crate::sip::fnv(&[call_id, &s.cseq.to_string()]));
+        Some(
+            Message::request("SUBSCRIBE", &uri)
+                .with("Via", format!("SIP/2.0/UDP {local};branch={branch}"))
+                .with("Max-Forwards", "70")
+                .with("From", format!("<sip:{host}>;tag=pg"))
+                .with("To", to)
+                .with("Call-ID", call_id.to_owned())
+                .with("CSeq", format!("{} SUBSCRIBE", s.cseq))
+                .with("Contact", format!("<sip:{host}:{};transport=udp>", local.port()))
+                .with("Event", "presence")
+                .with("Accept", "application/pidf+xml")
+                .with("Expires", SUB_EXPIRES.to_string())
+                .with("User-Agent", "Cisco-IMP14.0"),
+        )
+    }
+
+    /// The first SUBSCRIBE of every user.
+    pub fn start(&mut self, now: Duration) -> Vec<Message> {
+        let ids: Vec<String> = self.subs.keys().cloned().collect();
+        ids.iter().filter_map(|c| self.subscribe(now, c)).collect()
+    }
+
+    /// When a subscription is next due for refresh.
+    pub fn next_refresh(&self) -> Option<Duration> {
+        self.subs.values().filter_map(|s| s.refresh_at).min()
+    }
+
+    /// The refreshes due by `now`.
+    pub fn refresh(&mut self, now: Duration) -> Vec<Message> {
+        let due: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.refresh_at.is_some_and(|t| t <= now))
+            .map(|(c, _)| c.clone())
+            .collect();
+        due.iter().filter_map(|c| self.subscribe(now, c)).collect()
+    }
+
+    /// Whether `m` belongs to one of the gateway's subscriptions.
+    pub fn owns(&self, m: &Message) -> bool {
+        m.call_id().is_some_and(|c| self.subs.contains_key(c))
+    }
+
+    /// CUCM answered a SUBSCRIBE: accepted (refresh a while before it runs out), or refused
+    /// (that user's line is not watched; nothing is retried).
+    pub fn on_response(&mut self, now: Duration, m: &Message) {
+        let Some(s) = m.call_id().and_then(|c| self.subs.get_mut(c)) else { return };
+        match m.code() {
+            Some(200..=299) => {
+                s.tries = 0;
+                s.remote_tag = m.tag("To");
+                let granted = m.expires().unwrap_or(SUB_EXPIRES).min(SUB_EXPIRES);
+                let before = (granted / 10).clamp(1, 60);
+                let at = u64::from(granted.saturating_sub(before).max(1));
+                s.refresh_at = Some(now + Duration::from_secs(at));
+            }
+            Some(300..) => {
+                // Refused: that line is not watched (nothing is retried). A refresh CUCM no
+                // longer knows (481) starts over with a new subscription.
+                s.refresh_at = None;
+                if m.code() == Some(481) {
+                    s.remote_tag = None;
+                    s.tries = 0;
+                    s.refresh_at = Some(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A NOTIFY from CUCM: answered, and the user's phone state it carries (JID, busy).
+    pub fn on_notify(&mut self, m: &Message) -> (Message, Option<(String, bool)>) {
+        let Some(s) = m.call_id().and_then(|c| self.subs.get_mut(c)) else {
+            return (m.response(481, sip::reason(481), None), None);
+        };
+        if s.remote_tag.is_none() {
+            // The NOTIFY can overtake the 200 (RFC 6665 §4.1.2.4): it makes the dialog.
+            s.remote_tag = m.tag("From");
+        }
+        let terminated =
+            m.get("Subscription-State").is_some_and(|v| v.trim().starts_with("terminated"));
+        if terminated {
+            s.refresh_at = None;
+        }
+        let body = String::from_utf8_lossy(&m.body);
+        let busy = !terminated && body.contains("on-the-phone");
+        let jid = format!("{}@{}", s.user, self.domain);
+        let mut r = m.response(200, "OK", None);
+        r.push("Server", "Cisco-IMP14.0");
+        (r, Some((jid, busy)))
+    }
+}
+
+/// Serves the trunk on UDP `port` until the node stops; with a `gateway` (CUCM and its
+/// host), IM&P also subscribes to the users' lines there (SUBSCRIBE/NOTIFY mode).
 pub async fn serve<N: uclab_net::Net>(
     net: N,
     port: u16,
     mut trunk: Trunk,
+    gateway: Option<(SocketAddr, String, String, Vec<String>)>,
     router: Rc<RefCell<Router>>,
 ) -> std::io::Result<()> {
     let mut udp = net.bind_udp(port).await?;
     udp.set_dscp(crate::sip::DSCP_SIGNALLING);
     let local = udp.local_addr();
+    let mut gw = gateway.map(|(to, cucm, host, users)| {
+        Gateway::new((to, &cucm), (&host, local), &trunk.domain.clone(), users)
+    });
+    let mut out: Vec<Message> = gw.as_mut().map(|g| g.start(net.now())).unwrap_or_default();
     let mut buf = vec![0u8; 65_535];
     loop {
-        let wait = trunk.next_expiry().map(|at| at.saturating_sub(net.now()));
-        let got = match wait {
+        if let Some(g) = &gw {
+            for m in out.drain(..) {
+                net.transcript().message(net.now(), local, g.to(), "udp", &summary(&m));
+                let _ = udp.send_to(&m.to_bytes(), g.to()).await;
+            }
+        }
+        let next = [trunk.next_expiry(), gw.as_ref().and_then(Gateway::next_refresh)]
+            .into_iter()
+            .flatten()
+            .min();
+        let got = match next.map(|at| at.saturating_sub(net.now())) {
             Some(w) => tokio::time::timeout(w, udp.recv_from(&mut buf)).await.ok(),
             None => Some(udp.recv_from(&mut buf).await),
         };
@@ -182,14 +374,22 @@ pub async fn serve<N: uclab_net::Net>(
             for (user, busy) in trunk.expire(net.now()) {
                 router.borrow_mut().phone_state(&user, busy);
             }
+            if let Some(g) = gw.as_mut() {
+                out = g.refresh(net.now());
+            }
             continue;
         };
         let (n, from) = got?;
         let Ok(m) = sip::parse(&buf[..n]) else { continue };
-        if m.code().is_some() {
-            continue; // no requests of ours are out
-        }
-        let (r, change) = trunk.handle(net.now(), &m);
+        let (r, change) = match gw.as_mut().filter(|g| g.owns(&m)) {
+            Some(g) if m.code().is_some() => {
+                g.on_response(net.now(), &m);
+                continue;
+            }
+            Some(g) if m.method() == Some("NOTIFY") => g.on_notify(&m),
+            _ if m.code().is_some() => continue,
+            _ => trunk.handle(net.now(), &m),
+        };
         net.transcript().message(net.now(), local, from, "udp", &summary(&r));
         let _ = udp.send_to(&r.to_bytes(), from).await;
         if let Some((user, busy)) = change {
@@ -285,5 +485,54 @@ mod tests {
             Start::Request { method: "SUBSCRIBE".into(), uri: "sip:alice@example.com".into() };
         assert_eq!(code(sub), Some(405));
         assert!(t.publications.is_empty());
+    }
+
+    #[test]
+    fn cc7_gateway_subscribes_retries_refreshes_and_reads_notifies() {
+        let cucm: SocketAddr = "10.1.0.11:5060".parse().unwrap();
+        let local: SocketAddr = "10.1.0.21:5060".parse().unwrap();
+        let mut g = Gateway::new(
+            (cucm, "cucm1.example.com"),
+            ("imp1.example.com", local),
+            "example.com",
+            ["Alice".to_owned()],
+        );
+        let sent = g.start(Duration::ZERO);
+        assert_eq!(sent.len(), 1);
+        let sub = &sent[0];
+        assert_eq!(sub.get("Event"), Some("presence"));
+        assert_eq!(sub.tag("To"), None);
+        // No answer: again after 2 s, then 4 s.
+        assert_eq!(g.next_refresh(), Some(Duration::from_secs(2)));
+        let again = g.refresh(Duration::from_secs(2));
+        assert_eq!(again.len(), 1);
+        assert_eq!(g.next_refresh(), Some(Duration::from_secs(6)));
+        // Accepted for 600 s: refreshed 60 s before the end, inside the dialog.
+        let mut ok = again[0].response(200, "OK", Some("cu"));
+        ok.push("Expires", "600");
+        g.on_response(Duration::from_secs(3), &ok);
+        assert_eq!(g.next_refresh(), Some(Duration::from_secs(543)));
+        let refresh = g.refresh(Duration::from_secs(543));
+        assert_eq!(refresh[0].tag("To").as_deref(), Some("cu"));
+        // A NOTIFY with on-the-phone: busy; terminated: not busy; a stranger's: 481.
+        let notify = |state: &str, body: &str| {
+            let text = format!(
+                "NOTIFY sip:imp1.example.com:5060 SIP/2.0\r\nVia: SIP/2.0/UDP cucm1:5060;branch=z9hG4bKn\r\n\
+                 From: <sip:alice@cucm1.example.com>;tag=cu\r\nTo: <sip:imp1.example.com>;tag=pg\r\n\
+                 Call-ID: pg-alice@imp1.example.com\r\nCSeq: 1 NOTIFY\r\nEvent: presence\r\n\
+                 Subscription-State: {state}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            sip::parse(text.as_bytes()).unwrap()
+        };
+        let busy = crate::sip::pidf("sip:1001@cucm1", "1001", "busy");
+        let (r, c) = g.on_notify(&notify("active;expires=500", &busy));
+        assert_eq!((r.code(), c), (Some(200), Some(("alice@example.com".into(), true))));
+        let (_, c) = g.on_notify(&notify("terminated;reason=timeout", &busy));
+        assert_eq!(c, Some(("alice@example.com".into(), false)));
+        let mut other = notify("active", &busy);
+        other.set("Call-ID", "someone-else");
+        assert!(!g.owns(&other));
+        assert_eq!(g.on_notify(&other).0.code(), Some(481));
     }
 }

@@ -173,11 +173,14 @@ pub struct SipConfig {
     pub trunk: Option<PresenceTrunk>,
 }
 
-/// CUCM's SIP trunk to IM&P for phone presence (SPEC CC7), PUBLISH mode.
+/// CUCM's SIP trunk to IM&P for phone presence (SPEC CC7).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PresenceTrunk {
     /// The IM&P node's SIP address (UDP).
     pub to: SocketAddr,
+    /// "IMP PUBLISH Trunk": CUCM PUBLISHes line states; otherwise IM&P SUBSCRIBEs (from
+    /// `to`) and CUCM NOTIFYs.
+    pub publish: bool,
     /// The presence domain (the PUBLISH Request-URI's host).
     pub domain: String,
 }
@@ -248,7 +251,7 @@ pub struct Cluster {
 }
 
 /// FNV-1a, for tags and branches that must be the same for a retransmission.
-fn fnv(parts: &[&str]) -> u64 {
+pub(crate) fn fnv(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in parts {
         for b in p.bytes().chain([0xff]) {

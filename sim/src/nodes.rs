@@ -115,14 +115,17 @@ impl Shared {
                     .nodes
                     .iter()
                     .find_map(|n| match &n.kind {
-                        NodeKind::Cucm(o) if o.cluster == c.cluster => o.presence_trunk.clone(),
+                        NodeKind::Cucm(o) if o.cluster == c.cluster => {
+                            o.presence_trunk.clone().map(|t| (t, o.publish_trunk))
+                        }
                         _ => None,
                     })
-                    .and_then(|t| s.nodes.iter().find(|n| n.name == t))
-                    .map(|n| {
+                    .and_then(|(t, publish)| Some((s.nodes.iter().find(|n| n.name == t)?, publish)))
+                    .map(|(n, publish)| {
                         let sim = SocketAddr::new(n.ip, 5060);
                         PresenceTrunk {
                             to: live.get(&sim).copied().unwrap_or(sim),
+                            publish,
                             domain: s.domain.clone(),
                         }
                     });
@@ -244,6 +247,9 @@ pub enum NodePlan {
         shared: ImpShared,
         /// The node's conferencing service domain (SPEC IMP5).
         muc: String,
+        /// SPEC CC7 in SUBSCRIBE/NOTIFY mode: the CUCM node this node's presence gateway
+        /// subscribes to (its SIP address and name).
+        gateway: Option<(SocketAddr, String)>,
     },
     /// A site's SRST router (SPEC CC5).
     Srst {
@@ -375,6 +381,17 @@ pub fn plan(
                 }),
                 shared: shared.imp(s, c),
                 muc: muc_service(s, &n.name),
+                gateway: s
+                    .nodes
+                    .iter()
+                    .find(|o| {
+                        matches!(&o.kind, NodeKind::Cucm(x)
+                            if !x.publish_trunk && x.presence_trunk.as_deref() == Some(&n.name))
+                    })
+                    .map(|o| {
+                        let sim = SocketAddr::new(o.ip, 5060);
+                        (live.get(&sim).copied().unwrap_or(sim), o.fqdn.clone())
+                    }),
             }
         }
         NodeKind::ChatDb => NodePlan::ChatDb { port: own("postgres"), db: shared.db(&n.name) },
@@ -526,7 +543,7 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             let _down = OnDrop(|| db.set_up(false));
             host::serve(net, vec![port]).await
         }
-        NodePlan::Imp { soap, xmpp: xport, sip, names, cfg, shared, muc } => {
+        NodePlan::Imp { soap, xmpp: xport, sip, names, cfg, shared, muc, gateway } => {
             // Up while this future lives; a crash drops it and marks the node down (HA1), and
             // its conferencing service with it (IMP5).
             let _alive = imp::Alive::new(shared.state.clone(), &cfg.host);
@@ -551,10 +568,15 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
                 cfg.users.iter().map(|u| u.id.clone()),
                 uclab_net::derive_seed(0, &cfg.host),
             );
+            let gateway = gateway.map(|(to, cucm)| {
+                let users = cfg.users.iter().map(|u| u.id.clone()).collect();
+                (to, cucm, cfg.host.clone(), users)
+            });
             let trunk = tokio::task::spawn_local(uclab_mocks::imp_sip::serve(
                 net.clone(),
                 sip,
                 state,
+                gateway,
                 shared.router.clone(),
             ));
             let x = xmpp::serve(net, xport, names, cfg, shared.state, shared.router).await;

@@ -147,6 +147,7 @@ struct NodeSpec {
     presence_groups: Vec<GroupRuleSpec>,
     inter_presence_group_policy: Option<S<String>>,
     presence_trunk: Option<S<String>>,
+    presence_trunk_mode: Option<S<String>>,
     #[serde(default)]
     broken_xml: BTreeMap<String, S<String>>,
     relogin_lower: Option<u32>,
@@ -378,6 +379,9 @@ pub struct CucmNode {
     pub presence: uclab_mocks::sip::PresencePolicy,
     /// The IM&P node CUCM's SIP trunk publishes line states to (SPEC CC7), cluster-wide.
     pub presence_trunk: Option<String>,
+    /// CC7's trunk mode: `true` with "IMP PUBLISH Trunk" on (CUCM PUBLISHes line states),
+    /// `false` for SUBSCRIBE/NOTIFY (IM&P's presence gateway subscribes to CUCM).
+    pub publish_trunk: bool,
     /// Service profile parameters (SPEC CFG1), cluster-wide.
     pub profile: Vec<(String, String)>,
     /// jabber-config.xml parameters (`Group/Param`, SPEC CFG1); `None`: no such file.
@@ -1256,9 +1260,25 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                         }
                     };
                 }
+                let publish_trunk = match &n.presence_trunk_mode {
+                    None => true,
+                    Some(m) if m.get_ref() == "publish" => true,
+                    Some(m) if m.get_ref() == "subscribe" => false,
+                    Some(m) => {
+                        errs.push(i.src.err(
+                            m.span().start,
+                            format!(
+                                "unknown presence_trunk_mode `{}` (publish, subscribe)",
+                                m.get_ref()
+                            ),
+                        ));
+                        true
+                    }
+                };
                 NodeKind::Cucm(CucmNode {
                     presence,
                     presence_trunk: n.presence_trunk.as_ref().map(|t| t.get_ref().clone()),
+                    publish_trunk,
                     profile,
                     jabber_config,
                     group_files,
@@ -2275,6 +2295,25 @@ mod tests {
 
     fn first_err(text: &str) -> String {
         check(text).unwrap_err()[0].to_string()
+    }
+
+    #[test]
+    fn presence_trunk_fields_are_checked() {
+        let node = "[[node]]\nname = \"cucm1\"\nkind = \"cucm\"\nzone = \"inside\"\n\
+                    ip = \"10.1.0.11\"\ncluster = \"cluster1\"\n";
+        let e = first_err(&format!("{node}presence_trunk = \"dns-int\"\n"));
+        assert!(e.starts_with("t.toml:7:18: presence_trunk `dns-int` is not an imp node"), "{e}");
+        let e = first_err(&format!(
+            "{node}presence_trunk = \"imp1\"\npresence_trunk_mode = \"carrier-pigeon\"\n"
+        ));
+        assert!(
+            e.contains("unknown presence_trunk_mode `carrier-pigeon` (publish, subscribe)"),
+            "{e}"
+        );
+        let ok = format!("{node}presence_trunk = \"imp1\"\npresence_trunk_mode = \"subscribe\"\n");
+        let s = check(&ok).unwrap();
+        let cucm = s.nodes.iter().find(|n| n.name == "cucm1").unwrap();
+        assert!(matches!(&cucm.kind, NodeKind::Cucm(c) if !c.publish_trunk));
     }
 
     #[test]

@@ -246,27 +246,43 @@ impl Cluster {
             return self.notify(now, &key, expires == 0);
         }
         let Start::Request { uri, .. } = &m.start else { return };
-        let watcher =
-            m.name_addr("From").and_then(|f| uri_user(&f.uri)).and_then(|u| self.line(&u).cloned());
-        let Some(watcher) = watcher else {
-            return self.refuse(flow, m, 403, "the watcher is not a line of this cluster");
+        // SPEC CC7 without "IMP PUBLISH Trunk": IM&P's presence gateway watches users' lines
+        // over the trunk. The trunk's SUBSCRIBE CSS in the lab reaches every partition and its
+        // presence group may watch all (the design guide's recommended trunk setup).
+        let from_trunk =
+            self.cfg.trunk.as_ref().is_some_and(|t| {
+                !t.publish && self.flows.get(&flow).is_some_and(|f| f.peer == t.to)
+            });
+        let target = if from_trunk {
+            let target = uri_user(uri).and_then(|u| self.line(&u).cloned());
+            let Some(target) = target else { return self.refuse(flow, m, 404, "user unknown") };
+            target
+        } else {
+            let watcher = m
+                .name_addr("From")
+                .and_then(|f| uri_user(&f.uri))
+                .and_then(|u| self.line(&u).cloned());
+            let Some(watcher) = watcher else {
+                return self.refuse(flow, m, 403, "the watcher is not a line of this cluster");
+            };
+            // The SUBSCRIBE calling search space routes the request (CC6).
+            let Some(css) = watcher.subscribe_css.as_ref() else {
+                return self.refuse(flow, m, 404, "user unknown");
+            };
+            let target = uri_user(uri).and_then(|u| self.line(&u).cloned());
+            let Some(target) = target.filter(|t| css.iter().any(|p| p == &t.partition)) else {
+                return self.refuse(flow, m, 404, "user unknown");
+            };
+            let speed_dial = watcher.blf.iter().any(|d| d == &target.extension);
+            if !speed_dial && !self.groups_allow(&watcher.presence_group, &target.presence_group) {
+                let why = format!(
+                    "presence group {} may not watch {}",
+                    watcher.presence_group, target.presence_group
+                );
+                return self.refuse(flow, m, 403, &why);
+            }
+            target
         };
-        // The SUBSCRIBE calling search space routes the request (CC6).
-        let Some(css) = watcher.subscribe_css.as_ref() else {
-            return self.refuse(flow, m, 404, "user unknown");
-        };
-        let target = uri_user(uri).and_then(|u| self.line(&u).cloned());
-        let Some(target) = target.filter(|t| css.iter().any(|p| p == &t.partition)) else {
-            return self.refuse(flow, m, 404, "user unknown");
-        };
-        let speed_dial = watcher.blf.iter().any(|d| d == &target.extension);
-        if !speed_dial && !self.groups_allow(&watcher.presence_group, &target.presence_group) {
-            let why = format!(
-                "presence group {} may not watch {}",
-                watcher.presence_group, target.presence_group
-            );
-            return self.refuse(flow, m, 403, &why);
-        }
         if self.subs.len() >= MAX_BLF && !self.subs.contains_key(&key) {
             self.subs.expire(now);
             if self.subs.len() >= MAX_BLF {
@@ -386,7 +402,7 @@ impl Cluster {
     /// SPEC CC7 with "IMP PUBLISH Trunk": the line's state goes to IM&P as a PUBLISH for
     /// the user the line belongs to (the line appearance), over the trunk (UDP).
     fn trunk_publish(&mut self, now: Duration, ext: &str) {
-        let Some(trunk) = self.cfg.trunk.clone() else { return };
+        let Some(trunk) = self.cfg.trunk.clone().filter(|t| t.publish) else { return };
         let Some(line) = self.line(ext).cloned() else { return };
         let Some((node, out)) = self.udp_out.iter().next().map(|(n, o)| (n.clone(), o.clone()))
         else {
