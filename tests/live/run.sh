@@ -333,7 +333,7 @@ bob=$(cat "$kd/bob.json")
 calls() { python3 -c 'import json,sys; print(" ".join(json.loads(sys.stdin.read())["calls"]))' 2>/dev/null; }
 a=$(echo "$alice" | calls); b=$(echo "$bob" | calls)
 if [ "$a" = "dialing ringback connected ended" ] && [ "$b" = "ringing connected ended" ]; then ok "client core calls through Kamailio: alice '$a', bob '$b'"; else ko "call through Kamailio: alice '$a' bob '$b' $(tail -5 "$kd/log")"; fi
-for sc in calls/register calls/basic-call calls/blind-transfer calls/ad-hoc-conference im/phone-presence-trunk calls/blf-presence-policy calls/dtmf-and-video calls/media-ports failover/cucm-primary-crash failover/cucm-primary-blackhole failover/hold-during-failover failover/end-during-failover srst/wan-down srst/srst-basic-call; do
+for sc in calls/register calls/basic-call calls/blind-transfer calls/ad-hoc-conference im/phone-presence-trunk im/phone-presence-subscribe calls/blf-presence-policy calls/dtmf-and-video calls/media-ports failover/cucm-primary-crash failover/cucm-primary-blackhole failover/hold-during-failover failover/end-during-failover srst/wan-down srst/srst-basic-call; do
   f="$work/a/$sc/capture.pcapng"
   sip=$(tshark -r "$f" -Y sip 2>/dev/null | wc -l)
   bad=$(tshark -r "$f" -Y 'sip && (_ws.malformed || _ws.expert.severity >= error)' 2>/dev/null | wc -l)
