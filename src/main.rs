@@ -152,6 +152,9 @@ enum Cmd {
         /// Answer incoming calls.
         #[arg(long)]
         answer: bool,
+        /// SIP over UDP (one message per datagram, OPTIONS keepalives) instead of TCP.
+        #[arg(long)]
+        udp: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -205,6 +208,7 @@ fn main() {
             call_at,
             hangup_at,
             answer,
+            udp,
             json,
             seed,
         } => {
@@ -217,6 +221,7 @@ fn main() {
                     call_at: parse("call-at", &call_at)?,
                     hangup_at: hangup_at.as_deref().map(|h| parse("hangup-at", h)).transpose()?,
                     answer,
+                    udp,
                 })
             })();
             match (parse("wait", &wait), calls) {

@@ -37,6 +37,8 @@ pub(crate) struct Watches {
     list: Vec<Watch>,
     rng: ChaCha8Rng,
     timers: Timers,
+    /// The transport is reliable (TCP, TLS); over UDP transactions retransmit.
+    pub(crate) reliable: bool,
     pub(crate) events: Vec<ClientEvent>,
     pub(crate) sends: Vec<Send>,
 }
@@ -59,6 +61,7 @@ impl Watches {
             list: Vec::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             timers,
+            reliable: true,
             events: Vec::new(),
             sends: Vec::new(),
         }
@@ -117,7 +120,7 @@ impl Watches {
             .with("Expires", expires.to_string())
             .with("User-Agent", crate::phone::USER_AGENT);
         w.refresh_at = None;
-        let t = ClientTxn::new(now, m, true, self.timers);
+        let t = ClientTxn::new(now, m, self.reliable, self.timers);
         self.sends.push(Send::Request(Box::new(t)));
     }
 

@@ -297,6 +297,8 @@ pub(crate) struct Calls {
     next_id: u32,
     rng: ChaCha8Rng,
     timers: Timers,
+    /// The transport is reliable (TCP, TLS); over UDP transactions retransmit.
+    pub(crate) reliable: bool,
     /// The audio half of the media range (MEDIA1).
     audio: (u16, u16),
     /// The video half.
@@ -440,6 +442,7 @@ impl Calls {
             next_id: 1,
             rng: ChaCha8Rng::seed_from_u64(seed),
             timers,
+            reliable: true,
             audio,
             video: video_range(media),
             next_port: audio.0 + (audio.0 & 1),
@@ -764,7 +767,7 @@ impl Calls {
     }
 
     fn request(&mut self, now: Time, m: Message) {
-        let t = ClientTxn::new(now, m, true, self.timers);
+        let t = ClientTxn::new(now, m, self.reliable, self.timers);
         self.sends.push(Send::Request(Box::new(t)));
     }
 

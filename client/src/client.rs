@@ -251,18 +251,21 @@ impl Client {
         now: Time,
         servers: &[SocketAddr],
         (user, password): (&str, &str),
-        line: &str,
+        (line, udp): (&str, bool),
         seed: u64,
     ) {
         if let Some(mut p) = self.phone.take() {
             p.close();
             self.out.extend(std::iter::from_fn(|| p.poll_output()));
         }
-        let cfg = uclab_proto::uds::DeviceConfig::defaults(
+        let mut cfg = uclab_proto::uds::DeviceConfig::defaults(
             format!("CSF{}", user.to_ascii_uppercase()),
             servers.iter().map(|s| (s.ip().to_string(), s.port(), s.port())).collect(),
             line.to_owned(),
         );
+        if udp {
+            cfg.transport = 1;
+        }
         let u = PhoneUser { user: user.to_owned(), password: password.to_owned() };
         self.phone = Some(Phone::start(now, u, cfg, self.resolver.clone(), seed));
         while let Some(o) = self.phone.as_mut().and_then(Phone::poll_output) {

@@ -57,6 +57,8 @@ pub enum UserAction {
         line: String,
         /// Answer incoming calls at once.
         auto_answer: bool,
+        /// SIP over UDP instead of TCP (the device's `transportLayerProtocol` 1).
+        udp: bool,
     },
     /// The machine joined another network (SPEC SD8): new name servers from DHCP.
     NetworkChanged {
@@ -190,6 +192,17 @@ pub async fn run<N: Net + Clone + 'static>(
                         tx.clone(),
                     ));
                 }
+                Output::DatagramOpen { id, to, dscp } => {
+                    let (ctx, crx) = mpsc::unbounded_channel();
+                    streams.insert(id, ctx);
+                    tokio::task::spawn_local(datagram_actor(
+                        net.clone(),
+                        id,
+                        (to, dscp),
+                        crx,
+                        tx.clone(),
+                    ));
+                }
                 Output::StreamSend { id, bytes, summary } => {
                     if let Some(s) = streams.get(&id) {
                         let _ = s.send(StreamCmd::Send(bytes, summary));
@@ -281,9 +294,17 @@ pub async fn run<N: Net + Clone + 'static>(
                             engine.im_direct(now, server, &domain, (&user, &password), seed)
                         }
                         UserAction::NetworkChanged { dns } => engine.network_changed(now, dns, seed),
-                        UserAction::PhoneDirect { servers, user, password, line, auto_answer } => {
+                        UserAction::PhoneDirect {
+                            servers,
+                            user,
+                            password,
+                            line,
+                            auto_answer,
+                            udp,
+                        } => {
                             engine.auto_answer = auto_answer;
-                            engine.phone_direct(now, &servers, (&user, &password), &line, seed)
+                            let creds = (user.as_str(), password.as_str());
+                            engine.phone_direct(now, &servers, creds, (&line, udp), seed)
                         }
                     }
                 }
@@ -403,6 +424,57 @@ enum StreamCmd {
     Send(Vec<u8>, String),
     Tls(String),
     Close,
+}
+
+/// Owns one datagram "stream" (SIP over UDP): its own socket, datagrams to and from `to`.
+async fn datagram_actor<N: Net>(
+    net: Rc<N>,
+    id: ConnId,
+    (to, dscp): (SocketAddr, u8),
+    mut cmds: mpsc::UnboundedReceiver<StreamCmd>,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    let mut udp = match net.bind_udp(0).await {
+        Ok(u) => u,
+        Err(e) => {
+            let _ = tx.send(Msg::StreamFailed(id, io_reason(&e)));
+            return;
+        }
+    };
+    udp.set_dscp(dscp);
+    let local = udp.local_addr();
+    let _ = tx.send(Msg::StreamOpened(id));
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        tokio::select! {
+            biased;
+            c = cmds.recv() => match c {
+                None | Some(StreamCmd::Close) => return,
+                Some(StreamCmd::Send(bytes, summary)) => {
+                    net.transcript().message(net.now(), local, to, "udp", &summary);
+                    if let Err(e) = udp.send_to(&bytes, to).await {
+                        let _ = tx.send(Msg::StreamFailed(id, io_reason(&e)));
+                        return;
+                    }
+                }
+                Some(StreamCmd::Tls(_)) => {
+                    let _ = tx.send(Msg::StreamFailed(id, "TLS over UDP".into()));
+                    return;
+                }
+            },
+            r = udp.recv_from(&mut buf) => match r {
+                // Only the peer's datagrams belong to this flow.
+                Ok((n, from)) if from == to => {
+                    let _ = tx.send(Msg::StreamData(id, buf[..n].to_vec()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Msg::StreamFailed(id, io_reason(&e)));
+                    return;
+                }
+            },
+        }
+    }
 }
 
 /// Owns one long-lived stream (XMPP): connects, writes what the engine sends, upgrades to TLS

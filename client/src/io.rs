@@ -86,6 +86,18 @@ pub enum Output {
         /// DSCP of what we send (SPEC MEDIA2: call signalling and IM&P traffic 24).
         dscp: u8,
     },
+    /// A datagram "stream" to `to` (SIP over UDP): a UDP socket of its own on an ephemeral
+    /// port; each `StreamSend` is one datagram, each datagram from `to` one `StreamData`.
+    /// Reported as `StreamOpened` at once (nothing to connect), `StreamFailed` if it cannot
+    /// be bound.
+    DatagramOpen {
+        /// Stream id.
+        id: ConnId,
+        /// Address.
+        to: SocketAddr,
+        /// DSCP of what we send (SPEC MEDIA2: call signalling 24).
+        dscp: u8,
+    },
     /// Write to a stream.
     StreamSend {
         /// Stream id.

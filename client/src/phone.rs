@@ -15,8 +15,10 @@
 //! member and, once that has answered for `connectionMonitorDuration`, registers there again
 //! and leaves SRST.
 //!
-//! Every message goes over TCP (the device's `transportLayerProtocol` 2), or TLS on the
-//! secure port when the device security mode is "encrypted" (3).
+//! Every message goes over the device's `transportLayerProtocol`: TCP (2, and 4 "TCP
+//! preferred"), UDP (1: one message per datagram, transactions retransmit, and OPTIONS to
+//! the registrar stand in for the CRLF pings of a connection), or TLS on the secure port when
+//! the device security mode is "encrypted" (3).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -212,6 +214,9 @@ impl Phone {
             cucm_back_since: None,
             out: VecDeque::new(),
         };
+        let reliable = !p.udp();
+        p.calls.reliable = reliable;
+        p.watches.reliable = reliable;
         p.register_at(now, 0);
         p
     }
@@ -349,15 +354,30 @@ impl Phone {
     fn connect(&mut self, i: usize) {
         let id = self.next_stream;
         self.next_stream += 1;
+        let udp = self.udp();
         let leg = &mut self.legs[i];
         leg.stream = Some(id);
         if let Some(to) = leg.addr {
-            self.out.push_back(Output::StreamOpen { id, to, dscp: DSCP_SIGNALLING });
+            let dscp = DSCP_SIGNALLING;
+            self.out.push_back(if udp {
+                Output::DatagramOpen { id, to, dscp }
+            } else {
+                Output::StreamOpen { id, to, dscp }
+            });
         }
     }
 
     fn transport(&self) -> &'static str {
-        if self.cfg.security_mode == 3 { "TLS" } else { "TCP" }
+        match (self.cfg.security_mode, self.cfg.transport) {
+            (3, _) => "TLS",
+            (_, 1) => "UDP",
+            _ => "TCP",
+        }
+    }
+
+    /// SIP over UDP: datagrams, unreliable transactions.
+    fn udp(&self) -> bool {
+        self.transport() == "UDP"
     }
 
     fn local_host(&self) -> String {
@@ -512,14 +532,36 @@ impl Phone {
             .with("Expires", expires.to_string())
     }
 
+    /// An OPTIONS to the active registrar (the keepalive ping over UDP); no transaction: any
+    /// answer from the node counts.
+    fn options_ping(&mut self) -> Option<Message> {
+        let i = self.legs.iter().position(|l| l.role == Role::Active && l.open)?;
+        let host = self.targets[self.legs[i].target].host.clone();
+        let (local, line) = (self.local_host(), self.cfg.line.clone());
+        let branch = format!("z9hG4bK{}", hex(&mut self.rng, 16));
+        let leg = &mut self.legs[i];
+        leg.cseq += 1;
+        Some(
+            Message::request("OPTIONS", &format!("sip:{host}"))
+                .with("Via", format!("SIP/2.0/UDP {local};branch={branch}"))
+                .with("From", format!("<sip:{line}@{host}>;tag={}", leg.tag))
+                .with("To", format!("<sip:{host}>"))
+                .with("Call-ID", leg.call_id.clone())
+                .with("Max-Forwards", "70")
+                .with("CSeq", format!("{} OPTIONS", leg.cseq))
+                .with("User-Agent", USER_AGENT),
+        )
+    }
+
     /// Sends `m` on leg `i` as a new transaction (queued until the stream is open).
     fn send(&mut self, now: Time, i: usize, m: Message) {
+        let udp = self.udp();
         let leg = &mut self.legs[i];
         if !leg.open {
             leg.queued = Some(m);
             return;
         }
-        let mut t = ClientTxn::new(now, m, true, self.timers);
+        let mut t = ClientTxn::new(now, m, !udp, self.timers);
         while let Some(o) = t.poll_output() {
             if let (TxnOutput::Send(m), Some(id)) = (o, leg.stream) {
                 self.out.push_back(Output::StreamSend {
@@ -656,50 +698,60 @@ impl Phone {
         if self.legs[i].role == Role::Active {
             self.pong_by = None; // anything heard answers the ping
         }
+        if self.udp() {
+            // One message per datagram (RFC 3261 §18.1.1); a bare CRLF is a keepalive.
+            if !bytes.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+                self.on_message(now, i, bytes);
+            }
+            return;
+        }
         self.legs[i].framer.feed(bytes);
         // A message may close legs (a failover): the leg is found again by its stream.
         let stream = self.legs[i].stream;
         loop {
             let Some(i) = self.legs.iter().position(|l| l.stream == stream) else { return };
-            let leg = &mut self.legs[i];
-            match leg.framer.next_frame() {
-                Ok(Some(Frame::Message(b))) => {
-                    let Some(m) = sip::read(&b) else { continue };
-                    if m.code().is_some() {
-                        if let Some(t) = leg.txn.as_mut().filter(|t| t.matches(&m)) {
-                            t.on_response(now, m);
-                            self.drain_txn(now, i);
-                        } else if let Some(t) = self.call_txns.iter_mut().find(|t| t.matches(&m)) {
-                            t.on_response(now, m);
-                            self.drain_call_txns(now);
-                        }
-                    } else if sip::parse(&b).is_ok() {
-                        // A request from the node: a call (CC1).
-                        let stream = leg.stream;
-                        let ctx = self.ctx();
-                        let notify = m.method() == Some("NOTIFY")
-                            && m.call_id().is_some_and(|c| self.watches.owns(c));
-                        let answer = if notify {
-                            Some(self.watches.on_notify(&m, &ctx))
-                        } else {
-                            self.calls.on_request(now, &ctx, &m)
-                        };
-                        if let Some(r) = answer
-                            && let Some(id) = stream
-                        {
-                            self.out.push_back(Output::StreamSend {
-                                id,
-                                bytes: r.to_bytes(),
-                                summary: summary(&r),
-                            });
-                        }
-                        self.flush_calls();
-                    }
-                }
+            match self.legs[i].framer.next_frame() {
+                Ok(Some(Frame::Message(b))) => self.on_message(now, i, &b),
                 Ok(Some(Frame::Ping)) => {}
                 Ok(None) => return,
                 Err(e) => return self.leg_failed(now, i, &format!("framing: {e}")),
             }
+        }
+    }
+
+    /// One whole message from leg `i`'s node.
+    fn on_message(&mut self, now: Time, i: usize, b: &[u8]) {
+        let Some(m) = sip::read(b) else { return };
+        let leg = &mut self.legs[i];
+        if m.code().is_some() {
+            if let Some(t) = leg.txn.as_mut().filter(|t| t.matches(&m)) {
+                t.on_response(now, m);
+                self.drain_txn(now, i);
+            } else if let Some(t) = self.call_txns.iter_mut().find(|t| t.matches(&m)) {
+                t.on_response(now, m);
+                self.drain_call_txns(now);
+            }
+        } else if sip::parse(b).is_ok() {
+            // A request from the node: a call (CC1).
+            let stream = leg.stream;
+            let ctx = self.ctx();
+            let notify =
+                m.method() == Some("NOTIFY") && m.call_id().is_some_and(|c| self.watches.owns(c));
+            let answer = if notify {
+                Some(self.watches.on_notify(&m, &ctx))
+            } else {
+                self.calls.on_request(now, &ctx, &m)
+            };
+            if let Some(r) = answer
+                && let Some(id) = stream
+            {
+                self.out.push_back(Output::StreamSend {
+                    id,
+                    bytes: r.to_bytes(),
+                    summary: summary(&r),
+                });
+            }
+            self.flush_calls();
         }
     }
 
@@ -972,14 +1024,18 @@ impl Phone {
         }
         if due(self.ping_at) {
             self.ping_at = Some(now + PING_INTERVAL);
+            // Over UDP there is no connection to ping with CRLF (RFC 5626 would use STUN):
+            // an OPTIONS to the registrar, whose answer is the pong.
+            let ping = if self.udp() {
+                self.options_ping().map(|m| (m.to_bytes(), summary(&m)))
+            } else {
+                Some((b"\r\n\r\n".to_vec(), "SIP keepalive ping".into()))
+            };
             if let Some(l) = self.legs.iter().find(|l| l.role == Role::Active && l.open)
                 && let Some(id) = l.stream
+                && let Some((bytes, summary)) = ping
             {
-                self.out.push_back(Output::StreamSend {
-                    id,
-                    bytes: b"\r\n\r\n".to_vec(),
-                    summary: "SIP keepalive ping".into(),
-                });
+                self.out.push_back(Output::StreamSend { id, bytes, summary });
                 self.pong_by = Some(now + PONG_TIMEOUT);
             }
         }

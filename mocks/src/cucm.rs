@@ -62,6 +62,8 @@ pub struct CucmConfig {
     pub overloaded: bool,
     /// The SIP profile's media port range (SPEC MEDIA1).
     pub media_ports: (u16, u16),
+    /// The devices' SIP transport (`transportLayerProtocol`: 1 UDP, 2 TCP, 3 TLS).
+    pub sip_transport: u8,
 }
 
 impl CucmConfig {
@@ -215,7 +217,8 @@ pub fn handle_tftp(c: &CucmConfig, req: &Request) -> Response {
                 .map(|(i, s)| CucmMember { priority: i as u8, name: s.clone() })
                 .collect();
             let (srst, group) = (c.srst.as_deref(), u.config_file.as_deref());
-            let xml = cnf_xml_media(dev, &members, srst, &u.uds.extension, group, c.media_ports);
+            let (ext, media) = (&u.uds.extension, c.media_ports);
+            let xml = cnf_xml_media(dev, &members, srst, ext, group, media, c.sip_transport);
             return Response::xml(200, xml);
         }
     }
@@ -277,6 +280,7 @@ mod tests {
             )],
             overloaded: false,
             media_ports: (16384, 32766),
+            sip_transport: 2,
         }
     }
 

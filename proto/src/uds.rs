@@ -207,10 +207,12 @@ pub fn cnf_xml(
     line: &str,
     config_file: Option<&str>,
 ) -> String {
-    cnf_xml_media(device, members, srst, line, config_file, (16384, 32766))
+    cnf_xml_media(device, members, srst, line, config_file, (16384, 32766), 2)
 }
 
-/// [`cnf_xml`] with the SIP profile's media port range (SPEC MEDIA1).
+/// [`cnf_xml`] with the SIP profile's media port range (SPEC MEDIA1) and the device's SIP
+/// transport (`transportLayerProtocol`: 1 UDP, 2 TCP, 3 TLS; TLS comes with the "encrypted"
+/// device security mode, 3).
 pub fn cnf_xml_media(
     device: &str,
     members: &[CucmMember],
@@ -218,10 +220,13 @@ pub fn cnf_xml_media(
     line: &str,
     config_file: Option<&str>,
     (start, stop): (u16, u16),
+    transport: u8,
 ) -> String {
+    let security = if transport == 3 { 3 } else { 1 };
     let mut s = format!(
         "{DECL}<device><fullConfig>true</fullConfig><deviceProtocol>SIP</deviceProtocol>\
-        <deviceSecurityMode>1</deviceSecurityMode><transportLayerProtocol>2</transportLayerProtocol>"
+        <deviceSecurityMode>{security}</deviceSecurityMode>\
+        <transportLayerProtocol>{transport}</transportLayerProtocol>"
     );
     if let Some(f) = config_file {
         s.push_str(&format!("<ciscoSupportField>configurationFile={}</ciscoSupportField>", e(f)));

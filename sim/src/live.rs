@@ -307,6 +307,8 @@ pub struct SipProbeCalls {
     pub hangup_at: Option<std::time::Duration>,
     /// Answer incoming calls.
     pub answer: bool,
+    /// SIP over UDP instead of TCP.
+    pub udp: bool,
 }
 
 /// What `uclab probe-sip` saw.
@@ -347,6 +349,7 @@ pub async fn probe_sip(
         password: password.to_owned(),
         line: line.to_owned(),
         auto_answer: calls.answer,
+        udp: calls.udp,
     };
     let mut actions = vec![(std::time::Duration::ZERO, action)];
     if let Some(to) = calls.call {

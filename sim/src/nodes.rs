@@ -482,6 +482,7 @@ pub fn plan(
                     overloaded: c.overloaded,
                     media_ports: cluster_setting(&members, |o| o.media_ports)
                         .unwrap_or((16384, 32766)),
+                    sip_transport: cluster_setting(&members, |o| o.sip_transport).unwrap_or(2),
                 }),
             }
         }

@@ -143,6 +143,7 @@ struct NodeSpec {
     #[serde(default)]
     sip_digest: bool,
     media_ports: Option<S<[u16; 2]>>,
+    sip_transport: Option<S<String>>,
     #[serde(default)]
     presence_groups: Vec<GroupRuleSpec>,
     inter_presence_group_policy: Option<S<String>>,
@@ -375,6 +376,9 @@ pub struct CucmNode {
     pub sip_digest: bool,
     /// The SIP profile's media port range (SPEC MEDIA1), cluster-wide; `None`: the default.
     pub media_ports: Option<(u16, u16)>,
+    /// The devices' SIP transport from the device security profile (`transportLayerProtocol`:
+    /// 1 UDP, 2 TCP, 3 TLS with the "encrypted" security mode), cluster-wide; `None`: TCP.
+    pub sip_transport: Option<u8>,
     /// Presence groups and the Inter-Presence Group Subscribe Policy (SPEC CC6).
     pub presence: uclab_mocks::sip::PresencePolicy,
     /// The IM&P node CUCM's SIP trunk publishes line states to (SPEC CC7), cluster-wide.
@@ -1279,6 +1283,21 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     presence,
                     presence_trunk: n.presence_trunk.as_ref().map(|t| t.get_ref().clone()),
                     publish_trunk,
+                    sip_transport: match &n.sip_transport {
+                        None => None,
+                        Some(t) => match t.get_ref().as_str() {
+                            "udp" => Some(1),
+                            "tcp" => Some(2),
+                            "tls" => Some(3),
+                            other => {
+                                errs.push(i.src.err(
+                                    t.span().start,
+                                    format!("unknown sip_transport `{other}` (udp, tcp, tls)"),
+                                ));
+                                None
+                            }
+                        },
+                    },
                     profile,
                     jabber_config,
                     group_files,

@@ -267,6 +267,8 @@ out=$(timeout 10 sipsak -U -s "sip:1001@127.0.0.1:$S" -C "sip:alice@127.0.0.1:50
 case "$out" in *"SIP/2.0 200 OK"*"Expires: 120"*"successful"*) ok "sipsak registers to serve's CUCM over UDP: 200, Expires 120";; *) ko "sipsak register: $(echo "$out" | tail -5)";; esac
 json=$(timeout 20 "$UCLAB" probe-sip --server "127.0.0.1:$S" --server "127.0.0.1:$S2" --user alice --password lab --line 1001 --wait 2s --json 2>&1)
 case "$json" in *'"127.0.0.1",'*120*"phone-state state=keepalive"*) ok "client core registers to serve's CUCM (TCP, 120 s) and keeps cucm2 alive";; *) ko "probe-sip to serve: $json";; esac
+json=$(timeout 20 "$UCLAB" probe-sip --udp --server "127.0.0.1:$S" --user bob --password lab --line 1002 --wait 2s --json 2>&1)
+case "$json" in *'"registered": ['*'"127.0.0.1",'*120*'"error": null'*) ok "client core registers to serve's CUCM over UDP (120 s)";; *) ko "probe-sip --udp to serve: $json";; esac
 out=$(timeout 120 python3 tests/live/sip_torture.py 127.0.0.1 "$S" corpora/sip 2>&1)
 case "$out" in *"torture: 122/122"*"OPTIONS after the corpus: 200"*) ok "$(echo "$out" | tail -1)";; *) ko "SIP torture corpus: $out";; esac
 kd="$work/kam"; mkdir -p "$kd"
@@ -323,6 +325,8 @@ up=0; for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$KP) 2>/dev/null && { 
 [ $up = 1 ] && ok "kamailio listening on 127.0.0.1:$KP" || ko "kamailio did not start: $(tail -5 "$kd/log")"
 json=$(timeout 20 "$UCLAB" probe-sip --server "127.0.0.1:$KP" --user alice --line 1001 --wait 1s --json 2>&1)
 case "$json" in *'"registered": ['*120*'"error": null'*) ok "client core registers to Kamailio over TCP (granted 120 s)";; *) ko "probe-sip to Kamailio: $json $(tail -5 "$kd/log")";; esac
+json=$(timeout 20 "$UCLAB" probe-sip --udp --server "127.0.0.1:$KP" --user carol --line 1003 --wait 1s --json 2>&1)
+case "$json" in *'"registered": ['*120*'"error": null'*) ok "client core registers to Kamailio over UDP (granted 120 s)";; *) ko "probe-sip --udp to Kamailio: $json $(tail -5 "$kd/log")";; esac
 # A call through Kamailio between two client cores: bob answers, alice calls 1002 and hangs up.
 timeout 20 "$UCLAB" probe-sip --server "127.0.0.1:$KP" --user bob --line 1002 --answer --wait 6s --json --seed 2 >"$kd/bob.json" 2>&1 &
 bobpid=$!
@@ -333,7 +337,7 @@ bob=$(cat "$kd/bob.json")
 calls() { python3 -c 'import json,sys; print(" ".join(json.loads(sys.stdin.read())["calls"]))' 2>/dev/null; }
 a=$(echo "$alice" | calls); b=$(echo "$bob" | calls)
 if [ "$a" = "dialing ringback connected ended" ] && [ "$b" = "ringing connected ended" ]; then ok "client core calls through Kamailio: alice '$a', bob '$b'"; else ko "call through Kamailio: alice '$a' bob '$b' $(tail -5 "$kd/log")"; fi
-for sc in calls/register calls/basic-call calls/blind-transfer calls/ad-hoc-conference im/phone-presence-trunk im/phone-presence-subscribe calls/blf-presence-policy calls/dtmf-and-video calls/media-ports failover/cucm-primary-crash failover/cucm-primary-blackhole failover/hold-during-failover failover/end-during-failover srst/wan-down srst/srst-basic-call; do
+for sc in calls/register calls/basic-call calls/blind-transfer calls/ad-hoc-conference calls/sip-over-udp im/phone-presence-trunk im/phone-presence-subscribe calls/blf-presence-policy calls/dtmf-and-video calls/media-ports failover/cucm-primary-crash failover/cucm-primary-blackhole failover/hold-during-failover failover/end-during-failover srst/wan-down srst/srst-basic-call; do
   f="$work/a/$sc/capture.pcapng"
   sip=$(tshark -r "$f" -Y sip 2>/dev/null | wc -l)
   bad=$(tshark -r "$f" -Y 'sip && (_ws.malformed || _ws.expert.severity >= error)' 2>/dev/null | wc -l)
