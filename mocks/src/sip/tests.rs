@@ -145,6 +145,20 @@ fn register(user: &str, ext: &str, expires: Option<&str>, extra: &str, seq: u32)
     .into_bytes()
 }
 
+/// alice's INVITE to 1002 over TCP, Call-ID `call{n}` (branch `z9hG4bKinv{n}`).
+fn alice_calls_bob(n: u32) -> Vec<u8> {
+    format!(
+        "INVITE sip:1002@cucm1.example.com SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKinv{n}\r\n\
+         From: <sip:1001@cucm1.example.com>;tag=ca\r\n\
+         To: <sip:1002@cucm1.example.com>\r\n\
+         Call-ID: call{n}\r\nCSeq: 101 INVITE\r\nMax-Forwards: 70\r\n\
+         Contact: <sip:alice-uuid@10.1.2.1:50001;transport=tcp>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n"
+    )
+    .into_bytes()
+}
+
 /// alice (1001) and bob (1002) registered over `t`: their flows and outboxes, drained.
 fn alice_and_bob(
     l: &mut Lab,
@@ -235,14 +249,7 @@ fn digest_challenge_then_credentials() {
 fn calls_are_routed_between_registered_lines_and_dialogs_pass_through() {
     let mut l = lab(false);
     let (fa, mut ra, fb, mut rb) = alice_and_bob(&mut l, Transport::Tcp);
-    let invite = "INVITE sip:1002@cucm1.example.com SIP/2.0\r\n\
-        Via: SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKinv1\r\n\
-        From: <sip:1001@cucm1.example.com>;tag=ca\r\n\
-        To: <sip:1002@cucm1.example.com>\r\n\
-        Call-ID: call1\r\nCSeq: 101 INVITE\r\nMax-Forwards: 70\r\n\
-        Contact: <sip:alice-uuid@10.1.2.1:50001;transport=tcp>\r\n\
-        Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n";
-    l.c.handle(Duration::from_secs(1), fa, invite.as_bytes());
+    l.c.handle(Duration::from_secs(1), fa, &alice_calls_bob(1));
     assert_eq!(drain(&mut ra)[0].code(), Some(100));
     let fwd = drain(&mut rb);
     let inv = &fwd[0];
@@ -286,7 +293,8 @@ fn calls_are_routed_between_registered_lines_and_dialogs_pass_through() {
     }
     // Calls to an unregistered line: 480; to an unknown number: 404; MF 0 when forwarding: 483.
     let to = |n: &str, mf: u32| {
-        invite
+        String::from_utf8(alice_calls_bob(1))
+            .unwrap()
             .replace("sip:1002@", &format!("sip:{n}@"))
             .replace("Max-Forwards: 70", &format!("Max-Forwards: {mf}"))
     };
@@ -508,14 +516,7 @@ fn cc6_a_line_that_loses_its_registration_mid_call_is_not_busy_when_it_returns()
     l.c.handle(Duration::ZERO, fa, &subscribe("1001", "1002", "presence", 3600, "", 1));
     let r = drain(&mut ra);
     assert_eq!((r[0].code(), r[1].method()), (Some(200), Some("NOTIFY")));
-    let invite = "INVITE sip:1002@cucm1.example.com SIP/2.0\r\n\
-        Via: SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKinv9\r\n\
-        From: <sip:1001@cucm1.example.com>;tag=ca\r\n\
-        To: <sip:1002@cucm1.example.com>\r\n\
-        Call-ID: call9\r\nCSeq: 101 INVITE\r\nMax-Forwards: 70\r\n\
-        Contact: <sip:alice-uuid@10.1.2.1:50001;transport=tcp>\r\n\
-        Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n";
-    l.c.handle(Duration::from_secs(1), fa, invite.as_bytes());
+    l.c.handle(Duration::from_secs(1), fa, &alice_calls_bob(9));
     let fwd = drain(&mut rb);
     let mut ok = fwd[0].response(200, "OK", Some("cb"));
     ok.push("Contact", "<sip:bob-uuid@10.1.2.2:50002;transport=tcp>");
