@@ -107,7 +107,12 @@ impl Watches {
         let m = Message::request("SUBSCRIBE", &uri)
             .with(
                 "Via",
-                format!("SIP/2.0/{} {};branch=z9hG4bK{branch}", ctx.transport, ctx.local_host),
+                format!(
+                    "SIP/2.0/{} {};branch=z9hG4bK{branch}{}",
+                    ctx.transport,
+                    ctx.local_host,
+                    crate::call::rport(ctx.transport)
+                ),
             )
             .with("Max-Forwards", "70")
             .with("From", format!("<sip:{}@{}>;tag={}", ctx.line, ctx.registrar, w.local_tag))

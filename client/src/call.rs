@@ -200,13 +200,15 @@ fn remote_sdp(body: &[u8]) -> Option<RemoteSdp> {
             let port = w.next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
             let pts: Vec<u8> = w.skip(1).filter_map(|p| p.parse().ok()).collect();
             section = kind;
+            // The first active stream of each kind, as the answer takes it (RFC 3264 §6).
             match kind {
-                "audio" if port != 0 => audio = Some((port, pts)),
-                "video" if port != 0 => video = Some(port),
+                "audio" if port != 0 && audio.is_none() => audio = Some((port, pts)),
+                "video" if port != 0 && video.is_none() => video = Some(port),
                 _ => {}
             }
         } else if let Some(r) = l.strip_prefix("a=rtpmap:")
             && section == "audio"
+            && dtmf.is_none()
             && r.to_ascii_lowercase().contains("telephone-event")
         {
             dtmf = r.split_whitespace().next().and_then(|p| p.parse().ok());
@@ -735,10 +737,11 @@ impl Calls {
 
     fn via(&mut self, ctx: &Ctx) -> String {
         format!(
-            "SIP/2.0/{} {};branch=z9hG4bK{}",
+            "SIP/2.0/{} {};branch=z9hG4bK{}{}",
             ctx.transport,
             ctx.local_host,
-            hex(&mut self.rng, 16)
+            hex(&mut self.rng, 16),
+            rport(ctx.transport)
         )
     }
 
@@ -1454,6 +1457,24 @@ impl Calls {
         }
     }
 
+    /// Our 2xx to call `call_id`'s INVITE was never acknowledged (§13.3.1.4): the call ends
+    /// with a BYE.
+    pub(crate) fn on_no_ack(&mut self, now: Time, ctx: &Ctx, call_id: &str) {
+        let Some(i) = self.calls.iter().position(|c| {
+            c.call_id == call_id && matches!(c.state, CallState::Answering | CallState::Connected)
+        }) else {
+            return;
+        };
+        if self.calls[i].state != CallState::Answering {
+            return; // the ACK came by another way: the call is up
+        }
+        let bye = self.in_dialog(ctx, i, "BYE");
+        self.end(i);
+        let (id, peer) = (self.calls[i].id, self.calls[i].peer.clone());
+        self.events.push(ClientEvent::CallState { id, state: "failed no-ack".into(), peer });
+        self.request(now, bye);
+    }
+
     /// A transaction of a call ended without a final response (Timer B/F).
     pub(crate) fn on_timeout(&mut self, now: Time, ctx: &Ctx, call_id: &str) {
         if let Some(i) =
@@ -1493,6 +1514,12 @@ pub(crate) struct Ctx {
     pub(crate) line: String,
     /// The host requests are addressed to (the registrar).
     pub(crate) registrar: String,
+}
+
+/// RFC 3581 over UDP: the answer comes back to the port we sent from (an ephemeral one, not
+/// 5060), so the Via asks for `rport`.
+pub(crate) fn rport(transport: &str) -> &'static str {
+    if transport == "UDP" { ";rport" } else { "" }
 }
 
 /// Drains a transaction's sends (used by the phone).

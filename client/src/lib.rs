@@ -17,6 +17,7 @@ pub mod phone;
 pub mod resolver;
 pub mod signin;
 pub mod srv;
+mod uas;
 
 /// Time in the client core: the offset from the scenario epoch (virtual in simulation).
 pub type Time = std::time::Duration;

@@ -34,10 +34,11 @@ use uclab_proto::uds::DeviceConfig;
 
 use crate::Time;
 use crate::blf::Watches;
-use crate::call::{CallAction, Calls, Ctx, Mode, Send, hex, sends_of};
+use crate::call::{CallAction, Calls, Ctx, Mode, Send, hex, rport, sends_of};
 use crate::event::ClientEvent;
 use crate::io::{ConnId, Input, Output};
 use crate::resolver::{QueryToken, ResolverConfig, StubResolver};
+use crate::uas::{Seen, Uas};
 
 /// Stream ids of this engine.
 const STREAM_BASE: ConnId = 0x5000_0000;
@@ -141,6 +142,9 @@ pub struct Phone {
     keepalive_at: Option<Time>,
     ping_at: Option<Time>,
     pong_by: Option<Time>,
+    /// Over UDP: the OPTIONS ping's transaction (it retransmits; Timer F is the pong
+    /// timeout), to the active node.
+    ping_txn: Option<ClientTxn>,
     /// On SRST: next probe of the first member, and since when it has answered (CC5).
     probe_at: Option<Time>,
     cucm_back_since: Option<Time>,
@@ -155,6 +159,10 @@ pub struct Phone {
     local_ip: String,
     /// Whether the last registration was lost and a new one is under way (SPEC CC4).
     failing_over: bool,
+    /// Requests answered over UDP, for their retransmissions (RFC 3261 §17.2).
+    uas: Uas,
+    /// The time of the input being handled (responses the calls send are stamped with it).
+    clock: Time,
     out: VecDeque<Output>,
 }
 
@@ -195,6 +203,8 @@ impl Phone {
             call_txns: Vec::new(),
             local_ip: "0.0.0.0".into(),
             failing_over: false,
+            uas: Uas::new(timers),
+            clock: now,
             user,
             cfg,
             targets,
@@ -210,6 +220,7 @@ impl Phone {
             keepalive_at: None,
             ping_at: None,
             pong_by: None,
+            ping_txn: None,
             probe_at: None,
             cucm_back_since: None,
             out: VecDeque::new(),
@@ -269,18 +280,27 @@ impl Phone {
             State::Waiting(t) => Some(t),
             _ => None,
         };
-        let calls = self
-            .call_txns
-            .iter()
-            .map(ClientTxn::poll_timeout)
-            .chain([self.calls.poll_timeout(), self.watches.poll_timeout()]);
-        [self.refresh_at, self.keepalive_at, self.ping_at, self.pong_by, self.probe_at, waiting]
-            .into_iter()
-            .chain(legs)
-            .chain(calls)
-            .chain([self.resolver.poll_timeout()])
-            .flatten()
-            .min()
+        let calls = self.call_txns.iter().map(ClientTxn::poll_timeout).chain([
+            self.calls.poll_timeout(),
+            self.watches.poll_timeout(),
+            self.uas.poll_timeout(),
+        ]);
+        let ping = self.ping_txn.as_ref().and_then(ClientTxn::poll_timeout);
+        [
+            self.refresh_at,
+            self.keepalive_at,
+            self.ping_at,
+            self.pong_by,
+            self.probe_at,
+            waiting,
+            ping,
+        ]
+        .into_iter()
+        .chain(legs)
+        .chain(calls)
+        .chain([self.resolver.poll_timeout()])
+        .flatten()
+        .min()
     }
 
     fn event(&mut self, e: ClientEvent) {
@@ -297,6 +317,7 @@ impl Phone {
         self.keepalive_at = None;
         self.ping_at = None;
         self.pong_by = None;
+        self.ping_txn = None;
     }
 
     fn close_leg(&mut self, role: Role) {
@@ -420,6 +441,7 @@ impl Phone {
 
     /// The user does something with calls (SPEC CC4, CC5).
     pub fn act(&mut self, now: Time, a: &CallAction) {
+        self.clock = now;
         let ctx = self.ctx();
         match a {
             CallAction::Watch { .. } if ctx.mode == Mode::Unregistered => {
@@ -450,6 +472,9 @@ impl Phone {
                 Send::Message(m) => vec![m],
             };
             for m in msgs {
+                if m.code().is_some() && self.udp() {
+                    self.uas.on_response(self.clock, &m);
+                }
                 match stream {
                     Some(id) => self.out.push_back(Output::StreamSend {
                         id,
@@ -470,6 +495,20 @@ impl Phone {
             self.out.push_back(Output::Event(e));
         }
         self.out.extend(std::mem::take(&mut self.calls.media));
+    }
+
+    /// Sends `msgs` on the active connection (retransmissions: nothing is held for later).
+    fn send_active(&mut self, msgs: Vec<Message>) {
+        let stream =
+            self.legs.iter().find(|l| l.role == Role::Active && l.open).and_then(|l| l.stream);
+        let Some(id) = stream else { return };
+        for m in msgs {
+            self.out.push_back(Output::StreamSend {
+                id,
+                bytes: m.to_bytes(),
+                summary: summary(&m),
+            });
+        }
     }
 
     /// Moves the calls' transactions on: responses to the calls, timeouts.
@@ -521,7 +560,7 @@ impl Phone {
         let line = &self.cfg.line;
         let aor = format!("<sip:{line}@{}>", t.host);
         Message::request("REGISTER", &format!("sip:{}", t.host))
-            .with("Via", format!("SIP/2.0/{transport} {local};branch={branch}"))
+            .with("Via", format!("SIP/2.0/{transport} {local};branch={branch}{}", rport(transport)))
             .with("From", format!("{aor};tag={}", leg.tag))
             .with("To", aor)
             .with("Call-ID", leg.call_id.clone())
@@ -543,7 +582,7 @@ impl Phone {
         leg.cseq += 1;
         Some(
             Message::request("OPTIONS", &format!("sip:{host}"))
-                .with("Via", format!("SIP/2.0/UDP {local};branch={branch}"))
+                .with("Via", format!("SIP/2.0/UDP {local};branch={branch};rport"))
                 .with("From", format!("<sip:{line}@{host}>;tag={}", leg.tag))
                 .with("To", format!("<sip:{host}>"))
                 .with("Call-ID", leg.call_id.clone())
@@ -629,6 +668,7 @@ impl Phone {
 
     /// Feeds an input.
     pub fn handle_input(&mut self, now: Time, input: Input) {
+        self.clock = now;
         let Some(input) = self.resolver.take_input(now, input) else {
             return self.pump(now);
         };
@@ -724,16 +764,39 @@ impl Phone {
         let Some(m) = sip::read(b) else { return };
         let leg = &mut self.legs[i];
         if m.code().is_some() {
-            if let Some(t) = leg.txn.as_mut().filter(|t| t.matches(&m)) {
+            if let Some(t) = self.ping_txn.as_mut().filter(|t| t.matches(&m)) {
+                t.on_response(now, m);
+                self.ping_txn = None; // the pong
+            } else if let Some(t) = leg.txn.as_mut().filter(|t| t.matches(&m)) {
                 t.on_response(now, m);
                 self.drain_txn(now, i);
             } else if let Some(t) = self.call_txns.iter_mut().find(|t| t.matches(&m)) {
                 t.on_response(now, m);
                 self.drain_call_txns(now);
+            } else if m.cseq().is_some_and(|(_, meth)| meth == "INVITE")
+                && m.code().is_some_and(|c| (200..300).contains(&c))
+            {
+                // A 2xx retransmitted after its transaction ended: the call ACKs it again
+                // (§13.2.2.4), or its ACK was lost and the callee never hears it.
+                let ctx = self.ctx();
+                self.calls.on_response(now, &ctx, &m);
+                self.flush_calls();
             }
         } else if sip::parse(b).is_ok() {
             // A request from the node: a call (CC1).
             let stream = leg.stream;
+            if self.udp() {
+                match self.uas.on_request(now, &m) {
+                    Seen::New => {}
+                    Seen::Again(resend) => {
+                        if let (Some(r), Some(id)) = (resend, stream) {
+                            let (bytes, summary) = (r.to_bytes(), summary(&r));
+                            self.out.push_back(Output::StreamSend { id, bytes, summary });
+                        }
+                        return;
+                    }
+                }
+            }
             let ctx = self.ctx();
             let notify =
                 m.method() == Some("NOTIFY") && m.call_id().is_some_and(|c| self.watches.owns(c));
@@ -745,6 +808,9 @@ impl Phone {
             if let Some(r) = answer
                 && let Some(id) = stream
             {
+                if self.udp() {
+                    self.uas.on_response(now, &r);
+                }
                 self.out.push_back(Output::StreamSend {
                     id,
                     bytes: r.to_bytes(),
@@ -980,7 +1046,17 @@ impl Phone {
 
     /// Time passed. Spurious calls no-op.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.clock = now;
         self.resolver.handle_timeout(now);
+        if self.uas.poll_timeout().is_some_and(|t| t <= now) {
+            let (again, no_ack) = self.uas.handle_timeout(now);
+            self.send_active(again);
+            let ctx = self.ctx();
+            for call_id in no_ack {
+                self.calls.on_no_ack(now, &ctx, &call_id);
+            }
+            self.flush_calls();
+        }
         if self.calls.poll_timeout().is_some_and(|t| t <= now) {
             self.calls.handle_timeout(now);
             self.flush_calls();
@@ -1022,19 +1098,45 @@ impl Phone {
             self.next_target(now, "no answer to keepalive ping");
             return self.pump(now);
         }
+        if due(self.ping_txn.as_ref().and_then(ClientTxn::poll_timeout)) {
+            let mut timed_out = false;
+            let mut again = Vec::new();
+            if let Some(t) = self.ping_txn.as_mut() {
+                t.handle_timeout(now);
+                while let Some(o) = t.poll_output() {
+                    match o {
+                        TxnOutput::Send(m) => again.push(m),
+                        TxnOutput::Timeout => timed_out = true,
+                        _ => {}
+                    }
+                }
+            }
+            self.send_active(again);
+            if timed_out {
+                self.ping_txn = None;
+                self.next_target(now, "no answer to keepalive ping");
+                return self.pump(now);
+            }
+        }
         if due(self.ping_at) {
             self.ping_at = Some(now + PING_INTERVAL);
-            // Over UDP there is no connection to ping with CRLF (RFC 5626 would use STUN):
-            // an OPTIONS to the registrar, whose answer is the pong.
-            let ping = if self.udp() {
-                self.options_ping().map(|m| (m.to_bytes(), summary(&m)))
-            } else {
-                Some((b"\r\n\r\n".to_vec(), "SIP keepalive ping".into()))
-            };
-            if let Some(l) = self.legs.iter().find(|l| l.role == Role::Active && l.open)
+            if self.udp() {
+                // Over UDP there is no connection to ping with CRLF (RFC 5626 would use
+                // STUN): an OPTIONS to the registrar, retransmitted as a non-INVITE
+                // transaction; no answer by Timer F (64·T1) means the node is gone. One at
+                // a time: Timer F outlasts the interval.
+                if self.ping_txn.is_none()
+                    && let Some(m) = self.options_ping()
+                {
+                    let mut t = ClientTxn::new(now, m, false, self.timers);
+                    let first = sends_of(&mut t);
+                    self.ping_txn = Some(t);
+                    self.send_active(first);
+                }
+            } else if let Some(l) = self.legs.iter().find(|l| l.role == Role::Active && l.open)
                 && let Some(id) = l.stream
-                && let Some((bytes, summary)) = ping
             {
+                let (bytes, summary) = (b"\r\n\r\n".to_vec(), "SIP keepalive ping".into());
                 self.out.push_back(Output::StreamSend { id, bytes, summary });
                 self.pong_by = Some(now + PONG_TIMEOUT);
             }

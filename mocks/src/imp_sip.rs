@@ -3,7 +3,11 @@
 //! which composes "On the phone" into the users' XMPP presence ([`Router::phone_state`]).
 //!
 //! Over UDP 5060 of each IM&P node. Anything but a readable PUBLISH (`Event: presence`) for a
-//! user of the presence domain gets its SIP error; OPTIONS is answered.
+//! user of the cluster gets its SIP error; OPTIONS is answered. Publications follow RFC 3903
+//! ([`Trunk`]: entity tags, conditional refresh, expiry).
+//!
+//! Without "IMP PUBLISH Trunk" the node's presence gateway ([`Gateway`]) SUBSCRIBEs to every
+//! user's line at CUCM over the same socket instead, and CUCM's NOTIFYs carry the line state.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -176,6 +180,17 @@ struct GwSub {
     refresh_at: Option<Duration>,
     /// SUBSCRIBEs sent without an answer.
     tries: u32,
+    /// Subscriptions started (a new one gets a new From tag, so a new dialog).
+    generation: u32,
+}
+
+impl GwSub {
+    /// The dialog is over: the next SUBSCRIBE starts a new one (a new From tag).
+    fn restart(&mut self) {
+        self.remote_tag = None;
+        self.generation += 1;
+        self.tries = 0;
+    }
 }
 
 /// IM&P's presence gateway to CUCM (SPEC CC7 without "IMP PUBLISH Trunk"): one SUBSCRIBE
@@ -212,6 +227,7 @@ impl Gateway {
                     cseq: 0,
                     refresh_at: None,
                     tries: 0,
+                    generation: 0,
                 };
                 (format!("pg-{u}@{host}"), sub)
             })
@@ -248,7 +264,7 @@ impl Gateway {
             Message::request("SUBSCRIBE", &uri)
                 .with("Via", format!("SIP/2.0/UDP {local};branch={branch}"))
                 .with("Max-Forwards", "70")
-                .with("From", format!("<sip:{host}>;tag=pg"))
+                .with("From", format!("<sip:{host}>;tag=pg{}", s.generation))
                 .with("To", to)
                 .with("Call-ID", call_id.to_owned())
                 .with("CSeq", format!("{} SUBSCRIBE", s.cseq))
@@ -300,22 +316,25 @@ impl Gateway {
                 let at = u64::from(granted.saturating_sub(before).max(1));
                 s.refresh_at = Some(now + Duration::from_secs(at));
             }
-            Some(300..) => {
-                // Refused: that line is not watched (nothing is retried). A refresh CUCM no
-                // longer knows (481) starts over with a new subscription.
-                s.refresh_at = None;
-                if m.code() == Some(481) {
-                    s.remote_tag = None;
-                    s.tries = 0;
-                    s.refresh_at = Some(now);
-                }
+            // Refused by policy (403) or no such line (404): that line is not watched.
+            Some(403 | 404) => s.refresh_at = None,
+            // A refresh CUCM no longer knows (481): a new subscription at once.
+            Some(481) => {
+                s.restart();
+                s.refresh_at = Some(now);
+            }
+            // Anything else (503 at CUCM's limit, 408, 500): again after the backoff, which
+            // the SUBSCRIBE already set; a refresh that failed starts a new dialog.
+            Some(300..) if s.remote_tag.is_some() => {
+                s.restart();
+                s.refresh_at = Some(now + Duration::from_secs(2));
             }
             _ => {}
         }
     }
 
     /// A NOTIFY from CUCM: answered, and the user's phone state it carries (JID, busy).
-    pub fn on_notify(&mut self, m: &Message) -> (Message, Option<(String, bool)>) {
+    pub fn on_notify(&mut self, now: Duration, m: &Message) -> (Message, Option<(String, bool)>) {
         let Some(s) = m.call_id().and_then(|c| self.subs.get_mut(c)) else {
             return (m.response(481, sip::reason(481), None), None);
         };
@@ -323,10 +342,13 @@ impl Gateway {
             // The NOTIFY can overtake the 200 (RFC 6665 §4.1.2.4): it makes the dialog.
             s.remote_tag = m.tag("From");
         }
-        let terminated =
-            m.get("Subscription-State").is_some_and(|v| v.trim().starts_with("terminated"));
+        let state = m.get("Subscription-State").unwrap_or("").trim().to_ascii_lowercase();
+        let terminated = state.starts_with("terminated");
         if terminated {
-            s.refresh_at = None;
+            // RFC 6665 §4.1.3: subscribe again unless CUCM said the line is gone or refused.
+            let gone = state.contains("reason=noresource") || state.contains("reason=rejected");
+            s.restart();
+            s.refresh_at = (!gone).then(|| now + Duration::from_secs(2));
         }
         let body = String::from_utf8_lossy(&m.body);
         let busy = !terminated && body.contains("on-the-phone");
@@ -386,8 +408,10 @@ pub async fn serve<N: uclab_net::Net>(
                 g.on_response(net.now(), &m);
                 continue;
             }
-            Some(g) if m.method() == Some("NOTIFY") => g.on_notify(&m),
+            Some(g) if m.method() == Some("NOTIFY") => g.on_notify(net.now(), &m),
             _ if m.code().is_some() => continue,
+            // No subscription of ours (RFC 6665 §4.1.3).
+            _ if m.method() == Some("NOTIFY") => (m.response(481, sip::reason(481), None), None),
             _ => trunk.handle(net.now(), &m),
         };
         net.transcript().message(net.now(), local, from, "udp", &summary(&r));
@@ -518,7 +542,7 @@ mod tests {
         let notify = |state: &str, body: &str| {
             let text = format!(
                 "NOTIFY sip:imp1.example.com:5060 SIP/2.0\r\nVia: SIP/2.0/UDP cucm1:5060;branch=z9hG4bKn\r\n\
-                 From: <sip:alice@cucm1.example.com>;tag=cu\r\nTo: <sip:imp1.example.com>;tag=pg\r\n\
+                 From: <sip:alice@cucm1.example.com>;tag=cu\r\nTo: <sip:imp1.example.com>;tag=pg0\r\n\
                  Call-ID: pg-alice@imp1.example.com\r\nCSeq: 1 NOTIFY\r\nEvent: presence\r\n\
                  Subscription-State: {state}\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
@@ -526,13 +550,18 @@ mod tests {
             sip::parse(text.as_bytes()).unwrap()
         };
         let busy = crate::sip::pidf("sip:1001@cucm1", "1001", "busy");
-        let (r, c) = g.on_notify(&notify("active;expires=500", &busy));
+        let (r, c) = g.on_notify(Duration::ZERO, &notify("active;expires=500", &busy));
         assert_eq!((r.code(), c), (Some(200), Some(("alice@example.com".into(), true))));
-        let (_, c) = g.on_notify(&notify("terminated;reason=timeout", &busy));
+        let (_, c) = g.on_notify(Duration::ZERO, &notify("terminated;reason=timeout", &busy));
         assert_eq!(c, Some(("alice@example.com".into(), false)));
+        // RFC 6665 §4.1.3: a timed-out subscription is started again, as a new dialog.
+        assert_eq!(g.next_refresh(), Some(Duration::from_secs(2)));
+        let again = g.refresh(Duration::from_secs(2));
+        assert_eq!(again[0].tag("To"), None);
+        assert_eq!(again[0].tag("From").as_deref(), Some("pg1"));
         let mut other = notify("active", &busy);
         other.set("Call-ID", "someone-else");
         assert!(!g.owns(&other));
-        assert_eq!(g.on_notify(&other).0.code(), Some(481));
+        assert_eq!(g.on_notify(Duration::ZERO, &other).0.code(), Some(481));
     }
 }

@@ -410,6 +410,7 @@ impl Cluster {
     /// A connection closed: CUCM unregisters the devices that registered over it.
     pub fn close_flow(&mut self, id: FlowId) {
         self.flows.remove(&id);
+        self.bridge_flow_gone(id);
         let mut lost = Vec::new();
         for (ext, devices) in self.bindings.iter_mut() {
             let n = devices.len();

@@ -25,13 +25,24 @@ pub const MAX_CONFERENCES: usize = 256;
 /// The user part of the ad hoc conference request URI.
 pub const ADHOC: &str = "conference";
 
+/// A participant's dialog with the bridge.
+#[derive(Debug)]
+struct Member {
+    /// Where its RTP comes from and goes.
+    rtp: SocketAddr,
+    /// The flow it signals over: when that goes, so does the participant.
+    flow: FlowId,
+    /// Our SDP's version (RFC 3264 §8: one session id, the version bumped per answer).
+    version: u32,
+}
+
 /// One conference on a bridge.
 #[derive(Debug, Default)]
 pub(super) struct Conf {
     /// The node whose bridge holds it.
     node: String,
-    /// Participant dialogs, (Call-ID, their tag) → where their RTP comes from and goes.
-    members: BTreeMap<(String, String), SocketAddr>,
+    /// Participant dialogs, (Call-ID, their tag).
+    members: BTreeMap<(String, String), Member>,
 }
 
 /// The conferences of a cluster, and each node's bridge address.
@@ -43,24 +54,59 @@ pub(super) struct Bridges {
     media: BTreeMap<String, SocketAddr>,
 }
 
-/// The first `c=IN IP4` address and `m=audio` port of an SDP body, and whether it offers
-/// PCMU (payload type 0, the bridge's codec).
-fn rtp_of(body: &[u8]) -> Option<(SocketAddr, bool)> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut ip: Option<IpAddr> = None;
-    let mut audio = None;
+/// What an SDP offer asks of the bridge.
+#[derive(Debug, Default)]
+struct Offer {
+    /// Its m-lines in order: kind, port, protocol, formats.
+    lines: Vec<(String, u16, String, Vec<String>)>,
+    /// The first active audio stream with PCMU (the bridge's codec): its index and where its
+    /// RTP comes from; `None` for a hold by `c=0.0.0.0`.
+    audio: Option<(usize, Option<SocketAddr>)>,
+    /// The direction of that stream.
+    dir: &'static str,
+}
+
+fn offer_of(body: &[u8]) -> Offer {
+    let text = String::from_utf8_lossy(body);
+    let mut o = Offer { dir: "sendrecv", ..Offer::default() };
+    let mut session_ip: Option<IpAddr> = None;
+    let mut media_ip: Option<IpAddr> = None;
+    let mut in_audio = false;
     for l in text.lines().map(str::trim_end) {
         if let Some(c) = l.strip_prefix("c=IN IP4 ") {
-            ip = ip.or_else(|| c.split('/').next()?.trim().parse().ok());
-        } else if let Some(m) = l.strip_prefix("m=audio ") {
+            let ip = c.split('/').next().and_then(|a| a.trim().parse().ok());
+            if o.lines.is_empty() {
+                session_ip = ip;
+            } else if in_audio {
+                media_ip = ip;
+            }
+        } else if let Some(m) = l.strip_prefix("m=") {
             let mut w = m.split_whitespace();
+            let kind = w.next().unwrap_or("").to_owned();
             let port = w.next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
-            let pcmu = w.skip(1).any(|p| p == "0");
-            audio = audio.or(Some((port, pcmu)));
+            let proto = w.next().unwrap_or("RTP/AVP").to_owned();
+            let fmts: Vec<String> = w.map(str::to_owned).collect();
+            in_audio =
+                o.audio.is_none() && kind == "audio" && port != 0 && fmts.iter().any(|f| f == "0");
+            if in_audio {
+                o.audio = Some((o.lines.len(), None));
+            }
+            o.lines.push((kind, port, proto, fmts));
+        } else if in_audio && let Some(d) = l.strip_prefix("a=") {
+            o.dir = match d {
+                "sendonly" => "recvonly",
+                "recvonly" => "sendonly",
+                "inactive" => "inactive",
+                _ => o.dir,
+            };
+        }
+        if in_audio && let Some((i, _)) = o.audio {
+            let port = o.lines[i].1;
+            let ip = media_ip.or(session_ip).filter(|ip| !ip.is_unspecified());
+            o.audio = Some((i, ip.map(|ip| SocketAddr::new(ip, port))));
         }
     }
-    let (port, pcmu) = audio.filter(|(p, _)| *p != 0)?;
-    Some((SocketAddr::new(ip?, port), pcmu))
+    o
 }
 
 /// The conference number of a focus URI user part (`conf-7` → 7).
@@ -77,11 +123,12 @@ impl Cluster {
     /// Where the bridge sends an RTP packet that came from `from`: every other participant
     /// of the same conference.
     pub fn bridge_targets(&self, from: SocketAddr) -> Vec<SocketAddr> {
-        let Some(c) = self.bridges.confs.values().find(|c| c.members.values().any(|a| *a == from))
+        let Some(c) =
+            self.bridges.confs.values().find(|c| c.members.values().any(|m| m.rtp == from))
         else {
             return Vec::new();
         };
-        c.members.values().copied().filter(|a| *a != from).collect()
+        c.members.values().map(|m| m.rtp).filter(|a| *a != from).collect()
     }
 
     /// Whether a request is for the bridge: its Request-URI names `conference` or a focus
@@ -102,12 +149,15 @@ impl Cluster {
         match method.as_str() {
             "ACK" => {}
             "INVITE" => {
-                let Some((rtp, pcmu)) = rtp_of(&m.body) else {
-                    return self.refuse(flow, m, 488, "an audio offer is needed");
-                };
-                if !pcmu {
-                    return self.refuse(flow, m, 488, "the bridge mixes G.711 mu-law");
+                // Participants are lines of the cluster (the bridge is CUCM's resource).
+                let caller = m.name_addr("From").and_then(|f| uri_user(&f.uri));
+                if caller.and_then(|u| self.line(&u)).is_none() {
+                    return self.refuse(flow, m, 403, "not a line of this cluster");
                 }
+                let offer = offer_of(&m.body);
+                let Some((audio_at, rtp)) = offer.audio else {
+                    return self.refuse(flow, m, 488, "the bridge mixes G.711 mu-law audio");
+                };
                 let id = if user.eq_ignore_ascii_case(ADHOC) {
                     // A re-INVITE of the controller's own dialog keeps its conference.
                     match self.bridges.confs.iter().find(|(_, c)| c.members.contains_key(&key)) {
@@ -142,7 +192,20 @@ impl Cluster {
                 if !conf.members.contains_key(&key) && conf.members.len() >= MAX_PARTICIPANTS {
                     return self.refuse(flow, m, 486, "the conference is full");
                 }
-                conf.members.insert(key.clone(), rtp);
+                // A hold by c=0.0.0.0 keeps the address the participant had.
+                let version = match (conf.members.get_mut(&key), rtp) {
+                    (Some(mem), rtp) => {
+                        mem.rtp = rtp.unwrap_or(mem.rtp);
+                        mem.flow = flow;
+                        mem.version += 1;
+                        mem.version
+                    }
+                    (None, Some(rtp)) => {
+                        conf.members.insert(key.clone(), Member { rtp, flow, version: 1 });
+                        1
+                    }
+                    (None, None) => return self.refuse(flow, m, 488, "no audio address"),
+                };
                 let tag = format!("{:x}", fnv(&[&key.0, &key.1, "conf"]) >> 32);
                 let mut r = m.response(200, "OK", Some(&tag));
                 let t = transport.as_str().to_ascii_lowercase();
@@ -151,15 +214,28 @@ impl Cluster {
                 r.push("Server", SERVER);
                 r.push("Content-Type", "application/sdp");
                 let (ip, p) = (bridge.ip(), bridge.port());
-                let session = u64::from(id) * 100 + conf.members.len() as u64;
-                r.body = format!(
-                    "v=0\r\no=CiscoSystemsCCM-SIP {session} 1 IN IP4 {ip}\r\ns=SIP Call\r\n\
-                     c=IN IP4 {ip}\r\nt=0 0\r\nm=audio {p} RTP/AVP 0 101\r\n\
-                     a=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=rtpmap:101 telephone-event/8000\r\n\
-                     a=fmtp:101 0-15\r\na=sendrecv\r\n"
-                )
-                .into_bytes();
-                self.counters.conference_joins += 1;
+                let session = fnv(&[&key.0, &key.1, "sdp"]) >> 16;
+                // RFC 3264 §6: one m-line per offered one; only the audio stream is taken.
+                let mut sdp = format!(
+                    "v=0\r\no=CiscoSystemsCCM-SIP {session} {version} IN IP4 {ip}\r\n\
+                     s=SIP Call\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
+                );
+                for (n, (kind, _, proto, fmts)) in offer.lines.iter().enumerate() {
+                    if n == audio_at {
+                        let dir = offer.dir;
+                        sdp.push_str(&format!(
+                            "m=audio {p} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n\
+                             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na={dir}\r\n"
+                        ));
+                    } else {
+                        let fmt = fmts.first().map_or("0", String::as_str);
+                        sdp.push_str(&format!("m={kind} 0 {proto} {fmt}\r\n"));
+                    }
+                }
+                r.body = sdp.into_bytes();
+                if version == 1 {
+                    self.counters.conference_joins += 1;
+                }
                 self.send(flow, &r);
             }
             "BYE" => {
@@ -193,6 +269,14 @@ impl Cluster {
     /// Conferences open now and their participant counts, by focus id.
     pub fn conferences(&self) -> Vec<(u32, usize)> {
         self.bridges.confs.iter().map(|(id, c)| (*id, c.members.len())).collect()
+    }
+
+    /// A flow closed: its participants have left (their BYE will not come).
+    pub(super) fn bridge_flow_gone(&mut self, flow: FlowId) {
+        for c in self.bridges.confs.values_mut() {
+            c.members.retain(|_, m| m.flow != flow);
+        }
+        self.bridges.confs.retain(|_, c| !c.members.is_empty());
     }
 
     /// A node stopped: its bridge and the conferences on it are gone.

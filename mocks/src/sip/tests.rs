@@ -537,13 +537,18 @@ fn cc6_a_line_that_loses_its_registration_mid_call_is_not_busy_when_it_returns()
     assert_eq!(busy(&drain(&mut ra)), [false], "back: idle, the call is gone");
 }
 
+/// An INVITE to the bridge's `user` from one of the four lines (dialog `conf-call-{call}`),
+/// offering audio and video.
 fn conf_invite(user: &str, call: u32, audio: &str) -> Vec<u8> {
-    let sdp =
-        format!("v=0\r\nc=IN IP4 10.1.0.{call}\r\nt=0 0\r\nm=audio 16384 RTP/AVP {audio}\r\n");
+    let line = (call - 1) % 4 + 1;
+    let sdp = format!(
+        "v=0\r\nc=IN IP4 10.1.0.{call}\r\nt=0 0\r\nm=audio 16384 RTP/AVP {audio}\r\n\
+         m=video 16386 RTP/AVP 126\r\n"
+    );
     format!(
         "INVITE sip:{user}@cucm1.example.com SIP/2.0\r\n\
          Via: SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKc{call}\r\n\
-         From: <sip:100{call}@cucm1.example.com>;tag=p{call}\r\n\
+         From: <sip:100{line}@cucm1.example.com>;tag=p{call}\r\n\
          To: <sip:{user}@cucm1.example.com>\r\nCall-ID: conf-call-{call}\r\n\
          CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:p{call}@10.1.2.1:50001>\r\n\
          Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
@@ -554,7 +559,7 @@ fn conf_invite(user: &str, call: u32, audio: &str) -> Vec<u8> {
 
 #[test]
 fn the_conference_bridge_allocates_joins_forwards_and_limits() {
-    let mut l = lab(false);
+    let mut l = presence_lab(true);
     let bridge: SocketAddr = "10.1.0.11:24576".parse().unwrap();
     l.c.set_bridge(NODE, bridge);
     let (tx, mut rx) = unbounded_channel();
@@ -569,6 +574,7 @@ fn the_conference_bridge_allocates_joins_forwards_and_limits() {
     assert!(contact.ends_with(";isfocus"));
     let body = String::from_utf8_lossy(&r[0].body).into_owned();
     assert!(body.contains("c=IN IP4 10.1.0.11") && body.contains("m=audio 24576 RTP/AVP 0 101"));
+    assert!(body.contains("m=video 0 RTP/AVP 126"), "the offer's video is declined: {body}");
     // Participants join the focus; a codec the bridge cannot mix and an unknown focus fail.
     for call in 2..=4 {
         l.c.handle(t, f, &conf_invite("conf-1", call, "0"));
@@ -589,15 +595,40 @@ fn the_conference_bridge_allocates_joins_forwards_and_limits() {
     assert_eq!(l.c.conferences(), [(1, 4)]);
     // Everyone leaves: the conference is gone.
     for call in 1..=4 {
+        let line = (call - 1) % 4 + 1;
         let bye = format!(
             "BYE sip:conf-1@cucm1.example.com:5060;transport=tcp SIP/2.0\r\n\
              Via: SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKb{call}\r\n\
-             From: <sip:100{call}@cucm1.example.com>;tag=p{call}\r\n\
+             From: <sip:100{line}@cucm1.example.com>;tag=p{call}\r\n\
              To: <sip:conf-1@cucm1.example.com>;tag=x\r\nCall-ID: conf-call-{call}\r\n\
              CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         );
         l.c.handle(t, f, bye.as_bytes());
         assert_eq!(drain(&mut rx)[0].code(), Some(200));
     }
+    assert!(l.c.conferences().is_empty());
+}
+
+#[test]
+fn the_bridge_admits_lines_only_and_forgets_participants_whose_flow_closed() {
+    let mut l = presence_lab(true);
+    l.c.set_bridge(NODE, "10.1.0.11:24576".parse().unwrap());
+    let (tx, mut rx) = unbounded_channel();
+    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+    let stranger = String::from_utf8(conf_invite("conference", 1, "0"))
+        .unwrap()
+        .replace("sip:1001@", "sip:mallory@");
+    l.c.handle(Duration::ZERO, f, stranger.as_bytes());
+    assert_eq!(drain(&mut rx)[0].code(), Some(403));
+    l.c.handle(Duration::ZERO, f, &conf_invite("conference", 1, "0"));
+    assert_eq!(drain(&mut rx)[0].code(), Some(200));
+    let (tx2, mut rx2) = unbounded_channel();
+    let g = l.c.open_stream(NODE, Transport::Tcp, peer(2), tx2);
+    l.c.handle(Duration::ZERO, g, &conf_invite("conf-1", 2, "0"));
+    assert_eq!(drain(&mut rx2)[0].code(), Some(200));
+    assert_eq!(l.c.conferences(), [(1, 2)]);
+    l.c.close_flow(g);
+    assert_eq!(l.c.conferences(), [(1, 1)], "the closed flow's participant left");
+    l.c.close_flow(f);
     assert!(l.c.conferences().is_empty());
 }

@@ -937,6 +937,7 @@ pub fn reason(code: u16) -> &'static str {
         406 => "Not Acceptable",
         407 => "Proxy Authentication Required",
         408 => "Request Timeout",
+        412 => "Conditional Request Failed",
         413 => "Request Entity Too Large",
         415 => "Unsupported Media Type",
         416 => "Unsupported URI Scheme",
