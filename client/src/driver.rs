@@ -184,24 +184,14 @@ pub async fn run<N: Net + Clone + 'static>(
                 Output::StreamOpen { id, to, dscp } => {
                     let (ctx, crx) = mpsc::unbounded_channel();
                     streams.insert(id, ctx);
-                    tokio::task::spawn_local(stream_actor(
-                        net.clone(),
-                        id,
-                        (to, dscp),
-                        crx,
-                        tx.clone(),
-                    ));
+                    let (net, tx) = (net.clone(), tx.clone());
+                    tokio::task::spawn_local(stream_actor(net, id, (to, dscp), crx, tx));
                 }
                 Output::DatagramOpen { id, to, dscp } => {
                     let (ctx, crx) = mpsc::unbounded_channel();
                     streams.insert(id, ctx);
-                    tokio::task::spawn_local(datagram_actor(
-                        net.clone(),
-                        id,
-                        (to, dscp),
-                        crx,
-                        tx.clone(),
-                    ));
+                    let (net, tx) = (net.clone(), tx.clone());
+                    tokio::task::spawn_local(datagram_actor(net, id, (to, dscp), crx, tx));
                 }
                 Output::StreamSend { id, bytes, summary } => {
                     if let Some(s) = streams.get(&id) {

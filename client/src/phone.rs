@@ -458,8 +458,7 @@ impl Phone {
 
     /// Sends what the calls produced on the active connection, and reports their events.
     fn flush_calls(&mut self) {
-        let stream =
-            self.legs.iter().find(|l| l.role == Role::Active && l.open).and_then(|l| l.stream);
+        let stream = self.active_stream();
         let mut sends = std::mem::take(&mut self.calls.sends);
         sends.append(&mut self.watches.sends);
         for send in sends {
@@ -497,10 +496,14 @@ impl Phone {
         self.out.extend(std::mem::take(&mut self.calls.media));
     }
 
+    /// The open connection of the registration, if any.
+    fn active_stream(&self) -> Option<ConnId> {
+        self.legs.iter().find(|l| l.role == Role::Active && l.open).and_then(|l| l.stream)
+    }
+
     /// Sends `msgs` on the active connection (retransmissions: nothing is held for later).
     fn send_active(&mut self, msgs: Vec<Message>) {
-        let stream =
-            self.legs.iter().find(|l| l.role == Role::Active && l.open).and_then(|l| l.stream);
+        let stream = self.active_stream();
         let Some(id) = stream else { return };
         for m in msgs {
             self.out.push_back(Output::StreamSend {
@@ -514,8 +517,7 @@ impl Phone {
     /// Moves the calls' transactions on: responses to the calls, timeouts.
     fn drain_call_txns(&mut self, now: Time) {
         let ctx = self.ctx();
-        let stream =
-            self.legs.iter().find(|l| l.role == Role::Active && l.open).and_then(|l| l.stream);
+        let stream = self.active_stream();
         for t in &mut self.call_txns {
             let call_id = t.request().call_id().unwrap_or("").to_owned();
             while let Some(o) = t.poll_output() {
@@ -1133,9 +1135,7 @@ impl Phone {
                     self.ping_txn = Some(t);
                     self.send_active(first);
                 }
-            } else if let Some(l) = self.legs.iter().find(|l| l.role == Role::Active && l.open)
-                && let Some(id) = l.stream
-            {
+            } else if let Some(id) = self.active_stream() {
                 let (bytes, summary) = (b"\r\n\r\n".to_vec(), "SIP keepalive ping".into());
                 self.out.push_back(Output::StreamSend { id, bytes, summary });
                 self.pong_by = Some(now + PONG_TIMEOUT);

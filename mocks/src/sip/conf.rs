@@ -109,6 +109,11 @@ fn offer_of(body: &[u8]) -> Offer {
     o
 }
 
+/// The bridge's tag in a participant's dialog (stable for the dialog, `key`).
+fn dialog_tag(key: &(String, String)) -> String {
+    format!("{:x}", fnv(&[&key.0, &key.1, "conf"]) >> 32)
+}
+
 /// The conference number of a focus URI user part (`conf-7` → 7).
 fn conf_id(user: &str) -> Option<u32> {
     user.strip_prefix("conf-")?.parse().ok()
@@ -206,7 +211,7 @@ impl Cluster {
                     }
                     (None, None) => return self.refuse(flow, m, 488, "no audio address"),
                 };
-                let tag = format!("{:x}", fnv(&[&key.0, &key.1, "conf"]) >> 32);
+                let tag = dialog_tag(&key);
                 let mut r = m.response(200, "OK", Some(&tag));
                 let t = transport.as_str().to_ascii_lowercase();
                 r.push("Contact", format!("<sip:conf-{id}@{host}:{port};transport={t}>;isfocus"));
@@ -239,7 +244,7 @@ impl Cluster {
                 self.send(flow, &r);
             }
             "BYE" => {
-                let tag = format!("{:x}", fnv(&[&key.0, &key.1, "conf"]) >> 32);
+                let tag = dialog_tag(&key);
                 let left = self.bridges.confs.iter_mut().find_map(|(id, c)| {
                     c.members.remove(&key).map(|_| (*id, c.members.is_empty()))
                 });
