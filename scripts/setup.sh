@@ -20,6 +20,11 @@ command -v prosody >/dev/null 2>&1 || need+=(prosody)
 # (Kamailio, which the client core registers to).
 command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
+# A DNS load generator (the live checks flood serve's DNS and bound its memory, issue 13), and
+# the tools that run the live checks in a network namespace with only loopback.
+command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   sudo=""
@@ -27,7 +32,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-for t in tshark dig curl xmllint python3 unbound prosody prosodyctl sipsak kamailio; do
+for t in tshark dig curl xmllint python3 unbound prosody prosodyctl sipsak kamailio dnsperf ip unshare; do
   command -v "$t" >/dev/null || { echo "setup: $t still missing" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import slixmpp' 2>/dev/null || { echo "setup: slixmpp still missing" >&2; exit 1; }

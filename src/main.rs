@@ -18,6 +18,28 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Randomness, trust and reach of the live client commands (issue 13).
+#[derive(clap::Args)]
+struct Live {
+    /// For tests only: a fixed seed for the client's random choices and the lab CA of that seed
+    /// trusted (as `serve --seed`'s). Without it everything random comes from the OS.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Trust this CA (PEM), e.g. the one `uclab serve --ca-pem` wrote.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Send to addresses outside loopback and the servers named (by default such a connect or
+    /// send is refused: "outside the lab").
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+impl Live {
+    fn args(self) -> commands::LiveArgs {
+        commands::LiveArgs { seed: self.seed, ca: self.ca, allow_remote: self.allow_remote }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run scenarios (no path: the built-in showcase suite). Exit 0 all pass, 1 a failure, 2 bad input.
@@ -69,9 +91,11 @@ enum Cmd {
         /// Write the lab CA certificate here (PEM), for clients to trust.
         #[arg(long)]
         ca_pem: Option<PathBuf>,
-        /// Seed for the mocks' random choices.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        /// For tests only: a fixed seed for session keys, one-time passwords, nonces and the
+        /// lab CA, so that two instances hand out the same secrets. Without it they come from
+        /// the OS random source.
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Run the real client core's discovery against real servers.
     Probe {
@@ -90,9 +114,8 @@ enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-        /// Seed for the client's random choices and of the lab CA it trusts (as `serve`'s).
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        #[command(flatten)]
+        live: Live,
     },
     /// Sign the real client core in to a plain XMPP server (STARTTLS, SASL PLAIN; no SOAP),
     /// send messages and report what arrived.
@@ -118,9 +141,8 @@ enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-        /// Seed of the lab CA the client trusts (`uclab pki` issues certificates from it).
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        #[command(flatten)]
+        live: Live,
     },
     /// Register the real client core's softphone (SIP over TCP, digest answered) to a SIP
     /// registrar, and report what happened.
@@ -158,9 +180,8 @@ enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-        /// Seed for the client's random choices.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        #[command(flatten)]
+        live: Live,
     },
     /// Issue a certificate of the lab CA (for a real server the lab's clients should trust).
     Pki {
@@ -176,9 +197,10 @@ enum Cmd {
         /// Where to write the lab CA certificate (PEM).
         #[arg(long)]
         ca: Option<PathBuf>,
-        /// Seed of the lab CA.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        /// For tests only: the lab CA of this seed (as `serve --seed`'s). Without it a new CA
+        /// from the OS random source: write it with `--ca`.
+        #[arg(long)]
+        seed: Option<u64>,
     },
 }
 
@@ -210,7 +232,7 @@ fn main() {
             answer,
             udp,
             json,
-            seed,
+            live,
         } => {
             let parse = |name: &str, v: &str| {
                 uclab_sim::time::parse_duration(v).map_err(|e| format!("--{name}: {e}"))
@@ -231,7 +253,7 @@ fn main() {
                     &line,
                     (w, calls),
                     json,
-                    seed,
+                    &live.args(),
                 ),
                 (Err(e), _) | (_, Err(e)) => {
                     eprintln!("error: {e}");
@@ -239,7 +261,7 @@ fn main() {
                 }
             }
         }
-        Cmd::ProbeXmpp { server, domain, user, password, messages, wait, json, seed } => {
+        Cmd::ProbeXmpp { server, domain, user, password, messages, wait, json, live } => {
             let mut parsed = Vec::new();
             for m in &messages {
                 match m.split_once('=') {
@@ -260,7 +282,7 @@ fn main() {
                     parsed,
                     w,
                     json,
-                    seed,
+                    &live.args(),
                 ),
                 Err(e) => {
                     eprintln!("error: --wait: {e}");
@@ -271,7 +293,7 @@ fn main() {
         Cmd::Pki { names, cert, key, ca, seed } => {
             commands::cmd_pki(seed, &names, &cert, &key, ca.as_deref())
         }
-        Cmd::Probe { domain, dns, user, password, json, seed } => {
+        Cmd::Probe { domain, dns, user, password, json, live } => {
             let credentials = match (user, password) {
                 (Some(u), Some(p)) => Some((u, p)),
                 (None, None) => None,
@@ -280,7 +302,7 @@ fn main() {
                     std::process::exit(commands::EXIT_BAD_INPUT);
                 }
             };
-            commands::cmd_probe(&domain, dns, credentials, json, seed)
+            commands::cmd_probe(&domain, dns, credentials, json, &live.args())
         }
     };
     std::process::exit(code);

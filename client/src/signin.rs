@@ -899,7 +899,7 @@ mod tests {
     }
 
     fn cnf(group: Option<&str>) -> String {
-        let m = [CucmMember { priority: 0, name: "cucm1.example.com".into() }];
+        let m = [CucmMember::new(0, "cucm1.example.com")];
         cnf_xml("CSFALICE", &m, None, "1001", group)
     }
 

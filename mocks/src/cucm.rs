@@ -49,8 +49,12 @@ pub struct CucmConfig {
     pub product_type: ImpProductType,
     /// IM&P servers of the service profile.
     pub imp_servers: Vec<String>,
-    /// SRST reference of the device pool.
-    pub srst: Option<String>,
+    /// SRST reference of the device pool (address and SIP port: 5060, or where `uclab serve`
+    /// runs the SRST router).
+    pub srst: Option<(String, u16)>,
+    /// Each member's SIP and SIP-over-TLS ports, by FQDN (5060/5061 unless listed; `uclab
+    /// serve` lists the live ones, so cnf.xml sends phones where the mocks listen).
+    pub sip_ports: Vec<(String, u16, u16)>,
     /// Client settings of the service profile (CFG1).
     pub profile_options: Vec<(String, String)>,
     /// Parameters of jabber-config.xml (`Group/Param` or a bare `Policies` parameter; CFG1).
@@ -214,9 +218,16 @@ pub fn handle_tftp(c: &CucmConfig, req: &Request) -> Response {
                 .servers
                 .iter()
                 .enumerate()
-                .map(|(i, s)| CucmMember { priority: i as u8, name: s.clone() })
+                .map(|(i, s)| {
+                    let mut m = CucmMember::new(i as u8, s);
+                    if let Some((_, p, t)) = c.sip_ports.iter().find(|(h, _, _)| h == s) {
+                        (m.sip_port, m.sip_tls_port) = (*p, *t);
+                    }
+                    m
+                })
                 .collect();
-            let (srst, group) = (c.srst.as_deref(), u.config_file.as_deref());
+            let srst = c.srst.as_ref().map(|(ip, port)| (ip.as_str(), *port));
+            let group = u.config_file.as_deref();
             let (ext, media) = (&u.uds.extension, c.media_ports);
             let xml = cnf_xml_media(dev, &members, srst, ext, group, media, c.sip_transport);
             return Response::xml(200, xml);
@@ -271,7 +282,8 @@ mod tests {
             remote_users: vec![("dave".into(), "cucm-b1.example.com".into())],
             product_type: ImpProductType::Cup,
             imp_servers: vec!["imp1.example.com".into()],
-            srst: Some("10.2.0.1".into()),
+            srst: Some(("10.2.0.1".into(), 5060)),
+            sip_ports: Vec::new(),
             profile_options: vec![],
             jabber_config: Some(vec![]),
             group_files: vec![(

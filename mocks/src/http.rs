@@ -2,9 +2,13 @@
 //!
 //! Handlers are plain functions from a whole [`Request`] to a [`Response`], so every mock's
 //! logic is tested without I/O. The server never adds a `Date` header (it would read the real
-//! clock), bounds headers (hyper answers 431) and bodies (413), and cuts off slow clients: the
-//! TLS handshake and the request head each have [`SLOW_CLIENT`] to arrive (hyper's timer runs
-//! on tokio time, which is virtual in simulation).
+//! clock), bounds headers (hyper answers 431) and bodies (413), and cuts off slow clients
+//! (issue 13): the TLS handshake, the request head and the request body each have
+//! [`SLOW_CLIENT`] to arrive (a body that does not is answered 408 and the connection
+//! closed), and an idle keep-alive connection is closed after [`SLOW_CLIENT`] (hyper's head
+//! timer runs from the moment it waits for a request). hyper's timer runs on tokio time, which
+//! is virtual in simulation. A listener holds at most [`limits::HTTP_CONNECTIONS`], and
+//! [`limits::PER_PEER`] from one address.
 
 use std::convert::Infallible;
 use std::io;
@@ -17,11 +21,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use uclab_net::Net;
+
+use crate::limits::{self, ConnLimit};
 use uclab_proto::base64::decode as base64_decode;
 pub use uclab_proto::base64::encode as base64_encode;
 pub use uclab_proto::text::percent_decode;
 
-/// Time a client has for the TLS handshake and for the request head.
+/// Time a client has for the TLS handshake, for the request head, for the request body, and
+/// to send its next request on a keep-alive connection.
 pub const SLOW_CLIENT: Duration = Duration::from_secs(10);
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
@@ -160,9 +167,17 @@ async fn to_request(req: hyper::Request<Incoming>) -> Result<Request, Response> 
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes().to_vec(),
-        Err(_) => return Err(Response::text(413, "Payload Too Large")),
+    let collect = Limited::new(req.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(SLOW_CLIENT, collect).await {
+        Ok(Ok(b)) => b.to_bytes().to_vec(),
+        Ok(Err(_)) => return Err(Response::text(413, "Payload Too Large")),
+        Err(_) => {
+            // A body slower than the deadline: answered, and the connection goes (hyper
+            // cannot read the next request past an unread body).
+            let mut r = Response::text(408, "Request Timeout");
+            r.headers.push(("connection".into(), "close".into()));
+            return Err(r);
+        }
     };
     let (path, query) = split_target(&target);
     Ok(Request { method, path, query, headers, body })
@@ -194,10 +209,16 @@ pub async fn serve<N: Net + Clone + 'static>(
         Some(names) => Some(net.tls().server_config(names).map_err(io::Error::other)?),
         None => None,
     };
+    let limit = ConnLimit::new(limits::HTTP_CONNECTIONS, limits::PER_PEER);
     loop {
         let tcp = listener.accept().await?;
+        let Some(slot) = limit.admit(tcp.peer_addr().ip()) else {
+            // Over a cap: closed before a byte is read.
+            continue;
+        };
         let (net, handler, tls) = (net.clone(), handler.clone(), tls.clone());
         tokio::task::spawn_local(async move {
+            let _slot = slot;
             let peer = tcp.peer_addr();
             let local = tcp.local_addr();
             match tls {

@@ -4,12 +4,21 @@
 //! primary and secondary nodes, and `get-onetime-password` gives the password the XMPP sign-in
 //! presents (SASL `CISCO-VTG-TOKEN`), valid once.
 //!
-//! Session keys and one-time passwords come from the node's seed, so a run replays exactly.
+//! Session keys and one-time passwords are 128-bit values of a ChaCha20 stream ([`SecretRng`]):
+//! from the run's seed in simulation, so a run replays exactly, and from the OS random source
+//! in live mode (issue 13), so none can be guessed or derived from another. A one-time
+//! password is bound to the user and the session that asked for it, is used once and expires
+//! after [`OTP_LIFETIME`]. It is good on every node of the cluster, as the real cluster's
+//! replicated database makes it (the client gets it from the node it signed in to and
+//! presents it to its home node, SPEC HA1).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use std::time::Duration;
+
+use uclab_net::{Entropy, SecretRng};
 use uclab_proto::soap;
 
 use crate::http::{Handler, Request, Response};
@@ -82,29 +91,83 @@ impl Drop for Alive {
     }
 }
 
+/// How long a one-time password stays valid: the client presents it within a second of
+/// getting it; a minute covers a slow WAN (HA5) and leaves nothing to replay later.
+pub const OTP_LIFETIME: Duration = Duration::from_secs(60);
+/// Sessions kept per user (each sign-in makes one; the oldest goes first), so logins cannot
+/// grow the table without bound.
+pub const SESSIONS_PER_USER: usize = 8;
+/// One-time passwords outstanding per user (the oldest goes first).
+pub const OTPS_PER_USER: usize = 4;
+
+/// A one-time password handed out.
+#[derive(Clone, Debug)]
+struct Otp {
+    user: String,
+    /// The session that asked for it: it dies with the session.
+    session: String,
+    expires: Duration,
+}
+
+/// Why a one-time password was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtpRefused {
+    /// Never issued, already used, or expired.
+    Unknown,
+    /// Issued to another user: refused, and kept for its owner.
+    NotYours,
+}
+
 /// Sessions and one-time passwords a node has handed out.
-#[derive(Debug)]
 pub struct ImpState {
-    seed: u64,
-    counter: u64,
+    secrets: SecretRng,
     /// Session key → user id.
     sessions: BTreeMap<String, String>,
-    /// One-time password → user id (each used once, by the XMPP sign-in).
-    otps: BTreeMap<String, String>,
+    /// Session keys of each user, oldest first.
+    user_sessions: BTreeMap<String, std::collections::VecDeque<String>>,
+    /// One-time password → owner (each used once, by the XMPP sign-in).
+    otps: BTreeMap<String, Otp>,
     /// Nodes of the cluster that are down (SPEC HA1: their users move to the peer).
     down: std::collections::BTreeSet<String>,
+    /// The node's clock (simulated time in simulation).
+    clock: Option<Rc<dyn Fn() -> Duration>>,
+}
+
+impl std::fmt::Debug for ImpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImpState")
+            .field("sessions", &self.sessions.len())
+            .field("otps", &self.otps.len())
+            .field("down", &self.down)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ImpState {
-    /// Fresh state; keys derive from `seed`.
+    /// Fresh state; keys derive from `seed` (tests and simulation).
     pub fn new(seed: u64) -> Self {
+        Self::with_secrets(Entropy::Seed(seed).secrets("imp"))
+    }
+
+    /// Fresh state drawing keys from `secrets`.
+    pub fn with_secrets(secrets: SecretRng) -> Self {
         Self {
-            seed,
-            counter: 0,
+            secrets,
             sessions: BTreeMap::new(),
+            user_sessions: BTreeMap::new(),
             otps: BTreeMap::new(),
             down: std::collections::BTreeSet::new(),
+            clock: None,
         }
+    }
+
+    /// The clock one-time passwords expire by.
+    pub fn set_clock(&mut self, clock: Rc<dyn Fn() -> Duration>) {
+        self.clock = Some(clock);
+    }
+
+    fn now(&self) -> Duration {
+        self.clock.as_ref().map_or(Duration::ZERO, |c| c())
     }
 
     /// Records whether node `host` is up (a node marks itself up when it starts and down when
@@ -128,19 +191,63 @@ impl ImpState {
         }
     }
 
-    fn token(&mut self, prefix: &str) -> String {
-        self.counter += 1;
-        // splitmix64: deterministic per seed and call, spread over all bits.
-        let mut z = self.seed.wrapping_add(self.counter.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        format!("{prefix}{z:016x}")
+    /// A new session for `user`; their oldest goes past [`SESSIONS_PER_USER`].
+    fn open_session(&mut self, user: &str) -> String {
+        let key = self.secrets.token("sk-");
+        self.sessions.insert(key.clone(), user.to_owned());
+        let mine = self.user_sessions.entry(user.to_owned()).or_default();
+        mine.push_back(key.clone());
+        if mine.len() > SESSIONS_PER_USER
+            && let Some(old) = mine.pop_front()
+        {
+            self.sessions.remove(&old);
+            self.otps.retain(|_, o| o.session != old);
+        }
+        key
     }
 
-    /// Takes a one-time password: the user it was issued to, once.
+    /// A one-time password for `user`, asked for in `session`.
+    fn issue_otp(&mut self, user: &str, session: &str) -> String {
+        let now = self.now();
+        self.otps.retain(|_, o| o.expires > now);
+        let mine: Vec<String> =
+            self.otps.iter().filter(|(_, o)| o.user == user).map(|(k, _)| k.clone()).collect();
+        if mine.len() >= OTPS_PER_USER {
+            // The oldest to expire goes.
+            if let Some(k) = mine.iter().min_by_key(|k| self.otps[*k].expires) {
+                self.otps.remove(k);
+            }
+        }
+        let otp = self.secrets.token("otp-");
+        let o =
+            Otp { user: user.to_owned(), session: session.to_owned(), expires: now + OTP_LIFETIME };
+        self.otps.insert(otp.clone(), o);
+        otp
+    }
+
+    /// Takes a one-time password presented by `user`: the user it was issued to, once. A
+    /// password of another user is refused and stays valid for its owner.
+    pub fn redeem(&mut self, otp: &str, user: &str) -> Result<String, OtpRefused> {
+        let now = self.now();
+        let o = self.otps.get(otp).ok_or(OtpRefused::Unknown)?;
+        if o.expires <= now {
+            self.otps.remove(otp);
+            return Err(OtpRefused::Unknown);
+        }
+        if !o.user.eq_ignore_ascii_case(user) {
+            return Err(OtpRefused::NotYours);
+        }
+        Ok(self.otps.remove(otp).map(|o| o.user).unwrap_or_default())
+    }
+
+    /// Takes a one-time password whoever presents it (tests): its user, once.
     pub fn redeem_otp(&mut self, otp: &str) -> Option<String> {
-        self.otps.remove(otp)
+        self.otps.remove(otp).map(|o| o.user)
+    }
+
+    /// Sessions and one-time passwords held (tests of the bounds).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.sessions.len(), self.otps.len())
     }
 }
 
@@ -170,8 +277,7 @@ pub fn handle_soap(c: &ImpConfig, st: &RefCell<ImpState>, req: &Request) -> Resp
     match parsed {
         soap::Request::Login { user, password } => match c.user(&user) {
             Some(u) if u.password == password && !password.is_empty() => {
-                let key = st.token("sk-");
-                st.sessions.insert(key.clone(), u.id.clone());
+                let key = st.open_session(&u.id);
                 soap_xml(200, soap::success_response("login", &key))
             }
             _ => soap_xml(
@@ -204,8 +310,7 @@ pub fn handle_soap(c: &ImpConfig, st: &RefCell<ImpState>, req: &Request) -> Resp
                     soap_xml(200, soap::config_response(&params))
                 }
                 "get-onetime-password" => {
-                    let otp = st.token("otp-");
-                    st.otps.insert(otp.clone(), u.id.clone());
+                    let otp = st.issue_otp(&u.id, &session_key);
                     soap_xml(200, soap::success_response("get-onetime-password", &otp))
                 }
                 other => soap_xml(
@@ -326,5 +431,54 @@ mod tests {
         );
         assert_eq!(handle_soap(&c, &st, &Request::get(soap::PATH)).status, 405);
         assert_eq!(handle_soap(&c, &st, &Request::get("/other")).status, 404);
+    }
+
+    #[test]
+    fn one_time_passwords_are_bound_single_use_and_short_lived() {
+        let (c, st) = (cfg(), RefCell::new(ImpState::new(5)));
+        let t = Rc::new(std::cell::Cell::new(Duration::ZERO));
+        let clock = t.clone();
+        st.borrow_mut().set_clock(Rc::new(move || clock.get()));
+        let otp = test_support::one_time_password(&c, &st, "alice");
+        // Another user: refused, and still good for alice.
+        assert_eq!(st.borrow_mut().redeem(&otp, "bob"), Err(OtpRefused::NotYours));
+        assert_eq!(st.borrow_mut().redeem(&otp, "alice").as_deref(), Ok("alice"));
+        assert_eq!(st.borrow_mut().redeem(&otp, "alice"), Err(OtpRefused::Unknown));
+        // Expired after a minute.
+        let late = test_support::one_time_password(&c, &st, "alice");
+        t.set(OTP_LIFETIME);
+        assert_eq!(st.borrow_mut().redeem(&late, "alice"), Err(OtpRefused::Unknown));
+        // It dies with its session: once alice's session is pushed out, so is its password.
+        t.set(OTP_LIFETIME * 2);
+        let early = test_support::one_time_password(&c, &st, "alice");
+        for _ in 0..SESSIONS_PER_USER {
+            let _ = answer(&c, &st, soap::login_request("alice", "lab", "1"));
+        }
+        assert_eq!(st.borrow_mut().redeem(&early, "alice"), Err(OtpRefused::Unknown));
+    }
+
+    #[test]
+    fn keys_are_long_unrelated_and_bounded() {
+        // Live mode's secrets (the OS source); simulation's seeded ones replay instead.
+        let live = ImpState::with_secrets(Entropy::os().unwrap().secrets("imp"));
+        let (c, st) = (cfg(), RefCell::new(live));
+        let mut keys = Vec::new();
+        for _ in 0..1000 {
+            let (_, r) = answer(&c, &st, soap::login_request("alice", "lab", "1"));
+            let soap::Response::Success(k) = r else { panic!("{r:?}") };
+            keys.push(k);
+        }
+        assert!(keys.iter().all(|k| k.len() == 3 + 32), "128-bit keys");
+        // Consecutive keys share no structure a counter would leave.
+        let same_prefix = keys.windows(2).filter(|w| w[0][..11] == w[1][..11]).count();
+        assert_eq!(same_prefix, 0);
+        // The table holds the newest few per user; old keys are gone.
+        assert_eq!(st.borrow().sizes().0, SESSIONS_PER_USER);
+        let (_, r) = answer(&c, &st, soap::keyed_request("get-all-config", &keys[0]));
+        assert!(matches!(r, soap::Response::Fault { .. }));
+        for _ in 0..20 {
+            let _ = test_support::one_time_password(&c, &st, "alice");
+        }
+        assert!(st.borrow().sizes().1 <= OTPS_PER_USER);
     }
 }

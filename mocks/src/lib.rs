@@ -9,6 +9,7 @@ pub mod host;
 pub mod http;
 pub mod imp;
 pub mod imp_sip;
+pub mod limits;
 pub mod muc;
 pub mod router;
 pub mod sip;

@@ -49,6 +49,13 @@ const MAX_DEVICES_PER_LINE: usize = 8;
 const MAX_TRACKED: usize = 65_536;
 /// How long a keepalive record is worth keeping.
 const KEEPALIVE_TRACKED: Duration = Duration::from_secs(600);
+/// A SIP/TCP or TLS connection with no byte from the peer for this long is closed (issue 13).
+/// Kamailio closes idle TCP at 120 s; phones here ping every 30 s (RFC 5626) and re-register
+/// within [`MAX_EXPIRES`], so 300 s only ever ends a connection nobody uses.
+pub const TCP_IDLE: Duration = Duration::from_secs(300);
+/// Time the rest of a message has once its first octet has arrived (a slow or stalled sender
+/// holds a buffer no longer than this).
+pub const TCP_PARTIAL: Duration = Duration::from_secs(10);
 /// The Server header.
 pub const SERVER: &str = "Cisco-CUCM14.0";
 /// Methods the line side implements (the Allow header).
@@ -1032,12 +1039,20 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
     let tls = net.tls().server_config(&names).map_err(std::io::Error::other)?;
     let accept = |listener: uclab_net::TcpAcceptor, transport: Transport| {
         let (net, host, cluster, tls) = (net.clone(), host.clone(), cluster.clone(), tls.clone());
+        let limit = crate::limits::ConnLimit::new(
+            crate::limits::STREAM_CONNECTIONS,
+            crate::limits::PER_PEER,
+        );
         tokio::task::spawn_local(async move {
             while let Ok(mut conn) = listener.accept().await {
+                let Some(slot) = limit.admit(conn.peer_addr().ip()) else {
+                    continue; // over a cap: closed at once
+                };
                 conn.set_dscp(DSCP_SIGNALLING);
                 let (net, host, cluster, tls) =
                     (net.clone(), host.clone(), cluster.clone(), tls.clone());
                 tokio::task::spawn_local(async move {
+                    let _slot = slot;
                     let (local, peer) = (conn.local_addr(), conn.peer_addr());
                     let io: Box<dyn uclab_net::AsyncIo> = match transport {
                         Transport::Tls => {
@@ -1137,7 +1152,14 @@ async fn stream<N: uclab_net::Net>(
     let _close = Close(cluster, flow);
     let mut framer = StreamFramer::new();
     let mut buf = vec![0u8; 16 * 1024];
+    // Deadlines (issue 13): idle since the last byte, or the rest of a started message.
+    let mut last_byte = tokio::time::Instant::now();
+    let mut partial_since: Option<tokio::time::Instant> = None;
     loop {
+        let (deadline, why) = match partial_since {
+            Some(t) => (t + TCP_PARTIAL, "SIP message incomplete after 10 s; closed"),
+            None => (last_byte + TCP_IDLE, "SIP connection idle for 300 s; closed"),
+        };
         tokio::select! {
             biased;
             r = io.read(&mut buf) => {
@@ -1157,10 +1179,12 @@ async fn stream<N: uclab_net::Net>(
                     }
                     Ok(n) => n,
                 };
+                last_byte = tokio::time::Instant::now();
                 framer.feed(&buf[..n]);
                 loop {
                     match framer.next_frame() {
                         Ok(Some(Frame::Message(m))) => {
+                            partial_since = None;
                             let now = net.now();
                             cluster.borrow_mut().handle(now, flow, &m);
                         }
@@ -1170,7 +1194,14 @@ async fn stream<N: uclab_net::Net>(
                                 return;
                             }
                         }
-                        Ok(None) => break,
+                        Ok(None) => {
+                            partial_since = match (framer.partial(), partial_since) {
+                                (true, None) => Some(last_byte),
+                                (true, t) => t,
+                                (false, _) => None,
+                            };
+                            break;
+                        }
                         Err(e) => {
                             // §18.3: framing lost: the connection is closed.
                             net.transcript().message(net.now(), peer, local, "tcp", &format!("SIP framing lost: {e}; closed"));
@@ -1185,6 +1216,11 @@ async fn stream<N: uclab_net::Net>(
                 if io.write_all(&out.bytes).await.is_err() {
                     return;
                 }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                net.transcript().message(net.now(), peer, local, "tcp", why);
+                let _ = io.shutdown().await;
+                return;
             }
         }
     }

@@ -239,24 +239,32 @@ impl ServerSession {
                 _ => self.sasl_failure("invalid-mechanism"),
             };
         };
+        // The user named must be ours: a bare local part or one at our domain (issue 13).
+        let (id, domain) = who.split_once('@').unwrap_or((who.as_str(), &self.cfg.domain));
+        let ours = domain.eq_ignore_ascii_case(&self.cfg.domain);
         let user = match mech {
             "PLAIN" => {
-                let id = who.split('@').next().unwrap_or("").to_owned();
+                // RFC 4616 §2: an authorization identity other than the authentication one
+                // asks to act as someone else, which no user may here.
+                let authz = xmpp::sasl_plain_authzid(&s.text()).unwrap_or_default();
+                let own = authz.is_empty()
+                    || authz.eq_ignore_ascii_case(&who)
+                    || authz.eq_ignore_ascii_case(&format!("{id}@{}", self.cfg.domain));
                 self.cfg
                     .users
                     .iter()
                     .find(|u| {
-                        u.id.eq_ignore_ascii_case(&id) && u.password == secret && !secret.is_empty()
+                        ours && own
+                            && u.id.eq_ignore_ascii_case(id)
+                            && u.password == secret
+                            && !secret.is_empty()
                     })
                     .map(|u| u.id.clone())
             }
             _ => {
                 // The token is the one-time password; it names its user, who must match.
-                let (id, domain) = who.split_once('@').unwrap_or((who.as_str(), ""));
-                let redeemed = self.state.borrow_mut().redeem_otp(&secret);
-                redeemed.filter(|u| {
-                    u.eq_ignore_ascii_case(id) && domain.eq_ignore_ascii_case(&self.cfg.domain)
-                })
+                let redeemed = self.state.borrow_mut().redeem(&secret, id);
+                redeemed.ok().filter(|_| ours)
             }
         };
         match user {
@@ -352,12 +360,18 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
 ) -> std::io::Result<()> {
     let listener = net.listen(port).await?;
     let tls = net.tls().server_config(&names).map_err(std::io::Error::other)?;
+    let limit =
+        crate::limits::ConnLimit::new(crate::limits::STREAM_CONNECTIONS, crate::limits::PER_PEER);
     loop {
         let mut tcp = listener.accept().await?;
+        let Some(slot) = limit.admit(tcp.peer_addr().ip()) else {
+            continue; // over a cap (issue 13): closed at once
+        };
         tcp.set_dscp(24); // SPEC MEDIA2: IM&P traffic is CS3
         let (net, cfg, state, router, tls) =
             (net.clone(), cfg.clone(), state.clone(), router.clone(), tls.clone());
         tokio::task::spawn_local(async move {
+            let _slot = slot;
             let (local, peer) = (tcp.local_addr(), tcp.peer_addr());
             let session = ServerSession::new(cfg, state);
             // The session leaves the router when the connection ends, and also when the node

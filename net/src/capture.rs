@@ -81,6 +81,9 @@ struct Inner {
     generation: u64,
     /// TLS key log lines (NSS format), for the Decryption Secrets Block.
     tls_secrets: Vec<String>,
+    /// Records nothing (live `uclab serve`: a capture kept in memory would grow without
+    /// bound, and its key log would hold every session's secrets).
+    off: bool,
 }
 
 /// A shared capture: all sockets of a simulated world (or of one live process) write into it.
@@ -126,7 +129,19 @@ impl Capture {
             flows: BTreeMap::new(),
             generation: 0,
             tls_secrets: Vec::new(),
+            off: false,
         })))
+    }
+
+    /// A capture that records nothing.
+    pub fn disabled() -> Self {
+        let c = Self::new(0, Duration::ZERO);
+        c.lock().off = true;
+        c
+    }
+
+    fn off(&self) -> bool {
+        self.lock().off
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -152,6 +167,9 @@ impl Capture {
 
     /// Records a UDP datagram.
     pub fn udp(&self, t: Duration, from: SocketAddr, to: SocketAddr, payload: &[u8], dscp: u8) {
+        if self.off() {
+            return;
+        }
         let (s, d) = (v4(from.ip()), v4(to.ip()));
         let b = PacketBuilder::ethernet2(mac(s), mac(d))
             .ip(ip_header(s, d, IpNumber::UDP, dscp))
@@ -170,6 +188,9 @@ impl Capture {
         orig_to: SocketAddr,
         orig_payload: &[u8],
     ) {
+        if self.off() {
+            return;
+        }
         use etherparse::{Icmpv4Type, icmpv4::DestUnreachableHeader};
         // RFC 792: the ICMP payload is the original IP header plus the first 8 bytes of data.
         let (s, d) = (v4(orig_from.ip()), v4(orig_to.ip()));
@@ -198,6 +219,9 @@ impl Capture {
         client: SocketAddr,
         server: SocketAddr,
     ) {
+        if self.off() {
+            return;
+        }
         let mut g = self.lock();
         let k = key(client, server);
         let closed = g.flows.get(&k).is_some_and(|f| f.ends.values().any(|e| e.fin_sent));
@@ -220,6 +244,9 @@ impl Capture {
 
     /// Records SYNs that get no answer (filtered), one per retransmission time in `times`.
     pub fn tcp_syn_unanswered(&self, t: Duration, client: SocketAddr, server: SocketAddr) {
+        if self.off() {
+            return;
+        }
         let mut g = self.lock();
         let (ci, _) = g.isns(client, server);
         let syn = Flags { syn: true, ..Flags::default() };
@@ -228,6 +255,9 @@ impl Capture {
 
     /// Records a refused connection: SYN, then RST-ACK from the server.
     pub fn tcp_refused(&self, t: Duration, client: SocketAddr, server: SocketAddr) {
+        if self.off() {
+            return;
+        }
         let mut g = self.lock();
         let (ci, _) = g.isns(client, server);
         let syn = Flags { syn: true, ..Flags::default() };
@@ -238,6 +268,9 @@ impl Capture {
 
     /// Records data sent by `from` on the flow, split into MSS-sized segments.
     pub fn tcp_data(&self, t: Duration, from: SocketAddr, to: SocketAddr, data: &[u8], dscp: u8) {
+        if self.off() {
+            return;
+        }
         if data.is_empty() {
             return;
         }
@@ -254,6 +287,9 @@ impl Capture {
 
     /// Records that `at` has read `n` bytes from `peer`: a pure ACK.
     pub fn tcp_ack_read(&self, t: Duration, at: SocketAddr, peer: SocketAddr, n: usize) {
+        if self.off() {
+            return;
+        }
         let mut g = self.lock();
         let ends = g.flow(at, peer);
         let me = ends.get_mut(&at).expect("end exists");
@@ -265,6 +301,9 @@ impl Capture {
 
     /// Records a FIN from `from` (it closed its sending side).
     pub fn tcp_fin(&self, t: Duration, from: SocketAddr, to: SocketAddr) {
+        if self.off() {
+            return;
+        }
         let mut g = self.lock();
         let end = g.flow(from, to)[&from];
         if end.fin_sent {
@@ -279,11 +318,17 @@ impl Capture {
 
     /// Records that `at` saw the peer's FIN (end of stream): the ACK of the FIN.
     pub fn tcp_ack_fin(&self, t: Duration, at: SocketAddr, peer: SocketAddr) {
+        if self.off() {
+            return;
+        }
         self.tcp_ack_read(t, at, peer, 1);
     }
 
     /// Records an RST from `from` (connection reset, e.g. the node crashed or aborted).
     pub fn tcp_rst(&self, t: Duration, from: SocketAddr, to: SocketAddr) {
+        if self.off() {
+            return;
+        }
         let mut g = self.lock();
         let end = g.flow(from, to)[&from];
         let f = Flags { rst: true, ack: true, ..Flags::default() };
@@ -293,6 +338,9 @@ impl Capture {
 
     /// Records one TLS key log line (`LABEL <client random> <secret>`, NSS format).
     pub fn tls_secret(&self, line: String) {
+        if self.off() {
+            return;
+        }
         self.lock().tls_secrets.push(line);
     }
 

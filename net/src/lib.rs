@@ -16,9 +16,9 @@ pub mod tls;
 mod transcript;
 
 pub use capture::{Capture, Frame, FrameKind, TapMode};
-pub use live::LiveNet;
+pub use live::{Egress, LiveNet};
 pub use policy::{Action, Policy, PolicyError, Rule, Zone};
-pub use rng::{SeededRng, derive_seed};
+pub use rng::{Entropy, SecretRng, SeededRng, derive_seed};
 pub use sim::SimNet;
 pub use socket::{AsyncIo, BoxFuture, TcpAcceptor, TcpConn, UdpSock};
 pub use transcript::{EventRecord, Transcript};

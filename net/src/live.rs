@@ -13,11 +13,42 @@ use crate::tls::TlsContext;
 use crate::transcript::Transcript;
 use crate::{Lab, Net};
 
+/// Where a live process may send (issue 13: nothing leaves the lab unless told to).
+///
+/// Always allowed: loopback (127.0.0.0/8, ::1) and the process's own address. Also allowed:
+/// the targets the user named on the command line. Anything else is refused before a packet
+/// leaves, unless `remote` (`--allow-remote`) says otherwise.
+#[derive(Clone, Debug, Default)]
+pub struct Egress {
+    /// Addresses named by the user (a `--dns` or `--server` outside loopback).
+    pub targets: Vec<IpAddr>,
+    /// Allow every address (`--allow-remote`).
+    pub remote: bool,
+}
+
+impl Egress {
+    /// Whether `to` may be reached from `own`.
+    pub fn allows(&self, own: IpAddr, to: IpAddr) -> bool {
+        self.remote || to.is_loopback() || to == own || self.targets.contains(&to)
+    }
+
+    fn check(&self, own: IpAddr, to: SocketAddr) -> io::Result<()> {
+        if self.allows(own, to.ip()) {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("refused: {to} is outside the lab (--allow-remote to allow)"),
+        ))
+    }
+}
+
 /// Real sockets bound to one address (loopback unless told otherwise). Only this end of each
 /// flow is ours, so the tap records both directions.
 #[derive(Clone)]
 pub struct LiveNet {
     ip: IpAddr,
+    egress: Rc<Egress>,
     capture: Capture,
     policy: Policy,
     rng: SeededRng,
@@ -32,6 +63,7 @@ impl LiveNet {
     pub fn new(ip: IpAddr, lab: &Lab) -> Self {
         Self {
             ip,
+            egress: Rc::new(Egress::default()),
             capture: lab.capture.clone(),
             policy: Policy::default(),
             rng: SeededRng::new(lab.seed, "live"),
@@ -41,6 +73,12 @@ impl LiveNet {
             // definition. Simulation never builds a LiveNet, so no run's replay depends on it.
             start: tokio::time::Instant::now(),
         }
+    }
+
+    /// The same net, sending only where `egress` allows.
+    pub fn with_egress(mut self, egress: Egress) -> Self {
+        self.egress = Rc::new(egress);
+        self
     }
 
     /// The capture this net writes into.
@@ -70,11 +108,14 @@ impl Accept for LiveListener {
     }
 }
 
-struct LiveUdp(tokio::net::UdpSocket);
+struct LiveUdp(tokio::net::UdpSocket, IpAddr, Rc<Egress>);
 
 impl Dgram for LiveUdp {
     fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
-        Box::pin(self.0.send_to(buf, to))
+        Box::pin(async move {
+            self.2.check(self.1, to)?;
+            self.0.send_to(buf, to).await
+        })
     }
 
     fn recv_from<'a>(
@@ -88,6 +129,7 @@ impl Dgram for LiveUdp {
 impl Net for LiveNet {
     fn connect(&self, to: SocketAddr) -> BoxFuture<'_, io::Result<TcpConn>> {
         Box::pin(async move {
+            self.egress.check(self.ip, to)?;
             let t0 = self.start.elapsed();
             let s = tokio::net::TcpStream::connect(to).await?;
             let local = s.local_addr()?;
@@ -109,7 +151,7 @@ impl Net for LiveNet {
             let s = tokio::net::UdpSocket::bind((self.ip, port)).await?;
             let local = s.local_addr()?;
             Ok(UdpSock::new(
-                Box::new(LiveUdp(s)),
+                Box::new(LiveUdp(s, self.ip, self.egress.clone())),
                 local,
                 self.tap(),
                 self.policy.clone(),
@@ -136,5 +178,25 @@ impl Net for LiveNet {
 
     fn tls(&self) -> &TlsContext {
         &self.tls
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn egress_allows_loopback_own_and_named_only() {
+        let own: IpAddr = "127.0.0.1".parse().unwrap();
+        let e = Egress { targets: vec!["192.0.2.7".parse().unwrap()], remote: false };
+        assert!(e.allows(own, "127.1.0.11".parse().unwrap()));
+        assert!(e.allows(own, "::1".parse().unwrap()));
+        assert!(e.allows(own, "192.0.2.7".parse().unwrap()));
+        assert!(!e.allows(own, "10.1.0.40".parse().unwrap()));
+        let err = e.check(own, "10.1.0.40:5060".parse().unwrap()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        assert!(err.to_string().contains("outside the lab"), "{err}");
+        let all = Egress { remote: true, ..Egress::default() };
+        assert!(all.allows(own, "10.1.0.40".parse().unwrap()));
     }
 }

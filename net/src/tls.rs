@@ -18,13 +18,14 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::{ActiveKeyExchange, CryptoProvider, SharedSecret, SupportedKxGroup};
+pub use rustls::pki_types::CertificateDer as Certificate;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::time_provider::TimeProvider;
 pub use rustls::{ClientConfig, ServerConfig};
 use rustls::{KeyLog, NamedGroup, RootCertStore};
 
 use crate::capture::Capture;
-use crate::rng::derive_seed;
+use crate::rng::{Entropy, derive_seed};
 
 thread_local! {
     static STREAM: RefCell<Option<ChaCha20Rng>> = const { RefCell::new(None) };
@@ -172,21 +173,21 @@ pub enum TlsSetupError {
 /// The lab's certificate authority: every node's certificate is issued by it, deterministically
 /// from the seed, and clients trust it.
 pub struct LabPki {
-    seed: u64,
+    master: Entropy,
     ca_der: CertificateDer<'static>,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl fmt::Debug for LabPki {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LabPki").field("seed", &self.seed).finish_non_exhaustive()
+        f.debug_struct("LabPki").field("master", &self.master).finish_non_exhaustive()
     }
 }
 
 /// An Ed25519 key whose 32-byte seed comes from the run seed and a label (PKCS#8 v1,
 /// RFC 8410 §7).
-fn ed25519_pkcs8(seed: u64, label: &str) -> Vec<u8> {
-    let mut rng = ChaCha20Rng::seed_from_u64(derive_seed(seed, label));
+fn ed25519_pkcs8(master: &Entropy, label: &str) -> Vec<u8> {
+    let mut rng = master.stream(label);
     let mut k = [0u8; 32];
     rng.fill_bytes(&mut k);
     let mut der = vec![
@@ -202,16 +203,26 @@ fn key_pair(pkcs8: &[u8]) -> Result<rcgen::KeyPair, rcgen::Error> {
     rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ED25519)
 }
 
-fn serial(seed: u64, label: &str) -> rcgen::SerialNumber {
-    let mut s = derive_seed(seed, label).to_be_bytes().to_vec();
+fn serial(master: &Entropy, label: &str) -> rcgen::SerialNumber {
+    let n = match master {
+        Entropy::Seed(seed) => derive_seed(*seed, label),
+        Entropy::Os(_) => master.stream(label).next_u64(),
+    };
+    let mut s = n.to_be_bytes().to_vec();
     s[0] &= 0x7f; // positive (RFC 5280 §4.1.2.2)
     rcgen::SerialNumber::from(s)
 }
 
 impl LabPki {
-    /// The lab CA for `seed`.
+    /// The lab CA for `seed` (simulation, and live mode with `--seed`: every such process
+    /// has the same CA, so it is for tests only).
     pub fn new(seed: u64) -> Result<Self, TlsSetupError> {
-        let key = key_pair(&ed25519_pkcs8(seed, "pki:ca"))?;
+        Self::from_entropy(Entropy::Seed(seed))
+    }
+
+    /// The lab CA with keys from `master` ([`Entropy::Os`]: a CA no other process has).
+    pub fn from_entropy(master: Entropy) -> Result<Self, TlsSetupError> {
+        let key = key_pair(&ed25519_pkcs8(&master, "pki:ca"))?;
         let mut p = rcgen::CertificateParams::default();
         p.distinguished_name.push(rcgen::DnType::CommonName, "uclab lab CA");
         p.distinguished_name.push(rcgen::DnType::OrganizationName, "uclab");
@@ -219,10 +230,10 @@ impl LabPki {
         p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
         p.not_before = rcgen::date_time_ymd(2020, 1, 1);
         p.not_after = rcgen::date_time_ymd(2049, 12, 31);
-        p.serial_number = Some(serial(seed, "pki:ca:serial"));
+        p.serial_number = Some(serial(&master, "pki:ca:serial"));
         let cert = p.self_signed(&key)?;
         let ca_der = cert.der().clone();
-        Ok(Self { seed, ca_der, issuer: rcgen::Issuer::new(p, key) })
+        Ok(Self { master, ca_der, issuer: rcgen::Issuer::new(p, key) })
     }
 
     /// The CA certificate (DER), to trust.
@@ -249,7 +260,7 @@ impl LabPki {
         names: &[String],
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsSetupError> {
         let label = format!("pki:leaf:{}", names.join(","));
-        let pkcs8 = ed25519_pkcs8(self.seed, &label);
+        let pkcs8 = ed25519_pkcs8(&self.master, &label);
         let key = key_pair(&pkcs8)?;
         let mut p = rcgen::CertificateParams::new(names.to_vec())?;
         if let Some(cn) = names.first() {
@@ -257,7 +268,7 @@ impl LabPki {
         }
         p.not_before = rcgen::date_time_ymd(2020, 1, 1);
         p.not_after = rcgen::date_time_ymd(2049, 12, 31);
-        p.serial_number = Some(serial(self.seed, &format!("{label}:serial")));
+        p.serial_number = Some(serial(&self.master, &format!("{label}:serial")));
         p.use_authority_key_identifier_extension = true;
         let cert = p.signed_by(&key, &self.issuer)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8));
@@ -272,6 +283,8 @@ pub struct TlsContext {
     time: Arc<dyn TimeProvider>,
     pki: Arc<LabPki>,
     keylog: Arc<CaptureKeyLog>,
+    /// Roots clients trust instead of the lab CA (`uclab probe --ca`: another process's CA).
+    roots: Option<Arc<Vec<CertificateDer<'static>>>>,
 }
 
 impl fmt::Debug for TlsContext {
@@ -288,6 +301,7 @@ impl TlsContext {
             time: Arc::new(SimClock { epoch }),
             pki,
             keylog: Arc::new(CaptureKeyLog(capture)),
+            roots: None,
         }
     }
 
@@ -298,6 +312,7 @@ impl TlsContext {
             time: Arc::new(rustls::time_provider::DefaultTimeProvider),
             pki,
             keylog: Arc::new(CaptureKeyLog(capture)),
+            roots: None,
         }
     }
 
@@ -306,6 +321,13 @@ impl TlsContext {
     /// protocol timestamps with.
     pub fn unix_now(&self) -> Duration {
         self.time.current_time().map_or(Duration::ZERO, |t| Duration::from_secs(t.as_secs()))
+    }
+
+    /// Clients of this context trust `roots` instead of the lab CA (a CA read from another
+    /// process's `--ca-pem`).
+    pub fn trusting(mut self, roots: Vec<CertificateDer<'static>>) -> Self {
+        self.roots = Some(Arc::new(roots));
+        self
     }
 
     /// The lab PKI.
@@ -319,7 +341,14 @@ impl TlsContext {
         extra_roots: &[CertificateDer<'static>],
     ) -> Result<Arc<ClientConfig>, TlsSetupError> {
         let mut roots = RootCertStore::empty();
-        roots.add(self.pki.ca())?;
+        match &self.roots {
+            Some(r) => {
+                for c in r.iter() {
+                    roots.add(c.clone())?;
+                }
+            }
+            None => roots.add(self.pki.ca())?,
+        }
         for r in extra_roots {
             roots.add(r.clone())?;
         }
@@ -382,4 +411,23 @@ impl TlsContext {
     {
         tokio_rustls::TlsAcceptor::from(config).accept(stream).await
     }
+}
+
+/// The certificates of a PEM text (`-----BEGIN CERTIFICATE-----` blocks), for `--ca` files.
+pub fn certs_from_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let body = &rest[start + "-----BEGIN CERTIFICATE-----".len()..];
+        let end =
+            body.find("-----END CERTIFICATE-----").ok_or("a certificate block is not closed")?;
+        let b64: String = body[..end].chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let der = uclab_proto::base64::decode(&b64).ok_or("a certificate is not base64")?;
+        out.push(CertificateDer::from(der));
+        rest = &body[end..];
+    }
+    if out.is_empty() {
+        return Err("no certificate in the file".into());
+    }
+    Ok(out)
 }

@@ -25,14 +25,39 @@ pub struct EventRecord {
     pub fields: Vec<(String, String)>,
 }
 
+/// Lines a live transcript echoes per second at most (issue 13: a flood must not flood the
+/// log); the rest are counted and reported once the second is over.
+const ECHO_PER_SECOND: u32 = 100;
+
 #[derive(Debug, Default)]
 struct Inner {
     echo: bool,
+    /// Echo only: keep no line and no event (live `uclab serve`, which runs for days).
+    forget: bool,
+    /// The second being echoed, lines echoed in it, and lines dropped.
+    window: (u64, u32, u64),
     names: BTreeMap<IpAddr, String>,
     /// Names of single services (live mode, where every node shares one address).
     services: BTreeMap<SocketAddr, String>,
     lines: Vec<(Duration, String)>,
     events: Vec<EventRecord>,
+}
+
+/// `line` with control characters written as `\xNN` (bytes from the wire must not drive the
+/// terminal: issue 13).
+pub(crate) fn escape_controls(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut s = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        if c.is_control() {
+            let _ = write!(s, "\\x{:02x}", u32::from(c));
+        } else {
+            s.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(s)
 }
 
 /// A shared transcript (one per simulated world or live process).
@@ -47,12 +72,33 @@ impl Transcript {
         t
     }
 
+    /// A transcript that prints each line to stderr and keeps nothing (live `uclab serve`).
+    pub fn echo_only() -> Self {
+        let t = Self::echoing();
+        t.lock().forget = true;
+        t
+    }
+
     fn push(&self, t: Duration, line: String) {
         let mut g = self.lock();
         if g.echo {
-            eprintln!("{:>4}.{:03}s  {line}", t.as_secs(), t.subsec_millis());
+            let sec = t.as_secs();
+            if g.window.0 != sec {
+                if g.window.2 > 0 {
+                    eprintln!("{:>4}.000s  ({} lines not shown)", sec, g.window.2);
+                }
+                g.window = (sec, 0, 0);
+            }
+            if g.window.1 < ECHO_PER_SECOND {
+                g.window.1 += 1;
+                eprintln!("{:>4}.{:03}s  {}", sec, t.subsec_millis(), escape_controls(&line));
+            } else {
+                g.window.2 += 1;
+            }
         }
-        g.lines.push((t, line));
+        if !g.forget {
+            g.lines.push((t, line));
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -108,12 +154,11 @@ impl Transcript {
         text: &str,
     ) {
         self.push(t, format!("{who} ! {text}"));
-        self.lock().events.push(EventRecord {
-            time: t,
-            who: who.to_owned(),
-            kind: kind.to_owned(),
-            fields,
-        });
+        let mut g = self.lock();
+        if g.forget {
+            return;
+        }
+        g.events.push(EventRecord { time: t, who: who.to_owned(), kind: kind.to_owned(), fields });
     }
 
     /// All client events so far.
@@ -131,5 +176,27 @@ impl Transcript {
             let _ = writeln!(s, "{:>4}.{:03}s  {l}", t.as_secs(), t.subsec_millis());
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_bytes_are_escaped() {
+        assert_eq!(escape_controls("FOO\u{1b}[31m"), "FOO\\x1b[31m");
+        assert_eq!(escape_controls("plain"), "plain");
+    }
+
+    #[test]
+    fn echo_only_keeps_nothing() {
+        let t = Transcript::echo_only();
+        for i in 0..500 {
+            t.note(Duration::from_millis(i), "n", "x");
+            t.event(Duration::from_millis(i), "c", "k", Vec::new(), "e");
+        }
+        assert!(t.render().is_empty());
+        assert!(t.events().is_empty());
     }
 }

@@ -193,6 +193,17 @@ pub struct CucmMember {
     pub priority: u8,
     /// Node name or address.
     pub name: String,
+    /// SIP port (UDP and TCP; 5060, a live port in `uclab serve`).
+    pub sip_port: u16,
+    /// SIP over TLS port (5061).
+    pub sip_tls_port: u16,
+}
+
+impl CucmMember {
+    /// A member on the standard ports.
+    pub fn new(priority: u8, name: &str) -> Self {
+        Self { priority, name: name.to_owned(), sip_port: 5060, sip_tls_port: 5061 }
+    }
 }
 
 /// `CSF<NAME>.cnf.xml` (WIRE.md "TFTP-over-HTTP"): CUCM group members in priority order, the
@@ -207,6 +218,7 @@ pub fn cnf_xml(
     line: &str,
     config_file: Option<&str>,
 ) -> String {
+    let srst = srst.map(|ip| (ip, 5060));
     cnf_xml_media(device, members, srst, line, config_file, (16384, 32766), 2)
 }
 
@@ -216,7 +228,7 @@ pub fn cnf_xml(
 pub fn cnf_xml_media(
     device: &str,
     members: &[CucmMember],
-    srst: Option<&str>,
+    srst: Option<(&str, u16)>,
     line: &str,
     config_file: Option<&str>,
     (start, stop): (u16, u16),
@@ -234,18 +246,20 @@ pub fn cnf_xml_media(
     s.push_str("<devicePool><name>Default</name><callManagerGroup><name>Default</name><members>");
     for m in members {
         s.push_str(&format!(
-            "<member priority=\"{}\"><callManager><name>{n}</name><ports><sipPort>5060</sipPort>\
-             <securedSipPort>5061</securedSipPort><sipOAuthPort>5090</sipOAuthPort>\
+            "<member priority=\"{}\"><callManager><name>{n}</name><ports><sipPort>{}</sipPort>\
+             <securedSipPort>{}</securedSipPort><sipOAuthPort>5090</sipOAuthPort>\
              <sipMRAOAuthPort>5091</sipMRAOAuthPort></ports><processNodeName>{n}</processNodeName>\
              </callManager></member>",
             m.priority,
+            m.sip_port,
+            m.sip_tls_port,
             n = e(&m.name)
         ));
     }
     s.push_str("</members></callManagerGroup>");
     match srst {
-        Some(ip) => s.push_str(&format!(
-            "<srstInfo><srstOption>User Specific</srstOption><ipAddr1>{}</ipAddr1><port1>5060</port1></srstInfo>",
+        Some((ip, port)) => s.push_str(&format!(
+            "<srstInfo><srstOption>User Specific</srstOption><ipAddr1>{}</ipAddr1><port1>{port}</port1></srstInfo>",
             e(ip)
         )),
         None => s.push_str("<srstInfo><srstOption>Disable</srstOption></srstInfo>"),
@@ -383,7 +397,7 @@ mod tests {
             uds_error("404", "user <nobody> not found"),
             cnf_xml(
                 "CSFALICE",
-                &[CucmMember { priority: 0, name: "cucm1".into() }],
+                &[CucmMember::new(0, "cucm1")],
                 Some("10.2.0.1"),
                 "1001",
                 Some("group<a>.xml"),
@@ -803,10 +817,8 @@ mod parse_tests {
 
     #[test]
     fn cnf_reads_group_srst_timers_and_ports() {
-        let members = [
-            CucmMember { priority: 1, name: "cucm2.example.com".into() },
-            CucmMember { priority: 0, name: "cucm1.example.com".into() },
-        ];
+        let members =
+            [CucmMember::new(1, "cucm2.example.com"), CucmMember::new(0, "cucm1.example.com")];
         let c =
             parse_cnf(cnf_xml("CSFALICE", &members, Some("10.1.0.40"), "1001", None).as_bytes())
                 .unwrap();
@@ -864,7 +876,7 @@ mod parse_tests {
                 ("ServiceDiscoveryExcludedServices".into(), "WEBEX".into()),
             ]
         );
-        let m = [CucmMember { priority: 0, name: "cucm1".into() }];
+        let m = [CucmMember::new(0, "cucm1")];
         let cnf = cnf_xml("CSFA", &m, None, "1001", Some("groupa-config.xml"));
         assert_eq!(
             parse_cnf_config_file(cnf.as_bytes()).unwrap().as_deref(),

@@ -538,6 +538,14 @@ pub fn sasl_decode(mechanism: &str, b64: &str) -> Option<(String, String)> {
     }
 }
 
+/// The authorization identity of a SASL PLAIN initial response (RFC 4616 §2: `authzid NUL
+/// authcid NUL passwd`), empty when none was asked for.
+pub fn sasl_plain_authzid(b64: &str) -> Option<String> {
+    let raw = crate::base64::decode(b64.trim())?;
+    let s = String::from_utf8(raw).ok()?;
+    s.split('\0').next().map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

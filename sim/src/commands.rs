@@ -280,7 +280,7 @@ pub fn cmd_serve(
     bind: IpAddr,
     ports_json: Option<&Path>,
     ca_pem: Option<&Path>,
-    seed: u64,
+    seed: Option<u64>,
 ) -> i32 {
     let s = match file {
         Some(f) => match load(f) {
@@ -302,16 +302,33 @@ pub fn cmd_serve(
             return EXIT_BAD_INPUT;
         }
     };
-    if let Some(p) = ca_pem {
-        let pem = uclab_net::tls::LabPki::new(seed).map(|pki| pki.ca_pem());
-        if pem
-            .map_err(|e| e.to_string())
-            .and_then(|pem| fs::write(p, pem).map_err(|e| e.to_string()))
-            .is_err()
-        {
-            eprintln!("error: cannot write {}", p.display());
-            return EXIT_BAD_INPUT;
+    for (e, product) in crate::live::moved(&s, &plan) {
+        eprintln!(
+            "warning: {}/{} listens on {} instead of port {product} (taken, or privileged): \
+             clients that use the product's fixed port will not reach it",
+            e.node, e.service, e.addr
+        );
+    }
+    // Issue 13: secrets and the lab CA from the OS random source unless --seed (tests).
+    let entropy = match uclab_net::Entropy::from_option(seed) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAIL;
         }
+    };
+    let pki = match crate::live::lab_pki(entropy) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAIL;
+        }
+    };
+    if let Some(p) = ca_pem
+        && fs::write(p, pki.ca_pem()).is_err()
+    {
+        eprintln!("error: cannot write {}", p.display());
+        return EXIT_BAD_INPUT;
     }
     let json = serde_json::to_string_pretty(&plan).unwrap_or_default();
     if let Some(p) = ports_json {
@@ -325,12 +342,48 @@ pub fn cmd_serve(
     println!("{json}");
     let _ = std::io::stdout().flush();
     let Some((rt, local)) = local_runtime() else { return EXIT_FAIL };
-    match local.block_on(&rt, crate::live::serve(&s, bind, &plan, seed)) {
+    match local.block_on(&rt, crate::live::serve(&s, &plan, entropy, pki)) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             eprintln!("error: {e}");
             EXIT_FAIL
         }
+    }
+}
+
+/// What every probe command is given about randomness, trust and reach (issue 13).
+#[derive(Clone, Debug, Default)]
+pub struct LiveArgs {
+    /// `--seed` (tests only).
+    pub seed: Option<u64>,
+    /// `--ca FILE`: the lab CA to trust.
+    pub ca: Option<PathBuf>,
+    /// `--allow-remote`.
+    pub allow_remote: bool,
+}
+
+impl LiveArgs {
+    /// The probe's options, or the exit code of a bad `--ca`.
+    fn options(&self, verbose: bool) -> Result<crate::live::ProbeOptions, i32> {
+        let ca = match &self.ca {
+            Some(p) => {
+                let text = fs::read_to_string(p).map_err(|e| {
+                    eprintln!("error: {}: {e}", p.display());
+                    EXIT_BAD_INPUT
+                })?;
+                Some(uclab_net::tls::certs_from_pem(&text).map_err(|e| {
+                    eprintln!("error: {}: {e}", p.display());
+                    EXIT_BAD_INPUT
+                })?)
+            }
+            None => None,
+        };
+        Ok(crate::live::ProbeOptions {
+            seed: self.seed,
+            ca,
+            allow_remote: self.allow_remote,
+            verbose,
+        })
     }
 }
 
@@ -340,11 +393,15 @@ pub fn cmd_probe(
     dns: SocketAddr,
     credentials: Option<(String, String)>,
     json: bool,
-    seed: u64,
+    live: &LiveArgs,
 ) -> i32 {
     let signing_in = credentials.is_some();
+    let opts = match live.options(!json) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     let Some((rt, local)) = local_runtime() else { return EXIT_FAIL };
-    match local.block_on(&rt, crate::live::probe(domain, dns, credentials, seed, !json)) {
+    match local.block_on(&rt, crate::live::probe(domain, dns, credentials, &opts)) {
         Ok(r) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
@@ -383,11 +440,14 @@ pub fn cmd_probe_xmpp(
     messages: Vec<(String, String)>,
     wait: std::time::Duration,
     json: bool,
-    seed: u64,
+    live: &LiveArgs,
 ) -> i32 {
+    let opts = match live.options(!json) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     let Some((rt, local)) = local_runtime() else { return EXIT_FAIL };
-    let probe =
-        crate::live::probe_xmpp(server, domain, (user, password), messages, wait, seed, !json);
+    let probe = crate::live::probe_xmpp(server, domain, (user, password), messages, wait, &opts);
     match local.block_on(&rt, probe) {
         Ok(r) => {
             if json {
@@ -417,10 +477,14 @@ pub fn cmd_probe_sip(
     line: &str,
     (wait, calls): (std::time::Duration, crate::live::SipProbeCalls),
     json: bool,
-    seed: u64,
+    live: &LiveArgs,
 ) -> i32 {
+    let opts = match live.options(!json) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     let Some((rt, local)) = local_runtime() else { return EXIT_FAIL };
-    let probe = crate::live::probe_sip(servers, (user, password), line, (wait, calls), seed, !json);
+    let probe = crate::live::probe_sip(servers, (user, password), line, (wait, calls), &opts);
     match local.block_on(&rt, probe) {
         Ok(r) => {
             if json {
@@ -444,8 +508,21 @@ pub fn cmd_probe_sip(
 }
 
 /// `uclab pki`: a lab certificate for `names` (and its key and the CA) into files.
-pub fn cmd_pki(seed: u64, names: &[String], cert: &Path, key: &Path, ca: Option<&Path>) -> i32 {
-    let (c, k, a) = match crate::live::issue_pem(seed, names) {
+pub fn cmd_pki(
+    seed: Option<u64>,
+    names: &[String],
+    cert: &Path,
+    key: &Path,
+    ca: Option<&Path>,
+) -> i32 {
+    let entropy = match uclab_net::Entropy::from_option(seed) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAIL;
+        }
+    };
+    let (c, k, a) = match crate::live::issue_pem(entropy, names) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");

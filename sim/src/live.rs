@@ -17,7 +17,7 @@ use uclab_client::discovery::DiscoveryConfig;
 use uclab_client::driver::{self, ClientConfig, UserAction};
 
 use uclab_net::tls::{LabPki, TlsContext};
-use uclab_net::{Capture, EventRecord, Lab, LiveNet, Policy, Transcript};
+use uclab_net::{Capture, Egress, Entropy, EventRecord, Lab, LiveNet, Policy, Transcript};
 
 use std::collections::BTreeMap;
 
@@ -37,60 +37,150 @@ pub struct PortEntry {
     pub addr: String,
 }
 
-/// A port free for both TCP and UDP on `ip`.
-fn free_port(ip: IpAddr, udp_too: bool) -> io::Result<u16> {
+/// One entry of the port map and whether it is the product's own port.
+fn entry(node: &str, service: String, proto: &str, addr: SocketAddr) -> PortEntry {
+    PortEntry { node: node.to_owned(), service, proto: proto.to_owned(), addr: addr.to_string() }
+}
+
+/// Whether `port` of `ip` can be bound for the protocols a service needs.
+fn bindable(ip: IpAddr, port: u16, tcp: bool, udp: bool) -> bool {
+    (!tcp || TcpListener::bind((ip, port)).is_ok()) && (!udp || UdpSocket::bind((ip, port)).is_ok())
+}
+
+/// A port of `ip` free for the protocols a service needs.
+fn free_port(ip: IpAddr, tcp: bool, udp: bool) -> io::Result<u16> {
     for _ in 0..64 {
-        let t = TcpListener::bind((ip, 0))?;
-        let port = t.local_addr()?.port();
-        if !udp_too || UdpSocket::bind((ip, port)).is_ok() {
+        let port = if tcp {
+            TcpListener::bind((ip, 0))?.local_addr()?.port()
+        } else {
+            UdpSocket::bind((ip, 0))?.local_addr()?.port()
+        };
+        if bindable(ip, port, tcp, udp) {
             return Ok(port);
         }
     }
     Err(io::Error::new(io::ErrorKind::AddrInUse, "no port free for both TCP and UDP"))
 }
 
-/// Plans the ports of every service of `s` on `bind`.
+/// The address each node of `s` serves on (issue 13). With a loopback `bind` every node gets
+/// a loopback address of its own, 127.b.c.d for its simulated a.b.c.d (cucm1 10.1.0.11 →
+/// 127.1.0.11): each service can then listen on its product's port, which is the only one a
+/// real client uses for XMPP, SOAP or the CAS, and no address handed out leaves the host. Any
+/// other `bind` (a host address, to reach the lab from elsewhere) is shared by every node.
+pub fn node_ips(s: &Scenario, bind: IpAddr) -> BTreeMap<String, IpAddr> {
+    let mut out = BTreeMap::new();
+    let mut taken = std::collections::BTreeSet::new();
+    let mut spare = 0u32;
+    for n in &s.nodes {
+        let ip = match (bind, n.ip) {
+            (IpAddr::V4(b), IpAddr::V4(sim)) if b.is_loopback() => {
+                let o = sim.octets();
+                let mut ip = Ipv4Addr::new(127, o[1], o[2], o[3]);
+                // Not the bind address (clients use it), no network or broadcast form, no
+                // two nodes on one address: such nodes take 127.255.x.y.
+                while ip == b || ip.octets()[3] == 0 || ip.octets()[3] == 255 || taken.contains(&ip)
+                {
+                    spare += 1;
+                    ip = Ipv4Addr::from(0x7fff_0000 + spare);
+                }
+                taken.insert(ip);
+                IpAddr::V4(ip)
+            }
+            _ => bind,
+        };
+        out.insert(n.name.clone(), ip);
+    }
+    out
+}
+
+/// Plans the ports of every service of `s` on `bind`: on each node's address (see
+/// [`node_ips`]) its product's port when it can be bound, else a free one. Lists only what
+/// will listen: a UDP-only service has no TCP entry.
 pub fn plan(s: &Scenario, bind: IpAddr) -> io::Result<Vec<PortEntry>> {
+    let ips = node_ips(s, bind);
     let mut out = Vec::new();
     for n in &s.nodes {
+        let ip = ips.get(&n.name).copied().unwrap_or(bind);
         for svc in nodes::services(&n.kind) {
-            let addr = SocketAddr::new(bind, free_port(bind, svc.udp)?).to_string();
-            let protos: &[&str] = if svc.udp { &["udp", "tcp"] } else { &["tcp"] };
-            for proto in protos {
+            let shared = !ip.is_loopback() || ip == bind;
+            let port = if !shared && bindable(ip, svc.port, svc.tcp, svc.udp) {
+                svc.port
+            } else {
+                free_port(ip, svc.tcp, svc.udp)?
+            };
+            let addr = SocketAddr::new(ip, port);
+            for (on, proto) in [(svc.udp, "udp"), (svc.tcp, "tcp")] {
+                if !on {
+                    continue;
+                }
                 // SIP over UDP and TCP share the port, named per transport (DESIGN.md).
                 let service =
                     if svc.name == "sip" { format!("sip-{proto}") } else { svc.name.clone() };
-                out.push(PortEntry {
-                    node: n.name.clone(),
-                    service,
-                    proto: (*proto).into(),
-                    addr: addr.clone(),
-                });
+                out.push(entry(&n.name, service, proto, addr));
             }
         }
     }
     Ok(out)
 }
 
+/// The entries of `plan` that are not on their product's port (a port taken, or one that
+/// needs privileges): clients that cannot be told a port (the CAS on 443, SOAP and UDS on
+/// 8443, XMPP on 5222) will not reach them.
+pub fn moved(s: &Scenario, plan: &[PortEntry]) -> Vec<(PortEntry, u16)> {
+    let mut out = Vec::new();
+    for e in plan {
+        let Some(n) = s.nodes.iter().find(|n| n.name == e.node) else { continue };
+        let base = e.service.strip_prefix("sip-").filter(|_| e.service != "sip-tls");
+        let name = base.map_or(e.service.as_str(), |_| "sip");
+        let Some(svc) = nodes::services(&n.kind).into_iter().find(|x| x.name == name) else {
+            continue;
+        };
+        let live: Option<SocketAddr> = e.addr.parse().ok();
+        if live.is_some_and(|a| a.port() != svc.port) {
+            out.push((e.clone(), svc.port));
+        }
+    }
+    out
+}
+
 fn port_of(plan: &[PortEntry], node: &str, service: &str) -> Option<SocketAddr> {
     let named = |e: &&PortEntry| {
-        e.service == service || (service == "sip" && e.service.starts_with("sip-"))
+        e.service == service
+            || (service == "sip" && e.service.starts_with("sip-") && e.service != "sip-tls")
     };
     plan.iter().find(|e| e.node == node && named(e)).and_then(|e| e.addr.parse().ok())
 }
 
+/// What a live process keeps of its run (issue 13: bounded memory). `uclab serve` keeps
+/// nothing by default; `--capture`/`--transcript` stream to files.
+#[derive(Clone, Debug, Default)]
+pub struct Keep {
+    /// Echo transcript lines to stderr (escaped, rate-limited).
+    pub echo: bool,
+}
+
 /// Serves every node of `s` as planned, until the process ends. Must run inside a
-/// `tokio::task::LocalSet`.
-pub async fn serve(s: &Scenario, bind: IpAddr, plan: &[PortEntry], seed: u64) -> io::Result<()> {
-    let capture = Capture::new(seed, std::time::Duration::ZERO);
-    let transcript = Transcript::echoing();
-    let lab = live_lab(seed, capture.clone(), transcript.clone())?;
+/// `tokio::task::LocalSet`. Secrets (session keys, one-time passwords, nonces, the lab PKI
+/// `pki`) come from `entropy`.
+pub async fn serve(
+    s: &Scenario,
+    plan: &[PortEntry],
+    entropy: Entropy,
+    pki: Arc<LabPki>,
+) -> io::Result<()> {
+    let seed = entropy.seed();
+    // Live serve keeps no capture (it would grow without bound) and no transcript in
+    // memory: lines are echoed to stderr, escaped and rate-limited (issue 13).
+    let capture = Capture::disabled();
+    let transcript = Transcript::echo_only();
+    let lab = live_lab(seed, pki, capture, transcript.clone());
     for e in plan {
         if let Ok(a) = e.addr.parse::<SocketAddr>() {
             transcript.set_service_name(a, &format!("{}/{}", e.node, e.service));
         }
     }
-    // Simulated service address → live address, for the DNS nodes' answers.
+    // Simulated service address → live address, for the DNS nodes' answers and every
+    // address a mock hands out (cnf.xml members and SRST reference, trunks).
     let live: BTreeMap<SocketAddr, SocketAddr> = s
         .nodes
         .iter()
@@ -106,9 +196,15 @@ pub async fn serve(s: &Scenario, bind: IpAddr, plan: &[PortEntry], seed: u64) ->
     let port =
         |node: &str, svc: &nodes::Service| port_of(plan, node, &svc.name).map_or(0, |a| a.port());
     let mut tasks = Vec::new();
-    let shared = nodes::Shared::new(seed);
+    let shared = nodes::Shared::with_entropy(seed, entropy);
     for n in &s.nodes {
-        let net = LiveNet::new(bind, &lab);
+        let ip = plan
+            .iter()
+            .find(|e| e.node == n.name)
+            .and_then(|e| e.addr.parse::<SocketAddr>().ok())
+            .map(|a| a.ip());
+        let Some(ip) = ip else { continue };
+        let net = LiveNet::new(ip, &lab);
         let Some(p) = nodes::plan(s, &n.name, &port, &live, &shared) else { continue };
         tasks.push(tokio::task::spawn_local(nodes::run(net, p)));
     }
@@ -118,29 +214,57 @@ pub async fn serve(s: &Scenario, bind: IpAddr, plan: &[PortEntry], seed: u64) ->
     Ok(())
 }
 
-/// The shared parts of a live process: the lab PKI from `seed`, the live TLS provider.
-fn live_lab(seed: u64, capture: Capture, transcript: Transcript) -> io::Result<Lab> {
-    let pki = Arc::new(LabPki::new(seed).map_err(io::Error::other)?);
-    Ok(Lab {
+/// The lab PKI of a live process: from `--seed` (tests: every such process has the same CA)
+/// or from the OS random source.
+pub fn lab_pki(entropy: Entropy) -> io::Result<Arc<LabPki>> {
+    Ok(Arc::new(LabPki::from_entropy(entropy).map_err(io::Error::other)?))
+}
+
+/// The shared parts of a live process: the lab PKI, the live TLS provider.
+fn live_lab(seed: u64, pki: Arc<LabPki>, capture: Capture, transcript: Transcript) -> Lab {
+    Lab {
         seed,
         capture: capture.clone(),
         policy: Policy::default(),
         transcript,
         tls: TlsContext::live(pki, capture),
-    })
+    }
 }
 
-/// The real sockets a probe runs on: loopback when `peer` is (else any address), the lab of
-/// `seed` (its CA trusted), and a transcript echoed to the terminal when `verbose`.
-fn probe_net(peer: SocketAddr, seed: u64, verbose: bool) -> io::Result<(LiveNet, Transcript)> {
+/// How a probe runs (issue 13): where its randomness comes from, which CA it trusts and where
+/// it may send.
+#[derive(Clone, Debug, Default)]
+pub struct ProbeOptions {
+    /// `--seed`: reproducible client randomness, and the lab CA of that seed trusted (tests
+    /// only). `None`: the OS random source.
+    pub seed: Option<u64>,
+    /// `--ca`: the roots to trust (a lab CA that `uclab serve --ca-pem` wrote).
+    pub ca: Option<Vec<uclab_net::tls::Certificate<'static>>>,
+    /// `--allow-remote`: send anywhere, not only to loopback and the servers named.
+    pub allow_remote: bool,
+    /// Echo the transcript to the terminal.
+    pub verbose: bool,
+}
+
+/// The real sockets a probe runs on: loopback when `peer` is (else any address), sending
+/// only to loopback and `peer` unless told otherwise, trusting the CA the options name, and a
+/// transcript echoed to the terminal when `verbose`.
+fn probe_net(peer: SocketAddr, o: &ProbeOptions) -> io::Result<(LiveNet, Transcript)> {
     let local = if peer.ip().is_loopback() {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     } else {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     };
-    let transcript = if verbose { Transcript::echoing() } else { Transcript::default() };
-    let lab = live_lab(seed, Capture::new(seed, std::time::Duration::ZERO), transcript.clone())?;
-    Ok((LiveNet::new(local, &lab), transcript))
+    let transcript = if o.verbose { Transcript::echoing() } else { Transcript::default() };
+    let entropy = Entropy::from_option(o.seed)?;
+    let seed = entropy.seed();
+    let capture = Capture::new(seed, std::time::Duration::ZERO);
+    let mut lab = live_lab(seed, lab_pki(entropy)?, capture, transcript.clone());
+    if let Some(roots) = &o.ca {
+        lab.tls = lab.tls.trusting(roots.clone());
+    }
+    let egress = Egress { targets: vec![peer.ip()], remote: o.allow_remote };
+    Ok((LiveNet::new(local, &lab).with_egress(egress), transcript))
 }
 
 /// What `uclab probe` found.
@@ -167,10 +291,9 @@ pub async fn probe(
     domain: &str,
     dns: SocketAddr,
     credentials: Option<(String, String)>,
-    seed: u64,
-    verbose: bool,
+    opts: &ProbeOptions,
 ) -> io::Result<ProbeResult> {
-    let (net, transcript) = probe_net(dns, seed, verbose)?;
+    let (net, transcript) = probe_net(dns, opts)?;
     let cfg = ClientConfig {
         name: "probe".into(),
         dns: vec![dns],
@@ -246,10 +369,9 @@ pub async fn probe_xmpp(
     (user, password): (&str, &str),
     messages: Vec<(String, String)>,
     wait: std::time::Duration,
-    seed: u64,
-    verbose: bool,
+    opts: &ProbeOptions,
 ) -> io::Result<XmppProbeResult> {
-    let (net, transcript) = probe_net(server, seed, verbose)?;
+    let (net, transcript) = probe_net(server, opts)?;
     let cfg = ClientConfig {
         name: "probe".into(),
         dns: Vec::new(),
@@ -332,11 +454,13 @@ pub async fn probe_sip(
     (user, password): (&str, &str),
     line: &str,
     (wait, calls): (std::time::Duration, SipProbeCalls),
-    seed: u64,
-    verbose: bool,
+    opts: &ProbeOptions,
 ) -> io::Result<SipProbeResult> {
     let first = *servers.first().ok_or_else(|| io::Error::other("no registrar"))?;
-    let (net, transcript) = probe_net(first, seed, verbose)?;
+    let (net, transcript) = probe_net(first, opts)?;
+    // Every registrar named is a target the user chose.
+    let targets = servers.iter().map(SocketAddr::ip).collect();
+    let net = net.with_egress(Egress { targets, remote: opts.allow_remote });
     let cfg = ClientConfig {
         name: "probe".into(),
         dns: Vec::new(),
@@ -379,10 +503,10 @@ pub async fn probe_sip(
     Ok(SipProbeResult { registered, calls, error, steps: summarise(&events).steps })
 }
 
-/// Writes a certificate of the lab CA of `seed` for `names`, its key (PKCS#8) and the CA, as
-/// PEM: for real servers the lab's clients should trust (a Prosody under test).
-pub fn issue_pem(seed: u64, names: &[String]) -> io::Result<(String, String, String)> {
-    let pki = LabPki::new(seed).map_err(io::Error::other)?;
+/// Writes a certificate of the lab CA of `entropy` for `names`, its key (PKCS#8) and the CA,
+/// as PEM: for real servers the lab's clients should trust (a Prosody under test).
+pub fn issue_pem(entropy: Entropy, names: &[String]) -> io::Result<(String, String, String)> {
+    let pki = LabPki::from_entropy(entropy).map_err(io::Error::other)?;
     let (chain, key) = pki.issue(names).map_err(io::Error::other)?;
     let pem = |label: &str, der: &[u8]| {
         let b64 = uclab_proto::base64::encode(der);

@@ -25,12 +25,20 @@ pub struct Service {
     pub name: String,
     /// Port in simulation.
     pub port: u16,
-    /// UDP as well as TCP.
+    /// Listens on TCP.
+    pub tcp: bool,
+    /// Listens on UDP.
     pub udp: bool,
 }
 
+/// A TCP service, or TCP and UDP on one port (`udp`).
 fn svc(name: &str, port: u16, udp: bool) -> Service {
-    Service { name: name.to_owned(), port, udp }
+    Service { name: name.to_owned(), port, tcp: true, udp }
+}
+
+/// A UDP-only service.
+fn udp_only(name: &str, port: u16) -> Service {
+    Service { name: name.to_owned(), port, tcp: false, udp: true }
 }
 
 /// The services of a node kind.
@@ -48,10 +56,11 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
             svc("sip-tls", 5061, false),
             // The software conference bridge's RTP (the IP Voice Media Streaming App's range
             // starts at 24576).
-            svc("bridge", 24576, true),
+            udp_only("bridge", 24576),
         ],
+        // The presence trunk from CUCM is SIP over UDP (SPEC CC7).
         NodeKind::Imp(_) => {
-            vec![svc("soap", 8443, false), svc("xmpp", 5222, false), svc("sip", 5060, true)]
+            vec![svc("soap", 8443, false), svc("xmpp", 5222, false), udp_only("sip", 5060)]
         }
         NodeKind::ChatDb => vec![svc("postgres", 5432, false)],
         NodeKind::Srst => vec![svc("sip", 5060, true)],
@@ -71,6 +80,8 @@ pub struct ImpShared {
 #[derive(Debug, Default)]
 pub struct Shared {
     seed: u64,
+    /// Where secrets come from (the seed unless live mode says otherwise).
+    entropy: Option<uclab_net::Entropy>,
     imp: RefCell<BTreeMap<String, ImpShared>>,
     /// The group chat databases (SPEC IMP5), by node name: up while their node runs.
     dbs: RefCell<BTreeMap<String, ChatDb>>,
@@ -81,7 +92,19 @@ pub struct Shared {
 impl Shared {
     /// Shared state for a run with `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { seed, imp: RefCell::default(), dbs: RefCell::default(), sip: RefCell::default() }
+        Self {
+            seed,
+            entropy: None,
+            imp: RefCell::default(),
+            dbs: RefCell::default(),
+            sip: RefCell::default(),
+        }
+    }
+
+    /// Shared state for a live process: seeded streams from `seed`, secrets (session keys,
+    /// one-time passwords) from `entropy` (issue 13).
+    pub fn with_entropy(seed: u64, entropy: uclab_net::Entropy) -> Self {
+        Self { entropy: Some(entropy), ..Self::new(seed) }
     }
 
     /// A CUCM cluster's SIP state, made when its first node starts: its users' lines.
@@ -184,7 +207,11 @@ impl Shared {
                     }
                 }
                 ImpShared {
-                    state: Rc::new(RefCell::new(ImpState::new(seed))),
+                    state: Rc::new(RefCell::new(ImpState::with_secrets(
+                        self.entropy
+                            .unwrap_or(uclab_net::Entropy::Seed(seed))
+                            .secrets(&format!("imp:{}", c.cluster)),
+                    ))),
                     router: Rc::new(RefCell::new(router)),
                 }
             })
@@ -464,7 +491,24 @@ pub fn plan(
                     remote_users,
                     product_type: c.product_type,
                     imp_servers: c.imp_servers.clone(),
-                    srst: c.srst.clone(),
+                    // The SRST reference and the members' SIP ports: where the router and
+                    // the members listen (live addresses in `uclab serve`, issue 13).
+                    srst: c.srst.as_ref().map(|ip| {
+                        let sim = ip.parse().ok().map(|ip| SocketAddr::new(ip, 5060));
+                        match sim.and_then(|sa| live.get(&sa)) {
+                            Some(l) => (l.ip().to_string(), l.port()),
+                            None => (ip.clone(), 5060),
+                        }
+                    }),
+                    sip_ports: members
+                        .iter()
+                        .map(|m| {
+                            let at = |p: u16| {
+                                live.get(&SocketAddr::new(m.ip, p)).map_or(p, SocketAddr::port)
+                            };
+                            (m.fqdn.clone(), at(5060), at(5061))
+                        })
+                        .collect(),
                     // Cluster-wide settings: from the first member that sets them.
                     profile_options: cluster_setting(&members, |o| {
                         (!o.profile.is_empty()).then(|| o.profile.clone())
@@ -555,6 +599,9 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
                     r.set_muc_up(&muc, false);
                 }
             });
+            // One-time passwords expire by the node's clock (simulated in simulation).
+            let clock = net.clone();
+            shared.state.borrow_mut().set_clock(Rc::new(move || clock.now()));
             let handler = imp::soap_handler(cfg.clone(), shared.state.clone());
             let t = tokio::task::spawn_local(http::serve(
                 net.clone(),

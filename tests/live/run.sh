@@ -5,7 +5,7 @@
 set -uo pipefail
 UCLAB=$(realpath "${1:-target/debug/uclab}")
 cd "$(dirname "$0")/../.."
-for t in tshark dig python3 curl xmllint unbound prosody prosodyctl sipsak kamailio; do
+for t in tshark dig python3 curl xmllint unbound prosody prosodyctl sipsak kamailio dnsperf; do
   command -v "$t" >/dev/null || { echo "live: $t is missing (run scripts/setup.sh)"; echo "live: 0 passed, 1 failed"; exit 1; }
 done
 work=$(mktemp -d)
@@ -48,36 +48,53 @@ srv=$(tshark -r "$work/a/showcase/discovery-inside-outside/capture.pcapng" -Y 'd
 case "$srv" in *cucm1.example.com*expe.example.com*) ok "tshark decodes SRV targets: $srv";; *) ko "tshark SRV targets: '$srv'";; esac
 
 # 3. uclab serve: dig gets the default topology's records; garbage does not stop the server.
+#    Each node listens on its own loopback address (127.a.b.c for simulated a.b.c.d), and
+#    secrets and the lab CA come from the OS random source (no --seed).
 "$UCLAB" serve --ports-json "$work/ports.json" --ca-pem "$work/ca.pem" >"$work/serve.out" 2>"$work/serve.err" &
 serve_pid=$!
 for _ in $(seq 100); do [ -s "$work/ports.json" ] && break; sleep 0.1; done
-port() { python3 -c "import json,sys;print([e['addr'].rsplit(':',1)[1] for e in json.load(open(sys.argv[1])) if e['node']==sys.argv[2] and e['service']==sys.argv[3]][0])" "$work/ports.json" "$1" "$2"; }
+# field MAP NODE SERVICE 0|1: the address (0) or port (1) a node's service listens on.
+field() { python3 -c "import json,sys;print([e['addr'].rsplit(':',1)[int(sys.argv[4])] for e in json.load(open(sys.argv[1])) if e['node']==sys.argv[2] and e['service']==sys.argv[3]][0])" "$@"; }
+port() { field "$work/ports.json" "$1" "$2" 1; }
+ip() { field "$work/ports.json" "$1" "$2" 0; }
 P=$(port dns-int dns) || P=""
-if [ -n "$P" ]; then ok "serve wrote the port map (dns-int on $P)"; else ko "serve port map"; fi
-out=$(dig @127.0.0.1 -p "$P" _cisco-uds._tcp.example.com SRV +short +time=2 +tries=1)
+D=$(ip dns-int dns) || D=""
+if [ -n "$P" ]; then ok "serve wrote the port map (dns-int on $D:$P)"; else ko "serve port map"; fi
+listed=$(python3 -c "import json,sys;print(' '.join(sorted({e['addr'].rsplit(':',1)[0] for e in json.load(open(sys.argv[1]))})))" "$work/ports.json")
+case " $listed " in *" 127.0.0.1 "*|*" 0.0.0.0 "*) ko "serve: a node shares 127.0.0.1 or the wildcard: $listed";;
+  *) python3 -c "import sys,ipaddress;sys.exit(0 if all(ipaddress.ip_address(a) in ipaddress.ip_network('127.0.0.0/8') for a in sys.argv[1:]) else 1)" $listed \
+       && ok "serve: every node on its own loopback address ($(echo $listed | wc -w) addresses)" || ko "serve addresses: $listed";;
+esac
+python3 - "$work/ports.json" <<'PY' && ok "port map lists only services that listen (IM&P SIP and the bridge: UDP only)" || ko "port map lists a service with no listener"
+import json, sys
+m = json.load(open(sys.argv[1]))
+bad = [e for e in m if (e["service"] == "bridge" or e["node"].startswith("imp") and e["service"].startswith("sip")) and e["proto"] != "udp"]
+sys.exit(1 if bad or not any(e["service"] == "bridge" for e in m) else 0)
+PY
+out=$(dig @"$D" -p "$P" _cisco-uds._tcp.example.com SRV +short +time=2 +tries=1)
 case "$out" in *"cucm1.example.com."*"cucm2.example.com."*) ok "dig SRV over UDP: $(echo $out)";; *) ko "dig SRV over UDP: '$out'";; esac
-out=$(dig @127.0.0.1 -p "$P" _cisco-uds._tcp.example.com SRV +short +tcp +time=2 +tries=1)
+out=$(dig @"$D" -p "$P" _cisco-uds._tcp.example.com SRV +short +tcp +time=2 +tries=1)
 case "$out" in *"cucm1.example.com."*) ok "dig SRV over TCP";; *) ko "dig SRV over TCP: '$out'";; esac
-out=$(dig @127.0.0.1 -p "$P" loginp.webexconnect.com A +short +time=2 +tries=1)
+out=$(dig @"$D" -p "$P" loginp.webexconnect.com A +short +time=2 +tries=1)
 # loginp.webexconnect.com is only in the external zone, and it is the CAS node: forwarded,
 # and rewritten to where the CAS mock listens live.
-[ "$out" = "127.0.0.1" ] && ok "internal server forwards to the external one (SD10), live address" || ko "forwarding: '$out'"
+[ "$out" = "$(ip cas cas)" ] && ok "internal server forwards to the external one (SD10), live address $out" || ko "forwarding: '$out'"
 E=$(port dns-ext dns)
-out=$(dig @127.0.0.1 -p "$E" _cisco-uds._tcp.example.com SRV +time=2 +tries=1 | grep -o 'status: [A-Z]*')
+out=$(dig @"$(ip dns-ext dns)" -p "$E" _cisco-uds._tcp.example.com SRV +time=2 +tries=1 | grep -o 'status: [A-Z]*')
 [ "$out" = "status: NXDOMAIN" ] && ok "external server has no _cisco-uds (split-brain)" || ko "external: '$out'"
-python3 - "$P" <<'PY'
+python3 - "$D" "$P" <<'PY'
 import os, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for n in range(200):
-    s.sendto(os.urandom(n % 64), ("127.0.0.1", int(sys.argv[1])))
-t = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendto(os.urandom(n % 64), (sys.argv[1], int(sys.argv[2])))
+t = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 t.sendall(b"\x00\x05junk" + os.urandom(100)); t.close()
 PY
-out=$(dig @127.0.0.1 -p "$P" cucm1.example.com A +short +time=2 +tries=1)
-[ "$out" = "127.0.0.1" ] && ok "still answering after 200 garbage datagrams and a garbage TCP stream" || ko "after garbage: '$out'"
+out=$(dig @"$D" -p "$P" cucm1.example.com A +short +time=2 +tries=1)
+[ "$out" = "$(ip cucm1 uds)" ] && ok "still answering after 200 garbage datagrams and a garbage TCP stream" || ko "after garbage: '$out'"
 
 # 4. The real client core against the live mocks reaches the same decision as the simulation.
-json=$("$UCLAB" probe --domain example.com --dns "127.0.0.1:$P" --json 2>/dev/null)
+json=$("$UCLAB" probe --domain example.com --dns "$D:$P" --ca "$work/ca.pem" --json 2>/dev/null)
 method=$(printf '%s' "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["method"])')
 target=$(printf '%s' "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["target"])')
 [ "$method" = "cisco-uds" ] && case "$target" in cucm1.example.com:*) true;; *) false;; esac \
@@ -85,7 +102,10 @@ target=$(printf '%s' "$json" | python3 -c 'import json,sys; print(json.load(sys.
 
 # 5. HTTPS mocks with curl (verifying the lab CA and the host name) and xmllint.
 U=$(port cucm1 uds); T=$(port cucm1 tftp); C=$(port cas cas)
-https() { curl -sS --max-time 5 --cacert "$work/ca.pem" --resolve "$1:$2:127.0.0.1" "${@:4}" "https://$1:$2$3"; }
+# https HOST PORT PATH [curl args]: HOST resolves to its node's live address (cucm1's for
+# the name-mismatch check).
+https() { local a; case "$1" in loginp.*) a=$(ip cas cas);; *) a=$(ip cucm1 uds);; esac
+  curl -sS --max-time 5 --cacert "$work/ca.pem" --resolve "$1:$2:$a" "${@:4}" "https://$1:$2$3"; }
 xml_ok() { xmllint --noout --nonet - 2>&1; }
 for path in /cucm-uds/version /cucm-uds/servers "/cucm-uds/clusterUser?username=alice" "/cucm-uds/users?name=b"; do
   body=$(https cucm1.example.com "$U" "$path")
@@ -97,16 +117,16 @@ code=$(https cucm1.example.com "$U" /cucm-uds/user/alice -u alice:wrong -o /dev/
 [ "$code" = "401" ] && ok "UDS wrong password: 401" || ko "UDS wrong password: $code"
 code=$(https cucm2.example.com "$U" /cucm-uds/version -o /dev/null -w '%{http_code}' 2>/dev/null)
 [ "$code" = "000" ] && ok "curl refuses cucm1's certificate for cucm2.example.com" || ko "name mismatch accepted: $code"
-body=$(curl -sS --max-time 5 "http://127.0.0.1:$T/CSFALICE.cnf.xml")
+body=$(curl -sS --max-time 5 "http://$(ip cucm1 tftp):$T/CSFALICE.cnf.xml")
 case "$body" in *"<member priority=\"0\">"*) printf '%s' "$body" | xml_ok >/dev/null && ok "TFTP CSFALICE.cnf.xml: CUCM group, well-formed" || ko "cnf.xml not XML";; *) ko "TFTP: $body";; esac
 body=$(https loginp.webexconnect.com "$C" "/cas/FederatedSSO?org=example.com")
 case "$body" in *"<errorcode>1</errorcode>"*) ok "CAS: example.com is not a Webex domain (SD4)";; *) ko "CAS: $body";; esac
 
 # 6. Sign-in through the live mocks with the real client core (SPEC AU1–AU3, AU5).
-json=$("$UCLAB" probe --domain example.com --dns "127.0.0.1:$P" --user alice --password lab --json 2>/dev/null)
+json=$("$UCLAB" probe --domain example.com --dns "$D:$P" --ca "$work/ca.pem" --user alice --password lab --json 2>/dev/null)
 got=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["authenticator"], d["product_mode"])')
 [ "$got" = "cup full-uc" ] && ok "probe sign-in: authenticator=cup product_mode=full-uc" || ko "probe sign-in: $json"
-out=$("$UCLAB" probe --domain example.com --dns "127.0.0.1:$P" --user alice --password wrong 2>/dev/null); code=$?
+out=$("$UCLAB" probe --domain example.com --dns "$D:$P" --ca "$work/ca.pem" --user alice --password wrong 2>/dev/null); code=$?
 case "$out" in *"error: wrong credentials"*) [ $code = 1 ] && ok "probe wrong password: exit 1, wrong credentials" || ko "wrong password exit $code";; *) ko "wrong password: $out";; esac
 
 # 7. A real DNS server (unbound, on loopback, with a zone this script writes) pointing at
@@ -145,31 +165,35 @@ server:
   local-data: "_cisco-uds._tcp.example.com. 3600 IN SRV 1 10 $U cucm1.example.com."
   local-data: "_cisco-uds._tcp.example.com. 3600 IN SRV 2 10 $U2 cucm2.example.com."
   local-data: "_cuplogin._tcp.example.com. 3600 IN SRV 1 10 $I1 imp1.example.com."
-  local-data: "cucm1.example.com. 3600 IN A 127.0.0.1"
-  local-data: "cucm2.example.com. 3600 IN A 127.0.0.1"
-  local-data: "imp1.example.com. 3600 IN A 127.0.0.1"
+  local-data: "cucm1.example.com. 3600 IN A $(ip cucm1 uds)"
+  local-data: "cucm2.example.com. 3600 IN A $(ip cucm2 uds)"
+  local-data: "imp1.example.com. 3600 IN A $(ip imp1 soap)"
+  local-data: "imp2.example.com. 3600 IN A $(ip imp2 soap)"
   local-zone: "example.net." static
   local-data: "_cisco-uds._tcp.example.net. 3600 IN SRV 1 10 $DEAD cucm1.example.com."
   local-data: "_cisco-uds._tcp.example.net. 3600 IN SRV 2 10 $U2 cucm2.example.com."
   local-zone: "webexconnect.com." static
-  local-data: "loginp.webexconnect.com. 3600 IN A 127.0.0.1"
+  local-data: "loginp.webexconnect.com. 3600 IN A $(ip cas cas)"
+  local-zone: "example.org." static
+  local-data: "_cisco-uds._tcp.example.org. 3600 IN SRV 1 10 8443 cucm1.example.org."
+  local-data: "cucm1.example.org. 3600 IN A 192.0.2.10"
 remote-control:
   control-enable: no
 CONF
 if unbound-checkconf "$work/unbound.conf" >"$work/unbound.check" 2>&1; then ok "unbound-checkconf accepts the zone"; else ko "unbound config: $(cat "$work/unbound.check")"; fi
 unbound -d -c "$work/unbound.conf" >"$work/unbound.out" 2>&1 &
 unbound_pid=$!
-for _ in $(seq 50); do dig @127.0.0.1 -p "$UP" cucm1.example.com A +short +time=1 +tries=1 2>/dev/null | grep -q 127.0.0.1 && break; sleep 0.1; done
+for _ in $(seq 50); do dig @127.0.0.1 -p "$UP" cucm1.example.com A +short +time=1 +tries=1 2>/dev/null | grep -q 127. && break; sleep 0.1; done
 out=$(dig @127.0.0.1 -p "$UP" _cisco-uds._tcp.example.com SRV +short +time=2 +tries=1)
 case "$out" in *"cucm1.example.com."*) ok "unbound serves the SRV records: $(echo $out)";; *) ko "unbound SRV: '$out' $(cat "$work/unbound.out")";; esac
 "$UCLAB" run scenarios/discovery/signin-full-uc.toml --out "$work/sim" >/dev/null 2>&1
 sim=$(sim_decision "$work/sim")
-json=$("$UCLAB" probe --domain example.com --dns "127.0.0.1:$UP" --user alice --password lab --json 2>/dev/null)
+json=$("$UCLAB" probe --domain example.com --dns "127.0.0.1:$UP" --ca "$work/ca.pem" --user alice --password lab --json 2>/dev/null)
 live=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["method"], (d["target"] or "").split(":")[0], d["authenticator"], d["product_mode"])')
 [ -n "$sim" ] && [ "$sim" = "$live" ] && ok "probe via unbound = simulation: $live" || ko "probe via unbound '$live' vs simulation '$sim': $json"
 "$UCLAB" run scenarios/discovery/cucm-first-down.toml --out "$work/sim2" >/dev/null 2>&1
 sim=$(sim_decision "$work/sim2")
-json=$("$UCLAB" probe --domain example.net --dns "127.0.0.1:$UP" --user alice --password lab --json 2>/dev/null)
+json=$("$UCLAB" probe --domain example.net --dns "127.0.0.1:$UP" --ca "$work/ca.pem" --user alice --password lab --json 2>/dev/null)
 live=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["method"], (d["target"] or "").split(":")[0], d["authenticator"], d["product_mode"])')
 [ -n "$sim" ] && [ "$sim" = "$live" ] && ok "first CUCM down, via unbound = simulation: $live" || ko "failover via unbound '$live' vs simulation '$sim': $json"
 
@@ -178,7 +202,7 @@ live=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin)
 #    with STARTTLS, verifying the lab CA for the presence domain, SASL PLAIN and CISCO-VTG-TOKEN.
 S=$(port imp1 soap); X=$(port imp1 xmpp)
 soap() {
-  curl -sS --max-time 5 --cacert "$work/ca.pem" --resolve "imp1.example.com:$S:127.0.0.1" \
+  curl -sS --max-time 5 --cacert "$work/ca.pem" --resolve "imp1.example.com:$S:$(ip imp1 soap)" \
     -H 'Content-Type: application/soap+xml; charset=utf-8' --data-binary "$1" \
     "https://imp1.example.com:$S/EPASSoap/service/v80"
 }
@@ -194,7 +218,8 @@ otp=$(otp_of)
 [ -n "$otp" ] && ok "SOAP get-onetime-password" || ko "SOAP one-time password"
 body=$(soap "$env_<soap:Body><ns1:login xmlns:ns1=\"urn:cisco:epas:soap\"><ns1:username>alice</ns1:username><ns1:password>wrong</ns1:password></ns1:login></soap:Body></soap:Envelope>")
 case "$body" in *AuthenticationFailed*) ok "SOAP wrong password: fault AuthenticationFailed";; *) ko "SOAP wrong password: $body";; esac
-peer() { timeout 20 python3 tests/live/xmpp_peer.py 127.0.0.1 "$X" "$work/ca.pem" example.com "$@" 2>&1; }
+XI=$(ip imp1 xmpp)
+peer() { timeout 20 python3 tests/live/xmpp_peer.py "$XI" "$X" "$work/ca.pem" example.com "$@" 2>&1; }
 out=$(peer alice CISCO-VTG-TOKEN "$otp" send bob@example.com offline-hello)
 case "$out" in "bound alice@example.com/"*) ok "XMPP STARTTLS + CISCO-VTG-TOKEN with the one-time password";; *) ko "XMPP token sign-in: $out";; esac
 out=$(peer alice CISCO-VTG-TOKEN "$otp" send bob@example.com x)
@@ -212,7 +237,7 @@ case "$(cat "$work/bob.out")" in *"body live-hello"*) ok "XMPP message between t
 #    CA) and SASL PLAIN, see each other's presence (alice and bob watch each other in the
 #    built-in lab) and exchange a message (SPEC IMP1, IMP3).
 SLIX="/usr/bin/python3 tests/live/slixmpp_peer.py"
-out=$(timeout 40 $SLIX pair 127.0.0.1 "$X" "$work/ca.pem" alice@example.com/slix bob@example.com/slix lab 2>&1)
+out=$(timeout 40 $SLIX pair "$XI" "$X" "$work/ca.pem" alice@example.com/slix bob@example.com/slix lab 2>&1)
 case "$out" in *"presence alice@example.com sees bob@example.com"*"presence bob@example.com sees alice@example.com"*) ok "slixmpp pair: signed in, each sees the other's presence";; *) ko "slixmpp presence: $out";; esac
 case "$out" in *"message bob@example.com got hello from slixmpp from alice@example.com"*) ok "slixmpp pair: message delivered";; *) ko "slixmpp message: $out";; esac
 
@@ -248,12 +273,12 @@ up=0; for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PP) 2>/dev/null && { 
 timeout 30 $SLIX echo 127.0.0.1 "$PP" "$pd/ca.pem" bob@example.test/slix bob-pw 12 >"$pd/bob.out" 2>&1 &
 echo_pid=$!
 for _ in $(seq 100); do grep -q '^ready' "$pd/bob.out" 2>/dev/null && break; sleep 0.1; done
-json=$(timeout 20 "$UCLAB" probe-xmpp --server "127.0.0.1:$PP" --domain example.test --user alice --password alice-pw --message bob@example.test=ping --wait 4s --json 2>&1)
+json=$(timeout 20 "$UCLAB" probe-xmpp --server "127.0.0.1:$PP" --ca "$pd/ca.pem" --domain example.test --user alice --password alice-pw --message bob@example.test=ping --wait 4s --json 2>&1)
 got=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["jid"], *[b for f,b in d["messages"] if f.startswith("bob@example.test/")])' 2>/dev/null)
 case "$got" in "alice@example.test/probe pong: ping") ok "client core signed in to Prosody (STARTTLS, PLAIN) and got slixmpp's answer";; *) ko "client core and Prosody: '$got' $json $(cat "$pd/bob.out")";; esac
 wait "$echo_pid" 2>/dev/null
 grep -q '^got alice@example.test ping' "$pd/bob.out" && ok "slixmpp on Prosody received the client core's message" || ko "slixmpp on Prosody: $(cat "$pd/bob.out")"
-json=$(timeout 20 "$UCLAB" probe-xmpp --server "127.0.0.1:$PP" --domain example.test --user alice --password wrong --wait 1s --json 2>&1)
+json=$(timeout 20 "$UCLAB" probe-xmpp --server "127.0.0.1:$PP" --ca "$pd/ca.pem" --domain example.test --user alice --password wrong --wait 1s --json 2>&1)
 case "$json" in *'"jid": null'*"XMPP sign-in refused: not-authorized"*) ok "Prosody refuses a wrong password: the core reports not-authorized";; *) ko "wrong password at Prosody: $json";; esac
 
 # 11. SIP (issue 5). A real SIP UA (sipsak) registers to serve's CUCM over UDP and is granted
@@ -262,14 +287,14 @@ case "$json" in *'"jid": null'*"XMPP sign-in refused: not-authorized"*) ok "Pros
 #     names and OPTIONS is still answered after them; the client core registers to a real
 #     Kamailio (Debian's, on loopback, with a registrar config written here); tshark decodes the
 #     SIP of the call scenarios' captures with DSCP 24 (SPEC MEDIA2).
-S=$(port cucm1 sip-udp); S2=$(port cucm2 sip-tcp)
-out=$(timeout 10 sipsak -U -s "sip:1001@127.0.0.1:$S" -C "sip:alice@127.0.0.1:5099" -x 3600 -H 127.0.0.1 -vvv 2>&1)
+S=$(port cucm1 sip-udp); S2=$(port cucm2 sip-tcp); C1=$(ip cucm1 sip-udp); C2=$(ip cucm2 sip-tcp)
+out=$(timeout 10 sipsak -U -s "sip:1001@$C1:$S" -C "sip:CSFALICE@127.0.0.1:5099" -x 3600 -H 127.0.0.1 -vvv 2>&1)
 case "$out" in *"SIP/2.0 200 OK"*"Expires: 120"*"successful"*) ok "sipsak registers to serve's CUCM over UDP: 200, Expires 120";; *) ko "sipsak register: $(echo "$out" | tail -5)";; esac
-json=$(timeout 20 "$UCLAB" probe-sip --server "127.0.0.1:$S" --server "127.0.0.1:$S2" --user alice --password lab --line 1001 --wait 2s --json 2>&1)
-case "$json" in *'"127.0.0.1",'*120*"phone-state state=keepalive"*) ok "client core registers to serve's CUCM (TCP, 120 s) and keeps cucm2 alive";; *) ko "probe-sip to serve: $json";; esac
-json=$(timeout 20 "$UCLAB" probe-sip --udp --server "127.0.0.1:$S" --user bob --password lab --line 1002 --wait 2s --json 2>&1)
-case "$json" in *'"registered": ['*'"127.0.0.1",'*120*'"error": null'*) ok "client core registers to serve's CUCM over UDP (120 s)";; *) ko "probe-sip --udp to serve: $json";; esac
-out=$(timeout 120 python3 tests/live/sip_torture.py 127.0.0.1 "$S" corpora/sip 2>&1)
+json=$(timeout 20 "$UCLAB" probe-sip --server "$C1:$S" --server "$C2:$S2" --user alice --password lab --line 1001 --wait 2s --json 2>&1)
+case "$json" in *"\"$C1\","*120*"phone-state state=keepalive"*) ok "client core registers to serve's CUCM (TCP, 120 s) and keeps cucm2 alive";; *) ko "probe-sip to serve: $json";; esac
+json=$(timeout 20 "$UCLAB" probe-sip --udp --server "$C1:$S" --user bob --password lab --line 1002 --wait 2s --json 2>&1)
+case "$json" in *'"registered": ['*"\"$C1\","*120*'"error": null'*) ok "client core registers to serve's CUCM over UDP (120 s)";; *) ko "probe-sip --udp to serve: $json";; esac
+out=$(timeout 120 python3 tests/live/sip_torture.py "$C1" "$S" corpora/sip 2>&1)
 case "$out" in *"torture: 122/122"*"OPTIONS after the corpus: 200"*) ok "$(echo "$out" | tail -1)";; *) ko "SIP torture corpus: $out";; esac
 kd="$work/kam"; mkdir -p "$kd"
 KP=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

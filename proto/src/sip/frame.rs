@@ -95,6 +95,12 @@ impl StreamFramer {
         Ok(Some(Frame::Message(msg)))
     }
 
+    /// Whether part of a message is buffered (its first octet has arrived, its end has
+    /// not): the reader's partial-message deadline runs while this holds.
+    pub fn partial(&self) -> bool {
+        !self.failed && self.buf.iter().any(|b| !matches!(b, b'\r' | b'\n'))
+    }
+
     /// The peer closed the stream: what is left, if anything, is a truncated message.
     pub fn finish(&mut self) -> Result<(), FrameError> {
         let rest = std::mem::take(&mut self.buf);
