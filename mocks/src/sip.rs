@@ -254,6 +254,9 @@ pub struct Cluster {
     clock: Duration,
     seed: u64,
     counter: u64,
+    /// Where digest nonces come from in live mode (the OS random source, issue 13); in
+    /// simulation they derive from the seed, so a run replays.
+    nonce_source: Option<uclab_net::SecretRng>,
     counters: SipCounters,
 }
 
@@ -340,8 +343,14 @@ impl Cluster {
             clock: Duration::ZERO,
             seed,
             counter: 0,
+            nonce_source: None,
             counters: SipCounters::default(),
         }
+    }
+
+    /// Digest nonces from `secrets` rather than the seed (live mode: unpredictable).
+    pub fn set_nonce_source(&mut self, secrets: uclab_net::SecretRng) {
+        self.nonce_source = Some(secrets);
     }
 
     /// What the cluster has done.
@@ -833,8 +842,12 @@ impl Cluster {
         if self.cfg.digest && !line.as_ref().is_some_and(|l| self.authorized(m, l)) {
             self.counters.refused += 1;
             self.counter += 1;
-            let nonce =
-                format!("{:016x}", fnv(&[&self.seed.to_string(), &self.counter.to_string()]));
+            let nonce = match &mut self.nonce_source {
+                Some(r) => r.token(""),
+                None => {
+                    format!("{:016x}", fnv(&[&self.seed.to_string(), &self.counter.to_string()]))
+                }
+            };
             if self.nonces.len() >= 4096 {
                 let first = self.nonces.iter().next().cloned();
                 if let Some(f) = first {
@@ -863,21 +876,41 @@ impl Cluster {
             if contacts.len() != 1 || header_expires != Some(0) {
                 return self.refuse(flow, m, 400, "Contact * needs Expires: 0 alone");
             }
+            // Issue 13: removing every binding of a line is for its owner: a request that
+            // passed digest, or (no digest) one on a flow that holds a binding of the line.
+            let owner = self.cfg.digest
+                || self.bindings.get(&ext).is_some_and(|d| d.values().any(|b| b.flow == flow));
+            if !owner {
+                return self.refuse(flow, m, 403, "Contact * only from the line's device");
+            }
             self.bindings.remove(&ext);
         }
+        // Parsed first, so that a request with one bad or foreign Contact changes nothing.
+        let mut parsed = Vec::new();
         for c in contacts.iter().filter(|c| *c != "*") {
             let Ok(na) = parse_name_addr(c) else {
                 return self.refuse(flow, m, 400, "bad Contact");
             };
+            let device = device_name(&na);
+            // CUCM binds a line only to the device it is configured on (issue 13): the
+            // Contact names the device (WIRE.md), else its user part is taken as the name.
+            // The SRST router takes whatever registers (SPEC CC5).
+            if !self.cfg.srst
+                && !device.as_deref().is_some_and(|d| d.eq_ignore_ascii_case(&line.device))
+            {
+                return self.refuse(flow, m, 403, "device not configured for this line");
+            }
+            let device = match device {
+                Some(d) if self.cfg.srst => d,
+                _ => line.device.clone(),
+            };
+            parsed.push((c, na, device));
+        }
+        for (c, na, device) in parsed {
             let asked = match na.param("expires") {
                 Some(Some(e)) => e.parse::<u32>().unwrap_or(DEFAULT_EXPIRES),
                 _ => header_expires.unwrap_or(DEFAULT_EXPIRES),
             };
-            let device = na
-                .param("+u.sip!devicename.ccm.cisco.com")
-                .flatten()
-                .map(|d| d.trim_matches('"').to_owned())
-                .unwrap_or_else(|| line.device.clone());
             if na.param("cisco-keep-alive").is_some() {
                 // WIRE.md: the backup node's heartbeat; no binding change.
                 if self.keepalives.len() >= MAX_TRACKED && !self.keepalives.contains_key(&device) {
@@ -959,6 +992,16 @@ impl Cluster {
         };
         get("response").eq_ignore_ascii_case(&want)
     }
+}
+
+/// The device a Contact names: its `+u.sip!devicename.ccm.cisco.com` parameter (WIRE.md),
+/// else the URI's user part (a third-party phone registers as `sip:CSFALICE@…`).
+fn device_name(na: &sip::NameAddr) -> Option<String> {
+    na.param("+u.sip!devicename.ccm.cisco.com")
+        .flatten()
+        .map(|d| d.trim_matches('"').to_owned())
+        .or_else(|| uri_user(&na.uri))
+        .filter(|d| !d.is_empty())
 }
 
 /// A Contact value without its expires parameter (as a name-addr, `<>` added if missing).

@@ -161,7 +161,11 @@ impl Shared {
                     trunk,
                 };
                 let seed = uclab_net::derive_seed(self.seed, &format!("sip:{}", c.cluster));
-                Rc::new(RefCell::new(Cluster::new(cfg, seed)))
+                let mut cluster = Cluster::new(cfg, seed);
+                if let Some(e) = self.entropy {
+                    cluster.set_nonce_source(e.secrets(&format!("sip:{}", c.cluster)));
+                }
+                Rc::new(RefCell::new(cluster))
             })
             .clone()
     }

@@ -245,6 +245,64 @@ fn digest_challenge_then_credentials() {
     assert_eq!(drain(&mut rx)[0].code(), Some(401));
 }
 
+/// Issue 13: a REGISTER binds a line only to the line's own device, and `Contact: *` removes
+/// a line's bindings only for its owner.
+#[test]
+fn register_binds_only_the_lines_device_and_star_only_for_its_owner() {
+    let mut l = lab(false);
+    let (ta, mut ra) = unbounded_channel();
+    let (tx, mut rx) = unbounded_channel();
+    let fa = l.c.open_stream(NODE, Transport::Tcp, peer(1), ta);
+    let fx = l.c.open_stream(NODE, Transport::Tcp, peer(9), tx);
+    l.c.handle(Duration::ZERO, fa, &register("alice", "1001", None, "", 1));
+    assert_eq!(drain(&mut ra)[0].code(), Some(200));
+    // The attacker's own contact, without a device name: its user part is no device of 1001.
+    let hijack = |contact: &str, seq: u32| {
+        format!(
+            "REGISTER sip:cucm1.example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.1.2.9:50009;branch=z9hG4bKx{seq}\r\n\
+             From: <sip:1001@cucm1.example.com>;tag=x\r\nTo: <sip:1001@cucm1.example.com>\r\n\
+             Call-ID: x\r\nCSeq: {seq} REGISTER\r\nMax-Forwards: 70\r\nContact: {contact}\r\n\
+             Expires: 3600\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    l.c.handle(Duration::ZERO, fx, &hijack("<sip:attacker@127.0.0.1:6666>", 1));
+    let r = drain(&mut rx);
+    assert_eq!(r[0].code(), Some(403), "{}", r[0]);
+    // Naming another device (bob's) is refused as well, and so is a mix of good and bad.
+    let bobs = "<sip:x@127.0.0.1:6666>;+u.sip!devicename.ccm.cisco.com=\"CSFBOB\"";
+    l.c.handle(Duration::ZERO, fx, &hijack(bobs, 2));
+    assert_eq!(drain(&mut rx)[0].code(), Some(403));
+    let mixed = format!("<sip:csfalice@127.0.0.1:6666>, {bobs}");
+    l.c.handle(Duration::ZERO, fx, &hijack(&mixed, 3));
+    assert_eq!(drain(&mut rx)[0].code(), Some(403));
+    let b = l.c.bindings("1001", Duration::ZERO);
+    assert_eq!(b.len(), 1, "alice's binding alone: {b:?}");
+    assert!(b[0].2.contains("alice-uuid"), "{b:?}");
+    // A third-party phone registering as its device name (sipsak -C sip:CSFALICE@…) is let in.
+    l.c.handle(Duration::ZERO, fx, &hijack("<sip:CSFALICE@127.0.0.1:6666>", 4));
+    assert_eq!(drain(&mut rx)[0].code(), Some(200));
+    l.c.handle(Duration::ZERO, fa, &register("alice", "1001", None, "", 2));
+    drain(&mut ra);
+    // `Contact: *` from a flow holding no binding of 1001: refused, bindings kept.
+    let star = String::from_utf8(hijack("*", 5)).unwrap().replace("Expires: 3600", "Expires: 0");
+    let (ty, mut ry) = unbounded_channel();
+    let fy = l.c.open_stream(NODE, Transport::Tcp, peer(8), ty);
+    l.c.handle(Duration::ZERO, fy, star.as_bytes());
+    assert_eq!(drain(&mut ry)[0].code(), Some(403));
+    assert!(!l.c.bindings("1001", Duration::ZERO).is_empty());
+    // From alice's own connection: every binding goes.
+    l.c.handle(Duration::ZERO, fa, star.as_bytes());
+    assert_eq!(drain(&mut ra)[0].code(), Some(200));
+    assert!(l.c.bindings("1001", Duration::ZERO).is_empty());
+    // With digest on, an unauthenticated `*` is challenged like any REGISTER.
+    let mut d = lab(true);
+    let (tz, mut rz) = unbounded_channel();
+    let fz = d.c.open_stream(NODE, Transport::Tcp, peer(7), tz);
+    d.c.handle(Duration::ZERO, fz, star.as_bytes());
+    assert_eq!(drain(&mut rz)[0].code(), Some(401));
+}
+
 #[test]
 fn calls_are_routed_between_registered_lines_and_dialogs_pass_through() {
     let mut l = lab(false);
