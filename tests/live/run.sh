@@ -3,6 +3,14 @@
 # asks `uclab serve`'s DNS, and the client core probes it. Missing tools are a failure, never
 # a skip. Prints "live: N passed, N failed".
 set -uo pipefail
+# The checks run in a network namespace of their own that has only loopback (issue 13):
+# nothing they start can reach, or be reached from, outside this machine. Creating it needs
+# root (CI's case) or unprivileged user namespaces; without either the run fails, never skips.
+if [ -z "${UCLAB_LIVE_NETNS:-}" ]; then
+  if [ "$(id -u)" -eq 0 ]; then ns=(unshare --net); else ns=(unshare --net --map-root-user); fi
+  exec "${ns[@]}" env UCLAB_LIVE_NETNS=1 bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@" \
+    || { echo "live: cannot create a network namespace (unshare --net)"; echo "live: 0 passed, 1 failed"; exit 1; }
+fi
 UCLAB=$(realpath "${1:-target/debug/uclab}")
 cd "$(dirname "$0")/../.."
 for t in tshark dig python3 curl xmllint unbound prosody prosodyctl sipsak kamailio dnsperf; do
@@ -20,6 +28,11 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+
+# 0. Only loopback here: one interface, lo, and no address outside 127.0.0.0/8 and ::1.
+links=$(ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')
+addrs=$(ip -o addr show | awk '{print $4}' | grep -v -e '^127\.' -e '^::1/' | tr '\n' ' ')
+[ "$links" = "lo " ] && [ -z "$addrs" ] && ok "in a network namespace with only loopback" || ko "namespace: links '$links', addresses '$addrs'"
 
 # 1. Every scenario passes through the CLI, and replays byte for byte across processes.
 #    (Load scenarios run in release in scripts/test.sh; a debug build would take many minutes.)
@@ -126,6 +139,17 @@ case "$body" in *"<errorcode>1</errorcode>"*) ok "CAS: example.com is not a Webe
 json=$("$UCLAB" probe --domain example.com --dns "$D:$P" --ca "$work/ca.pem" --user alice --password lab --json 2>/dev/null)
 got=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["authenticator"], d["product_mode"])')
 [ "$got" = "cup full-uc" ] && ok "probe sign-in: authenticator=cup product_mode=full-uc" || ko "probe sign-in: $json"
+# Issue 13: the probe completes (UDS, IM, phone registered with digest) and every address in
+# its steps is on loopback: serve hands out no simulated address.
+printf '%s' "$json" | python3 -c '
+import ipaddress, json, re, sys
+d = json.load(sys.stdin); steps = " ".join(d["steps"])
+need = ["service-reached via=cisco-uds", "im-signed-in jid=alice@example.com/", "phone-registered node=cucm1.example.com"]
+missing = [n for n in need if n not in steps]
+outside = sorted({a for a in re.findall(r"\b\d+\.\d+\.\d+\.\d+\b", steps) if not ipaddress.ip_address(a).is_loopback})
+print("missing", missing, "outside", outside); sys.exit(1 if missing or outside else 0)' >"$work/probe.check" \
+  && ok "probe completes (UDS, IM signed in, phone registered) and every address in its steps is on loopback" \
+  || ko "probe steps: $(cat "$work/probe.check") $json"
 out=$("$UCLAB" probe --domain example.com --dns "$D:$P" --ca "$work/ca.pem" --user alice --password wrong 2>/dev/null); code=$?
 case "$out" in *"error: wrong credentials"*) [ $code = 1 ] && ok "probe wrong password: exit 1, wrong credentials" || ko "wrong password exit $code";; *) ko "wrong password: $out";; esac
 
@@ -240,6 +264,13 @@ SLIX="/usr/bin/python3 tests/live/slixmpp_peer.py"
 out=$(timeout 40 $SLIX pair "$XI" "$X" "$work/ca.pem" alice@example.com/slix bob@example.com/slix lab 2>&1)
 case "$out" in *"presence alice@example.com sees bob@example.com"*"presence bob@example.com sees alice@example.com"*) ok "slixmpp pair: signed in, each sees the other's presence";; *) ko "slixmpp presence: $out";; esac
 case "$out" in *"message bob@example.com got hello from slixmpp from alice@example.com"*) ok "slixmpp pair: message delivered";; *) ko "slixmpp message: $out";; esac
+# Issue 13: SASL PLAIN binds only the authenticated user, at our domain.
+out=$(peer 'alice|bob' PLAIN lab recv 0)
+case "$out" in *"SASL PLAIN refused"*) ok "PLAIN as bob asking to act as alice: refused";; *) ko "PLAIN authzid: $out";; esac
+out=$(peer 'alice@evil.test' PLAIN lab recv 0)
+case "$out" in *"SASL PLAIN refused"*) ok "PLAIN alice@evil.test: refused";; *) ko "PLAIN foreign domain: $out";; esac
+out=$(peer 'alice@example.com|alice' PLAIN lab recv 0)
+case "$out" in "bound alice@example.com/"*) ok "PLAIN with authzid = own JID: accepted";; *) ko "PLAIN own authzid: $out";; esac
 
 # 10. The client core against a real XMPP server: Prosody on loopback with a certificate of the
 #     lab CA (`uclab pki`) and two accounts; a slixmpp client answers the core's message.
@@ -288,13 +319,18 @@ case "$json" in *'"jid": null'*"XMPP sign-in refused: not-authorized"*) ok "Pros
 #     Kamailio (Debian's, on loopback, with a registrar config written here); tshark decodes the
 #     SIP of the call scenarios' captures with DSCP 24 (SPEC MEDIA2).
 S=$(port cucm1 sip-udp); S2=$(port cucm2 sip-tcp); C1=$(ip cucm1 sip-udp); C2=$(ip cucm2 sip-tcp)
-out=$(timeout 10 sipsak -U -s "sip:1001@$C1:$S" -C "sip:CSFALICE@127.0.0.1:5099" -x 3600 -H 127.0.0.1 -vvv 2>&1)
-case "$out" in *"SIP/2.0 200 OK"*"Expires: 120"*"successful"*) ok "sipsak registers to serve's CUCM over UDP: 200, Expires 120";; *) ko "sipsak register: $(echo "$out" | tail -5)";; esac
+out=$(timeout 10 sipsak -U -s "sip:1001@$C1:$S" -C "sip:CSFALICE@127.0.0.1:5099" -x 3600 -H 127.0.0.1 -u alice -a lab -vvv 2>&1)
+case "$out" in *"SIP/2.0 401"*"SIP/2.0 200 OK"*"Expires: 120"*"successful"*) ok "sipsak registers to serve's CUCM over UDP with digest: 401, then 200, Expires 120";; *) ko "sipsak register: $(echo "$out" | tail -5)";; esac
+# Issue 13: no one binds alice's line without her credentials, nor to a device not hers.
+out=$(timeout 10 sipsak -U -s "sip:1001@$C1:$S" -C "sip:attacker@127.0.0.1:6666" -x 3600 -H 127.0.0.1 -vvv 2>&1)
+case "$out" in *"SIP/2.0 401"*) ok "REGISTER of alice's line without credentials: 401";; *) ko "unauthenticated REGISTER: $(echo "$out" | grep 'SIP/2.0' | head -3)";; esac
+out=$(timeout 10 sipsak -U -s "sip:1001@$C1:$S" -C "sip:attacker@127.0.0.1:6666" -x 3600 -H 127.0.0.1 -u alice -a lab -vvv 2>&1)
+case "$out" in *"SIP/2.0 403"*) ok "REGISTER of alice's line to a device not hers (with her credentials): 403";; *) ko "foreign device REGISTER: $(echo "$out" | grep 'SIP/2.0' | head -3)";; esac
 json=$(timeout 20 "$UCLAB" probe-sip --server "$C1:$S" --server "$C2:$S2" --user alice --password lab --line 1001 --wait 2s --json 2>&1)
 case "$json" in *"\"$C1\","*120*"phone-state state=keepalive"*) ok "client core registers to serve's CUCM (TCP, 120 s) and keeps cucm2 alive";; *) ko "probe-sip to serve: $json";; esac
 json=$(timeout 20 "$UCLAB" probe-sip --udp --server "$C1:$S" --user bob --password lab --line 1002 --wait 2s --json 2>&1)
 case "$json" in *'"registered": ['*"\"$C1\","*120*'"error": null'*) ok "client core registers to serve's CUCM over UDP (120 s)";; *) ko "probe-sip --udp to serve: $json";; esac
-out=$(timeout 120 python3 tests/live/sip_torture.py "$C1" "$S" corpora/sip 2>&1)
+out=$(timeout 120 python3 tests/live/sip_torture.py "$C1" "$S" corpora/sip --digest 2>&1)
 case "$out" in *"torture: 122/122"*"OPTIONS after the corpus: 200"*) ok "$(echo "$out" | tail -1)";; *) ko "SIP torture corpus: $out";; esac
 kd="$work/kam"; mkdir -p "$kd"
 KP=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -396,6 +432,31 @@ if [ "$fwd" -ge 20 ] && [ "$fwd_off" -eq 0 ] && [ "$bad" -eq 0 ]; then
 else
   ko "tshark conference bridge: $fwd forwarded ($fwd_off off DSCP 46), $bad malformed"
 fi
+
+# 12. Issue 13: serve under attack. Deadlines (HTTP head and body, SIP/TCP partial message),
+#     connection caps per peer, 5,000 SOAP logins with unguessable keys, a 10 s DNS flood
+#     (dnsperf), and afterwards: RSS within a bound, file descriptors back, stderr without
+#     raw control bytes, and every baseline check still answered.
+rss() { awk '/^VmRSS:/ {print $2}' "/proc/$serve_pid/status"; }
+while read -r verdict text; do
+  case "$verdict" in ok) ok "$text";; FAIL) ko "$text";; figure) echo "       $text";; esac
+done < <(timeout 150 python3 tests/live/attacks.py "$work/ports.json" "$work/ca.pem" "$serve_pid" 2>&1 || echo "FAIL attacks.py: exit $?")
+printf '%s\n' cucm1.example.com\ A _cisco-uds._tcp.example.com\ SRV nosuch.example.com\ A loginp.webexconnect.com\ A >"$work/queries"
+before=$(rss)
+dnsperf -s "$D" -p "$P" -d "$work/queries" -l 10 -c 4 -q 200 >"$work/dnsperf.out" 2>&1
+qps=$(awk '/Queries per second/ {print int($4)}' "$work/dnsperf.out")
+lost=$(awk '/Queries lost/ {print $3}' "$work/dnsperf.out")
+peak=$(rss); sleep 3; settled=$(rss)
+echo "       figure dnsperf: ${qps:-?} queries/s for 10 s, lost ${lost:-?}; serve RSS ${before} KiB before, ${peak} KiB at the end, ${settled} KiB 3 s later"
+[ -n "$qps" ] && [ "$qps" -gt 1000 ] && ok "dnsperf 10 s against serve's DNS: $qps queries/s" || ko "dnsperf: $(tail -20 "$work/dnsperf.out")"
+[ -n "$settled" ] && [ $((settled - before)) -lt 32768 ] && ok "RSS after the DNS flood: $((settled / 1024)) MiB (grew $(((settled - before) / 1024)) MiB, bound 32)" || ko "RSS after the DNS flood: $before -> $settled KiB"
+out=$(dig @"$D" -p "$P" _cisco-uds._tcp.example.com SRV +short +time=2 +tries=1)
+case "$out" in *"cucm1.example.com."*) ok "after the attacks: DNS still answers";; *) ko "after the attacks, DNS: '$out'";; esac
+json=$("$UCLAB" probe --domain example.com --dns "$D:$P" --ca "$work/ca.pem" --user bob --password lab --json 2>/dev/null)
+case "$json" in *"phone-registered node=cucm1.example.com"*"im-signed-in jid=bob@example.com/"*) ok "after the attacks: bob signs in (UDS, IM, phone)";; *) ko "after the attacks, probe: $json";; esac
+kill -0 "$serve_pid" 2>/dev/null && ok "serve still running after every attack" || ko "serve died"
+errsize=$(wc -c <"$work/serve.err")
+LC_ALL=C grep -q -P '[\x00-\x08\x0b-\x1f\x7f]' "$work/serve.err" && ko "serve's stderr holds raw control bytes" || ok "serve's stderr: no raw control byte ($((errsize / 1024)) KiB in all, rate-limited to 100 lines/s)"
 
 echo "live: $pass passed, $fail failed"
 

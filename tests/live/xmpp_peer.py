@@ -3,6 +3,8 @@
 
 usage: xmpp_peer.py HOST PORT CA_PEM DOMAIN USER MECH SECRET [send TO BODY | recv SECONDS]
 
+With PLAIN, USER may be AUTHZID|AUTHCID, to ask for another authorization identity.
+
 Signs in with STARTTLS (verifying the lab CA and the presence domain) and SASL MECH (PLAIN with
 a password, CISCO-VTG-TOKEN with a one-time password), binds a resource, then either sends one
 message or prints every message body it receives for SECONDS. Prints "bound <jid>" once signed
@@ -46,7 +48,9 @@ def main():
     if mech.encode() not in feats:
         raise SystemExit(f"fail: {mech} not offered: {feats!r}")
     if mech == "PLAIN":
-        raw = f"\0{user}\0{secret}"
+        # "AUTHZID|AUTHCID" asks to act as AUTHZID (RFC 4616 §2).
+        authz, _, authc = user.rpartition("|")
+        raw = f"{authz}\0{authc}\0{secret}"
     else:
         raw = f"userid={user}@{domain}\0token={secret}"
     b64 = base64.b64encode(raw.encode()).decode()
