@@ -68,6 +68,9 @@ pub struct CucmConfig {
     pub media_ports: (u16, u16),
     /// The devices' SIP transport (`transportLayerProtocol`: 1 UDP, 2 TCP, 3 TLS).
     pub sip_transport: u8,
+    /// The credential policy's lockout, shared with every service that checks end users'
+    /// passwords (issue 13); `None`: no lockout.
+    pub lockout: Option<Rc<crate::lockout::Lockout>>,
 }
 
 impl CucmConfig {
@@ -103,8 +106,14 @@ impl CucmConfig {
             BasicAuth::Credentials(u, p) => (u, p),
             BasicAuth::Missing | BasicAuth::Malformed => return Err(Response::unauthorized(REALM)),
         };
+        // Issue 13: a locked account is refused whatever the password.
+        let allowed = |cu: &CucmUser| {
+            let right = cu.password == p && !p.is_empty();
+            crate::lockout::check(self.lockout.as_deref(), &cu.uds.id, right)
+                == crate::lockout::Verdict::Allowed
+        };
         match self.user(&u) {
-            Some(cu) if cu.password == p => {
+            Some(cu) if allowed(cu) => {
                 if cu.uds.id.eq_ignore_ascii_case(id) {
                     Ok(cu)
                 } else if self.user(id).is_none() {
@@ -271,6 +280,7 @@ mod tests {
 
     fn cfg() -> CucmConfig {
         CucmConfig {
+            lockout: None,
             host: "cucm1.example.com".into(),
             tftp_port: 6970,
             version: "12.5.1".into(),

@@ -325,10 +325,17 @@ pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: DnsConfig) -> io::Resu
     let forward = cfg.forward;
     {
         let (auth, net) = (auth.clone(), net.clone());
+        // Issue 13: bounded connections per listener and per peer address.
+        let limit = crate::limits::ConnLimit::new(
+            crate::limits::STREAM_CONNECTIONS,
+            crate::limits::PER_PEER,
+        );
         tokio::task::spawn_local(async move {
             while let Ok(mut c) = tcp.accept().await {
+                let Some(slot) = limit.admit(c.peer_addr().ip()) else { continue };
                 let (auth, net) = (auth.clone(), net.clone());
                 tokio::task::spawn_local(async move {
+                    let _slot = slot;
                     let peer = c.peer_addr();
                     let local = c.local_addr();
                     loop {

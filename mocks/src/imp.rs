@@ -50,6 +50,17 @@ pub struct ImpConfig {
     /// The other node of this node's subcluster (SPEC HA3), which the stream features name
     /// as the backup after this node (WIRE.md's home/backup hints).
     pub peer: Option<String>,
+    /// The directory's credential policy lockout (shared with CUCM, issue 13).
+    pub lockout: Option<Rc<crate::lockout::Lockout>>,
+}
+
+impl ImpConfig {
+    /// Checks `password` for the configured user `u` under the lockout, if any.
+    pub fn password_ok(&self, u: &ImpUser, password: &str) -> bool {
+        let right = u.password == password && !password.is_empty();
+        crate::lockout::check(self.lockout.as_deref(), &u.id, right)
+            == crate::lockout::Verdict::Allowed
+    }
 }
 
 impl ImpConfig {
@@ -276,7 +287,7 @@ pub fn handle_soap(c: &ImpConfig, st: &RefCell<ImpState>, req: &Request) -> Resp
     let mut st = st.borrow_mut();
     match parsed {
         soap::Request::Login { user, password } => match c.user(&user) {
-            Some(u) if u.password == password && !password.is_empty() => {
+            Some(u) if c.password_ok(u, &password) => {
                 let key = st.open_session(&u.id);
                 soap_xml(200, soap::success_response("login", &key))
             }
@@ -377,6 +388,7 @@ mod tests {
             }],
             relogin: (120, 480),
             peer: Some("imp2.example.com".into()),
+            lockout: None,
         }
     }
 
@@ -431,6 +443,26 @@ mod tests {
         );
         assert_eq!(handle_soap(&c, &st, &Request::get(soap::PATH)).status, 405);
         assert_eq!(handle_soap(&c, &st, &Request::get("/other")).status, 404);
+    }
+
+    /// Issue 13: SOAP logins count against the directory's lockout, shared with CUCM's UDS.
+    #[test]
+    fn soap_login_honours_the_credential_policy_lockout() {
+        let policy = crate::lockout::CredentialPolicy { failed_logon: 2, ..Default::default() };
+        let lockout = crate::lockout::Lockout::new(policy);
+        let c = ImpConfig { lockout: Some(lockout.clone()), ..cfg() };
+        let st = RefCell::new(ImpState::new(5));
+        let ok = |pw: &str| {
+            matches!(
+                answer(&c, &st, soap::login_request("alice", pw, "1")).1,
+                soap::Response::Success(_)
+            )
+        };
+        assert!(ok("lab"));
+        assert!(!ok("x"));
+        assert!(!ok("y"));
+        assert!(!ok("lab"), "locked: the right password is refused");
+        assert!(lockout.locked("alice"), "the table CUCM's UDS reads too");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod http;
 pub mod imp;
 pub mod imp_sip;
 pub mod limits;
+pub mod lockout;
 pub mod muc;
 pub mod router;
 pub mod sip;

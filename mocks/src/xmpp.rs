@@ -253,12 +253,8 @@ impl ServerSession {
                 self.cfg
                     .users
                     .iter()
-                    .find(|u| {
-                        ours && own
-                            && u.id.eq_ignore_ascii_case(id)
-                            && u.password == secret
-                            && !secret.is_empty()
-                    })
+                    .find(|u| ours && own && u.id.eq_ignore_ascii_case(id))
+                    .filter(|u| self.cfg.password_ok(u, &secret))
                     .map(|u| u.id.clone())
             }
             _ => {
@@ -487,6 +483,7 @@ mod tests {
             }],
             relogin: (120, 480),
             peer: None,
+            lockout: None,
         };
         (Rc::new(cfg), Rc::new(RefCell::new(ImpState::new(3))))
     }
@@ -530,6 +527,48 @@ mod tests {
 
     fn auth(mech: &str, b64: &str) -> String {
         format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>{b64}</auth>")
+    }
+
+    /// The SASL answer to `auth` on a fresh session after STARTTLS, on `node`.
+    fn sasl_answer(node: (Rc<ImpConfig>, Rc<RefCell<ImpState>>), auth: &str) -> String {
+        let mut s = ServerSession::new(node.0, node.1);
+        open(&mut s);
+        s.handle_bytes(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        drain(&mut s);
+        open(&mut s);
+        s.handle_bytes(auth.as_bytes());
+        sent(&drain(&mut s))
+    }
+
+    /// Issue 13: PLAIN binds the authenticated user only (RFC 4616 authzid), at our domain.
+    #[test]
+    fn plain_refuses_another_authzid_and_a_foreign_domain() {
+        let b64 = |raw: &str| uclab_proto::base64::encode(raw.as_bytes());
+        let plain = |raw: &str| sasl_answer(node(), &auth("PLAIN", &b64(raw)));
+        assert!(plain("\0alice\0lab").contains("<success"));
+        assert!(plain("alice\0alice\0lab").contains("<success"), "own authzid");
+        assert!(plain("alice@example.com\0alice\0lab").contains("<success"), "own JID");
+        assert!(plain("bob\0alice\0lab").contains("not-authorized"), "acting as bob");
+        assert!(plain("\0alice@evil.test\0lab").contains("not-authorized"), "foreign domain");
+        assert!(plain("\0alice@example.com\0lab").contains("<success"));
+    }
+
+    /// Issue 13: the directory's lockout holds for XMPP too: locked, the right password fails.
+    #[test]
+    fn plain_honours_the_credential_policy_lockout() {
+        let (cfg, st) = node();
+        let mut c = (*cfg).clone();
+        let policy = crate::lockout::CredentialPolicy {
+            failed_logon: 2,
+            ..crate::lockout::CredentialPolicy::default()
+        };
+        c.lockout = Some(crate::lockout::Lockout::new(policy));
+        let n = (Rc::new(c), st);
+        let plain = |pw: &str| auth("PLAIN", &xmpp::sasl_plain("alice", pw));
+        assert!(sasl_answer(n.clone(), &plain("lab")).contains("<success"));
+        assert!(sasl_answer(n.clone(), &plain("x")).contains("not-authorized"));
+        assert!(sasl_answer(n.clone(), &plain("y")).contains("not-authorized"));
+        assert!(sasl_answer(n.clone(), &plain("lab")).contains("not-authorized"), "locked");
     }
 
     #[test]

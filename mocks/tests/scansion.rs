@@ -152,6 +152,7 @@ impl Lab {
             users,
             relogin: (1, 2),
             peer: None,
+            lockout: None,
         };
         Self {
             cfg: Rc::new(cfg),

@@ -282,7 +282,7 @@ pub fn cmd_serve(
     ca_pem: Option<&Path>,
     seed: Option<u64>,
 ) -> i32 {
-    let s = match file {
+    let mut s = match file {
         Some(f) => match load(f) {
             Ok(s) => s,
             Err(errs) => {
@@ -295,6 +295,7 @@ pub fn cmd_serve(
         None => parse("<built-in default topology>", "", Path::new("default.toml"))
             .expect("the default topology is valid (tested)"),
     };
+    crate::live::default_credential_policy(&mut s);
     let plan = match crate::live::plan(&s, bind) {
         Ok(p) => p,
         Err(e) => {

@@ -22,7 +22,7 @@ use uclab_net::{Capture, Egress, Entropy, EventRecord, Lab, LiveNet, Policy, Tra
 use std::collections::BTreeMap;
 
 use crate::nodes;
-use crate::scenario::Scenario;
+use crate::scenario::{NodeKind, Scenario};
 
 /// One entry of the port map (DESIGN.md "The built-in lab and the CLI").
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -121,6 +121,25 @@ pub fn plan(s: &Scenario, bind: IpAddr) -> io::Result<Vec<PortEntry>> {
         }
     }
     Ok(out)
+}
+
+/// Live mode runs for days where anyone on the host can guess passwords: unless the topology
+/// sets a credential policy (`failed_logon`, 0 for none), serve applies the product's default
+/// one, 3 failures locking an account for 30 minutes (issue 13). Scenarios have none unless
+/// they set it.
+pub fn default_credential_policy(s: &mut Scenario) {
+    let set = s
+        .nodes
+        .iter()
+        .any(|n| matches!(&n.kind, NodeKind::Cucm(c) if c.credential_policy.is_some()));
+    if set {
+        return;
+    }
+    for n in &mut s.nodes {
+        if let NodeKind::Cucm(c) = &mut n.kind {
+            c.credential_policy = Some(uclab_mocks::lockout::CredentialPolicy::default());
+        }
+    }
 }
 
 /// The entries of `plan` that are not on their product's port (a port taken, or one that

@@ -87,6 +87,8 @@ pub struct Shared {
     dbs: RefCell<BTreeMap<String, ChatDb>>,
     /// Each CUCM cluster's SIP registrations and routing (SPEC CC1), by cluster name.
     sip: RefCell<BTreeMap<String, Rc<RefCell<uclab_mocks::sip::Cluster>>>>,
+    /// The user directory's credential policy lockout (issue 13), made when first asked for.
+    lockout: RefCell<Option<Option<Rc<uclab_mocks::lockout::Lockout>>>>,
 }
 
 impl Shared {
@@ -98,6 +100,7 @@ impl Shared {
             imp: RefCell::default(),
             dbs: RefCell::default(),
             sip: RefCell::default(),
+            lockout: RefCell::default(),
         }
     }
 
@@ -105,6 +108,23 @@ impl Shared {
     /// one-time passwords) from `entropy` (issue 13).
     pub fn with_entropy(seed: u64, entropy: uclab_net::Entropy) -> Self {
         Self { entropy: Some(entropy), ..Self::new(seed) }
+    }
+
+    /// The directory's lockout table: one for the run, under the first credential policy a
+    /// CUCM node sets (users and their passwords are the run's, shared by CUCM and IM&P).
+    pub fn lockout(&self, s: &Scenario) -> Option<Rc<uclab_mocks::lockout::Lockout>> {
+        self.lockout
+            .borrow_mut()
+            .get_or_insert_with(|| {
+                s.nodes
+                    .iter()
+                    .find_map(|n| match &n.kind {
+                        NodeKind::Cucm(c) => c.credential_policy,
+                        _ => None,
+                    })
+                    .map(uclab_mocks::lockout::Lockout::new)
+            })
+            .clone()
     }
 
     /// A CUCM cluster's SIP state, made when its first node starts: its users' lines.
@@ -396,6 +416,7 @@ pub fn plan(
                 sip: own("sip"),
                 names: vec![n.fqdn.clone(), s.domain.clone()],
                 cfg: Rc::new(ImpConfig {
+                    lockout: shared.lockout(s),
                     host: n.fqdn.clone(),
                     domain: s.domain.clone(),
                     users,
@@ -487,6 +508,7 @@ pub fn plan(
                 tftp: own("tftp"),
                 names: vec![n.fqdn.clone()],
                 cfg: Rc::new(CucmConfig {
+                    lockout: shared.lockout(s),
                     host: n.fqdn.clone(),
                     tftp_port: own("tftp"),
                     version: c.version.clone(),
@@ -556,6 +578,7 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             bridge,
             sip_cluster,
         } => {
+            lockout_clock(&net, cfg.lockout.as_deref());
             let t = tokio::task::spawn_local(http::serve(
                 net.clone(),
                 tftp,
@@ -603,6 +626,7 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
                     r.set_muc_up(&muc, false);
                 }
             });
+            lockout_clock(&net, cfg.lockout.as_deref());
             // One-time passwords expire by the node's clock (simulated in simulation).
             let clock = net.clone();
             shared.state.borrow_mut().set_clock(Rc::new(move || clock.now()));
@@ -680,5 +704,17 @@ fn spoilt(h: http::Handler, broken: Option<http::BrokenXml>) -> http::Handler {
     match broken {
         Some(how) => http::spoil(h, how),
         None => h,
+    }
+}
+
+/// Gives the directory's lockout table a clock (the first node to start sets it; every node
+/// of a run reads the same simulated or real time).
+fn lockout_clock<N: Net + Clone + 'static>(
+    net: &N,
+    lockout: Option<&uclab_mocks::lockout::Lockout>,
+) {
+    if let Some(l) = lockout {
+        let clock = net.clone();
+        l.set_clock(Rc::new(move || clock.now()));
     }
 }

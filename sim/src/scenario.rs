@@ -142,6 +142,9 @@ struct NodeSpec {
     overloaded: bool,
     #[serde(default)]
     sip_digest: bool,
+    failed_logon: Option<S<u32>>,
+    failed_logon_reset: Option<S<String>>,
+    lockout_duration: Option<S<String>>,
     media_ports: Option<S<[u16; 2]>>,
     sip_transport: Option<S<String>>,
     #[serde(default)]
@@ -374,6 +377,8 @@ pub struct CucmNode {
     pub overloaded: bool,
     /// SIP REGISTER needs digest credentials (device security profile "digest"), cluster-wide.
     pub sip_digest: bool,
+    /// The credential policy's lockout (issue 13), cluster-wide; `None`: no lockout.
+    pub credential_policy: Option<uclab_mocks::lockout::CredentialPolicy>,
     /// The SIP profile's media port range (SPEC MEDIA1), cluster-wide; `None`: the default.
     pub media_ports: Option<(u16, u16)>,
     /// The devices' SIP transport from the device security profile (`transportLayerProtocol`:
@@ -1308,6 +1313,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     srst: n.srst.as_ref().map(|x| x.get_ref().clone()),
                     overloaded: n.overloaded,
                     sip_digest: n.sip_digest,
+                    credential_policy: credential_policy(n, i.src, &mut errs),
                     media_ports: match &n.media_ports {
                         None => None,
                         Some(r) if r.get_ref()[0] < r.get_ref()[1] && r.get_ref()[0] >= 1024 => {
@@ -2161,6 +2167,41 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
         steps,
         expects,
     })
+}
+
+/// A CUCM node's credential policy lockout (issue 13): `failed_logon` (1–100, 0 for no
+/// limit) turns it on; `failed_logon_reset` and `lockout_duration` default to the product's 30
+/// minutes.
+fn credential_policy(
+    n: &NodeSpec,
+    src: &Src<'_>,
+    errs: &mut Vec<CheckError>,
+) -> Option<uclab_mocks::lockout::CredentialPolicy> {
+    let mut p = uclab_mocks::lockout::CredentialPolicy::default();
+    let Some(f) = &n.failed_logon else {
+        for d in [&n.failed_logon_reset, &n.lockout_duration].into_iter().flatten() {
+            errs.push(
+                src.err(d.span().start, "needs failed_logon (the number of failures that locks)"),
+            );
+        }
+        return None;
+    };
+    if *f.get_ref() > 100 {
+        errs.push(src.err(f.span().start, "failed_logon must be 0 (no limit) to 100"));
+    }
+    p.failed_logon = *f.get_ref();
+    for (field, d) in
+        [(&mut p.reset_after, &n.failed_logon_reset), (&mut p.lockout, &n.lockout_duration)]
+    {
+        if let Some(d) = d {
+            match parse_duration(d.get_ref()) {
+                Ok(v) if v > Duration::ZERO => *field = v,
+                Ok(_) => errs.push(src.err(d.span().start, "must be longer than 0s")),
+                Err(m) => errs.push(src.err(d.span().start, m)),
+            }
+        }
+    }
+    Some(p)
 }
 
 fn valid_name(n: &str) -> bool {
