@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uclab_proto::rtp::{DtmfReceiver, Rtp, TelephoneEvent, dtmf_event};
 use uclab_proto::sip::txn::{ClientTxn, Timers, TxnOutput};
@@ -439,6 +439,17 @@ fn direction(body: &[u8]) -> &'static str {
 impl Calls {
     pub(crate) fn new(seed: u64, timers: Timers, media: (u16, u16)) -> Self {
         let audio = audio_range(media);
+        let video = video_range(media);
+        // The first ports are a seeded even port of each half (as a softphone picks a free
+        // one), so two phones on one host do not both offer the bottom of the range (issue
+        // 13); a stream of its own, so the tags and branches drawn later do not move.
+        let mut pick = ChaCha8Rng::seed_from_u64(seed ^ 0x006d_6564_6961);
+        let mut start = |(lo, hi): (u16, u16)| {
+            let first = lo + (lo & 1);
+            let evens = u32::from(hi.saturating_sub(first) / 2) + 1;
+            first + 2 * (pick.next_u32() % evens) as u16
+        };
+        let (next_port, next_video_port) = (start(audio), start(video));
         Self {
             calls: Vec::new(),
             next_id: 1,
@@ -446,9 +457,9 @@ impl Calls {
             timers,
             reliable: true,
             audio,
-            video: video_range(media),
-            next_port: audio.0 + (audio.0 & 1),
-            next_video_port: 0,
+            video,
+            next_port,
+            next_video_port,
             media_q: BTreeMap::new(),
             media_n: 0,
             events: Vec::new(),

@@ -64,14 +64,23 @@ fn matches(e: &Expect, ev: &EventRecord) -> bool {
         && ev.kind == e.event
         && e.is_for(&ev.who)
         && e.fields.iter().all(|(k, want)| {
-            ev.fields.iter().any(|(fk, v)| {
-                fk == k
-                    && want.split('|').any(|w| match w.strip_suffix('*') {
-                        Some(prefix) => v.starts_with(prefix),
-                        None => w == v,
-                    })
-            })
+            ev.fields.iter().any(|(fk, v)| fk == k && want.split('|').any(|w| field_matches(w, v)))
         })
+}
+
+/// One alternative of an expected field: `prefix*`, a whole-number range `lo..hi` (both
+/// ends included), or the exact value.
+fn field_matches(want: &str, v: &str) -> bool {
+    if let Some(prefix) = want.strip_suffix('*') {
+        return v.starts_with(prefix);
+    }
+    let range = want
+        .split_once("..")
+        .and_then(|(lo, hi)| Some((lo.parse::<i64>().ok()?, hi.parse::<i64>().ok()?)));
+    match range {
+        Some((lo, hi)) => v.parse::<i64>().is_ok_and(|n| (lo..=hi).contains(&n)),
+        None => want == v,
+    }
 }
 
 /// Judges a counting or many-client expectation: `count` matching events in all, or (with a
@@ -418,5 +427,20 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
         transcript: text,
         events,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_matches;
+
+    #[test]
+    fn field_patterns_exact_prefix_and_range() {
+        assert!(field_matches("3000", "3000"));
+        assert!(!field_matches("3000", "30000"));
+        assert!(field_matches("clusterUser: TLS*", "clusterUser: TLS handshake"));
+        assert!(field_matches("3000..3501", "3000") && field_matches("3000..3501", "3501"));
+        assert!(!field_matches("3000..3501", "3502") && !field_matches("3000..3501", "x"));
+        assert!(field_matches("1.2..3", "1.2..3"), "not numbers: exact");
     }
 }
