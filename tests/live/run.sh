@@ -454,6 +454,13 @@ out=$(dig @"$D" -p "$P" _cisco-uds._tcp.example.com SRV +short +time=2 +tries=1)
 case "$out" in *"cucm1.example.com."*) ok "after the attacks: DNS still answers";; *) ko "after the attacks, DNS: '$out'";; esac
 json=$("$UCLAB" probe --domain example.com --dns "$D:$P" --ca "$work/ca.pem" --user bob --password lab --json 2>/dev/null)
 case "$json" in *"phone-registered node=cucm1.example.com"*"im-signed-in jid=bob@example.com/"*) ok "after the attacks: bob signs in (UDS, IM, phone)";; *) ko "after the attacks, probe: $json";; esac
+# Credential policy (serve applies CUCM's default: 3 failures lock for 30 minutes): three
+# wrong UDS passwords for carol, then her right one is refused on UDS and on IM&P's SOAP.
+for pw in g1 g2 g3; do https cucm1.example.com "$U" /cucm-uds/user/carol -u "carol:$pw" -o /dev/null 2>/dev/null; done
+code=$(https cucm1.example.com "$U" /cucm-uds/user/carol -u carol:lab -o /dev/null -w '%{http_code}' 2>/dev/null)
+S=$(port imp1 soap)
+body=$(soap "$env_<soap:Body><ns1:login xmlns:ns1=\"urn:cisco:epas:soap\"><ns1:username>carol</ns1:username><ns1:password>lab</ns1:password></ns1:login></soap:Body></soap:Envelope>")
+case "$code $body" in "401 "*AuthenticationFailed*) ok "3 wrong passwords lock carol: UDS 401 and SOAP fault with the right one";; *) ko "lockout: UDS $code, SOAP $body";; esac
 kill -0 "$serve_pid" 2>/dev/null && ok "serve still running after every attack" || ko "serve died"
 errsize=$(wc -c <"$work/serve.err")
 LC_ALL=C grep -q -P '[\x00-\x08\x0b-\x1f\x7f]' "$work/serve.err" && ko "serve's stderr holds raw control bytes" || ok "serve's stderr: no raw control byte ($((errsize / 1024)) KiB in all, rate-limited to 100 lines/s)"
