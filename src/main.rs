@@ -96,6 +96,13 @@ enum Cmd {
         /// the OS random source.
         #[arg(long)]
         seed: Option<u64>,
+        /// Write the capture here as pcapng as it happens (TLS keys included); without it
+        /// serve keeps none.
+        #[arg(long)]
+        capture: Option<PathBuf>,
+        /// Write the transcript here as it happens (stderr shows at most 100 lines a second).
+        #[arg(long)]
+        transcript: Option<PathBuf>,
     },
     /// Run the real client core's discovery against real servers.
     Probe {
@@ -213,13 +220,16 @@ fn main() {
         Cmd::Check { paths } => commands::cmd_check(&paths),
         Cmd::List { dir } => commands::cmd_list(dir.as_deref()),
         Cmd::Sweep { file, seeds, jobs } => commands::cmd_sweep(&file, &seeds, jobs),
-        Cmd::Serve { file, bind, ports_json, ca_pem, seed } => commands::cmd_serve(
-            file.as_deref(),
-            bind,
-            ports_json.as_deref(),
-            ca_pem.as_deref(),
-            seed,
-        ),
+        Cmd::Serve { file, bind, ports_json, ca_pem, seed, capture, transcript } => {
+            commands::cmd_serve(
+                file.as_deref(),
+                bind,
+                ports_json.as_deref(),
+                ca_pem.as_deref(),
+                seed,
+                live_keep(capture, transcript),
+            )
+        }
         Cmd::ProbeSip {
             servers,
             user,
@@ -306,4 +316,9 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// What `uclab serve` writes of its run.
+fn live_keep(capture: Option<PathBuf>, transcript: Option<PathBuf>) -> uclab_sim::live::Keep {
+    uclab_sim::live::Keep { capture, transcript }
 }

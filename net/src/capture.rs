@@ -84,7 +84,25 @@ struct Inner {
     /// Records nothing (live `uclab serve`: a capture kept in memory would grow without
     /// bound, and its key log would hold every session's secrets).
     off: bool,
+    /// Written as it happens and kept nowhere (`uclab serve --capture FILE`).
+    sink: Option<Sink>,
 }
+
+/// A capture file written as frames come (live mode).
+struct Sink {
+    writer: PcapNgWriter<io::BufWriter<std::fs::File>>,
+    epoch: Duration,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sink(..)")
+    }
+}
+
+/// Flows a streaming capture keeps sequence numbers for; past it the closed ones go (and, if
+/// that is not enough, all: a long-lived flow then restarts its numbering in the file).
+const STREAM_FLOWS: usize = 4096;
 
 /// A shared capture: all sockets of a simulated world (or of one live process) write into it.
 #[derive(Clone, Debug)]
@@ -130,7 +148,22 @@ impl Capture {
             generation: 0,
             tls_secrets: Vec::new(),
             off: false,
+            sink: None,
         })))
+    }
+
+    /// A capture that writes every frame and TLS secret to `path` as pcapng as it happens and
+    /// keeps none in memory (live mode, which runs for days). `epoch`: the wall-clock time,
+    /// after the Unix epoch, that time zero stands for.
+    pub fn streaming(path: &std::path::Path, seed: u64, epoch: Duration) -> io::Result<Self> {
+        let file = io::BufWriter::new(std::fs::File::create(path)?);
+        let mut writer =
+            PcapNgWriter::with_section_header(file, section_header()).map_err(io::Error::other)?;
+        writer.write_pcapng_block(interface()).map_err(io::Error::other)?;
+        writer.get_mut().flush()?;
+        let c = Self::new(seed, epoch);
+        c.lock().sink = Some(Sink { writer, epoch });
+        Ok(c)
     }
 
     /// A capture that records nothing.
@@ -341,7 +374,18 @@ impl Capture {
         if self.off() {
             return;
         }
-        self.lock().tls_secrets.push(line);
+        let mut g = self.lock();
+        if let Some(sink) = &mut g.sink {
+            // Before the records it decrypts: the key is logged during the handshake.
+            let block = decryption_secrets_block(format!("{line}\n").as_bytes());
+            let w = sink.writer.get_mut();
+            if w.write_all(&block).and_then(|()| w.flush()).is_err() {
+                g.sink = None;
+                g.off = true;
+            }
+            return;
+        }
+        g.tls_secrets.push(line);
     }
 
     /// The TLS key log so far (an SSLKEYLOGFILE's content).
@@ -354,20 +398,9 @@ impl Capture {
     pub fn write_pcapng<W: Write>(&self, w: W) -> io::Result<W> {
         let epoch = self.lock().epoch;
         let keylog = self.tls_keylog();
-        let shb = SectionHeaderBlock {
-            options: vec![SectionHeaderOption::UserApplication(Cow::Borrowed("uclab"))],
-            ..SectionHeaderBlock::default()
-        };
-        let mut writer = PcapNgWriter::with_section_header(w, shb).map_err(io::Error::other)?;
-        let idb = InterfaceDescriptionBlock {
-            linktype: DataLink::ETHERNET,
-            snaplen: 0,
-            options: vec![
-                InterfaceDescriptionOption::IfName(Cow::Borrowed("uclab0")),
-                InterfaceDescriptionOption::IfTsResol(9),
-            ],
-        };
-        writer.write_pcapng_block(idb).map_err(io::Error::other)?;
+        let mut writer =
+            PcapNgWriter::with_section_header(w, section_header()).map_err(io::Error::other)?;
+        writer.write_pcapng_block(interface()).map_err(io::Error::other)?;
         // Readers refuse huge blocks (Wireshark's limit is 16 MiB; a 3,000-client run has
         // 45 MB of secrets), so the key log goes in blocks of at most DSB_MAX, whole lines each.
         let mut chunk = String::new();
@@ -395,11 +428,49 @@ impl Capture {
     }
 
     fn push(&self, t: Duration, data: Vec<u8>, kind: FrameKind) {
-        self.lock().frames.push(Frame { time: t, data, kind });
+        self.lock().emit(Frame { time: t, data, kind });
+    }
+}
+
+fn section_header() -> SectionHeaderBlock<'static> {
+    SectionHeaderBlock {
+        options: vec![SectionHeaderOption::UserApplication(Cow::Borrowed("uclab"))],
+        ..SectionHeaderBlock::default()
+    }
+}
+
+fn interface() -> InterfaceDescriptionBlock<'static> {
+    InterfaceDescriptionBlock {
+        linktype: DataLink::ETHERNET,
+        snaplen: 0,
+        options: vec![
+            InterfaceDescriptionOption::IfName(Cow::Borrowed("uclab0")),
+            InterfaceDescriptionOption::IfTsResol(9),
+        ],
     }
 }
 
 impl Inner {
+    /// Keeps a frame, or writes it straight to the capture file.
+    fn emit(&mut self, f: Frame) {
+        let Some(sink) = &mut self.sink else {
+            self.frames.push(f);
+            return;
+        };
+        let epb = EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: sink.epoch + f.time,
+            original_len: f.data.len() as u32,
+            data: Cow::Owned(f.data),
+            options: vec![],
+        };
+        // A full disk or a closed file stops the capture, not the lab.
+        if sink.writer.write_pcapng_block(epb).is_err() || sink.writer.get_mut().flush().is_err() {
+            self.sink = None;
+            self.off = true;
+        }
+    }
+
     fn isns(&mut self, a: SocketAddr, b: SocketAddr) -> (u32, u32) {
         // ISNs from the seed and the 4-tuple (and a generation counter so a reused port gets a
         // fresh ISN), never from the order in which sockets were created elsewhere.
@@ -412,6 +483,12 @@ impl Inner {
     fn flow(&mut self, a: SocketAddr, b: SocketAddr) -> &mut BTreeMap<SocketAddr, End> {
         let k = key(a, b);
         if !self.flows.contains_key(&k) {
+            if self.sink.is_some() && self.flows.len() >= STREAM_FLOWS {
+                self.flows.retain(|_, f| !f.ends.values().any(|e| e.fin_sent));
+                if self.flows.len() >= STREAM_FLOWS {
+                    self.flows.clear();
+                }
+            }
             let (ia, ib) = self.isns(a, b);
             self.generation += 1;
             let mut f = Flow::default();
@@ -461,7 +538,7 @@ impl Inner {
         }
         let mut out = Vec::with_capacity(b.size(payload.len()));
         if b.write(&mut out, payload).is_ok() {
-            self.frames.push(Frame { time: t, data: out, kind: FrameKind::Tcp });
+            self.emit(Frame { time: t, data: out, kind: FrameKind::Tcp });
         }
     }
 }
@@ -557,6 +634,39 @@ mod tests {
             }
         }
         assert_eq!(n, 1);
+    }
+
+    /// Issue 13: a streaming capture writes each frame and secret as it comes and keeps none.
+    #[test]
+    fn streaming_capture_writes_as_it_goes_and_keeps_nothing() {
+        let path = std::env::temp_dir().join(format!("uclab-stream-{}.pcapng", std::process::id()));
+        let c = Capture::streaming(&path, 1, Duration::from_secs(1_700_000_000)).unwrap();
+        c.tls_secret("CLIENT_RANDOM 00 11".into());
+        let (a, b) = (sa("127.0.0.1:40000"), sa("127.1.0.11:8443"));
+        c.tcp_handshake(Duration::from_millis(1), Duration::from_millis(1), a, b);
+        c.tcp_data(Duration::from_millis(2), a, b, b"GET / HTTP/1.1\r\n\r\n", 0);
+        c.udp(Duration::from_millis(3), a, b, b"x", 0);
+        assert!(c.is_empty(), "nothing kept in memory");
+        assert!(c.tls_keylog().is_empty());
+        // Readable while the capture is still open: everything is flushed already.
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let mut r = pcap_file::pcapng::PcapNgReader::new(&bytes[..]).unwrap();
+        let (mut packets, mut secrets) = (0, 0);
+        while let Some(block) = r.next_block() {
+            match block.unwrap() {
+                pcap_file::pcapng::Block::EnhancedPacket(epb) => {
+                    assert!(epb.timestamp > Duration::from_secs(1_700_000_000));
+                    packets += 1;
+                }
+                pcap_file::pcapng::Block::Unknown(u) if u.type_ == 0x0000_000A => {
+                    assert_eq!(packets, 0, "the secret comes before the packets");
+                    secrets += 1;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!((packets, secrets), (3 + 1 + 1, 1), "handshake, data segment, datagram");
     }
 
     #[test]

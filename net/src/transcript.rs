@@ -36,6 +36,8 @@ struct Inner {
     forget: bool,
     /// The second being echoed, lines echoed in it, and lines dropped.
     window: (u64, u32, u64),
+    /// Every line also goes here as it comes (`uclab serve --transcript FILE`).
+    file: Option<std::io::BufWriter<std::fs::File>>,
     names: BTreeMap<IpAddr, String>,
     /// Names of single services (live mode, where every node shares one address).
     services: BTreeMap<SocketAddr, String>,
@@ -79,6 +81,14 @@ impl Transcript {
         t
     }
 
+    /// An [`echo_only`](Self::echo_only) transcript that also writes every line to `path` as
+    /// it comes (control bytes escaped; not rate-limited, since it was asked for).
+    pub fn streaming(path: &std::path::Path) -> std::io::Result<Self> {
+        let t = Self::echo_only();
+        t.lock().file = Some(std::io::BufWriter::new(std::fs::File::create(path)?));
+        Ok(t)
+    }
+
     fn push(&self, t: Duration, line: String) {
         let mut g = self.lock();
         if g.echo {
@@ -94,6 +104,18 @@ impl Transcript {
                 eprintln!("{:>4}.{:03}s  {}", sec, t.subsec_millis(), escape_controls(&line));
             } else {
                 g.window.2 += 1;
+            }
+        }
+        if let Some(f) = &mut g.file {
+            use std::io::Write as _;
+            let text = format!(
+                "{:>4}.{:03}s  {}\n",
+                t.as_secs(),
+                t.subsec_millis(),
+                escape_controls(&line)
+            );
+            if f.write_all(text.as_bytes()).and_then(|()| f.flush()).is_err() {
+                g.file = None; // a full disk stops the file, not the lab
             }
         }
         if !g.forget {
@@ -187,6 +209,19 @@ mod tests {
     fn control_bytes_are_escaped() {
         assert_eq!(escape_controls("FOO\u{1b}[31m"), "FOO\\x1b[31m");
         assert_eq!(escape_controls("plain"), "plain");
+    }
+
+    #[test]
+    fn streaming_transcript_writes_each_line_escaped() {
+        let path = std::env::temp_dir().join(format!("uclab-stream-{}.txt", std::process::id()));
+        let t = Transcript::streaming(&path).unwrap();
+        t.note(Duration::from_millis(1500), "n", "FOO\u{1b}[31m");
+        t.event(Duration::from_secs(2), "alice", "k", Vec::new(), "signed-in");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(text.contains("   1.500s  ") && text.contains("FOO\\x1b[31m"), "{text}");
+        assert!(text.contains("alice ! signed-in"), "{text}");
+        assert!(t.render().is_empty() && t.events().is_empty(), "kept nowhere");
     }
 
     #[test]

@@ -281,6 +281,7 @@ pub fn cmd_serve(
     ports_json: Option<&Path>,
     ca_pem: Option<&Path>,
     seed: Option<u64>,
+    keep: crate::live::Keep,
 ) -> i32 {
     let mut s = match file {
         Some(f) => match load(f) {
@@ -343,7 +344,7 @@ pub fn cmd_serve(
     println!("{json}");
     let _ = std::io::stdout().flush();
     let Some((rt, local)) = local_runtime() else { return EXIT_FAIL };
-    match local.block_on(&rt, crate::live::serve(&s, &plan, entropy, pki)) {
+    match local.block_on(&rt, crate::live::serve(&s, &plan, entropy, pki, &keep)) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             eprintln!("error: {e}");

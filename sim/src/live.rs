@@ -171,11 +171,13 @@ fn port_of(plan: &[PortEntry], node: &str, service: &str) -> Option<SocketAddr> 
 }
 
 /// What a live process keeps of its run (issue 13: bounded memory). `uclab serve` keeps
-/// nothing by default; `--capture`/`--transcript` stream to files.
+/// nothing in memory; `--capture`/`--transcript` stream to files as things happen.
 #[derive(Clone, Debug, Default)]
 pub struct Keep {
-    /// Echo transcript lines to stderr (escaped, rate-limited).
-    pub echo: bool,
+    /// The pcapng file to write (`--capture`).
+    pub capture: Option<std::path::PathBuf>,
+    /// The transcript file to write (`--transcript`).
+    pub transcript: Option<std::path::PathBuf>,
 }
 
 /// Serves every node of `s` as planned, until the process ends. Must run inside a
@@ -186,12 +188,27 @@ pub async fn serve(
     plan: &[PortEntry],
     entropy: Entropy,
     pki: Arc<LabPki>,
+    keep: &Keep,
 ) -> io::Result<()> {
     let seed = entropy.seed();
     // Live serve keeps no capture (it would grow without bound) and no transcript in
-    // memory: lines are echoed to stderr, escaped and rate-limited (issue 13).
-    let capture = Capture::disabled();
-    let transcript = Transcript::echo_only();
+    // memory: lines are echoed to stderr, escaped and rate-limited; both go to files as they
+    // happen when asked for (issue 13). The capture's time zero is now, by the live TLS
+    // clock.
+    let at = |p: &std::path::Path, e: io::Error| {
+        io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+    };
+    let capture = match &keep.capture {
+        Some(p) => {
+            let epoch = TlsContext::live(pki.clone(), Capture::disabled()).unix_now();
+            Capture::streaming(p, seed, epoch).map_err(|e| at(p, e))?
+        }
+        None => Capture::disabled(),
+    };
+    let transcript = match &keep.transcript {
+        Some(p) => Transcript::streaming(p).map_err(|e| at(p, e))?,
+        None => Transcript::echo_only(),
+    };
     let lab = live_lab(seed, pki, capture, transcript.clone());
     for e in plan {
         if let Ok(a) = e.addr.parse::<SocketAddr>() {

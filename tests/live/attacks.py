@@ -95,6 +95,14 @@ def main():
     report(closed is not None and closed < 15, f"HTTPS slow head (1 byte / 0.5 s): closed after {closed and round(closed, 1)} s")
     s.close()
 
+    # 2b. An idle keep-alive connection after one answered request: closed within 10 s.
+    s = tls(*uds, "cucm1.example.com", ca)
+    s.sendall(b"GET /cucm-uds/version HTTP/1.1\r\nHost: cucm1.example.com\r\n\r\n")
+    t, data = closed_within(s, 20)
+    report(t is not None and t < 14 and b" 200 " in data,
+           f"HTTPS keep-alive idle after a 200: closed after {t and round(t, 1)} s")
+    s.close()
+
     # 3. A slow chunked body (1 byte / 0.5 s) is cut off at the body deadline.
     s = tls(*soap, "imp1.example.com", ca)
     s.sendall(b"POST /EPASSoap/service/v80 HTTP/1.1\r\nHost: imp1.example.com\r\n"

@@ -144,11 +144,11 @@ got=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin);
 printf '%s' "$json" | python3 -c '
 import ipaddress, json, re, sys
 d = json.load(sys.stdin); steps = " ".join(d["steps"])
-need = ["service-reached via=cisco-uds", "im-signed-in jid=alice@example.com/", "phone-registered node=cucm1.example.com"]
+need = ["service-reached via=cisco-uds", "cas-result org=example.com result=not-webex", "im-signed-in jid=alice@example.com/", "phone-registered node=cucm1.example.com"]
 missing = [n for n in need if n not in steps]
 outside = sorted({a for a in re.findall(r"\b\d+\.\d+\.\d+\.\d+\b", steps) if not ipaddress.ip_address(a).is_loopback})
 print("missing", missing, "outside", outside); sys.exit(1 if missing or outside else 0)' >"$work/probe.check" \
-  && ok "probe completes (UDS, IM signed in, phone registered) and every address in its steps is on loopback" \
+  && ok "probe completes (CAS, UDS, IM signed in, phone registered) and every address in its steps is on loopback" \
   || ko "probe steps: $(cat "$work/probe.check") $json"
 out=$("$UCLAB" probe --domain example.com --dns "$D:$P" --ca "$work/ca.pem" --user alice --password wrong 2>/dev/null); code=$?
 case "$out" in *"error: wrong credentials"*) [ $code = 1 ] && ok "probe wrong password: exit 1, wrong credentials" || ko "wrong password exit $code";; *) ko "wrong password: $out";; esac
@@ -464,6 +464,25 @@ case "$code $body" in "401 "*AuthenticationFailed*) ok "3 wrong passwords lock c
 kill -0 "$serve_pid" 2>/dev/null && ok "serve still running after every attack" || ko "serve died"
 errsize=$(wc -c <"$work/serve.err")
 LC_ALL=C grep -q -P '[\x00-\x08\x0b-\x1f\x7f]' "$work/serve.err" && ko "serve's stderr holds raw control bytes" || ok "serve's stderr: no raw control byte ($((errsize / 1024)) KiB in all, rate-limited to 100 lines/s)"
+
+# 13. serve --capture/--transcript stream to files as things happen (nothing kept in memory):
+#     a fresh serve, alice signs in through it, and tshark reads the capture it wrote, TLS
+#     decrypted with the keys it holds, stamped with the wall clock.
+kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null
+"$UCLAB" serve --ports-json "$work/ports2.json" --ca-pem "$work/ca2.pem" --capture "$work/serve.pcapng" --transcript "$work/serve.txt" >/dev/null 2>"$work/serve2.err" &
+serve_pid=$!
+for _ in $(seq 100); do [ -s "$work/ports2.json" ] && break; sleep 0.1; done
+D2=$(field "$work/ports2.json" dns-int dns 0); P2=$(field "$work/ports2.json" dns-int dns 1)
+json=$("$UCLAB" probe --domain example.com --dns "$D2:$P2" --ca "$work/ca2.pem" --user alice --password lab --json 2>/dev/null)
+sleep 0.5; kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; serve_pid=
+uris=$(tshark -r "$work/serve.pcapng" -d tcp.port==8443,tls -Y http.request -T fields -e http.request.uri 2>/dev/null | tr '\n' ' ')
+bad=$(tshark -r "$work/serve.pcapng" -d tcp.port==8443,tls -Y '_ws.malformed || _ws.expert.severity >= error' 2>/dev/null | wc -l)
+year=$(tshark -r "$work/serve.pcapng" -c 1 -T fields -e frame.time_epoch 2>/dev/null | cut -d. -f1)
+case "$json $uris" in *"im-signed-in"*"/cucm-uds/user/alice"*) [ "$bad" = 0 ] && [ "${year:-0}" -gt 1700000000 ] \
+  && ok "serve --capture: tshark decrypts the sign-in it wrote as it happened ($(echo $uris | wc -w) HTTP requests, wall-clock times)" \
+  || ko "serve --capture: $bad malformed, first time $year";; *) ko "serve --capture: $uris / $json";; esac
+grep -q "dns-int/dns -> " "$work/serve.txt" && grep -q "SIP 200 OK (REGISTER)" "$work/serve.txt" \
+  && ok "serve --transcript: $(wc -l <"$work/serve.txt") lines written as they happened" || ko "serve --transcript: $(head -3 "$work/serve.txt")"
 
 echo "live: $pass passed, $fail failed"
 
