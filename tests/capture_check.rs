@@ -47,3 +47,41 @@ fn flipped_bytes_in_frames_are_caught() {
     // Every flip changes a checksummed byte (IPv4 header, or TCP/UDP header and payload).
     assert_eq!(caught, tried, "only {caught} of {tried} corruptions caught");
 }
+
+/// Issue 14: a retransmitted SYN repeats the first one's sequence number; a capture where it
+/// does not (tshark: "a new tcp session is started with the same ports") is rejected.
+#[test]
+fn syn_retransmitted_with_a_new_isn_is_caught() {
+    let syn = |seq: u32| {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 10, 1, 0, 100], [2, 0, 10, 1, 0, 11])
+            .ipv4([10, 1, 0, 100], [10, 1, 0, 11], 64)
+            .tcp(49152, 8443, seq, 64240)
+            .syn();
+        let mut out = Vec::new();
+        b.write(&mut out, &[]).unwrap();
+        out
+    };
+    let capture = |seqs: &[u32]| {
+        let mut w = pcap_file::pcapng::PcapNgWriter::new(Vec::new()).unwrap();
+        let idb = pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock {
+            linktype: pcap_file::DataLink::ETHERNET,
+            snaplen: 0,
+            options: vec![],
+        };
+        w.write_pcapng_block(idb).unwrap();
+        for (i, s) in seqs.iter().enumerate() {
+            let data = syn(*s);
+            let epb = pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock {
+                interface_id: 0,
+                timestamp: std::time::Duration::from_secs(1 + 2 * i as u64),
+                original_len: data.len() as u32,
+                data: std::borrow::Cow::Owned(data),
+                options: vec![],
+            };
+            w.write_pcapng_block(epb).unwrap();
+        }
+        w.into_inner()
+    };
+    common::check_capture("same ISN", &capture(&[1000, 1000, 1000]));
+    assert!(rejects(capture(&[1000, 1000, 2000])), "a new ISN on a retransmission");
+}

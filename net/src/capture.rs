@@ -86,6 +86,9 @@ struct Inner {
     off: bool,
     /// Written as it happens and kept nowhere (`uclab serve --capture FILE`).
     sink: Option<Sink>,
+    /// The ISN of each unanswered connection attempt: a retransmitted SYN repeats it, as a
+    /// kernel's does (RFC 9293 §3.8.1).
+    syn_isn: BTreeMap<(SocketAddr, SocketAddr), u32>,
 }
 
 /// A capture file written as frames come (live mode).
@@ -149,6 +152,7 @@ impl Capture {
             tls_secrets: Vec::new(),
             off: false,
             sink: None,
+            syn_isn: BTreeMap::new(),
         })))
     }
 
@@ -281,7 +285,17 @@ impl Capture {
             return;
         }
         let mut g = self.lock();
-        let (ci, _) = g.isns(client, server);
+        let ci = match g.syn_isn.get(&(client, server)) {
+            Some(isn) => *isn,
+            None => {
+                let (ci, _) = g.isns(client, server);
+                if g.syn_isn.len() >= 4096 {
+                    g.syn_isn.clear(); // attempts that long ago retransmit no more
+                }
+                g.syn_isn.insert((client, server), ci);
+                ci
+            }
+        };
         let syn = Flags { syn: true, ..Flags::default() };
         g.tcp_frame(t, client, server, ci, 0, syn, &[], 0);
     }

@@ -14,6 +14,9 @@ type Flow = (SocketAddrV4, SocketAddrV4);
 #[derive(Default)]
 struct Dir {
     next_seq: Option<u32>,
+    /// The sequence number of a SYN not yet answered: its retransmissions repeat it, as a
+    /// kernel's do (issue 14).
+    pending_syn: Option<u32>,
 }
 
 /// Panics if any cleartext TCP/UDP payload of the capture contains one of `secrets` (TLS
@@ -112,8 +115,25 @@ pub(crate) fn check_capture(name: &str, bytes: &[u8]) {
                     dirs.remove(&(key.1, key.0));
                     continue;
                 }
+                if !hdr.syn || hdr.ack {
+                    // Anything but a bare SYN: the attempt was answered (or never made).
+                    for k in [key, (key.1, key.0)] {
+                        if let Some(d) = dirs.get_mut(&k) {
+                            d.pending_syn = None;
+                        }
+                    }
+                }
                 let d = dirs.entry(key).or_default();
                 if hdr.syn {
+                    if !hdr.ack {
+                        if let Some(first) = d.pending_syn {
+                            assert_eq!(
+                                hdr.sequence_number, first,
+                                "{name}: frame {n}: a retransmitted SYN with a new sequence number"
+                            );
+                        }
+                        d.pending_syn = Some(hdr.sequence_number);
+                    }
                     // A SYN (or its retransmission) starts the direction afresh.
                     d.next_seq = Some(hdr.sequence_number.wrapping_add(1));
                     continue;
