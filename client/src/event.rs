@@ -403,6 +403,72 @@ pub enum ClientEvent {
 }
 
 impl ClientEvent {
+    /// One event of every kind, with every field present: what scenario files are checked
+    /// against (`fields` keys per kind, issue 14).
+    pub fn examples() -> Vec<Self> {
+        let s = || String::from("x");
+        vec![
+            Self::SrvResult { name: s(), result: s() },
+            Self::CasResult { org: s(), result: s() },
+            Self::DiscoveryCached { via: Via::CiscoUds, target: s() },
+            Self::DiscoveryResolved { via: Via::CiscoUds },
+            Self::TargetTrying { target: s(), addr: s() },
+            Self::TargetFailed { target: s(), reason: s() },
+            Self::ServiceReached { via: Via::CiscoUds, target: s(), addr: s() },
+            Self::DiscoveryStarted { domain: s() },
+            Self::DiscoveryFailed { reason: s() },
+            Self::HomeCluster { host: s() },
+            Self::NetworkChanged { dns: s() },
+            Self::ConfigFile { file: s(), source: s(), result: s() },
+            Self::ConfigFailed { file: s(), reason: s() },
+            Self::ConfigValue { key: s(), value: s(), source: s() },
+            Self::BootstrapInstalled { switches: s(), clear: true },
+            Self::BootstrapRead { switches: s() },
+            Self::BootstrapIgnored { cached: s() },
+            Self::SignedIn {
+                user: s(),
+                home: s(),
+                authenticator: s(),
+                product_mode: s(),
+                devices: s(),
+            },
+            Self::SignInFailed { reason: s() },
+            Self::ImState { state: s(), node: s() },
+            Self::ImSignedIn { jid: s() },
+            Self::ImNodes { home: s(), backup: s() },
+            Self::ImHaUnsupported { contact_source: s(), reason: s() },
+            Self::ImRelogin { wait_s: 1 },
+            Self::ImFailed { reason: s() },
+            Self::ImMessage { from: s(), body: s() },
+            Self::ImRoster { contacts: 0, items: 0 },
+            Self::ImContact { jid: s(), subscription: s() },
+            Self::ImPresence { from: s(), show: s() },
+            Self::ImSubscription { from: s(), kind: s() },
+            Self::ImRefused { to: s(), condition: s() },
+            Self::ImRoomJoined { room: s(), nick: s(), created: true, occupants: 0 },
+            Self::ImRoomPresence { room: s(), nick: s(), show: s() },
+            Self::ImRoomMessage { room: s(), from: s(), body: s(), history: false },
+            Self::ImRoomLeft { room: s() },
+            Self::ImRoomConfigured { room: s(), persistent: true },
+            Self::PhoneState { state: s(), node: s(), reason: s() },
+            Self::PhoneRegistered { node: s(), expires: 120, srst: false },
+            Self::CallState { id: 1, state: s(), peer: s() },
+            Self::CallDtmf { id: 1, digits: s(), peer: s(), method: s() },
+            Self::CallRtp { id: 1, media: s(), codec: s(), to: s(), dscp: 0 },
+            Self::CallRtpEnd { id: 1, sent: 0, received: 0 },
+            Self::BlfState { target: s(), state: s() },
+            Self::BlfRefused { target: s(), code: 0, reason: s() },
+            Self::CallMedia { id: 1, audio_port: 0, video: s() },
+            Self::FeatureRefused { feature: s(), reason: s() },
+        ]
+    }
+
+    /// The field names events of `kind` carry, or `None` for a kind with no example.
+    pub fn field_names(kind: &str) -> Option<Vec<&'static str>> {
+        let e = Self::examples().into_iter().find(|e| e.kind() == kind)?;
+        Some(e.fields().into_iter().map(|(k, _)| k).collect())
+    }
+
     /// Every kind [`ClientEvent::kind`] returns, in the order events usually come.
     pub const KINDS: &'static [&'static str] = &[
         "network-changed",
@@ -673,54 +739,10 @@ mod tests {
     /// Scenario files are checked against `KINDS`: every kind an event can have is in it.
     #[test]
     fn kinds_lists_every_event_kind() {
-        let s = String::new;
-        let all = [
-            ClientEvent::DiscoveryStarted { domain: s() },
-            ClientEvent::DiscoveryFailed { reason: s() },
-            ClientEvent::HomeCluster { host: s() },
-            ClientEvent::NetworkChanged { dns: s() },
-            ClientEvent::ConfigFile { file: s(), source: s(), result: s() },
-            ClientEvent::ConfigFailed { file: s(), reason: s() },
-            ClientEvent::ConfigValue { key: s(), value: s(), source: s() },
-            ClientEvent::BootstrapInstalled { switches: s(), clear: true },
-            ClientEvent::BootstrapRead { switches: s() },
-            ClientEvent::BootstrapIgnored { cached: s() },
-            ClientEvent::SignedIn {
-                user: s(),
-                home: s(),
-                authenticator: s(),
-                product_mode: s(),
-                devices: s(),
-            },
-            ClientEvent::SignInFailed { reason: s() },
-            ClientEvent::ImState { state: s(), node: s() },
-            ClientEvent::ImSignedIn { jid: s() },
-            ClientEvent::ImNodes { home: s(), backup: s() },
-            ClientEvent::ImHaUnsupported { contact_source: s(), reason: s() },
-            ClientEvent::ImRelogin { wait_s: 1 },
-            ClientEvent::ImFailed { reason: s() },
-            ClientEvent::ImMessage { from: s(), body: s() },
-            ClientEvent::ImRoster { contacts: 0, items: 0 },
-            ClientEvent::ImContact { jid: s(), subscription: s() },
-            ClientEvent::ImPresence { from: s(), show: s() },
-            ClientEvent::ImSubscription { from: s(), kind: s() },
-            ClientEvent::ImRefused { to: s(), condition: s() },
-            ClientEvent::ImRoomJoined { room: s(), nick: s(), created: true, occupants: 0 },
-            ClientEvent::ImRoomPresence { room: s(), nick: s(), show: s() },
-            ClientEvent::ImRoomMessage { room: s(), from: s(), body: s(), history: false },
-            ClientEvent::ImRoomLeft { room: s() },
-            ClientEvent::ImRoomConfigured { room: s(), persistent: true },
-            ClientEvent::PhoneState { state: s(), node: s(), reason: s() },
-            ClientEvent::PhoneRegistered { node: s(), expires: 120, srst: false },
-            ClientEvent::CallState { id: 1, state: s(), peer: s() },
-            ClientEvent::CallDtmf { id: 1, digits: s(), peer: s(), method: s() },
-            ClientEvent::CallRtp { id: 1, media: s(), codec: s(), to: s(), dscp: 0 },
-            ClientEvent::CallRtpEnd { id: 1, sent: 0, received: 0 },
-            ClientEvent::BlfState { target: s(), state: s() },
-            ClientEvent::BlfRefused { target: s(), code: 0, reason: s() },
-            ClientEvent::CallMedia { id: 1, audio_port: 0, video: s() },
-            ClientEvent::FeatureRefused { feature: s(), reason: s() },
-        ];
+        let all = ClientEvent::examples();
+        for k in ClientEvent::KINDS {
+            assert!(all.iter().any(|e| e.kind() == *k), "{k} has no example");
+        }
         for e in all {
             assert!(ClientEvent::KINDS.contains(&e.kind()), "{} missing", e.kind());
         }

@@ -267,6 +267,12 @@ impl Phone {
 
     /// Next output.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.out.is_empty() {
+            // A query started outside an input (at start, on a timer) is sent now, not when
+            // the next datagram happens to arrive (issue 14: it went out with its own
+            // retransmission 2 s late, the same id twice on the wire).
+            self.pump(self.clock);
+        }
         self.out.pop_front()
     }
 
