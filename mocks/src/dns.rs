@@ -303,7 +303,13 @@ impl Authority {
         };
         let c = Collect { out: Arc::new(Mutex::new(None)), max };
         self.catalog.handle_request::<_, TokioTime>(&req, c.clone()).await;
-        let out = c.out.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut out = c.out.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // RFC 1035 §4.1.1: RA says whether the server offers recursion, which one that
+        // forwards for its clients does (issue 14: dig warned "recursion requested but not
+        // available").
+        if may_forward && let Some(r) = out.as_mut().filter(|r| r.len() >= 12) {
+            r[3] |= 0x80;
+        }
         out.map_or(Answer::Drop, Answer::Reply)
     }
 }
@@ -432,6 +438,9 @@ async fn forward_query<N: Net>(net: &N, upstream: Option<SocketAddr>, q: &[u8]) 
                     let mut r = buf[..n].to_vec();
                     r[..2].copy_from_slice(&q[..2]);
                     r[3] |= 0x80; // RA: we recursed on the client's behalf
+                    // AA off: this server is not authoritative for what it relays (RFC 1035
+                    // §4.1.1, RFC 2181 §6.1), whatever the upstream said.
+                    r[2] &= !0x04;
                     return Some(r);
                 }
                 Ok(Ok(_)) => continue, // not our answer
@@ -479,6 +488,23 @@ cucm2 3600 IN A 10.1.0.12
         assert!(m.answers.iter().any(
             |a| matches!(&a.data, Rdata::Srv { target, .. } if target == "cucm1.example.com")
         ));
+    }
+
+    /// Issue 14: RA only from a server that recurses (forwards) for its clients; the glue
+    /// shows in the transcript's summary.
+    #[test]
+    fn recursion_available_only_where_offered_and_glue_summarised() {
+        let q = build_query(42, "_cisco-uds._tcp.example.com", QType::Srv).unwrap();
+        let ask = |fwd| match rt().block_on(auth().answer(&q, src(), false, fwd)) {
+            Answer::Reply(r) => DnsMsg::parse(&r).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let (own, fwd) = (ask(false), ask(true));
+        assert!(own.authoritative && !own.recursion_available, "authoritative-only server");
+        assert!(fwd.authoritative && fwd.recursion_available, "a server that forwards");
+        let s = fwd.summary();
+        assert!(s.contains("NOERROR aa ra: "), "{s}");
+        assert!(s.contains("; additional: cucm1.example.com A 10.1.0.11"), "{s}");
     }
 
     #[test]

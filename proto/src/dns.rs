@@ -135,6 +135,8 @@ pub struct DnsMsg {
     pub truncated: bool,
     /// AA bit.
     pub authoritative: bool,
+    /// RA bit: the server offers recursion (RFC 1035 §4.1.1).
+    pub recursion_available: bool,
     /// The question: name and type number.
     pub question: Option<(String, u16)>,
     /// Answer section.
@@ -195,6 +197,7 @@ impl DnsMsg {
             rcode: u16::from(m.metadata.response_code.low()),
             truncated: m.metadata.truncation,
             authoritative: m.metadata.authoritative,
+            recursion_available: m.metadata.recursion_available,
             question: m.queries.first().map(|q| (plain(q.name()), u16::from(q.query_type()))),
             answers: m.answers.iter().map(rr).collect(),
             additionals: m
@@ -228,6 +231,9 @@ impl DnsMsg {
         if self.authoritative {
             s.push_str(" aa");
         }
+        if self.recursion_available {
+            s.push_str(" ra");
+        }
         if self.truncated {
             s.push_str(" tc");
         }
@@ -236,6 +242,12 @@ impl DnsMsg {
         } else {
             let a: Vec<String> = self.answers.iter().map(|r| r.data_summary()).collect();
             s.push_str(": ");
+            s.push_str(&a.join(", "));
+        }
+        // What a client may use without asking again (SRV targets' addresses as glue).
+        if !self.additionals.is_empty() {
+            let a: Vec<String> = self.additionals.iter().map(Rr::to_string).collect();
+            s.push_str("; additional: ");
             s.push_str(&a.join(", "));
         }
         s
