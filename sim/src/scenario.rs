@@ -60,7 +60,7 @@ struct File {
     #[serde(default)]
     spec: Vec<S<String>>,
     seed: Option<u64>,
-    epoch: Option<S<toml::value::Datetime>>,
+    epoch: Option<S<EpochSpec>>,
     duration: Option<S<String>>,
     #[serde(default)]
     heavy: bool,
@@ -98,12 +98,22 @@ struct ZoneSpec {
     subnet: S<String>,
 }
 
+/// `epoch`: a TOML date-time, or the same as a quoted RFC 3339 string (issue 14).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum EpochSpec {
+    Datetime(toml::value::Datetime),
+    Text(String),
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleSpec {
     from: S<String>,
     to: S<String>,
-    action: S<String>,
+    /// One word for verdicts, as the firewall step's (issue 14); `action` is the older name.
+    #[serde(alias = "action")]
+    verdict: S<String>,
     port: Option<u16>,
     proto: Option<S<String>>,
 }
@@ -293,7 +303,7 @@ struct ExpectSpec {
     after: Option<S<String>>,
     count: Option<usize>,
     #[serde(default)]
-    fields: BTreeMap<String, String>,
+    fields: BTreeMap<S<String>, String>,
     #[serde(default)]
     absent: bool,
 }
@@ -732,8 +742,171 @@ impl Src<'_> {
 fn parse_file(src: &Src<'_>) -> Result<File, CheckError> {
     toml::from_str::<File>(src.text).map_err(|e| {
         let at = e.span().map_or(0, |s| s.start);
-        src.err(at, e.message().trim().to_owned())
+        src.err(at, plain_words(e.message().trim()))
     })
+}
+
+/// Reads the file and reports every schema error in it (issue 14), not just the first: after
+/// each unknown key or badly typed value, that line is blanked out (positions stay) and the
+/// text read again. What is left is returned with the errors, so that the names and values
+/// can be checked too. A TOML syntax error or a missing key ends the reading.
+fn parse_file_all(src: &Src<'_>) -> Result<Schema, Vec<CheckError>> {
+    let mut text = src.text.as_bytes().to_vec();
+    let mut errs = Vec::new();
+    let mut broken = Vec::new();
+    for _ in 0..200 {
+        let Ok(s) = std::str::from_utf8(&text) else { break };
+        let e = match toml::from_str::<File>(s) {
+            Ok(file) => return Ok(Schema { file, errs, broken }),
+            Err(e) => e,
+        };
+        let at = e.span().map_or(0, |s| s.start);
+        let message = e.message().trim().to_owned();
+        // A key missing because we blanked its misspelling: the whole entry goes instead
+        // (a cascade, not reported).
+        if message.starts_with("missing field")
+            && let Some(&(t0, t1)) = broken.iter().find(|(a, b)| (*a..=*b).contains(&at))
+        {
+            if text[t0..t1].iter().all(u8::is_ascii_whitespace) {
+                break;
+            }
+            for b in &mut text[t0..t1] {
+                if *b != b'\n' {
+                    *b = b' ';
+                }
+            }
+            continue;
+        }
+        errs.push(src.err(at, with_hint(&plain_words(&message))));
+        let schema = message.starts_with("unknown field")
+            || message.starts_with("invalid type")
+            || message.starts_with("invalid value")
+            || message.starts_with("data did not match");
+        let Some(span) = e.span().filter(|_| schema) else { break };
+        // The whole line(s) of the entry; a line already blank means no progress.
+        let start = text[..span.start].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let end = text[span.end.min(text.len())..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(text.len(), |i| span.end + i);
+        if text[start..end].iter().all(u8::is_ascii_whitespace) {
+            break;
+        }
+        // Inside a multi-line value (an inline table or array) blanking the line would break
+        // the syntax: stop there.
+        let line = &text[start..end];
+        if !line.contains(&b'=') || line.starts_with(b"[") {
+            break;
+        }
+        // The table the line is in: from its header to the next one.
+        let header = |b: &[u8], at: usize| b.get(at).is_some_and(|c| *c == b'[');
+        let mut t0 = start;
+        while t0 > 0 && !header(&text, t0) {
+            t0 = text[..t0 - 1].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        }
+        let mut t1 = end;
+        while t1 < text.len() && !header(&text, t1 + 1) {
+            t1 = text[t1 + 1..].iter().position(|b| *b == b'\n').map_or(text.len(), |i| t1 + 1 + i);
+        }
+        broken.push((t0, t1));
+        for b in &mut text[start..end] {
+            if *b != b'\n' {
+                *b = b' ';
+            }
+        }
+    }
+    Err(errs)
+}
+
+/// A file as read, with its schema errors and the byte ranges of the tables that had one.
+struct Schema {
+    file: File,
+    errs: Vec<CheckError>,
+    broken: Vec<(usize, usize)>,
+}
+
+/// The errors in line order, without those that only follow from another (issue 14): a name
+/// the file defines (`name = "x"`) but whose definition failed is not also "unknown" where
+/// it is used.
+fn without_cascades(
+    schema: Vec<CheckError>,
+    mut errs: Vec<CheckError>,
+    src: &Src<'_>,
+    broken: &[(usize, usize)],
+) -> Vec<CheckError> {
+    let names = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix("name"))
+            .filter_map(|r| r.trim_start().strip_prefix('='))
+            .filter_map(|r| Some(r.trim().strip_prefix('"')?.split('"').next()?.to_owned()))
+            .collect()
+    };
+    let defined: BTreeSet<String> = names(src.text).into_iter().collect();
+    // Names whose definition had a schema error, and the lines of those tables.
+    let broken_names: BTreeSet<String> =
+        broken.iter().flat_map(|(a, b)| names(&src.text[*a..*b])).collect();
+    let broken_lines: Vec<(usize, usize)> =
+        broken.iter().map(|(a, b)| (src.pos(*a).0, src.pos(*b).0)).collect();
+    let cascade = |e: &CheckError| {
+        let unknown_but_defined = [
+            "unknown zone `",
+            "unknown node `",
+            "unknown client `",
+            "unknown host `",
+            "unknown contact `",
+        ]
+        .iter()
+        .filter_map(|p| e.message.strip_prefix(p))
+        .filter_map(|r| r.split('`').next())
+        .any(|n| defined.contains(n));
+        let names_a_broken_one = broken_names.iter().any(|n| e.message.contains(&format!("`{n}`")));
+        let missing_in_a_broken_table = (e.message.contains("needs")
+            || e.message.contains("has no"))
+            && e.file == src.name
+            && broken_lines.iter().any(|(a, b)| (*a..=*b).contains(&e.line));
+        unknown_but_defined || names_a_broken_one || missing_in_a_broken_table
+    };
+    if !schema.is_empty() || errs.iter().any(|e| !cascade(e)) {
+        errs.retain(|e| !cascade(e));
+    }
+    errs.extend(schema);
+    errs.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+    errs.dedup_by(|a, b| a.line == b.line && a.col == b.col && a.message == b.message);
+    errs
+}
+
+/// "unknown field `clinet`, expected one of `at`, `client`, …" with the likely one named
+/// first: "unknown field `clinet` (did you mean `client`?), expected one of …".
+fn with_hint(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else { return message.to_owned() };
+    let Some((word, tail)) = rest.split_once('`') else { return message.to_owned() };
+    let candidates: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+    match did_you_mean(word, &candidates) {
+        Some(m) => format!("unknown field `{word}` (did you mean `{m}`?){tail}"),
+        None => message.to_owned(),
+    }
+}
+
+/// serde's type names in the words a scenario author uses (issue 14).
+fn plain_words(message: &str) -> String {
+    let mut m = message.to_owned();
+    for (from, to) in [
+        ("expected usize", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u8", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a string", "expected text in quotes"),
+        ("invalid type: string", "got the text"),
+        ("invalid type: integer", "got the number"),
+        ("invalid type: boolean", "got"),
+        ("expected a sequence", "expected a list [..]"),
+    ] {
+        m = m.replace(from, to);
+    }
+    m
 }
 
 struct Item<'a, T> {
@@ -758,9 +931,9 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<CheckError>> {
 /// Validates scenario text named `name` (errors say `name:line:col`).
 pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckError>> {
     let src = Src { name, text };
-    let file = parse_file(&src).map_err(|e| vec![e])?;
-    let def_src = Src { name: DEFAULT_NAME, text: DEFAULT_TOPOLOGY };
+    let Schema { file, errs: schema, broken } = parse_file_all(&src)?;
     let mut errs = Vec::new();
+    let def_src = Src { name: DEFAULT_NAME, text: DEFAULT_TOPOLOGY };
     let use_default = match &file.topology {
         None => true,
         Some(t) if t.get_ref() == "default" => true,
@@ -770,7 +943,8 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 t.span().start,
                 format!("unknown topology `{}` (default, none)", t.get_ref()),
             ));
-            false
+            // Checked against the default, so the typo is the only error (issue 14).
+            true
         }
     };
     let default = if use_default { Some(parse_file(&def_src).map_err(|e| vec![e])?) } else { None };
@@ -935,10 +1109,10 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
         let r = &i.spec;
         check_zone(&mut errs, i.src, &r.from);
         check_zone(&mut errs, i.src, &r.to);
-        let action = match parse_action(&r.action) {
+        let action = match parse_action(&r.verdict) {
             Ok(a) => a,
             Err(m) => {
-                errs.push(i.src.err(r.action.span().start, m));
+                errs.push(i.src.err(r.verdict.span().start, m));
                 Action::Allow
             }
         };
@@ -999,6 +1173,10 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     .and_then(|z| zone_out.iter().find(|x| &x.name == z.get_ref()))
                     .map(|z| z.net)
                 else {
+                    if zone.is_some() {
+                        // An unknown or broken zone: reported where it is (no cascade).
+                        return None;
+                    }
                     errs.push(src.err(
                         name.span().start,
                         format!("{what} `{}` needs `ip` or `zone`", name.get_ref()),
@@ -2069,6 +2247,23 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                 ),
             ));
         }
+        // Issue 14: a field the event never carries can never match.
+        if let Some(known) = uclab_client::event::ClientEvent::field_names(e.event.get_ref()) {
+            for k in e.fields.keys().filter(|k| !known.contains(&k.get_ref().as_str())) {
+                let hint = did_you_mean(k.get_ref(), &known)
+                    .map(|m| format!("; did you mean `{m}`?"))
+                    .unwrap_or_default();
+                errs.push(src.err(
+                    k.span().start,
+                    format!(
+                        "`{}` events have no field `{}` (they have {}){hint}",
+                        e.event.get_ref(),
+                        k.get_ref(),
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
         if e.absent && e.count.is_some() {
             errs.push(src.err(
                 e.event.span().start,
@@ -2092,7 +2287,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
             Ok(within) => expects.push(Expect {
                 client: e.client.get_ref().clone(),
                 event: e.event.get_ref().clone(),
-                fields: e.fields.clone(),
+                fields: e.fields.iter().map(|(k, v)| (k.get_ref().clone(), v.clone())).collect(),
                 within,
                 after,
                 absent: e.absent,
@@ -2119,7 +2314,13 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
     };
     let epoch = match &file.epoch {
         None => DEFAULT_EPOCH,
-        Some(dt) => match epoch_of(dt.get_ref()) {
+        Some(dt) => match match dt.get_ref() {
+            EpochSpec::Datetime(d) => epoch_of(d),
+            EpochSpec::Text(t) => t
+                .parse::<toml::value::Datetime>()
+                .map_err(|_| format!("`{t}` is not an RFC 3339 time (e.g. 2026-01-05T09:00:00Z)"))
+                .and_then(|d| epoch_of(&d)),
+        } {
             Ok(e) => e,
             Err(m) => {
                 errs.push(src.err(dt.span().start, m));
@@ -2141,8 +2342,8 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
         errs.push(src.err(n.span().start, "bad scenario name: use letters, digits and -"));
     }
 
-    if !errs.is_empty() {
-        return Err(errs);
+    if !errs.is_empty() || !schema.is_empty() {
+        return Err(without_cascades(schema, errs, &src, &broken));
     }
     let stem = path
         .file_stem()
@@ -2202,6 +2403,30 @@ fn credential_policy(
         }
     }
     Some(p)
+}
+
+/// The candidate closest to `word` by edit distance, if it is close (a typo).
+fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    candidates
+        .iter()
+        .map(|c| (distance(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| c)
 }
 
 fn valid_name(n: &str) -> bool {
@@ -2357,6 +2582,11 @@ mod tests {
         check(text).unwrap_err()[0].to_string()
     }
 
+    /// Every error, one per line, in the order reported (line order).
+    fn all_errs(text: &str) -> String {
+        check(text).unwrap_err().iter().map(|e| format!("{e}\n")).collect()
+    }
+
     #[test]
     fn presence_trunk_fields_are_checked() {
         let node = "[[node]]\nname = \"cucm1\"\nkind = \"cucm\"\nzone = \"inside\"\n\
@@ -2418,8 +2648,13 @@ mod tests {
     #[test]
     fn unknown_field_is_reported() {
         let e =
-            first_err("[[expect]]\nclient = \"a\"\nevent = \"x\"\nwithin = \"1s\"\nwhithin = 2\n");
-        assert!(e.starts_with("t.toml:5:1: unknown field `whithin`"), "{e}");
+            all_errs("[[expect]]\nclient = \"a\"\nevent = \"x\"\nwithin = \"1s\"\nwhithin = 2\n");
+        assert!(e.contains("t.toml:5:1: unknown field `whithin` (did you mean `within`?)"), "{e}");
+        // Every error, in line order: the schema error does not hide the others.
+        assert!(
+            e.starts_with("t.toml:2:10: unknown client `a`\nt.toml:3:9: unknown event `x`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -2471,13 +2706,13 @@ mod tests {
                 "[[node]]\nname = \"{name}\"\nkind = \"imp\"\nzone = \"inside\"\ncluster = \"imp-cluster1\"\n{extra}"
             )
         };
-        let e = first_err(&imp("imp1", "subcluster = 4\n"));
-        assert!(e.starts_with("t.toml:6:14: subcluster 4 out of range"), "{e}");
+        let e = all_errs(&imp("imp1", "subcluster = 4\n"));
+        assert!(e.contains("t.toml:6:14: subcluster 4 out of range"), "{e}");
         let e = first_err(&imp("imp1", "assignment = \"random\"\n"));
         assert!(e.starts_with("t.toml:6:14: unknown assignment `random`"), "{e}");
         // Seven nodes: too many for three subclusters of two (SPEC HA3).
         let seven: String = (3..=7).map(|i| imp(&format!("imp{i}"), "")).collect();
-        let e = first_err(&seven);
+        let e = all_errs(&seven);
         assert!(e.contains("has 7 nodes: at most 6"), "{e}");
         let e = first_err(&imp("imp3", "subcluster = 1\n"));
         assert!(e.contains("give every node a `subcluster`, or none"), "{e}");
