@@ -46,9 +46,9 @@ fn run_of_a_failing_scenario_exits_1_and_prints_the_replay() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("FAIL fails"), "{text}");
     assert!(text.contains(&format!("replay: uclab run {} --seed 7", f.display())), "{text}");
-    assert!(
-        dir.join("out").join(dir.file_name().unwrap()).join("fails").join("report.json").exists()
-    );
+    assert!(text.contains(&format!("--seed 7 --out {}", dir.join("out").display())), "{text}");
+    // Outside a scenarios/ tree the outputs go by the file's stem.
+    assert!(dir.join("out").join("fails").join("report.json").exists());
 }
 
 #[test]
@@ -59,4 +59,26 @@ fn run_without_a_path_runs_the_showcase() {
     for f in ["capture.pcapng", "transcript.txt", "report.json", "junit.xml"] {
         assert!(dir.join("showcase/discovery-inside-outside").join(f).exists(), "{f}");
     }
+}
+
+/// Issue 14: the README's sample run prints what the README says it prints.
+#[test]
+fn readme_sample_run_prints_what_the_readme_shows() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let cmd = "cargo run --release -- run scenarios/dns/srv-blackholed-first.toml\n";
+    let at = readme.find(cmd).expect("the README shows the sample run") + cmd.len();
+    let shown = readme[at..].lines().next().unwrap().strip_prefix("# ").expect("its output");
+    let out = std::env::temp_dir().join(format!("uclab-readme-{}", std::process::id()));
+    let run = uclab()
+        .current_dir(root)
+        .args(["run", "scenarios/dns/srv-blackholed-first.toml", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    assert_eq!(run.status.code(), Some(0));
+    let printed = String::from_utf8_lossy(&run.stdout);
+    let first = printed.lines().next().unwrap().replace(&out.display().to_string(), "out");
+    assert_eq!(first, shown, "README.md's sample line is out of date");
 }

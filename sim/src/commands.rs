@@ -85,15 +85,20 @@ fn showcase() -> Vec<Scenario> {
         .collect()
 }
 
-/// Where a run's outputs go: `<out>/<suite dir>/<scenario>`.
+/// Where a run's outputs go: `<out>/<suite dir>/<scenario>` for a file in a `scenarios/`
+/// tree, else `<out>/<file stem>` (issue 14: a file elsewhere went under its folder's name).
 pub fn out_dir(out: &Path, s: &Scenario) -> PathBuf {
-    let suite = s
-        .file
-        .parent()
-        .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "scenarios".into());
-    out.join(suite).join(&s.name)
+    let in_tree = s.file.parent().is_some_and(|p| {
+        p.components().any(|c| c.as_os_str() == "scenarios" || c.as_os_str() == "<built-in>")
+    });
+    let suite =
+        s.file.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
+    match suite {
+        Some(suite) if in_tree => out.join(suite).join(&s.name),
+        _ => {
+            out.join(s.file.file_stem().map_or_else(|| s.name.clone().into(), |f| f.to_os_string()))
+        }
+    }
 }
 
 /// Writes capture.pcapng, transcript.txt, report.json and junit.xml of a run into `dir`.
@@ -119,14 +124,13 @@ fn print_result(r: &RunResult, dir: &Path) {
         println!("     simulation error: {e}");
     }
     for v in r.verdicts.iter().filter(|v| !v.passed) {
-        let fields: Vec<String> = v.expect.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let fields: String = v.expect.fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
         println!(
-            "     line {}: {} {}{} {}: {}",
+            "     line {}: {} {}{}{fields}: {}",
             v.expect.line,
             v.expect.client,
             if v.expect.absent { "no " } else { "" },
             v.expect.event,
-            fields.join(" "),
             v.detail
         );
     }
@@ -151,13 +155,38 @@ pub fn cmd_run(paths: &[PathBuf], seed: Option<u64>, out: &Path, skip_heavy: boo
             println!("SKIP {} (heavy; --skip-heavy)", s.name);
             continue;
         }
-        let r = run(s, seed.unwrap_or(s.seed));
         let dir = out_dir(out, s);
+        if s.heavy {
+            println!(
+                "RUN  {} (heavy: {} clients, up to {} simulated; its capture, transcript and report \
+                 run to hundreds of MB) -> {}",
+                s.name,
+                s.clients.len(),
+                fmt_secs(s.duration),
+                dir.display()
+            );
+        }
+        // Wall time for the reports only: it never feeds the run.
+        #[allow(clippy::disallowed_methods)]
+        let started = std::time::Instant::now();
+        let mut r = run(s, seed.unwrap_or(s.seed));
+        r.wall = started.elapsed();
+        r.out = Some(out.to_path_buf());
         if let Err(e) = write_outputs(&dir, &r) {
             eprintln!("error: cannot write {}: {e}", dir.display());
             return EXIT_BAD_INPUT;
         }
         print_result(&r, &dir);
+        if s.heavy {
+            let size = |f: &str| fs::metadata(dir.join(f)).map_or(0, |m| m.len()) / (1 << 20);
+            println!(
+                "     wrote capture.pcapng {} MiB, transcript.txt {} MiB, report.json {} MiB in {:.1} s",
+                size("capture.pcapng"),
+                size("transcript.txt"),
+                size("report.json"),
+                r.wall.as_secs_f64()
+            );
+        }
         results.push(r);
     }
     let _ = fs::write(out.join("junit.xml"), junit_xml(&results));
@@ -189,8 +218,16 @@ pub fn cmd_list(dir: Option<&Path>) -> i32 {
         Err(code) => return code,
     };
     let mut coverage: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    // Columns as wide as their widest entry (issue 14: long paths pushed the rest out of line).
+    let file_w = scenarios.iter().map(|s| s.file.display().to_string().len()).max().unwrap_or(0);
+    let spec_w = scenarios.iter().map(|s| s.spec.join(",").len()).max().unwrap_or(0);
     for s in &scenarios {
-        println!("{:<40} {:<16} {}", s.file.display(), s.spec.join(","), s.summary);
+        println!(
+            "{:<file_w$}  {:<spec_w$}  {}",
+            s.file.display().to_string(),
+            s.spec.join(","),
+            s.summary
+        );
         for id in &s.spec {
             coverage.entry(id).or_default().push(&s.name);
         }
@@ -424,7 +461,11 @@ pub fn cmd_probe(
                     println!("error: {e}");
                 }
             }
-            let ok = r.method.is_some() && (!signing_in || r.authenticator.is_some());
+            // Issue 14: any failed decision is a failure (a discovery that found nothing,
+            // as well as a refused sign-in).
+            let ok = r.error.is_none()
+                && r.method.is_some()
+                && (!signing_in || r.authenticator.is_some());
             if ok { EXIT_OK } else { EXIT_FAIL }
         }
         Err(e) => {

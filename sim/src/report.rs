@@ -9,7 +9,8 @@ use crate::time::fmt_secs;
 
 /// The command that replays a run.
 pub fn replay_command(r: &RunResult) -> String {
-    format!("uclab run {} --seed {}", r.file.display(), r.seed)
+    let out = r.out.as_ref().map(|o| format!(" --out {}", o.display())).unwrap_or_default();
+    format!("uclab run {} --seed {}{out}", r.file.display(), r.seed)
 }
 
 /// report.json of one run.
@@ -67,15 +68,18 @@ pub fn junit_xml(runs: &[RunResult]) -> String {
             r.verdicts.iter().filter(|v| !v.passed).count() + usize::from(r.error.is_some());
         let _ = writeln!(
             s,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" time=\"{}\">",
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" time=\"{:.3}\">",
             esc(&r.scenario),
             r.verdicts.len() + usize::from(r.error.is_some()),
-            r.sim_time.as_secs_f64()
+            r.wall.as_secs_f64()
         );
+        // JUnit's time is wall-clock seconds (what CI dashboards add up); the simulated time
+        // is a property (issue 14).
         let _ = writeln!(
             s,
-            "    <properties><property name=\"seed\" value=\"{}\"/><property name=\"replay\" value=\"{}\"/></properties>",
+            "    <properties><property name=\"seed\" value=\"{}\"/><property name=\"simulated_seconds\" value=\"{}\"/><property name=\"replay\" value=\"{}\"/></properties>",
             r.seed,
+            r.sim_time.as_secs_f64(),
             esc(&replay_command(r))
         );
         if let Some(e) = &r.error {
@@ -87,15 +91,13 @@ pub fn junit_xml(runs: &[RunResult]) -> String {
             );
         }
         for v in &r.verdicts {
-            let fields: Vec<String> =
-                v.expect.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let fields: String = v.expect.fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
             let name = format!(
-                "line {}: {} {}{} {} within {}",
+                "line {}: {} {}{}{fields} within {}",
                 v.expect.line,
                 v.expect.client,
                 if v.expect.absent { "no " } else { "" },
                 v.expect.event,
-                fields.join(" "),
                 fmt_secs(v.expect.within)
             );
             if v.passed {

@@ -57,6 +57,11 @@ pub struct RunResult {
     pub events: Vec<EventRecord>,
     /// A failure of the simulation itself (a node's task failed).
     pub error: Option<String>,
+    /// Where `uclab run` wrote the outputs (`--out`), for the replay line.
+    pub out: Option<PathBuf>,
+    /// Wall-clock time the run took (filled in by the command; reports only, never a run's
+    /// input).
+    pub wall: Duration,
 }
 
 fn matches(e: &Expect, ev: &EventRecord) -> bool {
@@ -322,6 +327,9 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
         )
     };
     let mut faults: VecDeque<_> = s.steps.iter().filter(|st| !client_step(&st.action)).collect();
+    // Issue 14: once every step has been performed, decided expectations end the run even if
+    // the clients would stay signed in until the last deadline.
+    let last_step = s.steps.iter().map(|st| st.at).max().unwrap_or_default();
     // The run ends GRACE after the last step or deadline once the clients are done; clients
     // still working (a storm, a long failover) keep it going up to the scenario's duration.
     let mut end = s.duration;
@@ -391,7 +399,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
         }
         // Checking expectations costs a copy of the events: do it every 50 ms of simulation.
         if !grace_set
-            && clients_done
+            && (clients_done || now >= last_step)
             && faults.is_empty()
             && ticks.is_multiple_of(50)
             && settled(&s.expects, &transcript.events(), now)
@@ -427,6 +435,8 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
         transcript: text,
         events,
         error,
+        out: None,
+        wall: Duration::ZERO,
     }
 }
 
