@@ -240,7 +240,10 @@ pub async fn serve(
             .and_then(|e| e.addr.parse::<SocketAddr>().ok())
             .map(|a| a.ip());
         let Some(ip) = ip else { continue };
-        let net = LiveNet::new(ip, &lab);
+        // On loopback the mocks answer loopback only; bound to a host address (`--bind`), they
+        // serve whoever the user let reach that address, so their answers may go there too.
+        let egress = Egress { targets: Vec::new(), remote: !ip.is_loopback() };
+        let net = LiveNet::new(ip, &lab).with_egress(egress);
         let Some(p) = nodes::plan(s, &n.name, &port, &live, &shared) else { continue };
         tasks.push(tokio::task::spawn_local(nodes::run(net, p)));
     }
