@@ -242,6 +242,10 @@ pub struct Cluster {
     /// Device → (node, last keepalive).
     keepalives: BTreeMap<String, (String, Duration)>,
     nonces: BTreeSet<String>,
+    /// The nonces in the order they were given: the oldest goes first past the bound.
+    nonce_order: std::collections::VecDeque<String>,
+    /// The user directory's credential policy lockout (issue 13): wrong digest answers count.
+    lockout: Option<Rc<crate::lockout::Lockout>>,
     /// Directory number or user id, lower case → the first line that has it.
     line_index: BTreeMap<String, usize>,
     /// Presence subscriptions by (Call-ID, watcher tag) (SPEC CC6).
@@ -337,6 +341,8 @@ impl Cluster {
             bindings: BTreeMap::new(),
             keepalives: BTreeMap::new(),
             nonces: BTreeSet::new(),
+            nonce_order: std::collections::VecDeque::new(),
+            lockout: None,
             subs: blf::Subs::default(),
             calls: blf::Calls::default(),
             bridges: conf::Bridges::default(),
@@ -346,6 +352,11 @@ impl Cluster {
             nonce_source: None,
             counters: SipCounters::default(),
         }
+    }
+
+    /// Wrong digest answers count against `lockout`, and a locked account is refused.
+    pub fn set_lockout(&mut self, lockout: Option<Rc<crate::lockout::Lockout>>) {
+        self.lockout = lockout;
     }
 
     /// Digest nonces from `secrets` rather than the seed (live mode: unpredictable).
@@ -839,7 +850,18 @@ impl Cluster {
         }
         let line = uri_user(&to.uri).and_then(|u| self.line(&u).cloned());
         // §10.3: authentication (step 3) before the address of record (step 5).
-        if self.cfg.digest && !line.as_ref().is_some_and(|l| self.authorized(m, l)) {
+        let authorized = self.cfg.digest && line.as_ref().is_some_and(|l| self.authorized(m, l));
+        // Issue 13: an answer to one of our challenges is a password check like a UDS or SOAP
+        // sign-in: a wrong one counts against the directory's lockout, and while the account
+        // is locked even the right one is refused (a fresh challenge, as for a wrong one).
+        let answered = line.as_ref().filter(|l| self.answers_our_challenge(m, l));
+        let allowed = match (answered, &self.lockout) {
+            (Some(l), Some(lock)) => {
+                lock.check(&l.user, authorized) == crate::lockout::Verdict::Allowed
+            }
+            _ => authorized,
+        };
+        if self.cfg.digest && !allowed {
             self.counters.refused += 1;
             self.counter += 1;
             let nonce = match &mut self.nonce_source {
@@ -848,13 +870,14 @@ impl Cluster {
                     format!("{:016x}", fnv(&[&self.seed.to_string(), &self.counter.to_string()]))
                 }
             };
-            if self.nonces.len() >= 4096 {
-                let first = self.nonces.iter().next().cloned();
-                if let Some(f) = first {
-                    self.nonces.remove(&f);
-                }
+            if self.nonce_order.len() >= 4096
+                && let Some(oldest) = self.nonce_order.pop_front()
+            {
+                self.nonces.remove(&oldest);
             }
-            self.nonces.insert(nonce.clone());
+            if self.nonces.insert(nonce.clone()) {
+                self.nonce_order.push_back(nonce.clone());
+            }
             let mut r = self.reply(m, 401, "");
             r.push(
                 "WWW-Authenticate",
@@ -967,6 +990,14 @@ impl Cluster {
         } else {
             self.line_lost(now, &ext);
         }
+    }
+
+    /// Whether `m` answers one of our challenges for `line`'s user (right or wrong).
+    fn answers_our_challenge(&self, m: &Message, line: &SipLine) -> bool {
+        m.get("Authorization").and_then(digest_params).is_some_and(|p| {
+            p.get("username").is_some_and(|u| u.eq_ignore_ascii_case(&line.user))
+                && p.get("nonce").is_some_and(|n| self.nonces.contains(n))
+        })
     }
 
     /// Digest credentials of `line` (RFC 2617 without qop, as CUCM asks), with a nonce we gave.
@@ -1087,7 +1118,8 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
             crate::limits::PER_PEER,
         );
         tokio::task::spawn_local(async move {
-            while let Ok(mut conn) = listener.accept().await {
+            loop {
+                let mut conn = crate::limits::next_conn(&listener).await;
                 let Some(slot) = limit.admit(conn.peer_addr().ip()) else {
                     continue; // over a cap: closed at once
                 };

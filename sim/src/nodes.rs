@@ -182,6 +182,7 @@ impl Shared {
                 };
                 let seed = uclab_net::derive_seed(self.seed, &format!("sip:{}", c.cluster));
                 let mut cluster = Cluster::new(cfg, seed);
+                cluster.set_lockout(self.lockout(s));
                 if let Some(e) = self.entropy {
                     cluster.set_nonce_source(e.secrets(&format!("sip:{}", c.cluster)));
                 }

@@ -303,6 +303,39 @@ fn register_binds_only_the_lines_device_and_star_only_for_its_owner() {
     assert_eq!(drain(&mut rz)[0].code(), Some(401));
 }
 
+/// Issue 13: digest answers are password checks under the directory's lockout.
+#[test]
+fn wrong_digest_answers_lock_the_account() {
+    let mut l = lab(true);
+    let policy = crate::lockout::CredentialPolicy { failed_logon: 2, ..Default::default() };
+    let lockout = crate::lockout::Lockout::new(policy);
+    l.c.set_lockout(Some(lockout.clone()));
+    let (tx, mut rx) = unbounded_channel();
+    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+    let mut seq = 0;
+    let mut try_password = |l: &mut Lab, password: &str| {
+        seq += 2;
+        l.c.handle(Duration::ZERO, f, &register("alice", "1001", None, "", seq));
+        let r = drain(&mut rx);
+        let chal = r[0].get("WWW-Authenticate").unwrap().to_owned();
+        let nonce = chal.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        let ha1 = md5_hex(&format!("alice:{REALM}:{password}"));
+        let ha2 = md5_hex("REGISTER:sip:cucm1.example.com");
+        let resp = md5_hex(&format!("{ha1}:{nonce}:{ha2}"));
+        let auth = format!(
+            ";x=1\r\nAuthorization: Digest username=\"alice\", realm=\"{REALM}\", nonce=\"{nonce}\", uri=\"sip:cucm1.example.com\", response=\"{resp}\", algorithm=MD5"
+        );
+        l.c.handle(Duration::ZERO, f, &register("alice", "1001", None, &auth, seq + 1));
+        drain(&mut rx)[0].code()
+    };
+    assert_eq!(try_password(&mut l, "lab"), Some(200));
+    assert_eq!(try_password(&mut l, "guess1"), Some(401));
+    assert!(!lockout.locked("alice"));
+    assert_eq!(try_password(&mut l, "guess2"), Some(401));
+    assert!(lockout.locked("alice"), "two wrong answers lock");
+    assert_eq!(try_password(&mut l, "lab"), Some(401), "locked: the right answer is refused");
+}
+
 #[test]
 fn calls_are_routed_between_registered_lines_and_dialogs_pass_through() {
     let mut l = lab(false);
