@@ -546,6 +546,8 @@ fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "refused".to_owned(),
         std::io::ErrorKind::ConnectionReset => "reset".to_owned(),
+        // Only the live egress check refuses a connect this way (issue 13).
+        std::io::ErrorKind::PermissionDenied => "outside the lab".to_owned(),
         k => format!("{k:?}").to_lowercase(),
     }
 }

@@ -337,7 +337,8 @@ pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: DnsConfig) -> io::Resu
             crate::limits::PER_PEER,
         );
         tokio::task::spawn_local(async move {
-            while let Ok(mut c) = tcp.accept().await {
+            loop {
+                let mut c = crate::limits::next_conn(&tcp).await;
                 let Some(slot) = limit.admit(c.peer_addr().ip()) else { continue };
                 let (auth, net) = (auth.clone(), net.clone());
                 tokio::task::spawn_local(async move {

@@ -27,7 +27,8 @@ pub async fn serve<N: Net + 'static>(net: N, ports: Vec<u16>) -> io::Result<()> 
     for l in listeners {
         let limit = ConnLimit::new(limits::STREAM_CONNECTIONS, limits::PER_PEER);
         tasks.push(tokio::task::spawn_local(async move {
-            while let Ok(mut c) = l.accept().await {
+            loop {
+                let mut c = limits::next_conn(&l).await;
                 let Some(slot) = limit.admit(c.peer_addr().ip()) else { continue };
                 tokio::task::spawn_local(async move {
                     let _slot = slot;

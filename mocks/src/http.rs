@@ -211,7 +211,7 @@ pub async fn serve<N: Net + Clone + 'static>(
     };
     let limit = ConnLimit::new(limits::HTTP_CONNECTIONS, limits::PER_PEER);
     loop {
-        let tcp = listener.accept().await?;
+        let tcp = limits::next_conn(&listener).await;
         let Some(slot) = limit.admit(tcp.peer_addr().ip()) else {
             // Over a cap: closed before a byte is read.
             continue;

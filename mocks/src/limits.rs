@@ -20,6 +20,21 @@ pub const STREAM_CONNECTIONS: usize = 16_384;
 /// running several probes at once holds a few dozen.
 pub const PER_PEER: usize = 64;
 
+/// How long a listener waits after a failed accept (out of file descriptors, say).
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The next connection of `listener`. A failed accept is retried after a pause instead of
+/// ending the listener (issue 13: running out of descriptors must not take a service down
+/// for good).
+pub async fn next_conn(listener: &uclab_net::TcpAcceptor) -> uclab_net::TcpConn {
+    loop {
+        match listener.accept().await {
+            Ok(c) => return c,
+            Err(_) => tokio::time::sleep(ACCEPT_RETRY).await,
+        }
+    }
+}
+
 /// The connections a listener holds, counted per peer address.
 #[derive(Clone, Debug)]
 pub struct ConnLimit {

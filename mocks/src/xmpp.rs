@@ -259,8 +259,9 @@ impl ServerSession {
             }
             _ => {
                 // The token is the one-time password; it names its user, who must match.
-                let redeemed = self.state.borrow_mut().redeem(&secret, id);
-                redeemed.ok().filter(|_| ours)
+                // Another domain's user is refused before the password is looked at, so
+                // naming one cannot use up a password of ours.
+                if ours { self.state.borrow_mut().redeem(&secret, id).ok() } else { None }
             }
         };
         match user {
@@ -359,7 +360,7 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
     let limit =
         crate::limits::ConnLimit::new(crate::limits::STREAM_CONNECTIONS, crate::limits::PER_PEER);
     loop {
-        let mut tcp = listener.accept().await?;
+        let mut tcp = crate::limits::next_conn(&listener).await;
         let Some(slot) = limit.admit(tcp.peer_addr().ip()) else {
             continue; // over a cap (issue 13): closed at once
         };

@@ -300,6 +300,12 @@ impl Capture {
         g.tcp_frame(t, client, server, ci, 0, syn, &[], 0);
     }
 
+    /// The connection attempt from `client` to `server` is over: its next SYN (a new attempt
+    /// on a reused port) gets a new ISN.
+    pub fn syn_done(&self, client: SocketAddr, server: SocketAddr) {
+        self.lock().syn_isn.remove(&(client, server));
+    }
+
     /// Records a refused connection: SYN, then RST-ACK from the server.
     pub fn tcp_refused(&self, t: Duration, client: SocketAddr, server: SocketAddr) {
         if self.off() {

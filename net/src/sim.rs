@@ -115,6 +115,14 @@ impl Net for SimNet {
                     // SYNs go out and nothing comes back, retransmitted with backoff until
                     // the caller gives up (RFC 6298 §5.5).
                     let local = SocketAddr::new(self.ip, self.next_fake_port());
+                    // The attempt ends when the caller gives up (this future is dropped).
+                    struct Attempt(Capture, SocketAddr, SocketAddr);
+                    impl Drop for Attempt {
+                        fn drop(&mut self) {
+                            self.0.syn_done(self.1, self.2);
+                        }
+                    }
+                    let _attempt = Attempt(self.capture.clone(), local, to);
                     let mut rto = SYN_RTO;
                     loop {
                         self.capture.tcp_syn_unanswered(self.elapsed(), local, to);
