@@ -777,11 +777,16 @@ fn parse_file_all(src: &Src<'_>) -> Result<Schema, Vec<CheckError>> {
             }
             continue;
         }
-        errs.push(src.err(at, with_hint(&plain_words(&message))));
         let schema = message.starts_with("unknown field")
             || message.starts_with("invalid type")
             || message.starts_with("invalid value")
             || message.starts_with("data did not match");
+        if !schema && !broken.is_empty() {
+            // Once a line is blanked, any other kind of error may be of our making (the rest
+            // of a multi-line value whose key was misspelt): nothing more is read.
+            break;
+        }
+        errs.push(src.err(at, with_hint(&plain_words(&message))));
         let Some(span) = e.span().filter(|_| schema) else { break };
         // The whole line(s) of the entry; a line already blank means no progress.
         let start = text[..span.start].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
@@ -841,7 +846,26 @@ fn without_cascades(
             .filter_map(|r| Some(r.trim().strip_prefix('"')?.split('"').next()?.to_owned()))
             .collect()
     };
-    let defined: BTreeSet<String> = names(src.text).into_iter().collect();
+    // What the file defines, per kind of table: `name` (or a user's `id`) under its header.
+    let mut defined: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut kind = String::new();
+    for line in src.text.lines().map(str::trim) {
+        if let Some(h) = line.strip_prefix("[[").and_then(|h| h.split("]]").next()) {
+            kind = h.trim().to_owned();
+            continue;
+        }
+        let key = if kind == "user" { "id" } else { "name" };
+        if let Some(v) = line
+            .strip_prefix(key)
+            .and_then(|r| r.trim_start().strip_prefix('='))
+            .and_then(|r| r.trim().strip_prefix('"')?.split('"').next())
+        {
+            defined.insert((kind.clone(), v.to_owned()));
+        }
+    }
+    let is = |kinds: &[&str], n: &str| {
+        kinds.iter().any(|k| defined.contains(&((*k).to_owned(), n.to_owned())))
+    };
     // Names whose definition had a schema error, and the lines of those tables.
     let broken_names: BTreeSet<String> =
         broken.iter().flat_map(|(a, b)| names(&src.text[*a..*b])).collect();
@@ -849,16 +873,15 @@ fn without_cascades(
         broken.iter().map(|(a, b)| (src.pos(*a).0, src.pos(*b).0)).collect();
     let cascade = |e: &CheckError| {
         let unknown_but_defined = [
-            "unknown zone `",
-            "unknown node `",
-            "unknown client `",
-            "unknown host `",
-            "unknown contact `",
+            ("unknown zone `", &["zone"][..]),
+            ("unknown node `", &["node"][..]),
+            ("unknown client `", &["client"][..]),
+            ("unknown host `", &["node", "client"][..]),
+            ("unknown contact `", &["user"][..]),
         ]
         .iter()
-        .filter_map(|p| e.message.strip_prefix(p))
-        .filter_map(|r| r.split('`').next())
-        .any(|n| defined.contains(n));
+        .filter_map(|(p, kinds)| Some((e.message.strip_prefix(p)?.split('`').next()?, *kinds)))
+        .any(|(n, kinds)| is(kinds, n));
         let names_a_broken_one = broken_names.iter().any(|n| e.message.contains(&format!("`{n}`")));
         let missing_in_a_broken_table = (e.message.contains("needs")
             || e.message.contains("has no"))
@@ -1173,7 +1196,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
                     .and_then(|z| zone_out.iter().find(|x| &x.name == z.get_ref()))
                     .map(|z| z.net)
                 else {
-                    if zone.is_some() {
+                    if zone.as_ref().is_some_and(|z| z.get_ref() != "*") {
                         // An unknown or broken zone: reported where it is (no cascade).
                         return None;
                     }
