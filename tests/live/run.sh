@@ -8,8 +8,9 @@ set -uo pipefail
 # root (CI's case) or unprivileged user namespaces; without either the run fails, never skips.
 if [ -z "${UCLAB_LIVE_NETNS:-}" ]; then
   if [ "$(id -u)" -eq 0 ]; then ns=(unshare --net); else ns=(unshare --net --map-root-user); fi
-  exec "${ns[@]}" env UCLAB_LIVE_NETNS=1 bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@" \
+  "${ns[@]}" true 2>/dev/null \
     || { echo "live: cannot create a network namespace (unshare --net)"; echo "live: 0 passed, 1 failed"; exit 1; }
+  exec "${ns[@]}" env UCLAB_LIVE_NETNS=1 bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
 fi
 UCLAB=$(realpath "${1:-target/debug/uclab}")
 cd "$(dirname "$0")/../.."
@@ -233,6 +234,10 @@ sim=$(sim_decision "$work/sim2")
 json=$("$UCLAB" probe --domain example.net --dns "127.0.0.1:$UP" --ca "$work/ca.pem" --user alice --password lab --json 2>/dev/null)
 live=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["method"], (d["target"] or "").split(":")[0], d["authenticator"], d["product_mode"])')
 [ -n "$sim" ] && [ "$sim" = "$live" ] && ok "first CUCM down, via unbound = simulation: $live" || ko "failover via unbound '$live' vs simulation '$sim': $json"
+# Issue 13: a DNS answer naming an address outside the lab (192.0.2.10 for example.org's
+# CUCM) is not followed: the probe refuses the connect, says why and exits 1.
+out=$("$UCLAB" probe --domain example.org --dns "127.0.0.1:$UP" --ca "$work/ca.pem" --json 2>&1); code=$?
+case "$out" in *"outside the lab"*) [ $code = 1 ] && ok "probe refuses 192.0.2.10 from DNS: outside the lab, exit 1" || ko "egress refusal exit $code";; *) ko "egress: $out";; esac
 
 # 8. IM&P (issue 4): EPAS SOAP with curl (login → session key → one-time password), and XMPP
 #    clients that are not ours (tests/live/xmpp_peer.py: Python's ssl and sockets) signing in
@@ -452,7 +457,7 @@ fi
 #     raw control bytes, and every baseline check still answered.
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$serve_pid/status"; }
 while read -r verdict text; do
-  case "$verdict" in ok) ok "$text";; FAIL) ko "$text";; figure) echo "       $text";; esac
+  case "$verdict" in ok) ok "$text";; FAIL) ko "$text";; figure) echo "       $text";; *) echo "       attacks.py: $verdict $text";; esac
 done < <(timeout 150 python3 tests/live/attacks.py "$work/ports.json" "$work/ca.pem" "$serve_pid" 2>&1 || echo "FAIL attacks.py: exit $?")
 printf '%s\n' cucm1.example.com\ A _cisco-uds._tcp.example.com\ SRV nosuch.example.com\ A loginp.webexconnect.com\ A >"$work/queries"
 before=$(rss)
