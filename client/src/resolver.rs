@@ -268,13 +268,19 @@ impl StubResolver {
     }
 
     /// The TCP exchange for `token` finished with the answer bytes, or failed.
+    ///
+    /// The client's engines each have a resolver, and the composite hands every TCP answer to
+    /// all of them, so a token can be another engine's (issue 15): only a query of ours that
+    /// went to TCP takes it, and an answer that is not to that query is left alone.
     pub fn handle_tcp_answer(&mut self, token: QueryToken, answer: Option<&[u8]>) {
-        let Some(p) = self.pending.get(&token) else { return };
+        let Some(p) = self.pending.get(&token).filter(|p| p.tcp) else { return };
         match answer.map(DnsMsg::parse) {
             Some(Ok(msg)) if Self::matches(p, &msg) => {
                 self.pending.remove(&token);
                 self.out.push_back(ResolverOutput::Answer { token, msg });
             }
+            // Another query's answer: ours waits for its own (or its deadline).
+            Some(Ok(_)) => {}
             _ => self.fail(token, ResolveFailure::Unreachable),
         }
     }
@@ -385,6 +391,34 @@ mod tests {
         assert_eq!(token, tok);
         r.handle_tcp_answer(tok, Some(&answer_for(&bytes, false)));
         assert!(matches!(r.poll_output(), Some(ResolverOutput::Answer { .. })));
+    }
+
+    /// Issue 15's latent bug: two engines' resolvers both use token 1; one's answer comes
+    /// truncated and goes to TCP; the TCP answer (handed to every engine) must not fail the
+    /// other's unrelated lookup.
+    #[test]
+    fn a_tcp_answer_for_another_resolvers_token_leaves_ours_alone() {
+        let server = sa("10.0.0.53:53");
+        let mut phone = StubResolver::new(ResolverConfig::new(vec![server]));
+        let mut im = StubResolver::new(ResolverConfig::new(vec![server]));
+        let tp = phone.query(Time::ZERO, "cucm1.example.com", QType::A, 7);
+        let ti = im.query(Time::ZERO, "imp1.example.com", QType::A, 8);
+        assert_eq!(tp, ti, "the same token in both");
+        let (_, qp) = transmit(&mut phone);
+        let (_, qi) = transmit(&mut im);
+        phone.handle_datagram(Time::ZERO, server, &answer_for(&qp, true));
+        let Some(ResolverOutput::TcpExchange { bytes, .. }) = phone.poll_output() else { panic!() };
+        let tcp = answer_for(&bytes, false);
+        // Both get the TCP answer; the IM's UDP query is untouched and still answered later.
+        phone.handle_tcp_answer(tp, Some(&tcp));
+        im.handle_tcp_answer(ti, Some(&tcp));
+        im.handle_tcp_answer(ti, None);
+        assert!(matches!(phone.poll_output(), Some(ResolverOutput::Answer { .. })));
+        assert_eq!(im.poll_output(), None, "the IM's lookup did not fail");
+        im.handle_datagram(Time::ZERO, server, &answer_for(&qi, false));
+        assert!(
+            matches!(im.poll_output(), Some(ResolverOutput::Answer { token, .. }) if token == ti)
+        );
     }
 
     #[test]
