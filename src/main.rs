@@ -227,7 +227,7 @@ fn main() {
                 ports_json.as_deref(),
                 ca_pem.as_deref(),
                 seed,
-                live_keep(capture, transcript),
+                uclab_sim::live::Keep { capture, transcript },
             )
         }
         Cmd::ProbeSip {
@@ -316,9 +316,4 @@ fn main() {
         }
     };
     std::process::exit(code);
-}
-
-/// What `uclab serve` writes of its run.
-fn live_keep(capture: Option<PathBuf>, transcript: Option<PathBuf>) -> uclab_sim::live::Keep {
-    uclab_sim::live::Keep { capture, transcript }
 }

@@ -435,13 +435,7 @@ impl Capture {
             writer.get_mut().write_all(&decryption_secrets_block(chunk.as_bytes()))?;
         }
         for f in self.frames() {
-            let epb = EnhancedPacketBlock {
-                interface_id: 0,
-                timestamp: epoch + f.time,
-                original_len: f.data.len() as u32,
-                data: Cow::Owned(f.data),
-                options: vec![],
-            };
+            let epb = packet_block(epoch, f);
             writer.write_pcapng_block(epb).map_err(io::Error::other)?;
         }
         Ok(writer.into_inner())
@@ -449,6 +443,17 @@ impl Capture {
 
     fn push(&self, t: Duration, data: Vec<u8>, kind: FrameKind) {
         self.lock().emit(Frame { time: t, data, kind });
+    }
+}
+
+/// A frame as a pcapng Enhanced Packet Block, stamped `epoch` + its time.
+fn packet_block(epoch: Duration, f: Frame) -> EnhancedPacketBlock<'static> {
+    EnhancedPacketBlock {
+        interface_id: 0,
+        timestamp: epoch + f.time,
+        original_len: f.data.len() as u32,
+        data: Cow::Owned(f.data),
+        options: vec![],
     }
 }
 
@@ -477,13 +482,7 @@ impl Inner {
             self.frames.push(f);
             return;
         };
-        let epb = EnhancedPacketBlock {
-            interface_id: 0,
-            timestamp: sink.epoch + f.time,
-            original_len: f.data.len() as u32,
-            data: Cow::Owned(f.data),
-            options: vec![],
-        };
+        let epb = packet_block(sink.epoch, f);
         // A full disk or a closed file stops the capture, not the lab.
         if sink.writer.write_pcapng_block(epb).is_err() || sink.writer.get_mut().flush().is_err() {
             self.sink = None;

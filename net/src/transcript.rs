@@ -62,6 +62,11 @@ pub(crate) fn escape_controls(line: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(s)
 }
 
+/// A transcript line as written everywhere: `  12.345s  text`.
+fn stamped(t: Duration, text: &str) -> String {
+    format!("{:>4}.{:03}s  {text}", t.as_secs(), t.subsec_millis())
+}
+
 /// A shared transcript (one per simulated world or live process).
 #[derive(Clone, Debug, Default)]
 pub struct Transcript(Arc<Mutex<Inner>>);
@@ -101,19 +106,14 @@ impl Transcript {
             }
             if g.window.1 < ECHO_PER_SECOND {
                 g.window.1 += 1;
-                eprintln!("{:>4}.{:03}s  {}", sec, t.subsec_millis(), escape_controls(&line));
+                eprintln!("{}", stamped(t, &escape_controls(&line)));
             } else {
                 g.window.2 += 1;
             }
         }
         if let Some(f) = &mut g.file {
             use std::io::Write as _;
-            let text = format!(
-                "{:>4}.{:03}s  {}\n",
-                t.as_secs(),
-                t.subsec_millis(),
-                escape_controls(&line)
-            );
+            let text = format!("{}\n", stamped(t, &escape_controls(&line)));
             if f.write_all(text.as_bytes()).and_then(|()| f.flush()).is_err() {
                 g.file = None; // a full disk stops the file, not the lab
             }
@@ -195,7 +195,7 @@ impl Transcript {
         lines.sort_by_key(|l| l.0);
         let mut s = String::new();
         for (t, l) in lines {
-            let _ = writeln!(s, "{:>4}.{:03}s  {l}", t.as_secs(), t.subsec_millis());
+            let _ = writeln!(s, "{}", stamped(t, &l));
         }
         s
     }
