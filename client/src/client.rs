@@ -1,6 +1,8 @@
-//! The composite client engine: discovery, then sign-in, each a child engine. It routes inputs
-//! to the children (DNS datagrams to both: each resolver only accepts its own ids), merges
-//! their outputs, and its deadline is the earliest child deadline. SPEC SD7: the service a
+//! The composite client engine: discovery, then sign-in, then the IM session and the
+//! softphone, each a child engine. It owns the routing (issue 15): every id names the engine
+//! that made it ([`Owner`]), one [`Resolver`] holds every engine's DNS queries, and each input
+//! goes to exactly the engine that owns it. It merges their outputs, and its deadline is the
+//! earliest child deadline. SPEC SD7: the service a
 //! discovery reached is cached per domain; a later discovery of the same domain answers from
 //! the cache without a query. SPEC CFG3: the installer's bootstrap file is read at first launch
 //! only; later launches use the cache, until an install with `CLEAR` empties it.
@@ -23,9 +25,10 @@ use crate::Time;
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::event::{ClientEvent, Via};
 use crate::im::ImSession;
+use crate::io::Owner;
 use crate::io::{Input, Output};
 use crate::phone::{Phone, PhoneUser};
-use crate::resolver::ResolverConfig;
+use crate::resolver::{Dns, Resolver, ResolverConfig};
 use crate::signin::{Retry, SignIn};
 
 /// Installer bootstrap switches (WIRE.md "jabber-config.xml and bootstrap"; SPEC SD9).
@@ -142,7 +145,10 @@ struct Attempt {
 /// The client core.
 #[derive(Debug)]
 pub struct Client {
-    resolver: ResolverConfig,
+    /// The name servers of the network the machine is on.
+    dns: ResolverConfig,
+    /// The one query table of all the engines (issue 15).
+    resolver: Resolver,
     cache: BTreeMap<String, Cached>,
     /// Cache key of the discovery under way.
     current: Option<String>,
@@ -171,7 +177,8 @@ impl Client {
     /// A client whose name servers are in `resolver`.
     pub fn new(resolver: ResolverConfig) -> Self {
         Self {
-            resolver,
+            dns: resolver,
+            resolver: Resolver::new(),
             cache: BTreeMap::new(),
             current: None,
             discovery: None,
@@ -267,7 +274,7 @@ impl Client {
             cfg.transport = 1;
         }
         let u = PhoneUser { user: user.to_owned(), password: password.to_owned() };
-        self.phone = Some(Phone::start(now, u, cfg, self.resolver.clone(), seed));
+        self.phone = Some(Phone::start(now, u, cfg, self.dns_for(Owner::Phone), seed));
         while let Some(o) = self.phone.as_mut().and_then(Phone::poll_output) {
             self.out.push_back(o);
         }
@@ -367,7 +374,7 @@ impl Client {
     pub fn network_changed(&mut self, now: Time, dns: Vec<SocketAddr>, seed: u64) {
         let list = dns.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         self.out.push_back(Output::Event(ClientEvent::NetworkChanged { dns: list }));
-        self.resolver = ResolverConfig::new(dns);
+        self.dns = ResolverConfig::new(dns);
         self.cache.clear();
         self.end_im();
         self.discovery = None;
@@ -398,7 +405,7 @@ impl Client {
         self.out.push_back(Output::Event(ClientEvent::DiscoveryResolved { via: Via::Bootstrap }));
         let file = self.tftp_file_name();
         self.signin = Some(
-            SignIn::start_bootstrap(now, user, password, cucm, self.resolver.clone(), seed)
+            SignIn::start_bootstrap(now, user, password, cucm, self.dns_for(Owner::SignIn), seed)
                 .with_tftp_file_name(file),
         );
         self.pump(now);
@@ -446,7 +453,8 @@ impl Client {
             }
             _ => {
                 self.current = Some(key);
-                self.discovery = Some(Discovery::start(now, cfg, self.resolver.clone(), seed));
+                self.discovery =
+                    Some(Discovery::start(now, cfg, self.dns_for(Owner::Discovery), seed));
                 self.pump(now);
             }
         }
@@ -481,7 +489,7 @@ impl Client {
                 found.cas_webex,
                 host,
                 found.addr,
-                self.resolver.clone(),
+                self.dns_for(Owner::SignIn),
                 c.seed,
             )
             .with_tftp_file_name(self.tftp_file_name()),
@@ -520,48 +528,65 @@ impl Client {
             && self.phone.as_ref().is_none_or(Phone::is_settled)
     }
 
-    /// Feeds an input to the children that may want it.
+    /// A resolver handle for a new engine of `owner`, on the current network's name servers.
+    fn dns_for(&self, owner: Owner) -> Dns {
+        self.resolver.handle(owner, self.dns.clone())
+    }
+
+    /// Feeds an input to the one engine that owns it (issue 15): by its id, or for a datagram
+    /// on the resolver socket, by the query it answers. An ICMP unreachable is about a server,
+    /// not a query, so every engine with queries hears of it.
     pub fn handle_input(&mut self, now: Time, input: Input) {
-        let to_signin = matches!(
-            input,
-            Input::Datagram { .. }
-                | Input::Unreachable { .. }
-                | Input::TcpAnswer { .. }
-                | Input::Http { .. }
-        );
-        let to_im = match &input {
-            Input::Http { id, .. } => ImSession::owns(*id),
-            Input::StreamOpened { .. }
-            | Input::StreamFailed { .. }
-            | Input::StreamData { .. }
-            | Input::StreamTls { .. }
-            | Input::Datagram { .. }
-            | Input::Unreachable { .. }
-            | Input::TcpAnswer { .. } => true,
-            Input::Connected { .. } | Input::ConnectFailed { .. } | Input::Media { .. } => false,
-        };
-        if let (true, Some(im)) = (to_im, self.im.as_mut()) {
-            im.handle_input(now, input.clone());
-        }
-        let to_phone = match &input {
-            Input::StreamOpened { id }
+        let owner = match &input {
+            Input::Datagram { from, bytes } => self.resolver.claim(*from, bytes),
+            Input::Unreachable { .. } => {
+                if let Some(im) = self.im.as_mut() {
+                    im.handle_input(now, input.clone());
+                }
+                if let Some(p) = self.phone.as_mut() {
+                    p.handle_input(now, input.clone());
+                }
+                if let Some(s) = self.signin.as_mut() {
+                    s.handle_input(now, input.clone());
+                }
+                if let Some(d) = self.discovery.as_mut() {
+                    d.handle_input(now, input);
+                }
+                return self.pump(now);
+            }
+            Input::TcpAnswer { token, .. } => Some(token.owner),
+            Input::Connected { id }
+            | Input::ConnectFailed { id, .. }
+            | Input::StreamOpened { id }
             | Input::StreamFailed { id, .. }
             | Input::StreamData { id, .. }
-            | Input::StreamTls { id } => Phone::owns(*id),
-            Input::Datagram { .. }
-            | Input::Unreachable { .. }
-            | Input::TcpAnswer { .. }
-            | Input::Media { .. } => true,
-            _ => false,
+            | Input::StreamTls { id } => Some(id.owner),
+            Input::Http { id, .. } => Some(id.owner),
+            Input::Media { .. } => Some(Owner::Phone),
         };
-        if let (true, Some(p)) = (to_phone, self.phone.as_mut()) {
-            p.handle_input(now, input.clone());
-        }
-        if let (true, Some(s)) = (to_signin, self.signin.as_mut()) {
-            s.handle_input(now, input.clone());
-        }
-        if let Some(d) = self.discovery.as_mut() {
-            d.handle_input(now, input);
+        match owner {
+            Some(Owner::Discovery) => {
+                if let Some(d) = self.discovery.as_mut() {
+                    d.handle_input(now, input);
+                }
+            }
+            Some(Owner::SignIn) => {
+                if let Some(s) = self.signin.as_mut() {
+                    s.handle_input(now, input);
+                }
+            }
+            Some(Owner::Im) => {
+                if let Some(im) = self.im.as_mut() {
+                    im.handle_input(now, input);
+                }
+            }
+            Some(Owner::Phone) => {
+                if let Some(p) = self.phone.as_mut() {
+                    p.handle_input(now, input);
+                }
+            }
+            // Nobody asked: a late, spoofed or garbled DNS answer.
+            None => {}
         }
         self.pump(now);
     }
@@ -687,7 +712,7 @@ impl Client {
             if let Some((cfg, c)) = phone_start {
                 let user = PhoneUser { user: c.user.clone(), password: c.password.clone() };
                 self.phone =
-                    Some(Phone::start(now, user, cfg, self.resolver.clone(), c.seed ^ 0x5195));
+                    Some(Phone::start(now, user, cfg, self.dns_for(Owner::Phone), c.seed ^ 0x5195));
             }
             if let Some((c, (servers, contact_source))) = im_start {
                 let seed = c.seed ^ 0x1a1a;
@@ -695,7 +720,7 @@ impl Client {
                     now,
                     (&c.user, &c.password, &self.resource),
                     servers,
-                    self.resolver.clone(),
+                    self.dns_for(Owner::Im),
                     seed,
                 );
                 im.set_contact_source(&contact_source);
@@ -758,7 +783,7 @@ impl Client {
             &c.password,
             a.cas_webex,
             (&host, port),
-            self.resolver.clone(),
+            self.dns_for(Owner::SignIn),
             c.seed.wrapping_add(1),
         )
         .with_tftp_file_name(self.tftp_file_name());

@@ -24,8 +24,8 @@ use uclab_proto::provision::Excluded;
 
 use crate::Time;
 use crate::event::{ClientEvent, Via};
-use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output};
-use crate::resolver::{QueryToken, ResolveFailure, ResolverConfig, StubResolver};
+use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output, Owner};
+use crate::resolver::{Dns, QueryToken, ResolveFailure};
 use crate::srv::{self, SrvAnswer, SrvTarget};
 
 /// How long a TCP connect to a target may take before the next target is tried. The
@@ -38,8 +38,8 @@ const SERVICES: [Via; 3] = [Via::CiscoUds, Via::Cuplogin, Via::CollabEdge];
 pub const CAS_HOST: &str = "loginp.webexconnect.com";
 /// How long the CAS request may take.
 const CAS_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP ids of discovery's own requests (sign-in uses low ids).
-const CAS_HTTP_ID: HttpId = 0x8000_0001;
+/// The CAS request (SPEC SD4).
+const CAS_HTTP_ID: HttpId = HttpId::new(Owner::Discovery, 1);
 
 /// What discovery starts from (SPEC SD1–SD3).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +104,7 @@ pub struct Discovery {
     cas: Cas,
     /// SRV lookups finished with nothing usable, waiting for the CAS to decide.
     awaiting_cas: bool,
-    resolver: StubResolver,
+    resolver: Dns,
     rng: ChaCha8Rng,
     state: State,
     /// Addresses learnt from additional sections (RFC 2782: "use the Additional Data section").
@@ -119,21 +119,21 @@ pub struct Discovery {
 
 impl Discovery {
     /// Starts discovery at `now`; `seed` feeds DNS ids and SRV weighting.
-    pub fn start(now: Time, cfg: &DiscoveryConfig, resolver: ResolverConfig, seed: u64) -> Self {
+    pub fn start(now: Time, cfg: &DiscoveryConfig, resolver: Dns, seed: u64) -> Self {
         let srv_domain = cfg.voice_domain.as_deref().unwrap_or(&cfg.services_domain);
         let mut d = Self {
             domain: srv_domain.to_ascii_lowercase(),
             org: cfg.services_domain.to_ascii_lowercase(),
             cas: Cas::Off,
             awaiting_cas: false,
-            resolver: StubResolver::new(resolver),
+            resolver,
             rng: ChaCha8Rng::seed_from_u64(seed),
             state: State::Done,
             glue: BTreeMap::new(),
             srv_errors: Vec::new(),
             alternates: Vec::new(),
             out: VecDeque::new(),
-            next_conn: 1,
+            next_conn: ConnId::new(Owner::Discovery, 1),
         };
         d.emit(ClientEvent::DiscoveryStarted { domain: d.org.clone() });
         if cfg.no_discovery {
@@ -448,8 +448,7 @@ impl Discovery {
 
     fn connect(&mut self, now: Time, via: Via, targets: Vec<SrvTarget>, idx: usize, ip: IpAddr) {
         let addr = SocketAddr::new(ip, targets[idx].port);
-        let id = self.next_conn;
-        self.next_conn += 1;
+        let id = self.next_conn.take_next();
         self.emit(ClientEvent::TargetTrying {
             target: targets[idx].to_string(),
             addr: addr.to_string(),

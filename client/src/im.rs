@@ -31,8 +31,8 @@ use uclab_proto::xmpp::{self, Element, Frame, Framer};
 
 use crate::Time;
 use crate::event::ClientEvent;
-use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output};
-use crate::resolver::{QueryToken, ResolverConfig, StubResolver};
+use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output, Owner};
+use crate::resolver::{Dns, QueryToken, ResolverConfig};
 
 /// EPAS SOAP port.
 pub const SOAP_PORT: u16 = 8443;
@@ -42,10 +42,6 @@ pub const XMPP_PORT: u16 = 5222;
 pub const DSCP_IMP: u8 = 24;
 /// How long one step (an HTTP request, an XMPP exchange) may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP ids of this engine (discovery and sign-in use others).
-const HTTP_BASE: HttpId = 0x4000_0000;
-/// Stream ids of this engine.
-const STREAM_BASE: ConnId = 0x4000_0000;
 /// The client version sent at login.
 const CLIENT_VERSION: &str = "uclab-1";
 const NS_ROSTER: &str = "jabber:iq:roster";
@@ -193,7 +189,7 @@ pub struct ImSession {
     otp: Option<String>,
     stream: Option<ConnId>,
     framer: Framer,
-    resolver: StubResolver,
+    resolver: Dns,
     st: St,
     deadline: Option<Time>,
     next_http: HttpId,
@@ -227,7 +223,7 @@ impl ImSession {
         now: Time,
         (user, password, resource): (&str, &str, &str),
         servers: Vec<String>,
-        resolver: ResolverConfig,
+        resolver: Dns,
         seed: u64,
     ) -> Self {
         let mut s = Self::start_idle((user, password, resource), resolver, seed);
@@ -238,7 +234,7 @@ impl ImSession {
 
     fn start_idle(
         (user, password, resource): (&str, &str, &str),
-        resolver: ResolverConfig,
+        resolver: Dns,
         seed: u64,
     ) -> Self {
         Self {
@@ -260,11 +256,11 @@ impl ImSession {
             otp: None,
             stream: None,
             framer: Framer::new(),
-            resolver: StubResolver::new(resolver),
+            resolver,
             st: St::Done,
             deadline: None,
-            next_http: HTTP_BASE,
-            next_stream: STREAM_BASE,
+            next_http: HttpId::new(Owner::Im, 1),
+            next_stream: ConnId::new(Owner::Im, 1),
             next_dns: (seed >> 24) as u16 | 1,
             rooms: BTreeMap::new(),
             contact_source: String::new(),
@@ -288,14 +284,13 @@ impl ImSession {
         server: SocketAddr,
         seed: u64,
     ) -> Self {
-        let resolver = ResolverConfig::new(Vec::new());
+        let resolver = Dns::standalone(Owner::Im, ResolverConfig::new(Vec::new()));
         let mut s = Self::start_idle((user, password, resource), resolver, seed);
         s.direct = Some(server);
         s.domain = domain.to_owned();
         s.nodes = vec![server.to_string()];
         s.state("XMPPCONNECT_P", &server.to_string());
-        let id = s.next_stream;
-        s.next_stream += 1;
+        let id = s.next_stream.take_next();
         s.stream = Some(id);
         s.out.push_back(Output::StreamOpen { id, to: server, dscp: DSCP_IMP });
         s.st = St::Opening;
@@ -374,11 +369,6 @@ impl ImSession {
     /// Whether the session has signed in or given up.
     pub fn is_settled(&self) -> bool {
         matches!(self.st, St::Connected | St::Done)
-    }
-
-    /// Whether the engine owns this HTTP id or stream id.
-    pub fn owns(id: u32) -> bool {
-        (HTTP_BASE..HTTP_BASE + 0x1000_0000).contains(&id)
     }
 
     /// Next output.
@@ -514,8 +504,7 @@ impl ImSession {
 
     fn soap(&mut self, now: Time, op: &'static str, body: String) {
         let Some(addr) = self.soap_addr else { return };
-        let id = self.next_http;
-        self.next_http += 1;
+        let id = self.next_http.take_next();
         let host = self.servers[self.soap_idx].clone();
         self.out.push_back(Output::Http(HttpReq {
             id,
@@ -1055,8 +1044,7 @@ impl ImSession {
                 },
                 St::ResolveXmpp { token: want } if want == token => match ip {
                     Some(ip) => {
-                        let id = self.next_stream;
-                        self.next_stream += 1;
+                        let id = self.next_stream.take_next();
                         self.stream = Some(id);
                         self.framer.reset();
                         self.out.push_back(Output::StreamOpen {
@@ -1088,7 +1076,7 @@ mod tests {
             Time::ZERO,
             ("alice", "lab", "uclab"),
             servers,
-            ResolverConfig::new(vec![DNS.parse().unwrap()]),
+            Dns::standalone(Owner::Im, ResolverConfig::new(vec![DNS.parse().unwrap()])),
             5,
         )
     }

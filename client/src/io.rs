@@ -5,8 +5,57 @@ use std::net::SocketAddr;
 use crate::event::ClientEvent;
 use crate::resolver::QueryToken;
 
-/// Identifies one HTTP request.
-pub type HttpId = u32;
+/// The engine an id belongs to. The composite hands every input to exactly the engine that
+/// owns its id (issue 15); an engine never sees another's connections, requests or queries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Owner {
+    /// Service discovery (SPEC SD1–SD9): SRV and CAS lookups, reachability connects.
+    Discovery,
+    /// Sign-in (SPEC AU1–AU5, CFG1–CFG3): UDS, TFTP, service profile.
+    SignIn,
+    /// The IM&P session (SPEC IMP1, HA1): SOAP and XMPP.
+    Im,
+    /// The softphone (SPEC CC1–CC5): SIP and media.
+    Phone,
+}
+
+macro_rules! owned_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name {
+            /// The engine that made it.
+            pub owner: Owner,
+            /// Its number among the owner's ids.
+            pub n: u32,
+        }
+
+        impl $name {
+            /// Id `n` of `owner`.
+            pub const fn new(owner: Owner, n: u32) -> Self {
+                Self { owner, n }
+            }
+
+            /// This id, and advances `self` to the next one.
+            pub fn take_next(&mut self) -> Self {
+                let id = *self;
+                self.n = self.n.wrapping_add(1);
+                id
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{:?}#{}", self.owner, self.n)
+            }
+        }
+    };
+}
+
+owned_id!(
+    /// Identifies one HTTP request.
+    HttpId
+);
 
 /// An HTTP request for the driver to make (one connection per request).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,8 +89,10 @@ pub struct HttpResp {
     pub body: Vec<u8>,
 }
 
-/// Identifies one connection attempt.
-pub type ConnId = u32;
+owned_id!(
+    /// Identifies one connection attempt or stream.
+    ConnId
+);
 
 /// What the engine wants done or reports.
 #[derive(Clone, Debug, PartialEq, Eq)]

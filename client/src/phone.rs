@@ -36,12 +36,10 @@ use crate::Time;
 use crate::blf::Watches;
 use crate::call::{CallAction, Calls, Ctx, Mode, Send, hex, rport, sends_of};
 use crate::event::ClientEvent;
-use crate::io::{ConnId, Input, Output};
-use crate::resolver::{QueryToken, ResolverConfig, StubResolver};
+use crate::io::{ConnId, Input, Output, Owner};
+use crate::resolver::{Dns, QueryToken};
 use crate::uas::{Seen, Uas};
 
-/// Stream ids of this engine.
-const STREAM_BASE: ConnId = 0x5000_0000;
 /// How often the active connection is pinged (RFC 5626 §4.4.1 CRLF keepalive).
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a ping may go unanswered before the node counts as gone.
@@ -130,7 +128,7 @@ pub struct Phone {
     targets: Vec<Target>,
     state: State,
     legs: Vec<Leg>,
-    resolver: StubResolver,
+    resolver: Dns,
     rng: ChaCha8Rng,
     timers: Timers,
     /// Our address as the connection shows it (for Contact), learnt from the driver's stream.
@@ -168,13 +166,7 @@ pub struct Phone {
 
 impl Phone {
     /// Starts registering `user`'s CSF device configured by `cfg`.
-    pub fn start(
-        now: Time,
-        user: PhoneUser,
-        cfg: DeviceConfig,
-        resolver: ResolverConfig,
-        seed: u64,
-    ) -> Self {
+    pub fn start(now: Time, user: PhoneUser, cfg: DeviceConfig, resolver: Dns, seed: u64) -> Self {
         let tls = cfg.security_mode == 3;
         let mut targets: Vec<Target> = cfg
             .members
@@ -210,11 +202,11 @@ impl Phone {
             targets,
             state: State::Waiting(now),
             legs: Vec::new(),
-            resolver: StubResolver::new(resolver),
+            resolver,
             rng,
             timers,
             instance,
-            next_stream: STREAM_BASE,
+            next_stream: ConnId::new(Owner::Phone, 1),
             next_dns: (seed >> 20) as u16 | 1,
             refresh_at: None,
             keepalive_at: None,
@@ -250,11 +242,6 @@ impl Phone {
         self.held.clear();
         self.calls.close_all();
         self.flush_calls();
-    }
-
-    /// Whether the engine owns this stream id.
-    pub fn owns(id: ConnId) -> bool {
-        (STREAM_BASE..STREAM_BASE + 0x1000_0000).contains(&id)
     }
 
     /// The node the phone is registered with, and whether it is the SRST router.
@@ -379,8 +366,7 @@ impl Phone {
     }
 
     fn connect(&mut self, i: usize) {
-        let id = self.next_stream;
-        self.next_stream += 1;
+        let id = self.next_stream.take_next();
         let udp = self.udp();
         let leg = &mut self.legs[i];
         leg.stream = Some(id);

@@ -26,8 +26,8 @@ use uclab_proto::uds::{self, ImpProductType};
 
 use crate::Time;
 use crate::event::ClientEvent;
-use crate::io::{HttpId, HttpReq, HttpResp, Input, Output};
-use crate::resolver::{QueryToken, ResolverConfig, StubResolver};
+use crate::io::{HttpId, HttpReq, HttpResp, Input, Output, Owner};
+use crate::resolver::{Dns, QueryToken};
 
 /// How long one HTTP request may take (our choice; the documents give none).
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -221,7 +221,7 @@ pub struct SignIn {
     device_config: Option<uds::DeviceConfig>,
     uds_host: String,
     uds_addr: SocketAddr,
-    resolver: StubResolver,
+    resolver: Dns,
     state: State,
     deadline: Option<Time>,
     next_http: HttpId,
@@ -235,7 +235,7 @@ impl SignIn {
         password: &str,
         uds_host: &str,
         uds_addr: SocketAddr,
-        resolver: ResolverConfig,
+        resolver: Dns,
         seed: u64,
     ) -> Self {
         Self {
@@ -250,10 +250,10 @@ impl SignIn {
             device_config: None,
             uds_host: uds_host.to_owned(),
             uds_addr,
-            resolver: StubResolver::new(resolver),
+            resolver,
             state: State::Done,
             deadline: None,
-            next_http: (seed as u32) & 0xffff | 1,
+            next_http: HttpId::new(Owner::SignIn, (seed as u32) & 0xffff | 1),
             next_dns_id: (seed >> 16) as u16,
             out: VecDeque::new(),
         }
@@ -275,7 +275,7 @@ impl SignIn {
         cas_webex: bool,
         uds_host: &str,
         uds_addr: SocketAddr,
-        resolver: ResolverConfig,
+        resolver: Dns,
         seed: u64,
     ) -> Self {
         let mut s = Self::new(user, password, uds_host, uds_addr, resolver, seed);
@@ -292,7 +292,7 @@ impl SignIn {
         user: &str,
         password: &str,
         cucm: &str,
-        resolver: ResolverConfig,
+        resolver: Dns,
         seed: u64,
     ) -> Self {
         let mut s =
@@ -309,7 +309,7 @@ impl SignIn {
         password: &str,
         cas_webex: bool,
         (host, port): (&str, u16),
-        resolver: ResolverConfig,
+        resolver: Dns,
         seed: u64,
     ) -> Self {
         let cucm = host;
@@ -371,8 +371,7 @@ impl SignIn {
         path: String,
         auth: bool,
     ) -> HttpId {
-        let id = self.next_http;
-        self.next_http = self.next_http.wrapping_add(1);
+        let id = self.next_http.take_next();
         let basic = auth.then(|| (self.user.clone(), self.password.clone()));
         self.out.push_back(Output::Http(HttpReq {
             id,
@@ -787,6 +786,7 @@ fn query_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resolver::ResolverConfig;
     use uclab_proto::uds::{
         CucmMember, UdsUser, cnf_xml, jabber_config, service_profile, uds_cluster_user,
         uds_devices, uds_user,
@@ -804,7 +804,7 @@ mod tests {
             false,
             "cucm1.example.com",
             addr(),
-            ResolverConfig::new(vec![]),
+            Dns::standalone(Owner::SignIn, ResolverConfig::new(vec![])),
             9,
         )
     }

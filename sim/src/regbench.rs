@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use uclab_client::event::ClientEvent;
-use uclab_client::io::{ConnId, Input, Output};
+use uclab_client::io::{ConnId, Input, Output, Owner};
 use uclab_client::phone::{Phone, PhoneUser};
-use uclab_client::resolver::ResolverConfig;
+use uclab_client::resolver::{Dns, ResolverConfig};
 use uclab_mocks::sip::{Cluster, FlowId, Outgoing, SipConfig, SipLine, Transport};
 use uclab_proto::sip::frame::{Frame, StreamFramer};
 use uclab_proto::uds::DeviceConfig;
@@ -79,7 +79,7 @@ struct World {
 fn peer(p: usize, id: ConnId) -> SocketAddr {
     let host = u32::try_from(p).unwrap_or(u32::MAX);
     let ip = Ipv4Addr::from(0x0a80_0000 | (host & 0x007f_ffff));
-    SocketAddr::new(IpAddr::V4(ip), 10_000 + (id % 50_000) as u16)
+    SocketAddr::new(IpAddr::V4(ip), 10_000 + (id.n % 50_000) as u16)
 }
 
 impl World {
@@ -233,7 +233,7 @@ pub fn register_bench(n: usize, sim: Duration, seed: u64) -> RegisterBench {
                 format!("u{i}"),
             );
             let user = PhoneUser { user: format!("u{i}"), password: "lab".into() };
-            let resolver = ResolverConfig::new(Vec::new());
+            let resolver = Dns::standalone(Owner::Phone, ResolverConfig::new(Vec::new()));
             let phone_seed = uclab_net::derive_seed(seed, &format!("phone:{i}"));
             w.phones.push(Phone::start(now, user, cfg, resolver, phone_seed));
             w.drain_phone(now, i);
