@@ -296,6 +296,8 @@ pub(crate) enum Send {
 #[derive(Debug)]
 pub(crate) struct Calls {
     calls: Vec<Call>,
+    /// A new incoming call started ringing since the phone last looked.
+    pub(crate) rang: bool,
     next_id: u32,
     rng: ChaCha8Rng,
     timers: Timers,
@@ -452,6 +454,7 @@ impl Calls {
         let (next_port, next_video_port) = (start(audio), start(video));
         Self {
             calls: Vec::new(),
+            rang: false,
             next_id: 1,
             rng: ChaCha8Rng::seed_from_u64(seed),
             timers,
@@ -1276,6 +1279,7 @@ impl Calls {
                 self.calls.push(c);
                 let i = self.calls.len() - 1;
                 self.state_event(i, "ringing");
+                self.rang = true;
                 Some(reply(180, Some(&local_tag)))
             }
             // The same initial INVITE again (a retransmission): ringing still.

@@ -29,7 +29,8 @@ use crate::io::Owner;
 use crate::io::{Input, Output};
 use crate::phone::{Phone, PhoneUser};
 use crate::resolver::{Dns, Resolver, ResolverConfig};
-use crate::signin::{Retry, SignIn};
+use crate::signal::{Emit, Signal};
+use crate::signin::{Authenticator, Retry, SignIn};
 
 /// Installer bootstrap switches (WIRE.md "jabber-config.xml and bootstrap"; SPEC SD9).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -159,8 +160,6 @@ pub struct Client {
     im: Option<ImSession>,
     /// The softphone, once sign-in has read a CSF device's configuration (SPEC CC1, CC2).
     phone: Option<Phone>,
-    /// Answer incoming calls at once (`uclab probe-sip --answer`).
-    pub auto_answer: bool,
     pending: Option<Credentials>,
     /// The last sign-in the user asked for, to redo after a network change (SPEC SD8).
     session: Option<(DiscoveryConfig, Credentials)>,
@@ -186,7 +185,6 @@ impl Client {
             attempt: None,
             im: None,
             phone: None,
-            auto_answer: false,
             pending: None,
             session: None,
             resource: "uclab".to_owned(),
@@ -258,7 +256,7 @@ impl Client {
         now: Time,
         servers: &[SocketAddr],
         (user, password): (&str, &str),
-        (line, udp): (&str, bool),
+        (line, udp, auto_answer): (&str, bool, bool),
         seed: u64,
     ) {
         if let Some(mut p) = self.phone.take() {
@@ -274,7 +272,9 @@ impl Client {
             cfg.transport = 1;
         }
         let u = PhoneUser { user: user.to_owned(), password: password.to_owned() };
-        self.phone = Some(Phone::start(now, u, cfg, self.dns_for(Owner::Phone), seed));
+        let mut phone = Phone::start(now, u, cfg, self.dns_for(Owner::Phone), seed);
+        phone.set_auto_answer(auto_answer);
+        self.phone = Some(phone);
         while let Some(o) = self.phone.as_mut().and_then(Phone::poll_output) {
             self.out.push_back(o);
         }
@@ -623,133 +623,107 @@ impl Client {
     }
 
     fn pump(&mut self, now: Time) {
-        while let Some(o) = self.discovery.as_mut().and_then(Discovery::poll_output) {
-            // SPEC AU2: a CAS hit decides Webex, even when it arrives during sign-in.
-            if let (Output::Event(ClientEvent::CasResult { result, .. }), Some(s)) =
-                (&o, self.signin.as_mut())
-                && result == "webex"
-            {
-                s.set_cas_webex(true);
+        while let Some(e) = self.discovery.as_mut().and_then(Discovery::poll_output) {
+            match e {
+                Emit::Out(o) => self.out.push_back(o),
+                Emit::Signal(s) => self.on_discovery(now, s),
             }
-            if let Output::Event(ClientEvent::ServiceReached { via, target, addr }) = &o {
-                let found = Cached {
-                    via: *via,
-                    target: target.clone(),
-                    addr: addr.parse().expect("the engine formats addresses it parsed"),
-                    cas_webex: self
-                        .discovery
-                        .as_ref()
-                        .and_then(Discovery::cas_webex)
-                        .unwrap_or(false),
-                    alternates: self
-                        .discovery
-                        .as_ref()
-                        .map(|d| d.alternates().to_vec())
-                        .unwrap_or_default(),
-                };
-                // SPEC SD7: remember what this domain's discovery reached.
-                if let Some(k) = &self.current {
-                    self.cache.insert(k.clone(), found.clone());
-                }
-                self.out.push_back(o);
-                if let Some(c) = self.pending.take() {
-                    self.start_sign_in(now, c, &found, None);
-                }
-                continue;
-            }
-            if let (Output::Event(ClientEvent::CasResult { result, .. }), Some(k)) =
-                (&o, &self.current)
-                && result == "webex"
-                && let Some(c) = self.cache.get_mut(k)
-            {
-                c.cas_webex = true;
-            }
-            if let Output::Event(ClientEvent::DiscoveryFailed { .. }) = &o
-                && self.pending.take().is_some()
-            {
-                self.out.push_back(o);
-                self.out.push_back(Output::Event(ClientEvent::SignInFailed {
-                    reason: "no service found".into(),
-                }));
-                continue;
-            }
-            self.out.push_back(o);
         }
-        while let Some(o) = self.signin.as_mut().and_then(SignIn::poll_output) {
-            if let Output::Event(ClientEvent::SignInFailed { reason }) = &o
-                && self.fail_over(now, reason)
-            {
-                return self.pump(now);
-            }
-            // SPEC AU4: IM&P authenticates: the IM session starts at the profile's servers.
-            let im_start = match &o {
-                Output::Event(ClientEvent::SignedIn { authenticator, .. })
-                    if authenticator == "cup" =>
-                {
-                    let servers = self
-                        .signin
-                        .as_ref()
-                        .map(|s| (s.imp_servers().to_vec(), s.contact_source().to_owned()));
-                    self.attempt
-                        .as_ref()
-                        .zip(servers)
-                        .filter(|(_, (s, _))| !s.is_empty())
-                        .map(|(a, s)| (a.creds.clone(), s))
+        while let Some(e) = self.signin.as_mut().and_then(SignIn::poll_output) {
+            match e {
+                Emit::Out(o) => self.out.push_back(o),
+                Emit::Signal(Signal::SignInFailed { reason, retry }) => {
+                    if self.fail_over(now, retry, &reason) {
+                        return self.pump(now);
+                    }
+                    self.out.push_back(Output::Event(ClientEvent::SignInFailed { reason }));
                 }
-                _ => None,
-            };
-            // SPEC CC1/CC2: a CSF device's configuration: the softphone registers.
-            let phone_start = match &o {
-                Output::Event(ClientEvent::SignedIn { .. }) => self
-                    .signin
-                    .as_ref()
-                    .and_then(|s| s.device_config().cloned())
-                    .filter(|c| !c.line.is_empty())
-                    .zip(self.attempt.as_ref().map(|a| a.creds.clone())),
-                _ => None,
-            };
-            self.out.push_back(o);
-            if let Some((cfg, c)) = phone_start {
-                let user = PhoneUser { user: c.user.clone(), password: c.password.clone() };
-                self.phone =
-                    Some(Phone::start(now, user, cfg, self.dns_for(Owner::Phone), c.seed ^ 0x5195));
-            }
-            if let Some((c, (servers, contact_source))) = im_start {
-                let seed = c.seed ^ 0x1a1a;
-                let mut im = ImSession::start(
-                    now,
-                    (&c.user, &c.password, &self.resource),
-                    servers,
-                    self.dns_for(Owner::Im),
-                    seed,
-                );
-                im.set_contact_source(&contact_source);
-                self.im = Some(im);
+                Emit::Signal(Signal::SignedIn { authenticator }) => {
+                    self.signed_in(now, authenticator);
+                }
+                Emit::Signal(_) => {}
             }
         }
         self.pump_im();
-        let mut ringing = false;
         while let Some(o) = self.phone.as_mut().and_then(Phone::poll_output) {
-            ringing |= matches!(&o, Output::Event(ClientEvent::CallState { state, .. }) if state == "ringing");
             self.out.push_back(o);
-        }
-        if ringing && self.auto_answer {
-            if let Some(p) = self.phone.as_mut() {
-                p.act(now, &crate::call::CallAction::Answer);
-            }
-            while let Some(o) = self.phone.as_mut().and_then(Phone::poll_output) {
-                self.out.push_back(o);
-            }
         }
         if self.signin.as_ref().is_some_and(SignIn::is_done) {
             self.attempt = None;
         }
     }
 
+    /// What discovery found out.
+    fn on_discovery(&mut self, now: Time, s: Signal) {
+        match s {
+            // SPEC AU2: a CAS hit decides Webex, even when it arrives during sign-in.
+            Signal::CasWebex => {
+                if let Some(s) = self.signin.as_mut() {
+                    s.set_cas_webex(true);
+                }
+                if let Some(c) = self.current.as_ref().and_then(|k| self.cache.get_mut(k)) {
+                    c.cas_webex = true;
+                }
+            }
+            Signal::ServiceReached { via, target, addr } => {
+                let d = self.discovery.as_ref();
+                let found = Cached {
+                    via,
+                    target,
+                    addr,
+                    cas_webex: d.and_then(Discovery::cas_webex).unwrap_or(false),
+                    alternates: d.map(|d| d.alternates().to_vec()).unwrap_or_default(),
+                };
+                // SPEC SD7: remember what this domain's discovery reached.
+                if let Some(k) = &self.current {
+                    self.cache.insert(k.clone(), found.clone());
+                }
+                if let Some(c) = self.pending.take() {
+                    self.start_sign_in(now, c, &found, None);
+                }
+            }
+            Signal::DiscoveryFailed => {
+                if self.pending.take().is_some() {
+                    self.out.push_back(Output::Event(ClientEvent::SignInFailed {
+                        reason: "no service found".into(),
+                    }));
+                }
+            }
+            Signal::SignedIn { .. } | Signal::SignInFailed { .. } => {}
+        }
+    }
+
+    /// Sign-in finished: SPEC CC1/CC2, a CSF device's configuration starts the softphone;
+    /// SPEC AU4, IM&P authenticated: the IM session starts at the profile's servers.
+    fn signed_in(&mut self, now: Time, authenticator: Authenticator) {
+        let (Some(s), Some(a)) = (self.signin.as_ref(), self.attempt.as_ref()) else { return };
+        let c = a.creds.clone();
+        let im_servers = s.imp_servers().to_vec();
+        let contact_source = s.contact_source().to_owned();
+        let device = s.device_config().filter(|d| !d.line.is_empty()).cloned();
+        if let Some(cfg) = device {
+            let user = PhoneUser { user: c.user.clone(), password: c.password.clone() };
+            let dns = self.dns_for(Owner::Phone);
+            self.phone = Some(Phone::start(now, user, cfg, dns, c.seed ^ 0x5195));
+        }
+        if authenticator == Authenticator::Cup && !im_servers.is_empty() {
+            let seed = c.seed ^ 0x1a1a;
+            let mut im = ImSession::start(
+                now,
+                (&c.user, &c.password, &self.resource),
+                im_servers,
+                self.dns_for(Owner::Im),
+                seed,
+            );
+            im.set_contact_source(&contact_source);
+            self.im = Some(im);
+        }
+    }
+
     /// A sign-in failed with `reason`: another server may do better. Returns whether a new
     /// attempt (or a new discovery) replaced the failed one.
-    fn fail_over(&mut self, now: Time, reason: &str) -> bool {
-        let Some(retry) = self.signin.as_ref().and_then(SignIn::retry) else { return false };
+    fn fail_over(&mut self, now: Time, retry: Option<Retry>, reason: &str) -> bool {
+        let Some(retry) = retry else { return false };
         let Some(mut a) = self.attempt.take() else { return false };
         // A cached server that is gone: forget it and discover again (SPEC SD7).
         if let (Retry::Unreachable, Some((key, cfg))) = (retry, a.from_cache.take()) {

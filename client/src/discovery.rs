@@ -26,6 +26,7 @@ use crate::Time;
 use crate::event::{ClientEvent, Via};
 use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output, Owner};
 use crate::resolver::{Dns, QueryToken, ResolveFailure};
+use crate::signal::{Emit, Signal};
 use crate::srv::{self, SrvAnswer, SrvTarget};
 
 /// How long a TCP connect to a target may take before the next target is tried. The
@@ -113,7 +114,7 @@ pub struct Discovery {
     srv_errors: Vec<String>,
     /// The SRV targets after the one reached, in try order (`host:port`).
     alternates: Vec<String>,
-    out: VecDeque<Output>,
+    out: VecDeque<Emit>,
     next_conn: ConnId,
 }
 
@@ -139,9 +140,7 @@ impl Discovery {
         if cfg.no_discovery {
             // SPEC SD3: all three URL parameters set: no discovery, manual settings.
             d.emit(ClientEvent::DiscoveryResolved { via: Via::Manual });
-            d.emit(ClientEvent::DiscoveryFailed {
-                reason: "provisioning URL sets everything: manual settings".into(),
-            });
+            d.fail("provisioning URL sets everything: manual settings".into());
             return d;
         }
         // SPEC SD4: the CAS lookup, in parallel, unless WEBEX is excluded.
@@ -168,8 +167,21 @@ impl Discovery {
         (self.rng.next_u32() >> 16) as u16
     }
 
+    fn push(&mut self, o: Output) {
+        self.out.push_back(o.into());
+    }
+
+    fn signal(&mut self, s: Signal) {
+        self.out.push_back(s.into());
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.emit(ClientEvent::DiscoveryFailed { reason });
+        self.signal(Signal::DiscoveryFailed);
+    }
+
     fn emit(&mut self, e: ClientEvent) {
-        self.out.push_back(Output::Event(e));
+        self.push(Output::Event(e));
     }
 
     /// Whether discovery has finished (the CAS lookup included).
@@ -206,8 +218,13 @@ impl Discovery {
                 {
                     let target = targets[idx].to_string();
                     self.alternates = targets[idx + 1..].iter().map(ToString::to_string).collect();
-                    self.emit(ClientEvent::ServiceReached { via, target, addr: addr.to_string() });
-                    self.out.push_back(Output::Close { id });
+                    self.emit(ClientEvent::ServiceReached {
+                        via,
+                        target: target.clone(),
+                        addr: addr.to_string(),
+                    });
+                    self.signal(Signal::ServiceReached { via, target, addr });
+                    self.push(Output::Close { id });
                     self.state = State::Done;
                 }
             }
@@ -240,14 +257,14 @@ impl Discovery {
         if let State::Connect { id, deadline, .. } = self.state
             && deadline <= now
         {
-            self.out.push_back(Output::Close { id });
+            self.push(Output::Close { id });
             self.next_target(now, "timeout".into());
         }
         self.pump(now);
     }
 
-    /// Next output.
-    pub fn poll_output(&mut self) -> Option<Output> {
+    /// Next output, or signal for the composite.
+    pub fn poll_output(&mut self) -> Option<Emit> {
         self.out.pop_front()
     }
 
@@ -279,6 +296,9 @@ impl Discovery {
         };
         self.cas = Cas::Done(webex);
         self.emit(ClientEvent::CasResult { org: self.org.clone(), result: text });
+        if webex {
+            self.signal(Signal::CasWebex);
+        }
         if self.awaiting_cas {
             // SRV found nothing: the CAS decides between Webex and manual settings.
             self.awaiting_cas = false;
@@ -298,7 +318,7 @@ impl Discovery {
                     self.srv_errors.len()
                 ),
             };
-            self.emit(ClientEvent::DiscoveryFailed { reason });
+            self.fail(reason);
         }
         self.state = State::Done;
     }
@@ -319,7 +339,7 @@ impl Discovery {
         match res.map(|m| m.first_ipv4()) {
             Ok(Some(ip)) => {
                 self.cas = Cas::Requesting { deadline: now + CAS_TIMEOUT };
-                self.out.push_back(Output::Http(HttpReq {
+                self.push(Output::Http(HttpReq {
                     id: CAS_HTTP_ID,
                     addr: SocketAddr::new(IpAddr::V4(ip), 443),
                     host: CAS_HOST.into(),
@@ -386,7 +406,7 @@ impl Discovery {
                     }
                 };
                 answers.insert(via, answer);
-                self.out.push_back(Output::Event(ClientEvent::SrvResult { name, result }));
+                self.out.push_back(Output::Event(ClientEvent::SrvResult { name, result }).into());
                 if !waiting.is_empty() {
                     return;
                 }
@@ -429,9 +449,7 @@ impl Discovery {
 
     fn try_target(&mut self, now: Time, via: Via, targets: Vec<SrvTarget>, idx: usize) {
         let Some(t) = targets.get(idx) else {
-            self.emit(ClientEvent::DiscoveryFailed {
-                reason: format!("all {} targets of {} failed", targets.len(), via.srv_label()),
-            });
+            self.fail(format!("all {} targets of {} failed", targets.len(), via.srv_label()));
             self.state = State::Done;
             return;
         };
@@ -453,7 +471,7 @@ impl Discovery {
             target: targets[idx].to_string(),
             addr: addr.to_string(),
         });
-        self.out.push_back(Output::Connect { id, to: addr });
+        self.push(Output::Connect { id, to: addr });
         self.state =
             State::Connect { via, targets, idx, id, addr, deadline: now + CONNECT_TIMEOUT };
     }

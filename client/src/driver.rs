@@ -292,9 +292,8 @@ pub async fn run<N: Net + Clone + 'static>(
                             auto_answer,
                             udp,
                         } => {
-                            engine.auto_answer = auto_answer;
                             let creds = (user.as_str(), password.as_str());
-                            engine.phone_direct(now, &servers, creds, (&line, udp), seed)
+                            engine.phone_direct(now, &servers, creds, (&line, udp, auto_answer), seed)
                         }
                     }
                 }

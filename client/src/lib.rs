@@ -15,6 +15,7 @@ pub mod im;
 pub mod io;
 pub mod phone;
 pub mod resolver;
+pub mod signal;
 pub mod signin;
 pub mod srv;
 mod uas;

@@ -134,6 +134,10 @@ pub struct Phone {
     /// Our address as the connection shows it (for Contact), learnt from the driver's stream.
     instance: String,
     next_stream: ConnId,
+    /// Answer incoming calls at once.
+    auto_answer: bool,
+    /// An incoming call rang and is to be answered (auto-answer).
+    answer_due: bool,
     next_dns: u16,
     /// Next refresh, keepalive, ping and pong deadlines.
     refresh_at: Option<Time>,
@@ -207,6 +211,8 @@ impl Phone {
             timers,
             instance,
             next_stream: ConnId::new(Owner::Phone, 1),
+            auto_answer: false,
+            answer_due: false,
             next_dns: (seed >> 20) as u16 | 1,
             refresh_at: None,
             keepalive_at: None,
@@ -260,7 +266,16 @@ impl Phone {
             // retransmission 2 s late, the same id twice on the wire).
             self.pump(self.clock);
         }
+        if self.out.is_empty() && std::mem::take(&mut self.answer_due) {
+            // Auto-answer: the ringing call is answered once what came before it is out.
+            self.act(self.clock, &CallAction::Answer);
+        }
         self.out.pop_front()
+    }
+
+    /// Answer incoming calls at once (`uclab probe-sip --answer`).
+    pub fn set_auto_answer(&mut self, on: bool) {
+        self.auto_answer = on;
     }
 
     /// Next deadline.
@@ -481,6 +496,9 @@ impl Phone {
         }
         for e in std::mem::take(&mut self.calls.events) {
             self.out.push_back(Output::Event(e));
+        }
+        if std::mem::take(&mut self.calls.rang) && self.auto_answer {
+            self.answer_due = true;
         }
         for e in std::mem::take(&mut self.watches.events) {
             self.out.push_back(Output::Event(e));

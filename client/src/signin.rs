@@ -28,6 +28,7 @@ use crate::Time;
 use crate::event::ClientEvent;
 use crate::io::{HttpId, HttpReq, HttpResp, Input, Output, Owner};
 use crate::resolver::{Dns, QueryToken};
+use crate::signal::{Emit, Signal};
 
 /// How long one HTTP request may take (our choice; the documents give none).
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -226,7 +227,7 @@ pub struct SignIn {
     deadline: Option<Time>,
     next_http: HttpId,
     next_dns_id: u16,
-    out: VecDeque<Output>,
+    out: VecDeque<Emit>,
 }
 
 impl SignIn {
@@ -373,7 +374,7 @@ impl SignIn {
     ) -> HttpId {
         let id = self.next_http.take_next();
         let basic = auth.then(|| (self.user.clone(), self.password.clone()));
-        self.out.push_back(Output::Http(HttpReq {
+        self.push(Output::Http(HttpReq {
             id,
             addr,
             host: host.to_owned(),
@@ -388,8 +389,11 @@ impl SignIn {
         id
     }
 
+    /// Sign-in failed: the composite decides whether another server is tried or the user
+    /// is told (`SignInFailed`).
     fn fail(&mut self, reason: String) {
-        self.out.push_back(Output::Event(ClientEvent::SignInFailed { reason }));
+        let retry = self.retry;
+        self.out.push_back(Signal::SignInFailed { reason, retry }.into());
         self.state = State::Done;
         self.deadline = None;
     }
@@ -434,9 +438,13 @@ impl SignIn {
         self.pump(now);
     }
 
-    /// Next output.
-    pub fn poll_output(&mut self) -> Option<Output> {
+    /// Next output, or signal for the composite.
+    pub fn poll_output(&mut self) -> Option<Emit> {
         self.out.pop_front()
+    }
+
+    fn push(&mut self, o: Output) {
+        self.out.push_back(o.into());
     }
 
     /// Next deadline.
@@ -502,8 +510,9 @@ impl SignIn {
             State::ClusterUser { .. } => match uds::parse_cluster_user(&resp.body) {
                 Ok(None) => self.fail(format!("user {} not found in any cluster", self.user)),
                 Ok(Some(home)) => {
-                    self.out
-                        .push_back(Output::Event(ClientEvent::HomeCluster { host: home.clone() }));
+                    self.out.push_back(
+                        Output::Event(ClientEvent::HomeCluster { host: home.clone() }).into(),
+                    );
                     if home.eq_ignore_ascii_case(&self.uds_host) {
                         let addr = self.uds_addr;
                         self.request_user(now, home, addr);
@@ -669,7 +678,7 @@ impl SignIn {
                     if key == "DirectoryServerType" {
                         self.contact_source.clone_from(&value);
                     }
-                    self.out.push_back(Output::Event(ClientEvent::ConfigValue {
+                    self.push(Output::Event(ClientEvent::ConfigValue {
                         key,
                         value,
                         source: src.as_str().into(),
@@ -686,7 +695,7 @@ impl SignIn {
     }
 
     fn config_event(&mut self, file: &str, source: &str, result: &str) {
-        self.out.push_back(Output::Event(ClientEvent::ConfigFile {
+        self.push(Output::Event(ClientEvent::ConfigFile {
             file: file.to_owned(),
             source: source.to_owned(),
             result: result.to_owned(),
@@ -694,7 +703,7 @@ impl SignIn {
     }
 
     fn config_failed(&mut self, file: String, reason: String) {
-        self.out.push_back(Output::Event(ClientEvent::ConfigFailed { file, reason }));
+        self.push(Output::Event(ClientEvent::ConfigFailed { file, reason }));
     }
 
     fn request_user(&mut self, now: Time, home: String, addr: SocketAddr) {
@@ -709,13 +718,14 @@ impl SignIn {
         } else {
             authenticator(self.cas_webex, product)
         };
-        self.out.push_back(Output::Event(ClientEvent::SignedIn {
+        self.push(Output::Event(ClientEvent::SignedIn {
             user: self.user.clone(),
             home,
             authenticator: auth.as_str().into(),
             product_mode: product_mode(auth, devices.len()).into(),
             devices: devices.join(","),
         }));
+        self.out.push_back(Signal::SignedIn { authenticator: auth }.into());
         self.state = State::Done;
         self.deadline = None;
     }
@@ -812,7 +822,7 @@ mod tests {
     fn next_http(s: &mut SignIn) -> HttpReq {
         loop {
             match s.poll_output() {
-                Some(Output::Http(r)) => return r,
+                Some(Emit::Out(Output::Http(r))) => return r,
                 Some(_) => continue,
                 None => panic!("no HTTP request"),
             }
@@ -823,10 +833,15 @@ mod tests {
         Ok(HttpResp { status: 200, body: body.into_bytes() })
     }
 
+    /// Events, with a failure signal as the event the composite reports when it does not
+    /// fail over.
     fn events(s: &mut SignIn) -> Vec<ClientEvent> {
         std::iter::from_fn(|| s.poll_output())
             .filter_map(|o| match o {
-                Output::Event(e) => Some(e),
+                Emit::Out(Output::Event(e)) => Some(e),
+                Emit::Signal(Signal::SignInFailed { reason, .. }) => {
+                    Some(ClientEvent::SignInFailed { reason })
+                }
                 _ => None,
             })
             .collect()
@@ -930,8 +945,11 @@ mod tests {
         let (mut reqs, mut ev) = (vec![], vec![]);
         while let Some(o) = s.poll_output() {
             match o {
-                Output::Http(r) => reqs.push(r),
-                Output::Event(e) => ev.push(e),
+                Emit::Out(Output::Http(r)) => reqs.push(r),
+                Emit::Out(Output::Event(e)) => ev.push(e),
+                Emit::Signal(Signal::SignInFailed { reason, .. }) => {
+                    ev.push(ClientEvent::SignInFailed { reason });
+                }
                 _ => {}
             }
         }
