@@ -161,8 +161,8 @@ pub enum ClientEvent {
     /// The IM session moved to a state of SPEC HA1 (`SOAPCONNECT_P`, `XMPPCONNECT_P`,
     /// `XMPPCONNECTED`, …) at `node`.
     ImState {
-        /// HA1 state name.
-        state: String,
+        /// HA1 state.
+        state: Ha1State,
         /// IM&P node involved.
         node: String,
     },
@@ -433,7 +433,7 @@ impl ClientEvent {
                 devices: s(),
             },
             Self::SignInFailed { reason: s() },
-            Self::ImState { state: s(), node: s() },
+            Self::ImState { state: Ha1State::FAILOVER, node: s() },
             Self::ImSignedIn { jid: s() },
             Self::ImNodes { home: s(), backup: s() },
             Self::ImHaUnsupported { contact_source: s(), reason: s() },
@@ -615,7 +615,9 @@ impl ClientEvent {
             }
             Self::BootstrapRead { switches } => vec![("switches", switches.clone())],
             Self::BootstrapIgnored { cached } => vec![("cached", cached.clone())],
-            Self::ImState { state, node } => vec![("state", state.clone()), ("node", node.clone())],
+            Self::ImState { state, node } => {
+                vec![("state", state.as_str().into()), ("node", node.clone())]
+            }
             Self::ImSignedIn { jid } => vec![("jid", jid.clone())],
             Self::ImNodes { home, backup } => {
                 vec![("home", home.clone()), ("backup", backup.clone())]
@@ -715,6 +717,51 @@ impl ClientEvent {
                 ("devices", devices.clone()),
             ],
         }
+    }
+}
+
+/// The IM session's states of SPEC HA1, spelled as the document spells them so they can be
+/// grepped against it.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ha1State {
+    /// SOAP login at the primary node.
+    SOAPCONNECT_P,
+    /// SOAP login at the secondary node.
+    SOAPCONNECT_S,
+    /// SOAP session (re-login after failover) at the primary node.
+    SOAPCONNECT_SESSION_P,
+    /// SOAP session at the secondary node.
+    SOAPCONNECT_SESSION_S,
+    /// XMPP connect to the primary node.
+    XMPPCONNECT_P,
+    /// XMPP connect to the secondary node.
+    XMPPCONNECT_S,
+    /// The XMPP session is up.
+    XMPPCONNECTED,
+    /// The node was lost; waiting to log in again.
+    FAILOVER,
+}
+
+impl Ha1State {
+    /// The name in SPEC HA1 (and in events).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SOAPCONNECT_P => "SOAPCONNECT_P",
+            Self::SOAPCONNECT_S => "SOAPCONNECT_S",
+            Self::SOAPCONNECT_SESSION_P => "SOAPCONNECT_SESSION_P",
+            Self::SOAPCONNECT_SESSION_S => "SOAPCONNECT_SESSION_S",
+            Self::XMPPCONNECT_P => "XMPPCONNECT_P",
+            Self::XMPPCONNECT_S => "XMPPCONNECT_S",
+            Self::XMPPCONNECTED => "XMPPCONNECTED",
+            Self::FAILOVER => "FAILOVER",
+        }
+    }
+}
+
+impl fmt::Display for Ha1State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -30,7 +30,7 @@ use uclab_proto::soap;
 use uclab_proto::xmpp::{self, Element, Frame, Framer};
 
 use crate::Time;
-use crate::event::ClientEvent;
+use crate::event::{ClientEvent, Ha1State};
 use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output, Owner};
 use crate::resolver::{Dns, QueryToken, ResolverConfig};
 
@@ -289,7 +289,7 @@ impl ImSession {
         s.direct = Some(server);
         s.domain = domain.to_owned();
         s.nodes = vec![server.to_string()];
-        s.state("XMPPCONNECT_P", &server.to_string());
+        s.state(Ha1State::XMPPCONNECT_P, &server.to_string());
         let id = s.next_stream.take_next();
         s.stream = Some(id);
         s.out.push_back(Output::StreamOpen { id, to: server, dscp: DSCP_IMP });
@@ -381,11 +381,8 @@ impl ImSession {
         [self.deadline, self.resolver.poll_timeout()].into_iter().flatten().min()
     }
 
-    fn state(&mut self, state: &str, node: &str) {
-        self.out.push_back(Output::Event(ClientEvent::ImState {
-            state: state.to_owned(),
-            node: node.to_owned(),
-        }));
+    fn state(&mut self, state: Ha1State, node: &str) {
+        self.out.push_back(Output::Event(ClientEvent::ImState { state, node: node.to_owned() }));
     }
 
     fn fail(&mut self, reason: String) {
@@ -411,7 +408,7 @@ impl ImSession {
             if self.soap_mode == SoapMode::Session {
                 // HA1: neither server kept the session: FAILOVER again, then a fresh login.
                 let node = self.servers.first().cloned().unwrap_or_default();
-                self.state("FAILOVER", &node);
+                self.state(Ha1State::FAILOVER, &node);
                 self.soap_mode = SoapMode::Login;
                 self.soap_idx = 0;
                 self.key = None;
@@ -420,10 +417,10 @@ impl ImSession {
             return self.give_up("no IM&P server reachable");
         };
         let name = match (self.soap_mode, self.soap_idx) {
-            (SoapMode::Login, 0) => "SOAPCONNECT_P",
-            (SoapMode::Login, _) => "SOAPCONNECT_S",
-            (SoapMode::Session, 0) => "SOAPCONNECT_SESSION_P",
-            (SoapMode::Session, _) => "SOAPCONNECT_SESSION_S",
+            (SoapMode::Login, 0) => Ha1State::SOAPCONNECT_P,
+            (SoapMode::Login, _) => Ha1State::SOAPCONNECT_S,
+            (SoapMode::Session, 0) => Ha1State::SOAPCONNECT_SESSION_P,
+            (SoapMode::Session, _) => Ha1State::SOAPCONNECT_SESSION_S,
         };
         self.state(name, &host);
         let token = self.resolve(now, &host);
@@ -482,7 +479,7 @@ impl ImSession {
             self.out.push_back(Output::StreamClose { id });
         }
         let node = self.nodes.get(self.xmpp_idx).cloned().unwrap_or_default();
-        self.state("FAILOVER", &node);
+        self.state(Ha1State::FAILOVER, &node);
         // SPEC HA4: the failover goes ahead (the product does not stop it), but the deployment
         // is outside what Cisco supports, and the transcript says so once per sign-in.
         if self.contact_source.eq_ignore_ascii_case("UDS") && !self.ha4_reported {
@@ -534,7 +531,8 @@ impl ImSession {
         let Some(host) = self.nodes.get(self.xmpp_idx).cloned() else {
             return self.fail("no XMPP node reachable".into());
         };
-        let name = if self.xmpp_idx == 0 { "XMPPCONNECT_P" } else { "XMPPCONNECT_S" };
+        let name =
+            if self.xmpp_idx == 0 { Ha1State::XMPPCONNECT_P } else { Ha1State::XMPPCONNECT_S };
         self.state(name, &host);
         let token = self.resolve(now, &host);
         self.st = St::ResolveXmpp { token };
@@ -796,7 +794,7 @@ impl ImSession {
                 match (s.get("type"), jid) {
                     (Some("result"), Some(jid)) => {
                         let node = self.nodes.get(self.xmpp_idx).cloned().unwrap_or_default();
-                        self.state("XMPPCONNECTED", &node);
+                        self.state(Ha1State::XMPPCONNECTED, &node);
                         self.out.push_back(Output::Event(ClientEvent::ImSignedIn { jid }));
                         // RFC 6121 §2.2: the roster before initial presence.
                         let get = Element::new("iq")
