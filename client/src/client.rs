@@ -169,7 +169,28 @@ pub struct Client {
     installed: Bootstrap,
     /// The bootstrap settings read at first launch, cached; `None` before it.
     active: Option<Bootstrap>,
+    /// A user signed in stays until this time (the scenario's horizon), so that others can
+    /// reach them; then the client is finished.
+    horizon: Time,
+    /// The time of the last input, timeout or action.
+    pub(crate) clock: Time,
     out: VecDeque<Output>,
+}
+
+/// Why the composite wants to be woken: the engine whose deadline it is, or the horizon
+/// (str0m's `soonest` habit: "why was I woken?" has an answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// A discovery deadline (DNS retransmission, connect, CAS).
+    Discovery,
+    /// A sign-in deadline (DNS, HTTP).
+    SignIn,
+    /// An IM session deadline (step timeout, HA1 re-login wait).
+    Im,
+    /// A softphone deadline (REGISTER refresh, keepalive, transactions, failover).
+    Phone,
+    /// The horizon a signed-in user stays until.
+    Horizon,
 }
 
 impl Client {
@@ -190,6 +211,8 @@ impl Client {
             resource: "uclab".to_owned(),
             installed: Bootstrap::default(),
             active: None,
+            horizon: Time::ZERO,
+            clock: Time::ZERO,
             out: VecDeque::new(),
         }
     }
@@ -537,6 +560,7 @@ impl Client {
     /// on the resolver socket, by the query it answers. An ICMP unreachable is about a server,
     /// not a query, so every engine with queries hears of it.
     pub fn handle_input(&mut self, now: Time, input: Input) {
+        self.clock = now;
         let owner = match &input {
             Input::Datagram { from, bytes } => self.resolver.claim(*from, bytes),
             Input::Unreachable { .. } => {
@@ -593,6 +617,7 @@ impl Client {
 
     /// Time passed. Spurious calls no-op.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.clock = now;
         if let Some(d) = self.discovery.as_mut() {
             d.handle_timeout(now);
         }
@@ -613,13 +638,50 @@ impl Client {
         self.out.pop_front()
     }
 
-    /// Earliest child deadline.
+    /// When [`Client::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let d = self.discovery.as_ref().and_then(Discovery::poll_timeout);
-        let s = self.signin.as_ref().and_then(SignIn::poll_timeout);
-        let i = self.im.as_ref().and_then(ImSession::poll_timeout);
-        let p = self.phone.as_ref().and_then(Phone::poll_timeout);
-        [d, s, i, p].into_iter().flatten().min()
+        self.next_wake().map(|(t, _)| t)
+    }
+
+    /// The earliest deadline and whose it is (the first engine wins a tie).
+    pub fn next_wake(&self) -> Option<(Time, Wake)> {
+        let staying = self.signed_in_somewhere() && self.clock < self.horizon;
+        [
+            (self.discovery.as_ref().and_then(Discovery::poll_timeout), Wake::Discovery),
+            (self.signin.as_ref().and_then(SignIn::poll_timeout), Wake::SignIn),
+            (self.im.as_ref().and_then(ImSession::poll_timeout), Wake::Im),
+            (self.phone.as_ref().and_then(Phone::poll_timeout), Wake::Phone),
+            (staying.then_some(self.horizon), Wake::Horizon),
+        ]
+        .into_iter()
+        .filter_map(|(t, w)| Some((t?, w)))
+        .min_by_key(|(t, _)| *t)
+    }
+
+    /// A user stays until `horizon` while signed in to IM or registered (a scenario's last
+    /// step or deadline); then the client is finished.
+    pub fn with_horizon(mut self, horizon: Time) -> Self {
+        self.horizon = horizon;
+        self
+    }
+
+    fn signed_in_somewhere(&self) -> bool {
+        self.im_connected() || self.phone_registered()
+    }
+
+    /// Whether the client has nothing more to do at `now`: nothing running and no user to
+    /// keep signed in, or past the horizon with only the softphone's upkeep left (its
+    /// refreshes and pings go on for ever).
+    pub fn is_finished(&self, now: Time) -> bool {
+        let staying = self.signed_in_somewhere() && now < self.horizon;
+        let upkeep_over = self.only_upkeep() && self.phone.is_some() && now >= self.horizon;
+        let children = [
+            self.discovery.as_ref().and_then(Discovery::poll_timeout),
+            self.signin.as_ref().and_then(SignIn::poll_timeout),
+            self.im.as_ref().and_then(ImSession::poll_timeout),
+            self.phone.as_ref().and_then(Phone::poll_timeout),
+        ];
+        upkeep_over || (!staying && self.is_idle() && children.iter().all(Option::is_none))
     }
 
     fn pump(&mut self, now: Time) {

@@ -80,6 +80,43 @@ pub struct HttpReq {
     pub body: Vec<u8>,
 }
 
+impl HttpReq {
+    /// The request's headers as sent: `Host` (with the port unless 443), `User-Agent`,
+    /// `Accept`, Basic credentials (RFC 7617) when set, then the extra headers.
+    pub fn header_list(&self) -> Vec<(String, String)> {
+        let host = if self.addr.port() == 443 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.addr.port())
+        };
+        let mut h = vec![
+            ("host".to_owned(), host),
+            ("user-agent".to_owned(), "uclab-client".to_owned()),
+            ("accept".to_owned(), "application/xml".to_owned()),
+        ];
+        if let Some((u, p)) = &self.basic {
+            let token = uclab_proto::base64::encode(format!("{u}:{p}").as_bytes());
+            h.push(("authorization".to_owned(), format!("Basic {token}")));
+        }
+        h.extend(self.headers.iter().cloned());
+        h
+    }
+
+    /// What the transcript shows: method, path, whether credentials went (never what they
+    /// are) and the SOAP operation.
+    pub fn summary(&self) -> String {
+        let op = self
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("soapaction"))
+            .and_then(|(_, v)| v.rsplit('/').next())
+            .map(|op| format!(" ({op})"))
+            .unwrap_or_default();
+        let basic = if self.basic.is_some() { " (Basic)" } else { "" };
+        format!("HTTP {} {}{basic}{op}", self.method, self.path)
+    }
+}
+
 /// An HTTP response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpResp {
@@ -103,15 +140,20 @@ pub enum Output {
         to: SocketAddr,
         /// Payload.
         bytes: Vec<u8>,
+        /// What the transcript shows.
+        summary: String,
     },
-    /// Exchange one DNS message over TCP; answer with [`Input::TcpAnswer`].
+    /// Connect to `to`, write `framed`, and read one answer framed the same way (a two-byte
+    /// length first: DNS over TCP, RFC 1035 §4.2.2); answer with [`Input::TcpAnswer`].
     TcpExchange {
         /// Query token.
         token: QueryToken,
         /// Server.
         to: SocketAddr,
-        /// Unframed DNS message.
-        bytes: Vec<u8>,
+        /// The query, framed.
+        framed: Vec<u8>,
+        /// What the transcript shows.
+        summary: String,
     },
     /// Open a TCP connection; answer with [`Input::Connected`] or [`Input::ConnectFailed`].
     Connect {

@@ -5,6 +5,7 @@
 //! [`driver`] is the one async loop that moves bytes, time and events between an engine and a
 //! [`uclab_net::Net`]; it makes no protocol decision.
 
+pub mod action;
 mod blf;
 pub mod call;
 pub mod client;

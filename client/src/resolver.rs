@@ -79,15 +79,15 @@ pub enum ResolverOutput {
         /// DNS message.
         bytes: Vec<u8>,
     },
-    /// Exchange one message over TCP (2-byte length framing, RFC 1035 §4.2.2) and feed the
-    /// answer back with [`Dns::handle_tcp_answer`].
+    /// Exchange one message over TCP and feed the answer back with
+    /// [`Dns::handle_tcp_answer`].
     TcpExchange {
         /// Which query.
         token: QueryToken,
         /// Server.
         to: SocketAddr,
-        /// DNS message, unframed.
-        bytes: Vec<u8>,
+        /// DNS message, framed for TCP (RFC 1035 §4.2.2).
+        framed: Vec<u8>,
     },
     /// A query got its answer (any rcode).
     Answer {
@@ -113,8 +113,14 @@ impl ResolverOutput {
     ) -> Result<crate::io::Output, (QueryToken, Result<DnsMsg, ResolveFailure>)> {
         use crate::io::Output;
         match self {
-            Self::Transmit { to, bytes } => Ok(Output::Transmit { to, bytes }),
-            Self::TcpExchange { token, to, bytes } => Ok(Output::TcpExchange { token, to, bytes }),
+            Self::Transmit { to, bytes } => {
+                let summary = dns::transcript_line(&bytes);
+                Ok(Output::Transmit { to, bytes, summary })
+            }
+            Self::TcpExchange { token, to, framed } => {
+                let summary = dns::transcript_line(&framed[2..]);
+                Ok(Output::TcpExchange { token, to, framed, summary })
+            }
             Self::Answer { token, msg } => Err((token, Ok(msg))),
             Self::Failed { token, reason } => Err((token, Err(reason))),
         }
@@ -320,9 +326,11 @@ impl Dns {
             let p = t.pending.get_mut(&token).expect("found above");
             p.tcp = true;
             p.deadline = now + self.cfg.timeout * 2;
-            if let Ok(bytes) = dns::build_query(p.id, &p.name, p.qtype) {
+            if let Some(framed) =
+                dns::build_query(p.id, &p.name, p.qtype).ok().and_then(|q| dns::tcp_frame(&q))
+            {
                 let to = self.cfg.servers[p.server];
-                t.push(self.handle, ResolverOutput::TcpExchange { token, to, bytes });
+                t.push(self.handle, ResolverOutput::TcpExchange { token, to, framed });
             }
             return;
         }
@@ -481,11 +489,11 @@ mod tests {
         let tok = r.query(Time::ZERO, "example.com", QType::Srv, 9);
         let (to, q) = transmit(&mut r);
         r.handle_datagram(Time::ZERO, to, &answer_for(&q, true));
-        let Some(ResolverOutput::TcpExchange { token, bytes, .. }) = r.poll_output() else {
+        let Some(ResolverOutput::TcpExchange { token, framed, .. }) = r.poll_output() else {
             panic!()
         };
         assert_eq!(token, tok);
-        r.handle_tcp_answer(tok, Some(&answer_for(&bytes, false)));
+        r.handle_tcp_answer(tok, Some(&answer_for(&framed[2..], false)));
         assert!(matches!(r.poll_output(), Some(ResolverOutput::Answer { .. })));
     }
 
@@ -509,14 +517,14 @@ mod tests {
         assert_eq!(shared.claim(server, &answer_for(&qi, false)), Some(Owner::Im));
         assert_eq!(shared.claim(sa("10.6.6.6:53"), &answer_for(&qi, false)), None, "spoof");
         phone.handle_datagram(Time::ZERO, server, &answer_for(&qp, true));
-        let Some(ResolverOutput::TcpExchange { token, bytes, .. }) = phone.poll_output() else {
+        let Some(ResolverOutput::TcpExchange { token, framed, .. }) = phone.poll_output() else {
             panic!()
         };
         assert_eq!(token, tp);
         // The IM handle neither takes the phone's token nor fails on it.
         im.handle_tcp_answer(tp, None);
         assert_eq!(im.poll_output(), None, "the IM's lookup did not fail");
-        phone.handle_tcp_answer(tp, Some(&answer_for(&bytes, false)));
+        phone.handle_tcp_answer(tp, Some(&answer_for(&framed[2..], false)));
         assert!(matches!(phone.poll_output(), Some(ResolverOutput::Answer { .. })));
         im.handle_datagram(Time::ZERO, server, &answer_for(&qi, false));
         assert!(

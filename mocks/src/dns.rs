@@ -28,7 +28,6 @@ use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponse, ZoneType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uclab_net::Net;
-use uclab_proto::dns::DnsMsg;
 
 /// How long a forwarded query waits for the upstream answer before one retry.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -315,10 +314,7 @@ impl Authority {
 }
 
 fn log<N: Net>(net: &N, from: SocketAddr, to: SocketAddr, transport: &str, bytes: &[u8]) {
-    let text = match DnsMsg::parse(bytes) {
-        Ok(m) => format!("DNS {}", m.summary()),
-        Err(e) => format!("DNS ({e})"),
-    };
+    let text = uclab_proto::dns::transcript_line(bytes);
     net.transcript().message(net.now(), from, to, transport, &text);
 }
 
@@ -369,8 +365,8 @@ pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: DnsConfig) -> io::Resu
                             Answer::Drop => break,
                         };
                         log(&*net, local, peer, "tcp", &reply);
-                        let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
-                        framed.extend_from_slice(&reply);
+                        // A reply too long for the length field ends the connection.
+                        let Some(framed) = uclab_proto::dns::tcp_frame(&reply) else { break };
                         if c.write_all(&framed).await.is_err() {
                             break;
                         }
@@ -455,7 +451,7 @@ async fn forward_query<N: Net>(net: &N, upstream: Option<SocketAddr>, q: &[u8]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uclab_proto::dns::{QType, Rdata, build_query};
+    use uclab_proto::dns::{DnsMsg, QType, Rdata, build_query};
 
     const ZONE: &str = "\
 _cisco-uds._tcp 3600 IN SRV 1 5 8443 cucm1

@@ -73,6 +73,24 @@ pub fn build_query(id: u16, name: &str, qtype: QType) -> Result<Vec<u8>, DnsErro
     m.to_vec().map_err(|e| DnsError::Encode(e.to_string()))
 }
 
+/// A DNS message framed for TCP (RFC 1035 §4.2.2: a two-byte length, then the message);
+/// `None` for a message longer than the length can say.
+pub fn tcp_frame(msg: &[u8]) -> Option<Vec<u8>> {
+    let len = u16::try_from(msg.len()).ok()?;
+    let mut framed = Vec::with_capacity(msg.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(msg);
+    Some(framed)
+}
+
+/// The transcript line of a DNS message: `DNS <summary>`, or why it does not parse.
+pub fn transcript_line(msg: &[u8]) -> String {
+    match DnsMsg::parse(msg) {
+        Ok(m) => format!("DNS {}", m.summary()),
+        Err(e) => format!("DNS ({e})"),
+    }
+}
+
 /// The data of one resource record, as the lab uses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rdata {
