@@ -445,7 +445,7 @@ impl Calls {
         // The first ports are a seeded even port of each half (as a softphone picks a free
         // one), so two phones on one host do not both offer the bottom of the range (issue
         // 13); a stream of its own, so the tags and branches drawn later do not move.
-        let mut pick = ChaCha8Rng::seed_from_u64(seed ^ 0x006d_6564_6961);
+        let mut pick = ChaCha8Rng::seed_from_u64(uclab_net::derive_seed(seed, "media"));
         let mut start = |(lo, hi): (u16, u16)| {
             let first = lo + (lo & 1);
             let evens = u32::from(hi.saturating_sub(first) / 2) + 1;

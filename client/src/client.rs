@@ -21,6 +21,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
+use uclab_net::derive_seed;
+
 use crate::Time;
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::event::{ClientEvent, Via};
@@ -385,7 +387,7 @@ impl Client {
         let creds = Credentials {
             user: user.to_owned(),
             password: password.to_owned(),
-            seed: seed ^ 0x5151,
+            seed: derive_seed(seed, "signin"),
         };
         self.session = Some((cfg.clone(), creds.clone()));
         self.pending = Some(creds);
@@ -405,7 +407,7 @@ impl Client {
         self.attempt = None;
         match self.session.clone() {
             Some((cfg, mut creds)) => {
-                creds.seed ^= seed;
+                creds.seed = derive_seed(creds.seed ^ seed, "network");
                 self.pending = Some(creds);
                 self.begin(now, &cfg, seed);
             }
@@ -766,10 +768,10 @@ impl Client {
         if let Some(cfg) = device {
             let user = PhoneUser { user: c.user.clone(), password: c.password.clone() };
             let dns = self.dns_for(Owner::Phone);
-            self.phone = Some(Phone::start(now, user, cfg, dns, c.seed ^ 0x5195));
+            self.phone = Some(Phone::start(now, user, cfg, dns, derive_seed(c.seed, "phone")));
         }
         if authenticator == Authenticator::Cup && !im_servers.is_empty() {
-            let seed = c.seed ^ 0x1a1a;
+            let seed = derive_seed(c.seed, "im");
             let mut im = ImSession::start(
                 now,
                 (&c.user, &c.password, &self.resource),
@@ -794,7 +796,7 @@ impl Client {
                 reason: format!("cached server unreachable ({reason}): discovering again"),
             }));
             self.cache.remove(&key);
-            let seed = a.creds.seed ^ 0xd15c;
+            let seed = derive_seed(a.creds.seed, "rediscover");
             self.pending = Some(a.creds);
             self.begin(now, &cfg, seed);
             return true;
@@ -820,12 +822,12 @@ impl Client {
             a.cas_webex,
             (&host, port),
             self.dns_for(Owner::SignIn),
-            c.seed.wrapping_add(1),
+            derive_seed(c.seed, "next-target"),
         )
         .with_tftp_file_name(self.tftp_file_name());
         self.signin = Some(s);
         a.target = next;
-        a.creds.seed = a.creds.seed.wrapping_add(1);
+        a.creds.seed = derive_seed(a.creds.seed, "next-target");
         self.attempt = Some(a);
         true
     }

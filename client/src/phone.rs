@@ -191,10 +191,10 @@ impl Phone {
             t2: Duration::from_millis(u64::from(cfg.t1_t2.1.max(cfg.t1_t2.0).max(100))),
             ..Timers::default()
         };
-        let calls = Calls::new(seed ^ 0xca11, timers, cfg.media_ports);
+        let calls = Calls::new(uclab_net::derive_seed(seed, "calls"), timers, cfg.media_ports);
         let mut p = Self {
             calls,
-            watches: Watches::new(seed ^ 0xb1f, timers),
+            watches: Watches::new(uclab_net::derive_seed(seed, "blf"), timers),
             held: VecDeque::new(),
             call_txns: Vec::new(),
             local_ip: "0.0.0.0".into(),

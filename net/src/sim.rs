@@ -40,7 +40,7 @@ impl SimNet {
             policy: lab.policy.clone(),
             rng: SeededRng::new(lab.seed, name),
             transcript: lab.transcript.clone(),
-            tls: lab.tls.clone(),
+            tls: lab.tls.for_node(lab.seed, name),
             fake_port: Rc::new(Cell::new(61000)),
         }
     }

@@ -2,16 +2,22 @@
 //!
 //! In simulation the handshake bytes must repeat for a seed, so the crypto provider draws
 //! every random value — client/server randoms, session ids, tickets, the X25519 key shares —
-//! from a seeded stream that the runner installs on the simulation's thread
-//! ([`install_seed`]). Without an installed stream the provider fails the handshake instead of
-//! falling back to OS randomness. Certificates use Ed25519 (deterministic signatures) with keys
+//! from the seeded stream of the node doing the handshake: each node's [`TlsContext`] has its
+//! own, derived from the run seed and the node's name ([`TlsContext::for_node`]), so one extra
+//! handshake on one node leaves every other node's bytes as they were (issue 15). A guard
+//! installs the stream on the thread for the duration of each poll of a handshake or a TLS
+//! stream and removes it after, panics included. Without a stream the provider fails the
+//! handshake instead of falling back to OS randomness. Certificates use Ed25519 (deterministic signatures) with keys
 //! derived from the seed, and the clock that checks their validity is the simulated one. Live
 //! mode uses rustls' ring provider as it is. Every session's secrets go to the capture, which
 //! writes them into the pcapng (Decryption Secrets Block) so Wireshark opens TLS decrypted.
 
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rand::{RngCore, SeedableRng};
@@ -27,29 +33,99 @@ use rustls::{KeyLog, NamedGroup, RootCertStore};
 use crate::capture::Capture;
 use crate::rng::{Entropy, derive_seed};
 
+/// One node's TLS random stream.
+type NodeRng = Arc<Mutex<ChaCha20Rng>>;
+
 thread_local! {
-    static STREAM: RefCell<Option<ChaCha20Rng>> = const { RefCell::new(None) };
+    /// The stream of the node whose TLS is being polled on this thread, if any.
+    static CURRENT: RefCell<Option<NodeRng>> = const { RefCell::new(None) };
 }
 
-/// Installs the seeded stream TLS draws from on this thread (the runner does this for each
-/// run; one simulation runs on one thread).
-pub fn install_seed(seed: u64) {
-    STREAM.with(|s| *s.borrow_mut() = Some(ChaCha20Rng::seed_from_u64(derive_seed(seed, "tls"))));
+/// Installs a node's stream on this thread until dropped, then puts back what was there.
+struct Installed(Option<NodeRng>);
+
+impl Installed {
+    fn new(rng: Option<&NodeRng>) -> Self {
+        Self(CURRENT.with(|c| c.replace(rng.cloned())))
+    }
 }
 
-/// Removes the stream (at the end of a run).
-pub fn clear_seed() {
-    STREAM.with(|s| *s.borrow_mut() = None);
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        CURRENT.with(|c| *c.borrow_mut() = prev);
+    }
 }
 
 fn fill(buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
-    STREAM.with(|s| match s.borrow_mut().as_mut() {
+    CURRENT.with(|c| match c.borrow().as_ref() {
         Some(rng) => {
-            rng.fill_bytes(buf);
+            rng.lock().unwrap_or_else(|e| e.into_inner()).fill_bytes(buf);
             Ok(())
         }
         None => Err(rustls::crypto::GetRandomFailed),
     })
+}
+
+/// A handshake future or a TLS stream that draws TLS randomness from its node's stream
+/// whenever it is polled.
+pub struct Seeded<T> {
+    rng: Option<NodeRng>,
+    inner: T,
+}
+
+impl<T> fmt::Debug for Seeded<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Seeded").finish_non_exhaustive()
+    }
+}
+
+impl<T> Seeded<T> {
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<F: Future + Unpin> Future for Seeded<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _g = Installed::new(self.rng.as_ref());
+        Pin::new(&mut self.inner).poll(cx)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Seeded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let _g = Installed::new(self.rng.as_ref());
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Seeded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let _g = Installed::new(self.rng.as_ref());
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let _g = Installed::new(self.rng.as_ref());
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let _g = Installed::new(self.rng.as_ref());
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 #[derive(Debug)]
@@ -285,6 +361,8 @@ pub struct TlsContext {
     keylog: Arc<CaptureKeyLog>,
     /// Roots clients trust instead of the lab CA (`uclab probe --ca`: another process's CA).
     roots: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// This node's TLS random stream (simulation; see the module docs).
+    rng: Option<NodeRng>,
 }
 
 impl fmt::Debug for TlsContext {
@@ -302,6 +380,7 @@ impl TlsContext {
             pki,
             keylog: Arc::new(CaptureKeyLog(capture)),
             roots: None,
+            rng: None,
         }
     }
 
@@ -313,6 +392,7 @@ impl TlsContext {
             pki,
             keylog: Arc::new(CaptureKeyLog(capture)),
             roots: None,
+            rng: None,
         }
     }
 
@@ -321,6 +401,13 @@ impl TlsContext {
     /// protocol timestamps with.
     pub fn unix_now(&self) -> Duration {
         self.time.current_time().map_or(Duration::ZERO, |t| Duration::from_secs(t.as_secs()))
+    }
+
+    /// This context for the node `name` of a run with `seed`: its TLS randomness comes from a
+    /// stream of its own (simulation; live mode's provider ignores it).
+    pub fn for_node(&self, seed: u64, name: &str) -> Self {
+        let stream = ChaCha20Rng::seed_from_u64(derive_seed(seed, &format!("tls:{name}")));
+        Self { rng: Some(Arc::new(Mutex::new(stream))), ..self.clone() }
     }
 
     /// Clients of this context trust `roots` instead of the lab CA (a CA read from another
@@ -391,13 +478,19 @@ impl TlsContext {
         config: Arc<ClientConfig>,
         server_name: &str,
         stream: S,
-    ) -> std::io::Result<tokio_rustls::client::TlsStream<S>>
+    ) -> std::io::Result<Seeded<tokio_rustls::client::TlsStream<S>>>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let name = ServerName::try_from(server_name.to_owned())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        tokio_rustls::TlsConnector::from(config).connect(name, stream).await
+        // The ClientHello's random and key share are drawn here, before the first poll.
+        let connect = {
+            let _g = Installed::new(self.rng.as_ref());
+            tokio_rustls::TlsConnector::from(config).connect(name, stream)
+        };
+        let inner = Seeded { rng: self.rng.clone(), inner: connect }.await?;
+        Ok(Seeded { rng: self.rng.clone(), inner })
     }
 
     /// Server side of TLS over an accepted stream.
@@ -405,11 +498,16 @@ impl TlsContext {
         &self,
         config: Arc<ServerConfig>,
         stream: S,
-    ) -> std::io::Result<tokio_rustls::server::TlsStream<S>>
+    ) -> std::io::Result<Seeded<tokio_rustls::server::TlsStream<S>>>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+        let accept = {
+            let _g = Installed::new(self.rng.as_ref());
+            tokio_rustls::TlsAcceptor::from(config).accept(stream)
+        };
+        let inner = Seeded { rng: self.rng.clone(), inner: accept }.await?;
+        Ok(Seeded { rng: self.rng.clone(), inner })
     }
 }
 

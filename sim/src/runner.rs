@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use std::sync::Arc;
 use uclab_client::driver::{self, ClientConfig, UserAction};
 
-use uclab_net::tls::{self, LabPki, TlsContext};
+use uclab_net::tls::{LabPki, TlsContext};
 use uclab_net::{Capture, EventRecord, Lab, Policy, SimNet, Transcript};
 
 use crate::nodes;
@@ -210,14 +210,11 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
     for n in &s.nodes {
         transcript.set_name(n.ip, &n.name);
     }
-    // TLS randomness comes from the seed for the whole run (see uclab_net::tls).
-    tls::install_seed(seed);
+    // Each node's TLS randomness comes from its own stream under the seed (SimNet::new, see
+    // uclab_net::tls).
     let pki = match LabPki::new(seed) {
         Ok(p) => Arc::new(p),
-        Err(e) => {
-            tls::clear_seed();
-            panic!("the lab PKI cannot be built: {e}");
-        }
+        Err(e) => panic!("the lab PKI cannot be built: {e}"),
     };
     let lab = Lab {
         seed,
@@ -415,7 +412,6 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
     }
     let sim_time = sim.elapsed();
     drop(sim);
-    tls::clear_seed();
 
     let events = transcript.events();
     let names: Vec<String> = s.clients.iter().map(|c| c.name.clone()).collect();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use uclab_net::tls::{self, LabPki, TlsContext};
+use uclab_net::tls::{LabPki, TlsContext};
 use uclab_net::{Capture, Lab, Net, Policy, SimNet, Transcript};
 use uclab_sim::nodes;
 
@@ -48,7 +48,6 @@ fn status(resp: &str) -> &str {
 
 #[test]
 fn hostile_http_gets_statuses_or_closes_and_uds_keeps_serving() {
-    tls::install_seed(1);
     let scenario = uclab_sim::parse("t.toml", "", Path::new("t.toml")).unwrap();
     let shared = nodes::Shared::new(1);
     let plan = nodes::plan(&scenario, "cucm1", &|_, s| s.port, &BTreeMap::new(), &shared).unwrap();
@@ -99,5 +98,4 @@ fn hostile_http_gets_statuses_or_closes_and_uds_keeps_serving() {
         Ok(())
     });
     sim.run().unwrap();
-    tls::clear_seed();
 }

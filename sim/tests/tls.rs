@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use uclab_net::tls::{self, LabPki, TlsContext};
+use uclab_net::tls::{LabPki, TlsContext};
 use uclab_net::{Capture, Lab, Net, Policy, SimNet, Transcript};
 
 const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 11));
@@ -14,7 +14,6 @@ const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 100));
 
 /// Runs one exchange; returns (pcapng bytes, client result).
 fn exchange(seed: u64, name: &'static str) -> (Vec<u8>, Result<String, String>) {
-    tls::install_seed(seed);
     let capture = Capture::new(seed, Duration::from_secs(1_767_600_000));
     let lab = Lab {
         seed,
@@ -65,7 +64,6 @@ fn exchange(seed: u64, name: &'static str) -> (Vec<u8>, Result<String, String>) 
     });
     sim.run().unwrap();
     drop(sim);
-    tls::clear_seed();
     let r = result.lock().unwrap().take().expect("client ran");
     (capture.write_pcapng(Vec::new()).unwrap(), r)
 }
@@ -96,8 +94,7 @@ fn certificate_name_mismatch_is_refused() {
 }
 
 #[test]
-fn no_installed_seed_fails_instead_of_using_os_randomness() {
-    tls::clear_seed();
+fn a_context_without_a_node_stream_fails_instead_of_using_os_randomness() {
     let pki = Arc::new(LabPki::new(1).unwrap());
     let ctx = TlsContext::sim(pki, Capture::new(1, Duration::ZERO), Duration::ZERO);
     let cfg = ctx.client_config(&[]).unwrap();

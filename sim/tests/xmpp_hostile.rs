@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use uclab_net::tls::{self, LabPki, TlsContext};
+use uclab_net::tls::{LabPki, TlsContext};
 use uclab_net::{Capture, Lab, Net, Policy, SimNet, Transcript};
 use uclab_proto::xmpp;
 use uclab_sim::nodes;
@@ -90,7 +90,6 @@ async fn signed_in(net: &SimNet, user: &str) -> Box<dyn uclab_net::AsyncIo> {
 
 #[test]
 fn hostile_xmpp_peers_get_stream_errors_and_others_carry_on() {
-    tls::install_seed(1);
     let scenario = uclab_sim::parse("t.toml", "", Path::new("t.toml")).unwrap();
     let shared = nodes::Shared::new(1);
     let plan = nodes::plan(&scenario, "imp1", &|_, s| s.port, &BTreeMap::new(), &shared).unwrap();
@@ -191,7 +190,6 @@ fn hostile_xmpp_peers_get_stream_errors_and_others_carry_on() {
         Ok(())
     });
     sim.run().unwrap();
-    tls::clear_seed();
 }
 
 /// SOAP login and `get-onetime-password` for alice over HTTPS.
