@@ -28,7 +28,7 @@ pub enum UserAction {
         password: String,
     },
     /// Does something with calls (SPEC CC4, CC5).
-    Call(crate::call::CallAction),
+    Call(crate::sip::call::CallAction),
     /// Registers the softphone straight to a SIP registrar (no discovery, no UDS): how the
     /// client core meets a real registrar (`uclab probe-sip`).
     PhoneDirect {

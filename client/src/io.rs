@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 
 use crate::event::ClientEvent;
-use crate::resolver::QueryToken;
 
 /// The engine an id belongs to. The composite hands every input to exactly the engine that
 /// owns its id (issue 15); an engine never sees another's connections, requests or queries.
@@ -129,6 +128,12 @@ pub struct HttpResp {
 owned_id!(
     /// Identifies one connection attempt or stream.
     ConnId
+);
+
+owned_id!(
+    /// Identifies one DNS query: the engine that asked it and a number unique in the client, so
+    /// an answer reaches exactly the engine whose query it is.
+    QueryToken
 );
 
 /// What the engine wants done or reports.

@@ -20,15 +20,7 @@ use uclab_proto::dns::{self, DnsMsg, QType};
 
 use crate::Time;
 use crate::io::Owner;
-
-/// Identifies one query: the engine that asked it and a number unique in the client, so an
-/// answer reaches exactly the engine whose query it is (issue 15).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct QueryToken {
-    /// The engine that asked.
-    pub owner: Owner,
-    n: u32,
-}
+pub use crate::io::QueryToken;
 
 /// Resolver settings.
 #[derive(Clone, Debug)]
@@ -288,7 +280,7 @@ impl Dns {
     pub fn query(&mut self, now: Time, name: &str, qtype: QType, id: u16) -> QueryToken {
         let mut t = self.table.borrow_mut();
         t.next_token += 1;
-        let token = QueryToken { owner: self.owner, n: t.next_token };
+        let token = QueryToken::new(self.owner, t.next_token);
         if self.cfg.servers.is_empty() {
             t.push(
                 self.handle,

@@ -7,7 +7,37 @@ use std::net::SocketAddr;
 
 use crate::event::Via;
 use crate::io::Output;
-use crate::signin::{Authenticator, Retry};
+
+/// Why another UDS server might succeed where this sign-in failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// UDS answered 503: overloaded, try another server (WIRE.md).
+    Overloaded,
+    /// The first UDS server did not answer at all (connection or timeout).
+    Unreachable,
+}
+
+/// Who authenticates the user (SPEC AU2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Authenticator {
+    /// IM&P (product type "Unified CM (IM and Presence Service)").
+    Cup,
+    /// Webex Messenger (CAS hit or product type Webex).
+    Webex,
+    /// CUCM alone (no IM&P profile: phone mode).
+    Cucm,
+}
+
+impl Authenticator {
+    /// Name in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cup => "cup",
+            Self::Webex => "webex",
+            Self::Cucm => "cucm",
+        }
+    }
+}
 
 /// A child engine's news for the composite.
 #[derive(Clone, Debug, PartialEq, Eq)]

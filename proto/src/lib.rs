@@ -7,6 +7,7 @@ pub mod base64;
 pub mod dns;
 pub mod provision;
 pub mod rtp;
+pub mod sdp;
 pub mod sip;
 pub mod soap;
 pub mod text;

@@ -22,12 +22,14 @@ use rand_chacha::ChaCha8Rng;
 use uclab_proto::dns::{DnsMsg, QType, Rdata};
 use uclab_proto::provision::Excluded;
 
+pub mod srv;
+
+use self::srv::{SrvAnswer, SrvTarget};
 use crate::Time;
 use crate::event::{ClientEvent, Via};
 use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output, Owner};
 use crate::resolver::{Dns, QueryToken, ResolveFailure};
 use crate::signal::{Emit, Signal};
-use crate::srv::{self, SrvAnswer, SrvTarget};
 
 /// How long a TCP connect to a target may take before the next target is tried. The
 /// documents give no figure; 5 s is a common client connect timeout (our choice).

@@ -10,8 +10,8 @@ use uclab_proto::sip::txn::{ClientTxn, Timers};
 use uclab_proto::sip::{self, Message};
 
 use crate::Time;
-use crate::call::{Ctx, Send, hex};
 use crate::event::ClientEvent;
+use crate::sip::call::{Ctx, Send, hex};
 
 /// What the phone asks for.
 const EXPIRES: u32 = 3600;
@@ -111,7 +111,7 @@ impl Watches {
                     "SIP/2.0/{} {};branch=z9hG4bK{branch}{}",
                     ctx.transport,
                     ctx.local_host,
-                    crate::call::rport(ctx.transport)
+                    crate::sip::call::rport(ctx.transport)
                 ),
             )
             .with("Max-Forwards", "70")
@@ -123,7 +123,7 @@ impl Watches {
             .with("Event", "presence")
             .with("Accept", "application/pidf+xml")
             .with("Expires", expires.to_string())
-            .with("User-Agent", crate::phone::USER_AGENT);
+            .with("User-Agent", crate::sip::USER_AGENT);
         w.refresh_at = None;
         let t = ClientTxn::new(now, m, self.reliable, self.timers);
         self.sends.push(Send::Request(Box::new(t)));

@@ -33,12 +33,12 @@ use uclab_proto::sip::{self, Message};
 use uclab_proto::uds::DeviceConfig;
 
 use crate::Time;
-use crate::blf::Watches;
-use crate::call::{CallAction, Calls, Ctx, Mode, Send, hex, rport, sends_of};
 use crate::event::ClientEvent;
 use crate::io::{ConnId, Input, Output, Owner};
 use crate::resolver::{Dns, QueryToken};
-use crate::uas::{Seen, Uas};
+use crate::sip::blf::Watches;
+use crate::sip::call::{CallAction, Calls, Ctx, Mode, Send, hex, rport, sends_of};
+use crate::sip::uas::{Seen, Uas};
 
 /// How often the active connection is pinged (RFC 5626 §4.4.1 CRLF keepalive).
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -52,8 +52,7 @@ pub const RETRY: Duration = Duration::from_secs(30);
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// DSCP of call signalling (SPEC MEDIA2: CS3).
 pub const DSCP_SIGNALLING: u8 = 24;
-/// The User-Agent of the CSF device (WIRE.md).
-pub const USER_AGENT: &str = "Cisco-CSF";
+pub use crate::sip::USER_AGENT;
 
 /// Who the phone registers as.
 #[derive(Clone, Debug)]

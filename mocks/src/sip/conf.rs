@@ -16,6 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::{Cluster, FlowId, SERVER, fnv, uri_user};
+use uclab_proto::sdp::Sdp;
 use uclab_proto::sip::{Message, Start};
 
 /// Participants per ad hoc conference (the service parameter's default).
@@ -67,43 +68,31 @@ struct Offer {
 }
 
 fn offer_of(body: &[u8]) -> Offer {
-    let text = String::from_utf8_lossy(body);
+    let sdp = Sdp::parse(&String::from_utf8_lossy(body));
+    let ip = |a: Option<&String>| a.and_then(|a| a.parse::<IpAddr>().ok());
     let mut o = Offer { dir: "sendrecv", ..Offer::default() };
-    let mut session_ip: Option<IpAddr> = None;
-    let mut media_ip: Option<IpAddr> = None;
-    let mut in_audio = false;
-    for l in text.lines().map(str::trim_end) {
-        if let Some(c) = l.strip_prefix("c=IN IP4 ") {
-            let ip = c.split('/').next().and_then(|a| a.trim().parse().ok());
-            if o.lines.is_empty() {
-                session_ip = ip;
-            } else if in_audio {
-                media_ip = ip;
-            }
-        } else if let Some(m) = l.strip_prefix("m=") {
-            let mut w = m.split_whitespace();
-            let kind = w.next().unwrap_or("").to_owned();
-            let port = w.next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
-            let proto = w.next().unwrap_or("RTP/AVP").to_owned();
-            let fmts: Vec<String> = w.map(str::to_owned).collect();
-            in_audio =
-                o.audio.is_none() && kind == "audio" && port != 0 && fmts.iter().any(|f| f == "0");
-            if in_audio {
-                o.audio = Some((o.lines.len(), None));
-            }
-            o.lines.push((kind, port, proto, fmts));
-        } else if in_audio && let Some(d) = l.strip_prefix("a=") {
-            o.dir = match d {
+    o.lines = sdp
+        .media
+        .iter()
+        .map(|m| (m.kind.clone(), m.port, m.proto.clone(), m.formats.clone()))
+        .collect();
+    // The first active audio stream with PCMU: the media section's last address, else the
+    // session's (unspecified: a hold by c=0.0.0.0).
+    let chosen = sdp
+        .media
+        .iter()
+        .position(|m| m.kind == "audio" && m.active() && m.formats.iter().any(|f| f == "0"));
+    if let Some(i) = chosen {
+        let m = &sdp.media[i];
+        let addr = ip(m.addrs.last()).or(ip(sdp.addrs.last())).filter(|ip| !ip.is_unspecified());
+        o.audio = Some((i, addr.map(|ip| SocketAddr::new(ip, m.port))));
+        for a in &m.attrs {
+            o.dir = match a.as_str() {
                 "sendonly" => "recvonly",
                 "recvonly" => "sendonly",
                 "inactive" => "inactive",
                 _ => o.dir,
             };
-        }
-        if in_audio && let Some((i, _)) = o.audio {
-            let port = o.lines[i].1;
-            let ip = media_ip.or(session_ip).filter(|ip| !ip.is_unspecified());
-            o.audio = Some((i, ip.map(|ip| SocketAddr::new(ip, port))));
         }
     }
     o

@@ -1,0 +1,128 @@
+//! EPAS SOAP (SPEC AU4, HA1 `SOAPCONNECT_*`): login, `get-all-config`, the one-time password,
+//! each at the first server, else the second.
+
+use super::*;
+
+impl ImSession {
+    /// SOAP at server `soap_idx` (HA1: `SOAPCONNECT_P`, then `SOAPCONNECT_S`).
+    pub(super) fn soap_connect(&mut self, now: Time) {
+        let Some(host) = self.servers.get(self.soap_idx).cloned() else {
+            if self.soap_mode == SoapMode::Session {
+                // HA1: neither server kept the session: FAILOVER again, then a fresh login.
+                let node = self.servers.first().cloned().unwrap_or_default();
+                self.state(Ha1State::FAILOVER, &node);
+                self.soap_mode = SoapMode::Login;
+                self.soap_idx = 0;
+                self.key = None;
+                return self.soap_connect(now);
+            }
+            return self.give_up("no IM&P server reachable");
+        };
+        let name = match (self.soap_mode, self.soap_idx) {
+            (SoapMode::Login, 0) => Ha1State::SOAPCONNECT_P,
+            (SoapMode::Login, _) => Ha1State::SOAPCONNECT_S,
+            (SoapMode::Session, 0) => Ha1State::SOAPCONNECT_SESSION_P,
+            (SoapMode::Session, _) => Ha1State::SOAPCONNECT_SESSION_S,
+        };
+        self.state(name, &host);
+        let token = self.resolve(now, &host);
+        self.st = St::ResolveSoap { token };
+        self.pump(now);
+    }
+
+    pub(super) fn soap_next_server(&mut self, now: Time) {
+        self.soap_idx += 1;
+        if self.soap_mode == SoapMode::Login {
+            self.key = None;
+        }
+        self.soap_connect(now);
+    }
+
+    pub(super) fn soap(&mut self, now: Time, op: &'static str, body: String) {
+        let Some(addr) = self.soap_addr else { return };
+        let id = self.next_http.take_next();
+        let host = self.servers[self.soap_idx].clone();
+        self.out.push_back(Output::Http(HttpReq {
+            id,
+            addr,
+            host,
+            tls: true,
+            method: "POST",
+            path: soap::PATH.to_owned(),
+            basic: None,
+            headers: vec![
+                ("content-type".into(), "application/soap+xml; charset=utf-8".into()),
+                ("soapaction".into(), soap::action(op)),
+            ],
+            body: body.into_bytes(),
+        }));
+        self.deadline = Some(now + STEP_TIMEOUT);
+        self.st = St::Soap { op, id };
+    }
+
+    pub(super) fn keyed(&mut self, now: Time, op: &'static str) {
+        let key = self.key.clone().unwrap_or_default();
+        self.soap(now, op, soap::keyed_request(op, &key));
+    }
+
+    pub(super) fn on_http(&mut self, now: Time, id: HttpId, result: Result<HttpResp, String>) {
+        let St::Soap { op, id: want } = self.st else { return };
+        if id != want {
+            return;
+        }
+        // The server cannot be talked to: the next one (HA1 SOAPCONNECT_S).
+        let Ok(resp) = result else { return self.soap_next_server(now) };
+        if resp.status >= 500 {
+            return self.soap_next_server(now);
+        }
+        let parsed = match soap::parse_response(&resp.body) {
+            Ok(p) => p,
+            Err(e) => return self.fail(format!("SOAP {op}: {e}")),
+        };
+        match (op, parsed) {
+            (_, soap::Response::Fault { subcode, .. }) if subcode == "AuthenticationFailed" => {
+                self.fail("wrong credentials".into())
+            }
+            // The session did not survive (HA1): try the next server, then a fresh login.
+            (_, soap::Response::Fault { subcode, .. })
+                if subcode == "InvalidSession" && self.soap_mode == SoapMode::Session =>
+            {
+                self.soap_next_server(now)
+            }
+            (_, soap::Response::Fault { subcode, reason }) => {
+                self.fail(format!("SOAP {op}: {subcode}: {reason}"))
+            }
+            ("login", soap::Response::Success(key)) => {
+                self.key = Some(key);
+                self.keyed(now, "get-all-config");
+            }
+            ("get-all-config", soap::Response::Config(params)) => {
+                let get = |k: &str| {
+                    params
+                        .iter()
+                        .find(|(n, _)| n == k)
+                        .map(|(_, v)| v.clone())
+                        .filter(|v| !v.is_empty())
+                };
+                let Some(domain) = get(soap::P_DOMAIN) else {
+                    return self.fail("SOAP get-all-config: no presence domain".into());
+                };
+                self.domain = domain;
+                let secs = |k: &str| get(k).and_then(|v| v.parse::<u32>().ok());
+                if let (Some(lo), Some(hi)) =
+                    (secs(soap::P_RELOGIN_LOWER), secs(soap::P_RELOGIN_UPPER))
+                {
+                    self.relogin = (lo, hi);
+                }
+                self.nodes =
+                    [get(soap::P_PRIMARY), get(soap::P_SECONDARY)].into_iter().flatten().collect();
+                self.keyed(now, "get-onetime-password");
+            }
+            ("get-onetime-password", soap::Response::Success(otp)) => {
+                self.otp = Some(otp);
+                self.xmpp_connect(now);
+            }
+            (op, other) => self.fail(format!("SOAP {op}: unexpected answer {other:?}")),
+        }
+    }
+}

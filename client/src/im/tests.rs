@@ -1,0 +1,352 @@
+use super::*;
+use uclab_proto::dns::DnsMsg;
+
+const DNS: &str = "10.1.0.53:53";
+
+fn start() -> ImSession {
+    let servers = vec!["imp1.example.com".into(), "imp2.example.com".into()];
+    ImSession::start(
+        Time::ZERO,
+        ("alice", "lab", "uclab"),
+        servers,
+        Dns::standalone(Owner::Im, ResolverConfig::new(vec![DNS.parse().unwrap()])),
+        5,
+    )
+}
+
+fn drain(s: &mut ImSession) -> Vec<Output> {
+    std::iter::from_fn(|| s.poll_output()).collect()
+}
+
+fn events(out: &[Output]) -> Vec<ClientEvent> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn states(out: &[Output]) -> Vec<String> {
+    events(out)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::ImState { state, node } => Some(format!("{state}@{node}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Answers the pending A query with `ip`.
+fn answer_dns(s: &mut ImSession, out: &[Output], ip: [u8; 4]) {
+    let q = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Transmit { bytes, .. } => Some(bytes.clone()),
+            _ => None,
+        })
+        .expect("a DNS query");
+    assert!(DnsMsg::parse(&q).is_ok());
+    // The header and question of the query (its EDNS record dropped) with QR set, and one
+    // answer: a pointer to the question name, A, IN, TTL 60.
+    let mut end = 12;
+    while q[end] != 0 {
+        end += 1 + usize::from(q[end]);
+    }
+    let mut resp = q[..end + 5].to_vec();
+    resp[2] |= 0x80;
+    resp[7] = 1;
+    resp[11] = 0;
+    resp.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    resp.extend_from_slice(&ip);
+    s.handle_input(Time::ZERO, Input::Datagram { from: DNS.parse().unwrap(), bytes: resp });
+}
+
+fn http(out: &[Output]) -> HttpReq {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Http(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("an HTTP request")
+}
+
+fn reply(s: &mut ImSession, r: &HttpReq, status: u16, body: String) {
+    let result = Ok(HttpResp { status, body: body.into_bytes() });
+    s.handle_input(Time::ZERO, Input::Http { id: r.id, result });
+}
+
+fn stream_data(s: &mut ImSession, id: ConnId, xml: &str) -> Vec<Output> {
+    s.handle_input(Time::ZERO, Input::StreamData { id, bytes: xml.as_bytes().to_vec() });
+    drain(s)
+}
+
+fn sent_text(out: &[Output]) -> String {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::StreamSend { bytes, .. } => Some(String::from_utf8_lossy(bytes).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs SOAP to the point where XMPP is about to open; returns the outputs of the OTP step.
+fn through_soap(s: &mut ImSession) -> Vec<Output> {
+    let out = drain(s);
+    assert_eq!(states(&out), ["SOAPCONNECT_P@imp1.example.com"]);
+    answer_dns(s, &out, [10, 1, 0, 21]);
+    let r = http(&drain(s));
+    assert_eq!((r.method, r.path.as_str(), r.addr.port()), ("POST", soap::PATH, SOAP_PORT));
+    assert!(String::from_utf8_lossy(&r.body).contains("<ns1:username>alice</ns1:username>"));
+    reply(s, &r, 200, soap::success_response("login", "sk-1"));
+    let r = http(&drain(s));
+    assert!(String::from_utf8_lossy(&r.body).contains("sk-1"));
+    let cfg = soap::config_response(&[
+        (soap::P_DOMAIN, "example.com"),
+        (soap::P_PRIMARY, "imp2.example.com"),
+        (soap::P_SECONDARY, "imp1.example.com"),
+    ]);
+    reply(s, &r, 200, cfg);
+    let r = http(&drain(s));
+    reply(s, &r, 200, soap::success_response("get-onetime-password", "otp-1"));
+    drain(s)
+}
+
+#[test]
+fn direct_plain_sign_in_then_roster_presence_and_errors() {
+    let server: SocketAddr = "127.0.0.1:5222".parse().unwrap();
+    let mut s = ImSession::direct(Time::ZERO, ("alice", "pw", "probe"), "example.test", server, 7);
+    let out = drain(&mut s);
+    let id = out
+        .iter()
+        .find_map(|o| match o {
+            Output::StreamOpen { id, to, .. } if *to == server => Some(*id),
+            _ => None,
+        })
+        .expect("straight to the server: no SOAP, no DNS");
+    s.handle_input(Time::ZERO, Input::StreamOpened { id });
+    drain(&mut s);
+    let head = xmpp::stream_header(("from", "example.test"), Some("1"));
+    stream_data(
+        &mut s,
+        id,
+        &format!(
+            "{head}<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>"
+        ),
+    );
+    let out = stream_data(&mut s, id, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    assert!(out.contains(&Output::StreamTls { id, host: "example.test".into() }));
+    s.handle_input(Time::ZERO, Input::StreamTls { id });
+    drain(&mut s);
+    let out = stream_data(
+        &mut s,
+        id,
+        &format!(
+            "{head}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism><mechanism>PLAIN</mechanism></mechanisms></stream:features>"
+        ),
+    );
+    assert!(sent_text(&out).contains(&xmpp::sasl_plain("alice", "pw")));
+    stream_data(&mut s, id, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+    stream_data(
+        &mut s,
+        id,
+        &format!(
+            "{head}<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>"
+        ),
+    );
+    let out = stream_data(
+        &mut s,
+        id,
+        "<iq type='result' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>alice@example.test/probe</jid></bind></iq>",
+    );
+    let text = sent_text(&out);
+    // RFC 6121 §2.2: the roster, then initial presence.
+    let (roster, presence) = (text.find("jabber:iq:roster"), text.find("<presence"));
+    assert!(roster.is_some() && presence.is_some() && roster < presence, "{text}");
+    let out = stream_data(
+        &mut s,
+        id,
+        "<iq type='result' id='roster1'><query xmlns='jabber:iq:roster' ver='3'><item jid='bob@example.test' subscription='both'/><item jid='eve@example.test' subscription='from'/></query></iq>",
+    );
+    assert_eq!(events(&out), [ClientEvent::ImRoster { contacts: 1, items: 2 }]);
+    // A push is acknowledged; one from someone else is not a push.
+    let out = stream_data(
+        &mut s,
+        id,
+        "<iq type='set' id='p1'><query xmlns='jabber:iq:roster'><item jid='dave@example.test' subscription='none' ask='subscribe'/></query></iq>",
+    );
+    assert_eq!(
+        events(&out),
+        [ClientEvent::ImContact {
+            jid: "dave@example.test".into(),
+            subscription: "none+ask".into()
+        }]
+    );
+    assert!(sent_text(&out).contains("type=\"result\"") && sent_text(&out).contains("p1"));
+    let out = stream_data(
+        &mut s,
+        id,
+        "<iq type='set' id='p2' from='mallory@example.test/x'><query xmlns='jabber:iq:roster'><item jid='x@y'/></query></iq>",
+    );
+    assert!(events(&out).is_empty() && sent_text(&out).contains("service-unavailable"));
+    let out = stream_data(
+        &mut s,
+        id,
+        "<presence from='bob@example.test/pc'><show>away</show></presence><presence from='alice@example.test/other'/><presence from='dave@example.test' type='subscribe'/><presence from='eve@example.test' to='alice@example.test' type='error'><error type='cancel'><not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>",
+    );
+    assert_eq!(
+        events(&out),
+        [
+            ClientEvent::ImPresence { from: "bob@example.test/pc".into(), show: "away".into() },
+            ClientEvent::ImSubscription {
+                from: "dave@example.test".into(),
+                kind: "subscribe".into()
+            },
+            ClientEvent::ImRefused {
+                to: "eve@example.test".into(),
+                condition: "not-allowed".into()
+            },
+        ],
+        "own resources are not contacts"
+    );
+    // A lost stream in direct mode is a failure, not an HA1 failover.
+    s.handle_input(Time::ZERO, Input::StreamFailed { id, reason: "reset".into() });
+    let ev = events(&drain(&mut s));
+    assert!(
+        matches!(&ev[..], [ClientEvent::ImFailed { reason }] if reason.contains("lost")),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn au4_soap_then_xmpp_to_the_primary_from_the_configuration() {
+    let mut s = start();
+    let out = through_soap(&mut s);
+    assert_eq!(states(&out), ["XMPPCONNECT_P@imp2.example.com"]);
+    answer_dns(&mut s, &out, [10, 1, 0, 22]);
+    let out = drain(&mut s);
+    let (id, to) = out
+        .iter()
+        .find_map(|o| match o {
+            Output::StreamOpen { id, to, .. } => Some((*id, *to)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(to, "10.1.0.22:5222".parse().unwrap());
+    s.handle_input(Time::ZERO, Input::StreamOpened { id });
+    assert!(sent_text(&drain(&mut s)).contains("to=\"example.com\""));
+    let head = xmpp::stream_header(("from", "example.com"), Some("1"));
+    let out = stream_data(
+        &mut s,
+        id,
+        &format!(
+            "{head}<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>"
+        ),
+    );
+    assert!(sent_text(&out).contains("<starttls"));
+    let out = stream_data(&mut s, id, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    assert!(out.contains(&Output::StreamTls { id, host: "example.com".into() }), "{out:?}");
+    s.handle_input(Time::ZERO, Input::StreamTls { id });
+    drain(&mut s);
+    // The features as Cisco's jabberwerx SDK test has them, with home/backup node hints.
+    let corpus = include_str!("../../../corpora/xmpp/cisco_imp_xmpp_samples.txt");
+    let features = corpus
+        .lines()
+        .find(|l| l.starts_with("<stream:features>") && l.contains("domain-based-name"))
+        .expect("the hints sample");
+    let out = stream_data(&mut s, id, &format!("{head}{features}"));
+    assert_eq!(
+        events(&out),
+        [ClientEvent::ImNodes { home: "testserver01".into(), backup: "testserver02".into() }]
+    );
+    let token = xmpp::sasl_vtg_token("alice", "example.com", "otp-1");
+    assert!(sent_text(&out).contains(&token), "the one-time password as the token");
+    let summary = out.iter().find_map(|o| match o {
+        Output::StreamSend { summary, .. } => Some(summary.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        summary.as_deref(),
+        Some("XMPP auth mechanism=CISCO-VTG-TOKEN"),
+        "no secret in the transcript"
+    );
+    stream_data(&mut s, id, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+    let out = stream_data(
+        &mut s,
+        id,
+        &format!(
+            "{head}<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>"
+        ),
+    );
+    assert!(sent_text(&out).contains("<resource>uclab</resource>"));
+    let out = stream_data(
+        &mut s,
+        id,
+        "<iq type='result' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>alice@example.com/uclab</jid></bind></iq>",
+    );
+    assert_eq!(states(&out), ["XMPPCONNECTED@imp2.example.com"]);
+    assert!(
+        events(&out).contains(&ClientEvent::ImSignedIn { jid: "alice@example.com/uclab".into() })
+    );
+    assert!(s.is_settled());
+    let out = stream_data(
+        &mut s,
+        id,
+        "<message from='bob@example.com/x' type='chat'><body>hi</body></message>",
+    );
+    assert_eq!(
+        events(&out),
+        [ClientEvent::ImMessage { from: "bob@example.com/x".into(), body: "hi".into() }]
+    );
+}
+
+#[test]
+fn ha1_soap_falls_to_the_second_server_and_xmpp_to_the_secondary() {
+    let mut s = start();
+    let out = drain(&mut s);
+    answer_dns(&mut s, &out, [10, 1, 0, 21]);
+    let r = http(&drain(&mut s));
+    s.handle_input(Time::ZERO, Input::Http { id: r.id, result: Err("connect: refused".into()) });
+    let out = drain(&mut s);
+    assert_eq!(states(&out), ["SOAPCONNECT_S@imp2.example.com"]);
+    // XMPP: the primary refuses; a new one-time password, then the secondary.
+    let mut s = start();
+    let out = through_soap(&mut s);
+    answer_dns(&mut s, &out, [10, 1, 0, 22]);
+    let id = drain(&mut s)
+        .iter()
+        .find_map(|o| match o {
+            Output::StreamOpen { id, .. } => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    s.handle_input(Time::ZERO, Input::StreamFailed { id, reason: "refused".into() });
+    let r = http(&drain(&mut s));
+    assert!(String::from_utf8_lossy(&r.body).contains("get-onetime-password"));
+    reply(&mut s, &r, 200, soap::success_response("get-onetime-password", "otp-2"));
+    assert_eq!(states(&drain(&mut s)), ["XMPPCONNECT_S@imp1.example.com"]);
+}
+
+#[test]
+fn au5_wrong_password_is_one_clear_failure() {
+    let mut s = start();
+    let out = drain(&mut s);
+    answer_dns(&mut s, &out, [10, 1, 0, 21]);
+    let r = http(&drain(&mut s));
+    reply(&mut s, &r, 400, soap::fault("Sender", "AuthenticationFailed", "bad"));
+    let out = drain(&mut s);
+    assert_eq!(events(&out), [ClientEvent::ImFailed { reason: "wrong credentials".into() }]);
+    assert!(s.is_settled());
+    assert_eq!(s.poll_timeout(), None);
+    // Garbage from SOAP is a clear failure too.
+    let mut s = start();
+    let out = drain(&mut s);
+    answer_dns(&mut s, &out, [10, 1, 0, 21]);
+    let r = http(&drain(&mut s));
+    reply(&mut s, &r, 200, "<Envelope><Body".into());
+    let ev = events(&drain(&mut s));
+    assert!(
+        matches!(&ev[..], [ClientEvent::ImFailed { reason }] if reason.starts_with("SOAP login: malformed")),
+        "{ev:?}"
+    );
+}
