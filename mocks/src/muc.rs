@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use uclab_proto::xmpp::{Element, Node};
 
-use crate::router::{bare, error_reply, stamp};
+use uclab_proto::jid::bare;
+use uclab_proto::xmpp::{error_reply, stamp};
 
 /// XEP-0045 namespaces.
 pub const NS_MUC: &str = "http://jabber.org/protocol/muc";

@@ -15,7 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use uclab_proto::xmpp::Element;
+use uclab_proto::jid::{bare, resource, valid_bare, valid_jid};
+use uclab_proto::xmpp::{Element, error_reply, stamp};
 
 use crate::muc::{Muc, MucConfig};
 
@@ -24,7 +25,6 @@ pub type Mailbox = tokio::sync::mpsc::UnboundedSender<Element>;
 
 /// The roster namespace (RFC 6121 §2).
 pub const NS_ROSTER: &str = "jabber:iq:roster";
-const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 const NS_DELAY: &str = "urn:xmpp:delay";
 
 /// Messages kept per offline user at most (older ones are dropped first).
@@ -191,81 +191,6 @@ pub struct Router {
     mucs: BTreeMap<String, Muc>,
     /// Users whose phone line is busy, as CUCM published over the trunk (SPEC CC7).
     on_phone: BTreeSet<String>,
-}
-
-/// A JID's bare part, lower case (the form rosters and sessions are keyed by).
-pub fn bare(jid: &str) -> String {
-    jid.split('/').next().unwrap_or(jid).to_ascii_lowercase()
-}
-
-fn resource(jid: &str) -> Option<&str> {
-    jid.split_once('/').map(|(_, r)| r)
-}
-
-/// A bare JID a client may put in a roster: `local@domain`, no resource, printable, short.
-fn valid_bare(jid: &str) -> bool {
-    let Some((local, domain)) = jid.split_once('@') else { return false };
-    !local.is_empty()
-        && !domain.is_empty()
-        && jid.len() <= 3071
-        && !domain.contains('@')
-        && !jid.contains('/')
-        && jid.chars().all(|c| !c.is_control() && !c.is_whitespace() && !"\"&'<>:".contains(c))
-}
-
-/// Any address a client may send to: `[local@]domain[/resource]`, each part present when
-/// its separator is, printable, within RFC 7622's 3071 bytes.
-fn valid_jid(jid: &str) -> bool {
-    let (bare, res) = match jid.split_once('/') {
-        Some((b, r)) => (b, Some(r)),
-        None => (jid, None),
-    };
-    let domain_ok =
-        |d: &str| !d.is_empty() && d.chars().all(|c| c.is_alphanumeric() || ".-_[]:".contains(c));
-    let bare_ok = match bare.split_once('@') {
-        Some(_) => valid_bare(bare),
-        None => domain_ok(bare),
-    };
-    bare_ok
-        && jid.len() <= 3071
-        && res.is_none_or(|r| !r.is_empty() && r.chars().all(|c| !c.is_control()))
-}
-
-/// An error reply to `s` (RFC 6120 §8.3): addresses swapped, `type='error'`.
-pub(crate) fn error_reply(s: &Element, kind: &str, condition: &str) -> Element {
-    let mut r = Element::new(&s.name).attr("type", "error");
-    for k in ["id", "from", "to"] {
-        if let Some(v) = s.get(k) {
-            let k = match k {
-                "from" => "to",
-                "to" => "from",
-                k => k,
-            };
-            r.set(k, v);
-        }
-    }
-    r.child(
-        Element::new("error")
-            .attr("type", kind)
-            .child(Element::new(condition).attr("xmlns", NS_STANZAS)),
-    )
-}
-
-/// A `urn:xmpp:delay` timestamp (XEP-0082) for `unix` after the Unix epoch.
-pub fn stamp(unix: Duration) -> String {
-    let secs = unix.as_secs();
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 impl Router {

@@ -26,7 +26,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use uclab_proto::sip::{
-    self, Message, Start, is_token, md5_hex, parse, parse_name_addr, reason, split_list,
+    self, Message, Start, is_token, parse, parse_name_addr, reason, split_list,
 };
 
 mod blf;
@@ -836,27 +836,11 @@ fn same_uri(a: &str, b: &str) -> bool {
     key(a) == key(b)
 }
 
-/// A transcript line: `SIP REGISTER sip:… (CSeq 2)` or `SIP 200 OK (REGISTER)`.
-pub fn summary(m: &Message) -> String {
-    match &m.start {
-        Start::Request { method, uri } => {
-            let mut s = format!("SIP {method} {uri}");
-            if let Some(e) = m.get("Expires") {
-                s.push_str(&format!(" expires={e}"));
-            }
-            if m.get("Contact").is_some_and(|c| c.contains("cisco-keep-alive")) {
-                s.push_str(" keep-alive");
-            }
-            s
-        }
-        Start::Response { code, reason } => {
-            format!("SIP {code} {reason} ({})", m.method().unwrap_or("?"))
-        }
-    }
-}
+/// A transcript line (one form for every SIP speaker in the lab).
+pub use uclab_proto::sip::transcript_line as summary;
 
 /// DSCP of call signalling (SPEC MEDIA2: CS3).
-pub const DSCP_SIGNALLING: u8 = 24;
+pub const DSCP_SIGNALLING: u8 = uclab_proto::dscp::SIGNALLING;
 
 /// Serves node `host`'s SIP: UDP and TCP on `port`, TLS on `tls_port` if any (certificate `names`),
 /// all into the shared `cluster`, until the node stops. A crash drops this future; the node's
@@ -971,7 +955,7 @@ pub async fn bridge<N: uclab_net::Net>(
     cluster: Rc<RefCell<Cluster>>,
 ) -> std::io::Result<()> {
     let mut udp = net.bind_udp(port).await?;
-    udp.set_dscp(46);
+    udp.set_dscp(uclab_proto::dscp::AUDIO);
     cluster.borrow_mut().set_bridge(&host, udp.local_addr());
     let mut buf = vec![0u8; 2048];
     loop {

@@ -364,7 +364,7 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
         let Some(slot) = limit.admit(tcp.peer_addr().ip()) else {
             continue; // over a cap (issue 13): closed at once
         };
-        tcp.set_dscp(24); // SPEC MEDIA2: IM&P traffic is CS3
+        tcp.set_dscp(uclab_proto::dscp::IMP); // SPEC MEDIA2: IM&P traffic is CS3
         let (net, cfg, state, router, tls) =
             (net.clone(), cfg.clone(), state.clone(), router.clone(), tls.clone());
         tokio::task::spawn_local(async move {

@@ -5,6 +5,8 @@
 
 pub mod base64;
 pub mod dns;
+pub mod dscp;
+pub mod jid;
 pub mod provision;
 pub mod rtp;
 pub mod sdp;

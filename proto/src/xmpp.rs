@@ -546,6 +546,46 @@ pub fn sasl_plain_authzid(b64: &str) -> Option<String> {
     s.split('\0').next().map(str::to_owned)
 }
 
+/// The stanza error namespace (RFC 6120 §8.3.3).
+pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/// An error reply to `s` (RFC 6120 §8.3): addresses swapped, `type='error'`.
+pub fn error_reply(s: &Element, kind: &str, condition: &str) -> Element {
+    let mut r = Element::new(&s.name).attr("type", "error");
+    for k in ["id", "from", "to"] {
+        if let Some(v) = s.get(k) {
+            let k = match k {
+                "from" => "to",
+                "to" => "from",
+                k => k,
+            };
+            r.set(k, v);
+        }
+    }
+    r.child(
+        Element::new("error")
+            .attr("type", kind)
+            .child(Element::new(condition).attr("xmlns", NS_STANZAS)),
+    )
+}
+
+/// A `urn:xmpp:delay` timestamp (XEP-0082) for `unix` after the Unix epoch.
+pub fn stamp(unix: std::time::Duration) -> String {
+    let secs = unix.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

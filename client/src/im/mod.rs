@@ -44,7 +44,7 @@ pub const SOAP_PORT: u16 = 8443;
 /// XMPP client port.
 pub const XMPP_PORT: u16 = 5222;
 /// DSCP of IM&P traffic (SPEC MEDIA2: CS3).
-pub const DSCP_IMP: u8 = 24;
+pub const DSCP_IMP: u8 = uclab_proto::dscp::IMP;
 /// How long one step (an HTTP request, an XMPP exchange) may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The client version sent at login.

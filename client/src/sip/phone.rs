@@ -29,7 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use uclab_proto::dns::QType;
 use uclab_proto::sip::frame::{Frame, StreamFramer};
 use uclab_proto::sip::txn::{ClientTxn, Timers, TxnOutput};
-use uclab_proto::sip::{self, Message};
+use uclab_proto::sip::{self, Message, digest};
 use uclab_proto::uds::DeviceConfig;
 
 use crate::Time;
@@ -51,7 +51,7 @@ pub const RETRY: Duration = Duration::from_secs(30);
 /// How long resolving and connecting may take at one node (a REGISTER then has Timer F).
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// DSCP of call signalling (SPEC MEDIA2: CS3).
-pub const DSCP_SIGNALLING: u8 = 24;
+pub const DSCP_SIGNALLING: u8 = uclab_proto::dscp::SIGNALLING;
 pub use crate::sip::USER_AGENT;
 
 /// Who the phone registers as.
@@ -1016,40 +1016,28 @@ impl Phone {
 
     /// RFC 2617 digest credentials for `req` answering `challenge` (MD5, qop auth or none).
     fn digest(&mut self, req: &Message, challenge: &str) -> Option<String> {
-        let rest = challenge.trim().strip_prefix("Digest")?;
-        let mut realm = String::new();
-        let mut nonce = String::new();
-        let mut qop = None;
-        let mut opaque = None;
-        for part in sip::split_list(rest).ok()? {
-            let (k, v) = part.split_once('=')?;
-            let v = v.trim().trim_matches('"').to_owned();
-            match k.trim().to_ascii_lowercase().as_str() {
-                "realm" => realm = v,
-                "nonce" => nonce = v,
-                "qop" => qop = v.split(',').any(|q| q.trim() == "auth").then_some(()),
-                "opaque" => opaque = Some(v),
-                "algorithm" if !v.eq_ignore_ascii_case("MD5") => return None,
-                _ => {}
-            }
+        let p = digest::params(challenge)?;
+        if p.get("algorithm").is_some_and(|a| !a.eq_ignore_ascii_case("MD5")) {
+            return None;
         }
+        let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+        let (realm, nonce) = (get("realm"), get("nonce"));
+        let qop = p.get("qop").is_some_and(|q| q.split(',').any(|q| q.trim() == "auth"));
         let sip::Start::Request { method, uri } = &req.start else { return None };
-        let ha1 = sip::md5_hex(&format!("{}:{realm}:{}", self.user.user, self.user.password));
-        let ha2 = sip::md5_hex(&format!("{method}:{uri}"));
+        let user = self.user.user.clone();
         let mut h = format!(
-            "Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm=MD5",
-            self.user.user
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm=MD5"
         );
-        let response = match qop {
-            Some(()) => {
-                let cnonce = hex(&mut self.rng, 16);
-                h.push_str(&format!(", qop=auth, nc=00000001, cnonce=\"{cnonce}\""));
-                sip::md5_hex(&format!("{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}"))
-            }
-            None => sip::md5_hex(&format!("{ha1}:{nonce}:{ha2}")),
+        let creds = (user.as_str(), realm.as_str(), self.user.password.as_str());
+        let response = if qop {
+            let cnonce = hex(&mut self.rng, 16);
+            h.push_str(&format!(", qop=auth, nc=00000001, cnonce=\"{cnonce}\""));
+            digest::response(creds, (method, uri), &nonce, Some(("00000001", &cnonce)))
+        } else {
+            digest::response(creds, (method, uri), &nonce, None)
         };
         h.push_str(&format!(", response=\"{response}\""));
-        if let Some(o) = opaque {
+        if let Some(o) = p.get("opaque") {
             h.push_str(&format!(", opaque=\"{o}\""));
         }
         Some(h)
@@ -1208,23 +1196,4 @@ impl Phone {
 }
 
 /// A transcript line for a SIP message the phone sends.
-pub fn summary(m: &Message) -> String {
-    match &m.start {
-        sip::Start::Request { method, uri } => {
-            let mut s = format!("SIP {method} {uri}");
-            if let Some(e) = m.get("Expires") {
-                s.push_str(&format!(" expires={e}"));
-            }
-            if m.get("Contact").is_some_and(|c| c.contains("cisco-keep-alive")) {
-                s.push_str(" keep-alive");
-            }
-            if m.get("Authorization").is_some() {
-                s.push_str(" (digest)");
-            }
-            s
-        }
-        sip::Start::Response { code, reason } => {
-            format!("SIP {code} {reason} ({})", m.method().unwrap_or("?"))
-        }
-    }
-}
+pub use uclab_proto::sip::transcript_line as summary;

@@ -3,19 +3,7 @@
 //! expiry and the backup node's keepalive.
 
 use super::*;
-
-/// Parses `Digest k=v, k="v", …` (RFC 2617 §3.2.2).
-fn digest_params(v: &str) -> Option<BTreeMap<String, String>> {
-    let rest = v.trim().strip_prefix("Digest").or_else(|| v.trim().strip_prefix("digest"))?;
-    let mut out = BTreeMap::new();
-    for part in split_list(rest).ok()? {
-        let (k, v) = part.split_once('=')?;
-        let v = v.trim();
-        let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
-        out.insert(k.trim().to_ascii_lowercase(), v.to_owned());
-    }
-    Some(out)
-}
+use uclab_proto::sip::digest;
 
 impl Cluster {
     /// §10.3: the registrar.
@@ -171,7 +159,7 @@ impl Cluster {
 
     /// Whether `m` answers one of our challenges for `line`'s user (right or wrong).
     fn answers_our_challenge(&self, m: &Message, line: &SipLine) -> bool {
-        m.get("Authorization").and_then(digest_params).is_some_and(|p| {
+        m.get("Authorization").and_then(digest::params).is_some_and(|p| {
             p.get("username").is_some_and(|u| u.eq_ignore_ascii_case(&line.user))
                 && p.get("nonce").is_some_and(|n| self.nonces.contains(n))
         })
@@ -179,7 +167,7 @@ impl Cluster {
 
     /// Digest credentials of `line` (RFC 2617 without qop, as CUCM asks), with a nonce we gave.
     fn authorized(&self, m: &Message, line: &SipLine) -> bool {
-        let Some(p) = m.get("Authorization").and_then(digest_params) else { return false };
+        let Some(p) = m.get("Authorization").and_then(digest::params) else { return false };
         let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
         if !get("username").eq_ignore_ascii_case(&line.user)
             || get("realm") != REALM
@@ -187,17 +175,16 @@ impl Cluster {
         {
             return false;
         }
-        let ha1 = md5_hex(&format!("{}:{REALM}:{}", get("username"), line.password));
-        let ha2 = md5_hex(&format!("{}:{}", m.method().unwrap_or(""), get("uri")));
-        let want = match p.get("qop").map(String::as_str) {
-            Some("auth") => md5_hex(&format!(
-                "{ha1}:{}:{}:{}:auth:{ha2}",
-                get("nonce"),
-                get("nc"),
-                get("cnonce")
-            )),
-            _ => md5_hex(&format!("{ha1}:{}:{ha2}", get("nonce"))),
+        let qop = match p.get("qop").map(String::as_str) {
+            Some("auth") => Some((get("nc"), get("cnonce"))),
+            _ => None,
         };
+        let want = digest::response(
+            (get("username"), REALM, &line.password),
+            (m.method().unwrap_or(""), get("uri")),
+            get("nonce"),
+            qop,
+        );
         get("response").eq_ignore_ascii_case(&want)
     }
 }

@@ -9,8 +9,11 @@
 //! views of the values the lab needs (CSeq, Expires, URIs, name-addrs) are parsed on demand.
 //! [`Message::to_rsip`] gives the rsip form for code that wants rsip's typed headers.
 
+pub mod digest;
 pub mod frame;
 pub mod txn;
+
+pub use digest::md5_hex;
 
 use std::fmt;
 
@@ -915,10 +918,27 @@ impl fmt::Display for Message {
     }
 }
 
-/// Lower-case hex MD5 of `s`, the hash of SIP digest authentication (RFC 2617).
-pub fn md5_hex(s: &str) -> String {
-    use md5::Digest as _;
-    md5::Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+/// A transcript line for a SIP message: `SIP REGISTER sip:… expires=3600 keep-alive (digest)`
+/// or `SIP 200 OK (REGISTER)`; credentials are never shown, only that they were sent.
+pub fn transcript_line(m: &Message) -> String {
+    match &m.start {
+        Start::Request { method, uri } => {
+            let mut s = format!("SIP {method} {uri}");
+            if let Some(e) = m.get("Expires") {
+                s.push_str(&format!(" expires={e}"));
+            }
+            if m.get("Contact").is_some_and(|c| c.contains("cisco-keep-alive")) {
+                s.push_str(" keep-alive");
+            }
+            if m.get("Authorization").is_some() {
+                s.push_str(" (digest)");
+            }
+            s
+        }
+        Start::Response { code, reason } => {
+            format!("SIP {code} {reason} ({})", m.method().unwrap_or("?"))
+        }
+    }
 }
 
 /// The standard reason phrase of a status code (§21).

@@ -32,9 +32,9 @@ use crate::event::ClientEvent;
 use crate::io::Output;
 
 /// DSCP of audio (SPEC MEDIA2: EF).
-pub const DSCP_AUDIO: u8 = 46;
+pub const DSCP_AUDIO: u8 = uclab_proto::dscp::AUDIO;
 /// DSCP of video (SPEC MEDIA2: AF41).
-pub const DSCP_VIDEO: u8 = 34;
+pub const DSCP_VIDEO: u8 = uclab_proto::dscp::VIDEO;
 /// Packets in one synthetic media burst.
 const BURST: u32 = 5;
 /// Our telephone-event payload type (the SDP's `a=rtpmap:101`).
