@@ -25,15 +25,15 @@ use uclab_net::derive_seed;
 
 use crate::Time;
 pub use crate::bootstrap::Bootstrap;
-use crate::discovery::{Discovery, DiscoveryConfig};
+use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryTimer};
 use crate::event::{ClientEvent, Via};
-use crate::im::ImSession;
+use crate::im::{ImSession, ImTimer};
 use crate::io::Owner;
 use crate::io::{Input, Output};
 use crate::resolver::{Dns, Resolver, ResolverConfig};
 use crate::signal::{Emit, Signal};
-use crate::signin::{Authenticator, Retry, SignIn};
-use crate::sip::phone::{Phone, PhoneUser};
+use crate::signin::{Authenticator, Retry, SignIn, SignInTimer};
+use crate::sip::phone::{Phone, PhoneTimer, PhoneUser};
 
 #[derive(Clone, Debug)]
 struct Credentials {
@@ -104,14 +104,14 @@ pub struct Client {
 /// (str0m's `soonest` habit: "why was I woken?" has an answer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wake {
-    /// A discovery deadline (DNS retransmission, connect, CAS).
-    Discovery,
-    /// A sign-in deadline (DNS, HTTP).
-    SignIn,
-    /// An IM session deadline (step timeout, HA1 re-login wait).
-    Im,
-    /// A softphone deadline (REGISTER refresh, keepalive, transactions, failover).
-    Phone,
+    /// A discovery deadline.
+    Discovery(DiscoveryTimer),
+    /// A sign-in deadline.
+    SignIn(SignInTimer),
+    /// An IM session deadline (a step, the HA2 re-login wait).
+    Im(ImTimer),
+    /// A softphone deadline (REGISTER refresh, keepalive, pings, SRST probe, calls).
+    Phone(PhoneTimer),
     /// The horizon a signed-in user stays until.
     Horizon,
 }
@@ -570,14 +570,17 @@ impl Client {
     pub fn next_wake(&self) -> Option<(Time, Wake)> {
         let staying = self.signed_in_somewhere() && self.clock < self.horizon;
         [
-            (self.discovery.as_ref().and_then(Discovery::poll_timeout), Wake::Discovery),
-            (self.signin.as_ref().and_then(SignIn::poll_timeout), Wake::SignIn),
-            (self.im.as_ref().and_then(ImSession::poll_timeout), Wake::Im),
-            (self.phone.as_ref().and_then(Phone::poll_timeout), Wake::Phone),
-            (staying.then_some(self.horizon), Wake::Horizon),
+            self.discovery
+                .as_ref()
+                .and_then(Discovery::next_timer)
+                .map(|(t, w)| (t, Wake::Discovery(w))),
+            self.signin.as_ref().and_then(SignIn::next_timer).map(|(t, w)| (t, Wake::SignIn(w))),
+            self.im.as_ref().and_then(ImSession::next_timer).map(|(t, w)| (t, Wake::Im(w))),
+            self.phone.as_ref().and_then(Phone::next_timer).map(|(t, w)| (t, Wake::Phone(w))),
+            staying.then_some((self.horizon, Wake::Horizon)),
         ]
         .into_iter()
-        .filter_map(|(t, w)| Some((t?, w)))
+        .flatten()
         .min_by_key(|(t, _)| *t)
     }
 

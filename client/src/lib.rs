@@ -34,6 +34,8 @@ pub mod resolver;
 pub mod signal;
 pub mod signin;
 pub mod sip;
+#[cfg(test)]
+mod testing;
 
 pub use sip::{call, phone};
 

@@ -44,6 +44,17 @@ const CAS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The CAS request (SPEC SD4).
 const CAS_HTTP_ID: HttpId = HttpId::new(Owner::Discovery, 1);
 
+/// What a discovery deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiscoveryTimer {
+    /// A DNS retransmission.
+    Dns,
+    /// The connect to an SRV target is overdue (the next target is tried).
+    Connect,
+    /// The CAS request is overdue (SPEC SD4).
+    Cas,
+}
+
 /// What discovery starts from (SPEC SD1–SD3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiscoveryConfig {
@@ -272,6 +283,11 @@ impl Discovery {
 
     /// Next deadline: the resolver's, the running connect's, or the CAS request's.
     pub fn poll_timeout(&self) -> Option<Time> {
+        self.next_timer().map(|(t, _)| t)
+    }
+
+    /// The next deadline and what it is for.
+    pub fn next_timer(&self) -> Option<(Time, DiscoveryTimer)> {
         let conn = match self.state {
             State::Connect { deadline, .. } => Some(deadline),
             _ => None,
@@ -280,7 +296,11 @@ impl Discovery {
             Cas::Requesting { deadline } => Some(deadline),
             _ => None,
         };
-        [self.resolver.poll_timeout(), conn, cas].into_iter().flatten().min()
+        [(self.resolver.poll_timeout(), DiscoveryTimer::Dns), (conn, DiscoveryTimer::Connect)]
+            .into_iter()
+            .chain([(cas, DiscoveryTimer::Cas)])
+            .filter_map(|(t, w)| Some((t?, w)))
+            .min_by_key(|(t, _)| *t)
     }
 
     fn on_cas(&mut self, result: Result<HttpResp, String>) {

@@ -39,6 +39,17 @@ mod login;
 mod stanzas;
 mod stream;
 
+/// What an IM session deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImTimer {
+    /// The step under way (a SOAP request, an XMPP exchange) is overdue.
+    Step,
+    /// SPEC HA2: the re-login wait after a failover is over.
+    Relogin,
+    /// A DNS retransmission.
+    Dns,
+}
+
 /// EPAS SOAP port.
 pub const SOAP_PORT: u16 = 8443;
 /// XMPP client port.
@@ -383,7 +394,16 @@ impl ImSession {
 
     /// Next deadline.
     pub fn poll_timeout(&self) -> Option<Time> {
-        [self.deadline, self.resolver.poll_timeout()].into_iter().flatten().min()
+        self.next_timer().map(|(t, _)| t)
+    }
+
+    /// The next deadline and what it is for.
+    pub fn next_timer(&self) -> Option<(Time, ImTimer)> {
+        let step = if matches!(self.st, St::Failover) { ImTimer::Relogin } else { ImTimer::Step };
+        [(self.deadline, step), (self.resolver.poll_timeout(), ImTimer::Dns)]
+            .into_iter()
+            .filter_map(|(t, w)| Some((t?, w)))
+            .min_by_key(|(t, _)| *t)
     }
 
     fn state(&mut self, state: Ha1State, node: &str) {

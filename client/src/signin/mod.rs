@@ -95,6 +95,15 @@ pub fn merge_settings(
         .collect()
 }
 
+/// What a sign-in deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignInTimer {
+    /// The HTTP request under way is overdue.
+    Step,
+    /// A DNS retransmission.
+    Dns,
+}
+
 /// What sign-in has learnt by the time it reads configuration.
 #[derive(Debug)]
 struct Learnt {
@@ -419,7 +428,15 @@ impl SignIn {
 
     /// Next deadline.
     pub fn poll_timeout(&self) -> Option<Time> {
-        [self.deadline, self.resolver.poll_timeout()].into_iter().flatten().min()
+        self.next_timer().map(|(t, _)| t)
+    }
+
+    /// The next deadline and what it is for.
+    pub fn next_timer(&self) -> Option<(Time, SignInTimer)> {
+        [(self.deadline, SignInTimer::Step), (self.resolver.poll_timeout(), SignInTimer::Dns)]
+            .into_iter()
+            .filter_map(|(t, w)| Some((t?, w)))
+            .min_by_key(|(t, _)| *t)
     }
 
     fn step_name(&self) -> &'static str {

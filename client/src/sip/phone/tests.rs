@@ -1,0 +1,214 @@
+//! The registration engine against a scripted CUCM and SRST router in virtual time.
+
+use std::time::Duration;
+
+use uclab_proto::sip::{self, Message, digest};
+use uclab_proto::uds::DeviceConfig;
+
+use super::*;
+use crate::testing::{Harness, events, opened, sent};
+
+fn secs(s: u64) -> Time {
+    Duration::from_secs(s)
+}
+
+fn config(members: &[&str], srst: Option<&str>) -> DeviceConfig {
+    let mut cfg = DeviceConfig::defaults(
+        "CSFALICE".into(),
+        members.iter().map(|h| ((*h).to_owned(), 5060, 5061)).collect(),
+        "1001".into(),
+    );
+    cfg.srst = srst.map(|h| (h.to_owned(), 5060));
+    cfg.connection_monitor = 60;
+    cfg
+}
+
+fn phone(cfg: DeviceConfig) -> Harness<Phone> {
+    let user = PhoneUser { user: "alice".into(), password: "lab".into() };
+    let dns = Dns::standalone(Owner::Phone, crate::resolver::ResolverConfig::new(Vec::new()));
+    Harness::new(Phone::start(Time::ZERO, user, cfg, dns, 7))
+}
+
+/// The one SIP message written among `out`.
+fn sip_sent(out: &[Output]) -> (ConnId, Message) {
+    let s = sent(out);
+    assert_eq!(s.len(), 1, "one message: {out:?}");
+    (s[0].0, sip::read(&s[0].1).expect("a SIP message"))
+}
+
+fn answer(
+    h: &mut Harness<Phone>,
+    id: ConnId,
+    req: &Message,
+    code: u16,
+    extra: &[(&str, &str)],
+) -> Vec<Output> {
+    let mut r = req.response(code, sip::reason(code), Some("cucm-tag"));
+    for (k, v) in extra {
+        r.push(k, *v);
+    }
+    h.input(Input::StreamData { id, bytes: r.to_bytes() })
+}
+
+/// Plays every node until `until`: streams open, pings get their CRLF, REGISTERs their 200.
+/// Returns everything the phone put out.
+fn serve(h: &mut Harness<Phone>, until: Time) -> Vec<Output> {
+    let mut all = Vec::new();
+    let mut out = h.drain();
+    loop {
+        let mut replies = Vec::new();
+        for (id, _) in opened(&out) {
+            replies.push(Input::StreamOpened { id });
+        }
+        for (id, bytes) in sent(&out) {
+            if bytes.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+                replies.push(Input::StreamData { id, bytes: b"\r\n".to_vec() });
+            } else if let Some(m) = sip::read(&bytes).filter(|m| m.method() == Some("REGISTER")) {
+                let mut r = m.response(200, "OK", Some("cucm-tag"));
+                r.push("Expires", "120");
+                replies.push(Input::StreamData { id, bytes: r.to_bytes() });
+            }
+        }
+        all.extend(out);
+        out = Vec::new();
+        for i in replies {
+            out.extend(h.input(i));
+        }
+        if out.is_empty() {
+            match h.e.poll_timeout() {
+                Some(d) if d <= until => out = h.run_until(d),
+                _ => {
+                    h.run_until(until);
+                    return all;
+                }
+            }
+        }
+    }
+}
+
+fn states(out: &[Output]) -> Vec<String> {
+    events(out)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::PhoneState { state, node, .. } => Some(format!("{state}@{node}")),
+            ClientEvent::PhoneRegistered { node, expires, srst } => {
+                Some(format!("registered@{node} expires={expires} srst={srst}"))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Registers at the first member: REGISTER, the digest challenge, its answer, 200 with the
+/// granted expiry. Returns the active stream.
+fn register(h: &mut Harness<Phone>, node: &str) -> ConnId {
+    let out = h.drain();
+    let (id, to) = opened(&out)[0];
+    assert_eq!(to, format!("{node}:5060").parse().unwrap());
+    let (_, req) = sip_sent(&h.input(Input::StreamOpened { id }));
+    assert_eq!(req.method(), Some("REGISTER"));
+    assert_eq!(req.get("Expires"), Some("3600"));
+    let challenge = r#"Digest realm="ccmsipline", nonce="n-1", algorithm=MD5"#;
+    let (_, again) = sip_sent(&answer(h, id, &req, 401, &[("WWW-Authenticate", challenge)]));
+    let p = digest::params(again.get("Authorization").expect("credentials")).unwrap();
+    let want = digest::response(
+        ("alice", "ccmsipline", "lab"),
+        ("REGISTER", &format!("sip:{node}")),
+        "n-1",
+        None,
+    );
+    assert_eq!(p["response"], want, "RFC 2617 digest with the user's password");
+    let out = answer(h, id, &again, 200, &[("Expires", "120")]);
+    assert!(states(&out).contains(&format!("registered@{node} expires=120 srst=false")));
+    id
+}
+
+/// SPEC CC1, CC2 and WIRE.md: digest registration at the first member, the refresh
+/// `timerRegisterDelta` before the granted 120 s, the backup member's keepalive REGISTER, and
+/// CRLF pings whose answer is due within the pong timeout. Each wake-up has its reason.
+#[test]
+fn registers_refreshes_pings_and_keeps_the_backup_alive() {
+    let mut h = phone(config(&["10.1.0.11", "10.1.0.12"], None));
+    let id = register(&mut h, "10.1.0.11");
+    // The keepalive to the backup is due at once.
+    assert_eq!(h.e.next_timer(), Some((Time::ZERO, PhoneTimer::Keepalive)));
+    let out = h.run_until(Time::ZERO);
+    let (kid, to) = opened(&out)[0];
+    assert_eq!(to, "10.1.0.12:5060".parse().unwrap());
+    let (_, ka) = sip_sent(&h.input(Input::StreamOpened { id: kid }));
+    assert_eq!(ka.get("Expires"), Some("0"));
+    assert!(ka.get("Contact").unwrap().contains("cisco-keep-alive"));
+    assert_eq!(states(&answer(&mut h, kid, &ka, 200, &[])), ["keepalive@10.1.0.12"]);
+    // RFC 5626 ping every 30 s; no answer within the pong timeout is a lost node.
+    assert_eq!(h.e.next_timer(), Some((secs(30), PhoneTimer::Ping)));
+    let out = h.run_until(secs(30));
+    assert_eq!(sent(&out), [(id, b"\r\n\r\n".to_vec())]);
+    assert_eq!(h.e.next_timer(), Some((secs(30) + PONG_TIMEOUT, PhoneTimer::Pong)));
+    h.input(Input::StreamData { id, bytes: b"\r\n".to_vec() });
+    assert_eq!(h.e.next_timer(), Some((secs(60), PhoneTimer::Ping)), "the pong came");
+    // With every ping answered: the refresh at 120 - 5 s, on the same leg, and no failover.
+    let out = serve(&mut h, secs(115));
+    let refresh = sent(&out).into_iter().find_map(|(i, b)| {
+        let m = sip::read(&b)?;
+        (i == id && m.method() == Some("REGISTER") && m.get("Expires") == Some("3600")).then_some(m)
+    });
+    assert!(refresh.is_some(), "a refresh REGISTER by 115 s: {out:?}");
+    assert!(!states(&out).iter().any(|s| s.starts_with("failover")), "{out:?}");
+    assert_eq!(h.e.registered(), Some(("10.1.0.11", false)));
+}
+
+/// SPEC CC3: the active node's connection breaks → at once the next member, no wait.
+#[test]
+fn cc3_a_lost_node_fails_over_to_the_next_member_at_once() {
+    let mut h = phone(config(&["10.1.0.11", "10.1.0.12"], None));
+    let id = register(&mut h, "10.1.0.11");
+    h.run_until(secs(10));
+    let out = h.input(Input::StreamFailed { id, reason: "reset".into() });
+    assert_eq!(states(&out)[..2], ["failover@10.1.0.11", "registering@10.1.0.12"]);
+    assert!(opened(&out).iter().any(|(_, to)| *to == "10.1.0.12:5060".parse().unwrap()));
+    assert_eq!(h.e.registered(), None);
+}
+
+/// SPEC CC5: no member answers → the SRST router; the first member probed until it has
+/// answered for `connectionMonitorDuration` (60 s here), then back to CUCM and the SRST
+/// registration ended.
+#[test]
+fn cc5_srst_when_no_member_answers_and_back_after_the_monitor() {
+    let mut h = phone(config(&["10.1.0.11"], Some("10.1.0.1")));
+    let (id, _) = opened(&h.drain())[0];
+    let out = h.input(Input::StreamFailed { id, reason: "refused".into() });
+    assert_eq!(states(&out), ["register-failed@10.1.0.11", "registering@10.1.0.1"]);
+    let (sid, to) = opened(&out)[0];
+    assert_eq!(to, "10.1.0.1:5060".parse().unwrap());
+    let (_, req) = sip_sent(&h.input(Input::StreamOpened { id: sid }));
+    let out = answer(&mut h, sid, &req, 200, &[("Expires", "120")]);
+    assert!(states(&out).contains(&"registered@10.1.0.1 expires=120 srst=true".to_owned()));
+    assert_eq!(h.e.registered(), Some(("10.1.0.1", true)));
+    // The probe of the first member (keepalive interval, at most 30 s).
+    assert!(
+        matches!(h.e.next_timer(), Some((t, PhoneTimer::Probe | PhoneTimer::Ping)) if t == secs(30))
+    );
+    let out = h.run_until(secs(30));
+    for (id, bytes) in sent(&out) {
+        assert_eq!((id, bytes.as_slice()), (sid, &b"\r\n\r\n"[..]), "the SRST leg's ping");
+        h.input(Input::StreamData { id, bytes: b"\r\n".to_vec() });
+    }
+    let (pid, to) = opened(&out)[0];
+    assert_eq!(to, "10.1.0.11:5060".parse().unwrap());
+    let (_, probe) = sip_sent(&h.input(Input::StreamOpened { id: pid }));
+    assert!(probe.get("Contact").unwrap().contains("cisco-keep-alive"));
+    assert_eq!(states(&answer(&mut h, pid, &probe, 200, &[])), ["cucm-reachable@10.1.0.11"]);
+    assert_eq!(h.e.registered(), Some(("10.1.0.1", true)), "not before the monitor");
+    // The next probes answer too; at 60 s of answers the phone goes back.
+    let out = serve(&mut h, secs(95));
+    let back = states(&out);
+    let ended = sent(&out).into_iter().any(|(i, b)| {
+        sip::read(&b).is_some_and(|m| {
+            i == sid
+                && m.get("Expires") == Some("0")
+                && m.get("Contact").is_some_and(|c| !c.contains("keep-alive"))
+        })
+    });
+    assert!(ended, "the SRST registration is ended on its own leg");
+    assert_eq!(back[..2], ["leaving-srst@10.1.0.1", "registering@10.1.0.11"], "{back:?}");
+}
