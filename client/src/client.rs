@@ -620,7 +620,8 @@ impl Client {
         while let Some(e) = self.signin.as_mut().and_then(SignIn::poll_output) {
             match e {
                 Emit::Out(o) => self.out.push_back(o),
-                Emit::Signal(Signal::SignInFailed { reason, retry }) => {
+                Emit::Signal(Signal::SignInFailed { error, retry }) => {
+                    let reason = error.to_string();
                     if self.fail_over(now, retry, &reason) {
                         return self.pump(now);
                     }

@@ -14,7 +14,7 @@ use crate::Time;
 pub use crate::action::UserAction;
 pub use crate::client::Bootstrap;
 use crate::client::Client;
-use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output};
+use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, NetError, Output};
 use crate::resolver::{QueryToken, ResolverConfig};
 
 /// A client's fixed settings.
@@ -34,14 +34,14 @@ pub struct ClientConfig {
 /// What the socket tasks report to the loop.
 enum Msg {
     StreamOpened(ConnId),
-    StreamFailed(ConnId, String),
+    StreamFailed(ConnId, NetError),
     StreamData(ConnId, Vec<u8>),
     StreamTls(ConnId),
     Datagram(SocketAddr, Vec<u8>),
     Media(u16, SocketAddr, Vec<u8>),
     Connected(ConnId, std::io::Result<TcpConn>),
     TcpAnswer(QueryToken, Option<Vec<u8>>),
-    Http(HttpId, Result<HttpResp, String>),
+    Http(HttpId, Result<HttpResp, NetError>),
 }
 
 /// Runs a client until its actions are done and it is finished.
@@ -278,7 +278,7 @@ impl<N: Net + 'static> Io<N> {
                         self.conns.insert(id, c);
                         Input::Connected { id }
                     }
-                    Err(e) => Input::ConnectFailed { id, reason: io_reason(&e) },
+                    Err(e) => Input::ConnectFailed { id, reason: NetError::from_io(&e) },
                 }
             }
         };
@@ -290,25 +290,30 @@ impl<N: Net + 'static> Io<N> {
 const MAX_HTTP_BODY: usize = 1 << 20;
 
 /// One HTTP request on its own connection (HTTPS checks the certificate against `req.host`).
-async fn http_exchange<N: Net>(net: &N, req: &HttpReq) -> Result<HttpResp, String> {
-    let tcp = net.connect(req.addr).await.map_err(|e| format!("connect: {e}"))?;
+async fn http_exchange<N: Net>(net: &N, req: &HttpReq) -> Result<HttpResp, NetError> {
+    let tcp = net.connect(req.addr).await.map_err(|e| NetError::Connect(e.to_string()))?;
     net.transcript().message(net.now(), tcp.local_addr(), req.addr, "tcp", &req.summary());
     if req.tls {
-        let cfg = net.tls().client_config(&[]).map_err(|e| e.to_string())?;
-        let s = net.tls().connect(cfg, &req.host, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+        let cfg = net.tls().client_config(&[]).map_err(|e| NetError::TlsSetup(e.to_string()))?;
+        let s = net
+            .tls()
+            .connect(cfg, &req.host, tcp)
+            .await
+            .map_err(|e| NetError::Tls(e.to_string()))?;
         http1(hyper_util::rt::TokioIo::new(s), req).await
     } else {
         http1(hyper_util::rt::TokioIo::new(tcp), req).await
     }
 }
 
-async fn http1<I>(io: I, req: &HttpReq) -> Result<HttpResp, String>
+async fn http1<I>(io: I, req: &HttpReq) -> Result<HttpResp, NetError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
 {
     use http_body_util::BodyExt;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| NetError::Http(e.to_string()))?;
     tokio::task::spawn_local(async move {
         let _ = conn.await;
     });
@@ -317,13 +322,13 @@ where
         b = b.header(k, v);
     }
     let body = http_body_util::Full::new(bytes::Bytes::from(req.body.clone()));
-    let request = b.body(body).map_err(|e| e.to_string())?;
-    let resp = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let request = b.body(body).map_err(|e| NetError::Http(e.to_string()))?;
+    let resp = sender.send_request(request).await.map_err(|e| NetError::Http(e.to_string()))?;
     let status = resp.status().as_u16();
     let body = http_body_util::Limited::new(resp.into_body(), MAX_HTTP_BODY)
         .collect()
         .await
-        .map_err(|e| format!("body: {e}"))?
+        .map_err(|e| NetError::Body(e.to_string()))?
         .to_bytes()
         .to_vec();
     Ok(HttpResp { status, body })
@@ -347,7 +352,7 @@ async fn datagram_actor<N: Net>(
     let mut udp = match net.bind_udp(0).await {
         Ok(u) => u,
         Err(e) => {
-            let _ = tx.send(Msg::StreamFailed(id, io_reason(&e)));
+            let _ = tx.send(Msg::StreamFailed(id, NetError::from_io(&e)));
             return;
         }
     };
@@ -363,12 +368,12 @@ async fn datagram_actor<N: Net>(
                 Some(StreamCmd::Send(bytes, summary)) => {
                     net.transcript().message(net.now(), local, to, "udp", &summary);
                     if let Err(e) = udp.send_to(&bytes, to).await {
-                        let _ = tx.send(Msg::StreamFailed(id, io_reason(&e)));
+                        let _ = tx.send(Msg::StreamFailed(id, NetError::from_io(&e)));
                         return;
                     }
                 }
                 Some(StreamCmd::Tls(_)) => {
-                    let _ = tx.send(Msg::StreamFailed(id, "TLS over UDP".into()));
+                    let _ = tx.send(Msg::StreamFailed(id, NetError::TlsOverUdp));
                     return;
                 }
             },
@@ -379,7 +384,7 @@ async fn datagram_actor<N: Net>(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let _ = tx.send(Msg::StreamFailed(id, io_reason(&e)));
+                    let _ = tx.send(Msg::StreamFailed(id, NetError::from_io(&e)));
                     return;
                 }
             },
@@ -399,7 +404,7 @@ async fn stream_actor<N: Net>(
     let mut tcp = match net.connect(to).await {
         Ok(c) => c,
         Err(e) => {
-            let _ = tx.send(Msg::StreamFailed(id, io_reason(&e)));
+            let _ = tx.send(Msg::StreamFailed(id, NetError::from_io(&e)));
             return;
         }
     };
@@ -421,7 +426,7 @@ async fn stream_actor<N: Net>(
                 Some(StreamCmd::Send(bytes, summary)) => {
                     net.transcript().message(net.now(), local, peer, "tcp", &summary);
                     if let Err(e) = io.write_all(&bytes).await {
-                        let _ = tx.send(Msg::StreamFailed(id, io_reason(&e)));
+                        let _ = tx.send(Msg::StreamFailed(id, NetError::from_io(&e)));
                         return;
                     }
                 }
@@ -429,7 +434,7 @@ async fn stream_actor<N: Net>(
                     let cfg = match net.tls().client_config(&[]) {
                         Ok(c) => c,
                         Err(e) => {
-                            let _ = tx.send(Msg::StreamFailed(id, format!("TLS: {e}")));
+                            let _ = tx.send(Msg::StreamFailed(id, NetError::Tls(e.to_string())));
                             return;
                         }
                     };
@@ -439,7 +444,7 @@ async fn stream_actor<N: Net>(
                             let _ = tx.send(Msg::StreamTls(id));
                         }
                         Err(e) => {
-                            let _ = tx.send(Msg::StreamFailed(id, format!("TLS: {e}")));
+                            let _ = tx.send(Msg::StreamFailed(id, NetError::Tls(e.to_string())));
                             return;
                         }
                     }
@@ -447,28 +452,18 @@ async fn stream_actor<N: Net>(
             },
             r = io.read(&mut buf) => match r {
                 Ok(0) => {
-                    let _ = tx.send(Msg::StreamFailed(id, "closed by the server".into()));
+                    let _ = tx.send(Msg::StreamFailed(id, NetError::Closed));
                     return;
                 }
                 Ok(n) => {
                     let _ = tx.send(Msg::StreamData(id, buf[..n].to_vec()));
                 }
                 Err(e) => {
-                    let _ = tx.send(Msg::StreamFailed(id, io_reason(&e)));
+                    let _ = tx.send(Msg::StreamFailed(id, NetError::from_io(&e)));
                     return;
                 }
             },
         }
-    }
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "refused".to_owned(),
-        std::io::ErrorKind::ConnectionReset => "reset".to_owned(),
-        // Only the live egress check refuses a connect this way (issue 13).
-        std::io::ErrorKind::PermissionDenied => "outside the lab".to_owned(),
-        k => format!("{k:?}").to_lowercase(),
     }
 }
 

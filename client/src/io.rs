@@ -116,6 +116,61 @@ impl HttpReq {
     }
 }
 
+/// Why the network did not carry a connection, a stream or a request: the driver's report,
+/// grouped by where it failed. Each renders to the words the transcript has always shown.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    /// The peer refused (TCP RST to a SYN, ICMP port unreachable).
+    #[error("refused")]
+    Refused,
+    /// The peer reset an established connection.
+    #[error("reset")]
+    Reset,
+    /// Live mode's egress check: the address is outside the lab (issue 13).
+    #[error("outside the lab")]
+    OutsideLab,
+    /// Another socket error, by kind (`timedout`, …).
+    #[error("{}", format!("{_0:?}").to_lowercase())]
+    Io(std::io::ErrorKind),
+    /// No answer within the engine's deadline for the step.
+    #[error("timeout")]
+    Timeout,
+    /// The server closed the stream.
+    #[error("closed by the server")]
+    Closed,
+    /// TLS was asked of a datagram flow.
+    #[error("TLS over UDP")]
+    TlsOverUdp,
+    /// The TCP connection of an HTTP request failed (the system's words).
+    #[error("connect: {0}")]
+    Connect(String),
+    /// Our TLS settings could not be built (the lab PKI, the roots).
+    #[error("{0}")]
+    TlsSetup(String),
+    /// The TLS handshake failed: the certificate, the name, the protocol.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The HTTP exchange failed (the peer's HTTP was not HTTP, the connection dropped).
+    #[error("{0}")]
+    Http(String),
+    /// The response body could not be read (too long, cut short).
+    #[error("body: {0}")]
+    Body(String),
+}
+
+impl NetError {
+    /// A socket error as the transcript names it.
+    pub fn from_io(e: &std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => Self::Refused,
+            std::io::ErrorKind::ConnectionReset => Self::Reset,
+            // Only the live egress check refuses a connect this way (issue 13).
+            std::io::ErrorKind::PermissionDenied => Self::OutsideLab,
+            k => Self::Io(k),
+        }
+    }
+}
+
 /// An HTTP response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpResp {
@@ -275,8 +330,8 @@ pub enum Input {
     ConnectFailed {
         /// Attempt id.
         id: ConnId,
-        /// refused, reset, …
-        reason: String,
+        /// Why.
+        reason: NetError,
     },
     /// A stream is open.
     StreamOpened {
@@ -288,7 +343,7 @@ pub enum Input {
         /// Stream id.
         id: ConnId,
         /// Why.
-        reason: String,
+        reason: NetError,
     },
     /// Bytes arrived on a stream.
     StreamData {
@@ -316,6 +371,6 @@ pub enum Input {
         /// Request id.
         id: HttpId,
         /// Status and body, or why there is none (connect, TLS, protocol).
-        result: Result<HttpResp, String>,
+        result: Result<HttpResp, NetError>,
     },
 }

@@ -63,8 +63,8 @@ pub enum Signal {
     /// Sign-in failed. The composite may try another server ([`Retry`]); if it does not, it
     /// reports `SignInFailed` with `reason`.
     SignInFailed {
-        /// Why, for the user.
-        reason: String,
+        /// Why.
+        error: crate::signin::SignInError,
         /// Whether another server might do better.
         retry: Option<Retry>,
     },

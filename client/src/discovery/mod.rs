@@ -27,7 +27,7 @@ pub mod srv;
 use self::srv::{SrvAnswer, SrvTarget};
 use crate::Time;
 use crate::event::{ClientEvent, Via};
-use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output, Owner};
+use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, NetError, Output, Owner};
 use crate::resolver::{Dns, QueryToken, ResolveFailure};
 use crate::signal::{Emit, Signal};
 
@@ -43,6 +43,23 @@ pub const CAS_HOST: &str = "loginp.webexconnect.com";
 const CAS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The CAS request (SPEC SD4).
 const CAS_HTTP_ID: HttpId = HttpId::new(Owner::Discovery, 1);
+
+/// Why the Webex CAS could not be asked (SPEC SD4): the answer is then "not Webex".
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CasError {
+    /// No answer in time.
+    #[error("timeout")]
+    Timeout,
+    /// The CAS host has no address.
+    #[error("{CAS_HOST} does not resolve")]
+    NoAddress,
+    /// Looking the CAS host up failed.
+    #[error("{CAS_HOST}: {0}")]
+    Lookup(ResolveFailure),
+    /// The request failed on the network.
+    #[error(transparent)]
+    Net(NetError),
+}
 
 /// What a discovery deadline is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,7 +258,9 @@ impl Discovery {
                     self.state = State::Done;
                 }
             }
-            Input::Http { id, result } if id == CAS_HTTP_ID => self.on_cas(result),
+            Input::Http { id, result } if id == CAS_HTTP_ID => {
+                self.on_cas(result.map_err(CasError::Net));
+            }
             Input::Http { .. }
             | Input::StreamOpened { .. }
             | Input::StreamFailed { .. }
@@ -252,7 +271,7 @@ impl Discovery {
                 if let State::Connect { id: want, .. } = self.state
                     && id == want
                 {
-                    self.next_target(now, reason);
+                    self.next_target(now, reason.to_string());
                 }
             }
         }
@@ -265,7 +284,7 @@ impl Discovery {
         if let Cas::Requesting { deadline } = self.cas
             && deadline <= now
         {
-            self.on_cas(Err("timeout".into()));
+            self.on_cas(Err(CasError::Timeout));
         }
         if let State::Connect { id, deadline, .. } = self.state
             && deadline <= now
@@ -303,7 +322,7 @@ impl Discovery {
             .min_by_key(|(t, _)| *t)
     }
 
-    fn on_cas(&mut self, result: Result<HttpResp, String>) {
+    fn on_cas(&mut self, result: Result<HttpResp, CasError>) {
         if !matches!(self.cas, Cas::Requesting { .. } | Cas::Resolving { .. }) {
             return;
         }
@@ -373,8 +392,8 @@ impl Discovery {
                     body: Vec::new(),
                 }));
             }
-            Ok(None) => self.on_cas(Err(format!("{CAS_HOST} does not resolve"))),
-            Err(reason) => self.on_cas(Err(format!("{CAS_HOST}: {reason}"))),
+            Ok(None) => self.on_cas(Err(CasError::NoAddress)),
+            Err(reason) => self.on_cas(Err(CasError::Lookup(reason))),
         }
     }
 

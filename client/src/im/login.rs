@@ -65,7 +65,7 @@ impl ImSession {
         self.soap(now, op, soap::keyed_request(op, &key));
     }
 
-    pub(super) fn on_http(&mut self, now: Time, id: HttpId, result: Result<HttpResp, String>) {
+    pub(super) fn on_http(&mut self, now: Time, id: HttpId, result: Result<HttpResp, NetError>) {
         let St::Soap { op, id: want } = self.st else { return };
         if id != want {
             return;

@@ -31,7 +31,7 @@ use uclab_proto::xmpp::{self, Element, Frame, Framer};
 
 use crate::Time;
 use crate::event::{ClientEvent, Ha1State};
-use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, Output, Owner};
+use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, NetError, Output, Owner};
 use crate::resolver::{Dns, QueryToken, ResolverConfig};
 
 mod failover;
@@ -459,7 +459,7 @@ impl ImSession {
                     self.stream = None;
                     self.failover(now);
                 } else {
-                    self.xmpp_next_node(now, &reason);
+                    self.xmpp_next_node(now, &reason.to_string());
                 }
             }
             Input::StreamTls { id } if self.stream == Some(id) => {

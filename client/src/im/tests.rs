@@ -210,7 +210,7 @@ fn direct_plain_sign_in_then_roster_presence_and_errors() {
         "own resources are not contacts"
     );
     // A lost stream in direct mode is a failure, not an HA1 failover.
-    s.handle_input(Time::ZERO, Input::StreamFailed { id, reason: "reset".into() });
+    s.handle_input(Time::ZERO, Input::StreamFailed { id, reason: NetError::Reset });
     let ev = events(&drain(&mut s));
     assert!(
         matches!(&ev[..], [ClientEvent::ImFailed { reason }] if reason.contains("lost")),
@@ -306,7 +306,10 @@ fn ha1_soap_falls_to_the_second_server_and_xmpp_to_the_secondary() {
     let out = drain(&mut s);
     answer_dns(&mut s, &out, [10, 1, 0, 21]);
     let r = http(&drain(&mut s));
-    s.handle_input(Time::ZERO, Input::Http { id: r.id, result: Err("connect: refused".into()) });
+    s.handle_input(
+        Time::ZERO,
+        Input::Http { id: r.id, result: Err(NetError::Connect("refused".into())) },
+    );
     let out = drain(&mut s);
     assert_eq!(states(&out), ["SOAPCONNECT_S@imp2.example.com"]);
     // XMPP: the primary refuses; a new one-time password, then the secondary.
@@ -320,7 +323,7 @@ fn ha1_soap_falls_to_the_second_server_and_xmpp_to_the_secondary() {
             _ => None,
         })
         .unwrap();
-    s.handle_input(Time::ZERO, Input::StreamFailed { id, reason: "refused".into() });
+    s.handle_input(Time::ZERO, Input::StreamFailed { id, reason: NetError::Refused });
     let r = http(&drain(&mut s));
     assert!(String::from_utf8_lossy(&r.body).contains("get-onetime-password"));
     reply(&mut s, &r, 200, soap::success_response("get-onetime-password", "otp-2"));

@@ -24,11 +24,14 @@ use std::time::Duration;
 use uclab_proto::dns::QType;
 use uclab_proto::uds::{self, ImpProductType};
 
+pub use self::error::SignInError;
 use crate::Time;
 use crate::event::ClientEvent;
-use crate::io::{HttpId, HttpReq, HttpResp, Input, Output, Owner};
+use crate::io::{HttpId, HttpReq, HttpResp, Input, NetError, Output, Owner};
 use crate::resolver::{Dns, QueryToken};
 pub use crate::signal::{Authenticator, Retry};
+
+mod error;
 use crate::signal::{Emit, Signal};
 
 /// How long one HTTP request may take (our choice; the documents give none).
@@ -370,9 +373,9 @@ impl SignIn {
 
     /// Sign-in failed: the composite decides whether another server is tried or the user
     /// is told (`SignInFailed`).
-    fn fail(&mut self, reason: String) {
+    fn fail(&mut self, error: SignInError) {
         let retry = self.retry;
-        self.out.push_back(Signal::SignInFailed { reason, retry }.into());
+        self.out.push_back(Signal::SignInFailed { error, retry }.into());
         self.state = State::Done;
         self.deadline = None;
     }
@@ -403,14 +406,14 @@ impl SignIn {
             match self.state {
                 // Configuration is optional: a timeout there is an event, and sign-in goes on.
                 State::DeviceConfig { id, .. } | State::ConfigFile { id, .. } => {
-                    self.on_http(now, id, Err("timeout".into()));
+                    self.on_http(now, id, Err(NetError::Timeout));
                 }
                 _ => {
                     let step = self.step_name();
                     if matches!(self.state, State::ClusterUser { .. }) {
                         self.retry = Some(Retry::Unreachable);
                     }
-                    self.fail(format!("timeout at {step}"));
+                    self.fail(SignInError::Timeout { step });
                 }
             }
         }
@@ -453,7 +456,7 @@ impl SignIn {
         }
     }
 
-    fn on_http(&mut self, now: Time, id: HttpId, result: Result<HttpResp, String>) {
+    fn on_http(&mut self, now: Time, id: HttpId, result: Result<HttpResp, NetError>) {
         let (State::ClusterUser { id: want }
         | State::User { id: want, .. }
         | State::Devices { id: want, .. }
@@ -475,27 +478,29 @@ impl SignIn {
             Err(e) => {
                 // The first server could not be reached: another might. A TLS failure (a
                 // certificate refused) is not retried elsewhere: it is the user's to see.
-                if matches!(self.state, State::ClusterUser { .. }) && e.starts_with("connect") {
+                if matches!(self.state, State::ClusterUser { .. })
+                    && matches!(e, NetError::Connect(_))
+                {
                     self.retry = Some(Retry::Unreachable);
                 }
-                return self.fail(format!("{step}: {e}"));
+                return self.fail(SignInError::Net { step, error: e });
             }
         };
         // WIRE.md: 503 means overloaded, try another server.
         if resp.status == 503 {
             self.retry = Some(Retry::Overloaded);
-            return self.fail(format!("{step}: HTTP 503 (overloaded)"));
+            return self.fail(SignInError::Overloaded { step });
         }
         // SPEC AU5: wrong credentials are one clear failure, not retried.
         if resp.status == 401 {
-            return self.fail("wrong credentials".into());
+            return self.fail(SignInError::WrongCredentials);
         }
         if resp.status != 200 {
-            return self.fail(format!("{step}: HTTP {}", resp.status));
+            return self.fail(SignInError::Status { step, status: resp.status });
         }
         match std::mem::replace(&mut self.state, State::Done) {
             State::ClusterUser { .. } => match uds::parse_cluster_user(&resp.body) {
-                Ok(None) => self.fail(format!("user {} not found in any cluster", self.user)),
+                Ok(None) => self.fail(SignInError::UnknownUser(self.user.clone())),
                 Ok(Some(home)) => {
                     self.out.push_back(
                         Output::Event(ClientEvent::HomeCluster { host: home.clone() }).into(),
@@ -511,7 +516,7 @@ impl SignIn {
                         self.deadline = None;
                     }
                 }
-                Err(e) => self.fail(format!("clusterUser: {e}")),
+                Err(error) => self.fail(SignInError::Malformed { what: "clusterUser", error }),
             },
             State::User { home, addr, .. } => match uds::parse_user_profile_uri(&resp.body) {
                 Ok(profile) => {
@@ -519,7 +524,7 @@ impl SignIn {
                     let id = self.http(now, addr, &home, true, path, true);
                     self.state = State::Devices { home, addr, profile, id };
                 }
-                Err(e) => self.fail(format!("user: {e}")),
+                Err(error) => self.fail(SignInError::Malformed { what: "user", error }),
             },
             State::Devices { home, addr, profile, .. } => match uds::parse_devices(&resp.body) {
                 Ok(devices) => match profile.as_deref().and_then(parse_http_uri) {
@@ -536,7 +541,7 @@ impl SignIn {
                         self.read_device_config(now, learnt);
                     }
                 },
-                Err(e) => self.fail(format!("devices: {e}")),
+                Err(error) => self.fail(SignInError::Malformed { what: "devices", error }),
             },
             State::Profile { home, tftp, devices, .. } => {
                 match uds::parse_product_type(&resp.body)
@@ -547,7 +552,9 @@ impl SignIn {
                         let learnt = Learnt { home, tftp, devices, product, profile };
                         self.read_device_config(now, learnt);
                     }
-                    Err(e) => self.fail(format!("service profile: {e}")),
+                    Err(error) => {
+                        self.fail(SignInError::Malformed { what: "service profile", error })
+                    }
                 }
             }
             s @ (State::ResolveFirst { .. }
@@ -600,7 +607,7 @@ impl SignIn {
     }
 
     /// A configuration answer (or its failure). Never fails sign-in.
-    fn on_config(&mut self, now: Time, result: Result<HttpResp, String>) {
+    fn on_config(&mut self, now: Time, result: Result<HttpResp, NetError>) {
         match std::mem::replace(&mut self.state, State::Done) {
             State::DeviceConfig { learnt, file, .. } => {
                 if let Ok(r) = &result
@@ -621,7 +628,7 @@ impl SignIn {
                         None
                     }
                     Err(e) => {
-                        self.config_failed(file, e);
+                        self.config_failed(file, e.to_string());
                         None
                     }
                 };
@@ -657,7 +664,7 @@ impl SignIn {
                         vec![]
                     }
                     Err(e) => {
-                        self.config_failed(file, e);
+                        self.config_failed(file, e.to_string());
                         vec![]
                     }
                 };
@@ -732,8 +739,8 @@ impl SignIn {
                         self.uds_addr = SocketAddr::new(IpAddr::V4(ip), self.uds_addr.port());
                         self.ask_cluster_user(now);
                     }
-                    Ok(None) => self.fail(format!("{host} does not resolve")),
-                    Err(reason) => self.fail(format!("{host} lookup: {reason}")),
+                    Ok(None) => self.fail(SignInError::NoAddress(host.clone())),
+                    Err(reason) => self.fail(SignInError::Lookup { host: host.clone(), reason }),
                 }
                 continue;
             }
@@ -749,8 +756,8 @@ impl SignIn {
                 Ok(Some(ip)) => {
                     self.request_user(now, home, SocketAddr::new(IpAddr::V4(ip), UDS_PORT))
                 }
-                Ok(None) => self.fail(format!("home cluster {home} does not resolve")),
-                Err(reason) => self.fail(format!("home cluster lookup: {reason}")),
+                Ok(None) => self.fail(SignInError::HomeNoAddress(home.clone())),
+                Err(reason) => self.fail(SignInError::HomeLookup(reason)),
             }
         }
     }

@@ -32,7 +32,7 @@ fn next_http(s: &mut SignIn) -> HttpReq {
     }
 }
 
-fn ok(body: String) -> Result<HttpResp, String> {
+fn ok(body: String) -> Result<HttpResp, NetError> {
     Ok(HttpResp { status: 200, body: body.into_bytes() })
 }
 
@@ -42,8 +42,8 @@ fn events(s: &mut SignIn) -> Vec<ClientEvent> {
     std::iter::from_fn(|| s.poll_output())
         .filter_map(|o| match o {
             Emit::Out(Output::Event(e)) => Some(e),
-            Emit::Signal(Signal::SignInFailed { reason, .. }) => {
-                Some(ClientEvent::SignInFailed { reason })
+            Emit::Signal(Signal::SignInFailed { error, .. }) => {
+                Some(ClientEvent::SignInFailed { reason: error.to_string() })
             }
             _ => None,
         })
@@ -147,8 +147,8 @@ fn drain(s: &mut SignIn) -> (Vec<HttpReq>, Vec<ClientEvent>) {
         match o {
             Emit::Out(Output::Http(r)) => reqs.push(r),
             Emit::Out(Output::Event(e)) => ev.push(e),
-            Emit::Signal(Signal::SignInFailed { reason, .. }) => {
-                ev.push(ClientEvent::SignInFailed { reason });
+            Emit::Signal(Signal::SignInFailed { error, .. }) => {
+                ev.push(ClientEvent::SignInFailed { reason: error.to_string() });
             }
             _ => {}
         }

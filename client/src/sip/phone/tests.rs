@@ -6,6 +6,7 @@ use uclab_proto::sip::{self, Message, digest};
 use uclab_proto::uds::DeviceConfig;
 
 use super::*;
+use crate::io::NetError;
 use crate::testing::{Harness, events, opened, sent};
 
 fn secs(s: u64) -> Time {
@@ -163,7 +164,7 @@ fn cc3_a_lost_node_fails_over_to_the_next_member_at_once() {
     let mut h = phone(config(&["10.1.0.11", "10.1.0.12"], None));
     let id = register(&mut h, "10.1.0.11");
     h.run_until(secs(10));
-    let out = h.input(Input::StreamFailed { id, reason: "reset".into() });
+    let out = h.input(Input::StreamFailed { id, reason: NetError::Reset });
     assert_eq!(states(&out)[..2], ["failover@10.1.0.11", "registering@10.1.0.12"]);
     assert!(opened(&out).iter().any(|(_, to)| *to == "10.1.0.12:5060".parse().unwrap()));
     assert_eq!(h.e.registered(), None);
@@ -176,7 +177,7 @@ fn cc3_a_lost_node_fails_over_to_the_next_member_at_once() {
 fn cc5_srst_when_no_member_answers_and_back_after_the_monitor() {
     let mut h = phone(config(&["10.1.0.11"], Some("10.1.0.1")));
     let (id, _) = opened(&h.drain())[0];
-    let out = h.input(Input::StreamFailed { id, reason: "refused".into() });
+    let out = h.input(Input::StreamFailed { id, reason: NetError::Refused });
     assert_eq!(states(&out), ["register-failed@10.1.0.11", "registering@10.1.0.1"]);
     let (sid, to) = opened(&out)[0];
     assert_eq!(to, "10.1.0.1:5060".parse().unwrap());
