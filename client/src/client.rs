@@ -757,3 +757,6 @@ impl Client {
         true
     }
 }
+
+#[cfg(test)]
+mod tests;

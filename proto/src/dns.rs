@@ -73,6 +73,45 @@ pub fn build_query(id: u16, name: &str, qtype: QType) -> Result<Vec<u8>, DnsErro
     m.to_vec().map_err(|e| DnsError::Encode(e.to_string()))
 }
 
+/// A response to `query` with its question and `answers` and `additionals` (`aa` set, the
+/// query's EDNS record dropped), rcode `rcode`: what a scripted server answers in engine
+/// tests. The records' names and targets are taken as written.
+pub fn build_response(
+    query: &[u8],
+    rcode: u16,
+    answers: &[Rr],
+    additionals: &[Rr],
+) -> Result<Vec<u8>, DnsError> {
+    let q = Message::from_vec(query).map_err(|e| DnsError::Malformed(e.to_string()))?;
+    let mut m = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+    m.metadata.recursion_desired = q.metadata.recursion_desired;
+    m.metadata.authoritative = true;
+    m.metadata.response_code = <hickory_proto::op::ResponseCode as From<u16>>::from(rcode);
+    for question in q.queries {
+        m.add_query(question);
+    }
+    let record = |r: &Rr| -> Result<Record, DnsError> {
+        use hickory_proto::rr::rdata::{A, AAAA, CNAME, SRV};
+        let data = match &r.data {
+            Rdata::A(a) => RData::A(A(*a)),
+            Rdata::Aaaa(a) => RData::AAAA(AAAA(*a)),
+            Rdata::Cname(c) => RData::CNAME(CNAME(parse_name(c)?)),
+            Rdata::Srv { priority, weight, port, target } => {
+                RData::SRV(SRV::new(*priority, *weight, *port, parse_name(target)?))
+            }
+            Rdata::Other(t) => return Err(DnsError::Encode(format!("type {t} is not built"))),
+        };
+        Ok(Record::from_rdata(parse_name(&r.name)?, r.ttl, data))
+    };
+    for r in answers {
+        m.add_answer(record(r)?);
+    }
+    for r in additionals {
+        m.add_additional(record(r)?);
+    }
+    m.to_vec().map_err(|e| DnsError::Encode(e.to_string()))
+}
+
 /// A DNS message framed for TCP (RFC 1035 §4.2.2: a two-byte length, then the message);
 /// `None` for a message longer than the length can say.
 pub fn tcp_frame(msg: &[u8]) -> Option<Vec<u8>> {

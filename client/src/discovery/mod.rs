@@ -531,3 +531,6 @@ impl Discovery {
         self.try_target(now, via, targets, idx + 1);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -39,11 +39,11 @@ impl ImSession {
 
     /// Nothing reachable: at sign-in a failure; during a failover, HA1's "stop until the user
     /// signs in again".
-    pub(super) fn give_up(&mut self, why: &str) {
+    pub(super) fn give_up(&mut self, why: ImError) {
         if self.failing_over {
-            self.fail(format!("{why}: stopped until the user signs in again"));
+            self.fail(ImError::Stopped(Box::new(why)));
         } else {
-            self.fail(why.to_owned());
+            self.fail(why);
         }
     }
 

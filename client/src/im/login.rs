@@ -16,7 +16,7 @@ impl ImSession {
                 self.key = None;
                 return self.soap_connect(now);
             }
-            return self.give_up("no IM&P server reachable");
+            return self.give_up(ImError::NoSoapServer);
         };
         let name = match (self.soap_mode, self.soap_idx) {
             (SoapMode::Login, 0) => Ha1State::SOAPCONNECT_P,
@@ -77,11 +77,11 @@ impl ImSession {
         }
         let parsed = match soap::parse_response(&resp.body) {
             Ok(p) => p,
-            Err(e) => return self.fail(format!("SOAP {op}: {e}")),
+            Err(error) => return self.fail(ImError::SoapMalformed { op, error }),
         };
         match (op, parsed) {
             (_, soap::Response::Fault { subcode, .. }) if subcode == "AuthenticationFailed" => {
-                self.fail("wrong credentials".into())
+                self.fail(ImError::WrongCredentials)
             }
             // The session did not survive (HA1): try the next server, then a fresh login.
             (_, soap::Response::Fault { subcode, .. })
@@ -90,7 +90,7 @@ impl ImSession {
                 self.soap_next_server(now)
             }
             (_, soap::Response::Fault { subcode, reason }) => {
-                self.fail(format!("SOAP {op}: {subcode}: {reason}"))
+                self.fail(ImError::SoapFault { op, subcode, reason })
             }
             ("login", soap::Response::Success(key)) => {
                 self.key = Some(key);
@@ -105,7 +105,7 @@ impl ImSession {
                         .filter(|v| !v.is_empty())
                 };
                 let Some(domain) = get(soap::P_DOMAIN) else {
-                    return self.fail("SOAP get-all-config: no presence domain".into());
+                    return self.fail(ImError::NoPresenceDomain);
                 };
                 self.domain = domain;
                 let secs = |k: &str| get(k).and_then(|v| v.parse::<u32>().ok());
@@ -122,7 +122,7 @@ impl ImSession {
                 self.otp = Some(otp);
                 self.xmpp_connect(now);
             }
-            (op, other) => self.fail(format!("SOAP {op}: unexpected answer {other:?}")),
+            (op, other) => self.fail(ImError::Unexpected { op, answer: format!("{other:?}") }),
         }
     }
 }

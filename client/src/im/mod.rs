@@ -34,6 +34,9 @@ use crate::event::{ClientEvent, Ha1State};
 use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, NetError, Output, Owner};
 use crate::resolver::{Dns, QueryToken, ResolverConfig};
 
+pub use self::error::ImError;
+
+mod error;
 mod failover;
 mod login;
 mod stanzas;
@@ -410,11 +413,11 @@ impl ImSession {
         self.out.push_back(Output::Event(ClientEvent::ImState { state, node: node.to_owned() }));
     }
 
-    fn fail(&mut self, reason: String) {
+    fn fail(&mut self, error: ImError) {
         if let Some(id) = self.stream.take() {
             self.out.push_back(Output::StreamClose { id });
         }
-        self.out.push_back(Output::Event(ClientEvent::ImFailed { reason }));
+        self.out.push_back(Output::Event(ClientEvent::ImFailed { reason: error.to_string() }));
         self.st = St::Done;
         self.deadline = None;
     }
@@ -454,7 +457,7 @@ impl ImSession {
             Input::StreamFailed { id, reason } if self.stream == Some(id) => {
                 if matches!(self.st, St::Connected) && self.direct.is_some() {
                     self.stream = None;
-                    self.fail(format!("XMPP stream lost: {reason}"));
+                    self.fail(ImError::StreamLost(reason));
                 } else if matches!(self.st, St::Connected) {
                     self.stream = None;
                     self.failover(now);

@@ -8,7 +8,7 @@ impl ImSession {
     /// XMPP at node `xmpp_idx` of the configuration (HA1: `XMPPCONNECT_P`/`_S`).
     pub(super) fn xmpp_connect(&mut self, now: Time) {
         let Some(host) = self.nodes.get(self.xmpp_idx).cloned() else {
-            return self.fail("no XMPP node reachable".into());
+            return self.fail(ImError::NoXmppNodeConfigured);
         };
         let name =
             if self.xmpp_idx == 0 { Ha1State::XMPPCONNECT_P } else { Ha1State::XMPPCONNECT_S };
@@ -26,7 +26,7 @@ impl ImSession {
         self.framer.reset();
         self.xmpp_idx += 1;
         if self.xmpp_idx >= self.nodes.len() {
-            return self.give_up(&format!("no XMPP node reachable ({why})"));
+            return self.give_up(ImError::NoXmppNode(why.to_owned()));
         }
         self.keyed(now, "get-onetime-password");
     }
@@ -106,7 +106,7 @@ impl ImSession {
                 self.node_hints(&s);
                 let offered = offers(&s, "PLAIN");
                 if !offered {
-                    return self.fail("XMPP: PLAIN not offered".into());
+                    return self.fail(ImError::MechanismNotOffered("PLAIN"));
                 }
                 let b64 = xmpp::sasl_plain(&self.user, &self.password);
                 // The password: the summary leaves it out (and it only ever goes inside TLS).
@@ -120,7 +120,7 @@ impl ImSession {
                 self.node_hints(&s);
                 let offered = offers(&s, "CISCO-VTG-TOKEN");
                 if !offered {
-                    return self.fail("XMPP: CISCO-VTG-TOKEN not offered".into());
+                    return self.fail(ImError::MechanismNotOffered("CISCO-VTG-TOKEN"));
                 }
                 let otp = self.otp.take().unwrap_or_default();
                 let b64 = xmpp::sasl_vtg_token(&self.user, &self.domain, &otp);
@@ -138,7 +138,7 @@ impl ImSession {
             }
             St::Auth if s.name == "failure" => {
                 let cond = s.elements().next().map_or("failure", |c| c.name.as_str()).to_owned();
-                self.fail(format!("XMPP sign-in refused: {cond}"));
+                self.fail(ImError::Refused(cond));
             }
             St::BindFeatures if s.name == "stream:features" => {
                 let bind = Element::new("iq").attr("type", "set").attr("id", "bind1").child(
@@ -179,7 +179,7 @@ impl ImSession {
                         self.st = St::Connected;
                         self.deadline = None;
                     }
-                    _ => self.fail("XMPP: resource binding refused".into()),
+                    _ => self.fail(ImError::BindRefused),
                 }
             }
             St::Connected => {

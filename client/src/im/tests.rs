@@ -353,3 +353,87 @@ fn au5_wrong_password_is_one_clear_failure() {
         "{ev:?}"
     );
 }
+
+/// Signs alice in through SOAP and XMPP at imp2 (the configuration's primary); returns the
+/// session and its stream.
+fn connected() -> (ImSession, ConnId) {
+    let mut s = start();
+    let out = through_soap(&mut s);
+    answer_dns(&mut s, &out, [10, 1, 0, 22]);
+    let out = drain(&mut s);
+    let id = out
+        .iter()
+        .find_map(|o| match o {
+            Output::StreamOpen { id, .. } => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    s.handle_input(Time::ZERO, Input::StreamOpened { id });
+    drain(&mut s);
+    let head = xmpp::stream_header(("from", "example.com"), Some("1"));
+    stream_data(
+        &mut s,
+        id,
+        &format!(
+            "{head}<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>"
+        ),
+    );
+    stream_data(&mut s, id, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    s.handle_input(Time::ZERO, Input::StreamTls { id });
+    drain(&mut s);
+    stream_data(
+        &mut s,
+        id,
+        &format!(
+            "{head}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>CISCO-VTG-TOKEN</mechanism></mechanisms></stream:features>"
+        ),
+    );
+    stream_data(&mut s, id, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+    stream_data(
+        &mut s,
+        id,
+        &format!(
+            "{head}<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>"
+        ),
+    );
+    let out = stream_data(
+        &mut s,
+        id,
+        "<iq type='result' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>alice@example.com/uclab</jid></bind></iq>",
+    );
+    assert_eq!(states(&out), ["XMPPCONNECTED@imp2.example.com"]);
+    (s, id)
+}
+
+/// SPEC HA1/HA2 in virtual time: the stream to the node is lost → `FAILOVER`, a re-login wait
+/// drawn between the server's limits, nothing at all until it is over (the deadline says
+/// why), then the SOAP session again at the first server.
+#[test]
+fn ha1_relogin_wait_then_the_soap_session_again() {
+    let (s, id) = connected();
+    let mut h = crate::testing::Harness::new(s);
+    h.now = Duration::from_secs(100);
+    let out = h.input(Input::StreamFailed { id, reason: NetError::Reset });
+    assert_eq!(states(&out), ["FAILOVER@imp2.example.com"]);
+    let wait = events(&out)
+        .into_iter()
+        .find_map(|e| match e {
+            ClientEvent::ImRelogin { wait_s } => Some(wait_s),
+            _ => None,
+        })
+        .expect("the re-login wait is reported");
+    let (lo, hi) = h.e.relogin;
+    assert!(
+        (u64::from(lo.min(hi))..=u64::from(lo.max(hi))).contains(&wait),
+        "{wait} in {lo}..={hi}"
+    );
+    let due = Duration::from_secs(100 + wait);
+    assert_eq!(h.e.next_timer(), Some((due, ImTimer::Relogin)));
+    // Nothing happens before the wait is over.
+    assert!(h.run_until(due - Duration::from_millis(1)).is_empty());
+    let out = h.run_until(due);
+    assert_eq!(states(&out), ["SOAPCONNECT_SESSION_P@imp1.example.com"]);
+    assert!(out.iter().any(|o| matches!(o, Output::Transmit { .. })), "imp1 is looked up");
+    // Next: the lookup's retransmission (2 s), before the step's own 10 s.
+    assert_eq!(h.e.next_timer(), Some((due + Duration::from_secs(2), ImTimer::Dns)));
+}
