@@ -1,5 +1,6 @@
 //! `LiveNet`: the [`Net`] over real tokio sockets (`uclab serve`, `uclab probe`).
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -8,7 +9,9 @@ use std::time::Duration;
 use crate::capture::{Capture, TapMode};
 use crate::policy::Policy;
 use crate::rng::SeededRng;
-use crate::socket::{Accept, AsyncIo, BoxFuture, Dgram, Tap, TcpAcceptor, TcpConn, UdpSock};
+use crate::socket::{
+    BoxFuture, Listener, RawListener, RawUdp, Tap, TcpAcceptor, TcpConn, Udp, UdpSock,
+};
 use crate::tls::TlsContext;
 use crate::transcript::Transcript;
 use crate::{Lab, Net};
@@ -97,32 +100,21 @@ impl LiveNet {
     }
 }
 
-struct LiveListener(tokio::net::TcpListener);
+impl RawListener for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
 
-impl Accept for LiveListener {
-    fn accept(&self) -> BoxFuture<'_, io::Result<(Box<dyn AsyncIo>, SocketAddr)>> {
-        Box::pin(async move {
-            let (s, peer) = self.0.accept().await?;
-            Ok((Box::new(s) as Box<dyn AsyncIo>, peer))
-        })
+    fn accept_raw(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> {
+        self.accept()
     }
 }
 
-struct LiveUdp(tokio::net::UdpSocket, IpAddr, Rc<Egress>);
-
-impl Dgram for LiveUdp {
-    fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
-        Box::pin(async move {
-            self.2.check(self.1, to)?;
-            self.0.send_to(buf, to).await
-        })
+impl RawUdp for tokio::net::UdpSocket {
+    fn send_raw(&self, buf: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> {
+        self.send_to(buf, to)
     }
 
-    fn recv_from<'a>(
-        &'a self,
-        buf: &'a mut [u8],
-    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
-        Box::pin(self.0.recv_from(buf))
+    fn recv_raw(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> {
+        self.recv_from(buf)
     }
 }
 
@@ -142,16 +134,21 @@ impl Net for LiveNet {
         Box::pin(async move {
             let l = tokio::net::TcpListener::bind((self.ip, port)).await?;
             let local = l.local_addr()?;
-            Ok(TcpAcceptor::new(Box::new(LiveListener(l)), local, self.tap()))
+            Ok(TcpAcceptor::new(Box::new(Listener(l)), local, self.tap()))
         })
     }
 
     fn bind_udp(&self, port: u16) -> BoxFuture<'_, io::Result<UdpSock>> {
         Box::pin(async move {
             let s = tokio::net::UdpSocket::bind((self.ip, port)).await?;
+            let (ip, egress) = (self.ip, self.egress.clone());
             let local = s.local_addr()?;
             Ok(UdpSock::new(
-                Box::new(LiveUdp(s, self.ip, self.egress.clone())),
+                Box::new(Udp {
+                    sock: s,
+                    check: Some(Rc::new(move |to| egress.check(ip, to))),
+                    lossy: false,
+                }),
                 local,
                 self.tap(),
                 self.policy.clone(),

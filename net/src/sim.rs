@@ -1,6 +1,7 @@
 //! `SimNet`: the [`Net`] of a host inside a turmoil world.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -9,7 +10,9 @@ use std::time::Duration;
 use crate::capture::{Capture, TapMode, UNSPECIFIED};
 use crate::policy::{Action, Policy};
 use crate::rng::SeededRng;
-use crate::socket::{Accept, AsyncIo, BoxFuture, Dgram, Tap, TcpAcceptor, TcpConn, UdpSock};
+use crate::socket::{
+    BoxFuture, Listener, RawListener, RawUdp, Tap, TcpAcceptor, TcpConn, Udp, UdpSock,
+};
 use crate::tls::TlsContext;
 use crate::transcript::Transcript;
 use crate::{Lab, Net};
@@ -65,36 +68,21 @@ impl SimNet {
     }
 }
 
-struct SimListener(turmoil::net::TcpListener);
+impl RawListener for turmoil::net::TcpListener {
+    type Stream = turmoil::net::TcpStream;
 
-impl Accept for SimListener {
-    fn accept(&self) -> BoxFuture<'_, io::Result<(Box<dyn AsyncIo>, SocketAddr)>> {
-        Box::pin(async move {
-            let (s, peer) = self.0.accept().await?;
-            Ok((Box::new(s) as Box<dyn AsyncIo>, peer))
-        })
+    fn accept_raw(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> {
+        self.accept()
     }
 }
 
-struct SimUdp(turmoil::net::UdpSocket);
-
-impl Dgram for SimUdp {
-    fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
-        Box::pin(async move {
-            // turmoil fails a send to an unknown or crashed host; on a real network the
-            // datagram just disappears.
-            match self.0.send_to(buf, to).await {
-                Ok(n) => Ok(n),
-                Err(_) => Ok(buf.len()),
-            }
-        })
+impl RawUdp for turmoil::net::UdpSocket {
+    fn send_raw(&self, buf: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> {
+        self.send_to(buf, to)
     }
 
-    fn recv_from<'a>(
-        &'a self,
-        buf: &'a mut [u8],
-    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
-        Box::pin(self.0.recv_from(buf))
+    fn recv_raw(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> {
+        self.recv_from(buf)
     }
 }
 
@@ -150,7 +138,7 @@ impl Net for SimNet {
         Box::pin(async move {
             let l = turmoil::net::TcpListener::bind((UNSPECIFIED, port)).await?;
             let local = SocketAddr::new(self.ip, l.local_addr()?.port());
-            Ok(TcpAcceptor::new(Box::new(SimListener(l)), local, self.tap()))
+            Ok(TcpAcceptor::new(Box::new(Listener(l)), local, self.tap()))
         })
     }
 
@@ -159,7 +147,7 @@ impl Net for SimNet {
             let s = turmoil::net::UdpSocket::bind((UNSPECIFIED, port)).await?;
             let local = SocketAddr::new(self.ip, s.local_addr()?.port());
             Ok(UdpSock::new(
-                Box::new(SimUdp(s)),
+                Box::new(Udp { sock: s, check: None, lossy: true }),
                 local,
                 self.tap(),
                 self.policy.clone(),

@@ -163,6 +163,24 @@ pub(crate) trait Accept {
     fn accept(&self) -> BoxFuture<'_, io::Result<(Box<dyn AsyncIo>, SocketAddr)>>;
 }
 
+/// A backend's TCP listener (turmoil's or tokio's); [`Listener`] is the one adapter.
+pub(crate) trait RawListener: 'static {
+    type Stream: AsyncIo + 'static;
+    fn accept_raw(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
+}
+
+/// The adapter from a backend's listener to what [`TcpAcceptor`] taps.
+pub(crate) struct Listener<L>(pub(crate) L);
+
+impl<L: RawListener> Accept for Listener<L> {
+    fn accept(&self) -> BoxFuture<'_, io::Result<(Box<dyn AsyncIo>, SocketAddr)>> {
+        Box::pin(async move {
+            let (s, peer) = self.0.accept_raw().await?;
+            Ok((Box::new(s) as Box<dyn AsyncIo>, peer))
+        })
+    }
+}
+
 /// A tapped TCP listener.
 pub struct TcpAcceptor {
     inner: Box<dyn Accept>,
@@ -198,6 +216,46 @@ pub(crate) trait Dgram {
     fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>>;
     fn recv_from<'a>(&'a self, buf: &'a mut [u8])
     -> BoxFuture<'a, io::Result<(usize, SocketAddr)>>;
+}
+
+/// A backend's UDP socket (turmoil's or tokio's); [`Udp`] is the one adapter.
+pub(crate) trait RawUdp: 'static {
+    fn send_raw(&self, buf: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>>;
+    fn recv_raw(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>>;
+}
+
+/// Where a backend may send, checked before each datagram (live mode's egress rule).
+pub(crate) type SendCheck = Rc<dyn Fn(SocketAddr) -> io::Result<()>>;
+
+/// The adapter from a backend's UDP socket to what [`UdpSock`] taps.
+pub(crate) struct Udp<S> {
+    pub(crate) sock: S,
+    /// Checked before each send.
+    pub(crate) check: Option<SendCheck>,
+    /// A send the backend fails is a datagram lost on the way (turmoil fails a send to an
+    /// unknown or crashed host; on a real network the datagram just disappears).
+    pub(crate) lossy: bool,
+}
+
+impl<S: RawUdp> Dgram for Udp<S> {
+    fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
+        Box::pin(async move {
+            if let Some(check) = &self.check {
+                check(to)?;
+            }
+            match self.sock.send_raw(buf, to).await {
+                Err(_) if self.lossy => Ok(buf.len()),
+                r => r,
+            }
+        })
+    }
+
+    fn recv_from<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
+        Box::pin(self.sock.recv_raw(buf))
+    }
 }
 
 /// A tapped UDP socket.
