@@ -6,24 +6,17 @@ use super::*;
 impl ImSession {
     /// SOAP at server `soap_idx` (HA1: `SOAPCONNECT_P`, then `SOAPCONNECT_S`).
     pub(super) fn soap_connect(&mut self, now: Time) {
-        let Some(host) = self.servers.get(self.soap_idx).cloned() else {
-            if self.soap_mode == SoapMode::Session {
+        let Some(host) = self.servers.get(self.ha1.soap_idx).cloned() else {
+            if self.ha1.session_lost_everywhere() {
                 // HA1: neither server kept the session: FAILOVER again, then a fresh login.
                 let node = self.servers.first().cloned().unwrap_or_default();
                 self.state(Ha1State::FAILOVER, &node);
-                self.soap_mode = SoapMode::Login;
-                self.soap_idx = 0;
                 self.key = None;
                 return self.soap_connect(now);
             }
             return self.give_up(ImError::NoSoapServer);
         };
-        let name = match (self.soap_mode, self.soap_idx) {
-            (SoapMode::Login, 0) => Ha1State::SOAPCONNECT_P,
-            (SoapMode::Login, _) => Ha1State::SOAPCONNECT_S,
-            (SoapMode::Session, 0) => Ha1State::SOAPCONNECT_SESSION_P,
-            (SoapMode::Session, _) => Ha1State::SOAPCONNECT_SESSION_S,
-        };
+        let name = self.ha1.soap_state();
         self.state(name, &host);
         let token = self.resolve(now, &host);
         self.st = St::ResolveSoap { token };
@@ -31,8 +24,8 @@ impl ImSession {
     }
 
     pub(super) fn soap_next_server(&mut self, now: Time) {
-        self.soap_idx += 1;
-        if self.soap_mode == SoapMode::Login {
+        self.ha1.next_soap();
+        if self.ha1.soap_mode == SoapMode::Login {
             self.key = None;
         }
         self.soap_connect(now);
@@ -41,7 +34,7 @@ impl ImSession {
     pub(super) fn soap(&mut self, now: Time, op: &'static str, body: String) {
         let Some(addr) = self.soap_addr else { return };
         let id = self.next_http.take_next();
-        let host = self.servers[self.soap_idx].clone();
+        let host = self.servers[self.ha1.soap_idx].clone();
         self.out.push_back(Output::Http(HttpReq {
             id,
             addr,
@@ -85,7 +78,7 @@ impl ImSession {
             }
             // The session did not survive (HA1): try the next server, then a fresh login.
             (_, soap::Response::Fault { subcode, .. })
-                if subcode == "InvalidSession" && self.soap_mode == SoapMode::Session =>
+                if subcode == "InvalidSession" && self.ha1.soap_mode == SoapMode::Session =>
             {
                 self.soap_next_server(now)
             }
@@ -112,7 +105,7 @@ impl ImSession {
                 if let (Some(lo), Some(hi)) =
                     (secs(soap::P_RELOGIN_LOWER), secs(soap::P_RELOGIN_UPPER))
                 {
-                    self.relogin = (lo, hi);
+                    self.ha1.relogin = (lo, hi);
                 }
                 self.nodes =
                     [get(soap::P_PRIMARY), get(soap::P_SECONDARY)].into_iter().flatten().collect();

@@ -33,6 +33,7 @@ use crate::Time;
 use crate::event::{ClientEvent, Ha1State};
 use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, NetError, Output, Owner};
 use crate::resolver::{Dns, QueryToken, ResolverConfig};
+use failover::Ha1;
 
 pub use self::error::ImError;
 
@@ -173,7 +174,7 @@ enum St {
 
 /// How SOAP is reached (SPEC HA1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SoapMode {
+pub(super) enum SoapMode {
     /// A fresh `login` (`SOAPCONNECT_P`/`_S`).
     Login,
     /// The existing session key (`SOAPCONNECT_SESSION_P`/`_S`), after a failover.
@@ -189,22 +190,17 @@ pub struct ImSession {
     resource: String,
     /// IM&P servers of the service profile, in order.
     servers: Vec<String>,
-    soap_idx: usize,
-    soap_mode: SoapMode,
-    /// A failover is under way: giving up means stopping until the user signs in again.
-    failing_over: bool,
+    /// Where SPEC HA1 stands: the server and node being tried, login or session.
+    ha1: Ha1,
     /// Direct XMPP to this server with SASL PLAIN, no SOAP (a plain XMPP server such as
     /// Prosody; `uclab probe-xmpp`).
     direct: Option<SocketAddr>,
-    /// SPEC HA2 re-login limits from the server, seconds.
-    relogin: (u32, u32),
     rng: ChaCha8Rng,
     soap_addr: Option<SocketAddr>,
     key: Option<String>,
     domain: String,
     /// XMPP nodes from the configuration: primary, then secondary.
     nodes: Vec<String>,
-    xmpp_idx: usize,
     otp: Option<String>,
     stream: Option<ConnId>,
     framer: Framer,
@@ -219,8 +215,6 @@ pub struct ImSession {
     /// The effective contact source (`DirectoryServerType`); SPEC HA4 supports high
     /// availability with LDAP (`EDI`, `BDI`) and not with `UDS`.
     contact_source: String,
-    /// HA4 has been reported for this sign-in.
-    ha4_reported: bool,
     out: VecDeque<Output>,
 }
 
@@ -261,17 +255,13 @@ impl ImSession {
             password: password.to_owned(),
             resource: resource.to_owned(),
             servers: Vec::new(),
-            soap_idx: 0,
-            soap_mode: SoapMode::Login,
-            failing_over: false,
             direct: None,
-            relogin: (120, 480),
+            ha1: Ha1::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             soap_addr: None,
             key: None,
             domain: String::new(),
             nodes: Vec::new(),
-            xmpp_idx: 0,
             otp: None,
             stream: None,
             framer: Framer::new(),
@@ -283,7 +273,6 @@ impl ImSession {
             next_dns: (seed >> 24) as u16 | 1,
             rooms: BTreeMap::new(),
             contact_source: String::new(),
-            ha4_reported: false,
             out: VecDeque::new(),
         }
     }
@@ -496,7 +485,7 @@ impl ImSession {
                 | St::Auth
                 | St::BindFeatures
                 | St::Bind => self.xmpp_next_node(now, "timeout"),
-                St::Failover => self.relogin(now),
+                St::Failover => self.relogin_due(now),
                 St::Connected | St::Done => self.deadline = None,
             }
         }
@@ -514,7 +503,7 @@ impl ImSession {
                 St::ResolveSoap { token: want } if want == token => match ip {
                     Some(ip) => {
                         self.soap_addr = Some(SocketAddr::new(ip, SOAP_PORT));
-                        if self.soap_mode == SoapMode::Session && self.key.is_some() {
+                        if self.ha1.soap_mode == SoapMode::Session && self.key.is_some() {
                             self.keyed(now, "get-all-config");
                         } else {
                             let body =

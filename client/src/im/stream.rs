@@ -7,11 +7,10 @@ use super::*;
 impl ImSession {
     /// XMPP at node `xmpp_idx` of the configuration (HA1: `XMPPCONNECT_P`/`_S`).
     pub(super) fn xmpp_connect(&mut self, now: Time) {
-        let Some(host) = self.nodes.get(self.xmpp_idx).cloned() else {
+        let Some(host) = self.nodes.get(self.ha1.xmpp_idx).cloned() else {
             return self.fail(ImError::NoXmppNodeConfigured);
         };
-        let name =
-            if self.xmpp_idx == 0 { Ha1State::XMPPCONNECT_P } else { Ha1State::XMPPCONNECT_S };
+        let name = self.ha1.xmpp_state();
         self.state(name, &host);
         let token = self.resolve(now, &host);
         self.st = St::ResolveXmpp { token };
@@ -24,8 +23,7 @@ impl ImSession {
             self.out.push_back(Output::StreamClose { id });
         }
         self.framer.reset();
-        self.xmpp_idx += 1;
-        if self.xmpp_idx >= self.nodes.len() {
+        if !self.ha1.next_xmpp(self.nodes.len()) {
             return self.give_up(ImError::NoXmppNode(why.to_owned()));
         }
         self.keyed(now, "get-onetime-password");
@@ -153,7 +151,7 @@ impl ImSession {
                 let jid = s.find("bind").and_then(|b| b.find("jid")).map(Element::text);
                 match (s.get("type"), jid) {
                     (Some("result"), Some(jid)) => {
-                        let node = self.nodes.get(self.xmpp_idx).cloned().unwrap_or_default();
+                        let node = self.nodes.get(self.ha1.xmpp_idx).cloned().unwrap_or_default();
                         self.state(Ha1State::XMPPCONNECTED, &node);
                         self.out.push_back(Output::Event(ClientEvent::ImSignedIn { jid }));
                         // RFC 6121 §2.2: the roster before initial presence.

@@ -422,7 +422,7 @@ fn ha1_relogin_wait_then_the_soap_session_again() {
             _ => None,
         })
         .expect("the re-login wait is reported");
-    let (lo, hi) = h.e.relogin;
+    let (lo, hi) = h.e.ha1.relogin;
     assert!(
         (u64::from(lo.min(hi))..=u64::from(lo.max(hi))).contains(&wait),
         "{wait} in {lo}..={hi}"
