@@ -42,6 +42,7 @@ use crate::sip::uas::{Seen, Uas};
 
 mod calls;
 mod failover;
+use failover::{Monitor, SrstMonitor};
 mod register;
 
 /// How often the active connection is pinged (RFC 5626 §4.4.1 CRLF keepalive).
@@ -176,9 +177,8 @@ pub struct Phone {
     /// Over UDP: the OPTIONS ping's transaction (it retransmits; Timer F is the pong
     /// timeout), to the active node.
     ping_txn: Option<ClientTxn>,
-    /// On SRST: next probe of the first member, and since when it has answered (CC5).
-    probe_at: Option<Time>,
-    cucm_back_since: Option<Time>,
+    /// On SRST: watching for the first member to come back (CC5).
+    monitor: SrstMonitor,
     /// Calls (SPEC CC4, CC5) and their client transactions.
     calls: Calls,
     call_txns: Vec<ClientTxn>,
@@ -248,8 +248,7 @@ impl Phone {
             ping_at: None,
             pong_by: None,
             ping_txn: None,
-            probe_at: None,
-            cucm_back_since: None,
+            monitor: SrstMonitor::default(),
             out: VecDeque::new(),
         };
         let reliable = !p.udp();
@@ -272,7 +271,7 @@ impl Phone {
             }
         }
         self.clear_timers();
-        self.probe_at = None;
+        self.monitor.stop();
         self.state = State::Closed;
         self.held.clear();
         self.calls.close_all();
@@ -340,7 +339,7 @@ impl Phone {
             (self.keepalive_at, PhoneTimer::Keepalive),
             (self.ping_at, PhoneTimer::Ping),
             (self.pong_by, PhoneTimer::Pong),
-            (self.probe_at, PhoneTimer::Probe),
+            (self.monitor.probe_at(), PhoneTimer::Probe),
             (waiting, PhoneTimer::Retry),
             (self.ping_txn.as_ref().and_then(ClientTxn::poll_timeout), PhoneTimer::PingTxn),
             (legs, PhoneTimer::Leg),
@@ -603,8 +602,7 @@ impl Phone {
                 self.heartbeat(now, Role::Keepalive, b);
             }
         }
-        if due(self.probe_at) {
-            self.probe_at = Some(now + Duration::from_secs(30));
+        if self.monitor.probe_due(now) {
             self.heartbeat(now, Role::Probe, 0);
         }
         self.pump(now);

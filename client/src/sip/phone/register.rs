@@ -290,9 +290,7 @@ impl Phone {
                     self.flush_calls();
                     if srst {
                         // CC5: watch for CUCM coming back.
-                        self.probe_at = Some(
-                            now + Duration::from_secs(u64::from(self.cfg.keepalive.clamp(1, 30))),
-                        );
+                        self.monitor.start(now, self.cfg.keepalive);
                         self.keepalive_at = None;
                     } else {
                         // WIRE.md: keepalives to the backup member, if there is one.
@@ -310,19 +308,18 @@ impl Phone {
             }
             Role::Probe => {
                 // CC5: CUCM answers; after connectionMonitorDuration of that, go back.
-                let since = *self.cucm_back_since.get_or_insert(now);
-                if since == now {
+                let monitor = Duration::from_secs(u64::from(self.cfg.connection_monitor));
+                let verdict = self.monitor.answered(now, monitor);
+                if matches!(verdict, Monitor::FirstAnswer | Monitor::Return { first: true }) {
                     self.event(ClientEvent::PhoneState {
                         state: "cucm-reachable".into(),
                         node,
                         reason: String::new(),
                     });
                 }
-                let monitor = Duration::from_secs(u64::from(self.cfg.connection_monitor));
-                if now >= since + monitor {
-                    return self.return_to_cucm(now);
+                if let Monitor::Return { .. } = verdict {
+                    self.return_to_cucm(now);
                 }
-                self.probe_at = Some((now + Duration::from_secs(30)).min(since + monitor));
             }
             Role::Leave => self.close_leg(Role::Leave),
         }
