@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use uclab_mocks::sip::{Cluster, SipConfig, SipLine, Transport};
+use uclab_mocks::cucm::sip::{Cluster, SipConfig, SipLine, Transport};
 use uclab_proto::sip::frame::{Frame, StreamFramer};
 use uclab_proto::sip::parse;
 

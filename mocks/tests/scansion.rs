@@ -16,9 +16,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use uclab_mocks::imp::router::{Limits, Router};
+use uclab_mocks::imp::xmpp::{Action, ServerSession};
 use uclab_mocks::imp::{ImpConfig, ImpState, ImpUser};
-use uclab_mocks::router::{Limits, Router};
-use uclab_mocks::xmpp::{Action, ServerSession};
 use uclab_proto::xmpp::{self, Element, Node};
 
 /// The scripts inside IMP1, each of which must pass.

@@ -2,6 +2,7 @@
 //! from them, the timeline of actions and faults, expectations, and the outputs of a run
 //! (pcapng capture, transcript, report.json, JUnit XML). Also the live mode (`serve`).
 
+pub mod capacity;
 pub mod commands;
 pub mod live;
 pub mod nodes;

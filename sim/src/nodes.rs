@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use uclab_mocks::cucm::{CucmConfig, CucmUser};
+use uclab_mocks::imp::muc::{ChatDb, MucConfig};
+use uclab_mocks::imp::router::Router;
+use uclab_mocks::imp::xmpp;
 use uclab_mocks::imp::{ImpConfig, ImpState, ImpUser};
-use uclab_mocks::muc::{ChatDb, MucConfig};
-use uclab_mocks::router::Router;
-use uclab_mocks::{cas, cucm, dns, host, http, imp, xmpp};
+use uclab_mocks::{cas, cucm, dns, host, http, imp};
 use uclab_net::Net;
 use uclab_proto::uds::UdsUser;
 
@@ -86,7 +87,7 @@ pub struct Shared {
     /// The group chat databases (SPEC IMP5), by node name: up while their node runs.
     dbs: RefCell<BTreeMap<String, ChatDb>>,
     /// Each CUCM cluster's SIP registrations and routing (SPEC CC1), by cluster name.
-    sip: RefCell<BTreeMap<String, Rc<RefCell<uclab_mocks::sip::Cluster>>>>,
+    sip: RefCell<BTreeMap<String, Rc<RefCell<cucm::sip::Cluster>>>>,
     /// The user directory's credential policy lockout (issue 13), made when first asked for.
     lockout: RefCell<Option<Option<Rc<uclab_mocks::lockout::Lockout>>>>,
 }
@@ -133,8 +134,8 @@ impl Shared {
         s: &Scenario,
         c: &crate::scenario::CucmNode,
         live: &BTreeMap<SocketAddr, SocketAddr>,
-    ) -> Rc<RefCell<uclab_mocks::sip::Cluster>> {
-        use uclab_mocks::sip::{Cluster, PresenceTrunk, SipConfig};
+    ) -> Rc<RefCell<cucm::sip::Cluster>> {
+        use cucm::sip::{Cluster, PresenceTrunk, SipConfig};
         self.sip
             .borrow_mut()
             .entry(c.cluster.clone())
@@ -281,7 +282,7 @@ pub enum NodePlan {
         /// The conference bridge's RTP port.
         bridge: u16,
         /// The cluster's SIP registrations and routing.
-        sip_cluster: Rc<RefCell<uclab_mocks::sip::Cluster>>,
+        sip_cluster: Rc<RefCell<cucm::sip::Cluster>>,
     },
     /// IM&P SOAP and XMPP.
     Imp {
@@ -310,7 +311,7 @@ pub enum NodePlan {
         /// SIP port (UDP and TCP).
         port: u16,
         /// Registrations of every user's lines.
-        cluster: Rc<RefCell<uclab_mocks::sip::Cluster>>,
+        cluster: Rc<RefCell<cucm::sip::Cluster>>,
     },
     /// The persistent chat database (SPEC IMP5).
     ChatDb {
@@ -331,8 +332,8 @@ pub fn csf_device(u: &crate::scenario::User) -> String {
 }
 
 /// A user's line as the SIP registrars know it (SPEC CC1).
-fn sip_line(u: &crate::scenario::User) -> uclab_mocks::sip::SipLine {
-    uclab_mocks::sip::SipLine {
+fn sip_line(u: &crate::scenario::User) -> cucm::sip::SipLine {
+    cucm::sip::SipLine {
         user: u.id.clone(),
         extension: u.extension.clone(),
         device: csf_device(u),
@@ -449,7 +450,7 @@ pub fn plan(
         }
         NodeKind::ChatDb => NodePlan::ChatDb { port: own("postgres"), db: shared.db(&n.name) },
         NodeKind::Srst => {
-            use uclab_mocks::sip::{Cluster, SipConfig};
+            use cucm::sip::{Cluster, SipConfig};
             // The site's devices: every user's line, no digest (SRST accepts what registers).
             let lines = s.users.iter().map(sip_line).collect();
             let cfg =
@@ -587,13 +588,13 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
                 spoilt(cucm::tftp_handler(cfg.clone()), broken_tftp),
             ));
             let host = cfg.host.clone();
-            let b = tokio::task::spawn_local(uclab_mocks::sip::bridge(
+            let b = tokio::task::spawn_local(cucm::sip::bridge(
                 net.clone(),
                 host.clone(),
                 bridge,
                 sip_cluster.clone(),
             ));
-            let s = tokio::task::spawn_local(uclab_mocks::sip::serve(
+            let s = tokio::task::spawn_local(cucm::sip::serve(
                 net.clone(),
                 host,
                 (sip.0, Some(sip.1)),
@@ -609,7 +610,7 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
         }
         NodePlan::Srst { host, port, cluster } => {
             let names = vec![host.clone()];
-            uclab_mocks::sip::serve(net, host, (port, None), names, cluster).await
+            cucm::sip::serve(net, host, (port, None), names, cluster).await
         }
         NodePlan::ChatDb { port, db } => {
             db.set_up(true);
@@ -640,7 +641,7 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             ));
             // SPEC CC7: CUCM's presence trunk.
             // Entity tags need only differ between nodes: numbered from the node's name.
-            let state = uclab_mocks::imp_sip::Trunk::new(
+            let state = imp::trunk::Trunk::new(
                 &cfg.domain,
                 cfg.users.iter().map(|u| u.id.clone()),
                 uclab_net::derive_seed(0, &cfg.host),
@@ -649,7 +650,7 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
                 let users = cfg.users.iter().map(|u| u.id.clone()).collect();
                 (to, cucm, cfg.host.clone(), users)
             });
-            let trunk = tokio::task::spawn_local(uclab_mocks::imp_sip::serve(
+            let trunk = tokio::task::spawn_local(imp::trunk::serve(
                 net.clone(),
                 sip,
                 state,

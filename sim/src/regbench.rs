@@ -18,7 +18,7 @@ use uclab_client::event::ClientEvent;
 use uclab_client::io::{ConnId, Input, Output, Owner};
 use uclab_client::phone::{Phone, PhoneUser};
 use uclab_client::resolver::{Dns, ResolverConfig};
-use uclab_mocks::sip::{Cluster, FlowId, Outgoing, SipConfig, SipLine, Transport};
+use uclab_mocks::cucm::sip::{Cluster, FlowId, Outgoing, SipConfig, SipLine, Transport};
 use uclab_proto::sip::frame::{Frame, StreamFramer};
 use uclab_proto::uds::DeviceConfig;
 

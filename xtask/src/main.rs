@@ -222,7 +222,7 @@ fn storm(sizes: &[usize]) -> bool {
 /// in a simulated hour; one JSON line with the rates the design guide quotes and the wall time.
 fn cap2_one(users: usize, contacts: usize) -> bool {
     let t = Instant::now();
-    let r = uclab_mocks::capacity::cap2(users, contacts, 3_600, 1);
+    let r = uclab_sim::capacity::cap2(users, contacts, 3_600, 1);
     let wall = t.elapsed().as_secs_f64();
     println!(
         "{}",

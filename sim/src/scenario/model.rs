@@ -48,7 +48,7 @@ pub struct ImpNode {
     /// Client re-login limits, seconds (SPEC HA2).
     pub relogin: (u32, u32),
     /// Contact and watcher list limits (SPEC IMP3).
-    pub limits: uclab_mocks::router::Limits,
+    pub limits: uclab_mocks::imp::router::Limits,
     /// Subcluster, 1 to 3 (SPEC HA3); failover stays inside it.
     pub subcluster: u8,
     /// How users are spread over the cluster's nodes (SPEC HA3).
@@ -58,7 +58,7 @@ pub struct ImpNode {
     /// The `chatdb` node holding persistent rooms.
     pub chat_db: Option<String>,
     /// Room and occupant limits of the node's conferencing service.
-    pub room_limits: uclab_mocks::muc::RoomLimits,
+    pub room_limits: uclab_mocks::imp::muc::RoomLimits,
 }
 
 /// SPEC HA3 user assignment over subclusters 1–3 and their nodes A and B.
@@ -95,7 +95,7 @@ pub struct CucmNode {
     /// 1 UDP, 2 TCP, 3 TLS with the "encrypted" security mode), cluster-wide; `None`: TCP.
     pub sip_transport: Option<u8>,
     /// Presence groups and the Inter-Presence Group Subscribe Policy (SPEC CC6).
-    pub presence: uclab_mocks::sip::PresencePolicy,
+    pub presence: uclab_mocks::cucm::sip::PresencePolicy,
     /// The IM&P node CUCM's SIP trunk publishes line states to (SPEC CC7), cluster-wide.
     pub presence_trunk: Option<String>,
     /// CC7's trunk mode: `true` with "IMP PUBLISH Trunk" on (CUCM PUBLISHes line states),

@@ -127,8 +127,8 @@ fn imp(i: &Item<'_, NodeSpec>, names: &Names<'_>, errs: &mut Vec<CheckError>) ->
         ));
     }
     // SPEC IMP3: "Maximum Contact List Size" and "Maximum Watchers", 200 each.
-    let d = uclab_mocks::router::Limits::default();
-    let limits = uclab_mocks::router::Limits {
+    let d = uclab_mocks::imp::router::Limits::default();
+    let limits = uclab_mocks::imp::router::Limits {
         contacts: n.contact_limit.unwrap_or(d.contacts),
         watchers: n.watcher_limit.unwrap_or(d.watchers),
     };
@@ -155,7 +155,7 @@ fn imp(i: &Item<'_, NodeSpec>, names: &Names<'_>, errs: &mut Vec<CheckError>) ->
         }
     };
     // SPEC IMP5 per-node limits: 16,500 rooms, 1,500 persistent, 1,000 occupants.
-    let d = uclab_mocks::muc::RoomLimits::default();
+    let d = uclab_mocks::imp::muc::RoomLimits::default();
     let mut limit = |v: &Option<S<usize>>, default: usize, what: &str| match v {
         None => default,
         Some(v) if *v.get_ref() >= 1 => *v.get_ref(),
@@ -164,7 +164,7 @@ fn imp(i: &Item<'_, NodeSpec>, names: &Names<'_>, errs: &mut Vec<CheckError>) ->
             default
         }
     };
-    let room_limits = uclab_mocks::muc::RoomLimits {
+    let room_limits = uclab_mocks::imp::muc::RoomLimits {
         rooms: limit(&n.room_limit, d.rooms, "room_limit"),
         persistent: limit(&n.persistent_room_limit, d.persistent, "persistent_room_limit"),
         occupants: limit(&n.occupant_limit, d.occupants, "occupant_limit"),
@@ -320,9 +320,9 @@ fn params(
 fn presence_policy(
     i: &Item<'_, NodeSpec>,
     errs: &mut Vec<CheckError>,
-) -> uclab_mocks::sip::PresencePolicy {
+) -> uclab_mocks::cucm::sip::PresencePolicy {
     let n = &i.spec;
-    let mut presence = uclab_mocks::sip::PresencePolicy::default();
+    let mut presence = uclab_mocks::cucm::sip::PresencePolicy::default();
     for r in &n.presence_groups {
         let allow = match r.policy.get_ref().as_str() {
             "allowed" => Some(true),

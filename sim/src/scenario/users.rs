@@ -144,11 +144,11 @@ pub(super) fn users(
             config_file: u.config_file.clone(),
             contacts: u.contacts.iter().map(|c| c.get_ref().clone()).collect(),
             partition: u.partition.as_ref().map_or_else(
-                || uclab_mocks::sip::DEFAULT_PARTITION.into(),
+                || uclab_mocks::cucm::sip::DEFAULT_PARTITION.into(),
                 |p| p.get_ref().clone(),
             ),
             subscribe_css: match u.subscribe_css.as_ref().map(|c| (c.span().start, c.get_ref())) {
-                None => Some(vec![uclab_mocks::sip::DEFAULT_PARTITION.into()]),
+                None => Some(vec![uclab_mocks::cucm::sip::DEFAULT_PARTITION.into()]),
                 Some((_, CssSpec::List(l))) => Some(l.clone()),
                 Some((_, CssSpec::Name(n))) if n == "<None>" => None,
                 Some((at, CssSpec::Name(n))) => {
@@ -160,14 +160,14 @@ pub(super) fn users(
                 }
             },
             presence_group: u.presence_group.as_ref().map_or_else(
-                || uclab_mocks::sip::DEFAULT_PRESENCE_GROUP.into(),
+                || uclab_mocks::cucm::sip::DEFAULT_PRESENCE_GROUP.into(),
                 |g| g.get_ref().clone(),
             ),
             blf: u.blf.iter().map(|b| b.get_ref().clone()).collect(),
             id,
         });
         for b in &u.blf {
-            if !uclab_mocks::sip::valid_extension(b.get_ref()) {
+            if !uclab_mocks::cucm::sip::valid_extension(b.get_ref()) {
                 errs.push(i.src.err(b.span().start, format!("bad BLF number `{}`", b.get_ref())));
             }
         }
@@ -177,12 +177,12 @@ pub(super) fn users(
     for u in &user_out {
         *dials.entry(u.cluster.as_str()).or_default() += u.blf.len();
     }
-    for (c, n) in dials.into_iter().filter(|(_, n)| *n > uclab_mocks::sip::MAX_BLF) {
+    for (c, n) in dials.into_iter().filter(|(_, n)| *n > uclab_mocks::cucm::sip::MAX_BLF) {
         errs.push(src.err(
             0,
             format!(
                 "cluster `{c}` has {n} BLF speed dials; at most {} per cluster (SPEC CC6)",
-                uclab_mocks::sip::MAX_BLF
+                uclab_mocks::cucm::sip::MAX_BLF
             ),
         ));
     }
@@ -215,15 +215,15 @@ pub(super) fn users(
     // SPEC CAP3: an IM&P cluster's contact entries (every user's contacts) stay within its
     // budget of 45,000 users × 75.
     let entries: usize = items.iter().map(|i| i.spec.contacts.len()).sum();
-    if limits.is_some() && entries > uclab_mocks::router::CONTACT_BUDGET {
+    if limits.is_some() && entries > uclab_mocks::imp::router::CONTACT_BUDGET {
         errs.push(src.err(
             0,
             format!(
                 "the IM&P cluster holds {entries} contact entries; its budget is {} \
                  ({} users × {}, SPEC CAP3)",
-                uclab_mocks::router::CONTACT_BUDGET,
-                uclab_mocks::router::BUDGET_USERS,
-                uclab_mocks::router::BUDGET_CONTACTS,
+                uclab_mocks::imp::router::CONTACT_BUDGET,
+                uclab_mocks::imp::router::BUDGET_USERS,
+                uclab_mocks::imp::router::BUDGET_CONTACTS,
             ),
         ));
     }

@@ -4,9 +4,9 @@
 //! private messages through the room, and the node's room and occupant limits.
 //!
 //! The service is sans-IO: [`Muc::handle`] takes a stanza already stamped with the sender's
-//! full JID and returns what to deliver to whom; the [`crate::router::Router`] owns the
-//! sessions and does the sending. Every node hosts its own service (`conference-<node>.<domain>`),
-//! so the per-node limits of SPEC IMP5 are per service.
+//! full JID and returns what to deliver to whom; the cluster's router, which owns the
+//! services, holds the sessions and does the sending. Every node hosts its own service
+//! (`conference-<node>.<domain>`), so the per-node limits of SPEC IMP5 are per service.
 //!
 //! The external database (SPEC IMP5, HA5) is a [`ChatDb`] flag the database node keeps up while
 //! it runs. With persistent chat enabled the service does not start without it (every room

@@ -15,8 +15,8 @@ use std::rc::Rc;
 
 use uclab_proto::xmpp::{self, Element, Frame, Framer};
 
+use crate::imp::router::{NS_ROSTER, Router};
 use crate::imp::{ImpConfig, ImpState};
-use crate::router::{NS_ROSTER, Router};
 
 const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use uclab_proto::sip::{self, Message, Start};
 
-use crate::router::Router;
-use crate::sip::summary;
+use crate::cucm::sip::summary;
+use crate::imp::router::Router;
 
 /// Longest publication granted (RFC 3903 §6: the server may shorten it), and the default.
 const MAX_EXPIRES: u32 = 3600;
@@ -259,7 +259,8 @@ impl Gateway {
             Some(t) => format!("<{uri}>;tag={t}"),
             None => format!("<{uri}>"),
         };
-        let branch = format!("z9hG4bK{:016x}", crate::sip::fnv(&[call_id, &s.cseq.to_string()]));
+        let branch =
+            format!("z9hG4bK{:016x}", crate::cucm::sip::fnv(&[call_id, &s.cseq.to_string()]));
         Some(
             Message::request("SUBSCRIBE", &uri)
                 .with("Via", format!("SIP/2.0/UDP {local};branch={branch}"))
@@ -369,7 +370,7 @@ pub async fn serve<N: uclab_net::Net>(
     router: Rc<RefCell<Router>>,
 ) -> std::io::Result<()> {
     let mut udp = net.bind_udp(port).await?;
-    udp.set_dscp(crate::sip::DSCP_SIGNALLING);
+    udp.set_dscp(crate::cucm::sip::DSCP_SIGNALLING);
     let local = udp.local_addr();
     let mut gw = gateway.map(|(to, cucm, host, users)| {
         Gateway::new((to, &cucm), (&host, local), &trunk.domain.clone(), users)
@@ -449,12 +450,12 @@ mod tests {
     fn cc7_publish_sets_and_clears_the_phone_state() {
         let mut t = trunk();
         let now = Duration::ZERO;
-        let busy = crate::sip::pidf("sip:alice@example.com", "1001", "busy");
+        let busy = crate::cucm::sip::pidf("sip:alice@example.com", "1001", "busy");
         let (r, c) = t.handle(now, &publish("sip:alice@example.com", "presence", &busy, 3600));
         assert_eq!(r.code(), Some(200));
         assert_eq!(c, Some(("alice@example.com".into(), true)));
         // RFC 3903: a modify names the publication; a new tag comes back.
-        let idle = crate::sip::pidf("sip:alice@example.com", "1001", "idle");
+        let idle = crate::cucm::sip::pidf("sip:alice@example.com", "1001", "idle");
         let mut m = publish("sip:alice@example.com", "presence", &idle, 3600);
         m.push("SIP-If-Match", etag(&r));
         let (r2, c) = t.handle(now, &m);
@@ -475,7 +476,7 @@ mod tests {
     #[test]
     fn cc7_publications_expire_and_a_refresh_keeps_the_state() {
         let mut t = trunk();
-        let busy = crate::sip::pidf("sip:bob@example.com", "1002", "busy");
+        let busy = crate::cucm::sip::pidf("sip:bob@example.com", "1002", "busy");
         let (r, _) =
             t.handle(Duration::ZERO, &publish("sip:bob@example.com", "presence", &busy, 60));
         assert_eq!(r.get("Expires"), Some("60"));
@@ -492,7 +493,7 @@ mod tests {
     #[test]
     fn cc7_refusals() {
         let mut t = trunk();
-        let busy = crate::sip::pidf("sip:alice@example.com", "1001", "busy");
+        let busy = crate::cucm::sip::pidf("sip:alice@example.com", "1001", "busy");
         let mut code = |m: Message| t.handle(Duration::ZERO, &m).0.code();
         assert_eq!(code(publish("sip:alice@other.test", "presence", &busy, 60)), Some(404));
         // Users the cluster does not have: refused, nothing stored.
@@ -549,7 +550,7 @@ mod tests {
             );
             sip::parse(text.as_bytes()).unwrap()
         };
-        let busy = crate::sip::pidf("sip:1001@cucm1", "1001", "busy");
+        let busy = crate::cucm::sip::pidf("sip:1001@cucm1", "1001", "busy");
         let (r, c) = g.on_notify(Duration::ZERO, &notify("active;expires=500", &busy));
         assert_eq!((r.code(), c), (Some(200), Some(("alice@example.com".into(), true))));
         let (_, c) = g.on_notify(Duration::ZERO, &notify("terminated;reason=timeout", &busy));

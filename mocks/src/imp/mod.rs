@@ -12,6 +12,11 @@
 //! replicated database makes it (the client gets it from the node it signed in to and
 //! presents it to its home node, SPEC HA1).
 
+pub mod muc;
+pub mod router;
+pub mod trunk;
+pub mod xmpp;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;

@@ -5,6 +5,8 @@
 //! realm "Cisco Web Services Realm"), answers `clusterUser` for users of other clusters
 //! through ILS, and gives 404/405/503 where real UDS does.
 
+pub mod sip;
+
 use std::rc::Rc;
 
 use uclab_proto::uds::{

@@ -18,7 +18,7 @@ use std::time::Duration;
 use uclab_proto::jid::{bare, resource, valid_bare, valid_jid};
 use uclab_proto::xmpp::{Element, error_reply, stamp};
 
-use crate::muc::{Muc, MucConfig};
+use crate::imp::muc::{Muc, MucConfig};
 
 /// Where the router sends stanzas for a bound session.
 pub type Mailbox = tokio::sync::mpsc::UnboundedSender<Element>;
@@ -273,7 +273,7 @@ impl Router {
         }
     }
 
-    fn deliver(&mut self, out: Vec<crate::muc::Delivery>) {
+    fn deliver(&mut self, out: Vec<crate::imp::muc::Delivery>) {
         for (to, s) in out {
             self.send(&to, s);
         }
@@ -1127,8 +1127,8 @@ mod tests {
 
     fn with_muc(
         persistent_chat: bool,
-        db: Option<crate::muc::ChatDb>,
-        limits: crate::muc::RoomLimits,
+        db: Option<crate::imp::muc::ChatDb>,
+        limits: crate::imp::muc::RoomLimits,
     ) -> Router {
         let mut r = router();
         r.add_muc(MucConfig { service: SVC.into(), persistent_chat, db, limits });
@@ -1203,7 +1203,7 @@ mod tests {
 
     #[test]
     fn imp5_persistent_rooms_history_and_database() {
-        let db = crate::muc::ChatDb::default();
+        let db = crate::imp::muc::ChatDb::default();
         db.set_up(true);
         let mut r = with_muc(true, Some(db.clone()), Default::default());
         let (a, b) = ("alice@example.com/pc", "bob@example.com/pc");
@@ -1256,7 +1256,7 @@ mod tests {
 
     #[test]
     fn imp5_service_needs_its_database_to_start() {
-        let db = crate::muc::ChatDb::default();
+        let db = crate::imp::muc::ChatDb::default();
         let mut r = with_muc(true, Some(db.clone()), Default::default());
         let a = "alice@example.com/pc";
         let mut ra = online(&mut r, a);
@@ -1282,9 +1282,9 @@ mod tests {
 
     #[test]
     fn imp5_room_and_occupant_limits() {
-        let db = crate::muc::ChatDb::default();
+        let db = crate::imp::muc::ChatDb::default();
         db.set_up(true);
-        let limits = crate::muc::RoomLimits { rooms: 2, persistent: 1, occupants: 2 };
+        let limits = crate::imp::muc::RoomLimits { rooms: 2, persistent: 1, occupants: 2 };
         let mut r = with_muc(true, Some(db), limits);
         let users = ["a", "b", "c"].map(|u| format!("{u}@example.com/pc"));
         let mut rx: Vec<Rx> = users.iter().map(|u| online(&mut r, u)).collect();

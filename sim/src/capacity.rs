@@ -3,16 +3,17 @@
 //! seeded moment of one hour. Every notification the router sends is counted by second and by
 //! the subcluster of the watcher it goes to, whose node delivers it.
 //!
-//! The simulation in `uclab-sim` cannot step thousands of hosts through a simulated hour (it
-//! would tick every host each millisecond), so this drives the router itself, the code the
-//! IM&P nodes run, in event order.
+//! The turmoil simulation cannot step thousands of hosts through a simulated hour (it would
+//! tick every host each millisecond), so this drives the mocks' router itself
+//! (`uclab_mocks::imp::router`), the code the IM&P nodes run, in event order. A bench like
+//! [`crate::regbench`], so it lives here rather than in the mocks; `cargo xtask bench cap2`
+//! runs it.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use uclab_mocks::imp::router::{Limits, Router};
 use uclab_proto::xmpp::Element;
-
-use crate::router::{Limits, Router};
 
 /// Subclusters of the modelled cluster (HA3: at most three pairs).
 pub const SUBCLUSTERS: usize = 3;
@@ -150,7 +151,7 @@ mod tests {
 
     #[test]
     fn cap3_budget_leaves_65_contacts_per_other_user() {
-        use crate::router::{CONTACT_BUDGET, contacts_left};
+        use uclab_mocks::imp::router::{CONTACT_BUDGET, contacts_left};
         assert_eq!(CONTACT_BUDGET, 3_375_000);
         assert_eq!(contacts_left(1_000, 500), Some(65));
         assert_eq!(contacts_left(0, 0), Some(75));
