@@ -1,5 +1,36 @@
 //! Mock nodes of uclab. Each node kind is an async service over [`uclab_net::Net`],
 //! configured from its scenario table; state lives in plain structs tested without I/O.
+//!
+//! # Layout
+//!
+//! One module per node kind, a folder when the node runs more than one service; it owns those
+//! services, their state and their tests:
+//!
+//! - [`cucm`]: a CUCM node. `mod.rs` is its HTTP side (UDS on 8443, TFTP-over-HTTP on 6970);
+//!   [`cucm::sip`] the cluster's SIP line side: `mod.rs` the cluster state, `proxy.rs` the
+//!   request checks and call routing, `registrar.rs`, `blf.rs` (line presence and the
+//!   presence trunk's CUCM end), `conf.rs` (the ad hoc conference bridge), `serve.rs` (the
+//!   sockets), `tests.rs`.
+//! - [`imp`]: an IM&P node. `mod.rs` the node's configuration, users, sessions and one-time
+//!   passwords; [`imp::soap`] (EPAS), [`imp::xmpp`] (client connections), [`imp::router`]
+//!   (the cluster's rosters, presence and messages: `mod.rs`, `roster.rs`, `presence.rs`,
+//!   `tests.rs`), [`imp::muc`] (text conferencing), [`imp::trunk`] (the presence trunk's
+//!   IM&P end).
+//! - [`srst`]: the SRST router, CUCM's SIP service in its SRST mode.
+//! - [`dns`], [`cas`]: one-service nodes, a file each.
+//!
+//! Beside them, what every node uses: [`http`] (the HTTP(S) server), [`host`] (a host with
+//! open ports and no protocol), [`limits`] (connection caps), [`lockout`] (the user
+//! directory's credential policy, shared by CUCM and IM&P).
+//!
+//! A new node kind (Expressway's `expressway/` with `c` and `e`, `federation/` peers) gets its
+//! own module here, a folder once it has a second service, and takes only the shared modules
+//! and the services it really talks to. Imports go one way: node kinds use the shared modules,
+//! never the reverse; `srst` and `imp::trunk` use `cucm::sip` (the code SRST runs, and the
+//! PIDF, tags and transcript form of the trunk's other end), and nothing in `cucm` names
+//! them. Inside a folder the parts use `mod.rs` and each other one way (`imp::router` uses
+//! `imp::muc`; `imp::xmpp` uses the router). Benches and models that only drive these
+//! services (CAP2's `capacity`, the REGISTER bench) live in `uclab-sim`, not here.
 
 pub mod cas;
 pub mod cucm;
@@ -9,3 +40,4 @@ pub mod http;
 pub mod imp;
 pub mod limits;
 pub mod lockout;
+pub mod srst;

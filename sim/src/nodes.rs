@@ -13,7 +13,7 @@ use uclab_mocks::imp::muc::{ChatDb, MucConfig};
 use uclab_mocks::imp::router::Router;
 use uclab_mocks::imp::xmpp;
 use uclab_mocks::imp::{ImpConfig, ImpState, ImpUser};
-use uclab_mocks::{cas, cucm, dns, host, http, imp};
+use uclab_mocks::{cas, cucm, dns, host, http, imp, srst};
 use uclab_net::Net;
 use uclab_proto::uds::UdsUser;
 
@@ -450,11 +450,10 @@ pub fn plan(
         }
         NodeKind::ChatDb => NodePlan::ChatDb { port: own("postgres"), db: shared.db(&n.name) },
         NodeKind::Srst => {
-            use cucm::sip::{Cluster, SipConfig};
+            use cucm::sip::Cluster;
             // The site's devices: every user's line, no digest (SRST accepts what registers).
             let lines = s.users.iter().map(sip_line).collect();
-            let cfg =
-                SipConfig { domain: s.domain.clone(), lines, srst: true, ..SipConfig::default() };
+            let cfg = srst::sip_config(&s.domain, lines);
             let seed = uclab_net::derive_seed(shared.seed, &format!("srst:{}", n.name));
             NodePlan::Srst {
                 host: n.fqdn.clone(),
@@ -608,10 +607,7 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             b.abort();
             u
         }
-        NodePlan::Srst { host, port, cluster } => {
-            let names = vec![host.clone()];
-            cucm::sip::serve(net, host, (port, None), names, cluster).await
-        }
+        NodePlan::Srst { host, port, cluster } => srst::serve(net, host, port, cluster).await,
         NodePlan::ChatDb { port, db } => {
             db.set_up(true);
             let _down = OnDrop(|| db.set_up(false));
@@ -632,7 +628,7 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             // One-time passwords expire by the node's clock (simulated in simulation).
             let clock = net.clone();
             shared.state.borrow_mut().set_clock(Rc::new(move || clock.now()));
-            let handler = imp::soap_handler(cfg.clone(), shared.state.clone());
+            let handler = imp::soap::soap_handler(cfg.clone(), shared.state.clone());
             let t = tokio::task::spawn_local(http::serve(
                 net.clone(),
                 soap,

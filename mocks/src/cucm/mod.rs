@@ -4,6 +4,9 @@
 //! UDS asks for HTTP Basic where the real service does (`user/{id}`, `user/{id}/devices`;
 //! realm "Cisco Web Services Realm"), answers `clusterUser` for users of other clusters
 //! through ILS, and gives 404/405/503 where real UDS does.
+//!
+//! The node kind's other service, the cluster's SIP line side (registrar, call routing, line
+//! presence, conference bridge), is [`sip`].
 
 pub mod sip;
 

@@ -599,7 +599,7 @@ mod tests {
     #[test]
     fn au4_one_time_password_works_once() {
         let (cfg, st) = node();
-        let otp = crate::imp::test_support::one_time_password(&cfg, &st, "alice");
+        let otp = crate::imp::soap::test_support::one_time_password(&cfg, &st, "alice");
         let token = xmpp::sasl_vtg_token("alice", "example.com", &otp);
         let mut s = ServerSession::new(cfg.clone(), st.clone());
         open(&mut s);

@@ -3,7 +3,7 @@
 //! expiry and the backup node's keepalive.
 
 use super::*;
-use uclab_proto::sip::digest;
+use uclab_proto::sip::{self, digest, parse_name_addr, split_list};
 
 impl Cluster {
     /// §10.3: the registrar.

@@ -1,7 +1,7 @@
 use super::*;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use uclab_proto::sip::frame::{Frame, StreamFramer};
-use uclab_proto::sip::md5_hex;
+use uclab_proto::sip::{self, md5_hex};
 
 const NODE: &str = "cucm1.example.com";
 

@@ -1,0 +1,445 @@
+use super::*;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+type Rx = UnboundedReceiver<Element>;
+
+fn router() -> Router {
+    Router::new("example.com", Limits::default())
+}
+
+fn connect(r: &mut Router, jid: &str) -> Rx {
+    let (tx, rx) = unbounded_channel();
+    r.bind(jid, tx);
+    rx
+}
+
+fn drain(rx: &mut Rx) -> Vec<String> {
+    std::iter::from_fn(|| rx.try_recv().ok()).map(|e| e.to_xml()).collect()
+}
+
+fn parse(from: &str, xml: &str) -> Element {
+    let mut e = uclab_proto::xmpp::parse_element(xml.as_bytes()).unwrap();
+    e.set("from", from);
+    e
+}
+
+fn send(r: &mut Router, from: &str, xml: &str) {
+    r.handle(parse(from, xml), Duration::from_secs(1_767_603_600));
+}
+
+/// Online with initial presence; returns the session's receiver after draining it.
+fn online(r: &mut Router, jid: &str) -> Rx {
+    let mut rx = connect(r, jid);
+    send(r, jid, "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>");
+    send(r, jid, "<presence/>");
+    drain(&mut rx);
+    rx
+}
+
+#[test]
+fn imp2_multiple_device_messaging() {
+    let mut r = router();
+    let msg = |to: &str, body: &str| {
+        format!("<message to='{to}' type='chat'><body>{body}</body></message>")
+    };
+    let mut desk = online(&mut r, "alice@example.com/desk");
+    let mut phone = online(&mut r, "alice@example.com/phone");
+    let mut tablet = connect(&mut r, "alice@example.com/tablet");
+    send(&mut r, "alice@example.com/tablet", "<presence><priority>-1</priority></presence>");
+    drain(&mut desk);
+    drain(&mut phone);
+    drain(&mut tablet);
+    let bob = "bob@example.com/pc";
+    // First message: every client with a non-negative priority.
+    send(&mut r, bob, &msg("alice@example.com", "1"));
+    assert_eq!(
+        (drain(&mut desk).len(), drain(&mut phone).len(), drain(&mut tablet).len()),
+        (1, 1, 0)
+    );
+    // The phone answers: bob's next messages go to the phone only.
+    send(&mut r, "alice@example.com/phone", &msg("bob@example.com", "hi"));
+    send(&mut r, bob, &msg("alice@example.com", "2"));
+    assert!(drain(&mut phone)[0].contains(">2<") && drain(&mut desk).is_empty());
+    // Alice answers from the desk: messages follow there.
+    send(&mut r, "alice@example.com/desk", &msg("bob@example.com", "back"));
+    send(&mut r, bob, &msg("alice@example.com", "3"));
+    assert!(drain(&mut desk)[0].contains(">3<") && drain(&mut phone).is_empty());
+    // Another sender is a separate conversation: all clients again.
+    send(&mut r, "carol@example.com/x", &msg("alice@example.com", "c"));
+    assert_eq!(drain(&mut desk).len() + drain(&mut phone).len(), 2);
+    // The desk signs out: the lock goes with it.
+    r.unbind("alice@example.com/desk");
+    drain(&mut phone);
+    send(&mut r, bob, &msg("alice@example.com", "4"));
+    assert!(drain(&mut phone)[0].contains(">4<"));
+}
+
+#[test]
+fn imp4_offline_messages_wait_for_available_presence() {
+    let mut r = router();
+    let msg = |to: &str, body: &str| format!("<message to='{to}'><body>{body}</body></message>");
+    send(&mut r, "alice@example.com/a", &msg("bob@example.com", "one"));
+    send(&mut r, "alice@example.com/a", &msg("bob@example.com/phone", "two"));
+    // Connected but not available: bare-JID messages are still stored.
+    let mut desk = connect(&mut r, "bob@example.com/desk");
+    send(&mut r, "alice@example.com/a", &msg("bob@example.com", "three"));
+    assert!(drain(&mut desk).is_empty());
+    send(&mut r, "bob@example.com/desk", "<presence/>");
+    let got = drain(&mut desk);
+    assert_eq!(got.len(), 4, "own presence, then three stored messages: {got:?}");
+    assert!(got[1].contains("one") && got[1].contains("urn:xmpp:delay"));
+    assert!(got[1].contains("stamp=\"2026-01-05T09:00:00Z\""), "{}", got[1]);
+    assert!(got[3].contains("three"));
+    r.unbind("bob@example.com/desk");
+    for i in 0..(OFFLINE_MAX + 5) {
+        send(&mut r, "alice@example.com/a", &msg("bob@example.com", &i.to_string()));
+    }
+    let mut rx = connect(&mut r, "bob@example.com/x");
+    send(&mut r, "bob@example.com/x", "<presence/>");
+    let got = drain(&mut rx);
+    assert_eq!(got.len(), OFFLINE_MAX + 1, "bounded");
+    assert!(got[1].contains("<body>5</body>"), "oldest dropped first: {}", got[1]);
+}
+
+#[test]
+fn imp1_subscription_handshake_and_presence() {
+    let mut r = router();
+    let (a, b) = ("alice@example.com/desk", "bob@example.com/pc");
+    let mut ra = online(&mut r, a);
+    let mut rb = online(&mut r, b);
+    send(&mut r, a, "<presence to='bob@example.com' type='subscribe'/>");
+    let got = drain(&mut ra);
+    assert!(got[0].contains("ask=\"subscribe\"") && got[0].contains("subscription=\"none\""));
+    let got = drain(&mut rb);
+    assert!(got[0].contains("type=\"subscribe\"") && got[0].contains("from=\"alice@example.com\""));
+    send(&mut r, b, "<presence to='alice@example.com' type='subscribed'/>");
+    let got = drain(&mut rb);
+    assert!(got[0].contains("subscription=\"from\""), "{got:?}");
+    let got = drain(&mut ra);
+    assert!(got[0].contains("type=\"subscribed\""), "{got:?}");
+    assert!(got[1].contains("subscription=\"to\"") && !got[1].contains("ask"), "{got:?}");
+    assert!(got[2].contains(&format!("from=\"{b}\"")), "bob's presence: {got:?}");
+    // Bob goes away: Alice (a watcher) is notified, counted.
+    let before = r.counters().presence_notifications;
+    send(&mut r, b, "<presence><show>away</show></presence>");
+    assert!(drain(&mut ra)[0].contains("<show>away</show>"));
+    assert_eq!(r.counters().presence_notifications, before + 1);
+    // Alice going away reaches nobody else: Bob does not watch her.
+    drain(&mut rb);
+    send(&mut r, a, "<presence><show>dnd</show></presence>");
+    assert!(drain(&mut rb).is_empty());
+    drain(&mut ra);
+    // Bob signs out: Alice sees him go.
+    r.unbind(b);
+    assert!(drain(&mut ra)[0].contains("type=\"unavailable\""));
+    // Alice unsubscribes: both rosters lose the subscription.
+    send(&mut r, a, "<presence to='bob@example.com' type='unsubscribe'/>");
+    assert!(drain(&mut ra)[0].contains("subscription=\"none\""));
+    let mut rb = connect(&mut r, b);
+    send(&mut r, b, "<iq type='get' id='g'><query xmlns='jabber:iq:roster'/></iq>");
+    assert!(drain(&mut rb)[0].contains("subscription=\"none\""));
+}
+
+#[test]
+fn imp1_roster_set_get_remove_and_errors() {
+    let mut r = router();
+    let a = "alice@example.com/desk";
+    let mut ra = online(&mut r, a);
+    send(
+        &mut r,
+        a,
+        "<iq type='set' id='s1'><query xmlns='jabber:iq:roster'><item jid='nurse@example.com' name='Nurse'><group>Servants</group></item></query></iq>",
+    );
+    let got = drain(&mut ra);
+    assert!(got[0].contains("type=\"result\"") && got[0].contains("id=\"s1\""), "{got:?}");
+    assert!(got[1].contains("ver=\"1\"") && got[1].contains("<group>Servants</group>"));
+    for (bad, cond) in [
+        ("<item jid='nurse@example.com/x'/>", "jid-malformed"),
+        ("<item jid='a@example.com'/><item jid='b@example.com'/>", "bad-request"),
+        ("<item jid='x@example.com'><group></group></item>", "not-acceptable"),
+        ("<item jid='ghost@example.com' subscription='remove'/>", "item-not-found"),
+    ] {
+        let xml =
+            format!("<iq type='set' id='e'><query xmlns='jabber:iq:roster'>{bad}</query></iq>");
+        send(&mut r, a, &xml);
+        let got = drain(&mut ra);
+        assert!(got[0].contains(cond) && got[0].contains("type=\"error\""), "{bad}: {got:?}");
+    }
+    send(
+        &mut r,
+        a,
+        "<iq type='set' id='rm'><query xmlns='jabber:iq:roster'><item jid='nurse@example.com' subscription='remove'/></query></iq>",
+    );
+    let got = drain(&mut ra);
+    assert!(got[1].contains("subscription=\"remove\"") && got[1].contains("ver=\"2\""));
+    send(&mut r, a, "<iq type='get' id='g'><query xmlns='jabber:iq:roster'/></iq>");
+    assert!(!drain(&mut ra)[0].contains("<item"));
+}
+
+#[test]
+fn imp3_contact_and_watcher_limits() {
+    let mut r = Router::new("example.com", Limits { contacts: 2, watchers: 1 });
+    assert!(r.provision("alice", "bob") && r.provision("alice", "carol"));
+    assert!(!r.provision("alice", "dave"), "contact list full");
+    assert!(!r.provision("erin", "bob"), "bob's watcher list full");
+    let a = "alice@example.com/desk";
+    let mut ra = online(&mut r, a);
+    send(
+        &mut r,
+        a,
+        "<iq type='set' id='s'><query xmlns='jabber:iq:roster'><item jid='dave@example.com'/></query></iq>",
+    );
+    assert!(drain(&mut ra)[0].contains("not-allowed"));
+    send(&mut r, a, "<presence to='dave@example.com' type='subscribe'/>");
+    let got = drain(&mut ra);
+    assert!(got[0].contains("type=\"error\"") && got[0].contains("not-allowed"), "{got:?}");
+    // Frank asks to watch Bob, whose one watcher place is taken: refused.
+    let f = "frank@example.com/x";
+    let mut rf = online(&mut r, f);
+    send(&mut r, f, "<presence to='bob@example.com' type='subscribe'/>");
+    let got = drain(&mut rf);
+    assert!(got.iter().any(|g| g.contains("not-allowed")), "{got:?}");
+    assert_eq!(r.counters().limit_refusals, 3);
+}
+
+#[test]
+fn preapproval_and_full_request_kept() {
+    let mut r = router();
+    let (a, b) = ("alice@example.com/desk", "bob@example.com/pc");
+    let mut ra = online(&mut r, a);
+    send(&mut r, a, "<presence to='bob@example.com' type='subscribed'/>");
+    assert!(drain(&mut ra)[0].contains("approved=\"true\""));
+    let mut rb = online(&mut r, b);
+    send(&mut r, b, "<presence to='alice@example.com' type='subscribe'/>");
+    let got = drain(&mut rb);
+    assert!(got[0].contains("ask=\"subscribe\""), "{got:?}");
+    assert!(got[1].contains("type=\"subscribed\""), "pre-approved: {got:?}");
+    // A request to an offline user keeps its payload and is shown at each sign-in.
+    send(
+        &mut r,
+        a,
+        "<presence to='carol@example.com' type='subscribe'><preauth xmlns='urn:xmpp:pars:0' token='t'/></presence>",
+    );
+    for res in ["one", "two"] {
+        let c = format!("carol@example.com/{res}");
+        let mut rc = connect(&mut r, &c);
+        send(&mut r, &c, "<presence/>");
+        let got = drain(&mut rc);
+        assert!(got[1].contains("preauth") && got[1].contains("type=\"subscribe\""), "{got:?}");
+        r.unbind(&c);
+    }
+}
+
+#[test]
+fn malformed_addresses_are_refused_not_stored() {
+    let mut r = router();
+    let a = "alice@example.com/desk";
+    let mut ra = online(&mut r, a);
+    for to in ["@@", "bob@", "@example.com", "bob@example.com/", "a b@example.com"] {
+        send(&mut r, a, &format!("<message to='{to}'><body>x</body></message>"));
+        let got = drain(&mut ra);
+        assert!(got.len() == 1 && got[0].contains("jid-malformed"), "{to}: {got:?}");
+    }
+    assert_eq!(r.counters().stored, 0);
+    // Server and full JIDs are fine.
+    send(&mut r, a, "<iq type='get' id='p' to='example.com'><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert!(!drain(&mut ra)[0].contains("jid-malformed"));
+}
+
+const SVC: &str = "conference-imp1.example.com";
+
+fn with_muc(
+    persistent_chat: bool,
+    db: Option<crate::imp::muc::ChatDb>,
+    limits: crate::imp::muc::RoomLimits,
+) -> Router {
+    let mut r = router();
+    r.add_muc(MucConfig { service: SVC.into(), persistent_chat, db, limits });
+    r
+}
+
+fn join(r: &mut Router, from: &str, nick: &str, history: Option<u32>) {
+    let h = history.map(|n| format!("<history maxstanzas='{n}'/>")).unwrap_or_default();
+    let xml = format!(
+        "<presence to='team@{SVC}/{nick}'><x xmlns='http://jabber.org/protocol/muc'>{h}</x></presence>"
+    );
+    send(r, from, &xml);
+}
+
+fn say(r: &mut Router, from: &str, body: &str) {
+    let xml = format!("<message to='team@{SVC}' type='groupchat'><body>{body}</body></message>");
+    send(r, from, &xml);
+}
+
+fn persist(r: &mut Router, from: &str) {
+    send(
+        r,
+        from,
+        &format!(
+            "<iq type='set' id='c' to='team@{SVC}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'>\
+             <value>1</value></field></x></query></iq>"
+        ),
+    );
+}
+
+#[test]
+fn imp5_ad_hoc_room_lives_while_occupied() {
+    let mut r = with_muc(false, None, Default::default());
+    let (a, b) = ("alice@example.com/pc", "bob@example.com/pc");
+    let (mut ra, mut rb) = (online(&mut r, a), online(&mut r, b));
+    join(&mut r, a, "alice", None);
+    let got = drain(&mut ra);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].contains("code=\"110\"") && got[0].contains("code=\"201\""), "{got:?}");
+    assert!(got[0].contains("affiliation=\"owner\""));
+    assert!(got[1].contains("<subject/>"));
+    join(&mut r, b, "bob", None);
+    let (ga, gb) = (drain(&mut ra), drain(&mut rb));
+    assert!(ga.len() == 1 && ga[0].contains(&format!("from=\"team@{SVC}/bob\"")), "{ga:?}");
+    assert_eq!(gb.len(), 3, "{gb:?}");
+    assert!(gb[0].contains("/alice") && gb[1].contains("110") && !gb[1].contains("201"));
+    // Nick taken by someone else; a second nick for the same session.
+    join(&mut r, "carol@example.com/pc", "bob", None);
+    join(&mut r, b, "bobby", None);
+    assert!(drain(&mut rb)[0].contains("not-acceptable"));
+    say(&mut r, a, "hello");
+    let (ga, gb) = (drain(&mut ra), drain(&mut rb));
+    assert!(ga[0].contains("hello") && gb[0].contains("hello") && gb[0].contains("/alice"));
+    // A non-occupant cannot post.
+    let mut rc = connect(&mut r, "carol@example.com/pc");
+    say(&mut r, "carol@example.com/pc", "intruder");
+    assert!(drain(&mut rc)[0].contains("not-acceptable"));
+    // bob's session ends: alice sees him go.
+    r.unbind(b);
+    let ga = drain(&mut ra);
+    assert!(ga.iter().any(|x| x.contains("/bob") && x.contains("unavailable")), "{ga:?}");
+    // The last one leaves: the ad hoc room dies with its history.
+    send(&mut r, a, &format!("<presence to='team@{SVC}/alice' type='unavailable'/>"));
+    assert!(drain(&mut ra)[0].contains("110"));
+    assert_eq!(r.muc(SVC).unwrap().room_counts(), (0, 0));
+    join(&mut r, a, "alice", None);
+    let got = drain(&mut ra);
+    assert!(got[0].contains("201") && !got.iter().any(|x| x.contains("hello")), "{got:?}");
+}
+
+#[test]
+fn imp5_persistent_rooms_history_and_database() {
+    let db = crate::imp::muc::ChatDb::default();
+    db.set_up(true);
+    let mut r = with_muc(true, Some(db.clone()), Default::default());
+    let (a, b) = ("alice@example.com/pc", "bob@example.com/pc");
+    let (mut ra, mut rb) = (online(&mut r, a), online(&mut r, b));
+    join(&mut r, a, "alice", None);
+    // Only the owner configures.
+    join(&mut r, b, "bob", None);
+    persist(&mut r, b);
+    assert!(drain(&mut rb).last().unwrap().contains("forbidden"));
+    persist(&mut r, a);
+    assert!(drain(&mut ra).iter().any(|x| x.contains("type=\"result\"")));
+    for i in 0..120 {
+        say(&mut r, a, &format!("m{i}"));
+    }
+    send(&mut r, a, &format!("<presence to='team@{SVC}/alice' type='unavailable'/>"));
+    send(&mut r, b, &format!("<presence to='team@{SVC}/bob' type='unavailable'/>"));
+    drain(&mut ra);
+    drain(&mut rb);
+    // Empty, persistent: it stays; 15 shown on join, at most 100 on request.
+    assert_eq!(r.muc(SVC).unwrap().room_counts(), (0, 1));
+    join(&mut r, b, "bob", None);
+    let got = drain(&mut rb);
+    let hist: Vec<_> = got.iter().filter(|x| x.contains("urn:xmpp:delay")).collect();
+    assert_eq!(hist.len(), 15, "{got:?}");
+    assert!(hist[0].contains("m105") && hist[14].contains("m119"));
+    send(&mut r, b, &format!("<presence to='team@{SVC}/bob' type='unavailable'/>"));
+    join(&mut r, b, "bob", Some(500));
+    let got = drain(&mut rb);
+    assert_eq!(got.iter().filter(|x| x.contains("urn:xmpp:delay")).count(), 100);
+    // The database is lost: chat goes on, nothing is written, no new persistent room.
+    db.set_up(false);
+    say(&mut r, b, "unsaved");
+    assert!(drain(&mut rb)[0].contains("unsaved"));
+    assert_eq!(r.muc(SVC).unwrap().counters().not_written, 1);
+    send(&mut r, a, &format!("<presence to='other@{SVC}/alice'/>"));
+    send(
+        &mut r,
+        a,
+        &format!(
+            "<iq type='set' id='c' to='other@{SVC}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'>\
+             <value>1</value></field></x></query></iq>"
+        ),
+    );
+    assert!(drain(&mut ra).last().unwrap().contains("service-unavailable"));
+    send(&mut r, b, &format!("<presence to='team@{SVC}/bob' type='unavailable'/>"));
+    join(&mut r, b, "bob", Some(100));
+    assert!(!drain(&mut rb).iter().any(|x| x.contains("unsaved")));
+}
+
+#[test]
+fn imp5_service_needs_its_database_to_start() {
+    let db = crate::imp::muc::ChatDb::default();
+    let mut r = with_muc(true, Some(db.clone()), Default::default());
+    let a = "alice@example.com/pc";
+    let mut ra = online(&mut r, a);
+    join(&mut r, a, "alice", None);
+    assert!(drain(&mut ra)[0].contains("service-unavailable"));
+    // It did not start; the database coming up later does not start it...
+    db.set_up(true);
+    join(&mut r, a, "alice", None);
+    assert!(drain(&mut ra)[0].contains("service-unavailable"));
+    // ...a restart of the node does.
+    r.set_muc_up(SVC, false);
+    r.set_muc_up(SVC, true);
+    join(&mut r, a, "alice", None);
+    assert!(drain(&mut ra)[0].contains("110"));
+    // Without persistent chat, ad hoc rooms need no database.
+    let mut r = with_muc(false, None, Default::default());
+    let mut ra = online(&mut r, a);
+    join(&mut r, a, "alice", None);
+    assert!(drain(&mut ra)[0].contains("110"));
+    persist(&mut r, a);
+    assert!(drain(&mut ra)[0].contains("not-allowed"));
+}
+
+#[test]
+fn imp5_room_and_occupant_limits() {
+    let db = crate::imp::muc::ChatDb::default();
+    db.set_up(true);
+    let limits = crate::imp::muc::RoomLimits { rooms: 2, persistent: 1, occupants: 2 };
+    let mut r = with_muc(true, Some(db), limits);
+    let users = ["a", "b", "c"].map(|u| format!("{u}@example.com/pc"));
+    let mut rx: Vec<Rx> = users.iter().map(|u| online(&mut r, u)).collect();
+    for (u, n) in users.iter().zip(["a", "b", "c"]) {
+        join(&mut r, u, n, None);
+    }
+    assert!(drain(&mut rx[2])[0].contains("service-unavailable"));
+    persist(&mut r, &users[0]);
+    assert!(drain(&mut rx[0]).last().unwrap().contains("result"));
+    send(&mut r, &users[2], &format!("<presence to='two@{SVC}/c'/>"));
+    assert!(drain(&mut rx[2])[0].contains("110"));
+    send(
+        &mut r,
+        &users[2],
+        &format!(
+            "<iq type='set' id='c' to='two@{SVC}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'>\
+             <value>1</value></field></x></query></iq>"
+        ),
+    );
+    assert!(drain(&mut rx[2])[0].contains("resource-constraint"));
+    send(&mut r, &users[2], &format!("<presence to='three@{SVC}/c'/>"));
+    assert!(drain(&mut rx[2])[0].contains("resource-constraint"));
+    // A node crash loses ad hoc rooms; the persistent one is in the database.
+    r.set_muc_up(SVC, false);
+    assert_eq!(r.muc(SVC).unwrap().room_counts(), (0, 1));
+    send(&mut r, &users[2], &format!("<presence to='three@{SVC}/c'/>"));
+    assert!(drain(&mut rx[2])[0].contains("service-unavailable"));
+}
+
+#[test]
+fn stamps() {
+    assert_eq!(stamp(Duration::ZERO), "1970-01-01T00:00:00Z");
+    assert_eq!(stamp(Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+    assert_eq!(stamp(Duration::from_secs(1_767_603_661)), "2026-01-05T09:01:01Z");
+}
