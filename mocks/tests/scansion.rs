@@ -15,8 +15,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-use uclab_mocks::imp::router::{Limits, Router};
+use uclab_mocks::imp::router::{Limits, Router, SessionId};
 use uclab_mocks::imp::xmpp::{Action, ServerSession};
 use uclab_mocks::imp::{ImpConfig, ImpState, ImpUser};
 use uclab_proto::xmpp::{self, Element, Node};
@@ -112,7 +111,8 @@ fn parse(text: &str) -> Result<Script, String> {
 
 struct Conn {
     session: ServerSession,
-    rx: UnboundedReceiver<Element>,
+    /// The session id the router delivers to.
+    id: SessionId,
     jid: String,
     received: VecDeque<Element>,
     open: bool,
@@ -180,9 +180,7 @@ impl Lab {
                     }
                 }
                 Action::Bound(j) => {
-                    let (tx, rx) = unbounded_channel();
-                    self.router.bind(&j, tx);
-                    c.rx = rx;
+                    self.router.bind(&j, c.id);
                     c.jid = j;
                 }
                 Action::Route(s) => self.router.handle(s, NOW),
@@ -190,12 +188,17 @@ impl Lab {
                 Action::StartTls | Action::Sent(_) => {}
             }
         }
-        for c in self.conns.values_mut() {
-            while let Ok(e) = c.rx.try_recv() {
+        self.collect();
+        Ok(())
+    }
+
+    /// Hands what the router delivered to each session's connection, as the node's I/O does.
+    fn collect(&mut self) {
+        while let Some((id, e)) = self.router.poll_output() {
+            if let Some(c) = self.conns.values_mut().find(|c| c.id == id) {
                 c.received.push_back(e);
             }
         }
-        Ok(())
     }
 
     fn connect(&mut self, name: &str) -> Result<(), String> {
@@ -204,8 +207,8 @@ impl Lab {
         let resource = spec.resource.clone().or(rest.split_once('/').map(|(_, r)| r.to_owned()));
         let auth = xmpp::sasl_plain(local, &spec.password);
         let session = ServerSession::new(self.cfg.clone(), self.state.clone());
-        let (_, rx) = unbounded_channel();
-        let conn = Conn { session, rx, jid: String::new(), received: VecDeque::new(), open: true };
+        let id = self.conns.values().map(|c| c.id).max().unwrap_or(0) + 1;
+        let conn = Conn { session, id, jid: String::new(), received: VecDeque::new(), open: true };
         self.conns.insert(name.to_owned(), conn);
         let header = xmpp::stream_header(("to", &self.cfg.domain), None);
         self.feed(name, &header)?;
@@ -238,11 +241,7 @@ impl Lab {
         if let Some(c) = self.conns.remove(name) {
             self.router.unbind(&c.jid);
         }
-        for c in self.conns.values_mut() {
-            while let Ok(e) = c.rx.try_recv() {
-                c.received.push_back(e);
-            }
-        }
+        self.collect();
         Ok(())
     }
 

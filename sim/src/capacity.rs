@@ -11,8 +11,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-use uclab_mocks::imp::router::{Limits, Router};
+use uclab_mocks::imp::router::{Limits, Router, SessionId};
 use uclab_proto::xmpp::Element;
 
 /// Subclusters of the modelled cluster (HA3: at most three pairs).
@@ -76,19 +75,15 @@ pub fn cap2(users: usize, contacts: usize, seconds: u64, seed: u64) -> Cap2 {
         }
     }
     // Balanced assignment (HA3): user k's home is in subcluster k mod 3.
-    let mut boxes: Vec<UnboundedReceiver<Element>> = Vec::with_capacity(users);
+    // Session k is user k's one client.
     let full = |k: usize| format!("{}@{domain}/jabber", name(k));
     for k in 0..users {
-        let (tx, rx) = unbounded_channel();
-        router.bind(&full(k), tx);
-        boxes.push(rx);
+        router.bind(&full(k), k as SessionId);
     }
     for k in 0..users {
         router.handle(Element::new("presence").attr("from", &full(k)), Duration::ZERO);
     }
-    for b in &mut boxes {
-        while b.try_recv().is_ok() {}
-    }
+    while router.poll_output().is_some() {}
     let start = router.counters().presence_notifications;
 
     let mut rng = seed;
@@ -106,12 +101,11 @@ pub fn cap2(users: usize, contacts: usize, seconds: u64, seed: u64) -> Cap2 {
             .attr("from", &full(k))
             .child(Element::new("show").text_node("away"));
         router.handle(p, at);
-        for (w, b) in boxes.iter_mut().enumerate() {
-            while let Ok(s) = b.try_recv() {
-                if s.name == "presence" && s.get("from").is_some_and(|f| f != full(w)) {
-                    per_subcluster[w % SUBCLUSTERS] += 1;
-                    this_second += 1;
-                }
+        while let Some((session, s)) = router.poll_output() {
+            let w = usize::try_from(session).unwrap_or(usize::MAX);
+            if s.name == "presence" && s.get("from").is_some_and(|f| f != full(w)) {
+                per_subcluster[w % SUBCLUSTERS] += 1;
+                this_second += 1;
             }
         }
     }

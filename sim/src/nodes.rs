@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use uclab_mocks::cucm::{CucmConfig, CucmUser};
+use uclab_mocks::imp::hub::Hub;
 use uclab_mocks::imp::muc::{ChatDb, MucConfig};
 use uclab_mocks::imp::router::Router;
 use uclab_mocks::imp::xmpp;
@@ -74,7 +75,7 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
 #[derive(Clone, Debug)]
 pub struct ImpShared {
     state: Rc<RefCell<ImpState>>,
-    router: Rc<RefCell<Router>>,
+    hub: Rc<Hub>,
 }
 
 /// Per-run state shared between nodes, made once per run and handed to every [`plan`].
@@ -238,7 +239,7 @@ impl Shared {
                             .unwrap_or(uclab_net::Entropy::Seed(seed))
                             .secrets(&format!("imp:{}", c.cluster)),
                     ))),
-                    router: Rc::new(RefCell::new(router)),
+                    hub: Hub::new(router),
                 }
             })
             .clone()
@@ -617,13 +618,9 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             // Up while this future lives; a crash drops it and marks the node down (HA1), and
             // its conferencing service with it (IMP5).
             let _alive = imp::Alive::new(shared.state.clone(), &cfg.host);
-            shared.router.borrow_mut().set_muc_up(&muc, true);
-            let router = shared.router.clone();
-            let _muc = OnDrop(move || {
-                if let Ok(mut r) = router.try_borrow_mut() {
-                    r.set_muc_up(&muc, false);
-                }
-            });
+            shared.hub.route(|r| r.set_muc_up(&muc, true));
+            let hub = shared.hub.clone();
+            let _muc = OnDrop(move || hub.try_route(|r| r.set_muc_up(&muc, false)));
             lockout_clock(&net, cfg.lockout.as_deref());
             // One-time passwords expire by the node's clock (simulated in simulation).
             let clock = net.clone();
@@ -651,9 +648,9 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
                 sip,
                 state,
                 gateway,
-                shared.router.clone(),
+                shared.hub.clone(),
             ));
-            let x = xmpp::serve(net, xport, names, cfg, shared.state, shared.router).await;
+            let x = xmpp::serve(net, xport, names, cfg, shared.state, shared.hub).await;
             t.abort();
             trunk.abort();
             x

@@ -13,6 +13,7 @@
 //! replicated database makes it (the client gets it from the node it signed in to and
 //! presents it to its home node, SPEC HA1).
 
+pub mod hub;
 pub mod muc;
 pub mod router;
 pub mod soap;

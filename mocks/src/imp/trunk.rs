@@ -1,6 +1,6 @@
 //! IM&P's end of CUCM's SIP trunk (SPEC CC7, "IMP PUBLISH Trunk"): PUBLISH requests with the
 //! users' line states (PIDF, RPID `on-the-phone` for busy) feed the Rich Presence Service,
-//! which composes "On the phone" into the users' XMPP presence ([`Router::phone_state`]).
+//! which composes "On the phone" into the users' XMPP presence ([`crate::imp::router::Router::phone_state`]).
 //!
 //! Over UDP 5060 of each IM&P node. Anything but a readable PUBLISH (`Event: presence`) for a
 //! user of the cluster gets its SIP error; OPTIONS is answered. Publications follow RFC 3903
@@ -9,7 +9,6 @@
 //! Without "IMP PUBLISH Trunk" the node's presence gateway ([`Gateway`]) SUBSCRIBEs to every
 //! user's line at CUCM over the same socket instead, and CUCM's NOTIFYs carry the line state.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -18,7 +17,7 @@ use std::time::Duration;
 use uclab_proto::sip::{self, Message, Start};
 
 use crate::cucm::sip::summary;
-use crate::imp::router::Router;
+use crate::imp::hub::Hub;
 
 /// Longest publication granted (RFC 3903 §6: the server may shorten it), and the default.
 const MAX_EXPIRES: u32 = 3600;
@@ -367,7 +366,7 @@ pub async fn serve<N: uclab_net::Net>(
     port: u16,
     mut trunk: Trunk,
     gateway: Option<(SocketAddr, String, String, Vec<String>)>,
-    router: Rc<RefCell<Router>>,
+    hub: Rc<Hub>,
 ) -> std::io::Result<()> {
     let mut udp = net.bind_udp(port).await?;
     udp.set_dscp(crate::cucm::sip::DSCP_SIGNALLING);
@@ -395,7 +394,7 @@ pub async fn serve<N: uclab_net::Net>(
         let Some(got) = got else {
             // A publication ran out: the phone state it said is gone.
             for (user, busy) in trunk.expire(net.now()) {
-                router.borrow_mut().phone_state(&user, busy);
+                hub.route(|r| r.phone_state(&user, busy));
             }
             if let Some(g) = gw.as_mut() {
                 out = g.refresh(net.now());
@@ -418,7 +417,7 @@ pub async fn serve<N: uclab_net::Net>(
         net.transcript().message(net.now(), local, from, "udp", &summary(&r));
         let _ = udp.send_to(&r.to_bytes(), from).await;
         if let Some((user, busy)) = change {
-            router.borrow_mut().phone_state(&user, busy);
+            hub.route(|r| r.phone_state(&user, busy));
         }
     }
 }

@@ -15,7 +15,8 @@ use std::rc::Rc;
 
 use uclab_proto::xmpp::{self, Element, Frame, Framer};
 
-use crate::imp::router::{NS_ROSTER, Router};
+use crate::imp::hub::Hub;
+use crate::imp::router::{NS_ROSTER, SessionId};
 use crate::imp::{ImpConfig, ImpState};
 
 const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
@@ -353,7 +354,7 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
     names: Vec<String>,
     cfg: Rc<ImpConfig>,
     state: Rc<RefCell<ImpState>>,
-    router: Rc<RefCell<Router>>,
+    hub: Rc<Hub>,
 ) -> std::io::Result<()> {
     let listener = net.listen(port).await?;
     let tls = net.tls().server_config(&names).map_err(std::io::Error::other)?;
@@ -365,26 +366,28 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
             continue; // over a cap (issue 13): closed at once
         };
         tcp.set_dscp(uclab_proto::dscp::IMP); // SPEC MEDIA2: IM&P traffic is CS3
-        let (net, cfg, state, router, tls) =
-            (net.clone(), cfg.clone(), state.clone(), router.clone(), tls.clone());
+        let (net, cfg, state, hub, tls) =
+            (net.clone(), cfg.clone(), state.clone(), hub.clone(), tls.clone());
         tokio::task::spawn_local(async move {
             let _slot = slot;
             let (local, peer) = (tcp.local_addr(), tcp.peer_addr());
             let session = ServerSession::new(cfg, state);
             // The session leaves the router when the connection ends, and also when the node
             // crashes (this task is dropped then): its watchers and rooms see it go.
-            struct Unbind(Rc<RefCell<Router>>, Option<String>);
+            struct Unbind(Rc<Hub>, SessionId, Option<String>);
             impl Drop for Unbind {
                 fn drop(&mut self) {
-                    if let (Some(j), Ok(mut r)) = (self.1.take(), self.0.try_borrow_mut()) {
-                        r.unbind(&j);
+                    if let Some(j) = self.2.take() {
+                        self.0.try_route(|r| r.unbind(&j));
                     }
+                    self.0.end_session(self.1);
                 }
             }
-            let mut bound = Unbind(router.clone(), None);
+            let (id, mailbox) = hub.open_session();
+            let mut bound = Unbind(hub.clone(), id, None);
             let ends = (local, peer);
-            let r =
-                connection(&net, ends, Box::new(tcp), session, &router, tls, &mut bound.1).await;
+            let s = (session, id, mailbox);
+            let r = connection(&net, ends, Box::new(tcp), s, &hub, tls, &mut bound.2).await;
             drop(bound);
             if let Err(e) = r {
                 net.transcript().message(
@@ -403,13 +406,12 @@ async fn connection<N: uclab_net::Net>(
     net: &N,
     (local, peer): (SocketAddr, SocketAddr),
     mut io: Box<dyn uclab_net::AsyncIo>,
-    mut s: ServerSession,
-    router: &RefCell<Router>,
+    (mut s, id, mut rx): (ServerSession, SessionId, tokio::sync::mpsc::Receiver<Element>),
+    hub: &Hub,
     tls: std::sync::Arc<uclab_net::tls::ServerConfig>,
     jid: &mut Option<String>,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Element>();
     let mut buf = vec![0u8; 8192];
     let started = net.now();
     loop {
@@ -423,10 +425,10 @@ async fn connection<N: uclab_net::Net>(
                     io = Box::new(t.await.map_err(|_| std::io::ErrorKind::TimedOut)??);
                 }
                 Action::Bound(j) => {
-                    router.borrow_mut().bind(&j, tx.clone());
+                    hub.route(|r| r.bind(&j, id));
                     *jid = Some(j);
                 }
-                Action::Route(st) => router.borrow_mut().handle(st, net.tls().unix_now()),
+                Action::Route(st) => hub.route(|r| r.handle(st, net.tls().unix_now())),
                 Action::Close => {
                     io.flush().await?;
                     let _ = io.shutdown().await;
@@ -455,9 +457,21 @@ async fn connection<N: uclab_net::Net>(
                     return Ok(());
                 }
             },
-            Some(st) = rx.recv() => {
-                log(net, local, peer, &xmpp::summary(&st));
-                io.write_all(st.to_xml().as_bytes()).await?;
+            m = rx.recv() => match m {
+                Some(st) => {
+                    log(net, local, peer, &xmpp::summary(&st));
+                    io.write_all(st.to_xml().as_bytes()).await?;
+                }
+                // The hub closed the mailbox: this client did not read what it was sent.
+                None => {
+                    log(net, local, peer, "stream:error resource-constraint (mailbox full)");
+                    let e = "<stream:error><resource-constraint \
+                             xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>\
+                             </stream:stream>";
+                    let _ = io.write_all(e.as_bytes()).await;
+                    let _ = io.shutdown().await;
+                    return Ok(());
+                }
             }
         }
     }

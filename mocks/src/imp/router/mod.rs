@@ -5,8 +5,9 @@
 //! roster and watchers.
 //!
 //! Sessions hand it stanzas already stamped with their full JID ([`Router::handle`]); it
-//! answers and delivers through each bound session's [`Mailbox`]. It never blocks and never
-//! does I/O, so it is tested with plain channels.
+//! answers and queues what each bound session is to get, addressed by its [`SessionId`], and
+//! the node's I/O drains the queue ([`Router::poll_output`]) into the sessions' connections.
+//! It holds no channel, never blocks and never does I/O, so it is tested by draining.
 //!
 //! What it keeps per user is bounded: the contact and watcher lists by the configured limits
 //! (SPEC IMP3, default 200 each), offline messages by [`OFFLINE_MAX`], pending subscription
@@ -18,7 +19,7 @@
 //! `presence.rs` presence broadcast and initial presence (§4) and the phone state composed
 //! into it (SPEC CC7); `tests.rs` the tests.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use uclab_proto::jid::{bare, resource, valid_jid};
@@ -29,8 +30,8 @@ use crate::imp::muc::{Delivery, Muc, MucConfig};
 mod presence;
 mod roster;
 
-/// Where the router sends stanzas for a bound session.
-pub type Mailbox = tokio::sync::mpsc::UnboundedSender<Element>;
+/// Identifies one bound session (a client connection) to the node's I/O.
+pub type SessionId = u64;
 
 /// The roster namespace (RFC 6121 §2).
 pub const NS_ROSTER: &str = "jabber:iq:roster";
@@ -139,7 +140,9 @@ impl Roster {
 
 #[derive(Debug)]
 struct Resource {
-    mailbox: Mailbox,
+    session: SessionId,
+    /// The session's connection can still take stanzas (see [`Router::close_session`]).
+    open: bool,
     priority: i8,
     /// The last broadcast available presence; `None`: not available (yet, or any more).
     presence: Option<Element>,
@@ -185,6 +188,8 @@ pub struct Router {
     limits: Limits,
     /// Bound sessions: bare JID (lower case) → resource → state.
     sessions: BTreeMap<String, BTreeMap<String, Resource>>,
+    /// What sessions are to get, in order, until the I/O drains it.
+    out: VecDeque<(SessionId, Element)>,
     /// Messages for users with no available session, by bare JID, in arrival order.
     offline: BTreeMap<String, Vec<Element>>,
     /// SPEC IMP2: (recipient bare JID, sender bare JID) → the recipient's client that last
@@ -209,6 +214,7 @@ impl Router {
             domain: domain.to_ascii_lowercase(),
             limits,
             sessions: BTreeMap::new(),
+            out: VecDeque::new(),
             offline: BTreeMap::new(),
             locks: BTreeMap::new(),
             rosters: BTreeMap::new(),
@@ -243,6 +249,21 @@ impl Router {
         }
     }
 
+    /// The next stanza for a session, in the order they were produced.
+    pub fn poll_output(&mut self) -> Option<(SessionId, Element)> {
+        self.out.pop_front()
+    }
+
+    /// The session's connection can take no more (it is gone, or too slow to read): nothing
+    /// is delivered to it from now on, and it counts as unavailable, until it is unbound.
+    pub fn close_session(&mut self, session: SessionId) {
+        for m in self.sessions.values_mut() {
+            for r in m.values_mut().filter(|r| r.session == session) {
+                r.open = false;
+            }
+        }
+    }
+
     fn deliver(&mut self, out: Vec<Delivery>) {
         for (to, s) in out {
             self.send(&to, s);
@@ -251,8 +272,8 @@ impl Router {
 
     /// A session bound `jid`. It is connected, not yet available: it gets stanzas sent to its
     /// full JID, and bare-JID messages once it sends presence.
-    pub fn bind(&mut self, jid: &str, mailbox: Mailbox) {
-        let r = Resource { mailbox, priority: 0, presence: None, interested: false };
+    pub fn bind(&mut self, jid: &str, session: SessionId) {
+        let r = Resource { session, open: true, priority: 0, presence: None, interested: false };
         let res = resource(jid).unwrap_or("").to_owned();
         self.sessions.entry(bare(jid)).or_default().insert(res, r);
     }
@@ -303,7 +324,7 @@ impl Router {
             .get(bare_jid)
             .map(|m| {
                 m.iter()
-                    .filter(|(_, r)| r.presence.is_some() && !r.mailbox.is_closed())
+                    .filter(|(_, r)| r.presence.is_some() && r.open)
                     .map(|(res, _)| format!("{bare_jid}/{res}"))
                     .collect()
             })
@@ -325,7 +346,7 @@ impl Router {
             .get(bare_jid)
             .map(|m| {
                 m.iter()
-                    .filter(|(_, r)| !r.mailbox.is_closed())
+                    .filter(|(_, r)| r.open)
                     .filter_map(|(res, r)| {
                         let p = self.composed(bare_jid, r.presence.as_ref()?);
                         Some((format!("{bare_jid}/{res}"), p))
@@ -348,7 +369,12 @@ impl Router {
         let Some(r) = self.sessions.get(&bare(full)).and_then(|m| m.get(resource(full)?)) else {
             return false;
         };
-        r.mailbox.send(s).is_ok()
+        if !r.open {
+            return false;
+        }
+        let session = r.session;
+        self.out.push_back((session, s));
+        true
     }
 
     /// Sends `s` to every available resource of `bare_jid`; how many got it.

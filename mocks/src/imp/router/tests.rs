@@ -1,20 +1,46 @@
-use super::*;
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use std::cell::RefCell;
 
-type Rx = UnboundedReceiver<Element>;
+use super::*;
+
+thread_local! {
+    /// What the router delivered, by session, not yet read by the test.
+    static BOXES: RefCell<BTreeMap<SessionId, VecDeque<Element>>> =
+        const { RefCell::new(BTreeMap::new()) };
+}
+
+/// A session, as the test reads it.
+struct Rx(SessionId);
 
 fn router() -> Router {
+    BOXES.with(|b| b.borrow_mut().clear());
     Router::new("example.com", Limits::default())
 }
 
+/// Moves what the router queued into the sessions' boxes (the node's I/O does this).
+fn settle(r: &mut Router) {
+    while let Some((id, e)) = r.poll_output() {
+        BOXES.with(|b| b.borrow_mut().entry(id).or_default().push_back(e));
+    }
+}
+
 fn connect(r: &mut Router, jid: &str) -> Rx {
-    let (tx, rx) = unbounded_channel();
-    r.bind(jid, tx);
-    rx
+    let id = BOXES.with(|b| {
+        let mut b = b.borrow_mut();
+        let id = b.keys().next_back().map_or(1, |k| k + 1);
+        b.insert(id, VecDeque::new());
+        id
+    });
+    r.bind(jid, id);
+    settle(r);
+    Rx(id)
 }
 
 fn drain(rx: &mut Rx) -> Vec<String> {
-    std::iter::from_fn(|| rx.try_recv().ok()).map(|e| e.to_xml()).collect()
+    BOXES
+        .with(|b| b.borrow_mut().get_mut(&rx.0).map(std::mem::take).unwrap_or_default())
+        .into_iter()
+        .map(|e| e.to_xml())
+        .collect()
 }
 
 fn parse(from: &str, xml: &str) -> Element {
@@ -25,6 +51,7 @@ fn parse(from: &str, xml: &str) -> Element {
 
 fn send(r: &mut Router, from: &str, xml: &str) {
     r.handle(parse(from, xml), Duration::from_secs(1_767_603_600));
+    settle(r);
 }
 
 /// Online with initial presence; returns the session's receiver after draining it.
@@ -69,6 +96,7 @@ fn imp2_multiple_device_messaging() {
     assert_eq!(drain(&mut desk).len() + drain(&mut phone).len(), 2);
     // The desk signs out: the lock goes with it.
     r.unbind("alice@example.com/desk");
+    settle(&mut r);
     drain(&mut phone);
     send(&mut r, bob, &msg("alice@example.com", "4"));
     assert!(drain(&mut phone)[0].contains(">4<"));
@@ -91,6 +119,7 @@ fn imp4_offline_messages_wait_for_available_presence() {
     assert!(got[1].contains("stamp=\"2026-01-05T09:00:00Z\""), "{}", got[1]);
     assert!(got[3].contains("three"));
     r.unbind("bob@example.com/desk");
+    settle(&mut r);
     for i in 0..(OFFLINE_MAX + 5) {
         send(&mut r, "alice@example.com/a", &msg("bob@example.com", &i.to_string()));
     }
@@ -131,6 +160,7 @@ fn imp1_subscription_handshake_and_presence() {
     drain(&mut ra);
     // Bob signs out: Alice sees him go.
     r.unbind(b);
+    settle(&mut r);
     assert!(drain(&mut ra)[0].contains("type=\"unavailable\""));
     // Alice unsubscribes: both rosters lose the subscription.
     send(&mut r, a, "<presence to='bob@example.com' type='unsubscribe'/>");
@@ -227,6 +257,7 @@ fn preapproval_and_full_request_kept() {
         let got = drain(&mut rc);
         assert!(got[1].contains("preauth") && got[1].contains("type=\"subscribe\""), "{got:?}");
         r.unbind(&c);
+        settle(&mut r);
     }
 }
 
@@ -312,6 +343,7 @@ fn imp5_ad_hoc_room_lives_while_occupied() {
     assert!(drain(&mut rc)[0].contains("not-acceptable"));
     // bob's session ends: alice sees him go.
     r.unbind(b);
+    settle(&mut r);
     let ga = drain(&mut ra);
     assert!(ga.iter().any(|x| x.contains("/bob") && x.contains("unavailable")), "{ga:?}");
     // The last one leaves: the ad hoc room dies with its history.
@@ -390,7 +422,9 @@ fn imp5_service_needs_its_database_to_start() {
     assert!(drain(&mut ra)[0].contains("service-unavailable"));
     // ...a restart of the node does.
     r.set_muc_up(SVC, false);
+    settle(&mut r);
     r.set_muc_up(SVC, true);
+    settle(&mut r);
     join(&mut r, a, "alice", None);
     assert!(drain(&mut ra)[0].contains("110"));
     // Without persistent chat, ad hoc rooms need no database.
@@ -432,6 +466,7 @@ fn imp5_room_and_occupant_limits() {
     assert!(drain(&mut rx[2])[0].contains("resource-constraint"));
     // A node crash loses ad hoc rooms; the persistent one is in the database.
     r.set_muc_up(SVC, false);
+    settle(&mut r);
     assert_eq!(r.muc(SVC).unwrap().room_counts(), (0, 1));
     send(&mut r, &users[2], &format!("<presence to='three@{SVC}/c'/>"));
     assert!(drain(&mut rx[2])[0].contains("service-unavailable"));
