@@ -31,6 +31,10 @@ pub struct ClientConfig {
     pub stay_until: Time,
 }
 
+/// Commands waiting for one stream's task at most (what the engine wrote and the peer has
+/// not read yet). Far above what any protocol exchange of the client queues.
+const STREAM_BACKLOG: usize = 1_024;
+
 /// What the socket tasks report to the loop.
 enum Msg {
     StreamOpened(ConnId),
@@ -111,7 +115,7 @@ struct Io<N: Net> {
     rx: mpsc::UnboundedReceiver<Msg>,
     tasks: BTreeMap<ConnId, JoinHandle<()>>,
     conns: BTreeMap<ConnId, TcpConn>,
-    streams: BTreeMap<ConnId, mpsc::UnboundedSender<StreamCmd>>,
+    streams: BTreeMap<ConnId, mpsc::Sender<StreamCmd>>,
     media: BTreeMap<u16, (Rc<UdpSock>, JoinHandle<()>)>,
 }
 
@@ -195,30 +199,25 @@ impl<N: Net + 'static> Io<N> {
                 });
             }
             Output::StreamOpen { id, to, dscp } => {
-                let (ctx, crx) = mpsc::unbounded_channel();
+                let (ctx, crx) = mpsc::channel(STREAM_BACKLOG);
                 self.streams.insert(id, ctx);
                 let (net, tx) = (net.clone(), self.tx.clone());
                 tokio::task::spawn_local(stream_actor(net, id, (to, dscp), crx, tx));
             }
             Output::DatagramOpen { id, to, dscp } => {
-                let (ctx, crx) = mpsc::unbounded_channel();
+                let (ctx, crx) = mpsc::channel(STREAM_BACKLOG);
                 self.streams.insert(id, ctx);
                 let (net, tx) = (net.clone(), self.tx.clone());
                 tokio::task::spawn_local(datagram_actor(net, id, (to, dscp), crx, tx));
             }
             Output::StreamSend { id, bytes, summary } => {
-                if let Some(s) = self.streams.get(&id) {
-                    let _ = s.send(StreamCmd::Send(bytes, summary));
-                }
+                self.command(engine, id, StreamCmd::Send(bytes, summary));
             }
-            Output::StreamTls { id, host } => {
-                if let Some(s) = self.streams.get(&id) {
-                    let _ = s.send(StreamCmd::Tls(host));
-                }
-            }
+            Output::StreamTls { id, host } => self.command(engine, id, StreamCmd::Tls(host)),
             Output::StreamClose { id } => {
                 if let Some(s) = self.streams.remove(&id) {
-                    let _ = s.send(StreamCmd::Close);
+                    // A full backlog ends the stream anyway: the actor's channel closes.
+                    let _ = s.try_send(StreamCmd::Close);
                 }
             }
             Output::MediaOpen { port, dscp } => {
@@ -256,6 +255,19 @@ impl<N: Net + 'static> Io<N> {
                 let fields = e.fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
                 net.transcript().event(net.now(), &self.name, e.kind(), fields, &e.to_string());
             }
+        }
+    }
+
+    /// Hands `cmd` to stream `id`'s task. A stream whose peer does not read as fast as the
+    /// engine writes has a full backlog: it fails, rather than queueing without bound.
+    fn command(&mut self, engine: &mut Client, id: ConnId, cmd: StreamCmd) {
+        let Some(s) = self.streams.get(&id) else { return };
+        if let Err(mpsc::error::TrySendError::Full(_)) = s.try_send(cmd) {
+            self.streams.remove(&id);
+            engine.handle_input(
+                self.net.now(),
+                Input::StreamFailed { id, reason: NetError::Backlog },
+            );
         }
     }
 
@@ -346,7 +358,7 @@ async fn datagram_actor<N: Net>(
     net: Rc<N>,
     id: ConnId,
     (to, dscp): (SocketAddr, u8),
-    mut cmds: mpsc::UnboundedReceiver<StreamCmd>,
+    mut cmds: mpsc::Receiver<StreamCmd>,
     tx: mpsc::UnboundedSender<Msg>,
 ) {
     let mut udp = match net.bind_udp(0).await {
@@ -398,7 +410,7 @@ async fn stream_actor<N: Net>(
     net: Rc<N>,
     id: ConnId,
     (to, dscp): (SocketAddr, u8),
-    mut cmds: mpsc::UnboundedReceiver<StreamCmd>,
+    mut cmds: mpsc::Receiver<StreamCmd>,
     tx: mpsc::UnboundedSender<Msg>,
 ) {
     let mut tcp = match net.connect(to).await {

@@ -138,6 +138,9 @@ pub enum NetError {
     /// The server closed the stream.
     #[error("closed by the server")]
     Closed,
+    /// The peer does not read: more is waiting for it than a stream may queue.
+    #[error("peer does not read (backlog full)")]
+    Backlog,
     /// TLS was asked of a datagram flow.
     #[error("TLS over UDP")]
     TlsOverUdp,
