@@ -14,8 +14,9 @@
 //! - [`imp`]: an IM&P node. `mod.rs` the node's configuration, users, sessions and one-time
 //!   passwords; [`imp::soap`] (EPAS), [`imp::xmpp`] (client connections), [`imp::router`]
 //!   (the cluster's rosters, presence and messages: `mod.rs`, `roster.rs`, `presence.rs`,
-//!   `tests.rs`), [`imp::muc`] (text conferencing), [`imp::trunk`] (the presence trunk's
-//!   IM&P end).
+//!   `tests.rs`), [`imp::hub`] (the router with its sessions' bounded mailboxes: the router
+//!   returns what to deliver, the hub hands it out), [`imp::muc`] (text conferencing),
+//!   [`imp::trunk`] (the presence trunk's IM&P end).
 //! - [`srst`]: the SRST router, CUCM's SIP service in its SRST mode.
 //! - [`dns`], [`cas`]: one-service nodes, a file each.
 //!
@@ -31,6 +32,13 @@
 //! them. Inside a folder the parts use `mod.rs` and each other one way (`imp::router` uses
 //! `imp::muc`; `imp::xmpp` uses the router). Benches and models that only drive these
 //! services (CAP2's `capacity`, the REGISTER bench) live in `uclab-sim`, not here.
+//!
+//! To put a new node kind into runs: its scenario table is read in `uclab-sim`'s
+//! `scenario/nodes.rs` (and listed in `NODE_KINDS`), its services and ports are planned and
+//! started in `uclab-sim`'s `nodes.rs` (`NodePlan`), and `uclab serve` takes it from there.
+//! State that a cluster's nodes share (a router, a registrar) is made once per run there and
+//! handed to each node; it returns its outputs and holds no channels, and the node's serving
+//! code hands them to the connections.
 
 pub mod cas;
 pub mod cucm;

@@ -1,5 +1,5 @@
 //! The IM&P node's XMPP server (RFC 6120, SPEC IMP1), sans-IO: one [`ServerSession`] per
-//! connection, and a node-wide [`Router`] that delivers stanzas between sessions and keeps
+//! connection, and a node-wide [`Router`](crate::imp::router::Router) that delivers stanzas between sessions and keeps
 //! offline messages (SPEC IMP4).
 //!
 //! A session goes: stream header → features with STARTTLS required → `<proceed/>` and TLS →
