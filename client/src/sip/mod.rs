@@ -1,6 +1,6 @@
 //! The softphone (SPEC CC1–CC7): registration with CUCM and its failover to a backup node or
-//! the SRST router ([`phone`]), calls ([`call`]), BLF watches ([`blf`]) and the UAS side of
-//! transactions over UDP ([`uas`]).
+//! the SRST router ([`phone`]), calls ([`call`]), BLF watches (`blf`) and the UAS side of
+//! transactions over UDP (`uas`).
 
 mod blf;
 pub mod call;
