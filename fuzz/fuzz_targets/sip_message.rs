@@ -23,12 +23,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     };
     let cfg = SipConfig { domain: "example.com".into(), lines: vec![line], digest: data.len() % 2 == 0, ..SipConfig::default() };
     let mut c = Cluster::new(cfg, 1);
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    c.add_node("cucm1.example.com", 5060, tx.clone());
+    c.add_node("cucm1.example.com", 5060);
     let peer = SocketAddr::from(([10, 0, 0, 1], 5060));
     let udp = c.udp_flow("cucm1.example.com", peer).expect("node added");
     c.handle(Duration::ZERO, udp, data);
-    let tcp = c.open_stream("cucm1.example.com", Transport::Tcp, peer, tx);
+    while c.poll_output().is_some() {}
+    let tcp = c.open_stream("cucm1.example.com", Transport::Tcp, peer);
     let mut f = StreamFramer::new();
     let cut = data.first().map_or(0, |&b| b as usize % (data.len() + 1));
     for part in [&data[..cut], &data[cut..]] {
@@ -36,6 +36,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         while let Ok(Some(fr)) = f.next_frame() {
             if let Frame::Message(m) = fr {
                 c.handle(Duration::from_secs(1), tcp, &m);
+                while c.poll_output().is_some() {}
             }
         }
     }

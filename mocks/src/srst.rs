@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::cucm::sip::{Cluster, SipConfig, SipLine};
+use crate::cucm::sip::{ClusterIo, SipConfig, SipLine};
 
 /// The SRST router's SIP settings: `lines` of the site's devices in `domain`, in SRST mode and
 /// without digest (the router accepts what registers).
@@ -22,13 +22,13 @@ pub fn sip_config(domain: &str, lines: Vec<SipLine>) -> SipConfig {
     SipConfig { domain: domain.into(), lines, srst: true, ..SipConfig::default() }
 }
 
-/// Serves router `host`'s SIP on UDP and TCP `port` (no TLS) into `cluster`, made from
-/// [`sip_config`], until the router stops.
+/// Serves router `host`'s SIP on UDP and TCP `port` (no TLS) into `cluster`, a
+/// [`crate::cucm::sip::Cluster`] made from [`sip_config`], until the router stops.
 pub async fn serve<N: uclab_net::Net + Clone + 'static>(
     net: N,
     host: String,
     port: u16,
-    cluster: Rc<RefCell<Cluster>>,
+    cluster: Rc<RefCell<ClusterIo>>,
 ) -> std::io::Result<()> {
     let names = vec![host.clone()];
     crate::cucm::sip::serve(net, host, (port, None), names, cluster).await

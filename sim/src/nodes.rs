@@ -88,7 +88,7 @@ pub struct Shared {
     /// The group chat databases (SPEC IMP5), by node name: up while their node runs.
     dbs: RefCell<BTreeMap<String, ChatDb>>,
     /// Each CUCM cluster's SIP registrations and routing (SPEC CC1), by cluster name.
-    sip: RefCell<BTreeMap<String, Rc<RefCell<cucm::sip::Cluster>>>>,
+    sip: RefCell<BTreeMap<String, Rc<RefCell<cucm::sip::ClusterIo>>>>,
     /// The user directory's credential policy lockout (issue 13), made when first asked for.
     lockout: RefCell<Option<Option<Rc<uclab_mocks::lockout::Lockout>>>>,
 }
@@ -135,8 +135,8 @@ impl Shared {
         s: &Scenario,
         c: &crate::scenario::CucmNode,
         live: &BTreeMap<SocketAddr, SocketAddr>,
-    ) -> Rc<RefCell<cucm::sip::Cluster>> {
-        use cucm::sip::{Cluster, PresenceTrunk, SipConfig};
+    ) -> Rc<RefCell<cucm::sip::ClusterIo>> {
+        use cucm::sip::{Cluster, ClusterIo, PresenceTrunk, SipConfig};
         self.sip
             .borrow_mut()
             .entry(c.cluster.clone())
@@ -188,7 +188,7 @@ impl Shared {
                 if let Some(e) = self.entropy {
                     cluster.set_nonce_source(e.secrets(&format!("sip:{}", c.cluster)));
                 }
-                Rc::new(RefCell::new(cluster))
+                Rc::new(RefCell::new(ClusterIo::new(cluster)))
             })
             .clone()
     }
@@ -283,7 +283,7 @@ pub enum NodePlan {
         /// The conference bridge's RTP port.
         bridge: u16,
         /// The cluster's SIP registrations and routing.
-        sip_cluster: Rc<RefCell<cucm::sip::Cluster>>,
+        sip_cluster: Rc<RefCell<cucm::sip::ClusterIo>>,
     },
     /// IM&P SOAP and XMPP.
     Imp {
@@ -312,7 +312,7 @@ pub enum NodePlan {
         /// SIP port (UDP and TCP).
         port: u16,
         /// Registrations of every user's lines.
-        cluster: Rc<RefCell<cucm::sip::Cluster>>,
+        cluster: Rc<RefCell<cucm::sip::ClusterIo>>,
     },
     /// The persistent chat database (SPEC IMP5).
     ChatDb {
@@ -451,7 +451,7 @@ pub fn plan(
         }
         NodeKind::ChatDb => NodePlan::ChatDb { port: own("postgres"), db: shared.db(&n.name) },
         NodeKind::Srst => {
-            use cucm::sip::Cluster;
+            use cucm::sip::{Cluster, ClusterIo};
             // The site's devices: every user's line, no digest (SRST accepts what registers).
             let lines = s.users.iter().map(sip_line).collect();
             let cfg = srst::sip_config(&s.domain, lines);
@@ -459,7 +459,7 @@ pub fn plan(
             NodePlan::Srst {
                 host: n.fqdn.clone(),
                 port: own("sip"),
-                cluster: Rc::new(RefCell::new(Cluster::new(cfg, seed))),
+                cluster: Rc::new(RefCell::new(ClusterIo::new(Cluster::new(cfg, seed)))),
             }
         }
         NodeKind::Cucm(c) => {

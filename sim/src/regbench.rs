@@ -13,12 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use uclab_client::event::ClientEvent;
 use uclab_client::io::{ConnId, Input, Output, Owner};
 use uclab_client::phone::{Phone, PhoneUser};
 use uclab_client::resolver::{Dns, ResolverConfig};
-use uclab_mocks::cucm::sip::{Cluster, FlowId, Outgoing, SipConfig, SipLine, Transport};
+use uclab_mocks::cucm::sip::{Cluster, Dest, FlowId, SipConfig, SipLine, Transport};
 use uclab_proto::sip::frame::{Frame, StreamFramer};
 use uclab_proto::uds::DeviceConfig;
 
@@ -60,12 +59,10 @@ struct Stream {
 
 struct World {
     cluster: Cluster,
-    out_rx: UnboundedReceiver<Outgoing>,
-    out_tx: tokio::sync::mpsc::UnboundedSender<Outgoing>,
     phones: Vec<Phone>,
-    /// Stream (phone, id) → cluster flow; peer address → (phone, id).
+    /// Stream (phone, id) → cluster flow, and back.
     streams: BTreeMap<(usize, ConnId), Stream>,
-    peers: BTreeMap<SocketAddr, (usize, ConnId)>,
+    phone_of: BTreeMap<FlowId, (usize, ConnId)>,
     queue: BTreeMap<(Duration, u64), Delivery>,
     seq: u64,
     /// Phone deadlines: (time, phone) and each phone's current entry.
@@ -104,11 +101,9 @@ impl World {
             match o {
                 Output::StreamOpen { id, to, .. } => {
                     let Some(node) = self.nodes.get(&to.ip()).cloned() else { continue };
-                    let addr = peer(p, id);
-                    let flow =
-                        self.cluster.open_stream(&node, Transport::Tcp, addr, self.out_tx.clone());
+                    let flow = self.cluster.open_stream(&node, Transport::Tcp, peer(p, id));
                     self.streams.insert((p, id), Stream { flow, framer: StreamFramer::new() });
-                    self.peers.insert(addr, (p, id));
+                    self.phone_of.insert(flow, (p, id));
                     self.push(now + HOP, Delivery::Opened { p, id });
                 }
                 Output::StreamSend { id, bytes, .. } => {
@@ -116,7 +111,7 @@ impl World {
                 }
                 Output::StreamClose { id } => {
                     if let Some(s) = self.streams.remove(&(p, id)) {
-                        self.peers.remove(&peer(p, id));
+                        self.phone_of.remove(&s.flow);
                         self.cluster.close_flow(s.flow);
                         self.drain_cluster(now);
                     }
@@ -130,10 +125,12 @@ impl World {
         self.retime(p);
     }
 
-    /// Moves the cluster's outputs toward the phones.
+    /// Moves the cluster's outputs toward the phones (all on TCP: nothing goes over UDP).
     fn drain_cluster(&mut self, now: Duration) {
-        while let Ok(o) = self.out_rx.try_recv() {
-            if let Some(&(p, id)) = self.peers.get(&o.to) {
+        while let Some((dest, o)) = self.cluster.poll_output() {
+            if let Dest::Stream(flow) = dest
+                && let Some(&(p, id)) = self.phone_of.get(&flow)
+            {
                 self.push(now + HOP, Delivery::Down { p, id, bytes: o.bytes });
             }
         }
@@ -192,21 +189,17 @@ pub fn register_bench(n: usize, sim: Duration, seed: u64) -> RegisterBench {
         .collect();
     let cfg = SipConfig { domain: "example.com".into(), lines, ..SipConfig::default() };
     let mut cluster = Cluster::new(cfg, seed);
-    let (udp_tx, _udp_rx) = unbounded_channel();
     let mut nodes = BTreeMap::new();
     for (host, ip) in [("cucm1.example.com", [10, 1, 0, 11]), ("cucm2.example.com", [10, 1, 0, 12])]
     {
-        cluster.add_node(host, 5060, udp_tx.clone());
+        cluster.add_node(host, 5060);
         nodes.insert(IpAddr::from(ip), host.to_owned());
     }
-    let (out_tx, out_rx) = unbounded_channel();
     let mut w = World {
         cluster,
-        out_rx,
-        out_tx,
         phones: Vec::with_capacity(n),
         streams: BTreeMap::new(),
-        peers: BTreeMap::new(),
+        phone_of: BTreeMap::new(),
         queue: BTreeMap::new(),
         seq: 0,
         timers: BTreeSet::new(),

@@ -404,11 +404,10 @@ impl Cluster {
     fn trunk_publish(&mut self, now: Duration, ext: &str) {
         let Some(trunk) = self.cfg.trunk.clone().filter(|t| t.publish) else { return };
         let Some(line) = self.line(ext).cloned() else { return };
-        let Some((node, out)) = self.udp_out.iter().next().map(|(n, o)| (n.clone(), o.clone()))
-        else {
+        // Out of the first node's UDP socket.
+        let Some((node, port)) = self.nodes.iter().next().map(|(n, p)| (n.clone(), *p)) else {
             return;
         };
-        let port = self.nodes.get(&node).copied().unwrap_or(5060);
         let state = self.line_state(ext, now);
         self.counter += 1;
         let n = self.counter.to_string();
@@ -427,11 +426,12 @@ impl Cluster {
             .with("User-Agent", SERVER);
         m.body = pidf(&aor, &line.extension, state).into_bytes();
         self.counters.publishes += 1;
-        let _ = out.send(super::Outgoing {
+        let out = super::Outgoing {
             to: trunk.to,
             bytes: m.to_bytes(),
             summary: format!("{} ({state})", super::summary(&m)),
-        });
+        };
+        self.out.push_back((super::Dest::Udp(node), out));
     }
 
     /// A final response to one of our NOTIFYs: an error ends the subscription (RFC 6665

@@ -4,8 +4,11 @@
 //!
 //! One [`Cluster`] serves every node of a CUCM cluster, as the real nodes share their
 //! registrations through the database: a call from a phone on cucm1 reaches a phone on cucm2.
-//! Each node's sockets open *flows* (a TCP or TLS connection, or a UDP peer) into it and get
-//! what to send through the flow's outbox.
+//! Each node's sockets open *flows* (a TCP or TLS connection, or a UDP peer) into it. The
+//! cluster does no I/O: it queues what it sends, addressed to a TCP or TLS flow or to a node's
+//! UDP socket ([`Dest`]), and whoever drives it drains [`Cluster::poll_output`] after every
+//! call (the sockets in `serve.rs` through [`ClusterIo`]; the REGISTER bench and the tests
+//! directly).
 //!
 //! The registrar grants at most `Expires: 120` (the CUCM service parameter), answers a backup
 //! node's keepalive (`Expires: 0`, `;cisco-keep-alive`) without touching the binding, asks for
@@ -24,8 +27,8 @@
 //! checks each request and routes it (the registrar, presence, the bridge, or a registered
 //! line) and routes responses back; `registrar.rs` is REGISTER (SPEC CC1, CC2); `blf.rs` line
 //! presence and the trunk to IM&P (CC6, CC7); `conf.rs` the ad hoc conference bridge;
-//! `serve.rs` the node's sockets, the only I/O. The same code serves an SRST router, with
-//! [`SipConfig::srst`] set (SPEC CC5).
+//! `serve.rs` the node's sockets, the only I/O, and the bounded channels to their tasks. The
+//! same code serves an SRST router, with [`SipConfig::srst`] set (SPEC CC5).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -41,7 +44,7 @@ mod registrar;
 mod serve;
 pub use blf::{MAX_BLF, PresencePolicy, pidf};
 pub use conf::{ADHOC, MAX_CONFERENCES, MAX_PARTICIPANTS};
-pub use serve::{bridge, serve};
+pub use serve::{ClusterIo, FLOW_QUEUE, UDP_QUEUE, bridge, serve};
 
 /// Digest realm of CUCM's SIP line side.
 pub const REALM: &str = "ccmsipline";
@@ -118,15 +121,20 @@ pub struct Outgoing {
     pub summary: String,
 }
 
-/// Where a flow's messages go: the node task that owns the socket.
-pub type Outbox = tokio::sync::mpsc::UnboundedSender<Outgoing>;
+/// Where an [`Outgoing`] message goes: the socket it leaves by.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Dest {
+    /// A TCP or TLS flow: its connection.
+    Stream(FlowId),
+    /// Node `host`'s UDP socket (lower case): a UDP flow's peer, or the trunk to IM&P.
+    Udp(String),
+}
 
 #[derive(Debug)]
 struct Flow {
     node: String,
     transport: Transport,
     peer: SocketAddr,
-    outbox: Outbox,
 }
 
 /// A line of a CSF device (SPEC CC1): the user, the directory number, the device name.
@@ -233,6 +241,16 @@ pub struct SipCounters {
 }
 
 /// A CUCM cluster's SIP state: flows, bindings, nonces.
+///
+/// Sans-IO, in the quinn-proto and str0m manner. Setup: [`Cluster::new`], the `set_*`
+/// methods, [`Cluster::add_node`]. Inputs: [`Cluster::open_stream`] and
+/// [`Cluster::udp_flow`] make flows, [`Cluster::handle`] takes a message from one,
+/// [`Cluster::close_flow`] and [`Cluster::remove_node`] end them. Output:
+/// [`Cluster::poll_output`], the messages to send in the order they were made. Every input
+/// (and `remove_node`) must be followed by a complete drain of `poll_output`, before anything
+/// else reaches the cluster, so that messages leave in order and the queue stays as short as
+/// one input's answers. Getters ([`Cluster::bindings`], [`Cluster::counters`], …) change
+/// nothing.
 #[derive(Debug)]
 pub struct Cluster {
     cfg: SipConfig,
@@ -243,8 +261,8 @@ pub struct Cluster {
     flows: BTreeMap<FlowId, Flow>,
     /// UDP flows by (node, peer), made on first datagram.
     udp: BTreeMap<(String, SocketAddr), FlowId>,
-    /// UDP outboxes of the nodes.
-    udp_out: BTreeMap<String, Outbox>,
+    /// What to send, oldest first (drained by [`Cluster::poll_output`]).
+    out: std::collections::VecDeque<(Dest, Outgoing)>,
     next_flow: u64,
     /// Extension → device → binding.
     bindings: BTreeMap<String, BTreeMap<String, Binding>>,
@@ -332,7 +350,7 @@ impl Cluster {
             tls_ports: BTreeMap::new(),
             flows: BTreeMap::new(),
             udp: BTreeMap::new(),
-            udp_out: BTreeMap::new(),
+            out: std::collections::VecDeque::new(),
             next_flow: 1,
             bindings: BTreeMap::new(),
             keepalives: BTreeMap::new(),
@@ -365,10 +383,10 @@ impl Cluster {
         self.counters
     }
 
-    /// A node joins with its SIP port and its UDP socket's outbox.
-    pub fn add_node(&mut self, host: &str, port: u16, udp: Outbox) {
+    /// A node joins with its SIP port (UDP and TCP); what it sends over UDP goes to
+    /// [`Dest::Udp`] with its name in lower case.
+    pub fn add_node(&mut self, host: &str, port: u16) {
         self.nodes.insert(host.to_ascii_lowercase(), port);
-        self.udp_out.insert(host.to_ascii_lowercase(), udp);
     }
 
     /// The node's TLS port (SIP over TLS, 5061), for the Via and Record-Route of TLS flows.
@@ -385,33 +403,29 @@ impl Cluster {
             self.close_flow(id);
         }
         self.udp.retain(|(n, _), _| *n != host);
-        self.udp_out.remove(&host);
         self.tls_ports.remove(&host);
         self.bridge_gone(&host);
         self.nodes.remove(&host);
     }
 
-    /// A TCP or TLS connection was accepted by `node`.
-    pub fn open_stream(
-        &mut self,
-        node: &str,
-        transport: Transport,
-        peer: SocketAddr,
-        outbox: Outbox,
-    ) -> FlowId {
+    /// A TCP or TLS connection was accepted by `node`: what goes to it is [`Dest::Stream`].
+    pub fn open_stream(&mut self, node: &str, transport: Transport, peer: SocketAddr) -> FlowId {
         let id = FlowId(self.next_flow);
         self.next_flow += 1;
-        self.flows.insert(id, Flow { node: node.to_ascii_lowercase(), transport, peer, outbox });
+        self.flows.insert(id, Flow { node: node.to_ascii_lowercase(), transport, peer });
         id
     }
 
-    /// A datagram came from `peer` to `node`'s UDP socket: its flow.
+    /// A datagram came from `peer` to `node`'s UDP socket: its flow (none if the node has
+    /// not joined).
     pub fn udp_flow(&mut self, node: &str, peer: SocketAddr) -> Option<FlowId> {
         let node = node.to_ascii_lowercase();
         if let Some(id) = self.udp.get(&(node.clone(), peer)) {
             return Some(*id);
         }
-        let outbox = self.udp_out.get(&node)?.clone();
+        if !self.nodes.contains_key(&node) {
+            return None;
+        }
         if self.udp.len() >= MAX_TRACKED {
             // Forget the UDP peers no binding uses (a UDP peer is only an address).
             let used: BTreeSet<FlowId> =
@@ -425,7 +439,7 @@ impl Cluster {
         }
         let id = FlowId(self.next_flow);
         self.next_flow += 1;
-        self.flows.insert(id, Flow { node: node.clone(), transport: Transport::Udp, peer, outbox });
+        self.flows.insert(id, Flow { node: node.clone(), transport: Transport::Udp, peer });
         self.udp.insert((node, peer), id);
         Some(id)
     }
@@ -468,10 +482,22 @@ impl Cluster {
         self.keepalives.get(device).cloned()
     }
 
+    /// The next message to send and where, in the order they were made; `None` once all
+    /// are out.
+    pub fn poll_output(&mut self) -> Option<(Dest, Outgoing)> {
+        self.out.pop_front()
+    }
+
+    /// Queues `m` for `flow` (a UDP flow's message leaves by its node's socket); a flow that
+    /// is gone gets nothing.
     fn send(&mut self, flow: FlowId, m: &Message) {
         let Some(f) = self.flows.get(&flow) else { return };
+        let dest = match f.transport {
+            Transport::Udp => Dest::Udp(f.node.clone()),
+            Transport::Tcp | Transport::Tls => Dest::Stream(flow),
+        };
         let out = Outgoing { to: f.peer, bytes: m.to_bytes(), summary: summary(m) };
-        let _ = f.outbox.send(out);
+        self.out.push_back((dest, out));
     }
 
     /// A message from a flow: a request is answered or forwarded, a response forwarded.

@@ -1,13 +1,139 @@
 //! The CUCM SIP service's sockets, its only I/O: UDP and TCP on the node's SIP port and TLS on
 //! its TLS port, all into the shared [`Cluster`], with each connection's idle and
 //! partial-message deadlines (issue 13); and the node's conference bridge's RTP socket.
+//!
+//! The nodes of a cluster share a [`ClusterIo`]: the cluster and the bounded channels to the
+//! tasks that own its sockets. Every call into the cluster is followed, before the task
+//! yields, by handing each message it made to its channel, so messages and task wake-ups
+//! keep the order the cluster made them in. A connection whose channel is full has a peer
+//! that does not read: it is closed rather than let memory grow.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::{Cluster, DSCP_SIGNALLING, FlowId, Outgoing, TCP_IDLE, TCP_PARTIAL, Transport};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::{Receiver, Sender, channel};
+
+use super::{Cluster, DSCP_SIGNALLING, Dest, FlowId, Outgoing, TCP_IDLE, TCP_PARTIAL, Transport};
+
+/// Messages a TCP or TLS connection's task may have waiting to be written. An input makes a
+/// few messages for a flow at most (a response, a forwarded request, a NOTIFY or two), and
+/// the task writes them as soon as it runs, so a flow with 1,024 waiting belongs to a peer
+/// that has stopped reading (its TCP window shut): the flow is closed rather than let grow.
+/// Each phone has a flow of its own (CAP1's 3,000 phones are 3,000 flows), so no scenario
+/// comes near.
+pub const FLOW_QUEUE: usize = 1_024;
+
+/// Datagrams a node's UDP socket task may have waiting. Every UDP peer of the node and the
+/// trunk to IM&P (SPEC CC7) share the socket, so it holds more than a flow; past it a
+/// datagram is dropped, as the network may drop any (RFC 3261 §17.1.1.2 retransmits).
+pub const UDP_QUEUE: usize = 8_192;
+
+/// What the nodes of one CUCM cluster (or an SRST router) share: the [`Cluster`] and the
+/// channels to the tasks that own its sockets, each connection's and each node's UDP socket's.
+///
+/// Everything that reaches the cluster goes through here, and what the cluster queued is
+/// sent on before the call returns ([`ClusterIo::with`]).
+#[derive(Debug)]
+pub struct ClusterIo {
+    cluster: Cluster,
+    /// TCP and TLS flows → (their node, their connection's task).
+    streams: BTreeMap<FlowId, (String, Sender<Outgoing>)>,
+    /// Node (lower case) → its UDP socket's task.
+    udp: BTreeMap<String, Sender<Outgoing>>,
+}
+
+impl ClusterIo {
+    /// `cluster`, with no node yet.
+    pub fn new(cluster: Cluster) -> Self {
+        Self { cluster, streams: BTreeMap::new(), udp: BTreeMap::new() }
+    }
+
+    /// The cluster, to look at.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Runs `f` on the cluster, then sends on what it queued.
+    pub fn with<R>(&mut self, f: impl FnOnce(&mut Cluster) -> R) -> R {
+        let r = f(&mut self.cluster);
+        self.dispatch();
+        r
+    }
+
+    /// Node `host` joins with SIP `port`: the receiver of what its UDP socket sends.
+    pub(super) fn add_node(&mut self, host: &str, port: u16) -> Receiver<Outgoing> {
+        let (tx, rx) = channel(UDP_QUEUE);
+        self.cluster.add_node(host, port);
+        self.udp.insert(host.to_ascii_lowercase(), tx);
+        rx
+    }
+
+    /// Node `host` stopped: its flows and their channels are gone.
+    fn remove_node(&mut self, host: &str) {
+        let host = host.to_ascii_lowercase();
+        self.with(|c| c.remove_node(&host));
+        self.udp.remove(&host);
+        self.streams.retain(|_, (node, _)| *node != host);
+    }
+
+    /// A TCP or TLS connection accepted by `host`: its flow, and the receiver of what to
+    /// write to it.
+    pub(super) fn open_stream(
+        &mut self,
+        host: &str,
+        transport: Transport,
+        peer: SocketAddr,
+    ) -> (FlowId, Receiver<Outgoing>) {
+        let (tx, rx) = channel(FLOW_QUEUE);
+        let flow = self.with(|c| c.open_stream(host, transport, peer));
+        self.streams.insert(flow, (host.to_ascii_lowercase(), tx));
+        (flow, rx)
+    }
+
+    /// A connection closed: its flow goes, and what that changes is sent.
+    pub(super) fn close_flow(&mut self, flow: FlowId) {
+        self.streams.remove(&flow);
+        self.with(|c| c.close_flow(flow));
+    }
+
+    /// Hands every message the cluster queued to its socket's task, in order. A connection
+    /// whose channel is full is closed as if its peer had hung up (its bindings go, and what
+    /// that changes is sent too); a full UDP channel loses the datagram.
+    fn dispatch(&mut self) {
+        while let Some((dest, out)) = self.cluster.poll_output() {
+            match dest {
+                Dest::Stream(flow) => {
+                    let Some((_, tx)) = self.streams.get(&flow) else { continue };
+                    let peer = out.to;
+                    // A closed channel is a task that has ended: its flow closes with it.
+                    if let Err(TrySendError::Full(_)) = tx.try_send(out) {
+                        tracing::warn!(
+                            flow = flow.0,
+                            %peer,
+                            "SIP peer reads nothing ({FLOW_QUEUE} messages waiting): flow closed"
+                        );
+                        self.streams.remove(&flow);
+                        self.cluster.close_flow(flow);
+                    }
+                }
+                Dest::Udp(node) => {
+                    let Some(tx) = self.udp.get(&node) else { continue };
+                    if let Err(TrySendError::Full(out)) = tx.try_send(out) {
+                        tracing::warn!(
+                            %node,
+                            to = %out.to,
+                            "SIP UDP socket behind ({UDP_QUEUE} waiting): datagram dropped"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Serves node `host`'s SIP: UDP and TCP on `port`, TLS on `tls_port` if any (certificate `names`),
 /// all into the shared `cluster`, until the node stops. A crash drops this future; the node's
@@ -17,17 +143,16 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
     host: String,
     (port, tls_port): (u16, Option<u16>),
     names: Vec<String>,
-    cluster: Rc<RefCell<Cluster>>,
+    cluster: Rc<RefCell<ClusterIo>>,
 ) -> std::io::Result<()> {
     let mut udp = net.bind_udp(port).await?;
     udp.set_dscp(DSCP_SIGNALLING);
     let udp = Rc::new(udp);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
-    cluster.borrow_mut().add_node(&host, port, tx);
+    let mut rx = cluster.borrow_mut().add_node(&host, port);
     if let Some(p) = tls_port {
-        cluster.borrow_mut().set_tls_port(&host, p);
+        cluster.borrow_mut().with(|c| c.set_tls_port(&host, p));
     }
-    struct Gone(Rc<RefCell<Cluster>>, String);
+    struct Gone(Rc<RefCell<ClusterIo>>, String);
     impl Drop for Gone {
         fn drop(&mut self) {
             if let Ok(mut c) = self.0.try_borrow_mut() {
@@ -100,10 +225,11 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
                     continue; // a keepalive
                 }
                 let now = net.now();
-                let mut c = cluster.borrow_mut();
-                if let Some(flow) = c.udp_flow(&host, from) {
-                    c.handle(now, flow, &buf[..n]);
-                }
+                cluster.borrow_mut().with(|c| {
+                    if let Some(flow) = c.udp_flow(&host, from) {
+                        c.handle(now, flow, &buf[..n]);
+                    }
+                });
             }
             Some(out) = rx.recv() => {
                 net.transcript().message(net.now(), local, out.to, "udp", &out.summary);
@@ -119,35 +245,34 @@ pub async fn bridge<N: uclab_net::Net>(
     net: N,
     host: String,
     port: u16,
-    cluster: Rc<RefCell<Cluster>>,
+    cluster: Rc<RefCell<ClusterIo>>,
 ) -> std::io::Result<()> {
     let mut udp = net.bind_udp(port).await?;
     udp.set_dscp(uclab_proto::dscp::AUDIO);
-    cluster.borrow_mut().set_bridge(&host, udp.local_addr());
+    cluster.borrow_mut().with(|c| c.set_bridge(&host, udp.local_addr()));
     let mut buf = vec![0u8; 2048];
     loop {
         let (n, from) = udp.recv_from(&mut buf).await?;
-        let to = cluster.borrow().bridge_targets(from);
+        let to = cluster.borrow().cluster().bridge_targets(from);
         for t in to {
             let _ = udp.send_to(&buf[..n], t).await;
         }
     }
 }
 
-/// One TCP or TLS connection: framed messages into the cluster, its outbox out.
+/// One TCP or TLS connection: framed messages into the cluster, what its channel brings out.
 async fn stream<N: uclab_net::Net>(
     net: &N,
     (local, peer): (SocketAddr, SocketAddr),
     mut io: Box<dyn uclab_net::AsyncIo>,
     transport: Transport,
     host: &str,
-    cluster: &Rc<RefCell<Cluster>>,
+    cluster: &Rc<RefCell<ClusterIo>>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use uclab_proto::sip::frame::{Frame, StreamFramer};
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
-    let flow = cluster.borrow_mut().open_stream(host, transport, peer, tx);
-    struct Close<'a>(&'a Rc<RefCell<Cluster>>, FlowId);
+    let (flow, mut rx) = cluster.borrow_mut().open_stream(host, transport, peer);
+    struct Close<'a>(&'a Rc<RefCell<ClusterIo>>, FlowId);
     impl Drop for Close<'_> {
         fn drop(&mut self) {
             if let Ok(mut c) = self.0.try_borrow_mut() {
@@ -193,7 +318,7 @@ async fn stream<N: uclab_net::Net>(
                         Ok(Some(Frame::Message(m))) => {
                             partial_since = None;
                             let now = net.now();
-                            cluster.borrow_mut().handle(now, flow, &m);
+                            cluster.borrow_mut().with(|c| c.handle(now, flow, &m));
                         }
                         Ok(Some(Frame::Ping)) => {
                             // RFC 5626 §3.5.1: pong.
@@ -218,7 +343,14 @@ async fn stream<N: uclab_net::Net>(
                     }
                 }
             }
-            Some(out) = rx.recv() => {
+            out = rx.recv() => {
+                let Some(out) = out else {
+                    // The cluster dropped the flow: its peer stopped reading (FLOW_QUEUE).
+                    let why = "SIP peer reads nothing; closed";
+                    net.transcript().message(net.now(), peer, local, "tcp", why);
+                    let _ = io.shutdown().await;
+                    return;
+                };
                 net.transcript().message(net.now(), local, peer, "tcp", &out.summary);
                 if io.write_all(&out.bytes).await.is_err() {
                     return;

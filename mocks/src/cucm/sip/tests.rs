@@ -1,5 +1,4 @@
 use super::*;
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use uclab_proto::sip::frame::{Frame, StreamFramer};
 use uclab_proto::sip::{self, md5_hex};
 
@@ -21,28 +20,50 @@ fn lines() -> Vec<SipLine> {
         .collect()
 }
 
+/// A cluster of one node, and what it sent, by destination, not yet looked at.
 struct Lab {
     c: Cluster,
-    udp_rx: UnboundedReceiver<Outgoing>,
+    sent: BTreeMap<Dest, Vec<Outgoing>>,
+}
+
+impl Lab {
+    fn new(cfg: SipConfig) -> Self {
+        let mut c = Cluster::new(cfg, 7);
+        c.add_node(NODE, 5060);
+        Self { c, sent: BTreeMap::new() }
+    }
+
+    /// What went to `to` since last asked, read back.
+    fn got(&mut self, to: &Dest) -> Vec<Message> {
+        while let Some((d, o)) = self.c.poll_output() {
+            self.sent.entry(d).or_default().push(o);
+        }
+        let got = self.sent.remove(to).unwrap_or_default().into_iter();
+        got.map(|o| sip::read(&o.bytes).expect("we send readable SIP")).collect()
+    }
+
+    /// What went to TCP or TLS flow `f`.
+    fn drain(&mut self, f: FlowId) -> Vec<Message> {
+        self.got(&Dest::Stream(f))
+    }
+
+    /// What the node sent over UDP.
+    fn udp(&mut self) -> Vec<Message> {
+        self.got(&Dest::Udp(NODE.into()))
+    }
 }
 
 fn lab(digest: bool) -> Lab {
-    let cfg =
-        SipConfig { domain: "example.com".into(), lines: lines(), digest, ..SipConfig::default() };
-    let mut c = Cluster::new(cfg, 7);
-    let (tx, udp_rx) = unbounded_channel();
-    c.add_node(NODE, 5060, tx);
-    Lab { c, udp_rx }
+    Lab::new(SipConfig {
+        domain: "example.com".into(),
+        lines: lines(),
+        digest,
+        ..SipConfig::default()
+    })
 }
 
 fn peer(n: u8) -> SocketAddr {
     SocketAddr::from(([10, 1, 2, n], 50_000 + u16::from(n)))
-}
-
-fn drain(rx: &mut UnboundedReceiver<Outgoing>) -> Vec<Message> {
-    std::iter::from_fn(|| rx.try_recv().ok())
-        .map(|o| sip::read(&o.bytes).expect("we send readable SIP"))
-        .collect()
 }
 
 fn corpus(path: &str) -> Vec<u8> {
@@ -75,7 +96,7 @@ fn torture_messages_over_udp_get_the_rfc_answers() {
         let mut l = lab(false);
         let flow = l.c.udp_flow(NODE, peer(i as u8 + 1)).unwrap();
         l.c.handle(Duration::ZERO, flow, &corpus(file));
-        let got = drain(&mut l.udp_rx);
+        let got = l.udp();
         let last = got.last().and_then(Message::code);
         if last != *want {
             wrong.push(format!(
@@ -97,8 +118,7 @@ fn torture_messages_over_tcp_get_the_rfc_answers() {
     let mut wrong = Vec::new();
     for (i, (file, _, want)) in expectations().iter().enumerate() {
         let mut l = lab(false);
-        let (tx, mut rx) = unbounded_channel();
-        let flow = l.c.open_stream(NODE, Transport::Tcp, peer(i as u8 + 1), tx);
+        let flow = l.c.open_stream(NODE, Transport::Tcp, peer(i as u8 + 1));
         let mut fr = StreamFramer::new();
         fr.feed(&corpus(file));
         let mut closed = false;
@@ -114,7 +134,7 @@ fn torture_messages_over_tcp_get_the_rfc_answers() {
             }
         }
         let _ = fr.finish();
-        let got = drain(&mut rx);
+        let got = l.drain(flow);
         let first_final = got.iter().find_map(|m| m.code().filter(|c| *c >= 200));
         let ok = match want {
             Some(code) => first_final == Some(*code),
@@ -160,32 +180,26 @@ fn alice_calls_bob(n: u32) -> Vec<u8> {
     .into_bytes()
 }
 
-/// alice (1001) and bob (1002) registered over `t`: their flows and outboxes, drained.
-fn alice_and_bob(
-    l: &mut Lab,
-    t: Transport,
-) -> (FlowId, UnboundedReceiver<Outgoing>, FlowId, UnboundedReceiver<Outgoing>) {
-    let (ta, mut ra) = unbounded_channel();
-    let (tb, mut rb) = unbounded_channel();
-    let fa = l.c.open_stream(NODE, t, peer(1), ta);
-    let fb = l.c.open_stream(NODE, t, peer(2), tb);
+/// alice (1001) and bob (1002) registered over `t`: their flows, drained.
+fn alice_and_bob(l: &mut Lab, t: Transport) -> (FlowId, FlowId) {
+    let fa = l.c.open_stream(NODE, t, peer(1));
+    let fb = l.c.open_stream(NODE, t, peer(2));
     l.c.handle(Duration::ZERO, fa, &register("alice", "1001", None, "", 1));
     let breg = String::from_utf8(register("bob", "1002", None, "", 1))
         .unwrap()
         .replace("10.1.2.1:50001", "10.1.2.2:50002");
     l.c.handle(Duration::ZERO, fb, breg.as_bytes());
-    drain(&mut ra);
-    drain(&mut rb);
-    (fa, ra, fb, rb)
+    l.drain(fa);
+    l.drain(fb);
+    (fa, fb)
 }
 
 #[test]
 fn cc1_register_is_granted_120_s_and_keepalive_leaves_the_binding() {
     let mut l = lab(false);
-    let (tx, mut rx) = unbounded_channel();
-    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1));
     l.c.handle(Duration::ZERO, f, &register("alice", "1001", Some("3600"), "", 1));
-    let r = drain(&mut rx);
+    let r = l.drain(f);
     assert_eq!(r[0].code(), Some(200), "{}", r[0]);
     assert_eq!(r[0].get("Expires"), Some("120"));
     assert!(r[0].get("Contact").unwrap().ends_with(";expires=120"));
@@ -198,19 +212,19 @@ fn cc1_register_is_granted_120_s_and_keepalive_leaves_the_binding() {
         f,
         &register("alice", "1001", Some("0"), ";expires=0;cisco-keep-alive", 2),
     );
-    assert_eq!(drain(&mut rx)[0].code(), Some(200));
+    assert_eq!(l.drain(f)[0].code(), Some(200));
     assert_eq!(l.c.bindings("1001", Duration::from_secs(100)).len(), 1);
     assert_eq!(l.c.keepalive("CSFALICE"), Some((NODE.into(), Duration::from_secs(5))));
     // Expires 0 without the keepalive flag unregisters.
     l.c.handle(Duration::from_secs(6), f, &register("alice", "1001", Some("0"), "", 3));
-    assert_eq!(drain(&mut rx)[0].code(), Some(200));
+    assert_eq!(l.drain(f)[0].code(), Some(200));
     assert!(l.c.bindings("1001", Duration::from_secs(6)).is_empty());
     // Unknown number: 404.
     l.c.handle(Duration::from_secs(7), f, &register("zed", "9999", None, "", 4));
-    assert_eq!(drain(&mut rx)[0].code(), Some(404));
+    assert_eq!(l.drain(f)[0].code(), Some(404));
     // The connection closes: CUCM unregisters the device.
     l.c.handle(Duration::from_secs(8), f, &register("alice", "1001", None, "", 5));
-    drain(&mut rx);
+    l.drain(f);
     l.c.close_flow(f);
     assert!(l.c.bindings("1001", Duration::from_secs(8)).is_empty());
 }
@@ -218,10 +232,9 @@ fn cc1_register_is_granted_120_s_and_keepalive_leaves_the_binding() {
 #[test]
 fn digest_challenge_then_credentials() {
     let mut l = lab(true);
-    let (tx, mut rx) = unbounded_channel();
-    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1));
     l.c.handle(Duration::ZERO, f, &register("alice", "1001", None, "", 1));
-    let r = drain(&mut rx);
+    let r = l.drain(f);
     assert_eq!(r[0].code(), Some(401));
     let chal = r[0].get("WWW-Authenticate").unwrap().to_owned();
     assert!(chal.contains("realm=\"ccmsipline\""), "{chal}");
@@ -237,13 +250,13 @@ fn digest_challenge_then_credentials() {
         )
     };
     l.c.handle(Duration::ZERO, f, &register("alice", "1001", None, &auth(&answer("wrong")), 2));
-    assert_eq!(drain(&mut rx)[0].code(), Some(401));
+    assert_eq!(l.drain(f)[0].code(), Some(401));
     l.c.handle(Duration::ZERO, f, &register("alice", "1001", None, &auth(&answer("lab")), 3));
-    assert_eq!(drain(&mut rx)[0].code(), Some(200));
+    assert_eq!(l.drain(f)[0].code(), Some(200));
     // A nonce we never gave is not accepted.
     let forged = auth(&answer("lab")).replace(&nonce, "0000000000000000");
     l.c.handle(Duration::ZERO, f, &register("alice", "1001", None, &forged, 4));
-    assert_eq!(drain(&mut rx)[0].code(), Some(401));
+    assert_eq!(l.drain(f)[0].code(), Some(401));
 }
 
 /// Issue 13: a REGISTER binds a line only to the line's own device, and `Contact: *` removes
@@ -251,12 +264,10 @@ fn digest_challenge_then_credentials() {
 #[test]
 fn register_binds_only_the_lines_device_and_star_only_for_its_owner() {
     let mut l = lab(false);
-    let (ta, mut ra) = unbounded_channel();
-    let (tx, mut rx) = unbounded_channel();
-    let fa = l.c.open_stream(NODE, Transport::Tcp, peer(1), ta);
-    let fx = l.c.open_stream(NODE, Transport::Tcp, peer(9), tx);
+    let fa = l.c.open_stream(NODE, Transport::Tcp, peer(1));
+    let fx = l.c.open_stream(NODE, Transport::Tcp, peer(9));
     l.c.handle(Duration::ZERO, fa, &register("alice", "1001", None, "", 1));
-    assert_eq!(drain(&mut ra)[0].code(), Some(200));
+    assert_eq!(l.drain(fa)[0].code(), Some(200));
     // The attacker's own contact, without a device name: its user part is no device of 1001.
     let hijack = |contact: &str, seq: u32| {
         format!(
@@ -268,40 +279,38 @@ fn register_binds_only_the_lines_device_and_star_only_for_its_owner() {
         .into_bytes()
     };
     l.c.handle(Duration::ZERO, fx, &hijack("<sip:attacker@127.0.0.1:6666>", 1));
-    let r = drain(&mut rx);
+    let r = l.drain(fx);
     assert_eq!(r[0].code(), Some(403), "{}", r[0]);
     // Naming another device (bob's) is refused as well, and so is a mix of good and bad.
     let bobs = "<sip:x@127.0.0.1:6666>;+u.sip!devicename.ccm.cisco.com=\"CSFBOB\"";
     l.c.handle(Duration::ZERO, fx, &hijack(bobs, 2));
-    assert_eq!(drain(&mut rx)[0].code(), Some(403));
+    assert_eq!(l.drain(fx)[0].code(), Some(403));
     let mixed = format!("<sip:csfalice@127.0.0.1:6666>, {bobs}");
     l.c.handle(Duration::ZERO, fx, &hijack(&mixed, 3));
-    assert_eq!(drain(&mut rx)[0].code(), Some(403));
+    assert_eq!(l.drain(fx)[0].code(), Some(403));
     let b = l.c.bindings("1001", Duration::ZERO);
     assert_eq!(b.len(), 1, "alice's binding alone: {b:?}");
     assert!(b[0].2.contains("alice-uuid"), "{b:?}");
     // A third-party phone registering as its device name (sipsak -C sip:CSFALICE@…) is let in.
     l.c.handle(Duration::ZERO, fx, &hijack("<sip:CSFALICE@127.0.0.1:6666>", 4));
-    assert_eq!(drain(&mut rx)[0].code(), Some(200));
+    assert_eq!(l.drain(fx)[0].code(), Some(200));
     l.c.handle(Duration::ZERO, fa, &register("alice", "1001", None, "", 2));
-    drain(&mut ra);
+    l.drain(fa);
     // `Contact: *` from a flow holding no binding of 1001: refused, bindings kept.
     let star = String::from_utf8(hijack("*", 5)).unwrap().replace("Expires: 3600", "Expires: 0");
-    let (ty, mut ry) = unbounded_channel();
-    let fy = l.c.open_stream(NODE, Transport::Tcp, peer(8), ty);
+    let fy = l.c.open_stream(NODE, Transport::Tcp, peer(8));
     l.c.handle(Duration::ZERO, fy, star.as_bytes());
-    assert_eq!(drain(&mut ry)[0].code(), Some(403));
+    assert_eq!(l.drain(fy)[0].code(), Some(403));
     assert!(!l.c.bindings("1001", Duration::ZERO).is_empty());
     // From alice's own connection: every binding goes.
     l.c.handle(Duration::ZERO, fa, star.as_bytes());
-    assert_eq!(drain(&mut ra)[0].code(), Some(200));
+    assert_eq!(l.drain(fa)[0].code(), Some(200));
     assert!(l.c.bindings("1001", Duration::ZERO).is_empty());
     // With digest on, an unauthenticated `*` is challenged like any REGISTER.
     let mut d = lab(true);
-    let (tz, mut rz) = unbounded_channel();
-    let fz = d.c.open_stream(NODE, Transport::Tcp, peer(7), tz);
+    let fz = d.c.open_stream(NODE, Transport::Tcp, peer(7));
     d.c.handle(Duration::ZERO, fz, star.as_bytes());
-    assert_eq!(drain(&mut rz)[0].code(), Some(401));
+    assert_eq!(d.drain(fz)[0].code(), Some(401));
 }
 
 /// Issue 13: digest answers are password checks under the directory's lockout.
@@ -311,13 +320,12 @@ fn wrong_digest_answers_lock_the_account() {
     let policy = crate::lockout::CredentialPolicy { failed_logon: 2, ..Default::default() };
     let lockout = crate::lockout::Lockout::new(policy);
     l.c.set_lockout(Some(lockout.clone()));
-    let (tx, mut rx) = unbounded_channel();
-    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1));
     let mut seq = 0;
     let mut try_password = |l: &mut Lab, password: &str| {
         seq += 2;
         l.c.handle(Duration::ZERO, f, &register("alice", "1001", None, "", seq));
-        let r = drain(&mut rx);
+        let r = l.drain(f);
         let chal = r[0].get("WWW-Authenticate").unwrap().to_owned();
         let nonce = chal.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
         let ha1 = md5_hex(&format!("alice:{REALM}:{password}"));
@@ -327,7 +335,7 @@ fn wrong_digest_answers_lock_the_account() {
             ";x=1\r\nAuthorization: Digest username=\"alice\", realm=\"{REALM}\", nonce=\"{nonce}\", uri=\"sip:cucm1.example.com\", response=\"{resp}\", algorithm=MD5"
         );
         l.c.handle(Duration::ZERO, f, &register("alice", "1001", None, &auth, seq + 1));
-        drain(&mut rx)[0].code()
+        l.drain(f)[0].code()
     };
     assert_eq!(try_password(&mut l, "lab"), Some(200));
     assert_eq!(try_password(&mut l, "guess1"), Some(401));
@@ -340,10 +348,10 @@ fn wrong_digest_answers_lock_the_account() {
 #[test]
 fn calls_are_routed_between_registered_lines_and_dialogs_pass_through() {
     let mut l = lab(false);
-    let (fa, mut ra, fb, mut rb) = alice_and_bob(&mut l, Transport::Tcp);
+    let (fa, fb) = alice_and_bob(&mut l, Transport::Tcp);
     l.c.handle(Duration::from_secs(1), fa, &alice_calls_bob(1));
-    assert_eq!(drain(&mut ra)[0].code(), Some(100));
-    let fwd = drain(&mut rb);
+    assert_eq!(l.drain(fa)[0].code(), Some(100));
+    let fwd = l.drain(fb);
     let inv = &fwd[0];
     assert_eq!(
         inv.start,
@@ -364,7 +372,7 @@ fn calls_are_routed_between_registered_lines_and_dialogs_pass_through() {
         r.push("Contact", "<sip:bob-uuid@10.1.2.2:50002;transport=tcp>");
         r.push("Record-Route", "<sip:cucm1.example.com:5060;transport=tcp;lr>");
         l.c.handle(Duration::from_secs(2), fb, &r.to_bytes());
-        let back = drain(&mut ra);
+        let back = l.drain(fa);
         assert_eq!(back[0].code(), Some(code));
         assert_eq!(back[0].vias().len(), 1);
         assert!(back[0].vias()[0].starts_with("SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKinv1"));
@@ -379,7 +387,7 @@ fn calls_are_routed_between_registered_lines_and_dialogs_pass_through() {
              Call-ID: call1\r\nCSeq: {seq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         );
         l.c.handle(Duration::from_secs(3), fa, req.as_bytes());
-        let got = drain(&mut rb);
+        let got = l.drain(fb);
         assert_eq!(got[0].method(), Some(method), "{}", got[0]);
         assert!(got[0].get("Route").is_none(), "our Route is popped");
     }
@@ -392,11 +400,11 @@ fn calls_are_routed_between_registered_lines_and_dialogs_pass_through() {
     };
     l.c.close_flow(fb);
     l.c.handle(Duration::from_secs(4), fa, to("1002", 70).as_bytes());
-    assert_eq!(drain(&mut ra)[0].code(), Some(480));
+    assert_eq!(l.drain(fa)[0].code(), Some(480));
     l.c.handle(Duration::from_secs(4), fa, to("7777", 70).as_bytes());
-    assert_eq!(drain(&mut ra)[0].code(), Some(404));
+    assert_eq!(l.drain(fa)[0].code(), Some(404));
     l.c.handle(Duration::from_secs(4), fa, to("1001", 0).as_bytes());
-    assert_eq!(drain(&mut ra).last().and_then(Message::code), Some(483));
+    assert_eq!(l.drain(fa).last().and_then(Message::code), Some(483));
     assert_eq!(l.c.counters().forwarded, 3);
 }
 
@@ -407,12 +415,12 @@ fn options_still_answered_after_the_whole_corpus() {
     for (file, _, _) in expectations() {
         l.c.handle(Duration::ZERO, flow, &corpus(&file));
     }
-    drain(&mut l.udp_rx);
+    l.udp();
     let options = "OPTIONS sip:cucm1.example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.1.2.9:50009;branch=z9hG4bKo\r\n\
         From: <sip:probe@example.com>;tag=p\r\nTo: <sip:cucm1.example.com>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\n\
         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
     l.c.handle(Duration::ZERO, flow, options.as_bytes());
-    let r = drain(&mut l.udp_rx);
+    let r = l.udp();
     assert_eq!(r[0].code(), Some(200));
     assert!(r[0].get("Allow").unwrap().contains("REGISTER"));
 }
@@ -420,30 +428,29 @@ fn options_still_answered_after_the_whole_corpus() {
 #[test]
 fn udp_caller_gets_no_trying_and_the_ack_of_a_refusal_reaches_the_callee() {
     let mut l = lab(false);
-    let (tb, mut rb) = unbounded_channel();
-    let fb = l.c.open_stream(NODE, Transport::Tcp, peer(2), tb);
+    let fb = l.c.open_stream(NODE, Transport::Tcp, peer(2));
     let breg = String::from_utf8(register("bob", "1002", None, "", 1))
         .unwrap()
         .replace("10.1.2.1:50001", "10.1.2.2:50002");
     l.c.handle(Duration::ZERO, fb, breg.as_bytes());
-    drain(&mut rb);
+    l.drain(fb);
     let fa = l.c.udp_flow(NODE, peer(1)).unwrap();
     let invite = "INVITE sip:1002@cucm1.example.com SIP/2.0\r\n\
         Via: SIP/2.0/UDP 10.1.2.1:50001;branch=z9hG4bKu1\r\n\
         From: <sip:1001@cucm1.example.com>;tag=ca\r\nTo: <sip:1002@cucm1.example.com>\r\n\
         Call-ID: u1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
     l.c.handle(Duration::ZERO, fa, invite.as_bytes());
-    assert!(drain(&mut l.udp_rx).is_empty(), "a stateless proxy sends no 100 over UDP");
-    let inv = drain(&mut rb).remove(0);
+    assert!(l.udp().is_empty(), "a stateless proxy sends no 100 over UDP");
+    let inv = l.drain(fb).remove(0);
     let busy = inv.response(486, "Busy Here", Some("cb"));
     l.c.handle(Duration::ZERO, fb, &busy.to_bytes());
-    assert_eq!(drain(&mut l.udp_rx)[0].code(), Some(486));
+    assert_eq!(l.udp()[0].code(), Some(486));
     let ack = invite
         .replace("INVITE sip", "ACK sip")
         .replace("1 INVITE", "1 ACK")
         .replace("To: <sip:1002@cucm1.example.com>", "To: <sip:1002@cucm1.example.com>;tag=cb");
     l.c.handle(Duration::ZERO, fa, ack.as_bytes());
-    let got = drain(&mut rb);
+    let got = l.drain(fb);
     assert_eq!(got[0].method(), Some("ACK"));
     assert_eq!(
         got[0].top_via().unwrap().branch(),
@@ -495,40 +502,35 @@ fn presence_lab(inter_group_allowed: bool) -> Lab {
         rules: vec![("Contractors".into(), "Executives".into(), false)],
         inter_group_allowed,
     };
-    let cfg = SipConfig { domain: "example.com".into(), lines, presence, ..SipConfig::default() };
-    let mut c = Cluster::new(cfg, 7);
-    let (tx, udp_rx) = unbounded_channel();
-    c.add_node(NODE, 5060, tx);
-    Lab { c, udp_rx }
+    Lab::new(SipConfig { domain: "example.com".into(), lines, presence, ..SipConfig::default() })
 }
 
 #[test]
 fn cc6_subscribe_policy_css_none_groups_and_speed_dials() {
     let mut l = presence_lab(true);
-    let (tx, mut rx) = unbounded_channel();
-    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1));
     let t = Duration::ZERO;
     // Speed dial on an Executive: exempt from the group rule; bob is not registered: unknown.
     l.c.handle(t, f, &subscribe("1001", "1002", "presence", 3600, "", 1));
-    let r = drain(&mut rx);
+    let r = l.drain(f);
     assert_eq!(r[0].code(), Some(200), "{}", r[0]);
     assert_eq!(r[1].method(), Some("NOTIFY"));
     assert!(r[1].get("Subscription-State").unwrap().starts_with("active"));
     assert!(String::from_utf8_lossy(&r[1].body).contains("<basic>closed</basic>"));
     // Not a speed dial: the group rule refuses.
     l.c.handle(t, f, &subscribe("1001", "1003", "presence", 3600, "", 2));
-    assert_eq!(drain(&mut rx)[0].code(), Some(403));
+    assert_eq!(l.drain(f)[0].code(), Some(403));
     // A partition the CSS does not list: not found.
     l.c.handle(t, f, &subscribe("1001", "1004", "presence", 3600, "", 3));
-    assert_eq!(drain(&mut rx)[0].code(), Some(404));
+    assert_eq!(l.drain(f)[0].code(), Some(404));
     // <None>: every subscription is "user unknown".
     l.c.handle(t, f, &subscribe("1002", "1001", "presence", 3600, "", 4));
-    let r = drain(&mut rx);
+    let r = l.drain(f);
     assert_eq!(r[0].code(), Some(404));
     assert!(r[0].to_string().contains("user unknown"), "{}", r[0]);
     // Another event package: 489 with Allow-Events.
     l.c.handle(t, f, &subscribe("1001", "1002", "dialog", 3600, "", 5));
-    let r = drain(&mut rx);
+    let r = l.drain(f);
     assert_eq!(r[0].code(), Some(489));
     assert_eq!(r[0].get("Allow-Events"), Some("presence"));
 }
@@ -538,54 +540,50 @@ fn cc6_inter_group_policy_decides_without_a_rule() {
     // carol (Executives) watching alice (Contractors): no rule between them.
     for (allowed, want) in [(true, 200), (false, 403)] {
         let mut l = presence_lab(allowed);
-        let (tx, mut rx) = unbounded_channel();
-        let f = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+        let f = l.c.open_stream(NODE, Transport::Tcp, peer(1));
         l.c.handle(Duration::ZERO, f, &subscribe("1003", "1001", "presence", 60, "", 1));
-        assert_eq!(drain(&mut rx)[0].code(), Some(want), "inter-group allowed: {allowed}");
+        assert_eq!(l.drain(f)[0].code(), Some(want), "inter-group allowed: {allowed}");
     }
 }
 
 #[test]
 fn cc6_notifies_follow_registration_and_calls_then_unsubscribe_terminates() {
     let mut l = presence_lab(true);
-    let (tx, mut rx) = unbounded_channel();
-    let w = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+    let w = l.c.open_stream(NODE, Transport::Tcp, peer(1));
     l.c.handle(Duration::ZERO, w, &subscribe("1001", "1002", "presence", 3600, "", 1));
-    let r = drain(&mut rx);
+    let r = l.drain(w);
     let tag = r[0].tag("To").expect("our tag");
     // bob registers: idle.
-    let (btx, mut brx) = unbounded_channel();
-    let b = l.c.open_stream(NODE, Transport::Tcp, peer(2), btx);
+    let b = l.c.open_stream(NODE, Transport::Tcp, peer(2));
     l.c.handle(Duration::from_secs(1), b, &register("bob", "1002", Some("3600"), "", 1));
-    assert_eq!(drain(&mut brx)[0].code(), Some(200));
-    let n = drain(&mut rx);
+    assert_eq!(l.drain(b)[0].code(), Some(200));
+    let n = l.drain(w);
     assert_eq!(n.len(), 1);
     assert!(String::from_utf8_lossy(&n[0].body).contains("<basic>open</basic>"));
     assert!(!String::from_utf8_lossy(&n[0].body).contains("on-the-phone"));
     // bob's connection drops: unregistered, unknown.
     l.c.close_flow(b);
-    let n = drain(&mut rx);
+    let n = l.drain(w);
     assert!(String::from_utf8_lossy(&n[0].body).contains("<basic>closed</basic>"), "{}", n[0]);
     // Unsubscribe: 200 and a terminated NOTIFY; then nothing more.
     let to_tag = format!(";tag={tag}");
     l.c.handle(Duration::from_secs(3), w, &subscribe("1001", "1002", "presence", 0, &to_tag, 2));
-    let r = drain(&mut rx);
+    let r = l.drain(w);
     assert_eq!(r[0].code(), Some(200));
     assert!(r[1].get("Subscription-State").unwrap().starts_with("terminated"));
-    let (btx, _brx) = unbounded_channel();
-    let b = l.c.open_stream(NODE, Transport::Tcp, peer(3), btx);
+    let b = l.c.open_stream(NODE, Transport::Tcp, peer(3));
     l.c.handle(Duration::from_secs(4), b, &register("bob", "1002", Some("3600"), "", 2));
-    assert!(drain(&mut rx).is_empty(), "no NOTIFY after the subscription ended");
+    assert!(l.drain(w).is_empty(), "no NOTIFY after the subscription ended");
     // A refresh of a subscription that is gone: 481.
     l.c.handle(Duration::from_secs(5), w, &subscribe("1001", "1002", "presence", 60, &to_tag, 3));
-    assert_eq!(drain(&mut rx)[0].code(), Some(481));
+    assert_eq!(l.drain(w)[0].code(), Some(481));
 }
 
 #[test]
 fn a_call_over_tls_is_record_routed_through_the_tls_port() {
     let mut l = lab(false);
     l.c.set_tls_port(NODE, 5061);
-    let (fa, _ra, _fb, mut rb) = alice_and_bob(&mut l, Transport::Tls);
+    let (fa, fb) = alice_and_bob(&mut l, Transport::Tls);
     let invite = "INVITE sip:1002@cucm1.example.com SIP/2.0\r\n\
         Via: SIP/2.0/TLS 10.1.2.1:50001;branch=z9hG4bKtls1\r\n\
         From: <sip:1001@cucm1.example.com>;tag=ca\r\n\
@@ -594,7 +592,7 @@ fn a_call_over_tls_is_record_routed_through_the_tls_port() {
         Contact: <sip:alice-uuid@10.1.2.1:50001;transport=tls>\r\n\
         Content-Length: 0\r\n\r\n";
     l.c.handle(Duration::from_secs(1), fa, invite.as_bytes());
-    let inv = &drain(&mut rb)[0];
+    let inv = &l.drain(fb)[0];
     assert!(inv.vias()[0].starts_with("SIP/2.0/TLS cucm1.example.com:5061;branch="), "{inv}");
     assert_eq!(inv.get("Record-Route"), Some("<sip:cucm1.example.com:5061;transport=tls;lr>"));
 }
@@ -604,12 +602,12 @@ fn cc6_a_line_that_loses_its_registration_mid_call_is_not_busy_when_it_returns()
     // bob's connection drops during a call (no BYE ever comes): CUCM clears the call, so when
     // bob registers again his watchers see him idle, not busy for ever.
     let mut l = presence_lab(true);
-    let (fa, mut ra, fb, mut rb) = alice_and_bob(&mut l, Transport::Tcp);
+    let (fa, fb) = alice_and_bob(&mut l, Transport::Tcp);
     l.c.handle(Duration::ZERO, fa, &subscribe("1001", "1002", "presence", 3600, "", 1));
-    let r = drain(&mut ra);
+    let r = l.drain(fa);
     assert_eq!((r[0].code(), r[1].method()), (Some(200), Some("NOTIFY")));
     l.c.handle(Duration::from_secs(1), fa, &alice_calls_bob(9));
-    let fwd = drain(&mut rb);
+    let fwd = l.drain(fb);
     let mut ok = fwd[0].response(200, "OK", Some("cb"));
     ok.push("Contact", "<sip:bob-uuid@10.1.2.2:50002;transport=tcp>");
     l.c.handle(Duration::from_secs(2), fb, &ok.to_bytes());
@@ -619,14 +617,13 @@ fn cc6_a_line_that_loses_its_registration_mid_call_is_not_busy_when_it_returns()
             .map(|m| String::from_utf8_lossy(&m.body).contains("on-the-phone"))
             .collect::<Vec<_>>()
     };
-    assert_eq!(busy(&drain(&mut ra)), [true], "answered: busy");
+    assert_eq!(busy(&l.drain(fa)), [true], "answered: busy");
     l.c.close_flow(fb);
-    let n = drain(&mut ra);
+    let n = l.drain(fa);
     assert!(String::from_utf8_lossy(&n[0].body).contains("<basic>closed</basic>"), "{}", n[0]);
-    let (btx, _brx) = unbounded_channel();
-    let b = l.c.open_stream(NODE, Transport::Tcp, peer(3), btx);
+    let b = l.c.open_stream(NODE, Transport::Tcp, peer(3));
     l.c.handle(Duration::from_secs(3), b, &register("bob", "1002", Some("3600"), "", 2));
-    assert_eq!(busy(&drain(&mut ra)), [false], "back: idle, the call is gone");
+    assert_eq!(busy(&l.drain(fa)), [false], "back: idle, the call is gone");
 }
 
 /// An INVITE to the bridge's `user` from one of the four lines (dialog `conf-call-{call}`),
@@ -654,12 +651,11 @@ fn the_conference_bridge_allocates_joins_forwards_and_limits() {
     let mut l = presence_lab(true);
     let bridge: SocketAddr = "10.1.0.11:24576".parse().unwrap();
     l.c.set_bridge(NODE, bridge);
-    let (tx, mut rx) = unbounded_channel();
-    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1));
     let t = Duration::ZERO;
     // The controller asks for an ad hoc conference: a focus URI and the bridge's RTP address.
     l.c.handle(t, f, &conf_invite("conference", 1, "0 8 101"));
-    let r = drain(&mut rx);
+    let r = l.drain(f);
     assert_eq!(r[0].code(), Some(200), "{}", r[0]);
     let contact = r[0].get("Contact").unwrap();
     assert!(contact.starts_with("<sip:conf-1@cucm1.example.com:5060;transport=tcp>"), "{contact}");
@@ -670,14 +666,14 @@ fn the_conference_bridge_allocates_joins_forwards_and_limits() {
     // Participants join the focus; a codec the bridge cannot mix and an unknown focus fail.
     for call in 2..=4 {
         l.c.handle(t, f, &conf_invite("conf-1", call, "0"));
-        assert_eq!(drain(&mut rx)[0].code(), Some(200));
+        assert_eq!(l.drain(f)[0].code(), Some(200));
     }
     l.c.handle(t, f, &conf_invite("conf-1", 5, "0"));
-    assert_eq!(drain(&mut rx)[0].code(), Some(486), "four participants at most");
+    assert_eq!(l.drain(f)[0].code(), Some(486), "four participants at most");
     l.c.handle(t, f, &conf_invite("conf-1", 6, "18"));
-    assert_eq!(drain(&mut rx)[0].code(), Some(488));
+    assert_eq!(l.drain(f)[0].code(), Some(488));
     l.c.handle(t, f, &conf_invite("conf-9", 7, "0"));
-    assert_eq!(drain(&mut rx)[0].code(), Some(404));
+    assert_eq!(l.drain(f)[0].code(), Some(404));
     // RTP from one participant goes to the other three.
     let from: SocketAddr = "10.1.0.2:16384".parse().unwrap();
     let to = l.c.bridge_targets(from);
@@ -696,7 +692,7 @@ fn the_conference_bridge_allocates_joins_forwards_and_limits() {
              CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         );
         l.c.handle(t, f, bye.as_bytes());
-        assert_eq!(drain(&mut rx)[0].code(), Some(200));
+        assert_eq!(l.drain(f)[0].code(), Some(200));
     }
     assert!(l.c.conferences().is_empty());
 }
@@ -705,22 +701,73 @@ fn the_conference_bridge_allocates_joins_forwards_and_limits() {
 fn the_bridge_admits_lines_only_and_forgets_participants_whose_flow_closed() {
     let mut l = presence_lab(true);
     l.c.set_bridge(NODE, "10.1.0.11:24576".parse().unwrap());
-    let (tx, mut rx) = unbounded_channel();
-    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1), tx);
+    let f = l.c.open_stream(NODE, Transport::Tcp, peer(1));
     let stranger = String::from_utf8(conf_invite("conference", 1, "0"))
         .unwrap()
         .replace("sip:1001@", "sip:mallory@");
     l.c.handle(Duration::ZERO, f, stranger.as_bytes());
-    assert_eq!(drain(&mut rx)[0].code(), Some(403));
+    assert_eq!(l.drain(f)[0].code(), Some(403));
     l.c.handle(Duration::ZERO, f, &conf_invite("conference", 1, "0"));
-    assert_eq!(drain(&mut rx)[0].code(), Some(200));
-    let (tx2, mut rx2) = unbounded_channel();
-    let g = l.c.open_stream(NODE, Transport::Tcp, peer(2), tx2);
+    assert_eq!(l.drain(f)[0].code(), Some(200));
+    let g = l.c.open_stream(NODE, Transport::Tcp, peer(2));
     l.c.handle(Duration::ZERO, g, &conf_invite("conf-1", 2, "0"));
-    assert_eq!(drain(&mut rx2)[0].code(), Some(200));
+    assert_eq!(l.drain(g)[0].code(), Some(200));
     assert_eq!(l.c.conferences(), [(1, 2)]);
     l.c.close_flow(g);
     assert_eq!(l.c.conferences(), [(1, 1)], "the closed flow's participant left");
     l.c.close_flow(f);
     assert!(l.c.conferences().is_empty());
+}
+
+/// A peer that stops reading fills its flow's channel ([`FLOW_QUEUE`]): the I/O layer closes
+/// the flow as if the connection had closed (its binding goes, its watchers hear of it), and
+/// the other flows keep getting what is theirs.
+#[test]
+fn a_flow_whose_peer_reads_nothing_is_closed_and_the_others_go_on() {
+    let cfg = SipConfig { domain: "example.com".into(), lines: lines(), ..SipConfig::default() };
+    let mut io = ClusterIo::new(Cluster::new(cfg, 7));
+    let _udp = io.add_node(NODE, 5060);
+    let (fa, mut ra) = io.open_stream(NODE, Transport::Tcp, peer(1));
+    let (fb, mut rb) = io.open_stream(NODE, Transport::Tcp, peer(2));
+    let codes = |rx: &mut tokio::sync::mpsc::Receiver<Outgoing>| {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|o| sip::read(&o.bytes).expect("we send readable SIP").code())
+            .collect::<Vec<_>>()
+    };
+    let t = Duration::ZERO;
+    io.with(|c| c.handle(t, fa, &register("alice", "1001", None, "", 1)));
+    assert_eq!(codes(&mut ra), [Some(200)]);
+    // bob watches alice: she is there.
+    io.with(|c| c.handle(t, fb, &subscribe("1002", "1001", "presence", 3600, "", 1)));
+    let r: Vec<Message> =
+        std::iter::from_fn(|| rb.try_recv().ok()).map(|o| sip::read(&o.bytes).unwrap()).collect();
+    assert_eq!((r[0].code(), r[1].method()), (Some(200), Some("NOTIFY")));
+    assert!(String::from_utf8_lossy(&r[1].body).contains("<basic>open</basic>"), "{}", r[1]);
+    // alice's device asks and never reads the answers: her channel fills up, and stays open.
+    let options = |n: usize| {
+        format!(
+            "OPTIONS sip:cucm1.example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.1.2.1:50001;branch=z9hG4bKo{n}\r\n\
+             From: <sip:1001@cucm1.example.com>;tag=o\r\nTo: <sip:cucm1.example.com>\r\nCall-ID: o{n}\r\n\
+             CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    for n in 0..FLOW_QUEUE {
+        io.with(|c| c.handle(t, fa, &options(n)));
+    }
+    assert_eq!(io.cluster().bindings("1001", t).len(), 1, "full, not yet over");
+    assert!(codes(&mut rb).is_empty());
+    // One answer more does not fit: the flow is closed, as a connection that closed.
+    io.with(|c| c.handle(t, fa, &options(FLOW_QUEUE)));
+    assert!(io.cluster().bindings("1001", t).is_empty(), "alice is unregistered");
+    let n = rb.try_recv().map(|o| sip::read(&o.bytes).unwrap()).expect("bob hears of it");
+    assert!(String::from_utf8_lossy(&n.body).contains("<basic>closed</basic>"), "{n}");
+    // alice's channel holds what fitted, then ends: her connection's task hangs up.
+    assert_eq!(codes(&mut ra), vec![Some(200); FLOW_QUEUE]);
+    assert_eq!(ra.try_recv(), Err(tokio::sync::mpsc::error::TryRecvError::Disconnected));
+    // Her flow is gone: what still comes over it gets nothing; bob's goes on.
+    io.with(|c| c.handle(t, fa, &options(0)));
+    io.with(|c| c.handle(t, fb, &options(1)));
+    assert_eq!(codes(&mut rb), [Some(200)]);
+    assert!(ra.try_recv().is_err());
 }
