@@ -34,13 +34,6 @@ macro_rules! owned_id {
             pub const fn new(owner: Owner, n: u32) -> Self {
                 Self { owner, n }
             }
-
-            /// This id, and advances `self` to the next one.
-            pub fn take_next(&mut self) -> Self {
-                let id = *self;
-                self.n = self.n.wrapping_add(1);
-                id
-            }
         }
 
         impl std::fmt::Display for $name {

@@ -19,8 +19,8 @@ use std::time::Duration;
 use uclab_proto::dns::{self, DnsMsg, QType};
 
 use crate::Time;
-use crate::io::Owner;
 pub use crate::io::QueryToken;
+use crate::io::{ConnId, HttpId, Owner};
 
 /// Resolver settings.
 #[derive(Clone, Debug)]
@@ -135,14 +135,17 @@ struct Pending {
     unreachable: u32,
 }
 
-/// The one query table of a client: every engine's queries, and the outputs waiting for each
-/// engine instance ([`Dns`] handle).
+/// What a client's engines share: every engine's DNS queries, the outputs waiting for each
+/// engine instance ([`Dns`] handle), and the one counter every id is drawn from.
 #[derive(Debug, Default)]
 struct Table {
     pending: BTreeMap<QueryToken, Pending>,
     out: BTreeMap<u32, VecDeque<ResolverOutput>>,
     next_token: u32,
     next_handle: u32,
+    /// Connection, stream and request ids: one allocator for every engine (issue 15), so an
+    /// input for an engine instance that is gone can never reach the one that replaced it.
+    next_id: u32,
 }
 
 impl Table {
@@ -221,7 +224,8 @@ impl Resolver {
     }
 }
 
-/// One engine's view of the client's [`Resolver`] (a sans-IO stub resolver).
+/// One engine's handle on what the client's engines share: its view of the [`Resolver`] (a
+/// sans-IO stub resolver) and the id allocator ([`Dns::conn_id`], [`Dns::http_id`]).
 ///
 /// Polling order: after each `handle_*` call drain [`Dns::poll_output`], then sleep until
 /// [`Dns::poll_timeout`] and call [`Dns::handle_timeout`].
@@ -243,6 +247,22 @@ impl Drop for Dns {
 }
 
 impl Dns {
+    /// A new connection or stream id for this handle's engine, unique in the client.
+    pub fn conn_id(&mut self) -> ConnId {
+        ConnId::new(self.owner, self.next_id())
+    }
+
+    /// A new HTTP request id for this handle's engine, unique in the client.
+    pub fn http_id(&mut self) -> HttpId {
+        HttpId::new(self.owner, self.next_id())
+    }
+
+    fn next_id(&mut self) -> u32 {
+        let mut t = self.table.borrow_mut();
+        t.next_id += 1;
+        t.next_id
+    }
+
     /// A resolver of its own for `owner` (tests and engines used alone).
     pub fn standalone(owner: Owner, cfg: ResolverConfig) -> Self {
         Resolver::new().handle(owner, cfg)
@@ -538,6 +558,22 @@ mod tests {
         drop(old);
         assert_eq!(shared.claim(server, &answer_for(&q, false)), None);
         assert_eq!(new.poll_timeout(), Some(Duration::from_secs(2)), "the new one's query stays");
+    }
+
+    /// One id allocator for the client: a sign-in that replaced another never reuses the
+    /// ids of the one before, so a late input for the old one cannot reach the new one.
+    #[test]
+    fn ids_are_unique_across_engine_instances() {
+        let shared = Resolver::new();
+        let mut old = shared.handle(Owner::SignIn, ResolverConfig::new(vec![]));
+        let mut im = shared.handle(Owner::Im, ResolverConfig::new(vec![]));
+        let a = old.http_id();
+        let b = im.conn_id();
+        drop(old);
+        let mut new = shared.handle(Owner::SignIn, ResolverConfig::new(vec![]));
+        let c = new.http_id();
+        assert_eq!((a.owner, b.owner, c.owner), (Owner::SignIn, Owner::Im, Owner::SignIn));
+        assert!(a.n != c.n && a.n != b.n && b.n != c.n, "{a} {b} {c}");
     }
 
     #[test]

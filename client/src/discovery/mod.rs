@@ -27,7 +27,7 @@ pub mod srv;
 use self::srv::{SrvAnswer, SrvTarget};
 use crate::Time;
 use crate::event::{ClientEvent, Via};
-use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, NetError, Output, Owner};
+use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, NetError, Output};
 use crate::resolver::{Dns, QueryToken, ResolveFailure};
 use crate::signal::{Emit, Signal};
 
@@ -41,8 +41,6 @@ const SERVICES: [Via; 3] = [Via::CiscoUds, Via::Cuplogin, Via::CollabEdge];
 pub const CAS_HOST: &str = "loginp.webexconnect.com";
 /// How long the CAS request may take.
 const CAS_TIMEOUT: Duration = Duration::from_secs(10);
-/// The CAS request (SPEC SD4).
-const CAS_HTTP_ID: HttpId = HttpId::new(Owner::Discovery, 1);
 
 /// Why the Webex CAS could not be asked (SPEC SD4): the answer is then "not Webex".
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -145,7 +143,8 @@ pub struct Discovery {
     /// The SRV targets after the one reached, in try order (`host:port`).
     alternates: Vec<String>,
     out: VecDeque<Emit>,
-    next_conn: ConnId,
+    /// The CAS request (SPEC SD4), once made.
+    cas_http: Option<HttpId>,
 }
 
 impl Discovery {
@@ -164,7 +163,7 @@ impl Discovery {
             srv_errors: Vec::new(),
             alternates: Vec::new(),
             out: VecDeque::new(),
-            next_conn: ConnId::new(Owner::Discovery, 1),
+            cas_http: None,
         };
         d.emit(ClientEvent::DiscoveryStarted { domain: d.org.clone() });
         if cfg.no_discovery {
@@ -258,7 +257,7 @@ impl Discovery {
                     self.state = State::Done;
                 }
             }
-            Input::Http { id, result } if id == CAS_HTTP_ID => {
+            Input::Http { id, result } if Some(id) == self.cas_http => {
                 self.on_cas(result.map_err(CasError::Net));
             }
             Input::Http { .. }
@@ -380,8 +379,10 @@ impl Discovery {
         match res.map(|m| m.first_ipv4()) {
             Ok(Some(ip)) => {
                 self.cas = Cas::Requesting { deadline: now + CAS_TIMEOUT };
+                let id = self.resolver.http_id();
+                self.cas_http = Some(id);
                 self.push(Output::Http(HttpReq {
-                    id: CAS_HTTP_ID,
+                    id,
                     addr: SocketAddr::new(IpAddr::V4(ip), 443),
                     host: CAS_HOST.into(),
                     tls: true,
@@ -507,7 +508,7 @@ impl Discovery {
 
     fn connect(&mut self, now: Time, via: Via, targets: Vec<SrvTarget>, idx: usize, ip: IpAddr) {
         let addr = SocketAddr::new(ip, targets[idx].port);
-        let id = self.next_conn.take_next();
+        let id = self.resolver.conn_id();
         self.emit(ClientEvent::TargetTrying {
             target: targets[idx].to_string(),
             addr: addr.to_string(),

@@ -5,6 +5,7 @@ use std::time::Duration;
 use uclab_proto::dns::{DnsMsg, Rr, build_response};
 
 use super::*;
+use crate::io::Owner;
 use crate::resolver::{Resolver, ResolverConfig};
 
 const DNS: &str = "10.1.0.53:53";

@@ -33,7 +33,7 @@ impl ImSession {
 
     pub(super) fn soap(&mut self, now: Time, op: &'static str, body: String) {
         let Some(addr) = self.soap_addr else { return };
-        let id = self.next_http.take_next();
+        let id = self.resolver.http_id();
         let host = self.servers[self.ha1.soap_idx].clone();
         self.out.push_back(Output::Http(HttpReq {
             id,

@@ -207,8 +207,6 @@ pub struct ImSession {
     resolver: Dns,
     st: St,
     deadline: Option<Time>,
-    next_http: HttpId,
-    next_stream: ConnId,
     next_dns: u16,
     /// Group chat rooms joined or being joined, by room JID (lower case).
     rooms: BTreeMap<String, Room>,
@@ -268,8 +266,6 @@ impl ImSession {
             resolver,
             st: St::Done,
             deadline: None,
-            next_http: HttpId::new(Owner::Im, 1),
-            next_stream: ConnId::new(Owner::Im, 1),
             next_dns: (seed >> 24) as u16 | 1,
             rooms: BTreeMap::new(),
             contact_source: String::new(),
@@ -298,7 +294,7 @@ impl ImSession {
         s.domain = domain.to_owned();
         s.nodes = vec![server.to_string()];
         s.state(Ha1State::XMPPCONNECT_P, &server.to_string());
-        let id = s.next_stream.take_next();
+        let id = s.resolver.conn_id();
         s.stream = Some(id);
         s.out.push_back(Output::StreamOpen { id, to: server, dscp: DSCP_IMP });
         s.st = St::Opening;
@@ -515,7 +511,7 @@ impl ImSession {
                 },
                 St::ResolveXmpp { token: want } if want == token => match ip {
                     Some(ip) => {
-                        let id = self.next_stream.take_next();
+                        let id = self.resolver.conn_id();
                         self.stream = Some(id);
                         self.framer.reset();
                         self.out.push_back(Output::StreamOpen {

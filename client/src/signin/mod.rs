@@ -27,7 +27,7 @@ use uclab_proto::uds::{self, ImpProductType};
 pub use self::error::SignInError;
 use crate::Time;
 use crate::event::ClientEvent;
-use crate::io::{HttpId, HttpReq, HttpResp, Input, NetError, Output, Owner};
+use crate::io::{HttpId, HttpReq, HttpResp, Input, NetError, Output};
 use crate::resolver::{Dns, QueryToken};
 pub use crate::signal::{Authenticator, Retry};
 
@@ -207,7 +207,6 @@ pub struct SignIn {
     resolver: Dns,
     state: State,
     deadline: Option<Time>,
-    next_http: HttpId,
     next_dns_id: u16,
     out: VecDeque<Emit>,
 }
@@ -236,7 +235,6 @@ impl SignIn {
             resolver,
             state: State::Done,
             deadline: None,
-            next_http: HttpId::new(Owner::SignIn, (seed as u32) & 0xffff | 1),
             next_dns_id: (seed >> 16) as u16,
             out: VecDeque::new(),
         }
@@ -354,7 +352,7 @@ impl SignIn {
         path: String,
         auth: bool,
     ) -> HttpId {
-        let id = self.next_http.take_next();
+        let id = self.resolver.http_id();
         let basic = auth.then(|| (self.user.clone(), self.password.clone()));
         self.push(Output::Http(HttpReq {
             id,

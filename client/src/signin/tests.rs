@@ -1,4 +1,5 @@
 use super::*;
+use crate::io::Owner;
 use crate::resolver::ResolverConfig;
 use uclab_proto::uds::{
     CucmMember, UdsUser, cnf_xml, jabber_config, service_profile, uds_cluster_user, uds_devices,

@@ -34,7 +34,7 @@ use uclab_proto::uds::DeviceConfig;
 
 use crate::Time;
 use crate::event::ClientEvent;
-use crate::io::{ConnId, Input, Output, Owner};
+use crate::io::{ConnId, Input, Output};
 use crate::resolver::{Dns, QueryToken};
 use crate::sip::blf::Watches;
 use crate::sip::call::{CallAction, Calls, Ctx, Mode, Send, hex, rport, sends_of};
@@ -163,7 +163,6 @@ pub struct Phone {
     timers: Timers,
     /// Our address as the connection shows it (for Contact), learnt from the driver's stream.
     instance: String,
-    next_stream: ConnId,
     /// Answer incoming calls at once.
     auto_answer: bool,
     /// An incoming call rang and is to be answered (auto-answer).
@@ -239,7 +238,6 @@ impl Phone {
             rng,
             timers,
             instance,
-            next_stream: ConnId::new(Owner::Phone, 1),
             auto_answer: false,
             answer_due: false,
             next_dns: (seed >> 20) as u16 | 1,

@@ -58,7 +58,7 @@ impl Phone {
     }
 
     pub(super) fn connect(&mut self, i: usize) {
-        let id = self.next_stream.take_next();
+        let id = self.resolver.conn_id();
         let udp = self.udp();
         let leg = &mut self.legs[i];
         leg.stream = Some(id);

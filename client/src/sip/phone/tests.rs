@@ -6,7 +6,7 @@ use uclab_proto::sip::{self, Message, digest};
 use uclab_proto::uds::DeviceConfig;
 
 use super::*;
-use crate::io::NetError;
+use crate::io::{NetError, Owner};
 use crate::testing::{Harness, events, opened, sent};
 
 fn secs(s: u64) -> Time {
