@@ -41,24 +41,17 @@ impl ResolverConfig {
 }
 
 /// Why a query failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveFailure {
     /// No answer from any server in time.
+    #[error("timeout")]
     Timeout,
     /// Every server answered with ICMP port unreachable or refused the TCP connection.
+    #[error("unreachable")]
     Unreachable,
     /// The name could not be put into a query.
+    #[error("bad name {0}")]
     BadName(String),
-}
-
-impl std::fmt::Display for ResolveFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Timeout => f.write_str("timeout"),
-            Self::Unreachable => f.write_str("unreachable"),
-            Self::BadName(n) => write!(f, "bad name {n}"),
-        }
-    }
 }
 
 /// What the resolver wants done or reports.

@@ -59,6 +59,33 @@ pub enum CasError {
     Net(NetError),
 }
 
+/// Why discovery found no service (SPEC SD3, SD5, SD6).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoveryError {
+    /// SPEC SD3: the provisioning URL set everything; nothing is looked up.
+    #[error("provisioning URL sets everything: manual settings")]
+    Manual,
+    /// No service has SRV records (and the CAS said the domain is not Webex).
+    #[error("no SRV records: manual settings needed")]
+    NoRecords,
+    /// SRV queries went unanswered: the name server's fault, not the domain's.
+    #[error("no SRV records ({count} SRV queries unanswered: {first}): manual settings needed")]
+    Unanswered {
+        /// How many.
+        count: usize,
+        /// Why the first went unanswered.
+        first: ResolveFailure,
+    },
+    /// SPEC SD6: every target of the winning service failed.
+    #[error("all {count} targets of {service} failed")]
+    AllTargetsFailed {
+        /// How many targets.
+        count: usize,
+        /// The service's SRV label.
+        service: &'static str,
+    },
+}
+
 /// What a discovery deadline is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiscoveryTimer {
@@ -139,7 +166,7 @@ pub struct Discovery {
     /// Addresses learnt from additional sections (RFC 2782: "use the Additional Data section").
     glue: BTreeMap<String, IpAddr>,
     /// SRV queries that got no answer at all, with why (timeouts are not "no records").
-    srv_errors: Vec<String>,
+    srv_errors: Vec<ResolveFailure>,
     /// The SRV targets after the one reached, in try order (`host:port`).
     alternates: Vec<String>,
     out: VecDeque<Emit>,
@@ -169,7 +196,7 @@ impl Discovery {
         if cfg.no_discovery {
             // SPEC SD3: all three URL parameters set: no discovery, manual settings.
             d.emit(ClientEvent::DiscoveryResolved { via: Via::Manual });
-            d.fail("provisioning URL sets everything: manual settings".into());
+            d.fail(DiscoveryError::Manual);
             return d;
         }
         // SPEC SD4: the CAS lookup, in parallel, unless WEBEX is excluded.
@@ -204,8 +231,8 @@ impl Discovery {
         self.out.push_back(s.into());
     }
 
-    fn fail(&mut self, reason: String) {
-        self.emit(ClientEvent::DiscoveryFailed { reason });
+    fn fail(&mut self, error: DiscoveryError) {
+        self.emit(ClientEvent::DiscoveryFailed { reason: error.to_string() });
         self.signal(Signal::DiscoveryFailed);
     }
 
@@ -351,14 +378,13 @@ impl Discovery {
             self.emit(ClientEvent::DiscoveryResolved { via: Via::Webex });
         } else {
             self.emit(ClientEvent::DiscoveryResolved { via: Via::Manual });
-            let reason = match self.srv_errors.first() {
-                None => "no SRV records: manual settings needed".to_owned(),
-                Some(e) => format!(
-                    "no SRV records ({} SRV queries unanswered: {e}): manual settings needed",
-                    self.srv_errors.len()
-                ),
+            let error = match self.srv_errors.first() {
+                None => DiscoveryError::NoRecords,
+                Some(e) => {
+                    DiscoveryError::Unanswered { count: self.srv_errors.len(), first: e.clone() }
+                }
             };
-            self.fail(reason);
+            self.fail(error);
         }
         self.state = State::Done;
     }
@@ -443,7 +469,7 @@ impl Discovery {
                         (a, text)
                     }
                     Err(e) => {
-                        self.srv_errors.push(e.to_string());
+                        self.srv_errors.push(e.clone());
                         (SrvAnswer::Empty, format!("error: {e}"))
                     }
                 };
@@ -491,7 +517,10 @@ impl Discovery {
 
     fn try_target(&mut self, now: Time, via: Via, targets: Vec<SrvTarget>, idx: usize) {
         let Some(t) = targets.get(idx) else {
-            self.fail(format!("all {} targets of {} failed", targets.len(), via.srv_label()));
+            self.fail(DiscoveryError::AllTargetsFailed {
+                count: targets.len(),
+                service: via.srv_label(),
+            });
             self.state = State::Done;
             return;
         };

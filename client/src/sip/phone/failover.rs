@@ -75,7 +75,7 @@ impl SrstMonitor {
 
 impl Phone {
     /// The active node is gone or refused: CC3 next member, else CC5 SRST.
-    pub(super) fn next_target(&mut self, now: Time, reason: &str) {
+    pub(super) fn next_target(&mut self, now: Time, error: PhoneError) {
         let (t, was_registered) = match self.state {
             State::Registering(t) => (t, false),
             State::Registered(t, _) => (t, true),
@@ -88,7 +88,7 @@ impl Phone {
         self.event(ClientEvent::PhoneState {
             state: state.into(),
             node,
-            reason: reason.to_owned(),
+            reason: error.to_string(),
         });
         self.close_leg(Role::Active);
         self.close_leg(Role::Keepalive);
@@ -99,17 +99,17 @@ impl Phone {
         self.register_at(now, next);
     }
 
-    pub(super) fn leg_failed(&mut self, now: Time, i: usize, reason: &str) {
+    pub(super) fn leg_failed(&mut self, now: Time, i: usize, error: PhoneError) {
         let role = self.legs[i].role;
         let node = self.node(self.legs[i].target);
         match role {
-            Role::Active => self.next_target(now, reason),
+            Role::Active => self.next_target(now, error),
             Role::Keepalive => {
                 self.close_leg(Role::Keepalive);
                 self.event(ClientEvent::PhoneState {
                     state: "keepalive-failed".into(),
                     node,
-                    reason: reason.to_owned(),
+                    reason: error.to_string(),
                 });
             }
             Role::Probe => {

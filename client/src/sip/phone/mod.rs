@@ -40,7 +40,10 @@ use crate::sip::blf::Watches;
 use crate::sip::call::{CallAction, Calls, Ctx, Mode, Send, hex, rport, sends_of};
 use crate::sip::uas::{Seen, Uas};
 
+pub use self::error::PhoneError;
+
 mod calls;
+mod error;
 mod failover;
 use failover::{Monitor, SrstMonitor};
 mod register;
@@ -451,7 +454,7 @@ impl Phone {
             }
             Input::StreamFailed { id, reason } => {
                 if let Some(i) = leg_of(&self.legs, id) {
-                    self.leg_failed(now, i, &format!("connection: {reason}"));
+                    self.leg_failed(now, i, PhoneError::Connection(reason));
                 }
             }
             Input::StreamData { id, bytes } => {
@@ -484,7 +487,7 @@ impl Phone {
                 Ok(Some(Frame::Message(b))) => self.on_message(now, i, &b),
                 Ok(Some(Frame::Ping)) => {}
                 Ok(None) => return,
-                Err(e) => return self.leg_failed(now, i, &format!("framing: {e}")),
+                Err(e) => return self.leg_failed(now, i, PhoneError::Framing(e)),
             }
         }
     }
@@ -528,7 +531,7 @@ impl Phone {
             if let Some(leg) = self.legs.get(i)
                 && leg.deadline.is_some_and(|d| d <= now)
             {
-                self.leg_failed(now, i, "no answer");
+                self.leg_failed(now, i, PhoneError::NoAnswer);
             }
         }
         let due = |t: Option<Time>| t.is_some_and(|t| t <= now);
@@ -540,7 +543,7 @@ impl Phone {
         }
         if due(self.pong_by) {
             self.pong_by = None;
-            self.next_target(now, "no answer to keepalive ping");
+            self.next_target(now, PhoneError::NoAnswerToPing);
             return self.pump(now);
         }
         if due(self.ping_txn.as_ref().and_then(ClientTxn::poll_timeout)) {
@@ -559,7 +562,7 @@ impl Phone {
             self.send_active(again);
             if timed_out {
                 self.ping_txn = None;
-                self.next_target(now, "no answer to keepalive ping");
+                self.next_target(now, PhoneError::NoAnswerToPing);
                 return self.pump(now);
             }
         }
@@ -617,7 +620,7 @@ impl Phone {
                     self.legs[i].token = None;
                     self.connect(i);
                 }
-                None => self.leg_failed(now, i, "does not resolve"),
+                None => self.leg_failed(now, i, PhoneError::NoAddress),
             }
         }
     }

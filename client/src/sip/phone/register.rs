@@ -195,7 +195,7 @@ impl Phone {
             self.on_response(now, i, r);
         }
         if timed_out {
-            self.leg_failed(now, i, "no answer to REGISTER");
+            self.leg_failed(now, i, PhoneError::NoAnswerToRegister);
         }
     }
 
@@ -209,12 +209,12 @@ impl Phone {
         let node = self.node(t);
         if code == 401 || code == 407 {
             if leg.challenged {
-                return self.leg_failed(now, i, "wrong credentials");
+                return self.leg_failed(now, i, PhoneError::WrongCredentials);
             }
             let Some(req) = leg.txn.as_ref().map(|t| t.request().clone()) else { return };
             let header = if code == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" };
             let Some(auth) = r.get(header).and_then(|c| self.digest(&req, c)) else {
-                return self.leg_failed(now, i, "unsupported challenge");
+                return self.leg_failed(now, i, PhoneError::UnsupportedChallenge);
             };
             let mut again = req;
             let leg = &mut self.legs[i];
@@ -232,7 +232,11 @@ impl Phone {
             return self.send(now, i, again);
         }
         if code >= 300 {
-            return self.leg_failed(now, i, &format!("{code} {}", sip::reason(code)));
+            return self.leg_failed(
+                now,
+                i,
+                PhoneError::Refused { code, reason: sip::reason(code) },
+            );
         }
         self.legs[i].challenged = false;
         match role {
