@@ -190,7 +190,8 @@ impl Client {
             im.close();
         }
         let creds = (user, password, self.resource.as_str());
-        self.im = Some(ImSession::direct(now, creds, domain, server, seed));
+        let dns = self.dns_for(Owner::Im);
+        self.im = Some(ImSession::direct(now, creds, domain, server, dns, seed));
         self.pump_im();
     }
 

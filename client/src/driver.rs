@@ -62,6 +62,9 @@ pub async fn run<N: Net + Clone + 'static>(
         .with_bootstrap(cfg.bootstrap.clone())
         .with_resource(&cfg.name)
         .with_horizon(cfg.stay_until);
+    // Due deadlines handled in a row without waiting: a bound, so that an engine whose
+    // deadline never clears cannot keep this task from yielding.
+    let mut due_in_a_row = 0u32;
     loop {
         // Drain the engine completely after every input (the sans-IO contract).
         while let Some(out) = engine.poll_output() {
@@ -76,7 +79,12 @@ pub async fn run<N: Net + Clone + 'static>(
         // A due deadline is handled before more input is read: a busy network must not starve
         // timers and user actions.
         match deadline {
-            Some(d) if d <= now => {}
+            Some(d) if d <= now => {
+                due_in_a_row += 1;
+                if due_in_a_row.is_multiple_of(1_000) {
+                    tokio::task::yield_now().await;
+                }
+            }
             Some(d) => tokio::select! {
                 biased;
                 Some(m) = io.rx.recv() => {
@@ -92,6 +100,9 @@ pub async fn run<N: Net + Clone + 'static>(
                 }
                 None => break,
             },
+        }
+        if deadline.is_some_and(|d| d > now) {
+            due_in_a_row = 0;
         }
         let now = net.now();
         while actions.front().is_some_and(|a| a.0 <= now) {

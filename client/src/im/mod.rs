@@ -31,8 +31,8 @@ use uclab_proto::xmpp::{self, Element, Frame, Framer};
 
 use crate::Time;
 use crate::event::{ClientEvent, Ha1State};
-use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, NetError, Output, Owner};
-use crate::resolver::{Dns, QueryToken, ResolverConfig};
+use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, NetError, Output};
+use crate::resolver::{Dns, QueryToken};
 use failover::Ha1;
 
 pub use self::error::ImError;
@@ -286,9 +286,9 @@ impl ImSession {
         (user, password, resource): (&str, &str, &str),
         domain: &str,
         server: SocketAddr,
+        resolver: Dns,
         seed: u64,
     ) -> Self {
-        let resolver = Dns::standalone(Owner::Im, ResolverConfig::new(Vec::new()));
         let mut s = Self::start_idle((user, password, resource), resolver, seed);
         s.direct = Some(server);
         s.domain = domain.to_owned();

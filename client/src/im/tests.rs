@@ -1,4 +1,6 @@
 use super::*;
+use crate::io::Owner;
+use crate::resolver::ResolverConfig;
 use uclab_proto::dns::DnsMsg;
 
 const DNS: &str = "10.1.0.53:53";
@@ -115,7 +117,9 @@ fn through_soap(s: &mut ImSession) -> Vec<Output> {
 #[test]
 fn direct_plain_sign_in_then_roster_presence_and_errors() {
     let server: SocketAddr = "127.0.0.1:5222".parse().unwrap();
-    let mut s = ImSession::direct(Time::ZERO, ("alice", "pw", "probe"), "example.test", server, 7);
+    let dns = Dns::standalone(Owner::Im, ResolverConfig::new(Vec::new()));
+    let mut s =
+        ImSession::direct(Time::ZERO, ("alice", "pw", "probe"), "example.test", server, dns, 7);
     let out = drain(&mut s);
     let id = out
         .iter()

@@ -77,8 +77,10 @@ impl Hub {
         while let Some((id, s)) = r.poll_output() {
             let Some(tx) = boxes.get(&id) else { continue };
             if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(s) {
-                // A client that does not read: closed, and nothing more queued for it.
+                // A client that does not read: it leaves the router now (its watchers and
+                // rooms see it go), and its connection ends when its mailbox does.
                 r.close_session(id);
+                r.unbind_session(id);
                 boxes.remove(&id);
             }
         }

@@ -345,6 +345,8 @@ impl ServerSession {
 
 /// Time a connection may take to bind a resource (slow or silent clients are cut off).
 pub const SIGN_IN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long one stanza may take to go out to a client that does not read.
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Serves XMPP client connections on `port` until the node stops. `names` are the certificate
 /// names (the node's FQDN and the presence domain).
@@ -377,8 +379,11 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
             struct Unbind(Rc<Hub>, SessionId, Option<String>);
             impl Drop for Unbind {
                 fn drop(&mut self) {
-                    if let Some(j) = self.2.take() {
-                        self.0.try_route(|r| r.unbind(&j));
+                    // Only what this session bound: a newer session with the same full JID
+                    // keeps its binding.
+                    if self.2.take().is_some() {
+                        let id = self.1;
+                        self.0.try_route(|r| r.unbind_session(id));
                     }
                     self.0.end_session(self.1);
                 }
@@ -460,7 +465,10 @@ async fn connection<N: uclab_net::Net>(
             m = rx.recv() => match m {
                 Some(st) => {
                     log(net, local, peer, &xmpp::summary(&st));
-                    io.write_all(st.to_xml().as_bytes()).await?;
+                    // A client that stops reading is cut off, not waited for for ever.
+                    let xml = st.to_xml();
+                    let w = tokio::time::timeout(WRITE_TIMEOUT, io.write_all(xml.as_bytes()));
+                    w.await.map_err(|_| std::io::ErrorKind::TimedOut)??;
                 }
                 // The hub closed the mailbox: this client did not read what it was sent.
                 None => {

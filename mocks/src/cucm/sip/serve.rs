@@ -352,7 +352,9 @@ async fn stream<N: uclab_net::Net>(
                     return;
                 };
                 net.transcript().message(net.now(), local, peer, "tcp", &out.summary);
-                if io.write_all(&out.bytes).await.is_err() {
+                // A peer that stops reading is cut off after TCP_PARTIAL, not waited for.
+                let w = tokio::time::timeout(TCP_PARTIAL, io.write_all(&out.bytes)).await;
+                if !matches!(w, Ok(Ok(()))) {
                     return;
                 }
             }

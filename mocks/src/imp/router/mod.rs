@@ -278,6 +278,23 @@ impl Router {
         self.sessions.entry(bare(jid)).or_default().insert(res, r);
     }
 
+    /// Session `session` ended: each resource it bound is unbound ([`Router::unbind`]). A
+    /// resource that a newer session bound since (the same full JID) is left alone.
+    pub fn unbind_session(&mut self, session: SessionId) {
+        let mine: Vec<String> = self
+            .sessions
+            .iter()
+            .flat_map(|(b, m)| {
+                m.iter()
+                    .filter(|(_, r)| r.session == session)
+                    .map(move |(res, _)| format!("{b}/{res}"))
+            })
+            .collect();
+        for jid in mine {
+            self.unbind(&jid);
+        }
+    }
+
     /// A session ended: if it was available, its watchers see it go (RFC 6121 §4.5.2).
     pub fn unbind(&mut self, jid: &str) {
         let b = bare(jid);

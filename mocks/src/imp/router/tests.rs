@@ -478,3 +478,22 @@ fn stamps() {
     assert_eq!(stamp(Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
     assert_eq!(stamp(Duration::from_secs(1_767_603_661)), "2026-01-05T09:01:01Z");
 }
+
+/// A session that ends late (its connection lingered) leaves only what it bound: a newer
+/// session that bound the same full JID keeps its binding and its messages.
+#[test]
+fn a_late_unbind_leaves_the_newer_session_alone() {
+    let mut r = router();
+    let _bob = online(&mut r, "bob@example.com/desk");
+    let old = online(&mut r, "alice@example.com/desk");
+    let mut new = online(&mut r, "alice@example.com/desk");
+    r.unbind_session(old.0);
+    settle(&mut r);
+    send(
+        &mut r,
+        "bob@example.com/desk",
+        "<message to='alice@example.com/desk' type='chat'><body>hi</body></message>",
+    );
+    let got = drain(&mut new);
+    assert!(got.iter().any(|m| m.contains("<body>hi</body>")), "{got:?}");
+}
