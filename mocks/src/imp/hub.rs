@@ -5,9 +5,8 @@
 //! sessions are woken in the order the router spoke, as when it held the channels itself.
 //!
 //! Mailboxes are bounded ([`MAILBOX`]): a client that does not read its stream cannot make the
-//! node grow without limit. When a session's mailbox is full the session is closed (the router
-//! stops delivering to it and counts it unavailable) and its connection ends with a stream
-//! error (RFC 6120 §4.9.3.17 `resource-constraint`).
+//! node grow without limit. When a session's mailbox is full the session leaves the router
+//! (its watchers and rooms see it go) and its connection ends with a stream error (RFC 6120 §4.9.3.17 `resource-constraint`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -79,7 +78,6 @@ impl Hub {
             if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(s) {
                 // A client that does not read: it leaves the router now (its watchers and
                 // rooms see it go), and its connection ends when its mailbox does.
-                r.close_session(id);
                 r.unbind_session(id);
                 boxes.remove(&id);
             }

@@ -141,8 +141,6 @@ impl Roster {
 #[derive(Debug)]
 struct Resource {
     session: SessionId,
-    /// The session's connection can still take stanzas (see [`Router::close_session`]).
-    open: bool,
     priority: i8,
     /// The last broadcast available presence; `None`: not available (yet, or any more).
     presence: Option<Element>,
@@ -254,16 +252,6 @@ impl Router {
         self.out.pop_front()
     }
 
-    /// The session's connection can take no more (it is gone, or too slow to read): nothing
-    /// is delivered to it from now on, and it counts as unavailable, until it is unbound.
-    pub fn close_session(&mut self, session: SessionId) {
-        for m in self.sessions.values_mut() {
-            for r in m.values_mut().filter(|r| r.session == session) {
-                r.open = false;
-            }
-        }
-    }
-
     fn deliver(&mut self, out: Vec<Delivery>) {
         for (to, s) in out {
             self.send(&to, s);
@@ -273,7 +261,7 @@ impl Router {
     /// A session bound `jid`. It is connected, not yet available: it gets stanzas sent to its
     /// full JID, and bare-JID messages once it sends presence.
     pub fn bind(&mut self, jid: &str, session: SessionId) {
-        let r = Resource { session, open: true, priority: 0, presence: None, interested: false };
+        let r = Resource { session, priority: 0, presence: None, interested: false };
         let res = resource(jid).unwrap_or("").to_owned();
         self.sessions.entry(bare(jid)).or_default().insert(res, r);
     }
@@ -341,7 +329,7 @@ impl Router {
             .get(bare_jid)
             .map(|m| {
                 m.iter()
-                    .filter(|(_, r)| r.presence.is_some() && r.open)
+                    .filter(|(_, r)| r.presence.is_some())
                     .map(|(res, _)| format!("{bare_jid}/{res}"))
                     .collect()
             })
@@ -363,7 +351,6 @@ impl Router {
             .get(bare_jid)
             .map(|m| {
                 m.iter()
-                    .filter(|(_, r)| r.open)
                     .filter_map(|(res, r)| {
                         let p = self.composed(bare_jid, r.presence.as_ref()?);
                         Some((format!("{bare_jid}/{res}"), p))
@@ -386,9 +373,6 @@ impl Router {
         let Some(r) = self.sessions.get(&bare(full)).and_then(|m| m.get(resource(full)?)) else {
             return false;
         };
-        if !r.open {
-            return false;
-        }
         let session = r.session;
         self.out.push_back((session, s));
         true

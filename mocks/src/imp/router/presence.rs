@@ -23,7 +23,6 @@ impl Router {
             .get(&b)
             .map(|m| {
                 m.iter()
-                    .filter(|(_, r)| r.open)
                     .filter_map(|(res, r)| Some((format!("{b}/{res}"), r.presence.clone()?)))
                     .collect()
             })
