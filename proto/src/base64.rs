@@ -52,6 +52,20 @@ pub fn encode(b: &[u8]) -> String {
     s
 }
 
+/// Encodes base64url without padding (RFC 4648 §5), as the edge's proxy paths carry it.
+pub fn encode_url_nopad(b: &[u8]) -> String {
+    encode(b).trim_end_matches('=').replace('+', "-").replace('/', "_")
+}
+
+/// Decodes base64url (padding optional); `None` for anything else, standard-alphabet `+` and
+/// `/` included.
+pub fn decode_url(s: &str) -> Option<Vec<u8>> {
+    if s.bytes().any(|c| c == b'+' || c == b'/') {
+        return None;
+    }
+    decode(&s.replace('-', "+").replace('_', "/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +80,13 @@ mod tests {
         }
         assert_eq!(decode("Zm9v!"), None);
         assert_eq!(decode("Z"), None);
+    }
+
+    #[test]
+    fn url_alphabet_without_padding() {
+        assert_eq!(encode_url_nopad(&[0xfb, 0xff]), "-_8");
+        assert_eq!(decode_url("-_8").unwrap(), [0xfb, 0xff]);
+        assert_eq!(decode_url("+/8"), None);
+        assert_eq!(encode_url_nopad(b"f"), "Zg");
     }
 }

@@ -6,6 +6,7 @@
 pub mod base64;
 pub mod dns;
 pub mod dscp;
+pub mod edge;
 pub mod jid;
 pub mod provision;
 pub mod rtp;

@@ -499,6 +499,8 @@ fn sweep(seeds: &str) -> bool {
 
 const FUZZ_TARGETS: &[&str] = &[
     "dns_message",
+    "edge_config",
+    "edge_path",
     "dns_server",
     "rtp_packet",
     "scenario",
