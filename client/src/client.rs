@@ -26,6 +26,7 @@ use uclab_net::derive_seed;
 use crate::Time;
 pub use crate::bootstrap::Bootstrap;
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryTimer};
+use crate::edge::{Edge, EdgeStart, EdgeTimer, Transport};
 use crate::event::{ClientEvent, Via};
 use crate::im::{ImSession, ImTimer};
 use crate::io::Owner;
@@ -57,6 +58,8 @@ struct Cached {
 #[derive(Debug)]
 struct Attempt {
     creds: Credentials,
+    /// How discovery found the target: straight UDS, or the edge (SPEC MRA1).
+    via: Via,
     /// `host:port` being signed in at.
     target: String,
     cas_webex: bool,
@@ -77,6 +80,13 @@ pub struct Client {
     /// Cache key of the discovery under way.
     current: Option<String>,
     discovery: Option<Discovery>,
+    /// Outside, the edge the user signs in through (SPEC MRA1).
+    edge: Option<Edge>,
+    /// The services domain of the discovery or sign-in under way.
+    domain: String,
+    /// Signed in through the edge: the user stays until the horizon (the edge token is
+    /// renewed meanwhile).
+    edge_signed_in: bool,
     signin: Option<SignIn>,
     attempt: Option<Attempt>,
     /// The IM session after an IM&P-authenticated sign-in (SPEC AU4).
@@ -106,6 +116,8 @@ pub struct Client {
 pub enum Wake {
     /// A discovery deadline.
     Discovery(DiscoveryTimer),
+    /// An edge deadline (a step, a retry, the token's renewal).
+    Edge(EdgeTimer),
     /// A sign-in deadline.
     SignIn(SignInTimer),
     /// An IM session deadline (a step, the HA2 re-login wait).
@@ -125,6 +137,9 @@ impl Client {
             cache: BTreeMap::new(),
             current: None,
             discovery: None,
+            edge: None,
+            domain: String::new(),
+            edge_signed_in: false,
             signin: None,
             attempt: None,
             im: None,
@@ -325,6 +340,8 @@ impl Client {
         self.cache.clear();
         self.end_im();
         self.discovery = None;
+        self.edge = None;
+        self.edge_signed_in = false;
         self.signin = None;
         self.attempt = None;
         match self.session.clone() {
@@ -381,6 +398,9 @@ impl Client {
 
     fn begin(&mut self, now: Time, cfg: &DiscoveryConfig, seed: u64) {
         self.end_im();
+        self.edge = None;
+        self.edge_signed_in = false;
+        self.domain = cfg.services_domain.to_ascii_lowercase();
         self.signin = None;
         self.attempt = None;
         self.discovery = None;
@@ -414,7 +434,7 @@ impl Client {
         found: &Cached,
         from_cache: Option<(String, DiscoveryConfig)>,
     ) {
-        if found.via != Via::CiscoUds {
+        if !matches!(found.via, Via::CiscoUds | Via::CollabEdge) {
             self.out.push_back(Output::Event(ClientEvent::SignInFailed {
                 reason: format!("sign-in through {} is not modelled yet", found.via.as_str()),
             }));
@@ -423,11 +443,20 @@ impl Client {
         let host = found.target.rsplit_once(':').map_or(found.target.as_str(), |(h, _)| h);
         self.attempt = Some(Attempt {
             creds: c.clone(),
+            via: found.via,
             target: found.target.clone(),
             cas_webex: found.cas_webex,
             alternates: found.alternates.iter().cloned().collect(),
             from_cache,
         });
+        if found.via == Via::CollabEdge {
+            // SPEC MRA1: get_edge_config first; sign-in follows through the edge.
+            let start = self.edge_start(&c, host, found.addr.port());
+            let dns = self.dns_for(Owner::Edge);
+            let seed = derive_seed(c.seed, "edge");
+            self.edge = Some(Edge::start(now, start, Some(found.addr), dns, seed));
+            return self.pump(now);
+        }
         self.signin = Some(
             SignIn::start(
                 now,
@@ -442,6 +471,16 @@ impl Client {
             .with_tftp_file_name(self.tftp_file_name()),
         );
         self.pump(now);
+    }
+
+    fn edge_start(&self, c: &Credentials, host: &str, port: u16) -> EdgeStart {
+        EdgeStart {
+            user: c.user.clone(),
+            password: c.password.clone(),
+            domain: self.domain.clone(),
+            host: host.to_owned(),
+            port,
+        }
     }
 
     /// Whether an IM session is signed in.
@@ -463,6 +502,7 @@ impl Client {
     pub fn only_upkeep(&self) -> bool {
         self.is_idle()
             && self.discovery.as_ref().and_then(Discovery::poll_timeout).is_none()
+            && self.edge_step().is_none()
             && self.signin.as_ref().and_then(SignIn::poll_timeout).is_none()
             && self.im.as_ref().and_then(ImSession::poll_timeout).is_none()
     }
@@ -470,6 +510,7 @@ impl Client {
     /// Whether nothing is running.
     pub fn is_idle(&self) -> bool {
         self.discovery.as_ref().is_none_or(Discovery::is_done)
+            && self.edge.as_ref().is_none_or(Edge::is_done)
             && self.signin.as_ref().is_none_or(SignIn::is_done)
             && self.im.as_ref().is_none_or(ImSession::is_settled)
             && self.phone.as_ref().is_none_or(Phone::is_settled)
@@ -497,6 +538,9 @@ impl Client {
                 if let Some(s) = self.signin.as_mut() {
                     s.handle_input(now, input.clone());
                 }
+                if let Some(e) = self.edge.as_mut() {
+                    e.handle_input(now, input.clone());
+                }
                 if let Some(d) = self.discovery.as_mut() {
                     d.handle_input(now, input);
                 }
@@ -523,6 +567,11 @@ impl Client {
                     s.handle_input(now, input);
                 }
             }
+            Some(Owner::Edge) => {
+                if let Some(e) = self.edge.as_mut() {
+                    e.handle_input(now, input);
+                }
+            }
             Some(Owner::Im) => {
                 if let Some(im) = self.im.as_mut() {
                     im.handle_input(now, input);
@@ -544,6 +593,9 @@ impl Client {
         self.clock = now;
         if let Some(d) = self.discovery.as_mut() {
             d.handle_timeout(now);
+        }
+        if let Some(e) = self.edge.as_mut() {
+            e.handle_timeout(now);
         }
         if let Some(s) = self.signin.as_mut() {
             s.handle_timeout(now);
@@ -575,6 +627,11 @@ impl Client {
                 .as_ref()
                 .and_then(Discovery::next_timer)
                 .map(|(t, w)| (t, Wake::Discovery(w))),
+            self.edge
+                .as_ref()
+                .and_then(Edge::next_timer)
+                .filter(|(_, w)| *w != EdgeTimer::Renew || staying)
+                .map(|(t, w)| (t, Wake::Edge(w))),
             self.signin.as_ref().and_then(SignIn::next_timer).map(|(t, w)| (t, Wake::SignIn(w))),
             self.im.as_ref().and_then(ImSession::next_timer).map(|(t, w)| (t, Wake::Im(w))),
             self.phone.as_ref().and_then(Phone::next_timer).map(|(t, w)| (t, Wake::Phone(w))),
@@ -593,7 +650,17 @@ impl Client {
     }
 
     fn signed_in_somewhere(&self) -> bool {
-        self.im_connected() || self.phone_registered()
+        self.im_connected() || self.phone_registered() || self.edge_signed_in
+    }
+
+    /// The edge's deadline unless it is only the token's renewal (upkeep, like the
+    /// softphone's refreshes: it does not keep a finished client running).
+    fn edge_step(&self) -> Option<Time> {
+        self.edge
+            .as_ref()
+            .and_then(Edge::next_timer)
+            .filter(|(_, w)| *w != EdgeTimer::Renew)
+            .map(|(t, _)| t)
     }
 
     /// Whether the client has nothing more to do at `now`: nothing running and no user to
@@ -604,6 +671,7 @@ impl Client {
         let upkeep_over = self.only_upkeep() && self.phone.is_some() && now >= self.horizon;
         let children = [
             self.discovery.as_ref().and_then(Discovery::poll_timeout),
+            self.edge_step(),
             self.signin.as_ref().and_then(SignIn::poll_timeout),
             self.im.as_ref().and_then(ImSession::poll_timeout),
             self.phone.as_ref().and_then(Phone::poll_timeout),
@@ -618,11 +686,33 @@ impl Client {
                 Emit::Signal(s) => self.on_discovery(now, s),
             }
         }
+        while let Some(e) = self.edge.as_mut().and_then(Edge::poll_output) {
+            match e {
+                Emit::Out(o) => self.out.push_back(o),
+                Emit::Signal(s) => self.on_edge(now, s),
+            }
+        }
         while let Some(e) = self.signin.as_mut().and_then(SignIn::poll_output) {
             match e {
                 Emit::Out(o) => self.out.push_back(o),
                 Emit::Signal(Signal::SignInFailed { error, retry }) => {
-                    let reason = error.to_string();
+                    let mut reason = error.to_string();
+                    if self.attempt.as_ref().is_some_and(|a| a.via == Via::CollabEdge) {
+                        // Through the edge, a zone that went down mid-way (503/502/timeout)
+                        // is the edge's to mend: the whole edge is tried again later.
+                        let edge_fault = retry.is_some()
+                            || matches!(
+                                error,
+                                crate::signin::SignInError::Status { status: 502..=504, .. }
+                                    | crate::signin::SignInError::Timeout { .. }
+                            );
+                        if edge_fault && self.edge.as_mut().is_some_and(|e| e.retry_later(now)) {
+                            let wait = crate::edge::RETRY_WAIT.as_secs();
+                            reason = format!("{reason}; trying the edge again in {wait} s");
+                        }
+                        self.out.push_back(Output::Event(ClientEvent::SignInFailed { reason }));
+                        continue;
+                    }
                     if self.fail_over(now, retry, &reason) {
                         return self.pump(now);
                     }
@@ -640,6 +730,60 @@ impl Client {
         }
         if self.signin.as_ref().is_some_and(SignIn::is_done) {
             self.attempt = None;
+        }
+    }
+
+    /// What the edge engine found out (SPEC MRA1).
+    fn on_edge(&mut self, now: Time, s: Signal) {
+        match s {
+            Signal::EdgeReady => {
+                let (Some(edge), Some(a)) = (self.edge.as_ref(), self.attempt.as_ref()) else {
+                    return;
+                };
+                let (Some(cfg), Some(route)) = (edge.config(), edge.route()) else { return };
+                let Some(uds) = cfg.user_uds.first() else { return };
+                let c = a.creds.clone();
+                let signin = SignIn::start_through_edge(
+                    now,
+                    (&c.user, &c.password),
+                    a.cas_webex,
+                    (&uds.address, uds.port),
+                    Transport::Edge(route),
+                    self.dns_for(Owner::SignIn),
+                    derive_seed(c.seed, "through-edge"),
+                )
+                .with_tftp_file_name(self.tftp_file_name());
+                self.signin = Some(signin);
+            }
+            Signal::EdgeFailed { error, retry_in } => {
+                // Another edge of the _collab-edge answer may do better (SPEC SD6).
+                if error.next_target()
+                    && let Some(a) = self.attempt.as_mut()
+                    && let Some(next) = a.alternates.pop_front()
+                {
+                    self.out.push_back(Output::Event(ClientEvent::TargetFailed {
+                        target: a.target.clone(),
+                        reason: format!("{error}: trying {next}"),
+                    }));
+                    let (host, port) = match next.rsplit_once(':') {
+                        Some((h, p)) => (h.to_owned(), p.parse().unwrap_or(8443)),
+                        None => (next.clone(), 8443),
+                    };
+                    a.target = next;
+                    a.creds.seed = derive_seed(a.creds.seed, "next-edge");
+                    let c = a.creds.clone();
+                    let start = self.edge_start(&c, &host, port);
+                    let dns = self.dns_for(Owner::Edge);
+                    self.edge = Some(Edge::start(now, start, None, dns, c.seed));
+                    return;
+                }
+                let reason = match retry_in {
+                    Some(w) => format!("{error}; trying again in {} s", w.as_secs()),
+                    None => error.to_string(),
+                };
+                self.out.push_back(Output::Event(ClientEvent::SignInFailed { reason }));
+            }
+            _ => {}
         }
     }
 
@@ -679,7 +823,10 @@ impl Client {
                     }));
                 }
             }
-            Signal::SignedIn { .. } | Signal::SignInFailed { .. } => {}
+            Signal::SignedIn { .. }
+            | Signal::SignInFailed { .. }
+            | Signal::EdgeReady
+            | Signal::EdgeFailed { .. } => {}
         }
     }
 
@@ -688,6 +835,26 @@ impl Client {
     fn signed_in(&mut self, now: Time, authenticator: Authenticator) {
         let (Some(s), Some(a)) = (self.signin.as_ref(), self.attempt.as_ref()) else { return };
         let c = a.creds.clone();
+        if a.via == Via::CollabEdge {
+            self.edge_signed_in = true;
+            // XMPP, SIP and media through the edge are MRA part 2 (issue 17): until then the
+            // client says so instead of reaching for addresses it cannot reach from outside.
+            let reason = "not carried through the edge yet (MRA part 2)";
+            let mut refused = Vec::new();
+            if s.device_config().is_some_and(|d| !d.line.is_empty()) {
+                refused.push("softphone");
+            }
+            if authenticator == Authenticator::Cup && !s.imp_servers().is_empty() {
+                refused.push("im");
+            }
+            for feature in refused {
+                self.out.push_back(Output::Event(ClientEvent::FeatureRefused {
+                    feature: feature.into(),
+                    reason: reason.into(),
+                }));
+            }
+            return;
+        }
         let im_servers = s.imp_servers().to_vec();
         let contact_source = s.contact_source().to_owned();
         let device = s.device_config().filter(|d| !d.line.is_empty()).cloned();

@@ -311,8 +311,11 @@ impl<N: Net + 'static> Io<N> {
 
 /// Largest HTTP response body read.
 const MAX_HTTP_BODY: usize = 1 << 20;
+/// Most response headers kept (hyper bounds the head itself).
+const MAX_HTTP_HEADERS: usize = 64;
 
-/// One HTTP request on its own connection (HTTPS checks the certificate against `req.host`).
+/// One HTTP request on its own connection (HTTPS checks the certificate against `req.host`,
+/// or `req.tls_name` when set).
 async fn http_exchange<N: Net>(net: &N, req: &HttpReq) -> Result<HttpResp, NetError> {
     let tcp = net.connect(req.addr).await.map_err(|e| NetError::Connect(e.to_string()))?;
     net.transcript().message(net.now(), tcp.local_addr(), req.addr, "tcp", &req.summary());
@@ -320,7 +323,7 @@ async fn http_exchange<N: Net>(net: &N, req: &HttpReq) -> Result<HttpResp, NetEr
         let cfg = net.tls().client_config(&[]).map_err(|e| NetError::TlsSetup(e.to_string()))?;
         let s = net
             .tls()
-            .connect(cfg, &req.host, tcp)
+            .connect(cfg, req.tls_name.as_deref().unwrap_or(&req.host), tcp)
             .await
             .map_err(|e| NetError::Tls(e.to_string()))?;
         http1(hyper_util::rt::TokioIo::new(s), req).await
@@ -348,13 +351,19 @@ where
     let request = b.body(body).map_err(|e| NetError::Http(e.to_string()))?;
     let resp = sender.send_request(request).await.map_err(|e| NetError::Http(e.to_string()))?;
     let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .take(MAX_HTTP_HEADERS)
+        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
     let body = http_body_util::Limited::new(resp.into_body(), MAX_HTTP_BODY)
         .collect()
         .await
         .map_err(|e| NetError::Body(e.to_string()))?
         .to_bytes()
         .to_vec();
-    Ok(HttpResp { status, body })
+    Ok(HttpResp { status, headers, body })
 }
 
 /// What the engine asks of a stream.

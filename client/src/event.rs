@@ -382,6 +382,26 @@ pub enum ClientEvent {
         /// Why.
         reason: String,
     },
+    /// SPEC MRA1: Expressway-E answered get_edge_config.
+    EdgeConfig {
+        /// The edge asked.
+        edge: String,
+        /// `userUdsServer`: the user's home UDS server (`host:port`).
+        uds: String,
+        /// What C found inside: `_cisco-uds=host:port,_cuplogin=NameError,…`.
+        services: String,
+        /// `set` when the answer carried the `X-Auth` cookie, else `none`.
+        token: String,
+        /// The token's lifetime in seconds (0: none given).
+        expires_s: u64,
+    },
+    /// The edge token was renewed before it expired, or the renewal failed (SPEC MRA1).
+    EdgeToken {
+        /// `renewed`, or `renewal failed: …`.
+        result: String,
+        /// The new token's lifetime in seconds (0 after a failure).
+        expires_s: u64,
+    },
     /// Sign-in finished (SPEC AU1–AU3).
     SignedIn {
         /// User id.
@@ -433,6 +453,8 @@ impl ClientEvent {
                 devices: s(),
             },
             Self::SignInFailed { reason: s() },
+            Self::EdgeConfig { edge: s(), uds: s(), services: s(), token: s(), expires_s: 0 },
+            Self::EdgeToken { result: s(), expires_s: 0 },
             Self::ImState { state: Ha1State::FAILOVER, node: s() },
             Self::ImSignedIn { jid: s() },
             Self::ImNodes { home: s(), backup: s() },
@@ -488,6 +510,8 @@ impl ClientEvent {
         "config-file",
         "config-failed",
         "config-value",
+        "edge-config",
+        "edge-token",
         "signed-in",
         "sign-in-failed",
         "im-state",
@@ -540,6 +564,8 @@ impl ClientEvent {
             Self::BootstrapRead { .. } => "bootstrap-read",
             Self::BootstrapIgnored { .. } => "bootstrap-ignored",
             Self::SignedIn { .. } => "signed-in",
+            Self::EdgeConfig { .. } => "edge-config",
+            Self::EdgeToken { .. } => "edge-token",
             Self::ImState { .. } => "im-state",
             Self::ImSignedIn { .. } => "im-signed-in",
             Self::ImNodes { .. } => "im-nodes",
@@ -709,6 +735,16 @@ impl ClientEvent {
                 ("expires", expires.to_string()),
                 ("srst", srst.to_string()),
             ],
+            Self::EdgeConfig { edge, uds, services, token, expires_s } => vec![
+                ("edge", edge.clone()),
+                ("uds", uds.clone()),
+                ("services", services.clone()),
+                ("token", token.clone()),
+                ("expires_s", expires_s.to_string()),
+            ],
+            Self::EdgeToken { result, expires_s } => {
+                vec![("result", result.clone()), ("expires_s", expires_s.to_string())]
+            }
             Self::SignedIn { user, home, authenticator, product_mode, devices } => vec![
                 ("user", user.clone()),
                 ("home", home.clone()),

@@ -16,6 +16,8 @@ pub enum Owner {
     Im,
     /// The softphone (SPEC CC1–CC5): SIP and media.
     Phone,
+    /// The edge (SPEC MRA1): get_edge_config at Expressway-E and its token's renewal.
+    Edge,
 }
 
 macro_rules! owned_id {
@@ -58,6 +60,9 @@ pub struct HttpReq {
     pub addr: SocketAddr,
     /// Host name: TLS server name and `Host` header.
     pub host: String,
+    /// The name the server's certificate must carry when it is not `host` (SPEC MRA1: the
+    /// edge's certificate names the domain).
+    pub tls_name: Option<String>,
     /// HTTPS (certificate checked against `host`) or plain HTTP.
     pub tls: bool,
     /// `GET`, …
@@ -105,6 +110,19 @@ impl HttpReq {
             .map(|op| format!(" ({op})"))
             .unwrap_or_default();
         let basic = if self.basic.is_some() { " (Basic)" } else { "" };
+        // Through the edge (SPEC MRA1) the path names the internal host in base64: show it.
+        let (path, query) = self.path.split_once('?').unwrap_or((&self.path, ""));
+        if self.tls_name.is_some()
+            && let Ok(uclab_proto::edge::EdgePath::Proxy { target, rest }) =
+                uclab_proto::edge::parse_path(path)
+        {
+            let q = if query.is_empty() { String::new() } else { format!("?{query}") };
+            let (scheme, host, port) = (target.scheme.as_str(), target.host, target.port);
+            return format!(
+                "HTTP {} {rest}{q}{basic}{op} via edge to {scheme}://{host}:{port}",
+                self.method
+            );
+        }
         format!("HTTP {} {}{basic}{op}", self.method, self.path)
     }
 }
@@ -172,8 +190,36 @@ impl NetError {
 pub struct HttpResp {
     /// Status code.
     pub status: u16,
+    /// Headers, names lower-cased, in order (bounded by the driver).
+    pub headers: Vec<(String, String)>,
     /// Body (bounded by the driver).
     pub body: Vec<u8>,
+}
+
+impl HttpResp {
+    /// A response with no headers.
+    pub fn new(status: u16, body: Vec<u8>) -> Self {
+        Self { status, headers: Vec::new(), body }
+    }
+
+    /// Adds a header (builder style, for tests and scripted peers).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name`, in order.
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 owned_id!(

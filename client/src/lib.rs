@@ -11,8 +11,9 @@
 //!   made it ([`io::Owner`]), one [`resolver::Resolver`] holds every engine's DNS queries, and
 //!   each input goes to exactly the engine that owns it. Children tell it what happened
 //!   through [`signal::Signal`]s; [`event::ClientEvent`]s are what the transcript reads.
-//! - One folder per engine family: [`discovery`] (SPEC SD1–SD9), [`signin`] (AU1–AU5,
-//!   CFG1–CFG3), [`im`] (IMP1, HA1–HA4: SOAP, XMPP negotiation, stanzas, rooms, failover),
+//! - One folder per engine family: [`discovery`] (SPEC SD1–SD9), [`edge`] (MRA1: the edge
+//!   configuration, its token, and the [`edge::Transport`] other engines' HTTP takes outside),
+//!   [`signin`] (AU1–AU5, CFG1–CFG3), [`im`] (IMP1, HA1–HA4: SOAP, XMPP negotiation, stanzas, rooms, failover),
 //!   [`sip`] (CC1–CC7: registration, voice failover and SRST, calls, BLF, the UAS).
 //! - Shared infrastructure beside them: [`io`] (inputs, outputs, ids), [`resolver`],
 //!   [`signal`], [`action`] (what a user asks for), [`driver`].
@@ -27,6 +28,7 @@ mod bootstrap;
 pub mod client;
 pub mod discovery;
 pub mod driver;
+pub mod edge;
 pub mod event;
 pub mod im;
 pub mod io;

@@ -68,6 +68,16 @@ pub enum Signal {
         /// Whether another server might do better.
         retry: Option<Retry>,
     },
+    /// SPEC MRA1: the edge answered get_edge_config; sign-in can run through it.
+    EdgeReady,
+    /// The edge did not let the client in. With `retry_in` the edge engine tries again
+    /// itself after that long; the composite may instead try the next edge.
+    EdgeFailed {
+        /// Why.
+        error: crate::edge::EdgeError,
+        /// When the same edge is tried again, if it is.
+        retry_in: Option<std::time::Duration>,
+    },
 }
 
 /// One item of a child engine's output queue.

@@ -49,7 +49,7 @@ fn inputs_reach_only_the_engine_that_owns_them() {
     let out = discover(&mut h);
     // Inputs for the IM session and the phone, which do not exist: nothing happens.
     let im = HttpId::new(Owner::Im, 1);
-    let ok = Ok(HttpResp { status: 200, body: Vec::new() });
+    let ok = Ok(HttpResp::new(200, Vec::new()));
     assert!(h.input(Input::Http { id: im, result: ok }).is_empty());
     let phone = ConnId::new(Owner::Phone, 1);
     assert!(h.input(Input::StreamFailed { id: phone, reason: NetError::Reset }).is_empty());

@@ -411,6 +411,7 @@ impl Discovery {
                     id,
                     addr: SocketAddr::new(IpAddr::V4(ip), 443),
                     host: CAS_HOST.into(),
+                    tls_name: None,
                     tls: true,
                     method: "GET",
                     path: format!("/cas/FederatedSSO?org={}", self.org),

@@ -39,6 +39,7 @@ impl ImSession {
             id,
             addr,
             host,
+            tls_name: None,
             tls: true,
             method: "POST",
             path: soap::PATH.to_owned(),

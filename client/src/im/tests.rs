@@ -74,7 +74,7 @@ fn http(out: &[Output]) -> HttpReq {
 }
 
 fn reply(s: &mut ImSession, r: &HttpReq, status: u16, body: String) {
-    let result = Ok(HttpResp { status, body: body.into_bytes() });
+    let result = Ok(HttpResp::new(status, body.into_bytes()));
     s.handle_input(Time::ZERO, Input::Http { id: r.id, result });
 }
 

@@ -26,8 +26,9 @@ use uclab_proto::uds::{self, ImpProductType};
 
 pub use self::error::SignInError;
 use crate::Time;
+use crate::edge::{Request, Transport};
 use crate::event::ClientEvent;
-use crate::io::{HttpId, HttpReq, HttpResp, Input, NetError, Output};
+use crate::io::{HttpId, HttpResp, Input, NetError, Output};
 use crate::resolver::{Dns, QueryToken};
 pub use crate::signal::{Authenticator, Retry};
 
@@ -57,6 +58,8 @@ pub enum SettingSource {
     ConfigFile,
     /// Both left it blank.
     Default,
+    /// SPEC MRA2: fixed by the edge path, whatever the profile and file say.
+    Mra,
 }
 
 impl SettingSource {
@@ -66,6 +69,7 @@ impl SettingSource {
             Self::ServiceProfile => "service-profile",
             Self::ConfigFile => "config-file",
             Self::Default => "default",
+            Self::Mra => "mra",
         }
     }
 }
@@ -204,6 +208,8 @@ pub struct SignIn {
     device_config: Option<uds::DeviceConfig>,
     uds_host: String,
     uds_addr: SocketAddr,
+    /// Straight to the UDS and TFTP hosts, or through the edge (SPEC MRA1).
+    transport: Transport,
     resolver: Dns,
     state: State,
     deadline: Option<Time>,
@@ -232,6 +238,7 @@ impl SignIn {
             device_config: None,
             uds_host: uds_host.to_owned(),
             uds_addr,
+            transport: Transport::Direct,
             resolver,
             state: State::Done,
             deadline: None,
@@ -312,6 +319,25 @@ impl SignIn {
         self
     }
 
+    /// SPEC MRA1: every request goes through the edge. Sign-in starts at the user's home UDS
+    /// server the edge named; internal names are never looked up (the edge's C does that).
+    pub fn start_through_edge(
+        now: Time,
+        (user, password): (&str, &str),
+        cas_webex: bool,
+        (uds_host, port): (&str, u16),
+        transport: Transport,
+        resolver: Dns,
+        seed: u64,
+    ) -> Self {
+        let unknown = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port);
+        let mut s = Self::new(user, password, uds_host, unknown, resolver, seed);
+        s.cas_webex = cas_webex;
+        s.transport = transport;
+        s.ask_cluster_user(now);
+        s
+    }
+
     /// The CAS said Webex after sign-in started (SPEC AU2: it still wins).
     pub fn set_cas_webex(&mut self, webex: bool) {
         self.cas_webex = webex;
@@ -354,17 +380,18 @@ impl SignIn {
     ) -> HttpId {
         let id = self.resolver.http_id();
         let basic = auth.then(|| (self.user.clone(), self.password.clone()));
-        self.push(Output::Http(HttpReq {
+        let req = self.transport.request(Request {
             id,
-            addr,
             host: host.to_owned(),
+            addr,
             tls,
             method: "GET",
             path,
             basic,
             headers: Vec::new(),
             body: Vec::new(),
-        }));
+        });
+        self.push(Output::Http(req));
         self.deadline = Some(now + HTTP_TIMEOUT);
         id
     }
@@ -505,6 +532,11 @@ impl SignIn {
                     );
                     if home.eq_ignore_ascii_case(&self.uds_host) {
                         let addr = self.uds_addr;
+                        self.request_user(now, home, addr);
+                    } else if self.transport.is_edge() {
+                        // Through the edge, C resolves the home cluster inside.
+                        let addr =
+                            SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), UDS_PORT);
                         self.request_user(now, home, addr);
                     } else {
                         let id = self.next_dns_id;
@@ -666,7 +698,15 @@ impl SignIn {
                         vec![]
                     }
                 };
-                for (key, value, src) in merge_settings(&learnt.profile, &settings) {
+                for (key, mut value, mut src) in merge_settings(&learnt.profile, &settings) {
+                    // SPEC MRA2: over MRA the contact source is UDS only.
+                    if key == "DirectoryServerType"
+                        && self.transport.is_edge()
+                        && !value.eq_ignore_ascii_case("UDS")
+                    {
+                        value = "UDS".into();
+                        src = SettingSource::Mra;
+                    }
                     if key == "DirectoryServerType" {
                         self.contact_source.clone_from(&value);
                     }

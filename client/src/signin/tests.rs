@@ -1,5 +1,5 @@
 use super::*;
-use crate::io::Owner;
+use crate::io::{HttpReq, Owner};
 use crate::resolver::ResolverConfig;
 use uclab_proto::uds::{
     CucmMember, UdsUser, cnf_xml, jabber_config, service_profile, uds_cluster_user, uds_devices,
@@ -34,7 +34,7 @@ fn next_http(s: &mut SignIn) -> HttpReq {
 }
 
 fn ok(body: String) -> Result<HttpResp, NetError> {
-    Ok(HttpResp { status: 200, body: body.into_bytes() })
+    Ok(HttpResp::new(200, body.into_bytes()))
 }
 
 /// Events, with a failure signal as the event the composite reports when it does not
@@ -158,7 +158,7 @@ fn drain(s: &mut SignIn) -> (Vec<HttpReq>, Vec<ClientEvent>) {
 }
 
 fn answer(s: &mut SignIn, r: &HttpReq, status: u16, body: String) {
-    let result = Ok(HttpResp { status, body: body.into_bytes() });
+    let result = Ok(HttpResp::new(status, body.into_bytes()));
     s.handle_input(Time::ZERO, Input::Http { id: r.id, result });
 }
 
@@ -265,10 +265,7 @@ fn au5_wrong_password_is_one_clear_failure() {
         Input::Http { id: r.id, result: ok(uds_cluster_user("1", h, Some(("alice", h)))) },
     );
     let r = next_http(&mut s);
-    s.handle_input(
-        Time::ZERO,
-        Input::Http { id: r.id, result: Ok(HttpResp { status: 401, body: vec![] }) },
-    );
+    s.handle_input(Time::ZERO, Input::Http { id: r.id, result: Ok(HttpResp::new(401, vec![])) });
     assert_eq!(events(&mut s), [ClientEvent::SignInFailed { reason: "wrong credentials".into() }]);
     assert!(s.is_done());
     assert_eq!(s.poll_timeout(), None, "nothing is retried");
@@ -280,10 +277,7 @@ fn malformed_answers_and_timeouts_fail_clearly() {
     let r = next_http(&mut s);
     s.handle_input(
         Time::ZERO,
-        Input::Http {
-            id: r.id,
-            result: Ok(HttpResp { status: 200, body: b"<clusterUser><result".to_vec() }),
-        },
+        Input::Http { id: r.id, result: Ok(HttpResp::new(200, b"<clusterUser><result".to_vec())) },
     );
     let ev = events(&mut s);
     assert!(

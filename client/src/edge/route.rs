@@ -1,0 +1,141 @@
+//! How an engine's HTTP reaches an internal host: straight there, or through the edge (SPEC
+//! MRA1). Sign-in (and, with MRA part 2, the IM session's SOAP) builds every request through a
+//! [`Transport`], so the same logic runs on both paths.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use uclab_proto::edge::{AUTH_COOKIE, ProxyTarget, Scheme};
+
+use crate::io::{HttpId, HttpReq};
+
+/// The edge a client signed in through, and the token that authorises its requests. Shared
+/// by the edge engine (which renews the token) and the engines whose requests ride on it.
+#[derive(Clone, Debug)]
+pub struct Route(Rc<RefCell<RouteState>>);
+
+#[derive(Debug)]
+struct RouteState {
+    domain: String,
+    edge_host: String,
+    edge_addr: SocketAddr,
+    token: Option<String>,
+}
+
+impl Route {
+    /// A route through Expressway-E `edge_host` at `edge_addr` for `domain`.
+    pub fn new(domain: &str, edge_host: &str, edge_addr: SocketAddr) -> Self {
+        Self(Rc::new(RefCell::new(RouteState {
+            domain: domain.to_ascii_lowercase(),
+            edge_host: edge_host.to_owned(),
+            edge_addr,
+            token: None,
+        })))
+    }
+
+    /// The token from the edge's `X-Auth` cookie (a renewal replaces it for every user).
+    pub fn set_token(&self, token: Option<String>) {
+        self.0.borrow_mut().token = token;
+    }
+
+    /// The edge's host name.
+    pub fn edge_host(&self) -> String {
+        self.0.borrow().edge_host.clone()
+    }
+
+    /// The domain.
+    pub fn domain(&self) -> String {
+        self.0.borrow().domain.clone()
+    }
+
+    /// The edge's address.
+    pub fn edge_addr(&self) -> SocketAddr {
+        self.0.borrow().edge_addr
+    }
+}
+
+/// One HTTP request an engine wants made, before the path decides how.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Request id.
+    pub id: HttpId,
+    /// Internal host name.
+    pub host: String,
+    /// Its address when reached directly (the port counts on both paths).
+    pub addr: SocketAddr,
+    /// HTTPS or HTTP to the internal host.
+    pub tls: bool,
+    /// Method.
+    pub method: &'static str,
+    /// Path and query on the internal host.
+    pub path: String,
+    /// Basic credentials.
+    pub basic: Option<(String, String)>,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// The path an engine's HTTP takes.
+#[derive(Clone, Debug, Default)]
+pub enum Transport {
+    /// Straight to the internal host (inside).
+    #[default]
+    Direct,
+    /// Through Expressway-E (outside, SPEC MRA1).
+    Edge(Route),
+}
+
+impl Transport {
+    /// Whether requests go through the edge.
+    pub fn is_edge(&self) -> bool {
+        matches!(self, Self::Edge(_))
+    }
+
+    /// The request as sent. Through the edge it goes to Expressway-E over HTTPS (its
+    /// certificate checked against the domain, MRA1) at `/<base64url("<domain>/<scheme>/<host>/<port>")><path>`,
+    /// with the edge's `X-Auth` cookie when there is one.
+    pub fn request(&self, r: Request) -> HttpReq {
+        match self {
+            Self::Direct => HttpReq {
+                id: r.id,
+                addr: r.addr,
+                host: r.host,
+                tls_name: None,
+                tls: r.tls,
+                method: r.method,
+                path: r.path,
+                basic: r.basic,
+                headers: r.headers,
+                body: r.body,
+            },
+            Self::Edge(route) => {
+                let s = route.0.borrow();
+                let target = ProxyTarget {
+                    domain: s.domain.clone(),
+                    scheme: if r.tls { Scheme::Https } else { Scheme::Http },
+                    host: r.host.to_ascii_lowercase(),
+                    port: r.addr.port(),
+                };
+                let mut headers = r.headers;
+                if let Some(t) = &s.token {
+                    headers.push(("cookie".into(), format!("{AUTH_COOKIE}={t}")));
+                }
+                HttpReq {
+                    id: r.id,
+                    addr: s.edge_addr,
+                    host: s.edge_host.clone(),
+                    tls_name: Some(s.domain.clone()),
+                    tls: true,
+                    method: r.method,
+                    path: target.path(&r.path),
+                    basic: r.basic,
+                    headers,
+                    body: r.body,
+                }
+            }
+        }
+    }
+}
