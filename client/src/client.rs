@@ -26,7 +26,7 @@ use uclab_net::derive_seed;
 use crate::Time;
 pub use crate::bootstrap::Bootstrap;
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryTimer};
-use crate::edge::{Edge, EdgeStart, EdgeTimer, Transport};
+use crate::edge::{Edge, EdgeSnapshot, EdgeStart, EdgeTimer, Transport};
 use crate::event::{ClientEvent, Via};
 use crate::im::{ImSession, ImTimer};
 use crate::io::Owner;
@@ -52,6 +52,8 @@ struct Cached {
     cas_webex: bool,
     /// The SRV targets after `target`, in try order (`host:port`).
     alternates: Vec<String>,
+    /// Outside: the edge configuration and token an earlier sign-in got (SPEC SD7, MRA1).
+    edge: Option<EdgeSnapshot>,
 }
 
 /// The sign-in under way: where, and what to do if that server fails.
@@ -87,6 +89,8 @@ pub struct Client {
     /// Signed in through the edge: the user stays until the horizon (the edge token is
     /// renewed meanwhile).
     edge_signed_in: bool,
+    /// The cache entry the edge's configuration belongs to (SPEC SD7).
+    edge_key: Option<String>,
     signin: Option<SignIn>,
     attempt: Option<Attempt>,
     /// The IM session after an IM&P-authenticated sign-in (SPEC AU4).
@@ -140,6 +144,7 @@ impl Client {
             edge: None,
             domain: String::new(),
             edge_signed_in: false,
+            edge_key: None,
             signin: None,
             attempt: None,
             im: None,
@@ -441,6 +446,7 @@ impl Client {
             return;
         }
         let host = found.target.rsplit_once(':').map_or(found.target.as_str(), |(h, _)| h);
+        let key = from_cache.as_ref().map(|(k, _)| k.clone()).or_else(|| self.current.clone());
         self.attempt = Some(Attempt {
             creds: c.clone(),
             via: found.via,
@@ -450,10 +456,16 @@ impl Client {
             from_cache,
         });
         if found.via == Via::CollabEdge {
-            // SPEC MRA1: get_edge_config first; sign-in follows through the edge.
-            let start = self.edge_start(&c, host, found.addr.port());
+            self.edge_key = key;
             let dns = self.dns_for(Owner::Edge);
             let seed = derive_seed(c.seed, "edge");
+            // SPEC SD7: an earlier answer whose token is still good spares get_edge_config.
+            if let Some(snap) = found.edge.clone().filter(|s| s.fresh(now)) {
+                self.edge = Some(Edge::from_cache(now, snap, dns, seed));
+                return self.pump(now);
+            }
+            // SPEC MRA1: get_edge_config first; sign-in follows through the edge.
+            let start = self.edge_start(&c, host, found.addr.port());
             self.edge = Some(Edge::start(now, start, Some(found.addr), dns, seed));
             return self.pump(now);
         }
@@ -686,11 +698,21 @@ impl Client {
                 Emit::Signal(s) => self.on_discovery(now, s),
             }
         }
+        let mut edge_news = false;
         while let Some(e) = self.edge.as_mut().and_then(Edge::poll_output) {
+            edge_news = true;
             match e {
                 Emit::Out(o) => self.out.push_back(o),
                 Emit::Signal(s) => self.on_edge(now, s),
             }
+        }
+        // SPEC SD7: what the edge gave is cached with the service it belongs to.
+        if edge_news
+            && let Some(snap) = self.edge.as_ref().and_then(Edge::snapshot)
+            && let Some(k) = self.edge_key.clone()
+            && let Some(c) = self.cache.get_mut(&k)
+        {
+            c.edge = Some(snap);
         }
         while let Some(e) = self.signin.as_mut().and_then(SignIn::poll_output) {
             match e {
@@ -807,6 +829,7 @@ impl Client {
                     addr,
                     cas_webex: d.and_then(Discovery::cas_webex).unwrap_or(false),
                     alternates: d.map(|d| d.alternates().to_vec()).unwrap_or_default(),
+                    edge: None,
                 };
                 // SPEC SD7: remember what this domain's discovery reached.
                 if let Some(k) = &self.current {

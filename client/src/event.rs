@@ -390,7 +390,8 @@ pub enum ClientEvent {
         uds: String,
         /// What C found inside: `_cisco-uds=host:port,_cuplogin=NameError,…`.
         services: String,
-        /// `set` when the answer carried the `X-Auth` cookie, else `none`.
+        /// `set` when the answer carried the `X-Auth` cookie, `none` when it did not,
+        /// `cached` when a later sign-in reuses an earlier answer (SPEC SD7).
         token: String,
         /// The token's lifetime in seconds (0: none given).
         expires_s: u64,

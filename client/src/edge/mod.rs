@@ -85,6 +85,25 @@ enum State {
     Failed,
 }
 
+/// What the client keeps of a configured edge between sign-ins (SPEC SD7): the configuration,
+/// the route with its token, and when the token expires.
+#[derive(Clone, Debug)]
+pub struct EdgeSnapshot {
+    start: EdgeStart,
+    addr: SocketAddr,
+    route: Route,
+    config: EdgeConfig,
+    /// When the token runs out (`None`: it does not).
+    expires: Option<Time>,
+}
+
+impl EdgeSnapshot {
+    /// Whether the token is still good at `now`.
+    pub fn fresh(&self, now: Time) -> bool {
+        self.expires.is_none_or(|t| now < t)
+    }
+}
+
 /// The edge engine for one user and one Expressway-E.
 #[derive(Debug)]
 pub struct Edge {
@@ -96,6 +115,8 @@ pub struct Edge {
     state: State,
     deadline: Option<(Time, EdgeTimer)>,
     attempts: u32,
+    /// When the current token runs out.
+    expires: Option<Time>,
     next_dns_id: u16,
     out: VecDeque<Emit>,
 }
@@ -120,11 +141,57 @@ impl Edge {
             state: State::Failed,
             deadline: None,
             attempts: 0,
+            expires: None,
             next_dns_id: (seed >> 24) as u16,
             out: VecDeque::new(),
         };
         e.attempt(now);
         e
+    }
+
+    /// SPEC SD7: a later sign-in of the same user on the same network starts from what an
+    /// earlier one learnt, while its token is good: no get_edge_config, the renewal goes on.
+    pub fn from_cache(now: Time, snap: EdgeSnapshot, resolver: Dns, seed: u64) -> Self {
+        let renew = snap.expires.map(|t| {
+            let left = t.saturating_sub(now);
+            (now + (left * 9 / 10).max(Duration::from_secs(1)), EdgeTimer::Renew)
+        });
+        let mut out = VecDeque::new();
+        out.push_back(
+            Output::Event(ClientEvent::EdgeConfig {
+                edge: snap.start.host.clone(),
+                uds: uds_summary(&snap.config),
+                services: services_summary(&snap.config),
+                token: "cached".into(),
+                expires_s: snap.expires.map_or(0, |t| t.saturating_sub(now).as_secs()),
+            })
+            .into(),
+        );
+        out.push_back(Signal::EdgeReady.into());
+        Self {
+            start: snap.start,
+            addr: Some(snap.addr),
+            route: Some(snap.route),
+            config: Some(snap.config),
+            resolver,
+            state: State::Ready,
+            deadline: renew,
+            attempts: 0,
+            expires: snap.expires,
+            next_dns_id: (seed >> 24) as u16,
+            out,
+        }
+    }
+
+    /// What a later sign-in may start from (SPEC SD7), once configured.
+    pub fn snapshot(&self) -> Option<EdgeSnapshot> {
+        Some(EdgeSnapshot {
+            start: self.start.clone(),
+            addr: self.addr?,
+            route: self.route.clone()?,
+            config: self.config.clone()?,
+            expires: self.expires,
+        })
     }
 
     /// The edge's host name.
@@ -291,6 +358,7 @@ impl Edge {
             .get_or_insert_with(|| Route::new(&self.start.domain, &self.start.host, addr));
         route.set_token(token.clone());
         let expires_s = max_age.map_or(0, |d| d.as_secs());
+        self.expires = max_age.map(|d| now + d);
         self.deadline =
             max_age.map(|d| (now + (d * 9 / 10).max(Duration::from_secs(1)), EdgeTimer::Renew));
         self.state = State::Ready;
@@ -299,12 +367,7 @@ impl Edge {
         } else {
             ClientEvent::EdgeConfig {
                 edge: host,
-                uds: config
-                    .user_uds
-                    .iter()
-                    .map(|s| format!("{}:{}", s.address, s.port))
-                    .collect::<Vec<_>>()
-                    .join(","),
+                uds: uds_summary(&config),
                 services: services_summary(&config),
                 token: if token.is_some() { "set" } else { "none" }.into(),
                 expires_s,
@@ -381,6 +444,11 @@ fn auth_cookie(resp: &HttpResp) -> (Option<String>, Option<Duration>) {
         return (Some(value.to_owned()), max_age);
     }
     (None, None)
+}
+
+/// `cucm1.example.com:8443`: the user's home UDS server(s).
+fn uds_summary(c: &EdgeConfig) -> String {
+    c.user_uds.iter().map(|s| format!("{}:{}", s.address, s.port)).collect::<Vec<_>>().join(",")
 }
 
 /// `_cisco-uds=cucm1.example.com:8443,_cuplogin=NameError`: what the transcript shows of the
