@@ -472,6 +472,48 @@ impl TlsContext {
         Ok(Arc::new(c))
     }
 
+    /// A client config that trusts the lab CA and presents a lab certificate for `names`
+    /// (mutual TLS: Expressway-C on the traversal zone, SPEC PORTS 7001).
+    pub fn client_config_with_cert(
+        &self,
+        names: &[String],
+    ) -> Result<Arc<ClientConfig>, TlsSetupError> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.pki.ca())?;
+        let (chain, key) = self.pki.issue(names)?;
+        let mut c = ClientConfig::builder_with_details(self.provider.clone(), self.time.clone())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)?;
+        c.key_log = self.keylog.clone();
+        Ok(Arc::new(c))
+    }
+
+    /// A server config presenting a lab certificate for `names` that requires a client
+    /// certificate issued by the lab CA (the traversal zone's server end, Expressway-E). Which
+    /// name the client's certificate must carry is checked after the handshake
+    /// ([`cert_has_name`]).
+    pub fn server_config_client_auth(
+        &self,
+        names: &[String],
+    ) -> Result<Arc<ServerConfig>, TlsSetupError> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.pki.ca())?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsSetupError::Config(rustls::Error::General(e.to_string())))?;
+        let (chain, key) = self.pki.issue(names)?;
+        let mut c = ServerConfig::builder_with_details(self.provider.clone(), self.time.clone())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)?;
+        c.key_log = self.keylog.clone();
+        Ok(Arc::new(c))
+    }
+
     /// Client side of TLS over an established stream.
     pub async fn connect<S>(
         &self,
@@ -511,6 +553,16 @@ impl TlsContext {
     }
 }
 
+/// Whether the end-entity certificate `cert` is valid for the DNS name (or IP address)
+/// `name` (RFC 6125 matching by rustls-webpki, the check a TLS client makes of a server).
+/// Used on a peer's certificate after a mutual-TLS handshake, where the handshake checked the
+/// chain but not the name. Garbage, or a name that is not a name, is `false`.
+pub fn cert_has_name(cert: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok(parsed) = rustls::server::ParsedCertificate::try_from(cert) else { return false };
+    let Ok(server_name) = ServerName::try_from(name) else { return false };
+    rustls::client::verify_server_name(&parsed, &server_name).is_ok()
+}
+
 /// The certificates of a PEM text (`-----BEGIN CERTIFICATE-----` blocks), for `--ca` files.
 pub fn certs_from_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let mut out = Vec::new();
@@ -528,4 +580,20 @@ pub fn certs_from_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, String
         return Err("no certificate in the file".into());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cert_has_name_checks_the_san() {
+        let pki = LabPki::new(7).unwrap();
+        let (chain, _) = pki.issue(&["expc.example.com".to_owned()]).unwrap();
+        assert!(cert_has_name(&chain[0], "expc.example.com"));
+        assert!(cert_has_name(&chain[0], "EXPC.example.com"), "DNS names are case-insensitive");
+        assert!(!cert_has_name(&chain[0], "expe.example.com"));
+        assert!(!cert_has_name(&chain[0], "not a name"));
+        assert!(!cert_has_name(&CertificateDer::from(vec![1, 2, 3]), "expc.example.com"));
+    }
 }
