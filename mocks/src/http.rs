@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use uclab_net::Net;
+use uclab_net::{BoxFuture, Net};
 
 use crate::limits::{self, ConnLimit};
 use uclab_proto::base64::decode as base64_decode;
@@ -196,6 +196,10 @@ fn to_hyper(r: Response) -> hyper::Response<Full<Bytes>> {
     })
 }
 
+/// A handler that may wait before it answers (Expressway-E, which carries requests over the
+/// traversal zone). It gets the request and the peer's address.
+pub type AsyncHandler = Rc<dyn Fn(Request, SocketAddr) -> BoxFuture<'static, Response>>;
+
 /// Serves `handler` on `port`: HTTPS with a lab certificate for `tls_names`, or plain HTTP
 /// when `tls_names` is `None`.
 pub async fn serve<N: Net + Clone + 'static>(
@@ -203,6 +207,22 @@ pub async fn serve<N: Net + Clone + 'static>(
     port: u16,
     tls_names: Option<Vec<String>>,
     handler: Handler,
+) -> io::Result<()> {
+    let handler: AsyncHandler = Rc::new(move |req: Request, _| {
+        let resp = handler(&req);
+        Box::pin(std::future::ready(resp))
+    });
+    serve_async(net, port, tls_names, handler, None).await
+}
+
+/// [`serve`] with a handler that may wait; `server` names the `Server` header every response
+/// carries, the server's own ones (413, 408) included.
+pub async fn serve_async<N: Net + Clone + 'static>(
+    net: N,
+    port: u16,
+    tls_names: Option<Vec<String>>,
+    handler: AsyncHandler,
+    server: Option<&'static str>,
 ) -> io::Result<()> {
     let listener = net.listen(port).await?;
     let tls = match &tls_names {
@@ -228,16 +248,21 @@ pub async fn serve<N: Net + Clone + 'static>(
                     else {
                         return;
                     };
-                    serve_conn(net, TokioIo::new(s), handler, local, peer).await;
+                    serve_conn(net, TokioIo::new(s), handler, (local, peer), server).await;
                 }
-                None => serve_conn(net, TokioIo::new(tcp), handler, local, peer).await,
+                None => serve_conn(net, TokioIo::new(tcp), handler, (local, peer), server).await,
             }
         });
     }
 }
 
-async fn serve_conn<N, I>(net: N, io: I, handler: Handler, local: SocketAddr, peer: SocketAddr)
-where
+async fn serve_conn<N, I>(
+    net: N,
+    io: I,
+    handler: AsyncHandler,
+    (local, peer): (SocketAddr, SocketAddr),
+    server: Option<&'static str>,
+) where
     N: Net + Clone + 'static,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
 {
@@ -245,10 +270,14 @@ where
         let (handler, net) = (handler.clone(), net.clone());
         async move {
             let line = format!("{} {}", req.method(), req.uri().path());
-            let resp = match to_request(req).await {
-                Ok(r) => handler(&r),
+            let mut resp = match to_request(req).await {
+                Ok(r) => handler(r, peer).await,
                 Err(resp) => resp,
             };
+            if let Some(name) = server {
+                resp.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("server"));
+                resp.headers.push(("server".into(), name.into()));
+            }
             let ctype = resp
                 .headers
                 .iter()

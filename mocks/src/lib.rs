@@ -43,6 +43,7 @@
 pub mod cas;
 pub mod cucm;
 pub mod dns;
+pub mod expressway;
 pub mod host;
 pub mod http;
 pub mod imp;

@@ -14,7 +14,7 @@ use uclab_mocks::imp::muc::{ChatDb, MucConfig};
 use uclab_mocks::imp::router::Router;
 use uclab_mocks::imp::xmpp;
 use uclab_mocks::imp::{ImpConfig, ImpState, ImpUser};
-use uclab_mocks::{cas, cucm, dns, host, http, imp, srst};
+use uclab_mocks::{cas, cucm, dns, expressway, host, http, imp, srst};
 use uclab_net::Net;
 use uclab_proto::uds::UdsUser;
 
@@ -66,6 +66,16 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
         }
         NodeKind::ChatDb => vec![svc("postgres", 5432, false)],
         NodeKind::Srst => vec![svc("sip", 5060, true)],
+        // SPEC MRA1: the edge and the traversal zone. XMPP and SIP through the edge (MRA
+        // part 2) are not served yet: plain listeners that accept and speak nothing.
+        NodeKind::ExpresswayE(_) => vec![
+            svc("edge", uclab_proto::edge::EDGE_PORT, false),
+            svc("traversal", uclab_proto::edge::TRAVERSAL_PORT, false),
+            svc("tcp-5222", 5222, false),
+            svc("tcp-5061", 5061, false),
+        ],
+        // C listens for nothing: it opens the zones (and talks inside) itself.
+        NodeKind::ExpresswayC(_) => vec![],
     }
 }
 
@@ -314,6 +324,15 @@ pub enum NodePlan {
         /// Registrations of every user's lines.
         cluster: Rc<RefCell<cucm::sip::ClusterIo>>,
     },
+    /// Expressway-C (SPEC MRA1).
+    ExpresswayC(expressway::c::CConfig),
+    /// Expressway-E (SPEC MRA1).
+    ExpresswayE {
+        /// The edge and traversal settings (their ports in it).
+        cfg: expressway::e::EConfig,
+        /// Ports open without a protocol (XMPP and SIP through the edge, not served yet).
+        plain: Vec<u16>,
+    },
     /// The persistent chat database (SPEC IMP5).
     ChatDb {
         /// PostgreSQL port.
@@ -450,6 +469,37 @@ pub fn plan(
             }
         }
         NodeKind::ChatDb => NodePlan::ChatDb { port: own("postgres"), db: shared.db(&n.name) },
+        NodeKind::ExpresswayE(e) => {
+            let mut cfg = expressway::e::EConfig::new(&n.fqdn, &s.domain, &e.traversal_peer);
+            cfg.san = e.san.clone();
+            cfg.edge_port = own("edge");
+            cfg.traversal_port = own("traversal");
+            NodePlan::ExpresswayE { cfg, plain: vec![own("tcp-5222"), own("tcp-5061")] }
+        }
+        NodeKind::ExpresswayC(c) => {
+            // Where a node's service really listens (live mode), else its simulated address.
+            let at = |node: &str, port: u16| {
+                let sim = SocketAddr::new(s.nodes.iter().find(|x| x.name == node)?.ip, port);
+                Some(live.get(&sim).copied().unwrap_or(sim))
+            };
+            let edges = c
+                .edge
+                .iter()
+                .filter_map(|e| {
+                    let node = s.nodes.iter().find(|x| &x.name == e)?;
+                    Some(expressway::c::EdgePeer {
+                        fqdn: node.fqdn.clone(),
+                        addr: at(e, uclab_proto::edge::TRAVERSAL_PORT)?,
+                    })
+                })
+                .collect();
+            let dns = at(&c.dns, 53)?;
+            let mut cfg = expressway::c::CConfig::new(&n.fqdn, &s.domain, dns, edges);
+            cfg.token_lifetime = c.token_lifetime;
+            cfg.user_uds_empty = c.user_uds_empty;
+            cfg.allow = c.allow.clone();
+            NodePlan::ExpresswayC(cfg)
+        }
         NodeKind::Srst => {
             use cucm::sip::{Cluster, ClusterIo};
             // The site's devices: every user's line, no digest (SRST accepts what registers).
@@ -609,6 +659,13 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             u
         }
         NodePlan::Srst { host, port, cluster } => srst::serve(net, host, port, cluster).await,
+        NodePlan::ExpresswayC(cfg) => expressway::c::serve(net, cfg).await,
+        NodePlan::ExpresswayE { cfg, plain } => {
+            let p = tokio::task::spawn_local(host::serve(net.clone(), plain));
+            let r = expressway::e::serve(net, cfg).await;
+            p.abort();
+            r
+        }
         NodePlan::ChatDb { port, db } => {
             db.set_up(true);
             let _down = OnDrop(|| db.set_up(false));

@@ -137,6 +137,34 @@ pub(super) struct NodeSpec {
     pub(super) jabber_config: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub(super) group_files: BTreeMap<String, BTreeMap<String, String>>,
+    /// expressway-c: its expressway-e nodes (SPEC MRA1).
+    pub(super) edge: Option<Vec<S<String>>>,
+    /// expressway-c: the internal DNS node it resolves through.
+    pub(super) dns: Option<S<String>>,
+    /// expressway-c: lifetime of an `X-Auth` token.
+    pub(super) token_lifetime: Option<S<String>>,
+    /// expressway-c: `home` (default) or `empty` (the `userUdsServer` field fault).
+    pub(super) user_uds: Option<S<String>>,
+    /// expressway-c: HTTP allow-list rules beside the automatic ones.
+    #[serde(default)]
+    pub(super) allow: Vec<AllowSpec>,
+    /// expressway-e: its certificate's names (default: its FQDN and the domain).
+    pub(super) san: Option<S<Vec<String>>>,
+    /// expressway-e: the FQDN the traversal client's certificate must carry.
+    pub(super) traversal_peer: Option<S<String>>,
+}
+
+/// One HTTP allow-list rule of an expressway-c node (SPEC MRA1).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AllowSpec {
+    pub(super) host: S<String>,
+    pub(super) port: S<u16>,
+    pub(super) scheme: Option<S<String>>,
+    pub(super) path: S<String>,
+    #[serde(rename = "match")]
+    pub(super) matching: Option<S<String>>,
+    pub(super) methods: Option<S<Vec<String>>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -41,8 +41,8 @@ mod users;
 
 use file::File;
 pub use model::{
-    Assignment, BOOTSTRAP_SWITCHES, Client, CucmNode, Expect, ImpNode, Node, NodeKind, Scenario,
-    Step, StepAction, User,
+    Assignment, BOOTSTRAP_SWITCHES, Client, CucmNode, Expect, ExpresswayCNode, ExpresswayENode,
+    ImpNode, Node, NodeKind, Scenario, Step, StepAction, User,
 };
 use read::{Schema, parse_file_all, without_cascades};
 
@@ -51,7 +51,8 @@ pub const DEFAULT_TOPOLOGY: &str = include_str!("../default_topology.toml");
 const DEFAULT_NAME: &str = "<built-in default topology>";
 
 /// Node kinds that exist so far.
-pub const NODE_KINDS: &[&str] = &["dns", "host", "cas", "cucm", "imp", "chatdb", "srst"];
+pub const NODE_KINDS: &[&str] =
+    &["dns", "host", "cas", "cucm", "imp", "chatdb", "srst", "expressway-c", "expressway-e"];
 /// Client event kinds expectations may name.
 pub const EVENT_KINDS: &[&str] = uclab_client::event::ClientEvent::KINDS;
 

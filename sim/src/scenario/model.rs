@@ -38,6 +38,34 @@ pub enum NodeKind {
     ChatDb,
     /// A site's SRST router (SPEC CC5): SIP registrar of last resort on 5060.
     Srst,
+    /// Expressway-C (SPEC MRA1): opens the traversal zone to its E nodes, answers inside.
+    ExpresswayC(ExpresswayCNode),
+    /// Expressway-E (SPEC MRA1): the edge on HTTPS 8443, the traversal zone on 7001.
+    ExpresswayE(ExpresswayENode),
+}
+
+/// Settings of an Expressway-C node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpresswayCNode {
+    /// The internal DNS node it resolves through.
+    pub dns: String,
+    /// Its expressway-e nodes.
+    pub edge: Vec<String>,
+    /// Lifetime of an `X-Auth` token.
+    pub token_lifetime: Duration,
+    /// `userUdsServer` left empty (the field fault of WIRE.md).
+    pub user_uds_empty: bool,
+    /// HTTP allow-list rules beside the automatic ones.
+    pub allow: Vec<uclab_mocks::expressway::allow::AllowRule>,
+}
+
+/// Settings of an Expressway-E node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpresswayENode {
+    /// Its certificate's names.
+    pub san: Vec<String>,
+    /// The FQDN C's certificate must carry.
+    pub traversal_peer: String,
 }
 
 /// Settings of an IM&P node.
@@ -154,6 +182,8 @@ impl NodeKind {
             Self::Imp(_) => "imp",
             Self::ChatDb => "chatdb",
             Self::Srst => "srst",
+            Self::ExpresswayC(_) => "expressway-c",
+            Self::ExpresswayE(_) => "expressway-e",
         }
     }
 }

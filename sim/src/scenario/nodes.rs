@@ -10,7 +10,9 @@ use uclab_mocks::dns::{ZoneError, ZoneSource, parse_zone};
 
 use super::check::Names;
 use super::file::{NodeSpec, S};
-use super::model::{Assignment, CucmNode, ImpNode, Node, NodeKind};
+use super::model::{
+    Assignment, CucmNode, ExpresswayCNode, ExpresswayENode, ImpNode, Node, NodeKind,
+};
 use super::{CheckError, Item, NODE_KINDS, Src};
 use crate::time::parse_duration;
 
@@ -25,7 +27,6 @@ pub(super) fn nodes(
     let mut node_out = Vec::new();
     for (i, ip) in nodes.iter().zip(ips) {
         let n = &i.spec;
-        let Some(kind) = node_kind(i, names, errs) else { continue };
         let fqdn = match &n.fqdn {
             Some(f) => {
                 if uclab_proto::dns::parse_name(f.get_ref()).is_err() {
@@ -33,8 +34,10 @@ pub(super) fn nodes(
                 }
                 f.get_ref().clone()
             }
-            None => format!("{}.{domain}", n.name.get_ref()),
+            None => default_fqdn(n, domain),
         };
+        let here = Here { all: nodes, fqdn: &fqdn, domain };
+        let Some(kind) = node_kind(i, names, &here, errs) else { continue };
         if let Some(ip) = ip {
             let broken_xml = broken_xml(i, &kind, errs);
             node_out.push(Node {
@@ -50,11 +53,24 @@ pub(super) fn nodes(
     node_out
 }
 
+/// `<name>.<domain>`, a node's FQDN unless it gives one.
+fn default_fqdn(n: &NodeSpec, domain: &str) -> String {
+    format!("{}.{domain}", n.name.get_ref())
+}
+
+/// Where a node is: every node section, its FQDN, the domain.
+struct Here<'a, 'b> {
+    all: &'a [Item<'b, NodeSpec>],
+    fqdn: &'a str,
+    domain: &'a str,
+}
+
 /// What a node runs, from its `kind` and the fields of that kind; `None` after an error that
 /// leaves nothing to run.
 fn node_kind(
     i: &Item<'_, NodeSpec>,
     names: &Names<'_>,
+    here: &Here<'_, '_>,
     errs: &mut Vec<CheckError>,
 ) -> Option<NodeKind> {
     let n = &i.spec;
@@ -73,6 +89,8 @@ fn node_kind(
         "srst" => NodeKind::Srst,
         "imp" => imp(i, names, errs)?,
         "cucm" => cucm(i, errs)?,
+        "expressway-c" => expressway_c(i, names, errs)?,
+        "expressway-e" => expressway_e(i, here, errs)?,
         other => {
             errs.push(i.src.err(
                 kind.span().start,
@@ -81,7 +99,199 @@ fn node_kind(
             return None;
         }
     };
+    expressway_fields_elsewhere(i, kind.name(), errs);
     Some(kind)
+}
+
+/// Expressway fields on a node of another kind are mistakes: each is an error.
+fn expressway_fields_elsewhere(i: &Item<'_, NodeSpec>, kind: &str, errs: &mut Vec<CheckError>) {
+    let n = &i.spec;
+    let c_only = [
+        (
+            "edge",
+            n.edge.as_ref().map(|e| e.first().map_or(n.name.span().start, |x| x.span().start)),
+        ),
+        ("dns", n.dns.as_ref().map(|d| d.span().start)),
+        ("token_lifetime", n.token_lifetime.as_ref().map(|d| d.span().start)),
+        ("user_uds", n.user_uds.as_ref().map(|d| d.span().start)),
+        ("allow", n.allow.first().map(|a| a.host.span().start)),
+    ];
+    let e_only = [
+        ("san", n.san.as_ref().map(|d| d.span().start)),
+        ("traversal_peer", n.traversal_peer.as_ref().map(|d| d.span().start)),
+    ];
+    for (want, fields) in [("expressway-c", &c_only[..]), ("expressway-e", &e_only[..])] {
+        if kind == want {
+            continue;
+        }
+        for (field, at) in fields {
+            if let Some(at) = at {
+                errs.push(i.src.err(*at, format!("`{field}` is a field of {want} nodes")));
+            }
+        }
+    }
+}
+
+/// An Expressway-C node (SPEC MRA1); `None` without its `dns` node.
+fn expressway_c(
+    i: &Item<'_, NodeSpec>,
+    names: &Names<'_>,
+    errs: &mut Vec<CheckError>,
+) -> Option<NodeKind> {
+    use uclab_mocks::expressway::allow::{AllowRule, PathMatch};
+    use uclab_proto::edge::Scheme;
+    let n = &i.spec;
+    let Some(dns) = &n.dns else {
+        errs.push(i.src.err(
+            n.name.span().start,
+            format!(
+                "expressway-c node `{}` needs a `dns` (its internal DNS node)",
+                n.name.get_ref()
+            ),
+        ));
+        return None;
+    };
+    names.check_node(errs, i.src, dns, Some("dns"));
+    let edge = n.edge.clone().unwrap_or_default();
+    for e in &edge {
+        names.check_node(errs, i.src, e, Some("expressway-e"));
+    }
+    let token_lifetime = match &n.token_lifetime {
+        None => uclab_mocks::expressway::tokens::DEFAULT_LIFETIME,
+        Some(d) => match parse_duration(d.get_ref()) {
+            Ok(v) if v >= Duration::from_secs(1) => v,
+            Ok(_) => {
+                errs.push(i.src.err(d.span().start, "token_lifetime must be at least 1s"));
+                uclab_mocks::expressway::tokens::DEFAULT_LIFETIME
+            }
+            Err(m) => {
+                errs.push(i.src.err(d.span().start, m));
+                uclab_mocks::expressway::tokens::DEFAULT_LIFETIME
+            }
+        },
+    };
+    let user_uds_empty = match n.user_uds.as_ref().map(|u| (u.get_ref().as_str(), u.span().start)) {
+        None | Some(("home", _)) => false,
+        Some(("empty", _)) => true,
+        Some((other, at)) => {
+            errs.push(i.src.err(at, format!("unknown user_uds `{other}` (home, empty)")));
+            false
+        }
+    };
+    let mut allow = Vec::new();
+    for a in &n.allow {
+        let scheme = match a.scheme.as_ref().map(|s| (s.get_ref().as_str(), s.span().start)) {
+            None | Some(("https", _)) => Scheme::Https,
+            Some(("http", _)) => Scheme::Http,
+            Some((other, at)) => {
+                errs.push(i.src.err(at, format!("unknown scheme `{other}` (http, https)")));
+                Scheme::Https
+            }
+        };
+        let matching = match a.matching.as_ref().map(|s| (s.get_ref().as_str(), s.span().start)) {
+            None | Some(("prefix", _)) => PathMatch::Prefix,
+            Some(("exact", _)) => PathMatch::Exact,
+            Some((other, at)) => {
+                errs.push(i.src.err(at, format!("unknown match `{other}` (exact, prefix)")));
+                PathMatch::Prefix
+            }
+        };
+        if uclab_proto::dns::parse_name(a.host.get_ref()).is_err() || a.host.get_ref().is_empty() {
+            errs.push(i.src.err(a.host.span().start, format!("bad host `{}`", a.host.get_ref())));
+        }
+        if *a.port.get_ref() == 0 {
+            errs.push(i.src.err(a.port.span().start, "port must be 1–65535"));
+        }
+        if !a.path.get_ref().starts_with('/') {
+            errs.push(i.src.err(a.path.span().start, "path must start with `/`"));
+        }
+        let methods = match &a.methods {
+            None => vec!["GET".to_owned()],
+            Some(m) => {
+                let ok = !m.get_ref().is_empty()
+                    && m.get_ref()
+                        .iter()
+                        .all(|x| !x.is_empty() && x.bytes().all(|c| c.is_ascii_uppercase()));
+                if !ok {
+                    errs.push(i.src.err(
+                        m.span().start,
+                        "methods must be upper-case HTTP methods (GET, POST, …)",
+                    ));
+                }
+                m.get_ref().clone()
+            }
+        };
+        allow.push(AllowRule {
+            host: a.host.get_ref().to_ascii_lowercase(),
+            port: *a.port.get_ref(),
+            scheme,
+            path: a.path.get_ref().clone(),
+            matching,
+            methods,
+        });
+    }
+    Some(NodeKind::ExpresswayC(ExpresswayCNode {
+        dns: dns.get_ref().clone(),
+        edge: edge.iter().map(|e| e.get_ref().clone()).collect(),
+        token_lifetime,
+        user_uds_empty,
+        allow,
+    }))
+}
+
+/// An Expressway-E node (SPEC MRA1); its traversal peer is `traversal_peer`, else the
+/// expressway-c node that names it in `edge`.
+fn expressway_e(
+    i: &Item<'_, NodeSpec>,
+    here: &Here<'_, '_>,
+    errs: &mut Vec<CheckError>,
+) -> Option<NodeKind> {
+    let n = &i.spec;
+    let san = match &n.san {
+        None => vec![here.fqdn.to_owned(), here.domain.to_owned()],
+        Some(s) => {
+            if s.get_ref().is_empty() {
+                errs.push(i.src.err(s.span().start, "san needs at least one name"));
+            }
+            for name in s.get_ref() {
+                if uclab_proto::dns::parse_name(name).is_err() {
+                    errs.push(i.src.err(s.span().start, format!("bad san name `{name}`")));
+                }
+            }
+            s.get_ref().clone()
+        }
+    };
+    let peer = match &n.traversal_peer {
+        Some(p) => {
+            if uclab_proto::dns::parse_name(p.get_ref()).is_err() {
+                errs.push(
+                    i.src.err(p.span().start, format!("bad traversal_peer `{}`", p.get_ref())),
+                );
+            }
+            Some(p.get_ref().clone())
+        }
+        None => here.all.iter().find_map(|c| {
+            let spec = &c.spec;
+            let is_c = spec.kind.as_ref().is_some_and(|k| k.get_ref() == "expressway-c");
+            let names_me = spec.edge.iter().flatten().any(|e| e.get_ref() == n.name.get_ref());
+            (is_c && names_me).then(|| {
+                spec.fqdn
+                    .as_ref()
+                    .map_or_else(|| default_fqdn(spec, here.domain), |f| f.get_ref().clone())
+            })
+        }),
+    };
+    let Some(traversal_peer) = peer else {
+        errs.push(i.src.err(
+            n.name.span().start,
+            format!(
+                "expressway-e node `{}` needs a `traversal_peer` (or an expressway-c node naming it in `edge`)",
+                n.name.get_ref()
+            ),
+        ));
+        return None;
+    };
+    Some(NodeKind::ExpresswayE(ExpresswayENode { san, traversal_peer }))
 }
 
 /// A DNS server: its authoritative zones and where it forwards.

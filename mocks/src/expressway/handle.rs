@@ -1,0 +1,385 @@
+//! What Expressway-C does with one request E carried over the traversal zone (SPEC MRA1,
+//! MRA2): get_edge_config (internal SRV lookups, the user's credentials checked against
+//! their CUCM, the edge configuration and an `X-Auth` token), and proxied requests
+//! (authorised by the token or Basic, checked against the HTTP allow list, forwarded inside).
+//!
+//! Authorisation of a proxied request: a valid, unexpired `X-Auth` cookie for the domain, or
+//! Basic credentials, which C passes through to the internal host and lets it decide (so
+//! CUCM's lockout keeps counting). With only the cookie, C sends the credentials the token
+//! was issued for. The pure parts ([`edge_config`], [`authorise`], [`forward_headers`]) are
+//! tested without I/O.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use uclab_net::Net;
+use uclab_proto::edge::{
+    EdgeConfig, EdgePath, EdgeServer, ProxyTarget, REALM, Scheme, Service, ServiceAnswer,
+    SrvServer, parse_path,
+};
+
+use super::allow::Verdict;
+use super::c::Ctx;
+use super::resolve::{self, Lookup};
+use super::tokens::{Grant, cookie_token, set_cookie, token_text};
+use super::upstream::{self, Outbound, UpstreamError};
+use crate::http::{BasicAuth, Request, Response, base64_encode};
+
+/// The `error` of a service C found no record for.
+pub const NAME_ERROR: &str = "NameError";
+/// SIP over TLS on E (the `sipEdgeServer` port) and on C (the route).
+const SIP_TLS: u16 = 5061;
+/// XMPP on E.
+const XMPP: u16 = 5222;
+/// TURN on E (SPEC PORTS).
+const TURN: u16 = 3478;
+/// UDS on the home cluster.
+const UDS: u16 = 8443;
+
+/// What C found inside for one get_edge_config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// `_cisco-uds._tcp.<d>` targets (`None`: no record).
+    pub uds: Option<Vec<SrvServer>>,
+    /// `_cuplogin._tcp.<d>` targets.
+    pub cuplogin: Option<Vec<SrvServer>>,
+    /// `_cisco-phone-tftp._tcp.<d>` targets.
+    pub tftp: Option<Vec<SrvServer>>,
+}
+
+fn service(name: &str, found: &Option<Vec<SrvServer>>) -> Service {
+    Service {
+        name: name.to_owned(),
+        answer: match found {
+            Some(s) => ServiceAnswer::Servers(s.clone()),
+            None => ServiceAnswer::Error(NAME_ERROR.to_owned()),
+        },
+    }
+}
+
+/// The edge configuration (WIRE.md): the services found inside, the E node that asked as
+/// the SIP, XMPP, HTTP and TURN edge, the SIP route through C, and the user's home cluster as
+/// their UDS server (`None`: the `_cisco-uds` case without one, or the empty-`userUdsServer`
+/// fault).
+pub fn edge_config(found: &Found, home: Option<&str>, edge: &str, c_ip: IpAddr) -> EdgeConfig {
+    let at = |port| vec![EdgeServer { address: edge.to_owned(), port }];
+    let mut services =
+        vec![service("_cisco-uds", &found.uds), service("_cuplogin", &found.cuplogin)];
+    let tftp: Vec<String> = match (&found.tftp, home) {
+        (Some(t), _) => t.iter().map(|s| s.address.clone()).collect(),
+        (None, Some(h)) => vec![h.to_owned()],
+        (None, None) => Vec::new(),
+    };
+    if !tftp.is_empty() {
+        services
+            .push(Service { name: "tftpServer".into(), answer: ServiceAnswer::Addresses(tftp) });
+    }
+    EdgeConfig {
+        services,
+        sip_edge: at(SIP_TLS),
+        sip_route: Some(format!("<sip:{c_ip}:{SIP_TLS};transport=tls;zone-id=3;directed;lr>")),
+        xmpp_edge: at(XMPP),
+        http_edge: at(uclab_proto::edge::EDGE_PORT),
+        turn_edge: at(TURN),
+        user_uds: home
+            .map(|h| vec![EdgeServer { address: h.to_owned(), port: UDS }])
+            .unwrap_or_default(),
+    }
+}
+
+/// How a proxied request is authorised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authorised {
+    /// Basic credentials, passed through as they are.
+    Basic,
+    /// A valid token: the credentials it was issued for.
+    Token(String, String),
+    /// Neither: 401.
+    No,
+}
+
+/// The authorisation of a proxied request for `domain` at `now`.
+pub fn authorise(
+    tokens: &super::tokens::Tokens,
+    req: &Request,
+    domain: &str,
+    now: Duration,
+) -> Authorised {
+    let cookie = req
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "cookie")
+        .find_map(|(_, v)| cookie_token(v))
+        .and_then(|t| tokens.get(now, t, domain));
+    if let Some(g) = cookie {
+        return Authorised::Token(g.user.0.clone(), g.user.1.clone());
+    }
+    match req.basic_auth() {
+        BasicAuth::Credentials(..) => Authorised::Basic,
+        BasicAuth::Missing | BasicAuth::Malformed => Authorised::No,
+    }
+}
+
+/// The headers C sends inside: hop-by-hop ones, `Host` and the `X-Auth` cookie dropped (other
+/// cookies kept), `Authorization` as `auth` says.
+pub fn forward_headers(req: &Request, auth: &Authorised) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in &req.headers {
+        match k.as_str() {
+            "host"
+            | "connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "content-length" => {}
+            "authorization" if *auth != Authorised::Basic => {}
+            "cookie" => {
+                let rest: Vec<&str> = v
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|c| {
+                        !c.is_empty() && c.split('=').next() != Some(uclab_proto::edge::AUTH_COOKIE)
+                    })
+                    .collect();
+                if !rest.is_empty() {
+                    out.push((k.clone(), rest.join("; ")));
+                }
+            }
+            _ => out.push((k.clone(), v.clone())),
+        }
+    }
+    if let Authorised::Token(u, p) = auth {
+        let token = base64_encode(format!("{u}:{p}").as_bytes());
+        out.push(("authorization".into(), format!("Basic {token}")));
+    }
+    out
+}
+
+/// An answer of C's own with a reason (shown in the RESP line of the transcript).
+pub struct Answer {
+    /// The response for the client.
+    pub resp: Response,
+    /// What the transcript line adds (a refusal's reason, what the request was).
+    pub note: String,
+}
+
+fn answer(resp: Response, note: impl Into<String>) -> Answer {
+    Answer { resp, note: note.into() }
+}
+
+fn bad_gateway(status: u16, e: &UpstreamError) -> Answer {
+    answer(Response::text(status, &e.to_string()), e.to_string())
+}
+
+/// Handles one request from the E node `edge` (its FQDN).
+pub async fn handle<N: Net>(ctx: &Ctx<N>, edge: &str, req: Request) -> Answer {
+    match parse_path(&req.path) {
+        Err(e) => answer(Response::text(404, &format!("not an edge path: {e}")), e.to_string()),
+        Ok(EdgePath::GetEdgeConfig { domain }) if !ctx.serves(&domain) => {
+            answer(Response::text(404, "domain not served"), format!("{domain} not served"))
+        }
+        Ok(EdgePath::Proxy { target, .. }) if !ctx.serves(&target.domain) => answer(
+            Response::text(404, "domain not served"),
+            format!("{} not served", target.domain),
+        ),
+        Ok(EdgePath::GetEdgeConfig { domain }) => get_edge_config(ctx, edge, &domain, &req).await,
+        Ok(EdgePath::Proxy { target, rest }) => proxy(ctx, &target, &rest, req).await,
+    }
+}
+
+async fn lookup<N: Net>(ctx: &Ctx<N>, name: &str) -> Result<Option<Vec<SrvServer>>, String> {
+    match resolve::srv(&ctx.net, ctx.cfg.dns, name).await {
+        Lookup::Found(v) => Ok(Some(v)),
+        Lookup::NoRecord => Ok(None),
+        Lookup::Failed(e) => Err(format!("{name}: {e}")),
+    }
+}
+
+/// SPEC MRA1: C looks up the internal SRV records, checks the user against their CUCM and
+/// answers the edge configuration with a token.
+async fn get_edge_config<N: Net>(ctx: &Ctx<N>, edge: &str, domain: &str, req: &Request) -> Answer {
+    let BasicAuth::Credentials(user, password) = req.basic_auth() else {
+        return answer(Response::unauthorized(REALM), "no credentials");
+    };
+    let names = [
+        format!("_cisco-uds._tcp.{domain}"),
+        format!("_cuplogin._tcp.{domain}"),
+        format!("_cisco-phone-tftp._tcp.{domain}"),
+    ];
+    let (uds, cup, tftp) =
+        tokio::join!(lookup(ctx, &names[0]), lookup(ctx, &names[1]), lookup(ctx, &names[2]));
+    let (uds, cuplogin, tftp) = match (uds, cup, tftp) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return answer(Response::text(502, &format!("internal DNS: {e}")), e);
+        }
+    };
+    {
+        let mut st = ctx.state.borrow_mut();
+        for s in uds.iter().chain(tftp.iter()).flatten() {
+            st.allow.add_cucm(&s.address);
+        }
+        for s in cuplogin.iter().flatten() {
+            st.allow.add_imp(&s.address);
+        }
+    }
+    let found = Found { uds, cuplogin, tftp };
+    let c_ip = ctx.net.local_ip();
+    let Some(first) = found.uds.as_ref().and_then(|u| u.first()).cloned() else {
+        // No _cisco-uds inside: the answer says so and nothing is authorised.
+        let cfg = edge_config(&found, None, edge, c_ip);
+        return answer(edge_xml(cfg.render()), "get_edge_config, no _cisco-uds");
+    };
+    // AU1 through the edge: the home cluster from the first UDS server, then the user's
+    // devices there with their credentials.
+    let q = format!(
+        "/cucm-uds/clusterUser?username={}",
+        super::traversal::percent_encode(&user, false)
+    );
+    let r =
+        match inside(ctx, Scheme::Https, &first.address, first.port, "GET", &q, Vec::new()).await {
+            Ok(r) => r,
+            Err(e) => return bad_gateway(502, &e),
+        };
+    let home = match uclab_proto::uds::parse_cluster_user(&r.body) {
+        Ok(Some(h)) if r.status == 200 => h,
+        Ok(None) if r.status == 200 => {
+            return answer(Response::unauthorized(REALM), "user unknown");
+        }
+        _ => {
+            let why = format!("clusterUser answered {}", r.status);
+            return answer(Response::text(502, &why), why);
+        }
+    };
+    ctx.state.borrow_mut().allow.add_cucm(&home);
+    let auth = format!("Basic {}", base64_encode(format!("{user}:{password}").as_bytes()));
+    let path = format!("/cucm-uds/user/{}/devices", super::traversal::percent_encode(&user, false));
+    let r = match inside(
+        ctx,
+        Scheme::Https,
+        &home,
+        UDS,
+        "GET",
+        &path,
+        vec![("authorization".into(), auth)],
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => return bad_gateway(502, &e),
+    };
+    match r.status {
+        200 => {}
+        401 | 403 => return answer(Response::unauthorized(REALM), "credentials refused by UDS"),
+        s => {
+            let why = format!("devices answered {s}");
+            return answer(Response::text(502, &why), why);
+        }
+    }
+    let home_uds = (!ctx.cfg.user_uds_empty).then_some(home.as_str());
+    let cfg = edge_config(&found, home_uds, edge, c_ip);
+    let now = ctx.net.now();
+    let token = token_text(ctx.net.rng().next_u64(), ctx.net.rng().next_u64());
+    let grant = Grant {
+        domain: domain.to_owned(),
+        user: (user, password),
+        expires: now + ctx.cfg.token_lifetime,
+    };
+    ctx.state.borrow_mut().tokens.insert(now, token.clone(), grant);
+    let mut resp = edge_xml(cfg.render());
+    resp.headers.push(("set-cookie".into(), set_cookie(&token, ctx.cfg.token_lifetime)));
+    answer(resp, "get_edge_config")
+}
+
+fn edge_xml(doc: String) -> Response {
+    Response {
+        status: 200,
+        headers: vec![("content-type".into(), "text/xml".into())],
+        body: doc.into_bytes(),
+    }
+}
+
+/// Resolves `host` in the internal DNS and sends one request there.
+async fn inside<N: Net>(
+    ctx: &Ctx<N>,
+    scheme: Scheme,
+    host: &str,
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: Vec<(String, String)>,
+) -> Result<Response, UpstreamError> {
+    send(ctx, scheme, host, port, method, target, headers, Vec::new()).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send<N: Net>(
+    ctx: &Ctx<N>,
+    scheme: Scheme,
+    host: &str,
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+) -> Result<Response, UpstreamError> {
+    let ip = match resolve::a(&ctx.net, ctx.cfg.dns, host).await {
+        Lookup::Found(ip) => ip,
+        Lookup::NoRecord => return Err(UpstreamError::NoAddress(host.to_owned())),
+        Lookup::Failed(e) => return Err(UpstreamError::Resolve(host.to_owned(), e)),
+    };
+    let out = Outbound {
+        scheme,
+        host: host.to_owned(),
+        addr: SocketAddr::new(IpAddr::V4(ip), port),
+        method: method.to_owned(),
+        target: target.to_owned(),
+        headers,
+        body,
+    };
+    upstream::exchange(&ctx.net, &out).await
+}
+
+/// SPEC MRA1/MRA2: a request for an internal host, authorised and checked against the allow
+/// list, forwarded, its answer relayed.
+async fn proxy<N: Net>(ctx: &Ctx<N>, t: &ProxyTarget, rest: &str, req: Request) -> Answer {
+    let auth = authorise(&ctx.state.borrow().tokens, &req, &t.domain, ctx.net.now());
+    if auth == Authorised::No {
+        return answer(Response::unauthorized(REALM), "no valid token or credentials");
+    }
+    let what = format!("{} {}://{}:{}{rest}", req.method, t.scheme.as_str(), t.host, t.port);
+    match ctx.state.borrow().allow.check(&req.method, t.scheme, &t.host, t.port, rest) {
+        Verdict::Allowed => {}
+        Verdict::NotListed => {
+            return answer(
+                Response::text(403, "not on the HTTP allow list"),
+                format!("allow list refuses {what}"),
+            );
+        }
+        Verdict::FileTransfer => {
+            return answer(
+                Response::text(403, "file transfer is not available over MRA"),
+                format!("allow list refuses {what}: file transfer (MRA2)"),
+            );
+        }
+    }
+    let target = super::traversal::target(rest, &req.query);
+    let headers = forward_headers(&req, &auth);
+    let r =
+        match send(ctx, t.scheme, &t.host, t.port, &req.method, &target, headers, req.body).await {
+            Ok(r) => r,
+            Err(e @ UpstreamError::Timeout) => return bad_gateway(504, &e),
+            Err(e) => return bad_gateway(502, &e),
+        };
+    if r.status == 401 {
+        // The edge has one realm for the client (WIRE.md).
+        return answer(Response::unauthorized(REALM), format!("{what}: 401 inside"));
+    }
+    let keep = ["content-type", "retry-after", "allow"];
+    let headers = r.headers.into_iter().filter(|(k, _)| keep.contains(&k.as_str())).collect();
+    answer(Response { status: r.status, headers, body: r.body }, what)
+}

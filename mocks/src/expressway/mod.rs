@@ -1,0 +1,105 @@
+//! Expressway-C and Expressway-E: mobile and remote access through the edge (SPEC MRA1,
+//! MRA2, SD8; WIRE.md "Expressway MRA"; PORTS 7001, 8443).
+//!
+//! E sits in the DMZ and serves the edge on HTTPS 8443: it checks what it can alone (the path
+//! decodes, the domain is its own, the request carries credentials) and carries the rest over
+//! the traversal zone to C, which decides (tokens, the allow list, the user's credentials
+//! against CUCM) and talks to the inside. C opens the zone (TLS to E's 7001, both ends
+//! presenting lab certificates); E never connects inward. No zone: 503 at once; a zone that
+//! dies or stays silent while a request waits: 502 after [`REQUEST_DEADLINE`].
+//!
+//! Parts: [`e`] (the edge and E's end of the zone), [`c`] (C's zones and settings),
+//! [`handle`] (what C does with a request), [`traversal`] (the zone's frames, pure),
+//! [`allow`] (the HTTP allow list), [`tokens`] (`X-Auth` tokens), [`resolve`] (C's stub
+//! resolver), [`upstream`] (C's HTTP client inside). `tests.rs` tests the pure parts.
+
+pub mod allow;
+pub mod c;
+pub mod e;
+pub mod handle;
+pub mod resolve;
+#[cfg(test)]
+mod tests;
+pub mod tokens;
+pub mod traversal;
+pub mod upstream;
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use traversal::{Frame, FrameError};
+
+/// C pings E this often on an idle zone.
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+/// Either end takes the zone for dead after this long without a byte from the other (three
+/// missed keepalives: a partition, a crashed peer).
+pub const DEAD_AFTER: Duration = Duration::from_secs(30);
+/// How long E waits for C's answer to a request before it answers 502.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// Requests waiting on one zone at most (E answers 503 beyond; C answers 503 beyond as many
+/// in progress).
+pub const MAX_PENDING: usize = 1024;
+
+/// Why a zone connection ended.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ZoneEnd {
+    /// The peer closed it.
+    #[error("closed by the peer")]
+    Closed,
+    /// Nothing from the peer for [`DEAD_AFTER`].
+    #[error("silent for {}s", DEAD_AFTER.as_secs())]
+    Silent,
+    /// Bytes that are not frames.
+    #[error("garbage: {0}")]
+    Garbage(#[from] FrameError),
+    /// A frame this end never takes (a request sent to C's side of E, …).
+    #[error("unexpected frame")]
+    Unexpected,
+    /// A read or write failed.
+    #[error("{0}")]
+    Io(String),
+    /// A newer zone from the same peer took over.
+    #[error("replaced by a newer zone")]
+    Replaced,
+}
+
+/// The next frame from `rd` (bytes carried over in `buf`), or why there is none.
+pub(crate) async fn next_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut Vec<u8>,
+    idle: Duration,
+) -> Result<Frame, ZoneEnd> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(f) = Frame::decode(buf)? {
+            return Ok(f);
+        }
+        match tokio::time::timeout(idle, rd.read(&mut chunk)).await {
+            Err(_) => return Err(ZoneEnd::Silent),
+            Ok(Ok(0)) => return Err(ZoneEnd::Closed),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(ZoneEnd::Io(e.kind().to_string())),
+        }
+    }
+}
+
+/// Writes the frames of `rx` to `wr`, each within [`DEAD_AFTER`] (a peer that stops reading
+/// cannot hold the writer for ever), until the channel closes.
+pub(crate) async fn writer<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    while let Some(b) = rx.recv().await {
+        let sent = tokio::time::timeout(DEAD_AFTER, async {
+            wr.write_all(&b).await?;
+            wr.flush().await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+}

@@ -1,0 +1,1 @@
+//! Tests of Expressway's pure parts.

@@ -1,0 +1,258 @@
+//! The traversal zone's wire form (SPEC MRA1, PORTS 7001): frames over the TLS connection
+//! Expressway-C opens to Expressway-E, each an ASCII line and a counted payload.
+//!
+//! ```text
+//! REQ <id> <len>\r\n<len bytes: an HTTP/1.1 request>      E → C
+//! RESP <id> <len>\r\n<len bytes: an HTTP/1.1 response>    C → E
+//! PING <n>\r\n                                            C → E, every KEEPALIVE
+//! PONG <n>\r\n                                            E → C
+//! ```
+//!
+//! The payloads are plain HTTP/1.1 messages with a `Content-Length`, so Wireshark shows the
+//! zone readably once the TLS is decrypted (the capture carries the secrets); the real
+//! product's SIP/SSH-based zone is not modelled (docs/decisions.md). Lines are bounded
+//! ([`MAX_LINE`]) and payloads too ([`MAX_FRAME`]); anything else is garbage and the
+//! connection is closed. Both codecs here are pure: they are tested without I/O.
+
+use crate::http::{Request, Response};
+use uclab_proto::text::percent_decode;
+
+/// Longest frame line (`RESP 18446744073709551615 1048576\r\n` fits well).
+pub const MAX_LINE: usize = 64;
+/// Largest payload: a body of [`crate::http::MAX_BODY`] and a generous head.
+pub const MAX_FRAME: usize = crate::http::MAX_BODY + 16 * 1024;
+/// Most header lines a payload may carry.
+const MAX_HEADERS: usize = 100;
+
+/// One frame of the zone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A request E carries to C.
+    Req {
+        /// E's id for it, echoed by the answer.
+        id: u64,
+        /// The HTTP/1.1 request.
+        msg: Vec<u8>,
+    },
+    /// C's answer.
+    Resp {
+        /// The request's id.
+        id: u64,
+        /// The HTTP/1.1 response.
+        msg: Vec<u8>,
+    },
+    /// Keepalive from C.
+    Ping(u64),
+    /// E's answer to a ping.
+    Pong(u64),
+}
+
+/// Why bytes on the zone are not a frame (the peer's fault: the connection is closed).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// No line end within [`MAX_LINE`] bytes.
+    #[error("frame line too long")]
+    LineTooLong,
+    /// A line that is not one of the four forms.
+    #[error("bad frame line {0:?}")]
+    BadLine(String),
+    /// A payload longer than [`MAX_FRAME`].
+    #[error("frame of {0} bytes is over the limit")]
+    TooLarge(usize),
+    /// A payload that is not the HTTP message it should be.
+    #[error("bad HTTP message: {0}")]
+    BadMessage(&'static str),
+}
+
+impl Frame {
+    /// The frame's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let (line, payload): (String, &[u8]) = match self {
+            Self::Req { id, msg } => (format!("REQ {id} {}\r\n", msg.len()), msg),
+            Self::Resp { id, msg } => (format!("RESP {id} {}\r\n", msg.len()), msg),
+            Self::Ping(n) => (format!("PING {n}\r\n"), &[]),
+            Self::Pong(n) => (format!("PONG {n}\r\n"), &[]),
+        };
+        let mut out = line.into_bytes();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Takes one frame off the front of `buf`: `Ok(None)` when more bytes are needed.
+    pub fn decode(buf: &mut Vec<u8>) -> Result<Option<Self>, FrameError> {
+        let Some(end) = buf.windows(2).take(MAX_LINE).position(|w| w == b"\r\n") else {
+            return if buf.len() >= MAX_LINE { Err(FrameError::LineTooLong) } else { Ok(None) };
+        };
+        let line = std::str::from_utf8(&buf[..end])
+            .map_err(|_| FrameError::BadLine(String::from_utf8_lossy(&buf[..end]).into()))?;
+        let bad = || FrameError::BadLine(line.chars().take(MAX_LINE).collect());
+        let words: Vec<&str> = line.split(' ').collect();
+        let num = |w: &str| w.parse::<u64>().ok().filter(|_| w.bytes().all(|c| c.is_ascii_digit()));
+        let (frame, take) = match words[..] {
+            ["PING", n] => (Self::Ping(num(n).ok_or_else(bad)?), end + 2),
+            ["PONG", n] => (Self::Pong(num(n).ok_or_else(bad)?), end + 2),
+            [kind @ ("REQ" | "RESP"), id, len] => {
+                let id = num(id).ok_or_else(bad)?;
+                let len = num(len).ok_or_else(bad)?;
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                if len > MAX_FRAME {
+                    return Err(FrameError::TooLarge(len));
+                }
+                if buf.len() < end + 2 + len {
+                    return Ok(None);
+                }
+                let msg = buf[end + 2..end + 2 + len].to_vec();
+                let f = if kind == "REQ" { Self::Req { id, msg } } else { Self::Resp { id, msg } };
+                (f, end + 2 + len)
+            }
+            _ => return Err(bad()),
+        };
+        buf.drain(..take);
+        Ok(Some(frame))
+    }
+}
+
+/// RFC 3986 unreserved characters stay, and `/` in paths; everything else is `%XX`.
+pub fn percent_encode(s: &str, keep_slash: bool) -> String {
+    let mut o = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (keep_slash && b == b'/') {
+            o.push(char::from(b));
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+/// A request's target (path and query) as sent on.
+pub fn target(path: &str, query: &[(String, String)]) -> String {
+    let mut t = percent_encode(path, true);
+    for (i, (k, v)) in query.iter().enumerate() {
+        t.push(if i == 0 { '?' } else { '&' });
+        t.push_str(&percent_encode(k, false));
+        t.push('=');
+        t.push_str(&percent_encode(v, false));
+    }
+    t
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and the length, which the encoder sets.
+fn hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+fn push_headers(out: &mut Vec<u8>, headers: &[(String, String)], body: &[u8]) {
+    for (k, v) in headers.iter().filter(|(k, _)| !hop_by_hop(k)) {
+        // A value with a line break would forge a header: dropped (RFC 9110 §5.5).
+        if !v.contains(['\r', '\n']) && !k.contains(['\r', '\n', ':', ' ']) {
+            out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        }
+    }
+    out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(body);
+}
+
+/// A request as E sends it over the zone (hop-by-hop headers dropped).
+pub fn encode_request(req: &Request) -> Vec<u8> {
+    let mut out =
+        format!("{} {} HTTP/1.1\r\n", req.method, target(&req.path, &req.query)).into_bytes();
+    push_headers(&mut out, &req.headers, &req.body);
+    out
+}
+
+/// A response as C sends it over the zone.
+pub fn encode_response(r: &Response) -> Vec<u8> {
+    let reason = hyper::StatusCode::from_u16(r.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Unknown");
+    let mut out = format!("HTTP/1.1 {} {reason}\r\n", r.status).into_bytes();
+    push_headers(&mut out, &r.headers, &r.body);
+    out
+}
+
+/// The start line, headers and body of a message.
+type Parts<'a> = (&'a str, Vec<(String, String)>, Vec<u8>);
+
+fn split_message(bytes: &[u8]) -> Result<Parts<'_>, FrameError> {
+    let head_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or(FrameError::BadMessage("no end of head"))?;
+    let head =
+        std::str::from_utf8(&bytes[..head_end]).map_err(|_| FrameError::BadMessage("not text"))?;
+    let mut lines = head.split("\r\n");
+    let start = lines.next().unwrap_or("");
+    let mut headers = Vec::new();
+    let mut length = None;
+    for l in lines {
+        let (k, v) = l.split_once(':').ok_or(FrameError::BadMessage("bad header line"))?;
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        if k.is_empty() || headers.len() >= MAX_HEADERS {
+            return Err(FrameError::BadMessage("bad or too many headers"));
+        }
+        if k == "content-length" {
+            length = Some(v.parse::<usize>().map_err(|_| FrameError::BadMessage("bad length"))?);
+        } else {
+            headers.push((k, v));
+        }
+    }
+    let body = &bytes[head_end + 4..];
+    if length.unwrap_or(0) != body.len() {
+        return Err(FrameError::BadMessage("length does not match the body"));
+    }
+    Ok((start, headers, body.to_vec()))
+}
+
+/// Reads the request of a `REQ` frame.
+pub fn parse_request(bytes: &[u8]) -> Result<Request, FrameError> {
+    let (start, headers, body) = split_message(bytes)?;
+    let [method, target, "HTTP/1.1"] = start.split(' ').collect::<Vec<_>>()[..] else {
+        return Err(FrameError::BadMessage("bad request line"));
+    };
+    if method.is_empty() || !method.bytes().all(|c| c.is_ascii_uppercase()) {
+        return Err(FrameError::BadMessage("bad method"));
+    }
+    if !target.starts_with('/') {
+        return Err(FrameError::BadMessage("bad target"));
+    }
+    let (path, q) = target.split_once('?').unwrap_or((target, ""));
+    let query = q
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    Ok(Request { method: method.to_owned(), path: percent_decode(path), query, headers, body })
+}
+
+/// Reads the response of a `RESP` frame.
+pub fn parse_response(bytes: &[u8]) -> Result<Response, FrameError> {
+    let (start, headers, body) = split_message(bytes)?;
+    let mut w = start.splitn(3, ' ');
+    let (Some("HTTP/1.1"), Some(code)) = (w.next(), w.next()) else {
+        return Err(FrameError::BadMessage("bad status line"));
+    };
+    let status = code
+        .parse::<u16>()
+        .ok()
+        .filter(|s| (100..=599).contains(s))
+        .ok_or(FrameError::BadMessage("bad status"))?;
+    Ok(Response { status, headers, body })
+}

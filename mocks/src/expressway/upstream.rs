@@ -1,0 +1,131 @@
+//! Expressway-C's HTTP(S) client towards the inside: hyper 1.x over a `Net` stream, TLS
+//! verified against the internal host name with the lab CA, one request per connection, the
+//! whole exchange under [`UPSTREAM_DEADLINE`]. The transcript shows each request as the
+//! client's do (method, target, whether credentials went, never what they are); the server
+//! writes the answer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use uclab_net::Net;
+use uclab_proto::edge::Scheme;
+
+use crate::http::{MAX_BODY, Response};
+
+/// One internal exchange, connect to last body byte; below E's request deadline, so C's own
+/// 504 reaches the client rather than E's 502.
+pub const UPSTREAM_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Why an internal request got no answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// The internal DNS has no address for the host.
+    #[error("no address for {0}")]
+    NoAddress(String),
+    /// The internal DNS did not answer usefully.
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, String),
+    /// The TCP connection failed.
+    #[error("connect to {0}: {1}")]
+    Connect(SocketAddr, String),
+    /// The TLS handshake failed (certificate not for the host, …).
+    #[error("TLS with {0}: {1}")]
+    Tls(String, String),
+    /// The HTTP exchange failed.
+    #[error("HTTP: {0}")]
+    Http(String),
+    /// No answer within [`UPSTREAM_DEADLINE`].
+    #[error("no answer within {}s", UPSTREAM_DEADLINE.as_secs())]
+    Timeout,
+}
+
+/// One request to an internal host.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    /// HTTP or HTTPS.
+    pub scheme: Scheme,
+    /// Host name (TLS name and `Host`).
+    pub host: String,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// Method.
+    pub method: String,
+    /// Path and query, encoded.
+    pub target: String,
+    /// Headers to send (`Host` is added).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Outbound {
+    /// The transcript line: method, target, `(Basic)` when credentials go.
+    pub fn summary(&self) -> String {
+        let basic = self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        format!("HTTP {} {}{}", self.method, self.target, if basic { " (Basic)" } else { "" })
+    }
+}
+
+/// Sends `req` and returns the answer (status, headers, body up to [`MAX_BODY`]).
+pub async fn exchange<N: Net>(net: &N, req: &Outbound) -> Result<Response, UpstreamError> {
+    match tokio::time::timeout(UPSTREAM_DEADLINE, exchange_inner(net, req)).await {
+        Ok(r) => r,
+        Err(_) => Err(UpstreamError::Timeout),
+    }
+}
+
+async fn exchange_inner<N: Net>(net: &N, req: &Outbound) -> Result<Response, UpstreamError> {
+    let tcp =
+        net.connect(req.addr).await.map_err(|e| UpstreamError::Connect(req.addr, e.to_string()))?;
+    net.transcript().message(net.now(), tcp.local_addr(), req.addr, "tcp", &req.summary());
+    match req.scheme {
+        Scheme::Https => {
+            let tls_err = |e: String| UpstreamError::Tls(req.host.clone(), e);
+            let cfg = net.tls().client_config(&[]).map_err(|e| tls_err(e.to_string()))?;
+            let s =
+                net.tls().connect(cfg, &req.host, tcp).await.map_err(|e| tls_err(e.to_string()))?;
+            http1(hyper_util::rt::TokioIo::new(s), req).await
+        }
+        Scheme::Http => http1(hyper_util::rt::TokioIo::new(tcp), req).await,
+    }
+}
+
+async fn http1<I>(io: I, req: &Outbound) -> Result<Response, UpstreamError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
+    let http = |e: &dyn std::fmt::Display| UpstreamError::Http(e.to_string());
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(io).await.map_err(|e| http(&e))?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    let host = if req.addr.port() == 443 {
+        req.host.clone()
+    } else {
+        format!("{}:{}", req.host, req.addr.port())
+    };
+    let mut b = hyper::Request::builder()
+        .method(req.method.as_str())
+        .uri(req.target.as_str())
+        .header("host", host);
+    for (k, v) in &req.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    let request = b.body(Full::new(bytes::Bytes::from(req.body.clone()))).map_err(|e| http(&e))?;
+    let resp = sender.send_request(request).await.map_err(|e| http(&e))?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body = Limited::new(resp.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| http(&e))?
+        .to_bytes()
+        .to_vec();
+    Ok(Response { status, headers, body })
+}
