@@ -659,10 +659,10 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             u
         }
         NodePlan::Srst { host, port, cluster } => srst::serve(net, host, port, cluster).await,
-        NodePlan::ExpresswayC(cfg) => expressway::c::serve(net, cfg).await,
+        NodePlan::ExpresswayC(cfg) => expressway::serve_c(net, cfg).await,
         NodePlan::ExpresswayE { cfg, plain } => {
             let p = tokio::task::spawn_local(host::serve(net.clone(), plain));
-            let r = expressway::e::serve(net, cfg).await;
+            let r = expressway::serve_e(net, cfg).await;
             p.abort();
             r
         }

@@ -8,8 +8,9 @@
 //! presenting lab certificates); E never connects inward. No zone: 503 at once; a zone that
 //! dies or stays silent while a request waits: 502 after [`REQUEST_DEADLINE`].
 //!
-//! Parts: [`e`] (the edge and E's end of the zone), [`c`] (C's zones and settings),
-//! [`handle`] (what C does with a request), [`traversal`] (the zone's frames, pure),
+//! Parts, each using only those after it: [`e`] (the edge and E's end of the zone), [`zone`]
+//! (C's end of the zones, [`serve_c`]), [`handle`] (what C does with a request), [`c`] (C's
+//! settings and state), [`traversal`] (the zone's frames, pure),
 //! [`allow`] (the HTTP allow list), [`tokens`] (`X-Auth` tokens), [`resolve`] (C's stub
 //! resolver), [`upstream`] (C's HTTP client inside). `tests.rs` tests the pure parts.
 
@@ -23,6 +24,7 @@ mod tests;
 pub mod tokens;
 pub mod traversal;
 pub mod upstream;
+pub mod zone;
 
 use std::time::Duration;
 
@@ -41,6 +43,11 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// Requests waiting on one zone at most (E answers 503 beyond; C answers 503 beyond as many
 /// in progress).
 pub const MAX_PENDING: usize = 1024;
+
+/// Runs Expressway-E until the node stops.
+pub use e::serve as serve_e;
+/// Runs Expressway-C until the node stops.
+pub use zone::serve as serve_c;
 
 /// Why a zone connection ended.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,204 @@
+//! Expressway-C's end of the traversal zones (SPEC MRA1, PORTS 7001).
+//!
+//! Per E node one task keeps a TLS connection to its port 7001 up: C presents a certificate
+//! for its FQDN and checks E's against E's FQDN, and the zone is up once E answers a first
+//! ping (E has accepted C's certificate). Then C pings every [`KEEPALIVE`] and takes the zone
+//! for dead after [`DEAD_AFTER`] without a byte from E (a partition); a zone that fails or
+//! drops is opened again after 1, 2, 4 … s, at most [`BACKOFF_MAX`], the backoff starting
+//! over after a zone that came up. C never listens for E: everything rides on the connection
+//! C opened (the firewall drops DMZ → inside).
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use uclab_net::Net;
+
+use super::allow::AllowList;
+use super::c::{CConfig, CState, Ctx, EdgePeer};
+use super::handle::handle;
+use super::tokens::{MAX_TOKENS, Tokens};
+use super::traversal::{Frame, encode_response, parse_request};
+use super::{DEAD_AFTER, KEEPALIVE, MAX_PENDING, ZoneEnd, next_frame, writer};
+use crate::http::Response;
+
+/// First wait before opening a zone again.
+pub const BACKOFF_START: Duration = Duration::from_secs(1);
+/// Longest wait between attempts.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Time to connect and finish the TLS handshake (a `drop` rule makes a connect hang).
+const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs Expressway-C until the node stops: one zone per E node.
+pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: CConfig) -> io::Result<()> {
+    let state =
+        CState { tokens: Tokens::new(MAX_TOKENS), allow: AllowList::new(cfg.allow.clone()) };
+    let ctx = Rc::new(Ctx { net, cfg, state: RefCell::new(state) });
+    let mut tasks = Vec::new();
+    for e in ctx.cfg.edges.clone() {
+        tasks.push(tokio::task::spawn_local(zone_loop(ctx.clone(), e)));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    // No E node: C idles (a lab without MRA).
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Keeps the zone to `edge` up, with backoff.
+async fn zone_loop<N: Net + Clone + 'static>(ctx: Rc<Ctx<N>>, edge: EdgePeer) {
+    let net = &ctx.net;
+    let mut backoff = BACKOFF_START;
+    loop {
+        let no_port = SocketAddr::new(net.local_ip(), 0);
+        match tokio::time::timeout(CONNECT_DEADLINE, open(&ctx, &edge)).await {
+            Ok(Ok((stream, local, buf))) => {
+                let line = format!(
+                    "TRAVERSAL zone up to {} (client certificate {})",
+                    edge.fqdn, ctx.cfg.host
+                );
+                net.transcript().message(net.now(), local, edge.addr, "tcp", &line);
+                backoff = BACKOFF_START;
+                let why = run_zone(ctx.clone(), &edge, stream, local, buf).await;
+                let line =
+                    format!("TRAVERSAL zone down ({why}); reconnect in {}s", backoff.as_secs());
+                net.transcript().message(net.now(), local, edge.addr, "tcp", &line);
+            }
+            Ok(Err(e)) => {
+                let e = if e.kind() == io::ErrorKind::Other {
+                    e.to_string()
+                } else {
+                    e.kind().to_string()
+                };
+                let line =
+                    format!("TRAVERSAL connect failed ({e}); retry in {}s", backoff.as_secs());
+                net.transcript().message(net.now(), no_port, edge.addr, "tcp", &line);
+            }
+            Err(_) => {
+                let line = format!(
+                    "TRAVERSAL connect failed (no answer in {}s); retry in {}s",
+                    CONNECT_DEADLINE.as_secs(),
+                    backoff.as_secs()
+                );
+                net.transcript().message(net.now(), no_port, edge.addr, "tcp", &line);
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+type ZoneStream = Box<dyn uclab_net::AsyncIo>;
+
+/// Connects, shakes hands and waits for E's answer to a first ping: a zone is up once E has
+/// accepted C's certificate. Returns the stream, C's address and bytes already read.
+async fn open<N: Net>(
+    ctx: &Ctx<N>,
+    edge: &EdgePeer,
+) -> io::Result<(ZoneStream, SocketAddr, Vec<u8>)> {
+    let net = &ctx.net;
+    let tcp = net.connect(edge.addr).await?;
+    let local = tcp.local_addr();
+    let cfg = net
+        .tls()
+        .client_config_with_cert(std::slice::from_ref(&ctx.cfg.host))
+        .map_err(io::Error::other)?;
+    let mut s: ZoneStream = Box::new(net.tls().connect(cfg, &edge.fqdn, tcp).await?);
+    s.write_all(&Frame::Ping(0).encode()).await?;
+    s.flush().await?;
+    let mut buf = Vec::new();
+    match next_frame(&mut s, &mut buf, CONNECT_DEADLINE).await {
+        Ok(Frame::Pong(0)) => Ok((s, local, buf)),
+        Ok(_) => Err(io::Error::other("unexpected first frame")),
+        Err(e) => Err(io::Error::other(e.to_string())),
+    }
+}
+
+/// Serves one zone connection until it ends; says why.
+async fn run_zone<N: Net + Clone + 'static>(
+    ctx: Rc<Ctx<N>>,
+    edge: &EdgePeer,
+    stream: ZoneStream,
+    local: SocketAddr,
+    mut buf: Vec<u8>,
+) -> ZoneEnd {
+    let (mut rd, wr) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let w = tokio::task::spawn_local(writer(wr, rx));
+    let ping_tx = tx.clone();
+    let pinger = tokio::task::spawn_local(async move {
+        let mut n = 0u64;
+        loop {
+            tokio::time::sleep(KEEPALIVE).await;
+            n += 1;
+            if ping_tx.send(Frame::Ping(n).encode()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut handlers = tokio::task::JoinSet::new();
+    let end = loop {
+        let frame = match next_frame(&mut rd, &mut buf, DEAD_AFTER).await {
+            Ok(f) => f,
+            Err(end) => break end,
+        };
+        match frame {
+            Frame::Pong(_) => {}
+            Frame::Req { id, msg } => {
+                while handlers.try_join_next().is_some() {}
+                let net = &ctx.net;
+                let reply = |resp: &Response, note: &str| {
+                    let line = format!(
+                        "TRAVERSAL RESP {id} {} ({note}; {} bytes)",
+                        status_text(resp.status),
+                        resp.body.len()
+                    );
+                    net.transcript().message(net.now(), local, edge.addr, "tcp", &line);
+                    Frame::Resp { id, msg: encode_response(resp) }.encode()
+                };
+                let req = match parse_request(&msg) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(reply(&Response::text(400, "Bad Request"), &e.to_string()));
+                        continue;
+                    }
+                };
+                if handlers.len() >= MAX_PENDING {
+                    let _ = tx.send(reply(&Response::text(503, "Service Unavailable"), "C busy"));
+                    continue;
+                }
+                let (ctx, tx, edge) = (ctx.clone(), tx.clone(), edge.clone());
+                handlers.spawn_local(async move {
+                    let a = handle(&ctx, &edge.fqdn, req).await;
+                    let net = &ctx.net;
+                    let line = format!(
+                        "TRAVERSAL RESP {id} {} ({}; {} bytes)",
+                        status_text(a.resp.status),
+                        a.note,
+                        a.resp.body.len()
+                    );
+                    net.transcript().message(net.now(), local, edge.addr, "tcp", &line);
+                    let _ = tx.send(Frame::Resp { id, msg: encode_response(&a.resp) }.encode());
+                });
+            }
+            Frame::Resp { .. } | Frame::Ping(_) => break ZoneEnd::Unexpected,
+        }
+    };
+    pinger.abort();
+    handlers.abort_all();
+    drop(tx);
+    w.abort();
+    end
+}
+
+/// `200 OK`, `403 Forbidden`, …
+pub fn status_text(status: u16) -> String {
+    let reason =
+        hyper::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    format!("{status} {reason}").trim_end().to_owned()
+}
