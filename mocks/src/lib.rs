@@ -18,13 +18,20 @@
 //!   returns what to deliver, the hub hands it out), [`imp::muc`] (text conferencing),
 //!   [`imp::trunk`] (the presence trunk's IM&P end).
 //! - [`srst`]: the SRST router, CUCM's SIP service in its SRST mode.
+//! - [`expressway`]: Expressway-E and -C (MRA). `mod.rs` the zone's timers, bounds and
+//!   frame I/O; [`expressway::e`] (the edge and E's end of the traversal zone),
+//!   [`expressway::zone`] (C's end of the zones), [`expressway::handle`] (what C does with a
+//!   request), [`expressway::c`] (C's settings and state), and the pure or small parts they
+//!   use: [`expressway::traversal`] (frames), [`expressway::allow`] (the HTTP allow list),
+//!   [`expressway::tokens`] (`X-Auth`), [`expressway::resolve`] (C's stub resolver),
+//!   [`expressway::upstream`] (C's HTTP client inside), `tests.rs`.
 //! - [`dns`], [`cas`]: one-service nodes, a file each.
 //!
 //! Beside them, what every node uses: [`http`] (the HTTP(S) server), [`host`] (a host with
 //! open ports and no protocol), [`limits`] (connection caps), [`lockout`] (the user
 //! directory's credential policy, shared by CUCM and IM&P).
 //!
-//! A new node kind (Expressway's `expressway/` with `c` and `e`, `federation/` peers) gets its
+//! A new node kind (`federation/` peers) gets its
 //! own module here, a folder once it has a second service, and takes only the shared modules
 //! and the services it really talks to. Imports go one way: node kinds use the shared modules,
 //! never the reverse; `srst` and `imp::trunk` use `cucm::sip` (the code SRST runs, and the

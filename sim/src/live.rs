@@ -233,12 +233,21 @@ pub async fn serve(
         |node: &str, svc: &nodes::Service| port_of(plan, node, &svc.name).map_or(0, |a| a.port());
     let mut tasks = Vec::new();
     let shared = nodes::Shared::with_entropy(seed, entropy);
+    // A node that listens on nothing (Expressway-C) has no entry in the plan: it gets the
+    // address `node_ips` gives it for the plan's bind (a loopback one of its own, or the
+    // shared host address).
+    let bind = plan
+        .iter()
+        .find_map(|e| e.addr.parse::<SocketAddr>().ok())
+        .map(|a| if a.ip().is_loopback() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { a.ip() });
+    let quiet = bind.map(|b| node_ips(s, b)).unwrap_or_default();
     for n in &s.nodes {
         let ip = plan
             .iter()
             .find(|e| e.node == n.name)
             .and_then(|e| e.addr.parse::<SocketAddr>().ok())
-            .map(|a| a.ip());
+            .map(|a| a.ip())
+            .or_else(|| quiet.get(&n.name).copied());
         let Some(ip) = ip else { continue };
         // On loopback the mocks answer loopback only; bound to a host address (`--bind`), they
         // serve whoever the user let reach that address, so their answers may go there too.
