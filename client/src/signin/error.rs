@@ -57,6 +57,12 @@ pub enum SignInError {
         /// The step.
         step: &'static str,
     },
+    /// Through the edge: Expressway-C's HTTP allow list refused the request (403, SPEC MRA1).
+    #[error("{step}: HTTP 403 (refused by the edge's allow list)")]
+    EdgeRefused {
+        /// The step.
+        step: &'static str,
+    },
     /// UDS answered another status than 200.
     #[error("{step}: HTTP {status}")]
     Status {

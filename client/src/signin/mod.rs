@@ -520,6 +520,9 @@ impl SignIn {
         if resp.status == 401 {
             return self.fail(SignInError::WrongCredentials);
         }
+        if resp.status == 403 && self.transport.is_edge() {
+            return self.fail(SignInError::EdgeRefused { step });
+        }
         if resp.status != 200 {
             return self.fail(SignInError::Status { step, status: resp.status });
         }

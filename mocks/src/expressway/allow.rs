@@ -2,8 +2,8 @@
 //! paths and methods a request through the edge may reach.
 //!
 //! Like the product, C writes rules of its own for the servers it discovered (the
-//! `_cisco-uds`, `_cuplogin` and `_cisco-phone-tftp` SRV targets, and the home clusters UDS
-//! named): UDS `GET /cucm-uds/…` over HTTPS 8443 and TFTP-over-HTTP `GET /…` on 6970 on CUCM,
+//! `_cisco-uds`, `_cuplogin` and `_cisco-phone-tftp` SRV targets; a user's home cluster
+//! found only through ILS is not among them and needs an administrator's rule): UDS `GET /cucm-uds/…` over HTTPS 8443 and TFTP-over-HTTP `GET /…` on 6970 on CUCM,
 //! EPAS SOAP `POST /EPASSoap/service/v80` over HTTPS 8443 on IM&P. A scenario adds more
 //! (`[[node.allow]]`). Managed file transfer is refused whatever a rule says (SPEC MRA2,
 //! IMP7: no file transfer over MRA).
@@ -97,7 +97,7 @@ impl AllowList {
         Self { extra, ..Self::default() }
     }
 
-    /// A CUCM node seen through `_cisco-uds`, `_cisco-phone-tftp` or as a home cluster.
+    /// A CUCM node seen through `_cisco-uds` or `_cisco-phone-tftp`.
     pub fn add_cucm(&mut self, host: &str) {
         remember(&mut self.cucm, host);
     }

@@ -121,8 +121,10 @@ pub fn authorise(
 }
 
 /// The headers C sends inside: hop-by-hop ones, `Host` and the `X-Auth` cookie dropped (other
-/// cookies kept), `Authorization` as `auth` says.
-pub fn forward_headers(req: &Request, auth: &Authorised) -> Vec<(String, String)> {
+/// cookies kept), `Authorization` as `auth` says, and only over HTTPS: credentials never go
+/// inside in clear text (TFTP-over-HTTP on 6970 gets none).
+pub fn forward_headers(req: &Request, auth: &Authorised, scheme: Scheme) -> Vec<(String, String)> {
+    let tls = scheme == Scheme::Https;
     let mut out = Vec::new();
     for (k, v) in &req.headers {
         match k.as_str() {
@@ -136,7 +138,7 @@ pub fn forward_headers(req: &Request, auth: &Authorised) -> Vec<(String, String)
             | "proxy-authorization"
             | "proxy-connection"
             | "content-length" => {}
-            "authorization" if *auth != Authorised::Basic => {}
+            "authorization" if *auth != Authorised::Basic || !tls => {}
             "cookie" => {
                 let rest: Vec<&str> = v
                     .split(';')
@@ -152,7 +154,9 @@ pub fn forward_headers(req: &Request, auth: &Authorised) -> Vec<(String, String)
             _ => out.push((k.clone(), v.clone())),
         }
     }
-    if let Authorised::Token(u, p) = auth {
+    if let Authorised::Token(u, p) = auth
+        && tls
+    {
         let token = base64_encode(format!("{u}:{p}").as_bytes());
         out.push(("authorization".into(), format!("Basic {token}")));
     }
@@ -255,7 +259,8 @@ async fn get_edge_config<N: Net>(ctx: &Ctx<N>, edge: &str, domain: &str, req: &R
             return answer(Response::text(502, &why), why);
         }
     };
-    ctx.state.borrow_mut().allow.add_cucm(&home);
+    // The home cluster is not added to the allow list: as in the product, a cluster C did
+    // not discover (one found only through ILS) needs an administrator's rule.
     let auth = format!("Basic {}", base64_encode(format!("{user}:{password}").as_bytes()));
     let path = format!("/cucm-uds/user/{}/devices", super::traversal::percent_encode(&user, false));
     let r = match inside(
@@ -368,7 +373,7 @@ async fn proxy<N: Net>(ctx: &Ctx<N>, t: &ProxyTarget, rest: &str, req: Request) 
         }
     }
     let target = super::traversal::target(rest, &req.query);
-    let headers = forward_headers(&req, &auth);
+    let headers = forward_headers(&req, &auth, t.scheme);
     let r =
         match send(ctx, t.scheme, &t.host, t.port, &req.method, &target, headers, req.body).await {
             Ok(r) => r,

@@ -260,9 +260,12 @@ fn proxied_requests_are_authorised_by_token_or_basic() {
     let with_cookie = Request::get("/").with_header("cookie", "X-Auth=tok; theme=dark");
     let auth = authorise(&t, &with_cookie, "example.com", now);
     assert_eq!(auth, Authorised::Token("carol".into(), "lab".into()));
-    let h = forward_headers(&with_cookie, &auth);
+    let h = forward_headers(&with_cookie, &auth, Scheme::Https);
     assert!(h.contains(&("cookie".into(), "theme=dark".into())), "{h:?}");
     assert!(h.contains(&("authorization".into(), basic("carol", "lab"))));
+    // Never credentials in clear text inside (TFTP-over-HTTP).
+    let h = forward_headers(&with_cookie, &auth, Scheme::Http);
+    assert!(h.iter().all(|(k, _)| k != "authorization"), "{h:?}");
     assert_eq!(authorise(&t, &with_cookie, "example.com", Duration::from_secs(60)), Authorised::No);
     let with_basic = Request::get("/")
         .with_header("authorization", &basic("carol", "x"))
@@ -270,8 +273,9 @@ fn proxied_requests_are_authorised_by_token_or_basic() {
         .with_header("connection", "close");
     let auth = authorise(&t, &with_basic, "example.com", now);
     assert_eq!(auth, Authorised::Basic);
-    let h = forward_headers(&with_basic, &auth);
+    let h = forward_headers(&with_basic, &auth, Scheme::Https);
     assert_eq!(h, vec![("authorization".to_owned(), basic("carol", "x"))]);
+    assert_eq!(forward_headers(&with_basic, &auth, Scheme::Http), vec![]);
     assert_eq!(authorise(&t, &Request::get("/"), "example.com", now), Authorised::No);
 }
 
