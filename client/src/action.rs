@@ -55,6 +55,13 @@ pub enum UserAction {
         /// The switches.
         bootstrap: Bootstrap,
     },
+    /// SPEC MRA3: the user types their phone services credentials (Options, Phone accounts).
+    PhoneCredentials {
+        /// User id.
+        user: String,
+        /// Password (never logged).
+        password: String,
+    },
     /// Discover, then sign in (SPEC AU1).
     SignIn {
         /// Domain, VoiceServicesDomain, exclusions.
@@ -83,6 +90,9 @@ impl Client {
                 self.im_direct(now, server, &domain, (&user, &password), seed);
             }
             UserAction::NetworkChanged { dns } => self.network_changed(now, dns, seed),
+            UserAction::PhoneCredentials { user, password } => {
+                self.enter_phone_credentials(now, &user, &password);
+            }
             UserAction::PhoneDirect { servers, user, password, line, auto_answer, udp } => {
                 let creds = (user.as_str(), password.as_str());
                 self.phone_direct(now, &servers, creds, (&line, udp, auto_answer), seed);

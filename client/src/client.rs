@@ -71,6 +71,25 @@ struct Attempt {
     from_cache: Option<(String, DiscoveryConfig)>,
 }
 
+/// An edge sign-in waiting for something before it can start (SPEC MRA3).
+#[derive(Debug)]
+struct Parked {
+    creds: Credentials,
+    found: Cached,
+    from_cache: Option<(String, DiscoveryConfig)>,
+    /// What it waits for.
+    until: Until,
+}
+
+/// What a parked edge sign-in waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Until {
+    /// The CAS verdict: a Webex domain needs phone services credentials (MRA3).
+    Cas,
+    /// The user's phone services credentials (MRA3).
+    Credentials,
+}
+
 /// The client core.
 #[derive(Debug)]
 pub struct Client {
@@ -91,6 +110,11 @@ pub struct Client {
     edge_signed_in: bool,
     /// The cache entry the edge's configuration belongs to (SPEC SD7).
     edge_key: Option<String>,
+    /// SPEC MRA3: phone services credentials per domain, kept like the other cached state
+    /// (an install with `CLEAR` deletes them).
+    phone_credentials: BTreeMap<String, (String, String)>,
+    /// An edge sign-in waiting for the CAS verdict or for credentials (SPEC MRA3).
+    parked: Option<Parked>,
     signin: Option<SignIn>,
     attempt: Option<Attempt>,
     /// The IM session after an IM&P-authenticated sign-in (SPEC AU4).
@@ -145,6 +169,8 @@ impl Client {
             domain: String::new(),
             edge_signed_in: false,
             edge_key: None,
+            phone_credentials: BTreeMap::new(),
+            parked: None,
             signin: None,
             attempt: None,
             im: None,
@@ -268,6 +294,7 @@ impl Client {
         }));
         if bootstrap.clear {
             self.cache.clear();
+            self.phone_credentials.clear();
             self.active = None;
         }
         self.installed = bootstrap.settings();
@@ -346,6 +373,7 @@ impl Client {
         self.end_im();
         self.discovery = None;
         self.edge = None;
+        self.parked = None;
         self.edge_signed_in = false;
         self.signin = None;
         self.attempt = None;
@@ -403,6 +431,7 @@ impl Client {
 
     fn begin(&mut self, now: Time, cfg: &DiscoveryConfig, seed: u64) {
         self.end_im();
+        self.parked = None;
         self.edge = None;
         self.edge_signed_in = false;
         self.domain = cfg.services_domain.to_ascii_lowercase();
@@ -435,10 +464,38 @@ impl Client {
     fn start_sign_in(
         &mut self,
         now: Time,
-        c: Credentials,
+        mut c: Credentials,
         found: &Cached,
         from_cache: Option<(String, DiscoveryConfig)>,
     ) {
+        if found.via == Via::CollabEdge {
+            // SPEC MRA3: whether the user is Webex-authenticated decides which credentials
+            // the edge gets, so a CAS lookup under way is waited for.
+            let park = if self.discovery.as_ref().is_some_and(Discovery::cas_pending) {
+                Some(Until::Cas)
+            } else if found.cas_webex && !self.phone_credentials.contains_key(&self.domain) {
+                // First MRA launch of a Webex user: no phone services credentials yet.
+                self.out.push_back(Output::Event(ClientEvent::PhoneServicesError {
+                    reason: "phone services connection error: enter your phone services \
+                             credentials (MRA3)"
+                        .into(),
+                }));
+                Some(Until::Credentials)
+            } else {
+                None
+            };
+            if let Some(until) = park {
+                let found = found.clone();
+                self.parked = Some(Parked { creds: c, found, from_cache, until });
+                return;
+            }
+            if found.cas_webex
+                && let Some((user, password)) = self.phone_credentials.get(&self.domain)
+            {
+                // Later launches use the cached phone services credentials (MRA3).
+                (c.user, c.password) = (user.clone(), password.clone());
+            }
+        }
         if !matches!(found.via, Via::CiscoUds | Via::CollabEdge) {
             self.out.push_back(Output::Event(ClientEvent::SignInFailed {
                 reason: format!("sign-in through {} is not modelled yet", found.via.as_str()),
@@ -493,6 +550,18 @@ impl Client {
             host: host.to_owned(),
             port,
         }
+    }
+
+    /// SPEC MRA3: the user gives their phone services credentials. They are kept for the
+    /// domain of the last sign-in (later launches use them), and an edge sign-in waiting for
+    /// them goes on.
+    pub fn enter_phone_credentials(&mut self, now: Time, user: &str, password: &str) {
+        let creds = (user.to_owned(), password.to_owned());
+        self.phone_credentials.insert(self.domain.clone(), creds);
+        if let Some(p) = self.parked.take_if(|p| p.until == Until::Credentials) {
+            self.start_sign_in(now, p.creds, &p.found, p.from_cache);
+        }
+        self.pump(now);
     }
 
     /// Whether an IM session is signed in.
@@ -813,6 +882,13 @@ impl Client {
     fn on_discovery(&mut self, now: Time, s: Signal) {
         match s {
             // SPEC AU2: a CAS hit decides Webex, even when it arrives during sign-in.
+            Signal::CasDone => {
+                if let Some(mut p) = self.parked.take_if(|p| p.until == Until::Cas) {
+                    p.found.cas_webex |=
+                        self.discovery.as_ref().and_then(Discovery::cas_webex).unwrap_or(false);
+                    self.start_sign_in(now, p.creds, &p.found, p.from_cache);
+                }
+            }
             Signal::CasWebex => {
                 if let Some(s) = self.signin.as_mut() {
                     s.set_cas_webex(true);

@@ -403,6 +403,12 @@ pub enum ClientEvent {
         /// The new token's lifetime in seconds (0 after a failure).
         expires_s: u64,
     },
+    /// SPEC MRA3: phone services cannot connect through the edge until the user gives
+    /// their phone services credentials.
+    PhoneServicesError {
+        /// Why.
+        reason: String,
+    },
     /// Sign-in finished (SPEC AU1–AU3).
     SignedIn {
         /// User id.
@@ -456,6 +462,7 @@ impl ClientEvent {
             Self::SignInFailed { reason: s() },
             Self::EdgeConfig { edge: s(), uds: s(), services: s(), token: s(), expires_s: 0 },
             Self::EdgeToken { result: s(), expires_s: 0 },
+            Self::PhoneServicesError { reason: s() },
             Self::ImState { state: Ha1State::FAILOVER, node: s() },
             Self::ImSignedIn { jid: s() },
             Self::ImNodes { home: s(), backup: s() },
@@ -513,6 +520,7 @@ impl ClientEvent {
         "config-value",
         "edge-config",
         "edge-token",
+        "phone-services-error",
         "signed-in",
         "sign-in-failed",
         "im-state",
@@ -567,6 +575,7 @@ impl ClientEvent {
             Self::SignedIn { .. } => "signed-in",
             Self::EdgeConfig { .. } => "edge-config",
             Self::EdgeToken { .. } => "edge-token",
+            Self::PhoneServicesError { .. } => "phone-services-error",
             Self::ImState { .. } => "im-state",
             Self::ImSignedIn { .. } => "im-signed-in",
             Self::ImNodes { .. } => "im-nodes",
@@ -623,7 +632,9 @@ impl ClientEvent {
                 ("target", target.clone()),
                 ("addr", addr.clone()),
             ],
-            Self::DiscoveryFailed { reason } | Self::SignInFailed { reason } => {
+            Self::DiscoveryFailed { reason }
+            | Self::SignInFailed { reason }
+            | Self::PhoneServicesError { reason } => {
                 vec![("reason", reason.clone())]
             }
             Self::HomeCluster { host } => vec![("host", host.clone())],

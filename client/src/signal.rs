@@ -44,6 +44,8 @@ impl Authenticator {
 pub enum Signal {
     /// SPEC SD4/AU2: the Webex CAS says the services domain is a Webex one.
     CasWebex,
+    /// The CAS lookup finished, whatever it said (SPEC SD4; MRA3 waits for it).
+    CasDone,
     /// Discovery reached a service (SPEC SD5, SD6).
     ServiceReached {
         /// Which record led there.

@@ -284,6 +284,10 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 StepAction::Call { client, action } if *client == c.name => {
                     Some((st.at, UserAction::Call(action.clone())))
                 }
+                StepAction::PhoneCredentials { client, user, password } if *client == c.name => {
+                    let (user, password) = (user.clone(), password.clone());
+                    Some((st.at, UserAction::PhoneCredentials { user, password }))
+                }
                 StepAction::Install { client, bootstrap } if *client == c.name => {
                     Some((st.at, UserAction::Install { bootstrap: bootstrap.clone() }))
                 }
@@ -318,6 +322,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
             a,
             StepAction::Discover { .. }
                 | StepAction::SignIn { .. }
+                | StepAction::PhoneCredentials { .. }
                 | StepAction::Install { .. }
                 | StepAction::Im { .. }
                 | StepAction::Call { .. }
@@ -382,6 +387,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 }
                 StepAction::Discover { .. }
                 | StepAction::SignIn { .. }
+                | StepAction::PhoneCredentials { .. }
                 | StepAction::Install { .. }
                 | StepAction::Im { .. }
                 | StepAction::Call { .. } => {

@@ -65,6 +65,11 @@ done
 f="$work/a/discovery/signin-full-uc/capture.pcapng"
 reqs=$(tshark -r "$f" $TS -Y 'http.request && tls' -T fields -e http.request.uri 2>/dev/null | tr '\n' ' ')
 case "$reqs" in *clusterUser*"/cucm-uds/user/alice "*devices*) ok "tshark decrypts the UDS HTTPS with the embedded keys: $reqs";; *) ko "HTTPS not decrypted: '$reqs'";; esac
+f="$work/a/mra/signin-through-edge/capture.pcapng"
+reqs=$(tshark -r "$f" $TS -Y 'http.request && tls && tcp.dstport == 8443 && ip.dst == 172.16.1.20' -T fields -e http.request.uri 2>/dev/null | tr '\n' ' ')
+case "$reqs" in *"/ZXhhbXBsZS5jb20/get_edge_config/?service_name=_cisco-uds"*"/cucm-uds/user/carol "*"/jabber-config.xml"*) ok "tshark decrypts the edge HTTPS from the capture alone: $(echo $reqs | wc -w) requests to Expressway-E";; *) ko "edge HTTPS not decrypted: '$reqs'";; esac
+syn=$(tshark -r "$f" -Y 'tcp.flags.syn == 1 && tcp.flags.ack == 0 && ip.src == 172.16.1.0/24 && ip.dst == 10.1.0.0/16' 2>/dev/null | wc -l)
+[ "$syn" = 0 ] && ok "no SYN from the DMZ to the inside: everything E carries rides on the zone C opened" || ko "$syn SYNs from the DMZ to the inside"
 srv=$(tshark -r "$work/a/showcase/discovery-inside-outside/capture.pcapng" -Y 'dns.srv.target' -T fields -e dns.srv.target 2>/dev/null | tr ',' '\n' | sort -u | tr '\n' ' ')
 case "$srv" in *cucm1.example.com*expe.example.com*) ok "tshark decodes SRV targets: $srv";; *) ko "tshark SRV targets: '$srv'";; esac
 
@@ -166,6 +171,40 @@ print("missing", missing, "outside", outside); sys.exit(1 if missing or outside 
   || ko "probe steps: $(cat "$work/probe.check") $json"
 out=$("$UCLAB" probe --domain example.com --dns "$D:$P" --ca "$work/ca.pem" --user alice --password wrong 2>/dev/null); code=$?
 case "$out" in *"error: wrong credentials"*) [ $code = 1 ] && ok "probe wrong password: exit 1, wrong credentials" || ko "wrong password exit $code";; *) ko "wrong password: $out";; esac
+
+# 6b. MRA through serve's edge (issue 16, SPEC MRA1): Expressway-C opened the traversal zone
+#     to E on real sockets. The client core, told only the external DNS server, signs in
+#     through the edge; curl asks E for get_edge_config (401 realm Cisco-Edge without
+#     credentials, 200 with them: xmllint-valid, the services and the X-Auth cookie), reads
+#     UDS through the encoded path with that cookie, and is refused (403) a host off C's allow
+#     list. Garbage, a path that is not base64, an unknown domain and a huge header each get
+#     the protocol's error, and E keeps serving.
+EX=$(ip dns-ext dns); EP=$(port dns-ext dns); EA=$(ip expe edge); EE=$(port expe edge)
+json=$("$UCLAB" probe --domain example.com --dns "$EX:$EP" --ca "$work/ca.pem" --user carol --password lab --json 2>/dev/null)
+got=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); s=" ".join(d["steps"]); print(d["method"], d["authenticator"], d["product_mode"], "edge-config edge=expe.example.com uds=cucm1.example.com:8443" in s)' 2>/dev/null)
+[ "$got" = "collab-edge cup full-uc True" ] && ok "probe through serve's edge: method=collab-edge, get_edge_config, authenticator=cup, full-uc (the simulation's decision)" || ko "probe through the edge: $got $json"
+edge() { curl -sS --max-time 5 --cacert "$work/ca.pem" --resolve "expe.example.com:$EE:$EA" "${@:2}" "https://expe.example.com:$EE$1"; }
+GEC="/$(printf 'example.com' | base64 | tr -d '=')/get_edge_config/?service_name=_cisco-uds&service_name=_cuplogin"
+hdr=$(edge "$GEC" -o /dev/null -D - | tr -d '\r')
+case "$hdr" in *" 401"*'www-authenticate: Basic realm="Cisco-Edge"'*"server: CE_C ECS"*|*" 401"*"server: CE_C ECS"*'www-authenticate: Basic realm="Cisco-Edge"'*) ok "get_edge_config without credentials: 401, realm Cisco-Edge, Server CE_C ECS";; *) ko "get_edge_config without credentials: $hdr";; esac
+body=$(edge "$GEC" -u carol:lab -c "$work/edge.cookies" -H 'Accept: text/xml')
+if err=$(printf '%s' "$body" | xml_ok) && case "$body" in *"<name>_cisco-uds</name>"*"<userUdsServer><server><address>cucm1.example.com</address>"*) true;; *) false;; esac \
+   && grep -q 'X-Auth' "$work/edge.cookies"; then ok "get_edge_config with carol:lab: 200, well-formed, _cisco-uds and userUdsServer cucm1, X-Auth cookie set"; else ko "get_edge_config: ${err:-} $body"; fi
+seg() { printf '%s' "$1" | base64 -w0 | tr '+/' '-_' | tr -d '='; }
+body=$(edge "/$(seg example.com/https/cucm1.example.com/8443)/cucm-uds/user/carol" -b "$work/edge.cookies")
+case "$body" in *"<userName>carol</userName>"*) ok "UDS user/carol through the encoded edge path with the X-Auth cookie";; *) ko "UDS through the edge: $body";; esac
+code=$(edge "/$(seg example.com/https/www.example.com/8443)/anything" -b "$work/edge.cookies" -o /dev/null -w '%{http_code}')
+[ "$code" = 403 ] && ok "a host off C's allow list: 403" || ko "off the allow list: $code"
+c1=$(edge "/!!notbase64!!/x" -o /dev/null -w '%{http_code}')
+c2=$(edge "/$(printf 'other.org' | base64 | tr -d '=')/get_edge_config/" -u carol:lab -o /dev/null -w '%{http_code}')
+c3=$(edge "$GEC" -H "X-Big: $(head -c 20000 /dev/zero | tr '\0' a)" -o /dev/null -w '%{http_code}' 2>/dev/null)
+python3 - "$EA" "$EE" <<'PY'
+import os, socket, sys
+for n in range(20):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2]))); s.sendall(os.urandom(200)); s.close()
+PY
+c4=$(edge "$GEC" -o /dev/null -w '%{http_code}')
+[ "$c1 $c2 $c3 $c4" = "404 404 431 401" ] && ok "edge: a path that is not base64 404, an unknown domain 404, a 20 kB header 431; after 20 garbage connections it still answers" || ko "edge bad input: $c1 $c2 $c3 $c4"
 
 # 7. A real DNS server (unbound, on loopback, with a zone this script writes) pointing at
 #    `uclab serve`'s live UDS: the real client core reaches the same decision as the simulation

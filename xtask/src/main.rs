@@ -120,6 +120,16 @@ fn bench(suite: &str) -> bool {
             if v["passed"].as_bool() == Some(true) { "" } else { "  (FAILED)" }
         );
         ok &= v["passed"].as_bool() == Some(true);
+        // Issue 16's target: a sign-in through the edge (discovery, get_edge_config over the
+        // traversal zone, UDS and TFTP through it) in under 200 ms of wall time.
+        if v["scenario"] == "signin-through-edge" {
+            let ms = v["wall_ms_median"].as_f64().unwrap_or(f64::MAX);
+            println!(
+                "  target: MRA sign-in under 200 ms wall: {ms:.1} ms ({:.2} of the target, {})",
+                ms / 200.0,
+                if ms < 200.0 { "met" } else { "MISSED" }
+            );
+        }
     }
     ok
 }

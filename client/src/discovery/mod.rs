@@ -253,6 +253,11 @@ impl Discovery {
         &self.alternates
     }
 
+    /// Whether the CAS lookup is still under way (SPEC SD4).
+    pub fn cas_pending(&self) -> bool {
+        matches!(self.cas, Cas::Resolving { .. } | Cas::Requesting { .. })
+    }
+
     /// What the CAS said, once it has: `Some(true)` for a Webex domain (SPEC SD4, AU2).
     pub fn cas_webex(&self) -> Option<bool> {
         match self.cas {
@@ -366,6 +371,7 @@ impl Discovery {
         if webex {
             self.signal(Signal::CasWebex);
         }
+        self.signal(Signal::CasDone);
         if self.awaiting_cas {
             // SRV found nothing: the CAS decides between Webex and manual settings.
             self.awaiting_cas = false;

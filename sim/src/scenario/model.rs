@@ -253,6 +253,15 @@ pub enum StepAction {
         /// Node.
         node: String,
     },
+    /// A client's user gives their phone services credentials (SPEC MRA3).
+    PhoneCredentials {
+        /// Client.
+        client: String,
+        /// User id.
+        user: String,
+        /// Password typed.
+        password: String,
+    },
     /// A client discovers, then signs a user in (SPEC AU1).
     SignIn {
         /// Client.

@@ -113,6 +113,7 @@ impl Timeline<'_> {
             | "send-to-mobile" | "watch") => self.call(s, kind, errs),
             kind @ ("join" | "leave" | "room-message") => self.room(s, kind, at, steps, errs),
             "move" => self.move_client(s, errs),
+            "phone-credentials" => self.phone_credentials(s, errs),
             "install" => self.install(s, errs),
             a @ ("crash" | "restart") => {
                 let node = self.need(errs, s, &s.node, "node")?;
@@ -130,7 +131,7 @@ impl Timeline<'_> {
             other => {
                 errs.push(self.src.err(
                     s.action.span().start,
-                    format!("unknown action `{other}` (discover, sign-in, install, move, message, subscribe, approve, presence, join, leave, room-message, call, answer, end, hold, resume, mute, unmute, dtmf, transfer, conference, video, watch, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
+                    format!("unknown action `{other}` (discover, sign-in, phone-credentials, install, move, message, subscribe, approve, presence, join, leave, room-message, call, answer, end, hold, resume, mute, unmute, dtmf, transfer, conference, video, watch, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
                 ));
                 None
             }
@@ -430,6 +431,30 @@ impl Timeline<'_> {
             zone: zone.get_ref().clone(),
             dns: dns.iter().map(|d| d.get_ref().clone()).collect(),
         })
+    }
+
+    /// `phone-credentials` (SPEC MRA3): the user is the client address's local part and the
+    /// password the account's, unless the step gives them.
+    fn phone_credentials(&self, s: &StepSpec, errs: &mut Vec<CheckError>) -> Option<StepAction> {
+        let client = self.known_client(errs, s)?;
+        let c = self.clients.iter().find(|c| c.name == client)?;
+        let user = match (&s.user, &c.address) {
+            (Some(u), _) => u.get_ref().clone(),
+            (None, Some(a)) => a.split('@').next().unwrap_or_default().to_owned(),
+            (None, None) => {
+                errs.push(self.src.err(
+                    s.action.span().start,
+                    format!("client `{client}` has no address: give the step a `user`"),
+                ));
+                return None;
+            }
+        };
+        let password = s
+            .password
+            .clone()
+            .or_else(|| self.users.iter().find(|u| u.id == user).map(|u| u.password.clone()))
+            .unwrap_or_else(|| "lab".into());
+        Some(StepAction::PhoneCredentials { client, user, password })
     }
 
     /// `install`.
