@@ -55,6 +55,13 @@ pub enum UserAction {
         /// The switches.
         bootstrap: Bootstrap,
     },
+    /// A feature the lab's client does not carry out but must refuse clearly: managed file
+    /// transfer (`file-transfer`, SPEC IMP7) and deskphone control (`deskphone-control`).
+    /// Through the edge each is refused for MRA2's reason.
+    Feature {
+        /// `file-transfer` or `deskphone-control`.
+        name: String,
+    },
     /// SPEC MRA3: the user types their phone services credentials (Options, Phone accounts).
     PhoneCredentials {
         /// User id.
@@ -90,6 +97,7 @@ impl Client {
                 self.im_direct(now, server, &domain, (&user, &password), seed);
             }
             UserAction::NetworkChanged { dns } => self.network_changed(now, dns, seed),
+            UserAction::Feature { name } => self.refuse_feature(&name),
             UserAction::PhoneCredentials { user, password } => {
                 self.enter_phone_credentials(now, &user, &password);
             }

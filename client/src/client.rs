@@ -552,6 +552,18 @@ impl Client {
         }
     }
 
+    /// File transfer and deskphone control: SPEC MRA2, neither is available over MRA; inside
+    /// the lab's client does not carry them out (not modelled yet). Either way, a clear
+    /// refusal.
+    pub fn refuse_feature(&mut self, feature: &str) {
+        let reason =
+            if self.edge_signed_in { "not available over MRA (MRA2)" } else { "not modelled yet" };
+        self.out.push_back(Output::Event(ClientEvent::FeatureRefused {
+            feature: feature.to_owned(),
+            reason: reason.into(),
+        }));
+    }
+
     /// SPEC MRA3: the user gives their phone services credentials. They are kept for the
     /// domain of the last sign-in (later launches use them), and an edge sign-in waiting for
     /// them goes on.

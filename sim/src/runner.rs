@@ -284,6 +284,9 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 StepAction::Call { client, action } if *client == c.name => {
                     Some((st.at, UserAction::Call(action.clone())))
                 }
+                StepAction::Feature { client, feature } if *client == c.name => {
+                    Some((st.at, UserAction::Feature { name: feature.clone() }))
+                }
                 StepAction::PhoneCredentials { client, user, password } if *client == c.name => {
                     let (user, password) = (user.clone(), password.clone());
                     Some((st.at, UserAction::PhoneCredentials { user, password }))
@@ -323,6 +326,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
             StepAction::Discover { .. }
                 | StepAction::SignIn { .. }
                 | StepAction::PhoneCredentials { .. }
+                | StepAction::Feature { .. }
                 | StepAction::Install { .. }
                 | StepAction::Im { .. }
                 | StepAction::Call { .. }
@@ -388,6 +392,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 StepAction::Discover { .. }
                 | StepAction::SignIn { .. }
                 | StepAction::PhoneCredentials { .. }
+                | StepAction::Feature { .. }
                 | StepAction::Install { .. }
                 | StepAction::Im { .. }
                 | StepAction::Call { .. } => {

@@ -253,6 +253,14 @@ pub enum StepAction {
         /// Node.
         node: String,
     },
+    /// A client's user asks for a feature the client refuses (file transfer, deskphone
+    /// control; SPEC MRA2 over the edge).
+    Feature {
+        /// Client.
+        client: String,
+        /// `file-transfer` or `deskphone-control`.
+        feature: String,
+    },
     /// A client's user gives their phone services credentials (SPEC MRA3).
     PhoneCredentials {
         /// Client.

@@ -114,6 +114,10 @@ impl Timeline<'_> {
             kind @ ("join" | "leave" | "room-message") => self.room(s, kind, at, steps, errs),
             "move" => self.move_client(s, errs),
             "phone-credentials" => self.phone_credentials(s, errs),
+            f @ ("file-transfer" | "deskphone-control") => {
+                let client = self.known_client(errs, s)?;
+                Some(StepAction::Feature { client, feature: f.to_owned() })
+            }
             "install" => self.install(s, errs),
             a @ ("crash" | "restart") => {
                 let node = self.need(errs, s, &s.node, "node")?;
@@ -131,7 +135,7 @@ impl Timeline<'_> {
             other => {
                 errs.push(self.src.err(
                     s.action.span().start,
-                    format!("unknown action `{other}` (discover, sign-in, phone-credentials, install, move, message, subscribe, approve, presence, join, leave, room-message, call, answer, end, hold, resume, mute, unmute, dtmf, transfer, conference, video, watch, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
+                    format!("unknown action `{other}` (discover, sign-in, phone-credentials, file-transfer, deskphone-control, install, move, message, subscribe, approve, presence, join, leave, room-message, call, answer, end, hold, resume, mute, unmute, dtmf, transfer, conference, video, watch, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
                 ));
                 None
             }
