@@ -115,6 +115,9 @@ pub struct Client {
     phone_credentials: BTreeMap<String, (String, String)>,
     /// An edge sign-in waiting for the CAS verdict or for credentials (SPEC MRA3).
     parked: Option<Parked>,
+    /// The edge sign-in under way, as it was asked for: parked again for credentials when
+    /// the edge refuses cached phone services credentials (SPEC MRA3).
+    edge_origin: Option<Parked>,
     signin: Option<SignIn>,
     attempt: Option<Attempt>,
     /// The IM session after an IM&P-authenticated sign-in (SPEC AU4).
@@ -171,6 +174,7 @@ impl Client {
             edge_key: None,
             phone_credentials: BTreeMap::new(),
             parked: None,
+            edge_origin: None,
             signin: None,
             attempt: None,
             im: None,
@@ -372,9 +376,7 @@ impl Client {
         self.cache.clear();
         self.end_im();
         self.discovery = None;
-        self.edge = None;
-        self.parked = None;
-        self.edge_signed_in = false;
+        self.forget_edge();
         self.signin = None;
         self.attempt = None;
         match self.session.clone() {
@@ -399,6 +401,8 @@ impl Client {
         self.discovery = None;
         self.pending = None;
         self.current = None;
+        self.forget_edge();
+        self.attempt = None;
         self.out.push_back(Output::Event(ClientEvent::DiscoveryResolved { via: Via::Bootstrap }));
         let file = self.tftp_file_name();
         self.signin = Some(
@@ -406,6 +410,14 @@ impl Client {
                 .with_tftp_file_name(file),
         );
         self.pump(now);
+    }
+
+    /// Drops the edge sign-in under way or done, and what waits for one.
+    fn forget_edge(&mut self) {
+        self.edge = None;
+        self.parked = None;
+        self.edge_origin = None;
+        self.edge_signed_in = false;
     }
 
     /// SPEC CFG2: `TFTP_FILE_NAME` of the bootstrap in force.
@@ -431,9 +443,7 @@ impl Client {
 
     fn begin(&mut self, now: Time, cfg: &DiscoveryConfig, seed: u64) {
         self.end_im();
-        self.parked = None;
-        self.edge = None;
-        self.edge_signed_in = false;
+        self.forget_edge();
         self.domain = cfg.services_domain.to_ascii_lowercase();
         self.signin = None;
         self.attempt = None;
@@ -484,11 +494,17 @@ impl Client {
             } else {
                 None
             };
+            let parked = Parked {
+                creds: c.clone(),
+                found: found.clone(),
+                from_cache: from_cache.clone(),
+                until: Until::Credentials,
+            };
             if let Some(until) = park {
-                let found = found.clone();
-                self.parked = Some(Parked { creds: c, found, from_cache, until });
+                self.parked = Some(Parked { until, ..parked });
                 return;
             }
+            self.edge_origin = Some(parked);
             if found.cas_webex
                 && let Some((user, password)) = self.phone_credentials.get(&self.domain)
             {
@@ -516,8 +532,11 @@ impl Client {
             self.edge_key = key;
             let dns = self.dns_for(Owner::Edge);
             let seed = derive_seed(c.seed, "edge");
-            // SPEC SD7: an earlier answer whose token is still good spares get_edge_config.
-            if let Some(snap) = found.edge.clone().filter(|s| s.fresh(now)) {
+            // SPEC SD7: an earlier answer whose token is still good spares get_edge_config,
+            // for the same user with the same password only.
+            if let Some(snap) =
+                found.edge.clone().filter(|s| s.fresh(now) && s.is_for(&c.user, &c.password))
+            {
                 self.edge = Some(Edge::from_cache(now, snap, dns, seed));
                 return self.pump(now);
             }
@@ -857,6 +876,19 @@ impl Client {
                 )
                 .with_tftp_file_name(self.tftp_file_name());
                 self.signin = Some(signin);
+            }
+            // SPEC MRA3: the edge refused the cached phone services credentials: they go, and
+            // the user is asked again.
+            Signal::EdgeFailed {
+                error: crate::edge::EdgeError::WrongCredentials { .. }, ..
+            } if self.edge_origin.as_ref().is_some_and(|p| p.found.cas_webex) => {
+                self.phone_credentials.remove(&self.domain);
+                self.out.push_back(Output::Event(ClientEvent::PhoneServicesError {
+                    reason: "phone services: the edge refused the credentials; enter them \
+                             again (MRA3)"
+                        .into(),
+                }));
+                self.parked = self.edge_origin.take();
             }
             Signal::EdgeFailed { error, retry_in } => {
                 // Another edge of the _collab-edge answer may do better (SPEC SD6).

@@ -35,6 +35,11 @@ mod tests;
 pub use self::error::EdgeError;
 pub use self::route::{Request, Route, Transport};
 
+/// The longest token lifetime the client believes (a larger `Max-Age` is cut to it), and the
+/// shortest: a hostile edge cannot overflow the clock or make the client renew in a loop.
+pub const MAX_TOKEN_LIFE: Duration = Duration::from_secs(24 * 3600);
+/// See [`MAX_TOKEN_LIFE`].
+pub const MIN_TOKEN_LIFE: Duration = Duration::from_secs(10);
 /// How long get_edge_config may take. Longer than the edge's own deadline for a silent
 /// traversal zone, so that its 502 arrives first.
 pub const EDGE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -98,6 +103,11 @@ pub struct EdgeSnapshot {
 }
 
 impl EdgeSnapshot {
+    /// Whether it was got for `user` with `password` (a token never vouches for others).
+    pub fn is_for(&self, user: &str, password: &str) -> bool {
+        self.start.user == user && self.start.password == password
+    }
+
     /// Whether the token is still good at `now`.
     pub fn fresh(&self, now: Time) -> bool {
         self.expires.is_none_or(|t| now < t)
@@ -117,6 +127,8 @@ pub struct Edge {
     attempts: u32,
     /// When the current token runs out.
     expires: Option<Time>,
+    /// Renewals failed in a row (at most [`MAX_ATTEMPTS`], then no more).
+    renew_failures: u32,
     next_dns_id: u16,
     out: VecDeque<Emit>,
 }
@@ -142,6 +154,7 @@ impl Edge {
             deadline: None,
             attempts: 0,
             expires: None,
+            renew_failures: 0,
             next_dns_id: (seed >> 24) as u16,
             out: VecDeque::new(),
         };
@@ -178,6 +191,7 @@ impl Edge {
             deadline: renew,
             attempts: 0,
             expires: snap.expires,
+            renew_failures: 0,
             next_dns_id: (seed >> 24) as u16,
             out,
         }
@@ -359,6 +373,7 @@ impl Edge {
         route.set_token(token.clone());
         let expires_s = max_age.map_or(0, |d| d.as_secs());
         self.expires = max_age.map(|d| now + d);
+        self.renew_failures = 0;
         self.deadline =
             max_age.map(|d| (now + (d * 9 / 10).max(Duration::from_secs(1)), EdgeTimer::Renew));
         self.state = State::Ready;
@@ -382,9 +397,15 @@ impl Edge {
 
     fn failed(&mut self, now: Time, renewal: bool, error: EdgeError) {
         if renewal {
-            // The user stays signed in on the token they have; try again later.
-            let retry = error.retry_later();
-            let result = format!("renewal failed: {error}");
+            // The user stays signed in on the token they have; try again later, a bounded
+            // number of times.
+            self.renew_failures += 1;
+            let retry = error.retry_later() && self.renew_failures < MAX_ATTEMPTS;
+            let result = if retry {
+                format!("renewal failed: {error}")
+            } else {
+                format!("renewal failed: {error}; no more renewals")
+            };
             self.out
                 .push_back(Output::Event(ClientEvent::EdgeToken { result, expires_s: 0 }).into());
             self.state = State::Ready;
@@ -440,7 +461,7 @@ fn auth_cookie(resp: &HttpResp) -> (Option<String>, Option<Duration>) {
             .filter_map(|p| p.split_once('='))
             .find(|(k, _)| k.eq_ignore_ascii_case("max-age"))
             .and_then(|(_, v)| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .map(|s| Duration::from_secs(s).clamp(MIN_TOKEN_LIFE, MAX_TOKEN_LIFE));
         return (Some(value.to_owned()), max_age);
     }
     (None, None)

@@ -239,6 +239,37 @@ fn mra1_no_cisco_uds_inside_and_empty_user_uds_server() {
 }
 
 #[test]
+fn a_hostile_max_age_is_clamped() {
+    for (max_age, life) in [(u64::MAX, MAX_TOKEN_LIFE), (0, MIN_TOKEN_LIFE)] {
+        let mut e = start();
+        let (reqs, _, _) = drain(&mut e);
+        answer(&mut e, Time::ZERO, reqs[0].id, ok_with_cookie(max_age));
+        let (_, events, _) = drain(&mut e);
+        let ClientEvent::EdgeConfig { expires_s, .. } = &events[0] else { panic!("{events:?}") };
+        assert_eq!(*expires_s, life.as_secs());
+        assert_eq!(e.next_timer(), Some((life * 9 / 10, EdgeTimer::Renew)));
+    }
+}
+
+#[test]
+fn renewal_failures_are_bounded() {
+    let mut e = start();
+    let (reqs, _, _) = drain(&mut e);
+    answer(&mut e, Time::ZERO, reqs[0].id, ok_with_cookie(100));
+    drain(&mut e);
+    let mut renewals = 0;
+    while let Some((t, EdgeTimer::Renew)) = e.next_timer() {
+        e.handle_timeout(t);
+        let (reqs, _, _) = drain(&mut e);
+        answer(&mut e, t, reqs[0].id, Ok(HttpResp::new(503, vec![])));
+        drain(&mut e);
+        renewals += 1;
+        assert!(renewals <= MAX_ATTEMPTS, "renewals never stop");
+    }
+    assert_eq!(renewals, MAX_ATTEMPTS);
+}
+
+#[test]
 fn garbage_and_timeouts_are_clear_failures() {
     let mut e = start();
     let (reqs, _, _) = drain(&mut e);

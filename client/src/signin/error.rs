@@ -57,8 +57,9 @@ pub enum SignInError {
         /// The step.
         step: &'static str,
     },
-    /// Through the edge: Expressway-C's HTTP allow list refused the request (403, SPEC MRA1).
-    #[error("{step}: HTTP 403 (refused by the edge's allow list)")]
+    /// Through the edge a 403: Expressway-C's HTTP allow list, or the server itself (SPEC
+    /// MRA1; the transcript's line at C says which).
+    #[error("{step}: HTTP 403 through the edge")]
     EdgeRefused {
         /// The step.
         step: &'static str,

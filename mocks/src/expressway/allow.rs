@@ -150,8 +150,15 @@ impl AllowList {
         if MFT_PREFIXES.iter().any(|p| lower == *p || lower.starts_with(&format!("{p}/"))) {
             return Verdict::FileTransfer;
         }
-        // A path that climbs out of its prefix is never listed.
-        if path.split('/').any(|seg| seg == "..") {
+        // A path that is not in its plain form (`//`, `/./`, `/../`) is never listed: a
+        // server would read it as another path than the rules (and the file transfer check
+        // above) see.
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let inner = &segments[..segments.len().saturating_sub(1)];
+        if !path.starts_with('/')
+            || segments.iter().any(|s| *s == "." || *s == "..")
+            || inner.iter().any(|s| s.is_empty())
+        {
             return Verdict::NotListed;
         }
         if self.rules().iter().any(|r| r.allows(method, scheme, host, port, path)) {

@@ -3,11 +3,13 @@
 //! their CUCM, the edge configuration and an `X-Auth` token), and proxied requests
 //! (authorised by the token or Basic, checked against the HTTP allow list, forwarded inside).
 //!
-//! Authorisation of a proxied request: a valid, unexpired `X-Auth` cookie for the domain, or
-//! Basic credentials, which C passes through to the internal host and lets it decide (so
-//! CUCM's lockout keeps counting). With only the cookie, C sends the credentials the token
-//! was issued for. The pure parts ([`edge_config`], [`authorise`], [`forward_headers`]) are
-//! tested without I/O.
+//! Authorisation of a proxied request: Basic credentials, which C checks against the user's
+//! CUCM as get_edge_config does and then passes through (so CUCM's lockout keeps counting);
+//! without them, a valid, unexpired `X-Auth` cookie for the domain, with which C sends the
+//! credentials the token was issued for (over HTTPS only). C answers within
+//! [`C_DEADLINE`], under E's own deadline for the zone, so that its 502 or 504 reaches the
+//! client. The pure parts ([`edge_config`], [`authorise`], [`forward_headers`]) are tested
+//! without I/O.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -35,6 +37,8 @@ const XMPP: u16 = 5222;
 const TURN: u16 = 3478;
 /// UDS on the home cluster.
 const UDS: u16 = 8443;
+/// The longest C works on one request: under E's [`super::REQUEST_DEADLINE`].
+pub const C_DEADLINE: Duration = Duration::from_secs(9);
 
 /// What C found inside for one get_edge_config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,7 +94,7 @@ pub fn edge_config(found: &Found, home: Option<&str>, edge: &str, c_ip: IpAddr) 
 /// How a proxied request is authorised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Authorised {
-    /// Basic credentials, passed through as they are.
+    /// Basic credentials: checked, then passed through as they are.
     Basic,
     /// A valid token: the credentials it was issued for.
     Token(String, String),
@@ -98,7 +102,9 @@ pub enum Authorised {
     No,
 }
 
-/// The authorisation of a proxied request for `domain` at `now`.
+/// The authorisation of a proxied request for `domain` at `now`. Credentials the request
+/// carries are checked unless they are the ones its cookie's token was issued for (a token
+/// never vouches for other credentials); malformed ones are refused.
 pub fn authorise(
     tokens: &super::tokens::Tokens,
     req: &Request,
@@ -111,12 +117,15 @@ pub fn authorise(
         .filter(|(k, _)| k == "cookie")
         .find_map(|(_, v)| cookie_token(v))
         .and_then(|t| tokens.get(now, t, domain));
-    if let Some(g) = cookie {
-        return Authorised::Token(g.user.0.clone(), g.user.1.clone());
-    }
-    match req.basic_auth() {
-        BasicAuth::Credentials(..) => Authorised::Basic,
-        BasicAuth::Missing | BasicAuth::Malformed => Authorised::No,
+    let token = cookie.map(|g| Authorised::Token(g.user.0.clone(), g.user.1.clone()));
+    match (req.basic_auth(), token) {
+        // The very credentials the token was issued for: already checked.
+        (BasicAuth::Credentials(u, p), Some(Authorised::Token(tu, tp))) if u == tu && p == tp => {
+            Authorised::Token(tu, tp)
+        }
+        (BasicAuth::Credentials(..), _) => Authorised::Basic,
+        (BasicAuth::Malformed, _) => Authorised::No,
+        (BasicAuth::Missing, t) => t.unwrap_or(Authorised::No),
     }
 }
 
@@ -179,8 +188,18 @@ fn bad_gateway(status: u16, e: &UpstreamError) -> Answer {
     answer(Response::text(status, &e.to_string()), e.to_string())
 }
 
-/// Handles one request from the E node `edge` (its FQDN).
+/// Handles one request from the E node `edge` (its FQDN), within [`C_DEADLINE`].
 pub async fn handle<N: Net>(ctx: &Ctx<N>, edge: &str, req: Request) -> Answer {
+    match tokio::time::timeout(C_DEADLINE, handle_inner(ctx, edge, req)).await {
+        Ok(a) => a,
+        Err(_) => {
+            let why = format!("no answer inside within {} s", C_DEADLINE.as_secs());
+            answer(Response::text(504, &why), why)
+        }
+    }
+}
+
+async fn handle_inner<N: Net>(ctx: &Ctx<N>, edge: &str, req: Request) -> Answer {
     match parse_path(&req.path) {
         Err(e) => answer(Response::text(404, &format!("not an edge path: {e}")), e.to_string()),
         Ok(EdgePath::GetEdgeConfig { domain }) if !ctx.serves(&domain) => {
@@ -203,12 +222,8 @@ async fn lookup<N: Net>(ctx: &Ctx<N>, name: &str) -> Result<Option<Vec<SrvServer
     }
 }
 
-/// SPEC MRA1: C looks up the internal SRV records, checks the user against their CUCM and
-/// answers the edge configuration with a token.
-async fn get_edge_config<N: Net>(ctx: &Ctx<N>, edge: &str, domain: &str, req: &Request) -> Answer {
-    let BasicAuth::Credentials(user, password) = req.basic_auth() else {
-        return answer(Response::unauthorized(REALM), "no credentials");
-    };
+/// The internal SRV records of `domain` (SPEC MRA1).
+async fn discover<N: Net>(ctx: &Ctx<N>, domain: &str) -> Result<Found, Answer> {
     let names = [
         format!("_cisco-uds._tcp.{domain}"),
         format!("_cuplogin._tcp.{domain}"),
@@ -216,73 +231,86 @@ async fn get_edge_config<N: Net>(ctx: &Ctx<N>, edge: &str, domain: &str, req: &R
     ];
     let (uds, cup, tftp) =
         tokio::join!(lookup(ctx, &names[0]), lookup(ctx, &names[1]), lookup(ctx, &names[2]));
-    let (uds, cuplogin, tftp) = match (uds, cup, tftp) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+    match (uds, cup, tftp) {
+        (Ok(uds), Ok(cuplogin), Ok(tftp)) => Ok(Found { uds, cuplogin, tftp }),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            return answer(Response::text(502, &format!("internal DNS: {e}")), e);
-        }
-    };
-    {
-        let mut st = ctx.state.borrow_mut();
-        for s in uds.iter().chain(tftp.iter()).flatten() {
-            st.allow.add_cucm(&s.address);
-        }
-        for s in cuplogin.iter().flatten() {
-            st.allow.add_imp(&s.address);
+            Err(answer(Response::text(502, &format!("internal DNS: {e}")), e))
         }
     }
-    let found = Found { uds, cuplogin, tftp };
-    let c_ip = ctx.net.local_ip();
-    let Some(first) = found.uds.as_ref().and_then(|u| u.first()).cloned() else {
-        // No _cisco-uds inside: the answer says so and nothing is authorised.
-        let cfg = edge_config(&found, None, edge, c_ip);
-        return answer(edge_xml(cfg.render()), "get_edge_config, no _cisco-uds");
-    };
-    // AU1 through the edge: the home cluster from the first UDS server, then the user's
-    // devices there with their credentials.
-    let q = format!(
-        "/cucm-uds/clusterUser?username={}",
-        super::traversal::percent_encode(&user, false)
-    );
-    let r =
-        match inside(ctx, Scheme::Https, &first.address, first.port, "GET", &q, Vec::new()).await {
-            Ok(r) => r,
-            Err(e) => return bad_gateway(502, &e),
-        };
+}
+
+/// AU1 through the edge: the user's home cluster from the first UDS server, then their
+/// devices there with their credentials. The home cluster, or the answer for the edge.
+async fn check_user<N: Net>(
+    ctx: &Ctx<N>,
+    first: &SrvServer,
+    user: &str,
+    password: &str,
+) -> Result<String, Answer> {
+    let q =
+        format!("/cucm-uds/clusterUser?username={}", super::traversal::percent_encode(user, false));
+    let r = inside(ctx, Scheme::Https, &first.address, first.port, "GET", &q, Vec::new())
+        .await
+        .map_err(|e| bad_gateway(502, &e))?;
     let home = match uclab_proto::uds::parse_cluster_user(&r.body) {
         Ok(Some(h)) if r.status == 200 => h,
         Ok(None) if r.status == 200 => {
-            return answer(Response::unauthorized(REALM), "user unknown");
+            return Err(answer(Response::unauthorized(REALM), "user unknown"));
         }
         _ => {
             let why = format!("clusterUser answered {}", r.status);
-            return answer(Response::text(502, &why), why);
+            return Err(answer(Response::text(502, &why), why));
         }
+    };
+    let auth = format!("Basic {}", base64_encode(format!("{user}:{password}").as_bytes()));
+    let path = format!("/cucm-uds/user/{}/devices", super::traversal::percent_encode(user, false));
+    let headers = vec![("authorization".into(), auth)];
+    let r = inside(ctx, Scheme::Https, &home, UDS, "GET", &path, headers)
+        .await
+        .map_err(|e| bad_gateway(502, &e))?;
+    match r.status {
+        200 => Ok(home),
+        401 | 403 => Err(answer(Response::unauthorized(REALM), "credentials refused by UDS")),
+        s => {
+            let why = format!("devices answered {s}");
+            Err(answer(Response::text(502, &why), why))
+        }
+    }
+}
+
+/// SPEC MRA1: C looks up the internal SRV records, checks the user against their CUCM and
+/// answers the edge configuration with a token. Only an accepted user learns anything of the
+/// inside, and only then does C write its automatic allow rules.
+async fn get_edge_config<N: Net>(ctx: &Ctx<N>, edge: &str, domain: &str, req: &Request) -> Answer {
+    let BasicAuth::Credentials(user, password) = req.basic_auth() else {
+        return answer(Response::unauthorized(REALM), "no credentials");
+    };
+    let found = match discover(ctx, domain).await {
+        Ok(f) => f,
+        Err(a) => return a,
+    };
+    let c_ip = ctx.net.local_ip();
+    let Some(first) = found.uds.as_ref().and_then(|u| u.first()).cloned() else {
+        // No _cisco-uds inside (MRA1): C cannot check the user, so the answer says only that,
+        // and nothing is authorised.
+        let none = Found { uds: None, cuplogin: None, tftp: None };
+        let mut cfg = edge_config(&none, None, edge, c_ip);
+        cfg.services.retain(|s| s.name == "_cisco-uds");
+        return answer(edge_xml(cfg.render()), "get_edge_config, no _cisco-uds");
+    };
+    let home = match check_user(ctx, &first, &user, &password).await {
+        Ok(h) => h,
+        Err(a) => return a,
     };
     // The home cluster is not added to the allow list: as in the product, a cluster C did
     // not discover (one found only through ILS) needs an administrator's rule.
-    let auth = format!("Basic {}", base64_encode(format!("{user}:{password}").as_bytes()));
-    let path = format!("/cucm-uds/user/{}/devices", super::traversal::percent_encode(&user, false));
-    let r = match inside(
-        ctx,
-        Scheme::Https,
-        &home,
-        UDS,
-        "GET",
-        &path,
-        vec![("authorization".into(), auth)],
-    )
-    .await
     {
-        Ok(r) => r,
-        Err(e) => return bad_gateway(502, &e),
-    };
-    match r.status {
-        200 => {}
-        401 | 403 => return answer(Response::unauthorized(REALM), "credentials refused by UDS"),
-        s => {
-            let why = format!("devices answered {s}");
-            return answer(Response::text(502, &why), why);
+        let mut st = ctx.state.borrow_mut();
+        for s in found.uds.iter().chain(found.tftp.iter()).flatten() {
+            st.allow.add_cucm(&s.address);
+        }
+        for s in found.cuplogin.iter().flatten() {
+            st.allow.add_imp(&s.address);
         }
     }
     let home_uds = (!ctx.cfg.user_uds_empty).then_some(home.as_str());
@@ -298,6 +326,18 @@ async fn get_edge_config<N: Net>(ctx: &Ctx<N>, edge: &str, domain: &str, req: &R
     let mut resp = edge_xml(cfg.render());
     resp.headers.push(("set-cookie".into(), set_cookie(&token, ctx.cfg.token_lifetime)));
     answer(resp, "get_edge_config")
+}
+
+/// Basic credentials on a proxied request: checked as get_edge_config checks them.
+async fn check_basic<N: Net>(ctx: &Ctx<N>, domain: &str, req: &Request) -> Result<(), Answer> {
+    let BasicAuth::Credentials(user, password) = req.basic_auth() else {
+        return Err(answer(Response::unauthorized(REALM), "malformed credentials"));
+    };
+    let found = discover(ctx, domain).await?;
+    let Some(first) = found.uds.as_ref().and_then(|u| u.first()).cloned() else {
+        return Err(answer(Response::unauthorized(REALM), "no _cisco-uds to check credentials"));
+    };
+    check_user(ctx, &first, &user, &password).await.map(|_| ())
 }
 
 fn edge_xml(doc: String) -> Response {
@@ -353,8 +393,16 @@ async fn send<N: Net>(
 /// list, forwarded, its answer relayed.
 async fn proxy<N: Net>(ctx: &Ctx<N>, t: &ProxyTarget, rest: &str, req: Request) -> Answer {
     let auth = authorise(&ctx.state.borrow().tokens, &req, &t.domain, ctx.net.now());
-    if auth == Authorised::No {
-        return answer(Response::unauthorized(REALM), "no valid token or credentials");
+    match auth {
+        Authorised::No => {
+            return answer(Response::unauthorized(REALM), "no valid token or credentials");
+        }
+        Authorised::Basic => {
+            if let Err(a) = check_basic(ctx, &t.domain, &req).await {
+                return a;
+            }
+        }
+        Authorised::Token(..) => {}
     }
     let what = format!("{} {}://{}:{}{rest}", req.method, t.scheme.as_str(), t.host, t.port);
     match ctx.state.borrow().allow.check(&req.method, t.scheme, &t.host, t.port, rest) {

@@ -160,6 +160,11 @@ fn mra1_allow_list_automatic_and_scenario_rules() {
     a.extra.push(rule("imp1.example.com", "/", PathMatch::Prefix, &["POST"]));
     assert_eq!(a.check("POST", h, "imp1.example.com", 8443, "/MFT/upload"), Verdict::FileTransfer);
     assert_eq!(a.check("POST", h, "imp1.example.com", 8443, "/mftx"), Verdict::Allowed);
+    // A path not in its plain form is never listed, so `//mft` cannot slip past the check.
+    for p in ["//mft/x", "/./mft/x", "/a/../mft/x", "/cucm-uds//user", "mft/x"] {
+        assert_eq!(a.check("POST", h, "imp1.example.com", 8443, p), Verdict::NotListed, "{p}");
+    }
+    assert_eq!(a.check("POST", h, "imp1.example.com", 8443, "/dir/"), Verdict::Allowed);
 }
 
 #[test]
@@ -277,6 +282,17 @@ fn proxied_requests_are_authorised_by_token_or_basic() {
     assert_eq!(h, vec![("authorization".to_owned(), basic("carol", "x"))]);
     assert_eq!(forward_headers(&with_basic, &auth, Scheme::Http), vec![]);
     assert_eq!(authorise(&t, &Request::get("/"), "example.com", now), Authorised::No);
+    // Credentials win over a cookie (a token never vouches for other credentials), and
+    // malformed ones are refused even with a good cookie.
+    let both = with_cookie.clone().with_header("authorization", &basic("bob", "x"));
+    assert_eq!(authorise(&t, &both, "example.com", now), Authorised::Basic);
+    let same = with_cookie.clone().with_header("authorization", &basic("carol", "lab"));
+    assert_eq!(
+        authorise(&t, &same, "example.com", now),
+        Authorised::Token("carol".into(), "lab".into())
+    );
+    let junk = with_cookie.with_header("authorization", "Basic !!!");
+    assert_eq!(authorise(&t, &junk, "example.com", now), Authorised::No);
 }
 
 fn srv(addr: &str, priority: u16) -> SrvServer {
