@@ -38,6 +38,18 @@ fn check_scenario(rel: &str) {
     drop(b);
 
     common::check_capture(rel, &a.capture);
+    // Issue 16: nothing inside is reached from the DMZ except through connections C opened:
+    // the capture holds no SYN from the DMZ to the inside (a dropped one would show too).
+    let zone = |n: &str| s.zones.iter().find(|z| z.name == n).cloned();
+    if let (Some(dmz), Some(inside)) = (zone("dmz"), zone("inside")) {
+        let syns = common::syns_between(
+            rel,
+            &a.capture,
+            |ip| dmz.contains(ip.into()),
+            |ip| inside.contains(ip.into()),
+        );
+        assert!(syns.is_empty(), "{rel}: SYNs from the DMZ to the inside, frames {syns:?}");
+    }
     // No password or token crosses the capture in clear text: neither `user:password` nor its
     // Basic token (passwords of 6 characters or more are looked for alone too), nor any SOAP
     // login, session key, one-time password or SASL exchange.

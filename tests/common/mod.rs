@@ -40,6 +40,32 @@ pub(crate) fn check_no_secrets(name: &str, bytes: &[u8], secrets: &[String]) {
     }
 }
 
+/// The TCP SYNs (without ACK) of the capture from an address `from` accepts to one `to`
+/// accepts: connections opened in that direction, or tried (a dropped SYN is captured too).
+pub(crate) fn syns_between(
+    name: &str,
+    bytes: &[u8],
+    from: impl Fn(Ipv4Addr) -> bool,
+    to: impl Fn(Ipv4Addr) -> bool,
+) -> Vec<usize> {
+    let mut r = PcapNgReader::new(bytes).unwrap_or_else(|e| panic!("{name}: not pcapng: {e}"));
+    let (mut n, mut out) = (0, Vec::new());
+    while let Some(block) = r.next_block() {
+        let Ok(Block::EnhancedPacket(p)) = block else { continue };
+        n += 1;
+        let Ok(pkt) = SlicedPacket::from_ethernet(&p.data) else { continue };
+        let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(t))) = (&pkt.net, &pkt.transport)
+        else {
+            continue;
+        };
+        let (src, dst) = (ip.header().source_addr(), ip.header().destination_addr());
+        if t.syn() && !t.ack() && from(src) && to(dst) {
+            out.push(n);
+        }
+    }
+    out
+}
+
 /// Secrets by their first bytes, so a payload is scanned once whatever their number (a load
 /// scenario has thousands of users).
 struct SecretIndex<'a> {
