@@ -15,6 +15,9 @@
 //! a `target-failed`, and sign-in starts again at the next SRV target. When the server came
 //! from the cache and cannot be reached, the cache entry goes and discovery runs again.
 //!
+//! Outside, a `_collab-edge` target starts the edge engine and sign-in runs through it
+//! (`edge.rs`: SPEC MRA1, MRA3, SD7); `failover.rs` picks the next target after one that failed.
+//!
 //! Polling order: after each call drain [`Client::poll_output`], then sleep until
 //! [`Client::poll_timeout`] and call [`Client::handle_timeout`].
 
@@ -26,14 +29,14 @@ use uclab_net::derive_seed;
 use crate::Time;
 pub use crate::bootstrap::Bootstrap;
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryTimer};
-use crate::edge::{Edge, EdgeSnapshot, EdgeStart, EdgeTimer, Transport};
+use crate::edge::{Edge, EdgeSnapshot, EdgeTimer};
 use crate::event::{ClientEvent, Via};
 use crate::im::{ImSession, ImTimer};
 use crate::io::Owner;
 use crate::io::{Input, Output};
 use crate::resolver::{Dns, Resolver, ResolverConfig};
 use crate::signal::{Emit, Signal};
-use crate::signin::{Authenticator, Retry, SignIn, SignInTimer};
+use crate::signin::{Authenticator, SignIn, SignInTimer};
 use crate::sip::phone::{Phone, PhoneTimer, PhoneUser};
 
 #[derive(Clone, Debug)]
@@ -71,24 +74,7 @@ struct Attempt {
     from_cache: Option<(String, DiscoveryConfig)>,
 }
 
-/// An edge sign-in waiting for something before it can start (SPEC MRA3).
-#[derive(Debug)]
-struct Parked {
-    creds: Credentials,
-    found: Cached,
-    from_cache: Option<(String, DiscoveryConfig)>,
-    /// What it waits for.
-    until: Until,
-}
-
-/// What a parked edge sign-in waits for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Until {
-    /// The CAS verdict: a Webex domain needs phone services credentials (MRA3).
-    Cas,
-    /// The user's phone services credentials (MRA3).
-    Credentials,
-}
+use self::edge::{Parked, Until};
 
 /// The client core.
 #[derive(Debug)]
@@ -412,14 +398,6 @@ impl Client {
         self.pump(now);
     }
 
-    /// Drops the edge sign-in under way or done, and what waits for one.
-    fn forget_edge(&mut self) {
-        self.edge = None;
-        self.parked = None;
-        self.edge_origin = None;
-        self.edge_signed_in = false;
-    }
-
     /// SPEC CFG2: `TFTP_FILE_NAME` of the bootstrap in force.
     fn tftp_file_name(&self) -> Option<String> {
         self.active.as_ref().and_then(|b| b.tftp_file_name.clone())
@@ -479,37 +457,9 @@ impl Client {
         from_cache: Option<(String, DiscoveryConfig)>,
     ) {
         if found.via == Via::CollabEdge {
-            // SPEC MRA3: whether the user is Webex-authenticated decides which credentials
-            // the edge gets, so a CAS lookup under way is waited for.
-            let park = if self.discovery.as_ref().is_some_and(Discovery::cas_pending) {
-                Some(Until::Cas)
-            } else if found.cas_webex && !self.phone_credentials.contains_key(&self.domain) {
-                // First MRA launch of a Webex user: no phone services credentials yet.
-                self.out.push_back(Output::Event(ClientEvent::PhoneServicesError {
-                    reason: "phone services connection error: enter your phone services \
-                             credentials (MRA3)"
-                        .into(),
-                }));
-                Some(Until::Credentials)
-            } else {
-                None
-            };
-            let parked = Parked {
-                creds: c.clone(),
-                found: found.clone(),
-                from_cache: from_cache.clone(),
-                until: Until::Credentials,
-            };
-            if let Some(until) = park {
-                self.parked = Some(Parked { until, ..parked });
-                return;
-            }
-            self.edge_origin = Some(parked);
-            if found.cas_webex
-                && let Some((user, password)) = self.phone_credentials.get(&self.domain)
-            {
-                // Later launches use the cached phone services credentials (MRA3).
-                (c.user, c.password) = (user.clone(), password.clone());
+            match self.edge_credentials(c, found, &from_cache) {
+                Some(creds) => c = creds,
+                None => return,
             }
         }
         if !matches!(found.via, Via::CiscoUds | Via::CollabEdge) {
@@ -529,21 +479,7 @@ impl Client {
             from_cache,
         });
         if found.via == Via::CollabEdge {
-            self.edge_key = key;
-            let dns = self.dns_for(Owner::Edge);
-            let seed = derive_seed(c.seed, "edge");
-            // SPEC SD7: an earlier answer whose token is still good spares get_edge_config,
-            // for the same user with the same password only.
-            if let Some(snap) =
-                found.edge.clone().filter(|s| s.fresh(now) && s.is_for(&c.user, &c.password))
-            {
-                self.edge = Some(Edge::from_cache(now, snap, dns, seed));
-                return self.pump(now);
-            }
-            // SPEC MRA1: get_edge_config first; sign-in follows through the edge.
-            let start = self.edge_start(&c, host, found.addr.port());
-            self.edge = Some(Edge::start(now, start, Some(found.addr), dns, seed));
-            return self.pump(now);
+            return self.start_edge(now, &c, found, key);
         }
         self.signin = Some(
             SignIn::start(
@@ -558,40 +494,6 @@ impl Client {
             )
             .with_tftp_file_name(self.tftp_file_name()),
         );
-        self.pump(now);
-    }
-
-    fn edge_start(&self, c: &Credentials, host: &str, port: u16) -> EdgeStart {
-        EdgeStart {
-            user: c.user.clone(),
-            password: c.password.clone(),
-            domain: self.domain.clone(),
-            host: host.to_owned(),
-            port,
-        }
-    }
-
-    /// File transfer and deskphone control: SPEC MRA2, neither is available over MRA; inside
-    /// the lab's client does not carry them out (not modelled yet). Either way, a clear
-    /// refusal.
-    pub fn refuse_feature(&mut self, feature: &str) {
-        let reason =
-            if self.edge_signed_in { "not available over MRA (MRA2)" } else { "not modelled yet" };
-        self.out.push_back(Output::Event(ClientEvent::FeatureRefused {
-            feature: feature.to_owned(),
-            reason: reason.into(),
-        }));
-    }
-
-    /// SPEC MRA3: the user gives their phone services credentials. They are kept for the
-    /// domain of the last sign-in (later launches use them), and an edge sign-in waiting for
-    /// them goes on.
-    pub fn enter_phone_credentials(&mut self, now: Time, user: &str, password: &str) {
-        let creds = (user.to_owned(), password.to_owned());
-        self.phone_credentials.insert(self.domain.clone(), creds);
-        if let Some(p) = self.parked.take_if(|p| p.until == Until::Credentials) {
-            self.start_sign_in(now, p.creds, &p.found, p.from_cache);
-        }
         self.pump(now);
     }
 
@@ -765,16 +667,6 @@ impl Client {
         self.im_connected() || self.phone_registered() || self.edge_signed_in
     }
 
-    /// The edge's deadline unless it is only the token's renewal (upkeep, like the
-    /// softphone's refreshes: it does not keep a finished client running).
-    fn edge_step(&self) -> Option<Time> {
-        self.edge
-            .as_ref()
-            .and_then(Edge::next_timer)
-            .filter(|(_, w)| *w != EdgeTimer::Renew)
-            .map(|(t, _)| t)
-    }
-
     /// Whether the client has nothing more to do at `now`: nothing running and no user to
     /// keep signed in, or past the horizon with only the softphone's upkeep left (its
     /// refreshes and pings go on for ever).
@@ -852,73 +744,6 @@ impl Client {
         }
         if self.signin.as_ref().is_some_and(SignIn::is_done) {
             self.attempt = None;
-        }
-    }
-
-    /// What the edge engine found out (SPEC MRA1).
-    fn on_edge(&mut self, now: Time, s: Signal) {
-        match s {
-            Signal::EdgeReady => {
-                let (Some(edge), Some(a)) = (self.edge.as_ref(), self.attempt.as_ref()) else {
-                    return;
-                };
-                let (Some(cfg), Some(route)) = (edge.config(), edge.route()) else { return };
-                let Some(uds) = cfg.user_uds.first() else { return };
-                let c = a.creds.clone();
-                let signin = SignIn::start_through_edge(
-                    now,
-                    (&c.user, &c.password),
-                    a.cas_webex,
-                    (&uds.address, uds.port),
-                    Transport::Edge(route),
-                    self.dns_for(Owner::SignIn),
-                    derive_seed(c.seed, "through-edge"),
-                )
-                .with_tftp_file_name(self.tftp_file_name());
-                self.signin = Some(signin);
-            }
-            // SPEC MRA3: the edge refused the cached phone services credentials: they go, and
-            // the user is asked again.
-            Signal::EdgeFailed {
-                error: crate::edge::EdgeError::WrongCredentials { .. }, ..
-            } if self.edge_origin.as_ref().is_some_and(|p| p.found.cas_webex) => {
-                self.phone_credentials.remove(&self.domain);
-                self.out.push_back(Output::Event(ClientEvent::PhoneServicesError {
-                    reason: "phone services: the edge refused the credentials; enter them \
-                             again (MRA3)"
-                        .into(),
-                }));
-                self.parked = self.edge_origin.take();
-            }
-            Signal::EdgeFailed { error, retry_in } => {
-                // Another edge of the _collab-edge answer may do better (SPEC SD6).
-                if error.next_target()
-                    && let Some(a) = self.attempt.as_mut()
-                    && let Some(next) = a.alternates.pop_front()
-                {
-                    self.out.push_back(Output::Event(ClientEvent::TargetFailed {
-                        target: a.target.clone(),
-                        reason: format!("{error}: trying {next}"),
-                    }));
-                    let (host, port) = match next.rsplit_once(':') {
-                        Some((h, p)) => (h.to_owned(), p.parse().unwrap_or(8443)),
-                        None => (next.clone(), 8443),
-                    };
-                    a.target = next;
-                    a.creds.seed = derive_seed(a.creds.seed, "next-edge");
-                    let c = a.creds.clone();
-                    let start = self.edge_start(&c, &host, port);
-                    let dns = self.dns_for(Owner::Edge);
-                    self.edge = Some(Edge::start(now, start, None, dns, c.seed));
-                    return;
-                }
-                let reason = match retry_in {
-                    Some(w) => format!("{error}; trying again in {} s", w.as_secs()),
-                    None => error.to_string(),
-                };
-                self.out.push_back(Output::Event(ClientEvent::SignInFailed { reason }));
-            }
-            _ => {}
         }
     }
 
@@ -1019,55 +844,9 @@ impl Client {
             self.im = Some(im);
         }
     }
-
-    /// A sign-in failed with `reason`: another server may do better. Returns whether a new
-    /// attempt (or a new discovery) replaced the failed one.
-    fn fail_over(&mut self, now: Time, retry: Option<Retry>, reason: &str) -> bool {
-        let Some(retry) = retry else { return false };
-        let Some(mut a) = self.attempt.take() else { return false };
-        // A cached server that is gone: forget it and discover again (SPEC SD7).
-        if let (Retry::Unreachable, Some((key, cfg))) = (retry, a.from_cache.take()) {
-            self.out.push_back(Output::Event(ClientEvent::TargetFailed {
-                target: a.target,
-                reason: format!("cached server unreachable ({reason}): discovering again"),
-            }));
-            self.cache.remove(&key);
-            let seed = derive_seed(a.creds.seed, "rediscover");
-            self.pending = Some(a.creds);
-            self.begin(now, &cfg, seed);
-            return true;
-        }
-        let Some(next) = a.alternates.pop_front() else { return false };
-        let why = match retry {
-            Retry::Overloaded => "HTTP 503 (overloaded)",
-            Retry::Unreachable => "no answer",
-        };
-        self.out.push_back(Output::Event(ClientEvent::TargetFailed {
-            target: a.target.clone(),
-            reason: format!("{why}: trying {next}"),
-        }));
-        let (host, port) = match next.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.parse().unwrap_or(8443)),
-            None => (next.clone(), 8443),
-        };
-        let c = &a.creds;
-        let s = SignIn::start_by_name(
-            now,
-            &c.user,
-            &c.password,
-            a.cas_webex,
-            (&host, port),
-            self.dns_for(Owner::SignIn),
-            derive_seed(c.seed, "next-target"),
-        )
-        .with_tftp_file_name(self.tftp_file_name());
-        self.signin = Some(s);
-        a.target = next;
-        a.creds.seed = derive_seed(a.creds.seed, "next-target");
-        self.attempt = Some(a);
-        true
-    }
 }
 
+mod edge;
+mod failover;
 #[cfg(test)]
 mod tests;

@@ -141,7 +141,8 @@ impl Response {
 /// A mock's request handler.
 pub type Handler = Rc<dyn Fn(&Request) -> Response>;
 
-fn split_target(target: &str) -> (String, Vec<(String, String)>) {
+/// A request target split into its percent-decoded path and query parameters.
+pub(crate) fn split_target(target: &str) -> (String, Vec<(String, String)>) {
     let (path, q) = target.split_once('?').unwrap_or((target, ""));
     let query = q
         .split('&')

@@ -33,7 +33,7 @@ mod route;
 mod tests;
 
 pub use self::error::EdgeError;
-pub use self::route::{Request, Route, Transport};
+pub use self::route::{Route, Transport};
 
 /// The longest token lifetime the client believes (a larger `Max-Age` is cut to it), and the
 /// shortest: a hostile edge cannot overflow the clock or make the client renew in a loop.

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use uclab_proto::edge::{AUTH_COOKIE, ProxyTarget, Scheme};
 
-use crate::io::{HttpId, HttpReq};
+use crate::io::HttpReq;
 
 /// The edge a client signed in through, and the token that authorises its requests. Shared
 /// by the edge engine (which renews the token) and the engines whose requests ride on it.
@@ -55,29 +55,6 @@ impl Route {
     }
 }
 
-/// One HTTP request an engine wants made, before the path decides how.
-#[derive(Clone, Debug)]
-pub struct Request {
-    /// Request id.
-    pub id: HttpId,
-    /// Internal host name.
-    pub host: String,
-    /// Its address when reached directly (the port counts on both paths).
-    pub addr: SocketAddr,
-    /// HTTPS or HTTP to the internal host.
-    pub tls: bool,
-    /// Method.
-    pub method: &'static str,
-    /// Path and query on the internal host.
-    pub path: String,
-    /// Basic credentials.
-    pub basic: Option<(String, String)>,
-    /// Extra headers.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
 /// The path an engine's HTTP takes.
 #[derive(Clone, Debug, Default)]
 pub enum Transport {
@@ -94,48 +71,29 @@ impl Transport {
         matches!(self, Self::Edge(_))
     }
 
-    /// The request as sent. Through the edge it goes to Expressway-E over HTTPS (its
-    /// certificate checked against the domain, MRA1) at `/<base64url("<domain>/<scheme>/<host>/<port>")><path>`,
-    /// with the edge's `X-Auth` cookie when there is one.
-    pub fn request(&self, r: Request) -> HttpReq {
-        match self {
-            Self::Direct => HttpReq {
-                id: r.id,
-                addr: r.addr,
-                host: r.host,
-                tls_name: None,
-                tls: r.tls,
-                method: r.method,
-                path: r.path,
-                basic: r.basic,
-                headers: r.headers,
-                body: r.body,
-            },
-            Self::Edge(route) => {
-                let s = route.0.borrow();
-                let target = ProxyTarget {
-                    domain: s.domain.clone(),
-                    scheme: if r.tls { Scheme::Https } else { Scheme::Http },
-                    host: r.host.to_ascii_lowercase(),
-                    port: r.addr.port(),
-                };
-                let mut headers = r.headers;
-                if let Some(t) = &s.token {
-                    headers.push(("cookie".into(), format!("{AUTH_COOKIE}={t}")));
-                }
-                HttpReq {
-                    id: r.id,
-                    addr: s.edge_addr,
-                    host: s.edge_host.clone(),
-                    tls_name: Some(s.domain.clone()),
-                    tls: true,
-                    method: r.method,
-                    path: target.path(&r.path),
-                    basic: r.basic,
-                    headers,
-                    body: r.body,
-                }
-            }
+    /// The request as sent: as it is straight; through the edge to Expressway-E over HTTPS
+    /// (its certificate checked against the domain, MRA1) at
+    /// `/<base64url("<domain>/<scheme>/<host>/<port>")><path>`, with the edge's `X-Auth`
+    /// cookie when there is one. Only the internal host's name and port count then.
+    pub fn apply(&self, mut req: HttpReq) -> HttpReq {
+        let Self::Edge(route) = self else { return req };
+        let s = route.0.borrow();
+        let target = ProxyTarget {
+            domain: s.domain.clone(),
+            scheme: if req.tls { Scheme::Https } else { Scheme::Http },
+            host: req.host.to_ascii_lowercase(),
+            port: req.addr.port(),
+        };
+        if let Some(t) = &s.token {
+            req.headers.push(("cookie".into(), format!("{AUTH_COOKIE}={t}")));
+        }
+        HttpReq {
+            addr: s.edge_addr,
+            host: s.edge_host.clone(),
+            tls_name: Some(s.domain.clone()),
+            tls: true,
+            path: target.path(&req.path),
+            ..req
         }
     }
 }

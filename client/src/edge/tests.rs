@@ -95,16 +95,13 @@ fn mra1_get_edge_config_then_requests_carry_the_token() {
 
     // A sign-in request through the edge: E's address, the encoded internal target, the cookie.
     let t = Transport::Edge(e.route().unwrap());
-    let req = t.request(Request {
+    let req = t.apply(HttpReq {
         id: HttpId::new(Owner::SignIn, 1),
         host: "cucm1.example.com".into(),
         addr: "0.0.0.0:8443".parse().unwrap(),
-        tls: true,
-        method: "GET",
         path: "/cucm-uds/user/carol".into(),
-        basic: None,
-        headers: vec![],
-        body: vec![],
+        tls: true,
+        ..sample_request()
     });
     assert_eq!(req.addr, EDGE.parse().unwrap());
     assert_eq!(req.host, "expe.example.com");
@@ -133,18 +130,15 @@ fn mra1_get_edge_config_then_requests_carry_the_token() {
     let (_, events, signals) = drain(&mut e);
     assert!(signals.is_empty(), "a renewal is not a new sign-in");
     assert_eq!(events, vec![ClientEvent::EdgeToken { result: "renewed".into(), expires_s: 200 }]);
-    assert!(
-        t.request(Request { headers: vec![], ..sample_request() })
-            .headers
-            .contains(&("cookie".into(), "X-Auth=tok200".into()))
-    );
+    assert!(t.apply(sample_request()).headers.contains(&("cookie".into(), "X-Auth=tok200".into())));
 }
 
-fn sample_request() -> Request {
-    Request {
+fn sample_request() -> HttpReq {
+    HttpReq {
         id: HttpId::new(Owner::SignIn, 2),
         host: "cucm1.example.com".into(),
         addr: "0.0.0.0:6970".parse().unwrap(),
+        tls_name: None,
         tls: false,
         method: "GET",
         path: "/SPDefault.cnf.xml".into(),

@@ -26,9 +26,9 @@ use uclab_proto::uds::{self, ImpProductType};
 
 pub use self::error::SignInError;
 use crate::Time;
-use crate::edge::{Request, Transport};
+use crate::edge::Transport;
 use crate::event::ClientEvent;
-use crate::io::{HttpId, HttpResp, Input, NetError, Output};
+use crate::io::{HttpId, HttpReq, HttpResp, Input, NetError, Output};
 use crate::resolver::{Dns, QueryToken};
 pub use crate::signal::{Authenticator, Retry};
 
@@ -380,10 +380,11 @@ impl SignIn {
     ) -> HttpId {
         let id = self.resolver.http_id();
         let basic = auth.then(|| (self.user.clone(), self.password.clone()));
-        let req = self.transport.request(Request {
+        let req = self.transport.apply(HttpReq {
             id,
-            host: host.to_owned(),
             addr,
+            host: host.to_owned(),
+            tls_name: None,
             tls,
             method: "GET",
             path,

@@ -15,7 +15,6 @@
 //! connection is closed. Both codecs here are pure: they are tested without I/O.
 
 use crate::http::{Request, Response};
-use uclab_proto::text::percent_decode;
 
 /// Longest frame line (`RESP 18446744073709551615 1048576\r\n` fits well).
 pub const MAX_LINE: usize = 64;
@@ -230,16 +229,8 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, FrameError> {
     if !target.starts_with('/') {
         return Err(FrameError::BadMessage("bad target"));
     }
-    let (path, q) = target.split_once('?').unwrap_or((target, ""));
-    let query = q
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect();
-    Ok(Request { method: method.to_owned(), path: percent_decode(path), query, headers, body })
+    let (path, query) = crate::http::split_target(target);
+    Ok(Request { method: method.to_owned(), path, query, headers, body })
 }
 
 /// Reads the response of a `RESP` frame.

@@ -235,24 +235,7 @@ impl Timeline<'_> {
         if s.action.get_ref() == "discover" {
             Some(StepAction::Discover { client, discovery })
         } else {
-            // The user is the address's local part unless given; the password is the
-            // account's unless the step types another one (SPEC AU5 scenarios).
-            let user = match (&s.user, &c.address) {
-                (Some(u), _) => u.get_ref().clone(),
-                (None, Some(a)) => a.split('@').next().unwrap_or_default().to_owned(),
-                (None, None) => {
-                    errs.push(self.src.err(
-                        s.action.span().start,
-                        format!("client `{client}` has no address: give the step a `user`"),
-                    ));
-                    return None;
-                }
-            };
-            let password = s
-                .password
-                .clone()
-                .or_else(|| self.users.iter().find(|u| u.id == user).map(|u| u.password.clone()))
-                .unwrap_or_else(|| "lab".into());
+            let (user, password) = self.credentials(s, c.address.as_deref(), &client, errs)?;
             Some(StepAction::SignIn { client, discovery, user, password })
         }
     }
@@ -437,12 +420,17 @@ impl Timeline<'_> {
         })
     }
 
-    /// `phone-credentials` (SPEC MRA3): the user is the client address's local part and the
-    /// password the account's, unless the step gives them.
-    fn phone_credentials(&self, s: &StepSpec, errs: &mut Vec<CheckError>) -> Option<StepAction> {
-        let client = self.known_client(errs, s)?;
-        let c = self.clients.iter().find(|c| c.name == client)?;
-        let user = match (&s.user, &c.address) {
+    /// The user and password a step types: the user is the client address's local part
+    /// unless given; the password is the account's unless the step types another one (SPEC
+    /// AU5 scenarios).
+    fn credentials(
+        &self,
+        s: &StepSpec,
+        address: Option<&str>,
+        client: &str,
+        errs: &mut Vec<CheckError>,
+    ) -> Option<(String, String)> {
+        let user = match (&s.user, address) {
             (Some(u), _) => u.get_ref().clone(),
             (None, Some(a)) => a.split('@').next().unwrap_or_default().to_owned(),
             (None, None) => {
@@ -458,6 +446,14 @@ impl Timeline<'_> {
             .clone()
             .or_else(|| self.users.iter().find(|u| u.id == user).map(|u| u.password.clone()))
             .unwrap_or_else(|| "lab".into());
+        Some((user, password))
+    }
+
+    /// `phone-credentials` (SPEC MRA3).
+    fn phone_credentials(&self, s: &StepSpec, errs: &mut Vec<CheckError>) -> Option<StepAction> {
+        let client = self.known_client(errs, s)?;
+        let c = self.clients.iter().find(|c| c.name == client)?;
+        let (user, password) = self.credentials(s, c.address.as_deref(), &client, errs)?;
         Some(StepAction::PhoneCredentials { client, user, password })
     }
 
