@@ -249,7 +249,8 @@ async fn check_user<N: Net>(
 ) -> Result<String, Answer> {
     let q =
         format!("/cucm-uds/clusterUser?username={}", super::traversal::percent_encode(user, false));
-    let r = inside(ctx, Scheme::Https, &first.address, first.port, "GET", &q, Vec::new())
+    let (host, port) = (first.address.as_str(), first.port);
+    let r = send(ctx, Scheme::Https, host, port, "GET", &q, Vec::new(), Vec::new())
         .await
         .map_err(|e| bad_gateway(502, &e))?;
     let home = match uclab_proto::uds::parse_cluster_user(&r.body) {
@@ -265,7 +266,7 @@ async fn check_user<N: Net>(
     let auth = format!("Basic {}", base64_encode(format!("{user}:{password}").as_bytes()));
     let path = format!("/cucm-uds/user/{}/devices", super::traversal::percent_encode(user, false));
     let headers = vec![("authorization".into(), auth)];
-    let r = inside(ctx, Scheme::Https, &home, UDS, "GET", &path, headers)
+    let r = send(ctx, Scheme::Https, &home, UDS, "GET", &path, headers, Vec::new())
         .await
         .map_err(|e| bad_gateway(502, &e))?;
     match r.status {
@@ -349,18 +350,6 @@ fn edge_xml(doc: String) -> Response {
 }
 
 /// Resolves `host` in the internal DNS and sends one request there.
-async fn inside<N: Net>(
-    ctx: &Ctx<N>,
-    scheme: Scheme,
-    host: &str,
-    port: u16,
-    method: &str,
-    target: &str,
-    headers: Vec<(String, String)>,
-) -> Result<Response, UpstreamError> {
-    send(ctx, scheme, host, port, method, target, headers, Vec::new()).await
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn send<N: Net>(
     ctx: &Ctx<N>,
