@@ -91,6 +91,23 @@ def main():
            f"HTTPS body 3 of 500 bytes: {data[:12]!r} and closed after {t and round(t, 1)} s")
     s.close()
 
+    # 1b. The same at Expressway-E's edge (issue 16): a slow client is answered 408 and cut
+    #     off, and E keeps serving.
+    edge = entry(ports, "expe", "edge")
+    s = tls(*edge, "expe.example.com", ca)
+    s.sendall(b"POST /ZXhhbXBsZS5jb20/get_edge_config/ HTTP/1.1\r\nHost: expe.example.com\r\n"
+              b"Content-Length: 500\r\n\r\nabc")
+    t, data = closed_within(s, 20)
+    report(t is not None and t < 14 and b" 408 " in data,
+           f"edge: body 3 of 500 bytes: {data[:12]!r} and closed after {t and round(t, 1)} s")
+    s.close()
+    s = tls(*edge, "expe.example.com", ca)
+    s.sendall(b"GET /ZXhhbXBsZS5jb20/get_edge_config/ HTTP/1.1\r\nHost: expe.example.com\r\n"
+              b"Connection: close\r\n\r\n")
+    t, data = closed_within(s, 20)
+    report(b" 401 " in data, f"edge after a slow client: still answers ({data[:12]!r})")
+    s.close()
+
     # 2. A head sent one byte every 0.5 s (slowloris): closed within the head deadline.
     s = tls(*uds, "cucm1.example.com", ca)
     head = b"GET /cucm-uds/version HTTP/1.1\r\nHost: cucm1.example.com\r\nX-Slow: " + b"a" * 200
