@@ -336,34 +336,14 @@ async fn http1<I>(io: I, req: &HttpReq) -> Result<HttpResp, NetError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
 {
-    use http_body_util::BodyExt;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| NetError::Http(e.to_string()))?;
-    tokio::task::spawn_local(async move {
-        let _ = conn.await;
-    });
-    let mut b = hyper::Request::builder().method(req.method).uri(req.path.as_str());
-    for (k, v) in req.header_list() {
-        b = b.header(k, v);
+    use uclab_net::http1::{Http1Error, exchange};
+    let limits = (MAX_HTTP_HEADERS, MAX_HTTP_BODY);
+    let target = (req.method, req.path.as_str());
+    match exchange(io, target, &req.header_list(), req.body.clone(), limits).await {
+        Ok((status, headers, body)) => Ok(HttpResp { status, headers, body }),
+        Err(Http1Error::Http(e)) => Err(NetError::Http(e)),
+        Err(Http1Error::Body(e)) => Err(NetError::Body(e)),
     }
-    let body = http_body_util::Full::new(bytes::Bytes::from(req.body.clone()));
-    let request = b.body(body).map_err(|e| NetError::Http(e.to_string()))?;
-    let resp = sender.send_request(request).await.map_err(|e| NetError::Http(e.to_string()))?;
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .take(MAX_HTTP_HEADERS)
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect();
-    let body = http_body_util::Limited::new(resp.into_body(), MAX_HTTP_BODY)
-        .collect()
-        .await
-        .map_err(|e| NetError::Body(e.to_string()))?
-        .to_bytes()
-        .to_vec();
-    Ok(HttpResp { status, headers, body })
 }
 
 /// What the engine asks of a stream.

@@ -7,6 +7,7 @@
 //! runs produce the same kind of pcapng.
 
 mod capture;
+pub mod http1;
 mod live;
 mod policy;
 mod rng;

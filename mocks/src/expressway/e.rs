@@ -224,7 +224,7 @@ async fn traversal<N: Net + Clone + 'static>(
             if !named {
                 return refuse(&format!("client certificate is not for {}", cfg.traversal_peer));
             }
-            let end = run_link(&net, &st, Box::new(s), local, peer).await;
+            let end = run_link(&st, Box::new(s), local, peer).await;
             net.transcript().message(
                 net.now(),
                 local,
@@ -237,8 +237,7 @@ async fn traversal<N: Net + Clone + 'static>(
 }
 
 /// E's end of one zone: answers pings, hands C's answers to the waiting requests.
-async fn run_link<N: Net>(
-    _net: &N,
+async fn run_link(
     st: &Shared,
     stream: Box<dyn uclab_net::AsyncIo>,
     local: SocketAddr,

@@ -82,6 +82,7 @@ async fn ask<N: Net>(
             last = e.to_string();
             continue;
         }
+        // tokio's clock: simulated under turmoil, so the deadline is part of the replay.
         let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
         let mut buf = vec![0u8; 4096];
         loop {

@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
 use uclab_net::Net;
 use uclab_proto::edge::Scheme;
 
@@ -95,37 +94,17 @@ async fn http1<I>(io: I, req: &Outbound) -> Result<Response, UpstreamError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
 {
-    let http = |e: &dyn std::fmt::Display| UpstreamError::Http(e.to_string());
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(io).await.map_err(|e| http(&e))?;
-    tokio::task::spawn_local(async move {
-        let _ = conn.await;
-    });
     let host = if req.addr.port() == 443 {
         req.host.clone()
     } else {
         format!("{}:{}", req.host, req.addr.port())
     };
-    let mut b = hyper::Request::builder()
-        .method(req.method.as_str())
-        .uri(req.target.as_str())
-        .header("host", host);
-    for (k, v) in &req.headers {
-        b = b.header(k.as_str(), v.as_str());
-    }
-    let request = b.body(Full::new(bytes::Bytes::from(req.body.clone()))).map_err(|e| http(&e))?;
-    let resp = sender.send_request(request).await.map_err(|e| http(&e))?;
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect();
-    let body = Limited::new(resp.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| http(&e))?
-        .to_bytes()
-        .to_vec();
+    let mut headers = vec![("host".to_owned(), host)];
+    headers.extend(req.headers.iter().cloned());
+    let target = (req.method.as_str(), req.target.as_str());
+    let (status, headers, body) =
+        uclab_net::http1::exchange(io, target, &headers, req.body.clone(), (usize::MAX, MAX_BODY))
+            .await
+            .map_err(|e| UpstreamError::Http(e.to_string()))?;
     Ok(Response { status, headers, body })
 }

@@ -151,15 +151,8 @@ async fn run_zone<N: Net + Clone + 'static>(
             Frame::Pong(_) => {}
             Frame::Req { id, msg } => {
                 while handlers.try_join_next().is_some() {}
-                let net = &ctx.net;
                 let reply = |resp: &Response, note: &str| {
-                    let line = format!(
-                        "TRAVERSAL RESP {id} {} ({note}; {} bytes)",
-                        status_text(resp.status),
-                        resp.body.len()
-                    );
-                    net.transcript().message(net.now(), local, edge.addr, "tcp", &line);
-                    Frame::Resp { id, msg: encode_response(resp) }.encode()
+                    resp_frame(&ctx.net, (local, edge.addr), id, resp, note)
                 };
                 let req = match parse_request(&msg) {
                     Ok(r) => r,
@@ -175,15 +168,7 @@ async fn run_zone<N: Net + Clone + 'static>(
                 let (ctx, tx, edge) = (ctx.clone(), tx.clone(), edge.clone());
                 handlers.spawn_local(async move {
                     let a = handle(&ctx, &edge.fqdn, req).await;
-                    let net = &ctx.net;
-                    let line = format!(
-                        "TRAVERSAL RESP {id} {} ({}; {} bytes)",
-                        status_text(a.resp.status),
-                        a.note,
-                        a.resp.body.len()
-                    );
-                    net.transcript().message(net.now(), local, edge.addr, "tcp", &line);
-                    let _ = tx.send(Frame::Resp { id, msg: encode_response(&a.resp) }.encode());
+                    let _ = tx.send(resp_frame(&ctx.net, (local, edge.addr), id, &a.resp, &a.note));
                 });
             }
             Frame::Resp { .. } | Frame::Ping(_) => break ZoneEnd::Unexpected,
@@ -194,6 +179,23 @@ async fn run_zone<N: Net + Clone + 'static>(
     drop(tx);
     w.abort();
     end
+}
+
+/// C's answer `id` as a `RESP` frame, written to the transcript as it goes.
+fn resp_frame<N: Net>(
+    net: &N,
+    (local, to): (SocketAddr, SocketAddr),
+    id: u64,
+    resp: &Response,
+    note: &str,
+) -> Vec<u8> {
+    let line = format!(
+        "TRAVERSAL RESP {id} {} ({note}; {} bytes)",
+        status_text(resp.status),
+        resp.body.len()
+    );
+    net.transcript().message(net.now(), local, to, "tcp", &line);
+    Frame::Resp { id, msg: encode_response(resp) }.encode()
 }
 
 /// `200 OK`, `403 Forbidden`, …
