@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use uclab_proto::edge::{AUTH_COOKIE, ProxyTarget, Scheme};
+use uclab_proto::edge::{AUTH_COOKIE, EdgeServer, ProxyTarget, Scheme};
 
 use crate::io::HttpReq;
 
@@ -52,6 +52,18 @@ impl Route {
     /// The edge's address.
     pub fn edge_addr(&self) -> SocketAddr {
         self.0.borrow().edge_addr
+    }
+
+    /// Where a service of the edge configuration (`xmppEdgeServer`, `sipEdgeServer`) is:
+    /// on the Expressway-E the client signed in through, at the service's port. `None` for
+    /// another host (one edge configuration naming another E is not modelled).
+    pub fn service_addr(&self, server: &EdgeServer) -> Option<SocketAddr> {
+        let s = self.0.borrow();
+        server
+            .address
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(&s.edge_host)
+            .then(|| SocketAddr::new(s.edge_addr.ip(), server.port))
     }
 }
 

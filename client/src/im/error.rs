@@ -66,6 +66,15 @@ pub enum ImError {
     /// The server did not offer the SASL mechanism the client needs.
     #[error("XMPP: {0} not offered")]
     MechanismNotOffered(&'static str),
+    /// Through the edge: Expressway refused a SOAP request (SPEC MRA1: off its allow list,
+    /// or the credentials not good there).
+    #[error("SOAP {op}: HTTP {status} through the edge")]
+    EdgeRefused {
+        /// The operation.
+        op: &'static str,
+        /// The edge's status.
+        status: u16,
+    },
     /// The server refused resource binding.
     #[error("XMPP: resource binding refused")]
     BindRefused,

@@ -18,9 +18,25 @@ impl ImSession {
         };
         let name = self.ha1.soap_state();
         self.state(name, &host);
+        if self.transport.is_edge() {
+            // SPEC MRA1: no internal DNS from outside; the edge's proxy finds the host (only
+            // its name and port go in the request).
+            return self.soap_at(now, SocketAddr::new(IpAddr::from([0, 0, 0, 0]), SOAP_PORT));
+        }
         let token = self.resolve(now, &host);
         self.st = St::ResolveSoap { token };
         self.pump(now);
+    }
+
+    /// The SOAP server is at `addr`: the session's key again after a failover, else a login.
+    pub(super) fn soap_at(&mut self, now: Time, addr: SocketAddr) {
+        self.soap_addr = Some(addr);
+        if self.ha1.soap_mode == SoapMode::Session && self.key.is_some() {
+            self.keyed(now, "get-all-config");
+        } else {
+            let body = soap::login_request(&self.user, &self.password, CLIENT_VERSION);
+            self.soap(now, "login", body);
+        }
     }
 
     pub(super) fn soap_next_server(&mut self, now: Time) {
@@ -35,7 +51,7 @@ impl ImSession {
         let Some(addr) = self.soap_addr else { return };
         let id = self.resolver.http_id();
         let host = self.servers[self.ha1.soap_idx].clone();
-        self.out.push_back(Output::Http(HttpReq {
+        let req = HttpReq {
             id,
             addr,
             host,
@@ -49,7 +65,8 @@ impl ImSession {
                 ("soapaction".into(), soap::action(op)),
             ],
             body: body.into_bytes(),
-        }));
+        };
+        self.out.push_back(Output::Http(self.transport.apply(req)));
         self.deadline = Some(now + STEP_TIMEOUT);
         self.st = St::Soap { op, id };
     }
@@ -68,6 +85,11 @@ impl ImSession {
         let Ok(resp) = result else { return self.soap_next_server(now) };
         if resp.status >= 500 {
             return self.soap_next_server(now);
+        }
+        // The edge refused the request (SPEC MRA1): off its allow list, or the token and
+        // credentials not good there. Not SOAP, and not a server that is down.
+        if self.transport.is_edge() && matches!(resp.status, 401 | 403 | 404) {
+            return self.fail(ImError::EdgeRefused { op, status: resp.status });
         }
         let parsed = match soap::parse_response(&resp.body) {
             Ok(p) => p,

@@ -30,6 +30,7 @@ use uclab_proto::soap;
 use uclab_proto::xmpp::{self, Element, Frame, Framer};
 
 use crate::Time;
+use crate::edge::{Route, Transport};
 use crate::event::{ClientEvent, Ha1State};
 use crate::io::{ConnId, HttpId, HttpReq, HttpResp, Input, NetError, Output};
 use crate::resolver::{Dns, QueryToken};
@@ -195,6 +196,12 @@ pub struct ImSession {
     /// Direct XMPP to this server with SASL PLAIN, no SOAP (a plain XMPP server such as
     /// Prosody; `uclab probe-xmpp`).
     direct: Option<SocketAddr>,
+    /// How SOAP reaches the IM&P servers: straight, or through the edge's HTTP proxy (SPEC
+    /// MRA1).
+    transport: Transport,
+    /// Through the edge: Expressway-E's XMPP address (`xmppEdgeServer`), where every XMPP
+    /// stream goes whichever node it is for (Expressway-C carries it to the user's home node).
+    xmpp_edge: Option<SocketAddr>,
     rng: ChaCha8Rng,
     soap_addr: Option<SocketAddr>,
     key: Option<String>,
@@ -243,6 +250,25 @@ impl ImSession {
         s
     }
 
+    /// Starts the IM sign-in of `user` from outside (SPEC MRA1): SOAP to the profile's
+    /// `servers` through the edge's HTTP proxy on `route`, XMPP to Expressway-E at
+    /// `xmpp_edge`. The same session as inside: HA1 runs unchanged, each step through the edge.
+    pub fn start_through_edge(
+        now: Time,
+        (user, password, resource): (&str, &str, &str),
+        servers: Vec<String>,
+        (route, xmpp_edge): (Route, SocketAddr),
+        resolver: Dns,
+        seed: u64,
+    ) -> Self {
+        let mut s = Self::start_idle((user, password, resource), resolver, seed);
+        s.servers = servers;
+        s.transport = Transport::Edge(route);
+        s.xmpp_edge = Some(xmpp_edge);
+        s.soap_connect(now);
+        s
+    }
+
     fn start_idle(
         (user, password, resource): (&str, &str, &str),
         resolver: Dns,
@@ -254,6 +280,8 @@ impl ImSession {
             resource: resource.to_owned(),
             servers: Vec::new(),
             direct: None,
+            transport: Transport::Direct,
+            xmpp_edge: None,
             ha1: Ha1::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             soap_addr: None,
@@ -294,11 +322,7 @@ impl ImSession {
         s.domain = domain.to_owned();
         s.nodes = vec![server.to_string()];
         s.state(Ha1State::XMPPCONNECT_P, &server.to_string());
-        let id = s.resolver.conn_id();
-        s.stream = Some(id);
-        s.out.push_back(Output::StreamOpen { id, to: server, dscp: DSCP_IMP });
-        s.st = St::Opening;
-        s.deadline = Some(now + STEP_TIMEOUT);
+        s.xmpp_open(now, server);
         s
     }
 
@@ -497,31 +521,11 @@ impl ImSession {
             let ip = res.ok().and_then(|m| m.first_ipv4()).map(IpAddr::V4);
             match self.st {
                 St::ResolveSoap { token: want } if want == token => match ip {
-                    Some(ip) => {
-                        self.soap_addr = Some(SocketAddr::new(ip, SOAP_PORT));
-                        if self.ha1.soap_mode == SoapMode::Session && self.key.is_some() {
-                            self.keyed(now, "get-all-config");
-                        } else {
-                            let body =
-                                soap::login_request(&self.user, &self.password, CLIENT_VERSION);
-                            self.soap(now, "login", body);
-                        }
-                    }
+                    Some(ip) => self.soap_at(now, SocketAddr::new(ip, SOAP_PORT)),
                     None => self.soap_next_server(now),
                 },
                 St::ResolveXmpp { token: want } if want == token => match ip {
-                    Some(ip) => {
-                        let id = self.resolver.conn_id();
-                        self.stream = Some(id);
-                        self.framer.reset();
-                        self.out.push_back(Output::StreamOpen {
-                            id,
-                            to: SocketAddr::new(ip, XMPP_PORT),
-                            dscp: DSCP_IMP,
-                        });
-                        self.st = St::Opening;
-                        self.deadline = Some(now + STEP_TIMEOUT);
-                    }
+                    Some(ip) => self.xmpp_open(now, SocketAddr::new(ip, XMPP_PORT)),
                     None => self.xmpp_next_node(now, "does not resolve"),
                 },
                 _ => {}

@@ -12,9 +12,24 @@ impl ImSession {
         };
         let name = self.ha1.xmpp_state();
         self.state(name, &host);
+        if let Some(edge) = self.xmpp_edge {
+            // SPEC MRA1: outside, every stream goes to Expressway-E, which carries it over
+            // the traversal to Expressway-C and on to the user's home node.
+            return self.xmpp_open(now, edge);
+        }
         let token = self.resolve(now, &host);
         self.st = St::ResolveXmpp { token };
         self.pump(now);
+    }
+
+    /// Opens the XMPP stream's connection to `to`.
+    pub(super) fn xmpp_open(&mut self, now: Time, to: SocketAddr) {
+        let id = self.resolver.conn_id();
+        self.stream = Some(id);
+        self.framer.reset();
+        self.out.push_back(Output::StreamOpen { id, to, dscp: DSCP_IMP });
+        self.st = St::Opening;
+        self.deadline = Some(now + STEP_TIMEOUT);
     }
 
     /// The XMPP node failed before sign-in: the secondary, with a new one-time password.

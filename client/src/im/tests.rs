@@ -441,3 +441,88 @@ fn ha1_relogin_wait_then_the_soap_session_again() {
     // Next: the lookup's retransmission (2 s), before the step's own 10 s.
     assert_eq!(h.e.next_timer(), Some((due + Duration::from_secs(2), ImTimer::Dns)));
 }
+
+/// SPEC MRA1: from outside, SOAP goes through the edge's HTTP proxy (no internal DNS, the
+/// internal host in the path, the token as a cookie, E's certificate checked against the
+/// domain) and every XMPP stream to Expressway-E's `xmppEdgeServer`, whichever node it is for;
+/// a node lost before sign-in is the secondary through the edge again; the edge's refusal
+/// of a SOAP request is one clear failure.
+#[test]
+fn through_the_edge_soap_by_proxy_and_xmpp_to_expressway_e() {
+    let edge: SocketAddr = "172.16.1.20:8443".parse().unwrap();
+    let xmpp_edge: SocketAddr = "172.16.1.20:5222".parse().unwrap();
+    let route = Route::new("example.com", "expe.example.com", edge);
+    route.set_token(Some("tok-1".into()));
+    let servers = vec!["imp1.example.com".into(), "imp2.example.com".into()];
+    let dns = Dns::standalone(Owner::Im, ResolverConfig::new(vec![DNS.parse().unwrap()]));
+    let mut s = ImSession::start_through_edge(
+        Time::ZERO,
+        ("carol", "lab", "uclab"),
+        servers.clone(),
+        (route.clone(), xmpp_edge),
+        dns,
+        5,
+    );
+    let out = drain(&mut s);
+    assert_eq!(states(&out), ["SOAPCONNECT_P@imp1.example.com"]);
+    assert!(!out.iter().any(|o| matches!(o, Output::Transmit { .. })), "no DNS from outside");
+    let r = http(&out);
+    assert_eq!(
+        (r.addr, r.host.as_str(), r.tls_name.as_deref()),
+        (edge, "expe.example.com", Some("example.com"))
+    );
+    let want = uclab_proto::edge::ProxyTarget {
+        domain: "example.com".into(),
+        scheme: uclab_proto::edge::Scheme::Https,
+        host: "imp1.example.com".into(),
+        port: SOAP_PORT,
+    };
+    assert_eq!(r.path, want.path(soap::PATH));
+    assert!(r.headers.contains(&("cookie".into(), "X-Auth=tok-1".into())));
+    assert!(r.summary().ends_with("via edge to https://imp1.example.com:8443"), "{}", r.summary());
+    reply(&mut s, &r, 200, soap::success_response("login", "sk-1"));
+    let r = http(&drain(&mut s));
+    let cfg = soap::config_response(&[
+        (soap::P_DOMAIN, "example.com"),
+        (soap::P_PRIMARY, "imp2.example.com"),
+        (soap::P_SECONDARY, "imp1.example.com"),
+    ]);
+    reply(&mut s, &r, 200, cfg);
+    let r = http(&drain(&mut s));
+    reply(&mut s, &r, 200, soap::success_response("get-onetime-password", "otp-1"));
+    let out = drain(&mut s);
+    assert_eq!(states(&out), ["XMPPCONNECT_P@imp2.example.com"]);
+    let Some(Output::StreamOpen { id, to, .. }) =
+        out.iter().find(|o| matches!(o, Output::StreamOpen { .. })).cloned()
+    else {
+        panic!("no stream opened: {out:?}")
+    };
+    assert_eq!(to, xmpp_edge, "the stream goes to Expressway-E, not the node");
+    // The edge cuts the stream before sign-in: the secondary, through the edge again.
+    s.handle_input(Time::ZERO, Input::StreamFailed { id, reason: NetError::Reset });
+    let r = http(&drain(&mut s));
+    reply(&mut s, &r, 200, soap::success_response("get-onetime-password", "otp-2"));
+    let out = drain(&mut s);
+    assert_eq!(states(&out), ["XMPPCONNECT_S@imp1.example.com"]);
+    assert!(out.iter().any(|o| matches!(o, Output::StreamOpen { to, .. } if *to == xmpp_edge)));
+    s.close();
+
+    // The edge refuses the login (off its allow list): one failure, not the next server.
+    let dns = Dns::standalone(Owner::Im, ResolverConfig::new(vec![DNS.parse().unwrap()]));
+    let mut s = ImSession::start_through_edge(
+        Time::ZERO,
+        ("carol", "lab", "uclab"),
+        servers,
+        (route, xmpp_edge),
+        dns,
+        6,
+    );
+    let r = http(&drain(&mut s));
+    reply(&mut s, &r, 403, "Forbidden".into());
+    let ev = events(&drain(&mut s));
+    assert_eq!(
+        ev,
+        [ClientEvent::ImFailed { reason: "SOAP login: HTTP 403 through the edge".into() }]
+    );
+    assert!(s.is_settled());
+}

@@ -104,7 +104,14 @@ impl Watches {
             Some(t) => format!("<sip:{}@{}>;tag={t}", w.target, ctx.registrar),
             None => format!("<sip:{}@{}>", w.target, ctx.registrar),
         };
-        let m = Message::request("SUBSCRIBE", &uri)
+        let mut m = Message::request("SUBSCRIBE", &uri);
+        // Through the edge, a new subscription takes the edge's route (WIRE.md).
+        if w.remote_tag.is_none()
+            && let Some(r) = &ctx.route
+        {
+            m.push("Route", r.clone());
+        }
+        let m = m
             .with(
                 "Via",
                 format!(

@@ -419,7 +419,7 @@ impl Calls {
             local_uri: format!("<sip:{}@{}>", ctx.line, ctx.registrar),
             remote_uri: format!("<sip:{to}@{}>", ctx.registrar),
             remote_target: format!("sip:{to}@{}", ctx.registrar),
-            route: Vec::new(),
+            route: ctx.route.iter().cloned().collect(),
             cseq: 100,
             state: CallState::Dialing,
             invite: None,
@@ -614,6 +614,8 @@ pub(crate) struct Ctx {
     pub(crate) line: String,
     /// The host requests are addressed to (the registrar).
     pub(crate) registrar: String,
+    /// Through the edge: the route a dialog's first request takes (WIRE.md `sipRequest`).
+    pub(crate) route: Option<String>,
 }
 
 /// RFC 3581 over UDP: the answer comes back to the port we sent from (an ephemeral one, not

@@ -9,6 +9,7 @@ fn ctx() -> Ctx {
         contact: "<sip:a@csfalice.invalid;transport=tcp>".into(),
         line: "1001".into(),
         registrar: "cucm1.example.com".into(),
+        route: None,
     }
 }
 

@@ -62,6 +62,23 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DSCP_SIGNALLING: u8 = uclab_proto::dscp::SIGNALLING;
 pub use crate::sip::USER_AGENT;
 
+/// The softphone through the edge (SPEC MRA1; WIRE.md "Expressway MRA"): every leg goes to
+/// Expressway-E's `sipEdgeServer` over TLS (E's certificate checked against the domain),
+/// requests carry the edge configuration's `sipRequest` route, and the Contact says the
+/// client registers through MRA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipEdge {
+    /// Expressway-E's SIP address (`sipEdgeServer`, TLS).
+    pub addr: SocketAddr,
+    /// The domain E's certificate must name.
+    pub domain: String,
+    /// The `sipRequest/route` of the edge configuration (a Route header value).
+    pub route: Option<String>,
+}
+
+/// The Contact parameters of a registration through the edge (WIRE.md).
+pub const MRA_CONTACT_PARAMS: &str = ";x-cisco-mra-ha=AR_SK;x-cisco-reg-id=1";
+
 /// Who the phone registers as.
 #[derive(Clone, Debug)]
 pub struct PhoneUser {
@@ -196,12 +213,41 @@ pub struct Phone {
     uas: Uas,
     /// The time of the input being handled (responses the calls send are stamped with it).
     clock: Time,
+    /// Through the edge (SPEC MRA1): where every leg goes, and the route.
+    edge: Option<SipEdge>,
     out: VecDeque<Output>,
 }
 
 impl Phone {
     /// Starts registering `user`'s CSF device configured by `cfg`.
     pub fn start(now: Time, user: PhoneUser, cfg: DeviceConfig, resolver: Dns, seed: u64) -> Self {
+        let mut p = Self::new(now, user, cfg, resolver, seed);
+        p.register_at(now, 0);
+        p
+    }
+
+    /// Starts registering from outside, through the edge (SPEC MRA1): the CUCM group in
+    /// order, each through Expressway-E over TLS. The SRST router is inside and not reachable
+    /// from outside: it is left out (SPEC CC5 does not apply over MRA).
+    pub fn start_through_edge(
+        now: Time,
+        user: PhoneUser,
+        cfg: DeviceConfig,
+        edge: SipEdge,
+        resolver: Dns,
+        seed: u64,
+    ) -> Self {
+        let mut p = Self::new(now, user, cfg, resolver, seed);
+        p.targets.retain(|t| !t.srst);
+        p.edge = Some(edge);
+        let reliable = !p.udp();
+        p.calls.reliable = reliable;
+        p.watches.reliable = reliable;
+        p.register_at(now, 0);
+        p
+    }
+
+    fn new(now: Time, user: PhoneUser, cfg: DeviceConfig, resolver: Dns, seed: u64) -> Self {
         let tls = cfg.security_mode == 3;
         let mut targets: Vec<Target> = cfg
             .members
@@ -250,12 +296,12 @@ impl Phone {
             pong_by: None,
             ping_txn: None,
             monitor: SrstMonitor::default(),
+            edge: None,
             out: VecDeque::new(),
         };
         let reliable = !p.udp();
         p.calls.reliable = reliable;
         p.watches.reliable = reliable;
-        p.register_at(now, 0);
         p
     }
 
@@ -370,6 +416,10 @@ impl Phone {
     }
 
     fn transport(&self) -> &'static str {
+        if self.edge.is_some() {
+            // WIRE.md: the edge's SIP is TLS (`sipEdgeServer/tlsPort`).
+            return "TLS";
+        }
         match (self.cfg.security_mode, self.cfg.transport) {
             (3, _) => "TLS",
             (_, 1) => "UDP",
@@ -388,8 +438,9 @@ impl Phone {
 
     /// Our Contact (WIRE.md: the instance id and the device name as parameters).
     fn contact(&self) -> String {
+        let mra = if self.edge.is_some() { MRA_CONTACT_PARAMS } else { "" };
         format!(
-            "<sip:{}@{};transport={}>;+sip.instance=\"<urn:uuid:{}>\";+u.sip!devicename.ccm.cisco.com=\"{}\";+u.sip!model.ccm.cisco.com=\"503\"",
+            "<sip:{}@{};transport={}>;+sip.instance=\"<urn:uuid:{}>\";+u.sip!devicename.ccm.cisco.com=\"{}\";+u.sip!model.ccm.cisco.com=\"503\"{mra}",
             self.instance,
             self.local_host(),
             self.transport().to_ascii_lowercase(),
@@ -417,6 +468,7 @@ impl Phone {
             contact: self.contact(),
             line: self.cfg.line.clone(),
             registrar,
+            route: self.edge.as_ref().and_then(|e| e.route.clone()),
         }
     }
 
@@ -435,7 +487,12 @@ impl Phone {
             Input::StreamOpened { id } => {
                 if let Some(i) = leg_of(&self.legs, id) {
                     self.legs[i].open = true;
-                    if self.cfg.security_mode == 3 {
+                    if let Some(e) = &self.edge {
+                        // SPEC MRA1: E's certificate names the domain.
+                        let host = e.domain.clone();
+                        self.out.push_back(Output::StreamTls { id, host });
+                        self.legs[i].open = false;
+                    } else if self.cfg.security_mode == 3 {
                         let host = self.node(self.legs[i].target);
                         self.out.push_back(Output::StreamTls { id, host });
                         self.legs[i].open = false;

@@ -41,6 +41,14 @@ impl Phone {
             deadline: Some(now + STEP_TIMEOUT),
         };
         let target = self.targets[t].clone();
+        if let Some(e) = &self.edge {
+            // SPEC MRA1: every leg to Expressway-E; the Request-URI names the node.
+            leg.addr = Some(e.addr);
+            self.legs.push(leg);
+            let i = self.legs.len() - 1;
+            self.connect(i);
+            return i;
+        }
         match target.host.parse::<IpAddr>() {
             Ok(ip) => leg.addr = Some(SocketAddr::new(ip, target.port)),
             Err(_) => {
@@ -86,8 +94,14 @@ impl Phone {
         leg.cseq += 1;
         let line = &self.cfg.line;
         let aor = format!("<sip:{line}@{}>", t.host);
-        Message::request("REGISTER", &format!("sip:{}", t.host))
-            .with("Via", format!("SIP/2.0/{transport} {local};branch={branch}{}", rport(transport)))
+        let route = self.edge.as_ref().and_then(|e| e.route.clone());
+        let m = Message::request("REGISTER", &format!("sip:{}", t.host));
+        // WIRE.md: through the edge, the edge configuration's sipRequest route goes first.
+        let m = match route {
+            Some(r) => m.with("Route", r),
+            None => m,
+        };
+        m.with("Via", format!("SIP/2.0/{transport} {local};branch={branch}{}", rport(transport)))
             .with("From", format!("{aor};tag={}", leg.tag))
             .with("To", aor)
             .with("Call-ID", leg.call_id.clone())
@@ -147,10 +161,15 @@ impl Phone {
         if t >= self.targets.len() {
             self.close_leg(Role::Active);
             self.close_leg(Role::Keepalive);
+            let reason = if self.edge.is_some() {
+                "no CUCM node answered through the edge (SRST is not reachable from outside)"
+            } else {
+                "no CUCM node or SRST router answered"
+            };
             self.event(ClientEvent::PhoneState {
                 state: "unregistered".into(),
                 node: String::new(),
-                reason: "no CUCM node or SRST router answered".into(),
+                reason: reason.into(),
             });
             self.state = State::Waiting(now + RETRY);
             return;

@@ -213,3 +213,52 @@ fn cc5_srst_when_no_member_answers_and_back_after_the_monitor() {
     assert!(ended, "the SRST registration is ended on its own leg");
     assert_eq!(back[..2], ["leaving-srst@10.1.0.1", "registering@10.1.0.11"], "{back:?}");
 }
+
+/// SPEC MRA1, WIRE.md "Expressway MRA": through the edge every leg goes to Expressway-E's SIP
+/// port over TLS checked against the domain; the REGISTER names the node, takes the edge's
+/// route and carries the MRA Contact parameters; the SRST router is left out, so when no
+/// member answers the phone says SRST is not reachable from outside.
+#[test]
+fn through_the_edge_tls_to_expressway_e_with_route_and_mra_contact() {
+    let user = PhoneUser { user: "carol".into(), password: "lab".into() };
+    let dns = Dns::standalone(Owner::Phone, crate::resolver::ResolverConfig::new(Vec::new()));
+    let e: SocketAddr = "172.16.1.20:5061".parse().unwrap();
+    let route = "<sip:10.1.0.30:5061;transport=tls;zone-id=3;directed;lr>";
+    let edge = SipEdge { addr: e, domain: "example.com".into(), route: Some(route.into()) };
+    let cfg = config(&["10.1.0.11", "10.1.0.12"], Some("10.1.0.40"));
+    let mut h = Harness::new(Phone::start_through_edge(Time::ZERO, user, cfg, edge, dns, 7));
+    let out = h.drain();
+    let (id, to) = opened(&out)[0];
+    assert_eq!(to, e, "to Expressway-E, not the node");
+    let out = h.input(Input::StreamOpened { id });
+    assert!(
+        out.contains(&Output::StreamTls { id, host: "example.com".into() }),
+        "TLS checked against the domain: {out:?}"
+    );
+    let (_, req) = sip_sent(&h.input(Input::StreamTls { id }));
+    assert_eq!(req.method(), Some("REGISTER"));
+    assert!(matches!(&req.start, sip::Start::Request { uri, .. } if uri == "sip:10.1.0.11"));
+    assert_eq!(req.get("Route"), Some(route));
+    let contact = req.get("Contact").unwrap();
+    assert!(contact.ends_with(MRA_CONTACT_PARAMS), "{contact}");
+    assert!(contact.contains("transport=tls"), "{contact}");
+    assert!(req.get("Via").unwrap().starts_with("SIP/2.0/TLS "));
+    // Neither member answers: no SRST from outside, and a clear reason.
+    let out = h.input(Input::StreamFailed { id, reason: NetError::Reset });
+    let (id2, to) = opened(&out)[0];
+    assert_eq!(to, e);
+    let out = h.input(Input::StreamFailed { id: id2, reason: NetError::Reset });
+    let st = states(&out);
+    assert_eq!(st.last().map(String::as_str), Some("unregistered@"), "{st:?}");
+    let reason = events(&out)
+        .into_iter()
+        .find_map(|ev| match ev {
+            ClientEvent::PhoneState { state, reason, .. } if state == "unregistered" => {
+                Some(reason)
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(reason.contains("SRST is not reachable from outside"), "{reason}");
+    assert!(!opened(&out).iter().any(|(_, to)| to.ip().to_string() == "10.1.0.40"));
+}
