@@ -13,6 +13,7 @@ pub mod rtp;
 pub mod sdp;
 pub mod sip;
 pub mod soap;
+pub mod stun;
 pub mod text;
 pub mod uds;
 pub mod xmpp;

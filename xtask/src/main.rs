@@ -515,6 +515,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "rtp_packet",
     "scenario",
     "sip_message",
+    "stun_message",
     "uds_xml",
     "xmpp_stream",
 ];

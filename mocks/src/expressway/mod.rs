@@ -19,6 +19,7 @@ pub mod c;
 pub mod e;
 pub mod handle;
 pub mod resolve;
+pub mod sip_rewrite;
 #[cfg(test)]
 mod tests;
 pub mod tokens;

@@ -148,7 +148,11 @@ impl Cluster {
         for c in granted_contacts {
             r.push("Contact", c);
         }
-        r.push("Supported", "X-cisco-srtp-fallback,X-cisco-sis-6.0.0");
+        // WIRE.md, issue 17: a registration through Expressway (MRA) asks for session
+        // keepalives (`x-cisco-mra-ha=AR_SK`); CUCM says it supports them.
+        let mra = contacts.iter().any(|c| c.to_ascii_lowercase().contains("x-cisco-mra-ha=ar_sk"));
+        let ar_sk = if mra { ",X-cisco-supports-AR_SK" } else { "" };
+        r.push("Supported", format!("X-cisco-srtp-fallback,X-cisco-sis-6.0.0{ar_sk}"));
         self.send(flow, &r);
         if self.binding(&ext, now).is_some() {
             self.blf_changed(now, &ext);
