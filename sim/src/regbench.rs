@@ -160,6 +160,8 @@ impl World {
                         Frame::Ping => {
                             self.push(now + HOP, Delivery::Down { p, id, bytes: b"\r\n".to_vec() })
                         }
+                        // CUCM does not speak STUN (only the edge does, issue 17).
+                        Frame::Stun(_) => {}
                     }
                 }
                 self.drain_cluster(now);

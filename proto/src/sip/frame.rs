@@ -12,6 +12,10 @@ pub enum Frame {
     Message(Vec<u8>),
     /// A CRLF CRLF keepalive ping; answer with CRLF.
     Ping,
+    /// A whole STUN message between SIP messages (the MRA softphone's keepalive to the edge,
+    /// issue 17), to [`crate::stun::decode`]. Told from SIP by its first octet (0 or 1, where
+    /// SIP starts with a letter) and the magic cookie.
+    Stun(Vec<u8>),
 }
 
 /// Why a stream cannot be framed any more: the framing is lost and the connection is closed
@@ -75,6 +79,9 @@ impl StreamFramer {
         if self.buf.is_empty() {
             return Ok(None);
         }
+        if self.buf[0] <= 1 {
+            return self.stun();
+        }
         let Some((head_len, body_at)) = head_end(&self.buf) else {
             if self.buf.len() > MAX_MESSAGE {
                 return self.fail(FrameError::TooLarge);
@@ -109,6 +116,22 @@ impl StreamFramer {
         }
         self.failed = true;
         Err(FrameError::Truncated(rest))
+    }
+
+    /// A STUN message at the front: whole, waited for, or garbage (no cookie, too long).
+    fn stun(&mut self) -> Result<Option<Frame>, FrameError> {
+        use crate::stun::{HEADER, MAGIC, MAX_MESSAGE as MAX_STUN};
+        if self.buf.len() < HEADER {
+            return Ok(None);
+        }
+        let len = usize::from(u16::from_be_bytes([self.buf[2], self.buf[3]]));
+        if self.buf[4..8] != MAGIC.to_be_bytes() || HEADER + len > MAX_STUN {
+            return self.fail(FrameError::BadLength("not SIP and not STUN".into()));
+        }
+        if self.buf.len() < HEADER + len {
+            return Ok(None);
+        }
+        Ok(Some(Frame::Stun(self.buf.drain(..HEADER + len).collect())))
     }
 
     fn fail(&mut self, e: FrameError) -> Result<Option<Frame>, FrameError> {

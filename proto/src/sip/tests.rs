@@ -166,3 +166,29 @@ fn quoted_parameter_values_keep_their_semicolons() {
     assert_eq!(na.param("received"), Some(Some("\"sip:127.0.0.1:53502;transport=tcp\"")));
     assert!(parse_name_addr("<sip:u@h>;a=\"open;").is_err(), "an unclosed quote is refused");
 }
+
+/// Issue 17: the MRA softphone's STUN keepalive shares the SIP connection to the edge; the
+/// framer hands a whole STUN message out between SIP messages, byte by byte too, and takes
+/// binary that is neither for lost framing.
+#[test]
+fn framer_tells_stun_from_sip_on_one_stream() {
+    let stun = crate::stun::Binding::request([7; 12]).encode();
+    let mut stream = stun.clone();
+    stream.extend_from_slice(REG.as_bytes());
+    stream.extend_from_slice(&stun);
+    let mut f = StreamFramer::new();
+    let mut frames = Vec::new();
+    for b in &stream {
+        f.feed(&[*b]);
+        while let Some(fr) = f.next_frame().unwrap() {
+            frames.push(fr);
+        }
+    }
+    assert_eq!(
+        frames,
+        [Frame::Stun(stun.clone()), Frame::Message(REG.as_bytes().to_vec()), Frame::Stun(stun)]
+    );
+    let mut f = StreamFramer::new();
+    f.feed(&[0, 1, 0, 0, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert!(matches!(f.next_frame(), Err(FrameError::BadLength(_))));
+}

@@ -45,4 +45,7 @@ pub enum PhoneError {
     /// The stream did not frame as SIP (RFC 3261 §18.3).
     #[error("framing: {0}")]
     Framing(FrameError),
+    /// The edge's answer to the STUN keepalive did not read as STUN (issue 17).
+    #[error("STUN: {0}")]
+    Stun(uclab_proto::stun::StunError),
 }

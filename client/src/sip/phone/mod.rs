@@ -52,6 +52,9 @@ mod register;
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a ping may go unanswered before the node counts as gone.
 pub const PONG_TIMEOUT: Duration = Duration::from_secs(10);
+/// Through the edge: how long the STUN keepalive to Expressway-E may go unanswered (WIRE.md:
+/// every 30 s, 3 s timeout).
+pub const STUN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Call messages held while no connection is up (SPEC CC3 failover), at most.
 const MAX_HELD: usize = 64;
 /// How long to wait before trying the group again when nothing answered.
@@ -543,6 +546,13 @@ impl Phone {
             match self.legs[i].framer.next_frame() {
                 Ok(Some(Frame::Message(b))) => self.on_message(now, i, &b),
                 Ok(Some(Frame::Ping)) => {}
+                // The edge's answer to the STUN keepalive (issue 17); anything heard on the
+                // active leg already counted as the answer.
+                Ok(Some(Frame::Stun(b))) => {
+                    if let Err(e) = uclab_proto::stun::decode(&b) {
+                        return self.leg_failed(now, i, PhoneError::Stun(e));
+                    }
+                }
                 Ok(None) => return,
                 Err(e) => return self.leg_failed(now, i, PhoneError::Framing(e)),
             }
@@ -638,6 +648,16 @@ impl Phone {
                     self.ping_txn = Some(t);
                     self.send_active(first);
                 }
+            } else if let Some(id) = self.active_stream()
+                && self.edge.is_some()
+            {
+                // Jabber 14 over MRA: a STUN Binding to the edge, answered within 3 s.
+                let mut txid = [0u8; 12];
+                rand::RngCore::fill_bytes(&mut self.rng, &mut txid);
+                let bytes = uclab_proto::stun::Binding::request(txid).encode();
+                let summary = "STUN Binding request (edge keepalive)".into();
+                self.out.push_back(Output::StreamSend { id, bytes, summary });
+                self.pong_by = Some(now + STUN_TIMEOUT);
             } else if let Some(id) = self.active_stream() {
                 let (bytes, summary) = (b"\r\n\r\n".to_vec(), "SIP keepalive ping".into());
                 self.out.push_back(Output::StreamSend { id, bytes, summary });

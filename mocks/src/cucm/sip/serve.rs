@@ -320,6 +320,9 @@ async fn stream<N: uclab_net::Net>(
                             let now = net.now();
                             cluster.borrow_mut().with(|c| c.handle(now, flow, &m));
                         }
+                        // CUCM does not speak STUN (Expressway answers the MRA
+                        // softphone's, issue 17): skipped.
+                        Ok(Some(Frame::Stun(_))) => {}
                         Ok(Some(Frame::Ping)) => {
                             // RFC 5626 §3.5.1: pong.
                             if io.write_all(b"\r\n").await.is_err() {
