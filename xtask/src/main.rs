@@ -516,6 +516,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "scenario",
     "sip_message",
     "stun_message",
+    "traversal_frame",
     "uds_xml",
     "xmpp_stream",
 ];

@@ -1,5 +1,5 @@
-//! Expressway-E (DMZ, SPEC MRA1): the edge on HTTPS 8443 and the traversal zone's server end
-//! on 7001.
+//! Expressway-E (DMZ, SPEC MRA1): the edge on HTTPS 8443 and the traversal zones' server
+//! ends on 7001 (HTTP) and 7400 (XMPP, issue 17; its client side on 5222 is [`super::e_xmpp`]).
 //!
 //! The edge answers alone what needs no inside knowledge ([`classify`]): a path that does not
 //! decode or names another domain (404), a request without credentials or `X-Auth` cookie
@@ -7,9 +7,10 @@
 //! back; no zone gives 503 at once, a zone that dies or stays silent while the request waits
 //! gives 502 after [`REQUEST_DEADLINE`]. Every answer carries `Server: CE_C ECS`.
 //!
-//! On 7001 E accepts only a TLS client presenting a lab certificate for its traversal peer
-//! (C's FQDN); others are refused and the refusal written to the transcript. A newer zone
-//! from the peer replaces an older one.
+//! On 7001 and 7400 E accepts only a TLS client presenting a lab certificate for its traversal
+//! peer (C's FQDN); others are refused and the refusal written to the transcript. E holds one
+//! link per zone kind: a newer zone of a kind from the peer replaces the older one. Channels
+//! ([`Channel`]) ride on a link; when it goes, every channel on it ends.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -22,7 +23,10 @@ use uclab_net::Net;
 use uclab_proto::edge::{EdgePath, REALM, SERVER, parse_path};
 
 use super::traversal::{Frame, encode_request, parse_response};
-use super::{DEAD_AFTER, MAX_PENDING, REQUEST_DEADLINE, ZoneEnd, next_frame, writer};
+use super::{
+    CHANNEL_QUEUE, ChanEvent, DEAD_AFTER, MAX_CHANNELS, MAX_PENDING, REQUEST_DEADLINE, ZoneEnd,
+    ZoneKind, next_frame, writer,
+};
 use crate::http::{self, AsyncHandler, Request, Response, SLOW_CLIENT};
 use crate::limits::{self, ConnLimit};
 
@@ -46,6 +50,10 @@ pub struct EConfig {
     pub edge_port: u16,
     /// The traversal port (7001).
     pub traversal_port: u16,
+    /// The XMPP traversal port (7400, issue 17).
+    pub xmpp_traversal_port: u16,
+    /// The XMPP edge port (5222).
+    pub xmpp_port: u16,
 }
 
 impl EConfig {
@@ -58,6 +66,16 @@ impl EConfig {
             traversal_peer: peer.to_owned(),
             edge_port: uclab_proto::edge::EDGE_PORT,
             traversal_port: uclab_proto::edge::TRAVERSAL_PORT,
+            xmpp_traversal_port: super::XMPP_TRAVERSAL_PORT,
+            xmpp_port: 5222,
+        }
+    }
+
+    /// Where E takes zones of `kind`.
+    pub fn zone_port(&self, kind: ZoneKind) -> u16 {
+        match kind {
+            ZoneKind::Http => self.traversal_port,
+            ZoneKind::Xmpp => self.xmpp_traversal_port,
         }
     }
 }
@@ -98,30 +116,125 @@ pub fn classify(cfg: &EConfig, req: &Request) -> Result<String, Response> {
     Ok(format!("{} {what}{auth}", req.method))
 }
 
-/// The zone as E holds it.
+/// A zone as E holds it.
 struct Link {
     generation: u64,
     tx: mpsc::UnboundedSender<Vec<u8>>,
     pending: BTreeMap<u64, oneshot::Sender<Response>>,
+    /// Open channels: their events go to the task serving the client's stream.
+    channels: BTreeMap<u64, mpsc::Sender<ChanEvent>>,
     local: SocketAddr,
     peer: SocketAddr,
 }
 
-/// E's zone and request ids.
+/// E's zones (one per kind), request and channel ids.
 #[derive(Default)]
-struct EState {
-    link: Option<Link>,
+pub(crate) struct EState {
+    links: BTreeMap<ZoneKind, Link>,
     next_id: u64,
+    next_ch: u64,
     generation: u64,
 }
 
-type Shared = Rc<RefCell<EState>>;
+pub(crate) type Shared = Rc<RefCell<EState>>;
+
+/// One channel E opened over a zone (issue 17): what the client's stream task holds. Dropping
+/// it closes the channel (a `CLOSE` to C if the zone is still the one it was opened on).
+pub(crate) struct Channel {
+    st: Shared,
+    kind: ZoneKind,
+    generation: u64,
+    id: u64,
+    /// C's events for this channel; `None` once the zone is gone.
+    pub(crate) rx: mpsc::Receiver<ChanEvent>,
+    closed: bool,
+}
+
+/// Why E could not open a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NoChannel {
+    /// No zone of the kind to C.
+    NoZone,
+    /// [`MAX_CHANNELS`] open on the zone.
+    Busy,
+}
+
+impl Channel {
+    /// Opens a channel with `header` on the zone of `kind`, writing `TRAVERSAL OPEN` to the
+    /// transcript.
+    pub(crate) fn open<N: Net>(
+        net: &N,
+        st: &Shared,
+        kind: ZoneKind,
+        header: &str,
+    ) -> Result<Self, NoChannel> {
+        let mut s = st.borrow_mut();
+        s.next_ch += 1;
+        let id = s.next_ch;
+        let link = s.links.get_mut(&kind).ok_or(NoChannel::NoZone)?;
+        link.channels.retain(|_, c| !c.is_closed());
+        if link.channels.len() >= MAX_CHANNELS {
+            return Err(NoChannel::Busy);
+        }
+        let frame = Frame::Open { ch: id, header: header.to_owned() };
+        link.tx.send(frame.encode()).map_err(|_| NoChannel::NoZone)?;
+        let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
+        link.channels.insert(id, tx);
+        let line = format!("TRAVERSAL OPEN {id} {header}");
+        net.transcript().message(net.now(), link.local, link.peer, "tcp", &line);
+        let generation = link.generation;
+        Ok(Self { st: st.clone(), kind, generation, id, rx, closed: false })
+    }
+
+    /// Sends `frame` on the channel's zone if it is still the one the channel was opened on;
+    /// the zone's ends when it did.
+    fn send(&self, frame: Frame) -> Option<(SocketAddr, SocketAddr)> {
+        let s = self.st.borrow();
+        let l = s.links.get(&self.kind).filter(|l| l.generation == self.generation)?;
+        l.tx.send(frame.encode()).ok()?;
+        Some((l.local, l.peer))
+    }
+
+    /// Carries the client's bytes to C (not written to the transcript).
+    pub(crate) fn data(&self, bytes: Vec<u8>) {
+        self.send(Frame::Data { ch: self.id, bytes });
+    }
+
+    /// Closes the channel, telling C why.
+    pub(crate) fn close<N: Net>(mut self, net: &N, reason: &str) {
+        self.closed = true;
+        let line = format!("TRAVERSAL CLOSE {} ({reason})", self.id);
+        let reason: String = reason.chars().take(super::traversal::MAX_REASON / 4).collect();
+        if let Some((local, peer)) = self.send(Frame::Close { ch: self.id, reason }) {
+            net.transcript().message(net.now(), local, peer, "tcp", &line);
+        }
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        let Ok(mut s) = self.st.try_borrow_mut() else { return };
+        let Some(l) = s.links.get_mut(&self.kind).filter(|l| l.generation == self.generation)
+        else {
+            return;
+        };
+        // Still open on C's side: closed now (a task that ends without saying why).
+        if l.channels.remove(&self.id).is_some() && !self.closed {
+            let f = Frame::Close { ch: self.id, reason: "gone".into() };
+            let _ = l.tx.send(f.encode());
+        }
+    }
+}
 
 /// Serves the edge and the traversal port until the node stops.
 pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: EConfig) -> io::Result<()> {
     let cfg = Rc::new(cfg);
     let st: Shared = Rc::default();
-    let zone = tokio::task::spawn_local(traversal(net.clone(), cfg.clone(), st.clone()));
+    let zone =
+        tokio::task::spawn_local(traversal(net.clone(), cfg.clone(), st.clone(), ZoneKind::Http));
+    let xzone =
+        tokio::task::spawn_local(traversal(net.clone(), cfg.clone(), st.clone(), ZoneKind::Xmpp));
+    let xmpp = tokio::task::spawn_local(super::e_xmpp::serve(net.clone(), cfg.clone(), st.clone()));
     let (n, c) = (net.clone(), cfg.clone());
     let handler: AsyncHandler = Rc::new(move |req: Request, peer: SocketAddr| {
         let (net, cfg, st) = (n.clone(), c.clone(), st.clone());
@@ -148,6 +261,8 @@ pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: EConfig) -> io::Result
     let r =
         http::serve_async(net, cfg.edge_port, Some(cfg.san.clone()), handler, Some(SERVER)).await;
     zone.abort();
+    xzone.abort();
+    xmpp.abort();
     r
 }
 
@@ -157,7 +272,7 @@ async fn forward<N: Net>(net: &N, st: &Shared, req: &Request, summary: &str) -> 
         let mut s = st.borrow_mut();
         s.next_id += 1;
         let id = s.next_id;
-        let Some(link) = s.link.as_mut() else {
+        let Some(link) = s.links.get_mut(&ZoneKind::Http) else {
             return Response::text(503, "Service Unavailable: no traversal zone to Expressway-C");
         };
         if link.pending.len() >= MAX_PENDING {
@@ -176,7 +291,7 @@ async fn forward<N: Net>(net: &N, st: &Shared, req: &Request, summary: &str) -> 
         Ok(Ok(resp)) => resp,
         Ok(Err(_)) => Response::text(502, "Bad Gateway: the traversal zone went down"),
         Err(_) => {
-            if let Some(l) = st.borrow_mut().link.as_mut() {
+            if let Some(l) = st.borrow_mut().links.get_mut(&ZoneKind::Http) {
                 l.pending.remove(&id);
             }
             Response::text(502, "Bad Gateway: no answer from Expressway-C")
@@ -184,13 +299,14 @@ async fn forward<N: Net>(net: &N, st: &Shared, req: &Request, summary: &str) -> 
     }
 }
 
-/// The traversal port: accepts C's zone.
+/// A traversal port (7001 or 7400 by `kind`): accepts C's zone of that kind.
 async fn traversal<N: Net + Clone + 'static>(
     net: N,
     cfg: Rc<EConfig>,
     st: Shared,
+    kind: ZoneKind,
 ) -> io::Result<()> {
-    let listener = net.listen(cfg.traversal_port).await?;
+    let listener = net.listen(cfg.zone_port(kind)).await?;
     let tls = net.tls().server_config_client_auth(&cfg.san).map_err(io::Error::other)?;
     let limit = ConnLimit::new(ZONE_CONNECTIONS, ZONE_PER_PEER);
     loop {
@@ -224,7 +340,7 @@ async fn traversal<N: Net + Clone + 'static>(
             if !named {
                 return refuse(&format!("client certificate is not for {}", cfg.traversal_peer));
             }
-            let end = run_link(&st, Box::new(s), local, peer).await;
+            let end = run_link(&st, kind, Box::new(s), local, peer).await;
             net.transcript().message(
                 net.now(),
                 local,
@@ -236,9 +352,11 @@ async fn traversal<N: Net + Clone + 'static>(
     }
 }
 
-/// E's end of one zone: answers pings, hands C's answers to the waiting requests.
+/// E's end of one zone: answers pings, hands C's answers to the waiting requests and C's
+/// channel bytes to the channels' tasks.
 async fn run_link(
     st: &Shared,
+    kind: ZoneKind,
     stream: Box<dyn uclab_net::AsyncIo>,
     local: SocketAddr,
     peer: SocketAddr,
@@ -251,10 +369,19 @@ async fn run_link(
         s.generation += 1;
         let generation = s.generation;
         // An older zone's waiting requests get 502 (their senders are dropped here).
-        s.link = Some(Link { generation, tx: tx.clone(), pending: BTreeMap::new(), local, peer });
+        let link = Link {
+            generation,
+            tx: tx.clone(),
+            pending: BTreeMap::new(),
+            channels: BTreeMap::new(),
+            local,
+            peer,
+        };
+        // An older zone's channels end (their senders are dropped here).
+        s.links.insert(kind, link);
         generation
     };
-    let mine = |s: &EState| s.link.as_ref().is_some_and(|l| l.generation == generation);
+    let mine = |s: &EState| s.links.get(&kind).is_some_and(|l| l.generation == generation);
     let mut buf = Vec::new();
     let end = loop {
         let frame = match next_frame(&mut rd, &mut buf, DEAD_AFTER).await {
@@ -270,23 +397,49 @@ async fn run_link(
             }
             Frame::Resp { id, msg } => match parse_response(&msg) {
                 Ok(r) => {
-                    let waiting = st.borrow_mut().link.as_mut().and_then(|l| l.pending.remove(&id));
+                    let waiting =
+                        st.borrow_mut().links.get_mut(&kind).and_then(|l| l.pending.remove(&id));
                     if let Some(w) = waiting {
                         let _ = w.send(r);
                     }
                 }
                 Err(e) => break ZoneEnd::Garbage(e),
             },
-            Frame::Req { .. } | Frame::Pong(_) => break ZoneEnd::Unexpected,
+            Frame::Data { ch, bytes } => deliver(st, kind, ch, ChanEvent::Data(bytes)),
+            Frame::Close { ch, reason } => deliver(st, kind, ch, ChanEvent::Close(reason)),
+            Frame::Req { .. } | Frame::Pong(_) | Frame::Open { .. } => break ZoneEnd::Unexpected,
         }
     };
     {
         let mut s = st.borrow_mut();
         if mine(&s) {
-            s.link = None;
+            s.links.remove(&kind);
         }
     }
     drop(tx);
     w.abort();
     end
+}
+
+/// Hands C's event to channel `ch`'s task. A channel E has closed already takes nothing; one
+/// whose task is [`CHANNEL_QUEUE`] events behind (its client does not read) is closed.
+fn deliver(st: &Shared, kind: ZoneKind, ch: u64, ev: ChanEvent) {
+    let mut s = st.borrow_mut();
+    let Some(l) = s.links.get_mut(&kind) else { return };
+    let closing = matches!(ev, ChanEvent::Close(_));
+    let Some(tx) = l.channels.get(&ch) else { return };
+    match tx.try_send(ev) {
+        Ok(()) if !closing => {}
+        Ok(()) => {
+            l.channels.remove(&ch);
+        }
+        Err(_) => {
+            // Dropping the sender tells the task the channel is over.
+            l.channels.remove(&ch);
+            if !closing {
+                let reason = "client does not read".to_owned();
+                let _ = l.tx.send(Frame::Close { ch, reason }.encode());
+            }
+        }
+    }
 }

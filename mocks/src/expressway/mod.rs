@@ -8,16 +8,24 @@
 //! presenting lab certificates); E never connects inward. No zone: 503 at once; a zone that
 //! dies or stays silent while a request waits: 502 after [`REQUEST_DEADLINE`].
 //!
-//! Parts, each using only those after it: [`e`] (the edge and E's end of the zone), [`zone`]
-//! (C's end of the zones, [`serve_c`]), [`handle`] (what C does with a request), [`c`] (C's
-//! settings and state), [`traversal`] (the zone's frames, pure),
+//! XMPP goes through the edge too (issue 17): E serves 5222 ([`xmpp_edge`], sans-IO, driven
+//! by [`e_xmpp`]) up to the client's SASL `<auth>`, then opens a channel to C over a second
+//! zone (TLS to E's 7400, as in the product), and C ([`inside`]) carries the stream to the
+//! user's current home IM&P node; from then on both relay bytes.
+//!
+//! Parts, each using only those after it: [`e`] and [`e_xmpp`] (the edge and E's end of the
+//! zones), [`zone`] (C's end of the zones, [`serve_c`]), [`handle`] (what C does with a
+//! request), [`inside`] (what C does with a channel), [`c`] (C's settings and state),
+//! [`xmpp_edge`] (E's XMPP session, pure), [`traversal`] (the zones' frames, pure),
 //! [`allow`] (the HTTP allow list), [`tokens`] (`X-Auth` tokens), [`resolve`] (C's stub
 //! resolver), [`upstream`] (C's HTTP client inside). `tests.rs` tests the pure parts.
 
 pub mod allow;
 pub mod c;
 pub mod e;
+pub mod e_xmpp;
 pub mod handle;
+pub mod inside;
 pub mod resolve;
 pub mod sip_rewrite;
 #[cfg(test)]
@@ -25,6 +33,7 @@ mod tests;
 pub mod tokens;
 pub mod traversal;
 pub mod upstream;
+pub mod xmpp_edge;
 pub mod zone;
 
 use std::time::Duration;
@@ -44,6 +53,34 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// Requests waiting on one zone at most (E answers 503 beyond; C answers 503 beyond as many
 /// in progress).
 pub const MAX_PENDING: usize = 1024;
+
+/// Channels open on one zone at most (E refuses a new client stream beyond, C closes a new
+/// channel beyond as many running).
+pub const MAX_CHANNELS: usize = 4096;
+/// A channel's events waiting for its task at most: a task that falls this far behind (its
+/// peer does not read) has its channel closed rather than the zone's memory grow.
+pub const CHANNEL_QUEUE: usize = 64;
+
+/// The two zones C opens to each E (issue 17): HTTP on 7001, XMPP on 7400, as in the product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ZoneKind {
+    /// The HTTP zone (SPEC PORTS 7001): `REQ`/`RESP`.
+    Http,
+    /// The XMPP zone (7400): channels.
+    Xmpp,
+}
+
+/// The XMPP traversal zone's port on E.
+pub const XMPP_TRAVERSAL_PORT: u16 = 7400;
+
+/// What arrives for one channel from the other end of the zone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChanEvent {
+    /// Bytes of the stream.
+    Data(Vec<u8>),
+    /// The other end closed the channel, and why.
+    Close(String),
+}
 
 /// Runs Expressway-E until the node stops.
 pub use e::serve as serve_e;

@@ -12,8 +12,8 @@ use super::e::{EConfig, classify};
 use super::handle::{Authorised, Found, authorise, edge_config, forward_headers};
 use super::tokens::{Grant, Tokens, cookie_token, set_cookie, token_text};
 use super::traversal::{
-    Frame, FrameError, MAX_FRAME, MAX_LINE, encode_request, encode_response, parse_request,
-    parse_response,
+    Frame, FrameError, MAX_DATA, MAX_FRAME, MAX_LINE, MAX_OPEN, MAX_REASON, encode_request,
+    encode_response, parse_request, parse_response,
 };
 use crate::http::{Request, Response, base64_encode};
 
@@ -63,6 +63,39 @@ fn garbage_and_oversize_frames_are_errors() {
     // A short line is just incomplete.
     let mut b = b"RESP 12".to_vec();
     assert_eq!(Frame::decode(&mut b), Ok(None));
+}
+
+/// Issue 17: the channel frames round-trip byte by byte, and each has its own bound.
+#[test]
+fn channel_frames_round_trip_and_are_bounded() {
+    let frames = [
+        Frame::Open { ch: 1, header: "xmpp carol@example.com".into() },
+        Frame::Data { ch: 1, bytes: b"<auth>\r\nPING 1\r\n</auth>".to_vec() },
+        Frame::Data { ch: u64::MAX, bytes: Vec::new() },
+        Frame::Close { ch: 1, reason: "imp1.example.com closed the stream".into() },
+        Frame::Close { ch: 2, reason: String::new() },
+    ];
+    let all: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
+    assert!(all.starts_with(b"OPEN 1 22\r\nxmpp carol@example.com"));
+    let mut buf = Vec::new();
+    let mut got = Vec::new();
+    for b in all {
+        buf.push(b);
+        while let Some(f) = Frame::decode(&mut buf).unwrap() {
+            got.push(f);
+        }
+    }
+    assert_eq!(got, frames);
+    for (kind, max) in [("OPEN", MAX_OPEN), ("DATA", MAX_DATA), ("CLOSE", MAX_REASON)] {
+        let mut b = format!("{kind} 1 {}\r\n", max + 1).into_bytes();
+        assert_eq!(Frame::decode(&mut b), Err(FrameError::TooLarge(max + 1)), "{kind}");
+    }
+    let mut b = b"OPEN 1 2\r\n\xff\xfe".to_vec();
+    assert!(matches!(Frame::decode(&mut b), Err(FrameError::NotText(_))));
+    let mut b = b"CLOSE 1\r\n".to_vec();
+    assert!(matches!(Frame::decode(&mut b), Err(FrameError::BadLine(_))));
+    let mut b = b"DATA 1 5\r\nab".to_vec();
+    assert_eq!(Frame::decode(&mut b), Ok(None), "incomplete");
 }
 
 #[test]

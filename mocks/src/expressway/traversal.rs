@@ -1,12 +1,20 @@
-//! The traversal zone's wire form (SPEC MRA1, PORTS 7001): frames over the TLS connection
-//! Expressway-C opens to Expressway-E, each an ASCII line and a counted payload.
+//! The traversal zones' wire form (SPEC MRA1, PORTS 7001 and 7400): frames over the TLS
+//! connections Expressway-C opens to Expressway-E, each an ASCII line and a counted payload.
 //!
 //! ```text
 //! REQ <id> <len>\r\n<len bytes: an HTTP/1.1 request>      E → C
 //! RESP <id> <len>\r\n<len bytes: an HTTP/1.1 response>    C → E
 //! PING <n>\r\n                                            C → E, every KEEPALIVE
 //! PONG <n>\r\n                                            E → C
+//! OPEN <ch> <len>\r\n<header: `xmpp carol@example.com`>   E → C (issue 17)
+//! DATA <ch> <len>\r\n<len bytes of the stream>            both ways
+//! CLOSE <ch> <len>\r\n<reason, UTF-8>                     both ways
 //! ```
+//!
+//! `OPEN` starts a byte stream (a channel) that E names by `<ch>`; its header says what the
+//! stream is (`xmpp <user>@<domain>` on the XMPP zone; `sip …` is left for SIP), and C connects
+//! it inside. `DATA` carries the stream's bytes as they come and `CLOSE` ends it from either
+//! side, with a short reason for the transcript.
 //!
 //! The payloads are plain HTTP/1.1 messages with a `Content-Length`, so Wireshark shows the
 //! zone readably once the TLS is decrypted (the capture carries the secrets); the real
@@ -22,6 +30,12 @@ pub const MAX_LINE: usize = 64;
 pub const MAX_FRAME: usize = crate::http::MAX_BODY + 16 * 1024;
 /// Most header lines a payload may carry.
 const MAX_HEADERS: usize = 100;
+/// Longest `OPEN` header.
+pub const MAX_OPEN: usize = 512;
+/// Largest `DATA` payload (each side reads its stream in chunks of at most 16 KiB).
+pub const MAX_DATA: usize = 64 * 1024;
+/// Longest `CLOSE` reason.
+pub const MAX_REASON: usize = 256;
 
 /// One frame of the zone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +58,27 @@ pub enum Frame {
     Ping(u64),
     /// E's answer to a ping.
     Pong(u64),
+    /// E opens channel `ch` (issue 17).
+    Open {
+        /// E's id for the channel.
+        ch: u64,
+        /// What the stream is: `xmpp <user>@<domain>`.
+        header: String,
+    },
+    /// Bytes of channel `ch`'s stream.
+    Data {
+        /// The channel.
+        ch: u64,
+        /// The bytes, as read.
+        bytes: Vec<u8>,
+    },
+    /// Channel `ch` is over.
+    Close {
+        /// The channel.
+        ch: u64,
+        /// Why, for the transcript.
+        reason: String,
+    },
 }
 
 /// Why bytes on the zone are not a frame (the peer's fault: the connection is closed).
@@ -61,6 +96,9 @@ pub enum FrameError {
     /// A payload that is not the HTTP message it should be.
     #[error("bad HTTP message: {0}")]
     BadMessage(&'static str),
+    /// An `OPEN` header or `CLOSE` reason that is not UTF-8.
+    #[error("{0} that is not UTF-8")]
+    NotText(&'static str),
 }
 
 impl Frame {
@@ -71,6 +109,13 @@ impl Frame {
             Self::Resp { id, msg } => (format!("RESP {id} {}\r\n", msg.len()), msg),
             Self::Ping(n) => (format!("PING {n}\r\n"), &[]),
             Self::Pong(n) => (format!("PONG {n}\r\n"), &[]),
+            Self::Open { ch, header } => {
+                (format!("OPEN {ch} {}\r\n", header.len()), header.as_bytes())
+            }
+            Self::Data { ch, bytes } => (format!("DATA {ch} {}\r\n", bytes.len()), bytes),
+            Self::Close { ch, reason } => {
+                (format!("CLOSE {ch} {}\r\n", reason.len()), reason.as_bytes())
+            }
         };
         let mut out = line.into_bytes();
         out.extend_from_slice(payload);
@@ -90,18 +135,32 @@ impl Frame {
         let (frame, take) = match words[..] {
             ["PING", n] => (Self::Ping(num(n).ok_or_else(bad)?), end + 2),
             ["PONG", n] => (Self::Pong(num(n).ok_or_else(bad)?), end + 2),
-            [kind @ ("REQ" | "RESP"), id, len] => {
+            [kind @ ("REQ" | "RESP" | "OPEN" | "DATA" | "CLOSE"), id, len] => {
                 let id = num(id).ok_or_else(bad)?;
                 let len = num(len).ok_or_else(bad)?;
                 let len = usize::try_from(len).unwrap_or(usize::MAX);
-                if len > MAX_FRAME {
+                let max = match kind {
+                    "OPEN" => MAX_OPEN,
+                    "DATA" => MAX_DATA,
+                    "CLOSE" => MAX_REASON,
+                    _ => MAX_FRAME,
+                };
+                if len > max {
                     return Err(FrameError::TooLarge(len));
                 }
                 if buf.len() < end + 2 + len {
                     return Ok(None);
                 }
                 let msg = buf[end + 2..end + 2 + len].to_vec();
-                let f = if kind == "REQ" { Self::Req { id, msg } } else { Self::Resp { id, msg } };
+                let text =
+                    |what| String::from_utf8(msg.clone()).map_err(|_| FrameError::NotText(what));
+                let f = match kind {
+                    "REQ" => Self::Req { id, msg },
+                    "RESP" => Self::Resp { id, msg },
+                    "OPEN" => Self::Open { ch: id, header: text("an OPEN header")? },
+                    "CLOSE" => Self::Close { ch: id, reason: text("a CLOSE reason")? },
+                    _ => Self::Data { ch: id, bytes: msg },
+                };
                 (f, end + 2 + len)
             }
             _ => return Err(bad()),

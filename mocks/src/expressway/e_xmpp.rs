@@ -1,0 +1,149 @@
+//! Expressway-E's XMPP edge on 5222 (issue 17, SPEC MRA1): the connections' driver. Each
+//! connection runs an [`EdgeSession`] and, once the client has sent its `<auth>`, a
+//! [`Channel`] over the XMPP traversal zone (7400) to C; the driver only moves bytes, time and
+//! the channel's events (the session decides). E holds at most
+//! [`limits::STREAM_CONNECTIONS`] connections, [`limits::PER_PEER`] from one address, and
+//! a write to a client that does not read is given up after [`WRITE_TIMEOUT`].
+
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uclab_net::Net;
+
+use super::e::{Channel, EConfig, NoChannel, Shared};
+use super::xmpp_edge::{Action, EdgeSession};
+use super::{ChanEvent, ZoneKind};
+use crate::limits::{self, ConnLimit};
+
+/// How long one write to the client may take.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves the XMPP edge until the node stops.
+pub(crate) async fn serve<N: Net + Clone + 'static>(
+    net: N,
+    cfg: Rc<EConfig>,
+    st: Shared,
+) -> io::Result<()> {
+    let listener = net.listen(cfg.xmpp_port).await?;
+    // The same certificate as the HTTPS edge (the client checks it against the domain).
+    let tls = net.tls().server_config(&cfg.san).map_err(io::Error::other)?;
+    let limit = ConnLimit::new(limits::STREAM_CONNECTIONS, limits::PER_PEER);
+    loop {
+        let tcp = limits::next_conn(&listener).await;
+        let Some(slot) = limit.admit(tcp.peer_addr().ip()) else {
+            continue; // over a cap: closed at once
+        };
+        let (net, cfg, st, tls) = (net.clone(), cfg.clone(), st.clone(), tls.clone());
+        tokio::task::spawn_local(async move {
+            let _slot = slot;
+            connection(&net, &cfg, &st, tls, tcp).await;
+        });
+    }
+}
+
+/// The channel's next event; never, without a channel.
+async fn recv(chan: &mut Option<Channel>) -> Option<ChanEvent> {
+    match chan {
+        Some(c) => c.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connection<N: Net>(
+    net: &N,
+    cfg: &EConfig,
+    st: &Shared,
+    tls: Arc<uclab_net::tls::ServerConfig>,
+    tcp: uclab_net::TcpConn,
+) {
+    let (local, peer) = (tcp.local_addr(), tcp.peer_addr());
+    let log = |inbound: bool, line: &str| {
+        let (from, to) = if inbound { (peer, local) } else { (local, peer) };
+        net.transcript().message(net.now(), from, to, "tcp", line);
+    };
+    let mut io: Box<dyn uclab_net::AsyncIo> = Box::new(tcp);
+    let mut s = EdgeSession::new(cfg.domains.clone(), &cfg.host, net.now());
+    let mut chan: Option<Channel> = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        while let Some(a) = s.poll() {
+            match a {
+                Action::Send(b) => {
+                    let w = tokio::time::timeout(WRITE_TIMEOUT, io.write_all(&b)).await;
+                    if !matches!(w, Ok(Ok(()))) {
+                        if let Some(c) = chan.take() {
+                            c.close(net, "client does not read");
+                        }
+                        return;
+                    }
+                }
+                Action::StartTls => {
+                    let _ = io.flush().await;
+                    let left = until(net, s.poll_timeout());
+                    match tokio::time::timeout(left, net.tls().accept(tls.clone(), io)).await {
+                        Ok(Ok(t)) => io = Box::new(t),
+                        Ok(Err(e)) => return log(true, &format!("XMPP-EDGE closed: TLS: {e}")),
+                        Err(_) => return log(true, "XMPP-EDGE closed: no TLS handshake"),
+                    }
+                    s.handle_tls_up(net.now());
+                }
+                Action::Open(header) => match Channel::open(net, st, ZoneKind::Xmpp, &header) {
+                    Ok(c) => chan = Some(c),
+                    Err(NoChannel::NoZone) => s.handle_no_channel("no XMPP zone to Expressway-C"),
+                    Err(NoChannel::Busy) => s.handle_no_channel("too many channels"),
+                },
+                Action::Relay(b) => {
+                    if let Some(c) = &chan {
+                        c.data(b);
+                    }
+                }
+                Action::CloseChannel(reason) => {
+                    if let Some(c) = chan.take() {
+                        c.close(net, &reason);
+                    }
+                }
+                Action::Close => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        io.flush().await?;
+                        io.shutdown().await
+                    })
+                    .await;
+                    return;
+                }
+                Action::Log { inbound, line } => log(inbound, &line),
+            }
+        }
+        if s.is_done() {
+            return;
+        }
+        let wait = until(net, s.poll_timeout());
+        // Biased (a replay must not depend on tokio's pick): the client first.
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(wait, io.read(&mut buf)) => match r {
+                Ok(Ok(0) | Err(_)) => s.handle_eof(),
+                Ok(Ok(n)) => s.handle_client(net.now(), &buf[..n]),
+                Err(_) => s.handle_timeout(net.now()),
+            },
+            ev = recv(&mut chan) => match ev {
+                Some(ChanEvent::Data(b)) => s.handle_inside(net.now(), &b),
+                Some(ChanEvent::Close(reason)) => {
+                    chan = None; // closed by C: nothing to tell it
+                    s.handle_channel_closed(&reason);
+                }
+                None => {
+                    chan = None;
+                    s.handle_channel_closed("traversal zone down or channel dropped");
+                }
+            },
+        }
+    }
+}
+
+/// Time from now to `deadline` (none: for ever).
+fn until<N: Net>(net: &N, deadline: Option<Duration>) -> Duration {
+    deadline.map_or(Duration::MAX, |d| d.saturating_sub(net.now()))
+}
