@@ -66,12 +66,14 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
         }
         NodeKind::ChatDb => vec![svc("postgres", 5432, false)],
         NodeKind::Srst => vec![svc("sip", 5060, true)],
-        // SPEC MRA1: the edge and the traversal zone. XMPP and SIP through the edge (MRA
-        // part 2) are not served yet: plain listeners that accept and speak nothing.
+        // SPEC MRA1: the edge, the traversal zones (HTTP 7001, XMPP 7400) and XMPP through
+        // the edge (issue 17). SIP through the edge is not served yet: a plain listener that
+        // accepts and speaks nothing.
         NodeKind::ExpresswayE(_) => vec![
             svc("edge", uclab_proto::edge::EDGE_PORT, false),
             svc("traversal", uclab_proto::edge::TRAVERSAL_PORT, false),
-            svc("tcp-5222", 5222, false),
+            svc("xmpp-traversal", expressway::XMPP_TRAVERSAL_PORT, false),
+            svc("xmpp", 5222, false),
             svc("tcp-5061", 5061, false),
         ],
         // C listens for nothing: it opens the zones (and talks inside) itself.
@@ -330,7 +332,7 @@ pub enum NodePlan {
     ExpresswayE {
         /// The edge and traversal settings (their ports in it).
         cfg: expressway::e::EConfig,
-        /// Ports open without a protocol (XMPP and SIP through the edge, not served yet).
+        /// Ports open without a protocol (SIP through the edge, not served yet).
         plain: Vec<u16>,
     },
     /// The persistent chat database (SPEC IMP5).
@@ -474,7 +476,9 @@ pub fn plan(
             cfg.san = e.san.clone();
             cfg.edge_port = own("edge");
             cfg.traversal_port = own("traversal");
-            NodePlan::ExpresswayE { cfg, plain: vec![own("tcp-5222"), own("tcp-5061")] }
+            cfg.xmpp_traversal_port = own("xmpp-traversal");
+            cfg.xmpp_port = own("xmpp");
+            NodePlan::ExpresswayE { cfg, plain: vec![own("tcp-5061")] }
         }
         NodeKind::ExpresswayC(c) => {
             // Where a node's service really listens (live mode), else its simulated address.
@@ -490,6 +494,7 @@ pub fn plan(
                     Some(expressway::c::EdgePeer {
                         fqdn: node.fqdn.clone(),
                         addr: at(e, uclab_proto::edge::TRAVERSAL_PORT)?,
+                        xmpp_addr: at(e, expressway::XMPP_TRAVERSAL_PORT)?,
                     })
                 })
                 .collect();
@@ -498,6 +503,7 @@ pub fn plan(
             cfg.token_lifetime = c.token_lifetime;
             cfg.user_uds_empty = c.user_uds_empty;
             cfg.allow = c.allow.clone();
+            cfg.xcp = xcp_route(s, shared, &at);
             NodePlan::ExpresswayC(cfg)
         }
         NodeKind::Srst => {
@@ -713,6 +719,42 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             x
         }
     }
+}
+
+/// Expressway-C's view of the IM&P cluster as a router peer (issue 17, docs/decisions.md):
+/// the cluster of the topology's first IM&P node, its shared state (which nodes are down),
+/// its users' configured nodes and where each node's XMPP listens (`at`: the live address in
+/// `uclab serve`).
+fn xcp_route(
+    s: &Scenario,
+    shared: &Shared,
+    at: &dyn Fn(&str, u16) -> Option<SocketAddr>,
+) -> Option<expressway::c::XcpRoute> {
+    let c = s.nodes.iter().find_map(|n| match &n.kind {
+        NodeKind::Imp(c) => Some(c),
+        _ => None,
+    })?;
+    let users = imp_assignment(s, c)
+        .into_iter()
+        .zip(&s.users)
+        .map(|((primary, secondary), u)| expressway::c::RoutedUser {
+            id: u.id.clone(),
+            primary,
+            secondary,
+        })
+        .collect();
+    let nodes = s
+        .nodes
+        .iter()
+        .filter(|n| matches!(&n.kind, NodeKind::Imp(o) if o.cluster == c.cluster))
+        .filter_map(|n| Some((n.fqdn.clone(), at(&n.name, 5222)?.port())))
+        .collect();
+    Some(expressway::c::XcpRoute {
+        state: shared.imp(s, c).state,
+        users,
+        nodes,
+        domain: s.domain.clone(),
+    })
 }
 
 /// SPEC HA3: each user's primary and secondary node (FQDNs), in user order. Nodes are

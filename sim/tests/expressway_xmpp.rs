@@ -1,0 +1,267 @@
+//! XMPP through Expressway-E and -C on the default topology in simulation (SPEC MRA1, issue
+//! 17): an outside client signs in on expe:5222 (STARTTLS checked against the domain, SASL
+//! PLAIN) and binds through the XMPP traversal zone to its home IM&P node; E refuses a stanza
+//! before TLS (`policy-violation`) and a stream to another domain (`host-unknown`); a 40-deep
+//! stanza ends that stream only; the home node crashing closes the client's connection, and
+//! the next sign-in goes to the secondary (SPEC HA1); nothing connects from the DMZ inward.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uclab_net::tls::{LabPki, TlsContext};
+use uclab_net::{AsyncIo, Capture, Lab, Net, Policy, SimNet, Transcript};
+use uclab_proto::xmpp::{sasl_plain, stream_header};
+use uclab_sim::nodes;
+
+const EXPE: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 16, 1, 20));
+const CAROL: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 100));
+const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+
+/// One client connection to expe:5222, read as text.
+struct Conn {
+    io: Box<dyn AsyncIo>,
+    seen: String,
+}
+
+impl Conn {
+    async fn new(net: &SimNet) -> Self {
+        let tcp = net.connect(SocketAddr::new(EXPE, 5222)).await.unwrap();
+        Self { io: Box::new(tcp), seen: String::new() }
+    }
+
+    async fn send(&mut self, s: &str) {
+        self.io.write_all(s.as_bytes()).await.unwrap();
+    }
+
+    /// Reads until `want` has come (everything since the last call returned), or the
+    /// connection ends or stays silent for 15 s (then what came, and `(closed)`).
+    async fn until(&mut self, want: &str) -> String {
+        let mut buf = [0u8; 8192];
+        while !self.seen.contains(want) {
+            match tokio::time::timeout(Duration::from_secs(15), self.io.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => {
+                    self.seen.push_str("(closed)");
+                    break;
+                }
+            }
+        }
+        std::mem::take(&mut self.seen)
+    }
+
+    /// Whether the connection ends within `secs`, reading what comes.
+    async fn closes_within(&mut self, secs: u64) -> bool {
+        let mut buf = [0u8; 8192];
+        let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(end, self.io.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Header, STARTTLS and TLS checked against `example.com`, the restarted stream's
+    /// features: the SASL mechanisms.
+    async fn to_sasl(net: &SimNet) -> (Self, String) {
+        let mut c = Self::new(net).await;
+        c.send(&stream_header(("to", "example.com"), None)).await;
+        let f = c.until("</stream:features>").await;
+        assert!(f.contains("<starttls") && f.contains("<required/>"), "{f}");
+        c.send(&format!("<starttls xmlns='{NS_TLS}'/>")).await;
+        let p = c.until("<proceed").await;
+        assert!(p.contains("<proceed"), "{p}");
+        let cfg = net.tls().client_config(&[]).unwrap();
+        let io = std::mem::replace(&mut c.io, Box::new(tokio::io::empty()));
+        c.io = Box::new(net.tls().connect(cfg, "example.com", io).await.unwrap());
+        c.send(&stream_header(("to", "example.com"), None)).await;
+        let f = c.until("</stream:features>").await;
+        (c, f)
+    }
+
+    /// Signed in as `user` and bound to `resource`: the bind result.
+    async fn signed_in(net: &SimNet, user: &str, resource: &str) -> (Self, String) {
+        let (mut c, f) = Self::to_sasl(net).await;
+        assert!(f.contains("<mechanism>PLAIN</mechanism>"), "{f}");
+        assert!(f.contains("<mechanism>CISCO-VTG-TOKEN</mechanism>"), "{f}");
+        let auth = format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            sasl_plain(user, "lab")
+        );
+        c.send(&auth).await;
+        let r = c.until("xmpp-sasl").await;
+        assert!(r.contains("<success"), "{r}");
+        c.send(&stream_header(("to", "example.com"), None)).await;
+        let f = c.until("</stream:features>").await;
+        assert!(f.contains("xmpp-bind"), "{f}");
+        c.send(&format!(
+            "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <resource>{resource}</resource></bind></iq>"
+        ))
+        .await;
+        let b = c.until("</iq>").await;
+        (c, b)
+    }
+}
+
+/// TCP SYNs (no ACK) in the capture: (source, destination).
+fn syns(capture: &Capture) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+    let mut out = Vec::new();
+    for f in capture.frames() {
+        let d = &f.data;
+        // Ethernet II, IPv4, TCP.
+        if d.len() < 34 || d[12..14] != [0x08, 0x00] || d[23] != 6 {
+            continue;
+        }
+        let ihl = usize::from(d[14] & 0x0f) * 4;
+        let Some(&flags) = d.get(14 + ihl + 13) else { continue };
+        if flags & 0x12 == 0x02 {
+            let ip = |at: usize| Ipv4Addr::new(d[at], d[at + 1], d[at + 2], d[at + 3]);
+            out.push((ip(26), ip(30)));
+        }
+    }
+    out
+}
+
+#[test]
+fn mra1_xmpp_through_the_edge() {
+    let s = uclab_sim::parse("t.toml", "", Path::new("t.toml")).unwrap();
+    let capture = Capture::new(1, s.epoch);
+    let transcript = Transcript::default();
+    let lab = Lab {
+        seed: 1,
+        capture: capture.clone(),
+        policy: Policy::new(s.zones.clone(), s.rules.clone()).unwrap(),
+        transcript: transcript.clone(),
+        tls: TlsContext::sim(Arc::new(LabPki::new(1).unwrap()), capture.clone(), s.epoch),
+    };
+    for n in &s.nodes {
+        transcript.set_name(n.ip, &n.name);
+    }
+    transcript.set_name(CAROL, "carol");
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(1)
+        .epoch(std::time::UNIX_EPOCH + s.epoch)
+        .simulation_duration(Duration::from_secs(200))
+        .tick_duration(Duration::from_millis(1))
+        .build();
+    let shared = nodes::Shared::new(1);
+    let mut imp1 = None;
+    for name in ["dns-int", "cucm1", "cucm2", "imp1", "imp2", "expe", "expc"] {
+        let n = s.nodes.iter().find(|n| n.name == name).unwrap();
+        let plan = nodes::plan(&s, name, &|_, svc| svc.port, &BTreeMap::new(), &shared).unwrap();
+        let (ip, lab) = (n.ip, lab.clone());
+        if name == "imp1" {
+            imp1 = Some(ip);
+        }
+        sim.host(ip, move || {
+            let (net, plan) = (SimNet::new(ip, name, &lab), plan.clone());
+            async move {
+                nodes::run(net, plan).await?;
+                Ok(())
+            }
+        });
+    }
+    let imp1 = imp1.unwrap();
+    let seen: Rc<RefCell<Vec<&str>>> = Rc::default();
+    let log = seen.clone();
+    sim.client(CAROL, async move {
+        let net = SimNet::new(CAROL, "carol", &lab);
+        let t0 = tokio::time::Instant::now();
+        let at = |s: u64| tokio::time::sleep_until(t0 + Duration::from_secs(s));
+        at(2).await;
+        // Carol signs in through the edge and binds: the full JID comes back.
+        let (mut a, b) = Conn::signed_in(&net, "carol", "edge").await;
+        assert!(b.contains("type=\"result\"") && b.contains("<jid>carol@example.com/edge</jid>"));
+        // A stanza before TLS: policy-violation, closed.
+        let mut c = Conn::new(&net).await;
+        c.send(&stream_header(("to", "example.com"), None)).await;
+        c.until("</stream:features>").await;
+        c.send("<message to='alice@example.com'><body>hi</body></message>").await;
+        let r = c.until("</stream:stream>").await;
+        assert!(r.contains("<policy-violation"), "{r}");
+        assert!(c.closes_within(5).await);
+        // A stream to another domain: host-unknown, closed.
+        let mut c = Conn::new(&net).await;
+        c.send(&stream_header(("to", "other.example"), None)).await;
+        let r = c.until("</stream:stream>").await;
+        assert!(r.contains("<host-unknown"), "{r}");
+        assert!(c.closes_within(5).await);
+        // SASL naming a user at another domain: refused by E, the stream stays.
+        let (mut c, _) = Conn::to_sasl(&net).await;
+        c.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            sasl_plain("carol@other.example", "lab")
+        ))
+        .await;
+        let r = c.until("</failure>").await;
+        assert!(r.contains("<not-authorized/>"), "{r}");
+        drop(c);
+        // A second session nests 40 deep after sign-in: a stream error ends it alone.
+        let (mut d, b) = Conn::signed_in(&net, "carol", "deep").await;
+        assert!(b.contains("carol@example.com/deep"), "{b}");
+        d.send(&format!("<message to='alice@example.com'>{}", "<a>".repeat(40))).await;
+        let r = d.until("</stream:stream>").await;
+        assert!(r.contains("<policy-violation"), "{r}");
+        assert!(d.closes_within(5).await);
+        a.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+        let r = a.until("</iq>").await.replace("/>", ">");
+        assert!(r.contains("id=\"p1\"") && r.contains("type=\"result\""), "{r}");
+        log.borrow_mut().push("signed in");
+        // imp1, carol's home, crashes at 30 s: her connection through the edge closes.
+        at(29).await;
+        assert!(a.closes_within(10).await, "the crash reaches the client");
+        log.borrow_mut().push("closed by the crash");
+        // Signing in again goes to imp2 (HA1: the secondary while the primary is down).
+        let (_e, b) = Conn::signed_in(&net, "carol", "again").await;
+        assert!(b.contains("carol@example.com/again"), "{b}");
+        log.borrow_mut().push("failed over");
+        Ok(())
+    });
+    let mut crashed = false;
+    loop {
+        if !crashed && sim.elapsed() >= Duration::from_secs(30) {
+            sim.crash(imp1);
+            crashed = true;
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => panic!("{e}\n{}", transcript.render()),
+        }
+    }
+    let t = transcript.render();
+    if std::env::var_os("UCLAB_SHOW").is_some() {
+        eprintln!("{t}");
+    }
+    assert_eq!(*seen.borrow(), ["signed in", "closed by the crash", "failed over"], "{t}");
+    // The zone, the channels and E's refusals as their own lines; never a password.
+    for want in [
+        "carol -> expe:5222 tcp XMPP-EDGE stream to example.com",
+        "carol -> expe:5222 tcp XMPP-EDGE STARTTLS",
+        "expe:5222 -> carol tcp XMPP-EDGE stream error host-unknown",
+        "expe:5222 -> carol tcp XMPP-EDGE stream error policy-violation (<message> before TLS)",
+        "expe:5222 -> carol tcp XMPP-EDGE SASL failure not-authorized",
+        "expe:7400 -> expc tcp TRAVERSAL OPEN 1 xmpp carol@example.com",
+        "expc -> expe:7400 tcp TRAVERSAL OPEN 1 xmpp carol@example.com -> imp1.example.com",
+        "expe:5222 -> carol tcp XMPP-EDGE stream error policy-violation (stanza nested",
+        "expc -> expe:7400 tcp TRAVERSAL CLOSE 1 (imp1.example.com",
+        "-> imp2.example.com",
+    ] {
+        assert!(t.contains(want), "{want}\n{t}");
+    }
+    assert!(!t.contains(&sasl_plain("carol", "lab")), "{t}");
+    // C connects out to E and to the inside; nothing starts from the DMZ towards the inside.
+    let dmz = |ip: Ipv4Addr| ip.octets()[..3] == [172, 16, 1];
+    let inside = |ip: Ipv4Addr| ip.octets()[..2] == [10, 1];
+    let syns = syns(&capture);
+    assert!(syns.iter().any(|(a, b)| inside(*a) && dmz(*b)), "C's zones");
+    assert!(!syns.iter().any(|(a, b)| dmz(*a) && inside(*b)), "{syns:?}");
+}
