@@ -803,43 +803,48 @@ impl Client {
     fn signed_in(&mut self, now: Time, authenticator: Authenticator) {
         let (Some(s), Some(a)) = (self.signin.as_ref(), self.attempt.as_ref()) else { return };
         let c = a.creds.clone();
-        if a.via == Via::CollabEdge {
-            self.edge_signed_in = true;
-            // XMPP, SIP and media through the edge are MRA part 2 (issue 17): until then the
-            // client says so instead of reaching for addresses it cannot reach from outside.
-            let reason = "not carried through the edge yet (MRA part 2)";
-            let mut refused = Vec::new();
-            if s.device_config().is_some_and(|d| !d.line.is_empty()) {
-                refused.push("softphone");
-            }
-            if authenticator == Authenticator::Cup && !s.imp_servers().is_empty() {
-                refused.push("im");
-            }
-            for feature in refused {
-                self.out.push_back(Output::Event(ClientEvent::FeatureRefused {
-                    feature: feature.into(),
-                    reason: reason.into(),
-                }));
-            }
-            return;
-        }
         let im_servers = s.imp_servers().to_vec();
         let contact_source = s.contact_source().to_owned();
         let device = s.device_config().filter(|d| !d.line.is_empty()).cloned();
+        let im_wanted = authenticator == Authenticator::Cup && !im_servers.is_empty();
+        let seed = derive_seed(c.seed, "im");
+        let creds = (c.user.as_str(), c.password.as_str(), self.resource.as_str());
+        if a.via == Via::CollabEdge {
+            self.edge_signed_in = true;
+            // SIP and media through the edge are the rest of MRA part 2 (issue 17): until then
+            // the client says so instead of reaching for addresses it cannot reach from outside.
+            if device.is_some() {
+                self.out.push_back(Output::Event(ClientEvent::FeatureRefused {
+                    feature: "softphone".into(),
+                    reason: "not carried through the edge yet (MRA part 2)".into(),
+                }));
+            }
+            if im_wanted {
+                // SPEC MRA1: the IM session's SOAP through the edge's HTTP proxy, its XMPP to
+                // the edge's `xmppEdgeServer`.
+                match self.edge_xmpp() {
+                    Ok(path) => {
+                        let dns = self.dns_for(Owner::Im);
+                        let mut im =
+                            ImSession::start_through_edge(now, creds, im_servers, path, dns, seed);
+                        im.set_contact_source(&contact_source);
+                        self.im = Some(im);
+                    }
+                    Err(reason) => self.out.push_back(Output::Event(ClientEvent::FeatureRefused {
+                        feature: "im".into(),
+                        reason,
+                    })),
+                }
+            }
+            return;
+        }
         if let Some(cfg) = device {
             let user = PhoneUser { user: c.user.clone(), password: c.password.clone() };
             let dns = self.dns_for(Owner::Phone);
             self.phone = Some(Phone::start(now, user, cfg, dns, derive_seed(c.seed, "phone")));
         }
-        if authenticator == Authenticator::Cup && !im_servers.is_empty() {
-            let seed = derive_seed(c.seed, "im");
-            let mut im = ImSession::start(
-                now,
-                (&c.user, &c.password, &self.resource),
-                im_servers,
-                self.dns_for(Owner::Im),
-                seed,
-            );
+        if im_wanted {
+            let mut im = ImSession::start(now, creds, im_servers, self.dns_for(Owner::Im), seed);
             im.set_contact_source(&contact_source);
             self.im = Some(im);
         }

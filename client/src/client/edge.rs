@@ -2,13 +2,15 @@
 //! `_collab-edge` target (from the cache while its token is good), what its signals start,
 //! and the Webex user's phone services credentials (MRA3).
 
+use std::net::SocketAddr;
+
 use uclab_net::derive_seed;
 
 use super::failover::host_port;
 use super::{Cached, Client, Credentials};
 use crate::Time;
 use crate::discovery::{Discovery, DiscoveryConfig};
-use crate::edge::{Edge, EdgeStart, EdgeTimer, Transport};
+use crate::edge::{Edge, EdgeStart, EdgeTimer, Route, Transport};
 use crate::event::ClientEvent;
 use crate::io::{Output, Owner};
 use crate::signal::Signal;
@@ -195,6 +197,24 @@ impl Client {
             }
             _ => {}
         }
+    }
+
+    /// The route and Expressway-E's XMPP address for an IM session through the edge (SPEC
+    /// MRA1: the edge configuration's `xmppEdgeServer`), or why there is none.
+    pub(super) fn edge_xmpp(&self) -> Result<(Route, SocketAddr), String> {
+        let edge = self.edge.as_ref().ok_or("not signed in through an edge")?;
+        let (Some(cfg), Some(route)) = (edge.config(), edge.route()) else {
+            return Err("no edge configuration".into());
+        };
+        let server = cfg.xmpp_edge.first().ok_or("the edge configuration has no xmppEdgeServer")?;
+        let addr = route.service_addr(server).ok_or_else(|| {
+            format!(
+                "xmppEdgeServer {} is not the edge signed in through ({}); not modelled",
+                server.address,
+                route.edge_host()
+            )
+        })?;
+        Ok((route, addr))
     }
 
     /// File transfer and deskphone control: SPEC MRA2, neither is available over MRA; inside
