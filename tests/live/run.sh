@@ -321,6 +321,13 @@ SLIX="/usr/bin/python3 tests/live/slixmpp_peer.py"
 out=$(timeout 40 $SLIX pair "$XI" "$X" "$work/ca.pem" alice@example.com/slix bob@example.com/slix lab 2>&1)
 case "$out" in *"presence alice@example.com sees bob@example.com"*"presence bob@example.com sees alice@example.com"*) ok "slixmpp pair: signed in, each sees the other's presence";; *) ko "slixmpp presence: $out";; esac
 case "$out" in *"message bob@example.com got hello from slixmpp from alice@example.com"*) ok "slixmpp pair: message delivered";; *) ko "slixmpp message: $out";; esac
+# Issue 17 (SPEC MRA1): a real XMPP client from outside signs in at serve's Expressway-E (its
+# XMPP port, STARTTLS with E's certificate for the domain), E carries the stream over the
+# traversal to C and C to carol's home node; she and alice (inside, straight at imp1) see each
+# other's presence and carol's message reaches alice.
+XE=$(ip expe xmpp); XEP=$(port expe xmpp)
+out=$(timeout 40 $SLIX across "$XE" "$XEP" "$XI" "$X" "$work/ca.pem" carol@example.com/slix alice@example.com/slix lab 2>&1)
+case "$out" in *"presence carol@example.com sees alice@example.com"*"presence alice@example.com sees carol@example.com"*"message alice@example.com got hello from slixmpp from carol@example.com"*) ok "slixmpp through serve's edge: carol outside and alice inside see each other and chat";; *) ko "slixmpp through the edge: $out";; esac
 # Issue 13: SASL PLAIN binds only the authenticated user, at our domain.
 out=$(peer 'alice|bob' PLAIN lab recv 0)
 case "$out" in *"SASL PLAIN refused"*) ok "PLAIN as bob asking to act as alice: refused";; *) ko "PLAIN authzid: $out";; esac

@@ -5,6 +5,9 @@
       Both sign in (STARTTLS verifying CA, SASL PLAIN), fetch the roster and send presence;
       each waits to see the other's presence; JID1 sends JID2 a message. Prints one line per
       fact seen: `presence JIDa sees JIDb`, `message JID2 got BODY`, `bound JID`.
+  across HOST1 PORT1 HOST2 PORT2 CA JID1 JID2 PASSWORD
+      The same with JID1 signing in at HOST1:PORT1 (Expressway-E's XMPP, from outside) and
+      JID2 at HOST2:PORT2 (the IM&P node, inside).
   echo HOST PORT CA JID PASSWORD SECONDS
       Signs in and answers every chat message with `pong: BODY`, printing `got FROM BODY`;
       stops after SECONDS.
@@ -62,11 +65,11 @@ async def wait_for(pred, seconds):
     return pred()
 
 
-async def pair(host, port, ca, jid1, jid2, password):
+async def pair(at1, at2, ca, jid1, jid2, password):
     out = []
     a, b = Peer(jid1, password, ca, out.append), Peer(jid2, password, ca, out.append)
-    for p in (a, b):
-        p.connect(address=(host, port))
+    a.connect(address=at1)
+    b.connect(address=at2)
     ok = True
     try:
         await asyncio.wait_for(asyncio.gather(a.ready, b.ready), 10)
@@ -124,7 +127,10 @@ def main(argv):
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     if mode == "pair":
-        ok = loop.run_until_complete(pair(host, port, ca, argv[5], argv[6], argv[7]))
+        ok = loop.run_until_complete(pair((host, port), (host, port), ca, argv[5], argv[6], argv[7]))
+    elif mode == "across":
+        at2 = (argv[4], int(argv[5]))
+        ok = loop.run_until_complete(pair((host, port), at2, argv[6], argv[7], argv[8], argv[9]))
     elif mode == "echo":
         ok = loop.run_until_complete(echo(host, port, ca, argv[5], argv[6], float(argv[7])))
     else:
