@@ -811,13 +811,21 @@ impl Client {
         let creds = (c.user.as_str(), c.password.as_str(), self.resource.as_str());
         if a.via == Via::CollabEdge {
             self.edge_signed_in = true;
-            // SIP and media through the edge are the rest of MRA part 2 (issue 17): until then
-            // the client says so instead of reaching for addresses it cannot reach from outside.
-            if device.is_some() {
-                self.out.push_back(Output::Event(ClientEvent::FeatureRefused {
-                    feature: "softphone".into(),
-                    reason: "not carried through the edge yet (MRA part 2)".into(),
-                }));
+            // SPEC MRA1: the softphone registers through the edge's `sipEdgeServer`.
+            if let Some(cfg) = device {
+                match self.edge_sip() {
+                    Ok(edge) => {
+                        let user = PhoneUser { user: c.user.clone(), password: c.password.clone() };
+                        let dns = self.dns_for(Owner::Phone);
+                        let seed = derive_seed(c.seed, "phone");
+                        self.phone =
+                            Some(Phone::start_through_edge(now, user, cfg, edge, dns, seed));
+                    }
+                    Err(reason) => self.out.push_back(Output::Event(ClientEvent::FeatureRefused {
+                        feature: "softphone".into(),
+                        reason,
+                    })),
+                }
             }
             if im_wanted {
                 // SPEC MRA1: the IM session's SOAP through the edge's HTTP proxy, its XMPP to

@@ -66,15 +66,14 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
         }
         NodeKind::ChatDb => vec![svc("postgres", 5432, false)],
         NodeKind::Srst => vec![svc("sip", 5060, true)],
-        // SPEC MRA1: the edge, the traversal zones (HTTP 7001, XMPP 7400) and XMPP through
-        // the edge (issue 17). SIP through the edge is not served yet: a plain listener that
-        // accepts and speaks nothing.
+        // SPEC MRA1: the edge, the traversal zones (HTTP and SIP 7001, XMPP 7400), and XMPP
+        // and SIP over TLS through the edge (issue 17).
         NodeKind::ExpresswayE(_) => vec![
             svc("edge", uclab_proto::edge::EDGE_PORT, false),
             svc("traversal", uclab_proto::edge::TRAVERSAL_PORT, false),
             svc("xmpp-traversal", expressway::XMPP_TRAVERSAL_PORT, false),
             svc("xmpp", 5222, false),
-            svc("tcp-5061", 5061, false),
+            svc("sip-tls", 5061, false),
         ],
         // C listens for nothing: it opens the zones (and talks inside) itself.
         NodeKind::ExpresswayC(_) => vec![],
@@ -332,8 +331,6 @@ pub enum NodePlan {
     ExpresswayE {
         /// The edge and traversal settings (their ports in it).
         cfg: expressway::e::EConfig,
-        /// Ports open without a protocol (SIP through the edge, not served yet).
-        plain: Vec<u16>,
     },
     /// The persistent chat database (SPEC IMP5).
     ChatDb {
@@ -478,7 +475,8 @@ pub fn plan(
             cfg.traversal_port = own("traversal");
             cfg.xmpp_traversal_port = own("xmpp-traversal");
             cfg.xmpp_port = own("xmpp");
-            NodePlan::ExpresswayE { cfg, plain: vec![own("tcp-5061")] }
+            cfg.sip_port = own("sip-tls");
+            NodePlan::ExpresswayE { cfg }
         }
         NodeKind::ExpresswayC(c) => {
             // Where a node's service really listens (live mode), else its simulated address.
@@ -495,6 +493,10 @@ pub fn plan(
                         fqdn: node.fqdn.clone(),
                         addr: at(e, uclab_proto::edge::TRAVERSAL_PORT)?,
                         xmpp_addr: at(e, expressway::XMPP_TRAVERSAL_PORT)?,
+                        ports: expressway::c::EdgePorts {
+                            xmpp: at(e, 5222)?.port(),
+                            sip: at(e, 5061)?.port(),
+                        },
                     })
                 })
                 .collect();
@@ -666,12 +668,7 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
         }
         NodePlan::Srst { host, port, cluster } => srst::serve(net, host, port, cluster).await,
         NodePlan::ExpresswayC(cfg) => expressway::serve_c(net, cfg).await,
-        NodePlan::ExpresswayE { cfg, plain } => {
-            let p = tokio::task::spawn_local(host::serve(net.clone(), plain));
-            let r = expressway::serve_e(net, cfg).await;
-            p.abort();
-            r
-        }
+        NodePlan::ExpresswayE { cfg } => expressway::serve_e(net, cfg).await,
         NodePlan::ChatDb { port, db } => {
             db.set_up(true);
             let _down = OnDrop(|| db.set_up(false));

@@ -15,6 +15,7 @@ use crate::event::ClientEvent;
 use crate::io::{Output, Owner};
 use crate::signal::Signal;
 use crate::signin::SignIn;
+use crate::sip::phone::SipEdge;
 
 /// An edge sign-in waiting for something before it can start (SPEC MRA3).
 #[derive(Debug)]
@@ -215,6 +216,24 @@ impl Client {
             )
         })?;
         Ok((route, addr))
+    }
+
+    /// Where the softphone registers through the edge (SPEC MRA1: the edge configuration's
+    /// `sipEdgeServer` and `sipRequest` route), or why it cannot.
+    pub(super) fn edge_sip(&self) -> Result<SipEdge, String> {
+        let edge = self.edge.as_ref().ok_or("not signed in through an edge")?;
+        let (Some(cfg), Some(route)) = (edge.config(), edge.route()) else {
+            return Err("no edge configuration".into());
+        };
+        let server = cfg.sip_edge.first().ok_or("the edge configuration has no sipEdgeServer")?;
+        let addr = route.service_addr(server).ok_or_else(|| {
+            format!(
+                "sipEdgeServer {} is not the edge signed in through ({}); not modelled",
+                server.address,
+                route.edge_host()
+            )
+        })?;
+        Ok(SipEdge { addr, domain: route.domain(), route: cfg.sip_route.clone() })
     }
 
     /// File transfer and deskphone control: SPEC MRA2, neither is available over MRA; inside

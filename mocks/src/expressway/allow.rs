@@ -107,6 +107,11 @@ impl AllowList {
         remember(&mut self.imp, host);
     }
 
+    /// Whether C discovered `host` as a CUCM node (SIP through the edge goes only there).
+    pub fn is_cucm(&self, host: &str) -> bool {
+        self.cucm.contains(&host.trim_end_matches('.').to_ascii_lowercase())
+    }
+
     /// The automatic rules, then the scenario's.
     pub fn rules(&self) -> Vec<AllowRule> {
         let rule = |host: &str, port, scheme, path: &str, matching, method: &str| AllowRule {

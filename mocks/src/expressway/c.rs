@@ -22,6 +22,24 @@ pub struct EdgePeer {
     pub addr: SocketAddr,
     /// E's XMPP traversal address (port 7400, issue 17).
     pub xmpp_addr: SocketAddr,
+    /// Where clients reach E's services (the edge configuration names them).
+    pub ports: EdgePorts,
+}
+
+/// The ports of E's services for clients: their standard numbers in simulation, the ports
+/// live mode maps them to on loopback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EdgePorts {
+    /// XMPP (`xmppEdgeServer`, 5222).
+    pub xmpp: u16,
+    /// SIP over TLS (`sipEdgeServer`, 5061).
+    pub sip: u16,
+}
+
+impl Default for EdgePorts {
+    fn default() -> Self {
+        Self { xmpp: 5222, sip: 5061 }
+    }
 }
 
 impl EdgePeer {

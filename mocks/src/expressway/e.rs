@@ -54,6 +54,8 @@ pub struct EConfig {
     pub xmpp_traversal_port: u16,
     /// The XMPP edge port (5222).
     pub xmpp_port: u16,
+    /// The SIP edge port (TLS 5061).
+    pub sip_port: u16,
 }
 
 impl EConfig {
@@ -68,6 +70,7 @@ impl EConfig {
             traversal_port: uclab_proto::edge::TRAVERSAL_PORT,
             xmpp_traversal_port: super::XMPP_TRAVERSAL_PORT,
             xmpp_port: 5222,
+            sip_port: 5061,
         }
     }
 
@@ -235,6 +238,7 @@ pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: EConfig) -> io::Result
     let xzone =
         tokio::task::spawn_local(traversal(net.clone(), cfg.clone(), st.clone(), ZoneKind::Xmpp));
     let xmpp = tokio::task::spawn_local(super::e_xmpp::serve(net.clone(), cfg.clone(), st.clone()));
+    let sip = tokio::task::spawn_local(super::e_sip::serve(net.clone(), cfg.clone(), st.clone()));
     let (n, c) = (net.clone(), cfg.clone());
     let handler: AsyncHandler = Rc::new(move |req: Request, peer: SocketAddr| {
         let (net, cfg, st) = (n.clone(), c.clone(), st.clone());
@@ -263,6 +267,7 @@ pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: EConfig) -> io::Result
     zone.abort();
     xzone.abort();
     xmpp.abort();
+    sip.abort();
     r
 }
 

@@ -21,7 +21,7 @@ use uclab_proto::edge::{
 };
 
 use super::allow::Verdict;
-use super::c::Ctx;
+use super::c::{Ctx, EdgePorts};
 use super::resolve::{self, Lookup};
 use super::tokens::{Grant, cookie_token, set_cookie, token_text};
 use super::upstream::{self, Outbound, UpstreamError};
@@ -29,10 +29,8 @@ use crate::http::{BasicAuth, Request, Response, base64_encode};
 
 /// The `error` of a service C found no record for.
 pub const NAME_ERROR: &str = "NameError";
-/// SIP over TLS on E (the `sipEdgeServer` port) and on C (the route).
+/// SIP over TLS on C (the `sipRequest` route names it).
 const SIP_TLS: u16 = 5061;
-/// XMPP on E.
-const XMPP: u16 = 5222;
 /// TURN on E (SPEC PORTS).
 const TURN: u16 = 3478;
 /// UDS on the home cluster.
@@ -65,7 +63,12 @@ fn service(name: &str, found: &Option<Vec<SrvServer>>) -> Service {
 /// the SIP, XMPP, HTTP and TURN edge, the SIP route through C, and the user's home cluster as
 /// their UDS server (`None`: the `_cisco-uds` case without one, or the empty-`userUdsServer`
 /// fault).
-pub fn edge_config(found: &Found, home: Option<&str>, edge: &str, c_ip: IpAddr) -> EdgeConfig {
+pub fn edge_config(
+    found: &Found,
+    home: Option<&str>,
+    (edge, ports): (&str, EdgePorts),
+    c_ip: IpAddr,
+) -> EdgeConfig {
     let at = |port| vec![EdgeServer { address: edge.to_owned(), port }];
     let mut services =
         vec![service("_cisco-uds", &found.uds), service("_cuplogin", &found.cuplogin)];
@@ -80,9 +83,9 @@ pub fn edge_config(found: &Found, home: Option<&str>, edge: &str, c_ip: IpAddr) 
     }
     EdgeConfig {
         services,
-        sip_edge: at(SIP_TLS),
+        sip_edge: at(ports.sip),
         sip_route: Some(format!("<sip:{c_ip}:{SIP_TLS};transport=tls;zone-id=3;directed;lr>")),
-        xmpp_edge: at(XMPP),
+        xmpp_edge: at(ports.xmpp),
         http_edge: at(uclab_proto::edge::EDGE_PORT),
         turn_edge: at(TURN),
         user_uds: home
@@ -291,11 +294,12 @@ async fn get_edge_config<N: Net>(ctx: &Ctx<N>, edge: &str, domain: &str, req: &R
         Err(a) => return a,
     };
     let c_ip = ctx.net.local_ip();
+    let ports = ctx.cfg.edges.iter().find(|e| e.fqdn == edge).map(|e| e.ports).unwrap_or_default();
     let Some(first) = found.uds.as_ref().and_then(|u| u.first()).cloned() else {
         // No _cisco-uds inside (MRA1): C cannot check the user, so the answer says only that,
         // and nothing is authorised.
         let none = Found { uds: None, cuplogin: None, tftp: None };
-        let mut cfg = edge_config(&none, None, edge, c_ip);
+        let mut cfg = edge_config(&none, None, (edge, ports), c_ip);
         cfg.services.retain(|s| s.name == "_cisco-uds");
         return answer(edge_xml(cfg.render()), "get_edge_config, no _cisco-uds");
     };
@@ -315,7 +319,7 @@ async fn get_edge_config<N: Net>(ctx: &Ctx<N>, edge: &str, domain: &str, req: &R
         }
     }
     let home_uds = (!ctx.cfg.user_uds_empty).then_some(home.as_str());
-    let cfg = edge_config(&found, home_uds, edge, c_ip);
+    let cfg = edge_config(&found, home_uds, (edge, ports), c_ip);
     let now = ctx.net.now();
     let token = token_text(ctx.net.rng().next_u64(), ctx.net.rng().next_u64());
     let grant = Grant {

@@ -67,9 +67,13 @@ async fn serve<N: Net>(
     tx: &mpsc::UnboundedSender<Vec<u8>>,
 ) -> Option<String> {
     let net = &ctx.net;
-    // `xmpp <user>@<domain>`; other kinds (SIP) are not carried yet.
-    let Some(("xmpp", jid)) = header.split_once(' ') else {
-        return Some("not a stream C carries".into());
+    // `xmpp <user>@<domain>` or `sip <client address>`.
+    let jid = match header.split_once(' ') {
+        Some(("xmpp", jid)) => jid,
+        Some(("sip", client)) => {
+            return super::inside_sip::serve(ctx, (local, to), ch, client, rx, tx).await;
+        }
+        _ => return Some("not a stream C carries".into()),
     };
     let Some((user, _)) = jid.split_once('@').filter(|(_, d)| ctx.serves(d)) else {
         return Some("domain not served".into());

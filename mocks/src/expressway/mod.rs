@@ -23,9 +23,11 @@
 pub mod allow;
 pub mod c;
 pub mod e;
+pub mod e_sip;
 pub mod e_xmpp;
 pub mod handle;
 pub mod inside;
+pub mod inside_sip;
 pub mod resolve;
 pub mod sip_rewrite;
 #[cfg(test)]

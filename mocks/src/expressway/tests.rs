@@ -1,6 +1,7 @@
 //! Tests of Expressway's pure parts: the zone's frames, the allow list, the token table, E's
 //! classification of edge requests and C's edge configuration (SPEC MRA1, MRA2).
 
+use crate::expressway::c::EdgePorts;
 use std::time::Duration;
 
 use uclab_proto::edge::{
@@ -340,7 +341,12 @@ fn mra1_edge_config_from_what_c_found() {
         cuplogin: None,
         tftp: None,
     };
-    let cfg = edge_config(&found, Some("cucm1.example.com"), "expe.example.com", ip);
+    let cfg = edge_config(
+        &found,
+        Some("cucm1.example.com"),
+        ("expe.example.com", EdgePorts::default()),
+        ip,
+    );
     let back = EdgeConfig::parse(cfg.render().as_bytes()).unwrap();
     assert_eq!(back, cfg);
     assert_eq!(back.servers("_cisco-uds").len(), 2);
@@ -358,11 +364,16 @@ fn mra1_edge_config_from_what_c_found() {
         Some("<sip:10.1.0.30:5061;transport=tls;zone-id=3;directed;lr>")
     );
     // The field fault: no userUdsServer.
-    let cfg = edge_config(&found, None, "expe.example.com", ip);
+    let cfg = edge_config(&found, None, ("expe.example.com", EdgePorts::default()), ip);
     assert!(cfg.render().contains("<userUdsServer/>"));
     // _cisco-phone-tftp targets win over the home cluster.
     let found = Found { tftp: Some(vec![srv("tftp1.example.com", 1)]), ..found };
-    let cfg = edge_config(&found, Some("cucm1.example.com"), "expe.example.com", ip);
+    let cfg = edge_config(
+        &found,
+        Some("cucm1.example.com"),
+        ("expe.example.com", EdgePorts::default()),
+        ip,
+    );
     assert_eq!(
         cfg.service("tftpServer"),
         Some(&ServiceAnswer::Addresses(vec!["tftp1.example.com".into()]))
