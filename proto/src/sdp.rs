@@ -74,9 +74,62 @@ impl Sdp {
     }
 }
 
+/// `text` with every `c=IN IP4` address and the `o=` line's address set to `addr`, and the
+/// port of the `i`th `m=` line set to `ports[i]` where that stream is active (a refused stream
+/// keeps port 0); everything else as written. What a media relay does to the SDP it carries
+/// (issue 17: Expressway-C puts itself or Expressway-E in the path).
+pub fn relay(text: &str, addr: &str, ports: &[u16]) -> String {
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut m = 0;
+    for line in text.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix("\r\n") {
+            Some(b) => (b, "\r\n"),
+            None => match line.strip_suffix('\n') {
+                Some(b) => (b, "\n"),
+                None => (line, ""),
+            },
+        };
+        if body.starts_with("c=IN IP4 ") {
+            out.push_str(&format!("c=IN IP4 {addr}{end}"));
+        } else if body.starts_with("o=") && body.contains(" IN IP4 ") {
+            let head = body.rsplit_once(' ').map_or(body, |(h, _)| h);
+            out.push_str(&format!("{head} {addr}{end}"));
+        } else if let Some(rest) = body.strip_prefix("m=") {
+            let mut w = rest.splitn(3, ' ');
+            let (kind, port, tail) = (w.next().unwrap_or(""), w.next().unwrap_or(""), w.next());
+            let new = match (port.parse::<u16>(), ports.get(m)) {
+                (Ok(p), Some(n)) if p != 0 => n.to_string(),
+                _ => port.to_owned(),
+            };
+            m += 1;
+            match tail {
+                Some(t) => out.push_str(&format!("m={kind} {new} {t}{end}")),
+                None if port.is_empty() => out.push_str(line),
+                None => out.push_str(&format!("m={kind} {new}{end}")),
+            }
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_rewrites_addresses_and_active_ports_only() {
+        let offer = "v=0\r\no=- 1 1 IN IP4 203.0.113.100\r\ns=-\r\nc=IN IP4 203.0.113.100\r\nt=0 0\r\nm=audio 19116 RTP/AVP 0 101\r\na=sendrecv\r\nm=video 0 RTP/AVP 97\r\nm=video 24576 RTP/AVP 97\r\nc=IN IP4 203.0.113.100\r\n";
+        let out = relay(offer, "10.1.0.30", &[36000, 36002, 36004]);
+        let s = Sdp::parse(&out);
+        assert_eq!(s.all_addrs().collect::<Vec<_>>(), ["10.1.0.30", "10.1.0.30"]);
+        assert_eq!(s.media.iter().map(|m| m.port).collect::<Vec<_>>(), [36000, 0, 36004]);
+        assert!(out.contains("o=- 1 1 IN IP4 10.1.0.30\r\n"));
+        assert!(out.contains("a=sendrecv\r\n"));
+        // Garbage stays garbage, and no panic.
+        assert_eq!(relay("m=\nc=IN IP4 \n", "x", &[]), "m=\nc=IN IP4 x\n");
+    }
 
     #[test]
     fn sections_addresses_and_attributes() {

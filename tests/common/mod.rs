@@ -184,3 +184,38 @@ pub(crate) fn check_capture(name: &str, bytes: &[u8]) {
         }
     }
 }
+
+/// One packet of a capture as the MRA checks read it: addresses, DSCP, whether it is UDP, and
+/// its payload.
+pub(crate) struct Seen {
+    pub(crate) src: SocketAddrV4,
+    pub(crate) dst: SocketAddrV4,
+    pub(crate) dscp: u8,
+    pub(crate) udp: bool,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// Every IPv4 TCP or UDP packet of the capture, in order.
+pub(crate) fn packets(name: &str, bytes: &[u8]) -> Vec<Seen> {
+    let mut r = PcapNgReader::new(bytes).unwrap_or_else(|e| panic!("{name}: not pcapng: {e}"));
+    let mut out = Vec::new();
+    while let Some(block) = r.next_block() {
+        let Ok(Block::EnhancedPacket(p)) = block else { continue };
+        let Ok(pkt) = SlicedPacket::from_ethernet(&p.data) else { continue };
+        let Some(NetSlice::Ipv4(ip)) = &pkt.net else { continue };
+        let h = ip.header();
+        let (s, d, dscp) = (h.source_addr(), h.destination_addr(), h.dcp().value());
+        let (sp, dp, udp, payload) = match &pkt.transport {
+            Some(TransportSlice::Tcp(t)) => {
+                (t.source_port(), t.destination_port(), false, t.payload().to_vec())
+            }
+            Some(TransportSlice::Udp(u)) => {
+                (u.source_port(), u.destination_port(), true, u.payload().to_vec())
+            }
+            _ => continue,
+        };
+        let (src, dst) = (SocketAddrV4::new(s, sp), SocketAddrV4::new(d, dp));
+        out.push(Seen { src, dst, dscp, udp, payload });
+    }
+    out
+}

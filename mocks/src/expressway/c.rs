@@ -166,6 +166,8 @@ pub struct CState {
     pub tokens: Tokens,
     /// The HTTP allow list.
     pub allow: AllowList,
+    /// Media relay ports in use (issue 17).
+    pub media: super::c_media::PortPool,
 }
 
 /// What C's tasks share.

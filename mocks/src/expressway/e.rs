@@ -345,7 +345,7 @@ async fn traversal<N: Net + Clone + 'static>(
             if !named {
                 return refuse(&format!("client certificate is not for {}", cfg.traversal_peer));
             }
-            let end = run_link(&st, kind, Box::new(s), local, peer).await;
+            let end = run_link(&net, &st, kind, Box::new(s), (local, peer)).await;
             net.transcript().message(
                 net.now(),
                 local,
@@ -359,13 +359,15 @@ async fn traversal<N: Net + Clone + 'static>(
 
 /// E's end of one zone: answers pings, hands C's answers to the waiting requests and C's
 /// channel bytes to the channels' tasks.
-async fn run_link(
+async fn run_link<N: Net + Clone + 'static>(
+    net: &N,
     st: &Shared,
     kind: ZoneKind,
     stream: Box<dyn uclab_net::AsyncIo>,
-    local: SocketAddr,
-    peer: SocketAddr,
+    (local, peer): (SocketAddr, SocketAddr),
 ) -> ZoneEnd {
+    // The zone's media relays (issue 17): they end with it.
+    let relays = super::e_media::Relays::default();
     let (mut rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let w = tokio::task::spawn_local(writer(wr, rx));
@@ -412,6 +414,9 @@ async fn run_link(
             },
             Frame::Data { ch, bytes } => deliver(st, kind, ch, ChanEvent::Data(bytes)),
             Frame::Close { ch, reason } => deliver(st, kind, ch, ChanEvent::Close(reason)),
+            Frame::Media { ch, text } => {
+                super::e_media::order(net, &relays, (ch, &text), peer.ip(), &tx);
+            }
             Frame::Req { .. } | Frame::Pong(_) | Frame::Open { .. } => break ZoneEnd::Unexpected,
         }
     };

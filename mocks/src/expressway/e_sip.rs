@@ -198,11 +198,19 @@ async fn connection<N: Net>(
                                 }
                                 out.extend_from_slice(&m);
                             }
-                            Frame::Stun(s) => out.extend_from_slice(&s),
+                            Frame::Stun(s) => {
+                                if uclab_proto::stun::decode(&s).is_ok_and(|b| {
+                                    b.is_some_and(|(b, _)| b.kind == uclab_proto::stun::BINDING_SUCCESS)
+                                }) {
+                                    log("STUN Binding success (edge keepalive)");
+                                }
+                                out.extend_from_slice(&s);
+                            }
                             Frame::Ping => out.extend_from_slice(b"\r\n\r\n"),
                         }
                     }
                 }
+                Some(ChanEvent::Media(_)) => {}
                 Some(ChanEvent::Close(reason)) => {
                     drop(chan.take()); // closed by C: nothing to tell it
                     log(&format!("SIP-EDGE closed: {reason}"));

@@ -130,6 +130,7 @@ async fn connection<N: Net>(
             },
             ev = recv(&mut chan) => match ev {
                 Some(ChanEvent::Data(b)) => s.handle_inside(net.now(), &b),
+                Some(ChanEvent::Media(_)) => {}
                 Some(ChanEvent::Close(reason)) => {
                     chan = None; // closed by C: nothing to tell it
                     s.handle_channel_closed(&reason);

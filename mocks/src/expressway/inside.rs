@@ -44,7 +44,7 @@ pub(crate) fn close_frame<N: Net>(
 
 /// Serves channel `ch` with `header` until it ends: E's events come in on `rx`, frames go
 /// out on the zone's `tx`.
-pub(crate) async fn channel<N: Net>(
+pub(crate) async fn channel<N: Net + Clone + 'static>(
     ctx: &Ctx<N>,
     ends: (SocketAddr, SocketAddr),
     ch: u64,
@@ -58,7 +58,7 @@ pub(crate) async fn channel<N: Net>(
 }
 
 /// The channel's life; `Some(reason)` when C is the one to close it.
-async fn serve<N: Net>(
+async fn serve<N: Net + Clone + 'static>(
     ctx: &Ctx<N>,
     (local, to): (SocketAddr, SocketAddr),
     ch: u64,
@@ -117,6 +117,7 @@ async fn serve<N: Net>(
                     }
                 }
                 // E closed the channel (the client left, or broke the stream).
+                Some(ChanEvent::Media(_)) => {}
                 Some(ChanEvent::Close(_)) | None => {
                     let _ = tokio::time::timeout(DEAD_AFTER, io.shutdown()).await;
                     return None;

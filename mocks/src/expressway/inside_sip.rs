@@ -22,6 +22,7 @@ use uclab_proto::sip::{self, Message, Start};
 use uclab_proto::stun;
 
 use super::c::Ctx;
+use super::c_media::CallMedia;
 use super::handle::C_DEADLINE;
 use super::resolve::{self, Lookup};
 use super::sip_rewrite::{self, Hop, RewriteError};
@@ -59,27 +60,45 @@ fn answer(req: &Message, code: u16, why: &str) -> Option<Vec<u8>> {
 }
 
 /// The channel's life; `Some(reason)` when C is the one to close it.
-pub(crate) async fn serve<N: Net>(
+pub(crate) async fn serve<N: Net + Clone + 'static>(
     ctx: &Ctx<N>,
-    (local, to): (SocketAddr, SocketAddr),
+    ends: (SocketAddr, SocketAddr),
     ch: u64,
     client: &str,
     rx: &mut mpsc::Receiver<ChanEvent>,
     tx: &mpsc::UnboundedSender<Vec<u8>>,
 ) -> Option<String> {
-    let net = &ctx.net;
     let Ok(client) = client.parse::<SocketAddr>() else {
         return Some("not a client address".into());
     };
-    let out = |bytes: Vec<u8>| tx.send(Frame::Data { ch, bytes }.encode()).is_ok();
     let mut inside: Option<Inside> = None;
+    let mut media = CallMedia::new(ch, ends, tx.clone());
+    let end = relay(ctx, (ends, ch, client), rx, tx, &mut media, &mut inside).await;
+    media.close_all(ctx);
+    if let Some(mut i) = inside.take() {
+        let _ = tokio::time::timeout(DEAD_AFTER, i.io.shutdown()).await;
+    }
+    end
+}
+
+/// The channel's messages both ways until it ends; `Some(reason)` when C ends it.
+async fn relay<N: Net + Clone + 'static>(
+    ctx: &Ctx<N>,
+    ((local, to), ch, client): ((SocketAddr, SocketAddr), u64, SocketAddr),
+    rx: &mut mpsc::Receiver<ChanEvent>,
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
+    media: &mut CallMedia,
+    inside: &mut Option<Inside>,
+) -> Option<String> {
+    let net = &ctx.net;
+    let out = |bytes: Vec<u8>| tx.send(Frame::Data { ch, bytes }.encode()).is_ok();
     let (mut from_e, mut from_cucm) = (StreamFramer::new(), StreamFramer::new());
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         // Biased (a replay must not depend on tokio's pick): CUCM first.
         tokio::select! {
             biased;
-            r = read(&mut inside, &mut buf) => {
+            r = read(inside, &mut buf) => {
                 let Some(i) = inside.as_mut() else { continue };
                 let n = match r {
                     Ok(0) => return Some(format!("{} closed the connection", i.node)),
@@ -96,7 +115,11 @@ pub(crate) async fn serve<N: Net>(
                             } else {
                                 sip_rewrite::outward_response(&mut m, &i.hop)
                             };
-                            if done.is_ok() && !out(m.to_bytes()) {
+                            if done.is_err() {
+                                continue;
+                            }
+                            media.outward(ctx, &mut m);
+                            if !out(m.to_bytes()) {
                                 return None; // the zone is gone
                             }
                         }
@@ -112,13 +135,12 @@ pub(crate) async fn serve<N: Net>(
             ev = rx.recv() => {
                 let b = match ev {
                     Some(ChanEvent::Data(b)) => b,
-                    // E closed the channel (the client left, or broke the stream).
-                    Some(ChanEvent::Close(_)) | None => {
-                        if let Some(mut i) = inside.take() {
-                            let _ = tokio::time::timeout(DEAD_AFTER, i.io.shutdown()).await;
-                        }
-                        return None;
+                    Some(ChanEvent::Media(text)) => {
+                        media.on_e(ctx, &text);
+                        continue;
                     }
+                    // E closed the channel (the client left, or broke the stream).
+                    Some(ChanEvent::Close(_)) | None => return None,
                 };
                 from_e.feed(&b);
                 loop {
@@ -148,7 +170,7 @@ pub(crate) async fn serve<N: Net>(
                             Ok(i) => {
                                 let line = format!("TRAVERSAL OPEN {ch} sip {client} -> {}", i.node);
                                 net.transcript().message(net.now(), local, to, "tcp", &line);
-                                inside = Some(i);
+                                *inside = Some(i);
                             }
                             Err((code, why)) => {
                                 if let Some(a) = answer(&m, code, &why) {
@@ -166,6 +188,7 @@ pub(crate) async fn serve<N: Net>(
                     };
                     match rewritten {
                         Ok(()) => {
+                            media.inward(ctx, &mut m);
                             let line = sip::transcript_line(&m);
                             net.transcript().message(net.now(), i.local, i.peer, "tcp", &line);
                             let bytes = m.to_bytes();

@@ -22,7 +22,9 @@
 
 pub mod allow;
 pub mod c;
+pub mod c_media;
 pub mod e;
+pub mod e_media;
 pub mod e_sip;
 pub mod e_xmpp;
 pub mod handle;
@@ -82,6 +84,8 @@ pub enum ChanEvent {
     Data(Vec<u8>),
     /// The other end closed the channel, and why.
     Close(String),
+    /// E's answer about a media relay (C's side only).
+    Media(String),
 }
 
 /// Runs Expressway-E until the node stops.

@@ -79,6 +79,14 @@ pub enum Frame {
         /// Why, for the transcript.
         reason: String,
     },
+    /// A media relay of channel `ch`'s calls (issue 17, MEDIA1): C → E `open <port>
+    /// <audio|video>` and `close <port>`, E → C `opened <port>` and `failed <port> <why>`.
+    Media {
+        /// The channel.
+        ch: u64,
+        /// The order or its answer.
+        text: String,
+    },
 }
 
 /// Why bytes on the zone are not a frame (the peer's fault: the connection is closed).
@@ -116,6 +124,7 @@ impl Frame {
             Self::Close { ch, reason } => {
                 (format!("CLOSE {ch} {}\r\n", reason.len()), reason.as_bytes())
             }
+            Self::Media { ch, text } => (format!("MEDIA {ch} {}\r\n", text.len()), text.as_bytes()),
         };
         let mut out = line.into_bytes();
         out.extend_from_slice(payload);
@@ -135,14 +144,14 @@ impl Frame {
         let (frame, take) = match words[..] {
             ["PING", n] => (Self::Ping(num(n).ok_or_else(bad)?), end + 2),
             ["PONG", n] => (Self::Pong(num(n).ok_or_else(bad)?), end + 2),
-            [kind @ ("REQ" | "RESP" | "OPEN" | "DATA" | "CLOSE"), id, len] => {
+            [kind @ ("REQ" | "RESP" | "OPEN" | "DATA" | "CLOSE" | "MEDIA"), id, len] => {
                 let id = num(id).ok_or_else(bad)?;
                 let len = num(len).ok_or_else(bad)?;
                 let len = usize::try_from(len).unwrap_or(usize::MAX);
                 let max = match kind {
                     "OPEN" => MAX_OPEN,
                     "DATA" => MAX_DATA,
-                    "CLOSE" => MAX_REASON,
+                    "CLOSE" | "MEDIA" => MAX_REASON,
                     _ => MAX_FRAME,
                 };
                 if len > max {
@@ -159,6 +168,7 @@ impl Frame {
                     "RESP" => Self::Resp { id, msg },
                     "OPEN" => Self::Open { ch: id, header: text("an OPEN header")? },
                     "CLOSE" => Self::Close { ch: id, reason: text("a CLOSE reason")? },
+                    "MEDIA" => Self::Media { ch: id, text: text("a MEDIA order")? },
                     _ => Self::Data { ch: id, bytes: msg },
                 };
                 (f, end + 2 + len)

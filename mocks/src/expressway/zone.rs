@@ -45,8 +45,11 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Runs Expressway-C until the node stops: one zone per E node.
 pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: CConfig) -> io::Result<()> {
-    let state =
-        CState { tokens: Tokens::new(MAX_TOKENS), allow: AllowList::new(cfg.allow.clone()) };
+    let state = CState {
+        tokens: Tokens::new(MAX_TOKENS),
+        allow: AllowList::new(cfg.allow.clone()),
+        media: Default::default(),
+    };
     let ctx = Rc::new(Ctx { net, cfg, state: RefCell::new(state) });
     let mut tasks = Vec::new();
     for e in ctx.cfg.edges.clone() {
@@ -219,6 +222,12 @@ async fn run_zone<N: Net + Clone + 'static>(
             // E closed it: its task sees the queue end and closes the inside.
             Frame::Close { ch, .. } => {
                 channels.remove(&ch);
+            }
+            // E's answer about a media relay, for the channel's task.
+            Frame::Media { ch, text } => {
+                if let Some(c) = channels.get(&ch) {
+                    let _ = c.try_send(ChanEvent::Media(text));
+                }
             }
             Frame::Resp { .. } | Frame::Ping(_) => break ZoneEnd::Unexpected,
         }
