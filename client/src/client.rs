@@ -742,6 +742,14 @@ impl Client {
         while let Some(o) = self.phone.as_mut().and_then(Phone::poll_output) {
             self.out.push_back(o);
         }
+        if self.phone.as_mut().is_some_and(Phone::take_edge_lost) {
+            while let Some(o) = self.phone.as_mut().and_then(Phone::poll_output) {
+                self.out.push_back(o);
+            }
+            self.edge_failover(now);
+            // What the new edge engine asks goes out now, not at its first retransmission.
+            return self.pump(now);
+        }
         if self.signin.as_ref().is_some_and(SignIn::is_done) {
             self.attempt = None;
         }

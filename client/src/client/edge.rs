@@ -236,6 +236,44 @@ impl Client {
         Ok(SipEdge { addr, domain: route.domain(), route: cfg.sip_route.clone() })
     }
 
+    /// Jabber 14's edge failover (issue 17): the softphone lost the edge (no answer to its
+    /// STUN keepalive). Every engine moves to the next target of the `_collab-edge` answer
+    /// (after the current one, wrapping, so a lone edge is tried again): get_edge_config
+    /// there, then sign-in, IM and the softphone through it, as at first.
+    pub(super) fn edge_failover(&mut self, now: Time) {
+        let Some(origin) = self.edge_origin.as_ref() else { return };
+        let current = self.edge.as_ref().map(|e| e.host().to_owned()).unwrap_or_default();
+        let mut targets = vec![origin.found.target.clone()];
+        targets.extend(origin.found.alternates.iter().cloned());
+        let at = targets.iter().position(|t| host_port(t).0.eq_ignore_ascii_case(&current));
+        let next = targets[at.map_or(0, |i| (i + 1) % targets.len())].clone();
+        let mut c = origin.creds.clone();
+        c.seed = derive_seed(c.seed, "edge-failover");
+        let cas_webex = origin.found.cas_webex;
+        if cas_webex && let Some((user, password)) = self.phone_credentials.get(&self.domain) {
+            // SPEC MRA3: a Webex user's edge takes the phone services credentials.
+            (c.user, c.password) = (user.clone(), password.clone());
+        }
+        self.out.push_back(Output::Event(ClientEvent::TargetFailed {
+            target: current,
+            reason: format!("the edge does not answer the STUN keepalive: trying {next}"),
+        }));
+        self.end_im();
+        self.signin = None;
+        let (host, port) = host_port(&next);
+        self.attempt = Some(super::Attempt {
+            creds: c.clone(),
+            via: crate::event::Via::CollabEdge,
+            target: next,
+            cas_webex,
+            alternates: Default::default(),
+            from_cache: None,
+        });
+        let start = self.edge_start(&c, &host, port);
+        let dns = self.dns_for(Owner::Edge);
+        self.edge = Some(Edge::start(now, start, None, dns, derive_seed(c.seed, "edge")));
+    }
+
     /// File transfer and deskphone control: SPEC MRA2, neither is available over MRA; inside
     /// the lab's client does not carry them out (not modelled yet). Either way, a clear
     /// refusal.

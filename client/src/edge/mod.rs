@@ -159,6 +159,9 @@ impl Edge {
             out: VecDeque::new(),
         };
         e.attempt(now);
+        // A lookup started here goes out now, not with its first retransmission (the
+        // phone's fix of issue 14, for the edge).
+        e.pump(now);
         e
     }
 

@@ -107,9 +107,12 @@ impl AllowList {
         remember(&mut self.imp, host);
     }
 
-    /// Whether C discovered `host` as a CUCM node (SIP through the edge goes only there).
+    /// Whether SIP through the edge may go to `host`: a CUCM node C discovered, or a host an
+    /// administrator's rule names (a home cluster found only through ILS, added by hand as
+    /// the product's Unified CM server list is).
     pub fn is_cucm(&self, host: &str) -> bool {
-        self.cucm.contains(&host.trim_end_matches('.').to_ascii_lowercase())
+        let h = host.trim_end_matches('.').to_ascii_lowercase();
+        self.cucm.contains(&h) || self.extra.iter().any(|r| r.host.eq_ignore_ascii_case(&h))
     }
 
     /// The automatic rules, then the scenario's.

@@ -226,6 +226,19 @@ async fn lookup<N: Net>(ctx: &Ctx<N>, name: &str) -> Result<Option<Vec<SrvServer
 }
 
 /// The internal SRV records of `domain` (SPEC MRA1).
+/// C looks up `domain`'s servers inside and remembers the CUCM and IM&P nodes (a C that has
+/// restarted since the last get_edge_config knows none; SIP through the edge needs them).
+pub(crate) async fn learn<N: Net>(ctx: &Ctx<N>, domain: &str) {
+    let Ok(found) = discover(ctx, domain).await else { return };
+    let mut st = ctx.state.borrow_mut();
+    for s in found.uds.iter().chain(found.tftp.iter()).flatten() {
+        st.allow.add_cucm(&s.address);
+    }
+    for s in found.cuplogin.iter().flatten() {
+        st.allow.add_imp(&s.address);
+    }
+}
+
 async fn discover<N: Net>(ctx: &Ctx<N>, domain: &str) -> Result<Found, Answer> {
     let names = [
         format!("_cisco-uds._tcp.{domain}"),

@@ -227,6 +227,12 @@ async fn reach<N: Net>(ctx: &Ctx<N>, first: &Message) -> Result<Inside, (u16, St
     };
     let host = uri_host(uri).unwrap_or_default().to_ascii_lowercase();
     if !ctx.state.borrow().allow.is_cucm(&host) {
+        // Nothing learnt yet (C restarted since the last get_edge_config): look inside.
+        for d in ctx.cfg.domains.clone() {
+            super::handle::learn(ctx, &d).await;
+        }
+    }
+    if !ctx.state.borrow().allow.is_cucm(&host) {
         return Err((403, format!("{host} is not a CUCM node C knows")));
     }
     let connect = async {

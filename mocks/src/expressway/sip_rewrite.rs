@@ -197,10 +197,15 @@ pub fn inward_request(m: &mut Message, hop: &Hop, c_host: &str) -> Result<(), Re
     Ok(())
 }
 
-/// CUCM's answer on its way out: C's Via comes off, the client's Contact comes back.
+/// CUCM's answer on its way out: C's Via comes off; a REGISTER's answer lists the client's
+/// own Contact again. A dialog's answer keeps the other party's Contact as CUCM sent it (C's
+/// form, for an outside party): that is the target CUCM can route the client's next request
+/// to.
 pub fn outward_response(m: &mut Message, hop: &Hop) -> Result<(), RewriteError> {
     pop_via(m, hop)?;
-    contact_from_c(m);
+    if m.method() == Some("REGISTER") {
+        contact_from_c(m);
+    }
     Ok(())
 }
 

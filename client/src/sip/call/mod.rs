@@ -250,6 +250,11 @@ impl Calls {
         self.media_q.keys().next().map(|k| k.0)
     }
 
+    /// Whether any call is not over.
+    pub(crate) fn any_up(&self) -> bool {
+        self.calls.iter().any(|c| c.state != CallState::Ended)
+    }
+
     /// The phone goes away: every call ends where it is, its media closed.
     pub(crate) fn close_all(&mut self) {
         for i in 0..self.calls.len() {

@@ -102,7 +102,16 @@ impl Phone {
     pub(super) fn leg_failed(&mut self, now: Time, i: usize, error: PhoneError) {
         let role = self.legs[i].role;
         let node = self.node(self.legs[i].target);
+        // Through the edge, a leg that could not even reach Expressway-E (no connection, no
+        // TLS, no answer to connect) lost the edge, not a CUCM node: the next edge (Jabber
+        // 14). A node that is gone behind the edge shows as an answer from C or a channel C
+        // closes on an open connection, and is CC3's.
+        let edge_gone = self.edge.is_some()
+            && !self.legs[i].open
+            && self.legs[i].txn.is_none()
+            && matches!(error, PhoneError::Connection(_) | PhoneError::NoAnswer);
         match role {
+            Role::Active if edge_gone => self.lose_edge(now),
             Role::Active => self.next_target(now, error),
             Role::Keepalive => {
                 self.close_leg(Role::Keepalive);

@@ -218,6 +218,11 @@ pub struct Phone {
     clock: Time,
     /// Through the edge (SPEC MRA1): where every leg goes, and the route.
     edge: Option<SipEdge>,
+    /// Through the edge: the edge stopped answering the STUN keepalive while a call was up;
+    /// the failover waits for the call to end (CC4 in spirit).
+    edge_lost_pending: bool,
+    /// The edge is lost: the composite registers through the next edge.
+    edge_lost: bool,
     out: VecDeque<Output>,
 }
 
@@ -300,12 +305,56 @@ impl Phone {
             ping_txn: None,
             monitor: SrstMonitor::default(),
             edge: None,
+            edge_lost_pending: false,
+            edge_lost: false,
             out: VecDeque::new(),
         };
         let reliable = !p.udp();
         p.calls.reliable = reliable;
         p.watches.reliable = reliable;
         p
+    }
+
+    /// Through the edge: the edge stopped answering the STUN keepalive (within
+    /// [`STUN_TIMEOUT`]). With a call up the phone waits for it to end; then (or at once) its
+    /// legs close and [`Phone::take_edge_lost`] says so, for the composite to register
+    /// through the next edge of the `_collab-edge` answer.
+    pub(super) fn lose_edge(&mut self, now: Time) {
+        let node = match self.state {
+            State::Registered(t, _) | State::Registering(t) => self.node(t),
+            _ => String::new(),
+        };
+        if self.calls.any_up() {
+            if !self.edge_lost_pending {
+                self.edge_lost_pending = true;
+                self.event(ClientEvent::PhoneState {
+                    state: "edge-unreachable".into(),
+                    node,
+                    reason: "no answer to the STUN keepalive within 3 s; failover after the call"
+                        .into(),
+                });
+            }
+            return;
+        }
+        self.edge_lost_pending = false;
+        self.edge_lost = true;
+        self.event(ClientEvent::PhoneState {
+            state: "edge-failover".into(),
+            node,
+            reason: "no answer to the STUN keepalive within 3 s".into(),
+        });
+        self.close();
+        self.clock = now;
+    }
+
+    /// Whether the edge was lost since the last call (the composite then moves every
+    /// engine to the next edge).
+    pub fn take_edge_lost(&mut self) -> bool {
+        if self.edge_lost_pending && !self.calls.any_up() {
+            let now = self.clock;
+            self.lose_edge(now);
+        }
+        std::mem::take(&mut self.edge_lost)
     }
 
     /// Whether registration has come to rest: registered, closed, or waiting to retry.
@@ -610,6 +659,11 @@ impl Phone {
         }
         if due(self.pong_by) {
             self.pong_by = None;
+            if self.edge.is_some() {
+                // Jabber 14 over MRA: the edge is gone; the next edge, once no call is up.
+                self.lose_edge(now);
+                return self.pump(now);
+            }
             self.next_target(now, PhoneError::NoAnswerToPing);
             return self.pump(now);
         }

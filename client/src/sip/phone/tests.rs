@@ -243,11 +243,15 @@ fn through_the_edge_tls_to_expressway_e_with_route_and_mra_contact() {
     assert!(contact.ends_with(MRA_CONTACT_PARAMS), "{contact}");
     assert!(contact.contains("transport=tls"), "{contact}");
     assert!(req.get("Via").unwrap().starts_with("SIP/2.0/TLS "));
-    // Neither member answers: no SRST from outside, and a clear reason.
-    let out = h.input(Input::StreamFailed { id, reason: NetError::Reset });
+    // Neither member answers behind the edge (C says 503): no SRST from outside, and a
+    // clear reason.
+    let out = answer(&mut h, id, &req, 503, &[]);
     let (id2, to) = opened(&out)[0];
     assert_eq!(to, e);
-    let out = h.input(Input::StreamFailed { id: id2, reason: NetError::Reset });
+    h.input(Input::StreamOpened { id: id2 });
+    let (_, req2) = sip_sent(&h.input(Input::StreamTls { id: id2 }));
+    assert!(matches!(&req2.start, sip::Start::Request { uri, .. } if uri == "sip:10.1.0.12"));
+    let out = answer(&mut h, id2, &req2, 503, &[]);
     let st = states(&out);
     assert_eq!(st.last().map(String::as_str), Some("unregistered@"), "{st:?}");
     let reason = events(&out)
@@ -261,4 +265,59 @@ fn through_the_edge_tls_to_expressway_e_with_route_and_mra_contact() {
         .unwrap();
     assert!(reason.contains("SRST is not reachable from outside"), "{reason}");
     assert!(!opened(&out).iter().any(|(_, to)| to.ip().to_string() == "10.1.0.40"));
+    assert!(!h.e.take_edge_lost(), "CUCM nodes down is not the edge lost");
+}
+
+/// Jabber 14 over MRA (issue 17): the STUN keepalive every 30 s, answered by the edge within
+/// 3 s; unanswered, the edge is lost (no CUCM failover through a dead edge). A leg that cannot
+/// reach Expressway-E at all is the edge lost too.
+#[test]
+fn through_the_edge_stun_keepalive_and_the_edge_lost() {
+    let user = PhoneUser { user: "carol".into(), password: "lab".into() };
+    let dns = Dns::standalone(Owner::Phone, crate::resolver::ResolverConfig::new(Vec::new()));
+    let e: SocketAddr = "172.16.1.20:5061".parse().unwrap();
+    let edge = SipEdge { addr: e, domain: "example.com".into(), route: None };
+    let cfg = config(&["10.1.0.11"], None);
+    let mut h = Harness::new(Phone::start_through_edge(Time::ZERO, user, cfg, edge, dns, 7));
+    let (id, _) = opened(&h.drain())[0];
+    h.input(Input::StreamOpened { id });
+    let (_, req) = sip_sent(&h.input(Input::StreamTls { id }));
+    answer(&mut h, id, &req, 200, &[("Expires", "120")]);
+    // At 30 s: a STUN Binding request on the SIP connection, no CRLF.
+    let out = h.run_until(secs(30));
+    let stun: Vec<_> = sent(&out).into_iter().filter(|(i, _)| *i == id).collect();
+    assert_eq!(stun.len(), 1, "{out:?}");
+    let (bind, _) = uclab_proto::stun::decode(&stun[0].1).unwrap().unwrap();
+    assert_eq!(bind.kind, uclab_proto::stun::BINDING_REQUEST);
+    // Answered within 3 s: nothing happens.
+    let from: SocketAddr = "203.0.113.100:40000".parse().unwrap();
+    let ok = bind.success(from).encode();
+    assert!(states(&h.input(Input::StreamData { id, bytes: ok })).is_empty());
+    let out = h.run_until(secs(59));
+    assert!(states(&out).is_empty(), "{out:?}");
+    assert!(!h.e.take_edge_lost());
+    // At 60 s the next one goes unanswered: at 63 s the edge is lost.
+    let out = h.run_until(secs(64));
+    let st = states(&out);
+    assert!(st.contains(&"edge-failover@10.1.0.11".to_owned()), "{st:?}");
+    assert!(h.e.take_edge_lost());
+    assert!(!h.e.take_edge_lost(), "said once");
+}
+
+/// Issue 17: a leg that cannot reach Expressway-E at all (refused, no TLS) is the edge lost,
+/// not a CUCM node: the composite moves to the next edge instead of trying the next member
+/// through a dead one.
+#[test]
+fn through_the_edge_no_connection_to_the_edge_is_the_edge_lost() {
+    let user = PhoneUser { user: "carol".into(), password: "lab".into() };
+    let dns = Dns::standalone(Owner::Phone, crate::resolver::ResolverConfig::new(Vec::new()));
+    let e: SocketAddr = "172.16.1.20:5061".parse().unwrap();
+    let edge = SipEdge { addr: e, domain: "example.com".into(), route: None };
+    let cfg = config(&["10.1.0.11", "10.1.0.12"], None);
+    let mut h = Harness::new(Phone::start_through_edge(Time::ZERO, user, cfg, edge, dns, 7));
+    let (id, _) = opened(&h.drain())[0];
+    let out = h.input(Input::StreamFailed { id, reason: NetError::Refused });
+    assert!(states(&out).contains(&"edge-failover@10.1.0.11".to_owned()), "{out:?}");
+    assert!(opened(&out).is_empty(), "no second member through a dead edge");
+    assert!(h.e.take_edge_lost());
 }
