@@ -130,8 +130,9 @@ fn syns(capture: &Capture) -> Vec<(Ipv4Addr, Ipv4Addr)> {
     out
 }
 
-#[test]
-fn mra1_xmpp_through_the_edge() {
+/// The default topology's inside and edge nodes on a turmoil simulation: the simulation, the
+/// lab (for clients), imp1's address.
+fn edge_lab(seconds: u64) -> (turmoil::Sim<'static>, Lab, Capture, Transcript, IpAddr) {
     let s = uclab_sim::parse("t.toml", "", Path::new("t.toml")).unwrap();
     let capture = Capture::new(1, s.epoch);
     let transcript = Transcript::default();
@@ -149,7 +150,7 @@ fn mra1_xmpp_through_the_edge() {
     let mut sim = turmoil::Builder::new()
         .rng_seed(1)
         .epoch(std::time::UNIX_EPOCH + s.epoch)
-        .simulation_duration(Duration::from_secs(200))
+        .simulation_duration(Duration::from_secs(seconds))
         .tick_duration(Duration::from_millis(1))
         .build();
     let shared = nodes::Shared::new(1);
@@ -169,7 +170,12 @@ fn mra1_xmpp_through_the_edge() {
             }
         });
     }
-    let imp1 = imp1.unwrap();
+    (sim, lab, capture, transcript, imp1.unwrap())
+}
+
+#[test]
+fn mra1_xmpp_through_the_edge() {
+    let (mut sim, lab, capture, transcript, imp1) = edge_lab(200);
     let seen: Rc<RefCell<Vec<&str>>> = Rc::default();
     let log = seen.clone();
     sim.client(CAROL, async move {
@@ -264,4 +270,119 @@ fn mra1_xmpp_through_the_edge() {
     let syns = syns(&capture);
     assert!(syns.iter().any(|(a, b)| inside(*a) && dmz(*b)), "C's zones");
     assert!(!syns.iter().any(|(a, b)| dmz(*a) && inside(*b)), "{syns:?}");
+}
+
+/// The corpus of RFC 4475 (and RFC 5118) torture messages, by file, with what CUCM answers
+/// each over TCP (corpora/sip/expected.txt).
+fn torture() -> Vec<(String, Vec<u8>, Option<u16>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpora/sip");
+    let table = std::fs::read_to_string(root.join("expected.txt")).unwrap();
+    table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let bytes = std::fs::read(root.join(w[0])).unwrap();
+            (w[0].to_owned(), bytes, w[2].parse().ok())
+        })
+        .collect()
+}
+
+/// The status codes in what a connection answered.
+fn statuses(text: &str) -> Vec<u16> {
+    text.split("SIP/2.0 ")
+        .skip(1)
+        .filter_map(|r| r.get(..3).and_then(|c| c.parse().ok()))
+        .collect()
+}
+
+/// Issue 17, hostile input at the edge: every RFC 4475 torture message over TLS to E's SIP
+/// port gets the protocol's error (a 4xx from E, or from C for what parses) or, for a response
+/// or lost framing, nothing, and never a success; SIP before TLS is refused by the handshake;
+/// a 10 MB stanza at E's XMPP port ends that stream with policy-violation. Meanwhile an XMPP
+/// session signed in through the edge keeps working, and a valid REGISTER afterwards still
+/// reaches CUCM (its digest challenge comes back).
+#[test]
+fn mra1_hostile_input_at_the_edge() {
+    let (mut sim, lab, _capture, transcript, _) = edge_lab(600);
+    let corpus = torture();
+    assert!(corpus.len() > 40, "the corpus is there");
+    let outcome: Rc<RefCell<Vec<String>>> = Rc::default();
+    let out = outcome.clone();
+    sim.client(CAROL, async move {
+        let net = SimNet::new(CAROL, "carol", &lab);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (mut a, _) = Conn::signed_in(&net, "carol", "steady").await;
+        let tls = |io: Box<dyn AsyncIo>| {
+            let cfg = net.tls().client_config(&[]).unwrap();
+            net.tls().connect(cfg, "example.com", io)
+        };
+        for (file, bytes, expected) in &corpus {
+            let tcp = net.connect(SocketAddr::new(EXPE, 5061)).await.unwrap();
+            let mut s = tls(Box::new(tcp)).await.unwrap();
+            s.write_all(bytes).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await
+            {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            let codes = statuses(&String::from_utf8_lossy(&got));
+            assert!(codes.iter().all(|c| *c >= 400), "{file}: {codes:?}");
+            if expected.is_some_and(|e| e >= 400) && !file.contains("clerr") {
+                assert!(!codes.is_empty(), "{file}: no error answered");
+            }
+            out.borrow_mut().push(format!("{file} {codes:?}"));
+        }
+        // SIP in clear text on the TLS port: the handshake fails, the connection closes.
+        let mut plain = net.connect(SocketAddr::new(EXPE, 5061)).await.unwrap();
+        plain.write_all(&corpus[0].1).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let r = tokio::time::timeout(Duration::from_secs(15), plain.read(&mut buf)).await;
+        assert!(matches!(r, Ok(Ok(0) | Err(_))) || matches!(r, Ok(Ok(n)) if !buf[..n].starts_with(b"SIP/2.0")));
+        // A 10 MB stanza after STARTTLS: policy-violation, that stream alone.
+        let (mut big, _) = Conn::to_sasl(&net).await;
+        let chunk = "a".repeat(64 * 1024);
+        big.send("<message to='alice@example.com'><body>").await;
+        for _ in 0..160 {
+            // E stops reading once it has refused the stanza: the writer gives up then.
+            let w = tokio::time::timeout(Duration::from_secs(5), big.io.write_all(chunk.as_bytes()));
+            if !matches!(w.await, Ok(Ok(()))) {
+                break;
+            }
+        }
+        // The stream error, or (E closing with the rest of the stanza unread) a reset that
+        // overtakes it; the transcript below has E's line either way.
+        let r = big.until("</stream:stream>").await;
+        assert!(r.contains("<policy-violation") || r.ends_with("(closed)"), "{r:.300}");
+        // The signed-in session still answers, and a valid REGISTER still reaches CUCM.
+        a.send("<iq type='get' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+        let r = a.until("</iq>").await.replace("/>", ">");
+        assert!(r.contains("id=\"p2\"") && r.contains("type=\"result\""), "{r}");
+        let reg = "REGISTER sip:cucm1.example.com SIP/2.0\r\nVia: SIP/2.0/TLS csfcarol.invalid;branch=z9hG4bKok1\r\nMax-Forwards: 70\r\nFrom: <sip:1003@cucm1.example.com>;tag=a1\r\nTo: <sip:1003@cucm1.example.com>\r\nCall-ID: ok1@csfcarol\r\nCSeq: 1 REGISTER\r\nContact: <sip:u@csfcarol.invalid;transport=tls>;+u.sip!devicename.ccm.cisco.com=\"CSFCAROL\"\r\nExpires: 60\r\nContent-Length: 0\r\n\r\n";
+        let tcp = net.connect(SocketAddr::new(EXPE, 5061)).await.unwrap();
+        let mut s = tls(Box::new(tcp)).await.unwrap();
+        s.write_all(reg.as_bytes()).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
+        let r = String::from_utf8_lossy(&buf[..n]);
+        assert!(r.starts_with("SIP/2.0 401 Unauthorized"), "{r}");
+        out.borrow_mut().push("still serving".into());
+        Ok(())
+    });
+    loop {
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => panic!("{e}\n{}", transcript.render()),
+        }
+    }
+    let seen = outcome.borrow();
+    assert_eq!(seen.last().map(String::as_str), Some("still serving"), "{seen:?}");
+    let t = transcript.render();
+    assert!(t.contains("SIP 400 Bad Request"), "E answers what does not parse");
+    assert!(t.contains("XMPP-EDGE stream error policy-violation (stanza larger"), "{t}");
 }

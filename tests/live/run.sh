@@ -68,6 +68,14 @@ case "$reqs" in *clusterUser*"/cucm-uds/user/alice "*devices*) ok "tshark decryp
 f="$work/a/mra/signin-through-edge/capture.pcapng"
 reqs=$(tshark -r "$f" $TS -Y 'http.request && tls && tcp.dstport == 8443 && ip.dst == 172.16.1.20' -T fields -e http.request.uri 2>/dev/null | tr '\n' ' ')
 case "$reqs" in *"/ZXhhbXBsZS5jb20/get_edge_config/?service_name=_cisco-uds"*"/cucm-uds/user/carol "*"/jabber-config.xml"*) ok "tshark decrypts the edge HTTPS from the capture alone: $(echo $reqs | wc -w) requests to Expressway-E";; *) ko "edge HTTPS not decrypted: '$reqs'";; esac
+# Issue 17: tshark decrypts the edge's SIP (TLS 5061) and XMPP (STARTTLS 5222) from the capture
+# alone: Carol's REGISTER and INVITE to E, and her XMPP stream's bind and message.
+f2="$work/a/mra/call-outside-to-inside/capture.pcapng"
+sip=$(tshark -r "$f2" $TS -Y 'sip.Request-Line && tls && ip.dst == 172.16.1.20 && tcp.dstport == 5061' -T fields -e sip.Method 2>/dev/null | sort -u | tr '\n' ' ')
+case "$sip" in *INVITE*REGISTER*) ok "tshark decrypts the edge SIP over TLS from the capture alone: $sip";; *) ko "edge SIP not decrypted: '$sip'";; esac
+f3="$work/a/mra/chat-inside-outside/capture.pcapng"
+xmpp=$(tshark -r "$f3" $TS -Y 'xmpp && tls && tcp.port == 5222 && ip.addr == 203.0.113.100' 2>/dev/null | grep -c -E 'IQ|MESSAGE|PRESENCE')
+[ "$xmpp" -gt 3 ] && ok "tshark decrypts the edge XMPP after STARTTLS from the capture alone: $xmpp stanzas" || ko "edge XMPP not decrypted: $xmpp"
 syn=$(tshark -r "$f" -Y 'tcp.flags.syn == 1 && tcp.flags.ack == 0 && ip.src == 172.16.1.0/24 && ip.dst == 10.1.0.0/16' 2>/dev/null | wc -l)
 [ "$syn" = 0 ] && ok "no SYN from the DMZ to the inside: everything E carries rides on the zone C opened" || ko "$syn SYNs from the DMZ to the inside"
 srv=$(tshark -r "$work/a/showcase/discovery-inside-outside/capture.pcapng" -Y 'dns.srv.target' -T fields -e dns.srv.target 2>/dev/null | tr ',' '\n' | sort -u | tr '\n' ' ')
@@ -183,6 +191,18 @@ EX=$(ip dns-ext dns); EP=$(port dns-ext dns); EA=$(ip expe edge); EE=$(port expe
 json=$("$UCLAB" probe --domain example.com --dns "$EX:$EP" --ca "$work/ca.pem" --user carol --password lab --json 2>/dev/null)
 got=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); s=" ".join(d["steps"]); print(d["method"], d["authenticator"], d["product_mode"], "edge-config edge=expe.example.com uds=cucm1.example.com:8443" in s)' 2>/dev/null)
 [ "$got" = "collab-edge cup full-uc True" ] && ok "probe through serve's edge: method=collab-edge, get_edge_config, authenticator=cup, full-uc (the simulation's decision)" || ko "probe through the edge: $got $json"
+# Issue 17: the same probe signs carol in to IM through E's XMPP port (C carries the stream to
+# her home node) and registers her phone through E's SIP port (C proxies it to cucm1), on real
+# sockets, every address on loopback.
+printf '%s' "$json" | python3 -c '
+import ipaddress, json, re, sys
+d = json.load(sys.stdin); steps = " ".join(d["steps"])
+need = ["im-state state=XMPPCONNECTED node=imp1.example.com", "im-signed-in jid=carol@example.com/", "phone-registered node=cucm1.example.com expires=120"]
+missing = [n for n in need if n not in steps]
+outside = sorted({a for a in re.findall(r"\b\d+\.\d+\.\d+\.\d+\b", steps) if not ipaddress.ip_address(a).is_loopback})
+print("missing", missing, "outside", outside); sys.exit(1 if missing or outside else 0)' >"$work/probe-edge.check" \
+  && ok "probe through serve's edge: IM signed in (XMPP through E and C) and the phone registered (SIP through E and C), all on loopback" \
+  || ko "probe through the edge, IM and phone: $(cat "$work/probe-edge.check") $json"
 edge() { curl -sS --max-time 5 --cacert "$work/ca.pem" --resolve "expe.example.com:$EE:$EA" "${@:2}" "https://expe.example.com:$EE$1"; }
 GEC="/$(printf 'example.com' | base64 | tr -d '=')/get_edge_config/?service_name=_cisco-uds&service_name=_cuplogin"
 hdr=$(edge "$GEC" -o /dev/null -D - | tr -d '\r')

@@ -138,16 +138,30 @@ fn bench(suite: &str) -> bool {
 /// (10,000 sign-ins a second, as after a site's WAN comes back). All at once, beyond about
 /// 1,000 clients the internal DNS server's socket queue (4,096 datagrams, four queries per
 /// client) overflows and clients that exhaust their retries fall back to manual settings.
-fn storm_scenario(n: usize) -> String {
+/// The storm's scenario: `n` users and clients signing in together, ten per simulated
+/// millisecond; `outside`: at home (a zone of their own that reaches the DMZ and never the
+/// inside), through the edge (SPEC MRA1).
+fn storm_text(n: usize, outside: bool) -> String {
     let mut t = String::from(
         "name = \"signin-storm\"\nsummary = \"sign-in storm\"\nseed = 1\nduration = \"120s\"\n",
     );
+    if outside {
+        t.push_str(
+            "[[zone]]\nname = \"home\"\nsubnet = \"198.18.0.0/15\"\n\
+             [[rule]]\nfrom = \"home\"\nto = \"inside\"\nverdict = \"drop\"\n",
+        );
+    }
     for i in 0..n {
         let (hi, lo) = (2 + i / 250, 1 + i % 250);
         let ms = i / 10;
+        let (ip, dns) = if outside {
+            (format!("198.18.{hi}.{lo}"), "dns-ext")
+        } else {
+            (format!("10.1.{hi}.{lo}"), "dns-int")
+        };
         t.push_str(&format!(
             "[[user]]\nid = \"u{i}\"\ncluster = \"cluster1\"\n\
-             [[client]]\nname = \"c{i}\"\nip = \"10.1.{hi}.{lo}\"\ndns = [\"dns-int\"]\naddress = \"u{i}@example.com\"\n\
+             [[client]]\nname = \"c{i}\"\nip = \"{ip}\"\ndns = [\"{dns}\"]\naddress = \"u{i}@example.com\"\n\
              [[step]]\nat = \"{ms}ms\"\naction = \"sign-in\"\nclient = \"c{i}\"\n"
         ));
     }
@@ -159,7 +173,18 @@ fn storm_scenario(n: usize) -> String {
 /// in through UDS and then to IM&P (SOAP and XMPP, SPEC AU4); `sim_s_all_signed_in` is when the
 /// last UDS sign-in completed.
 fn storm_one(n: usize) -> bool {
-    let text = storm_scenario(n);
+    storm_run(n, false)
+}
+
+/// Issue 17's bench: `n` clients sign in together through the edge (HTTP, XMPP and SIP
+/// through Expressway-E and -C); prints one JSON line with the wall time, peak RSS and how many
+/// got each service.
+fn mra_storm_one(n: usize) -> bool {
+    storm_run(n, true)
+}
+
+fn storm_run(n: usize, outside: bool) -> bool {
+    let text = storm_text(n, outside);
     let s = match uclab_sim::parse("storm.toml", &text, Path::new("storm.toml")) {
         Ok(s) => s,
         Err(e) => {
@@ -185,6 +210,8 @@ fn storm_one(n: usize) -> bool {
             "clients": n,
             "signed_in": signed,
             "im_connected": r.events.iter().filter(|e| e.kind == "im-signed-in").count(),
+            "phone_registered": r.events.iter().filter(|e| e.kind == "phone-registered").count(),
+            "through_edge": outside,
             "wall_s": wall.as_secs_f64(),
             "sim_s_all_signed_in": last.as_secs_f64(),
             "sim_s_run": r.sim_time.as_secs_f64(),
@@ -511,6 +538,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "dns_message",
     "edge_config",
     "edge_path",
+    "edge_sip",
     "dns_server",
     "rtp_packet",
     "scenario",
@@ -557,6 +585,12 @@ fn main() -> ExitCode {
                 storm(if sizes.is_empty() { &[100, 1000, 10_000] } else { &sizes })
             }
             Some("cap1") => in_child("cap1-one", &[]),
+            // Issue 17: N clients sign in through the edge together (target: 1,000 under
+            // 10 s wall and 1 GiB).
+            Some("mra-storm") => {
+                let n = args.get(2).cloned().unwrap_or_else(|| "1000".into());
+                in_child("mra-storm-one", &[n])
+            }
             Some("cap2") => {
                 in_child("cap2-one", &["1000".into(), "75".into()])
                     && in_child("cap2-one", &["1000".into(), "500".into()])
@@ -596,6 +630,9 @@ fn main() -> ExitCode {
         }
         Some("failover-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(failover_one),
         Some("storm-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(storm_one),
+        Some("mra-storm-one") => {
+            args.get(1).and_then(|n| n.parse().ok()).is_some_and(mra_storm_one)
+        }
         Some("bench-one") => args.get(1).is_some_and(|f| bench_one(Path::new(f))),
         Some("fuzz") => fuzz(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60)),
         _ => {
@@ -606,6 +643,7 @@ fn main() -> ExitCode {
                  \n  sweep   every scenario over seeds A..B (default 1..51)\
                  \n  bench   per scenario of SUITE (default dns): wall median of 5, sim/wall, peak RSS\
                  \n  bench storm [N..]  sign-in storm: N clients sign in together (default 100 1000 10000)\
+                 \n  bench mra-storm [N]  N clients (default 1000) sign in through the edge together: HTTP, XMPP, SIP\
                  \n  bench cap1         SPEC CAP1 presence storm: 3,000 users x 75 contacts change state\
                  \n  bench cap2         SPEC CAP2: 1,000 users x 75 (then 500) contacts, one change each per simulated hour\
                  \n  bench register [N [H]]  N softphones (default 10000) register and refresh for H simulated hours (default 1)\

@@ -107,6 +107,11 @@ impl AllowList {
         remember(&mut self.imp, host);
     }
 
+    /// Whether C has discovered any CUCM node yet.
+    pub fn knows_cucm(&self) -> bool {
+        !self.cucm.is_empty()
+    }
+
     /// Whether SIP through the edge may go to `host`: a CUCM node C discovered, or a host an
     /// administrator's rule names (a home cluster found only through ILS, added by hand as
     /// the product's Unified CM server list is).

@@ -43,11 +43,16 @@ struct Inside {
     peer: SocketAddr,
 }
 
-/// The host of a SIP URI (`sip:1001@cucm1.example.com:5060;transport=tcp` → `cucm1…`).
+/// The host of a SIP URI (`sip:1001@cucm1.example.com:5060;transport=tcp` → `cucm1…`; an
+/// IPv6 reference keeps its brackets).
 fn uri_host(uri: &str) -> Option<&str> {
     let rest = uri.split_once(':')?.1;
     let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let end = rest.find([';', '?', ':']).unwrap_or(rest.len());
+    let end = if rest.starts_with('[') {
+        rest.find(']').map_or(rest.len(), |i| i + 1)
+    } else {
+        rest.find([';', '?', ':']).unwrap_or(rest.len())
+    };
     Some(&rest[..end]).filter(|h| !h.is_empty())
 }
 
@@ -226,8 +231,9 @@ async fn reach<N: Net>(ctx: &Ctx<N>, first: &Message) -> Result<Inside, (u16, St
         return Err((400, "not a request".into()));
     };
     let host = uri_host(uri).unwrap_or_default().to_ascii_lowercase();
-    if !ctx.state.borrow().allow.is_cucm(&host) {
-        // Nothing learnt yet (C restarted since the last get_edge_config): look inside.
+    if !ctx.state.borrow().allow.knows_cucm() {
+        // Nothing learnt yet (C restarted since the last get_edge_config): look inside, once
+        // (an unknown host named by a client does not send C to DNS each time).
         for d in ctx.cfg.domains.clone() {
             super::handle::learn(ctx, &d).await;
         }
@@ -272,6 +278,7 @@ mod tests {
         );
         assert_eq!(uri_host("sip:10.1.0.11"), Some("10.1.0.11"));
         assert_eq!(uri_host("sip:@"), None);
+        assert_eq!(uri_host("sip:[2001:db8::10]:5060"), Some("[2001:db8::10]"));
         assert_eq!(uri_host("garbage"), None);
     }
 }
