@@ -47,6 +47,8 @@ struct Counts {
     per_peer: usize,
     total: usize,
     peers: BTreeMap<IpAddr, usize>,
+    /// Peers the per-peer cap does not apply to (Expressway-C in front of CUCM and IM&P).
+    trusted: Vec<IpAddr>,
 }
 
 /// A connection's slot; freed when dropped.
@@ -59,15 +61,25 @@ pub struct Slot {
 impl ConnLimit {
     /// At most `max` connections, `per_peer` of them from one address.
     pub fn new(max: usize, per_peer: usize) -> Self {
-        let counts = Counts { max, per_peer, total: 0, peers: BTreeMap::new() };
+        let counts =
+            Counts { max, per_peer, total: 0, peers: BTreeMap::new(), trusted: Vec::new() };
         Self { inner: Rc::new(RefCell::new(counts)) }
+    }
+
+    /// The per-peer cap does not apply to `peers` (the total cap does): a proxy in front of
+    /// this node that holds one connection per client behind it, as Expressway-C does for
+    /// every device signed in through the edge (issue 17; the product opens one per
+    /// registration from its ports 25000–29999).
+    pub fn trusting(self, peers: &[IpAddr]) -> Self {
+        self.inner.borrow_mut().trusted = peers.to_vec();
+        self
     }
 
     /// A slot for a connection from `peer`, or `None` when a cap is reached.
     pub fn admit(&self, peer: IpAddr) -> Option<Slot> {
         let mut c = self.inner.borrow_mut();
         let mine = c.peers.get(&peer).copied().unwrap_or(0);
-        if c.total >= c.max || mine >= c.per_peer {
+        if c.total >= c.max || (mine >= c.per_peer && !c.trusted.contains(&peer)) {
             return None;
         }
         c.total += 1;
@@ -111,5 +123,11 @@ mod tests {
         drop(a1);
         assert_eq!(l.held(), 2);
         assert!(l.admit(c).is_some(), "a freed slot is reused");
+        let t = ConnLimit::new(4, 1).trusting(&[a]);
+        let held: Vec<_> = (0..3).map(|_| t.admit(a).expect("trusted: no per-peer cap")).collect();
+        let b1 = t.admit(b).expect("room for one more");
+        assert!(t.admit(a).is_none(), "the total cap still holds");
+        assert!(t.admit(b).is_none());
+        drop((held, b1));
     }
 }

@@ -153,6 +153,7 @@ impl Lab {
             relogin: (1, 2),
             peer: None,
             lockout: None,
+            trusted_peers: Vec::new(),
         };
         Self {
             cfg: Rc::new(cfg),

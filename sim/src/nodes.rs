@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 
 use uclab_mocks::cucm::{CucmConfig, CucmUser};
@@ -78,6 +78,21 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
         // C listens for nothing: it opens the zones (and talks inside) itself.
         NodeKind::ExpresswayC(_) => vec![],
     }
+}
+
+/// The addresses Expressway-C nodes connect from: their simulated ones, and in live mode the
+/// loopback address each takes there (127.b.c.d for a.b.c.d, `live::node_ips`). CUCM and IM&P
+/// do not cap their connections per address for these (issue 17: C holds one per client).
+fn expressway_c_ips(s: &Scenario) -> Vec<IpAddr> {
+    let mut ips = Vec::new();
+    for n in s.nodes.iter().filter(|n| matches!(n.kind, NodeKind::ExpresswayC(_))) {
+        ips.push(n.ip);
+        if let IpAddr::V4(v4) = n.ip {
+            let [_, b, c, d] = v4.octets();
+            ips.push(IpAddr::V4(Ipv4Addr::new(127, b, c, d)));
+        }
+    }
+    ips
 }
 
 /// State an IM&P cluster's nodes share (the real cluster keeps it in its database): SOAP
@@ -192,6 +207,7 @@ impl Shared {
                     srst: false,
                     presence,
                     trunk,
+                    trusted_peers: expressway_c_ips(s),
                 };
                 let seed = uclab_net::derive_seed(self.seed, &format!("sip:{}", c.cluster));
                 let mut cluster = Cluster::new(cfg, seed);
@@ -451,6 +467,7 @@ pub fn plan(
                                     if x.cluster == c.cluster && x.subcluster == c.subcluster)
                         })
                         .map(|o| o.fqdn.clone()),
+                    trusted_peers: expressway_c_ips(s),
                 }),
                 shared: shared.imp(s, c),
                 muc: muc_service(s, &n.name),

@@ -5,21 +5,18 @@
 //! request in flight, then 503, and the zone comes back by itself after a restart.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use uclab_net::tls::{LabPki, TlsContext};
-use uclab_net::{Capture, Lab, Net, Policy, SimNet, Transcript};
+use uclab_net::{Net, SimNet};
 use uclab_proto::edge::{ProxyTarget, Scheme, get_edge_config_path};
-use uclab_sim::nodes;
+mod edge_lab;
+
+use edge_lab::{CAROL, edge_lab};
 
 const EXPE: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 16, 1, 20));
-const CAROL: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 100));
 
 fn basic(u: &str, p: &str) -> String {
     format!("Basic {}", uclab_proto::base64::encode(format!("{u}:{p}").as_bytes()))
@@ -59,44 +56,8 @@ fn proxy(host: &str, port: u16, scheme: Scheme, rest: &str) -> String {
 
 #[test]
 fn mra1_edge_through_the_traversal_zone() {
-    let s = uclab_sim::parse("t.toml", "", Path::new("t.toml")).unwrap();
-    let capture = Capture::new(1, s.epoch);
-    let transcript = Transcript::default();
-    let lab = Lab {
-        seed: 1,
-        capture: capture.clone(),
-        policy: Policy::new(s.zones.clone(), s.rules.clone()).unwrap(),
-        transcript: transcript.clone(),
-        tls: TlsContext::sim(Arc::new(LabPki::new(1).unwrap()), capture, s.epoch),
-    };
-    for n in &s.nodes {
-        transcript.set_name(n.ip, &n.name);
-    }
-    transcript.set_name(CAROL, "carol");
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(1)
-        .epoch(std::time::UNIX_EPOCH + s.epoch)
-        .simulation_duration(Duration::from_secs(200))
-        .tick_duration(Duration::from_millis(1))
-        .build();
-    let shared = nodes::Shared::new(1);
-    let mut expc = None;
-    for name in ["dns-int", "cucm1", "cucm2", "imp1", "imp2", "expe", "expc"] {
-        let n = s.nodes.iter().find(|n| n.name == name).unwrap();
-        let plan = nodes::plan(&s, name, &|_, svc| svc.port, &BTreeMap::new(), &shared).unwrap();
-        let (ip, lab) = (n.ip, lab.clone());
-        if name == "expc" {
-            expc = Some(ip);
-        }
-        sim.host(ip, move || {
-            let (net, plan) = (SimNet::new(ip, name, &lab), plan.clone());
-            async move {
-                nodes::run(net, plan).await?;
-                Ok(())
-            }
-        });
-    }
-    let expc = expc.unwrap();
+    let (mut sim, lab, _capture, transcript, ips) = edge_lab(200);
+    let expc = ips["expc"];
     // What the client saw, phase by phase, for the fault steps below.
     let seen: Rc<RefCell<Vec<String>>> = Rc::default();
     let log = seen.clone();

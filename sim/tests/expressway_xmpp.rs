@@ -6,21 +6,19 @@
 //! the next sign-in goes to the secondary (SPEC HA1); nothing connects from the DMZ inward.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use uclab_net::tls::{LabPki, TlsContext};
-use uclab_net::{AsyncIo, Capture, Lab, Net, Policy, SimNet, Transcript};
+use uclab_net::{AsyncIo, Capture, Net, SimNet};
 use uclab_proto::xmpp::{sasl_plain, stream_header};
-use uclab_sim::nodes;
+mod edge_lab;
+
+use edge_lab::{CAROL, edge_lab};
 
 const EXPE: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 16, 1, 20));
-const CAROL: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 100));
 const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 
 /// One client connection to expe:5222, read as text.
@@ -130,52 +128,10 @@ fn syns(capture: &Capture) -> Vec<(Ipv4Addr, Ipv4Addr)> {
     out
 }
 
-/// The default topology's inside and edge nodes on a turmoil simulation: the simulation, the
-/// lab (for clients), imp1's address.
-fn edge_lab(seconds: u64) -> (turmoil::Sim<'static>, Lab, Capture, Transcript, IpAddr) {
-    let s = uclab_sim::parse("t.toml", "", Path::new("t.toml")).unwrap();
-    let capture = Capture::new(1, s.epoch);
-    let transcript = Transcript::default();
-    let lab = Lab {
-        seed: 1,
-        capture: capture.clone(),
-        policy: Policy::new(s.zones.clone(), s.rules.clone()).unwrap(),
-        transcript: transcript.clone(),
-        tls: TlsContext::sim(Arc::new(LabPki::new(1).unwrap()), capture.clone(), s.epoch),
-    };
-    for n in &s.nodes {
-        transcript.set_name(n.ip, &n.name);
-    }
-    transcript.set_name(CAROL, "carol");
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(1)
-        .epoch(std::time::UNIX_EPOCH + s.epoch)
-        .simulation_duration(Duration::from_secs(seconds))
-        .tick_duration(Duration::from_millis(1))
-        .build();
-    let shared = nodes::Shared::new(1);
-    let mut imp1 = None;
-    for name in ["dns-int", "cucm1", "cucm2", "imp1", "imp2", "expe", "expc"] {
-        let n = s.nodes.iter().find(|n| n.name == name).unwrap();
-        let plan = nodes::plan(&s, name, &|_, svc| svc.port, &BTreeMap::new(), &shared).unwrap();
-        let (ip, lab) = (n.ip, lab.clone());
-        if name == "imp1" {
-            imp1 = Some(ip);
-        }
-        sim.host(ip, move || {
-            let (net, plan) = (SimNet::new(ip, name, &lab), plan.clone());
-            async move {
-                nodes::run(net, plan).await?;
-                Ok(())
-            }
-        });
-    }
-    (sim, lab, capture, transcript, imp1.unwrap())
-}
-
 #[test]
 fn mra1_xmpp_through_the_edge() {
-    let (mut sim, lab, capture, transcript, imp1) = edge_lab(200);
+    let (mut sim, lab, capture, transcript, ips) = edge_lab(200);
+    let imp1 = ips["imp1"];
     let seen: Rc<RefCell<Vec<&str>>> = Rc::default();
     let log = seen.clone();
     sim.client(CAROL, async move {
@@ -290,10 +246,7 @@ fn torture() -> Vec<(String, Vec<u8>, Option<u16>)> {
 
 /// The status codes in what a connection answered.
 fn statuses(text: &str) -> Vec<u16> {
-    text.split("SIP/2.0 ")
-        .skip(1)
-        .filter_map(|r| r.get(..3).and_then(|c| c.parse().ok()))
-        .collect()
+    text.split("SIP/2.0 ").skip(1).filter_map(|r| r.get(..3).and_then(|c| c.parse().ok())).collect()
 }
 
 /// Issue 17, hostile input at the edge: every RFC 4475 torture message over TLS to E's SIP

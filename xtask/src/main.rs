@@ -159,11 +159,23 @@ fn storm_text(n: usize, outside: bool) -> String {
         } else {
             (format!("10.1.{hi}.{lo}"), "dns-int")
         };
+        // Outside, each user has a line (a softphone to register through the edge).
+        let line =
+            if outside { format!("extension = \"{}\"\n", 20_000 + i) } else { String::new() };
         t.push_str(&format!(
-            "[[user]]\nid = \"u{i}\"\ncluster = \"cluster1\"\n\
+            "[[user]]\nid = \"u{i}\"\ncluster = \"cluster1\"\n{line}\
              [[client]]\nname = \"c{i}\"\nip = \"{ip}\"\ndns = [\"{dns}\"]\naddress = \"u{i}@example.com\"\n\
              [[step]]\nat = \"{ms}ms\"\naction = \"sign-in\"\nclient = \"c{i}\"\n"
         ));
+    }
+    if outside {
+        // Every client signed in, IM and phone included, within 5 s of simulated time (the
+        // run lasts that long: a counted expectation is settled at its deadline).
+        for ev in ["signed-in", "im-signed-in", "phone-registered"] {
+            t.push_str(&format!(
+                "[[expect]]\nclient = \"c*\"\nevent = \"{ev}\"\nwithin = \"5s\"\ncount = {n}\n"
+            ));
+        }
     }
     // One expectation per client would make the check quadratic; the run result counts them.
     t

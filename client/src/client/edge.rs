@@ -16,6 +16,7 @@ use crate::io::{Output, Owner};
 use crate::signal::Signal;
 use crate::signin::SignIn;
 use crate::sip::phone::SipEdge;
+use uclab_proto::edge::{EdgeConfig, EdgeServer};
 
 /// An edge sign-in waiting for something before it can start (SPEC MRA3).
 #[derive(Debug)]
@@ -200,39 +201,40 @@ impl Client {
         }
     }
 
-    /// The route and Expressway-E's XMPP address for an IM session through the edge (SPEC
-    /// MRA1: the edge configuration's `xmppEdgeServer`), or why there is none.
-    pub(super) fn edge_xmpp(&self) -> Result<(Route, SocketAddr), String> {
+    /// The route, the edge configuration's `name` server (`xmppEdgeServer`, `sipEdgeServer`)
+    /// as `servers` picks it, and that server's address; or why there is none.
+    fn edge_server(
+        &self,
+        name: &str,
+        servers: fn(&EdgeConfig) -> &[EdgeServer],
+    ) -> Result<(Route, SocketAddr, &EdgeConfig), String> {
         let edge = self.edge.as_ref().ok_or("not signed in through an edge")?;
         let (Some(cfg), Some(route)) = (edge.config(), edge.route()) else {
             return Err("no edge configuration".into());
         };
-        let server = cfg.xmpp_edge.first().ok_or("the edge configuration has no xmppEdgeServer")?;
+        let server =
+            servers(cfg).first().ok_or_else(|| format!("the edge configuration has no {name}"))?;
         let addr = route.service_addr(server).ok_or_else(|| {
             format!(
-                "xmppEdgeServer {} is not the edge signed in through ({}); not modelled",
+                "{name} {} is not the edge signed in through ({}); not modelled",
                 server.address,
                 route.edge_host()
             )
         })?;
+        Ok((route, addr, cfg))
+    }
+
+    /// The route and Expressway-E's XMPP address for an IM session through the edge (SPEC
+    /// MRA1: the edge configuration's `xmppEdgeServer`), or why there is none.
+    pub(super) fn edge_xmpp(&self) -> Result<(Route, SocketAddr), String> {
+        let (route, addr, _) = self.edge_server("xmppEdgeServer", |c| &c.xmpp_edge)?;
         Ok((route, addr))
     }
 
     /// Where the softphone registers through the edge (SPEC MRA1: the edge configuration's
     /// `sipEdgeServer` and `sipRequest` route), or why it cannot.
     pub(super) fn edge_sip(&self) -> Result<SipEdge, String> {
-        let edge = self.edge.as_ref().ok_or("not signed in through an edge")?;
-        let (Some(cfg), Some(route)) = (edge.config(), edge.route()) else {
-            return Err("no edge configuration".into());
-        };
-        let server = cfg.sip_edge.first().ok_or("the edge configuration has no sipEdgeServer")?;
-        let addr = route.service_addr(server).ok_or_else(|| {
-            format!(
-                "sipEdgeServer {} is not the edge signed in through ({}); not modelled",
-                server.address,
-                route.edge_host()
-            )
-        })?;
+        let (route, addr, cfg) = self.edge_server("sipEdgeServer", |c| &c.sip_edge)?;
         Ok(SipEdge { addr, domain: route.domain(), route: cfg.sip_route.clone() })
     }
 

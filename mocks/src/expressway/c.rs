@@ -178,6 +178,8 @@ pub struct Ctx<N> {
     pub cfg: CConfig,
     /// State.
     pub state: RefCell<CState>,
+    /// Connection slots towards the inside.
+    pub upstream: super::upstream::Slots,
 }
 
 impl<N> Ctx<N> {

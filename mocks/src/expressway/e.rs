@@ -229,6 +229,38 @@ impl Drop for Channel {
     }
 }
 
+/// Accepts the clients of one of E's stream services (XMPP, SIP) on `port` under the stream
+/// caps ([`limits::STREAM_CONNECTIONS`], [`limits::PER_PEER`] from one address), marks each
+/// connection `dscp`, and runs `each` on it with the edge's TLS settings (certificate `san`).
+pub(crate) async fn serve_streams<N, F, Fut>(
+    net: N,
+    (port, san, dscp): (u16, &[String], Option<u8>),
+    each: F,
+) -> io::Result<()>
+where
+    N: Net + Clone + 'static,
+    F: Fn(N, std::sync::Arc<uclab_net::tls::ServerConfig>, uclab_net::TcpConn) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    let listener = net.listen(port).await?;
+    let tls = net.tls().server_config(san).map_err(io::Error::other)?;
+    let limit = ConnLimit::new(limits::STREAM_CONNECTIONS, limits::PER_PEER);
+    loop {
+        let mut tcp = limits::next_conn(&listener).await;
+        let Some(slot) = limit.admit(tcp.peer_addr().ip()) else {
+            continue; // over a cap: closed at once
+        };
+        if let Some(d) = dscp {
+            tcp.set_dscp(d);
+        }
+        let task = each(net.clone(), tls.clone(), tcp);
+        tokio::task::spawn_local(async move {
+            let _slot = slot;
+            task.await;
+        });
+    }
+}
+
 /// Serves the edge and the traversal port until the node stops.
 pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: EConfig) -> io::Result<()> {
     let cfg = Rc::new(cfg);

@@ -25,7 +25,6 @@ use uclab_proto::sip::{self, Message, Start};
 use super::e::{Channel, EConfig, Shared};
 use super::{ChanEvent, ZoneKind};
 use crate::http::SLOW_CLIENT;
-use crate::limits::{self, ConnLimit};
 
 /// An idle connection is closed after this long (the client pings every 30 s).
 pub const IDLE: Duration = Duration::from_secs(300);
@@ -40,19 +39,12 @@ pub(crate) async fn serve<N: Net + Clone + 'static>(
     cfg: Rc<EConfig>,
     st: Shared,
 ) -> io::Result<()> {
-    let listener = net.listen(cfg.sip_port).await?;
-    let tls = net.tls().server_config(&cfg.san).map_err(io::Error::other)?;
-    let limit = ConnLimit::new(limits::STREAM_CONNECTIONS, limits::PER_PEER);
-    loop {
-        let mut tcp = limits::next_conn(&listener).await;
-        let Some(slot) = limit.admit(tcp.peer_addr().ip()) else { continue };
-        tcp.set_dscp(uclab_proto::dscp::SIGNALLING);
-        let (net, st, tls) = (net.clone(), st.clone(), tls.clone());
-        tokio::task::spawn_local(async move {
-            let _slot = slot;
-            connection(&net, &st, tls, tcp).await;
-        });
-    }
+    let (port, dscp) = (cfg.sip_port, Some(uclab_proto::dscp::SIGNALLING));
+    super::e::serve_streams(net, (port, &cfg.san, dscp), move |net, tls, tcp| {
+        let st = st.clone();
+        async move { connection(&net, &st, tls, tcp).await }
+    })
+    .await
 }
 
 /// The channel's next event; never, without a channel.

@@ -2,7 +2,7 @@
 //! connection runs an [`EdgeSession`] and, once the client has sent its `<auth>`, a
 //! [`Channel`] over the XMPP traversal zone (7400) to C; the driver only moves bytes, time and
 //! the channel's events (the session decides). E holds at most
-//! [`limits::STREAM_CONNECTIONS`] connections, [`limits::PER_PEER`] from one address, and
+//! [`crate::limits::STREAM_CONNECTIONS`] connections, [`crate::limits::PER_PEER`] from one address, and
 //! a write to a client that does not read is given up after [`WRITE_TIMEOUT`].
 
 use std::io;
@@ -16,7 +16,6 @@ use uclab_net::Net;
 use super::e::{Channel, EConfig, NoChannel, Shared};
 use super::xmpp_edge::{Action, EdgeSession};
 use super::{ChanEvent, ZoneKind};
-use crate::limits::{self, ConnLimit};
 
 /// How long one write to the client may take.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,21 +26,13 @@ pub(crate) async fn serve<N: Net + Clone + 'static>(
     cfg: Rc<EConfig>,
     st: Shared,
 ) -> io::Result<()> {
-    let listener = net.listen(cfg.xmpp_port).await?;
     // The same certificate as the HTTPS edge (the client checks it against the domain).
-    let tls = net.tls().server_config(&cfg.san).map_err(io::Error::other)?;
-    let limit = ConnLimit::new(limits::STREAM_CONNECTIONS, limits::PER_PEER);
-    loop {
-        let tcp = limits::next_conn(&listener).await;
-        let Some(slot) = limit.admit(tcp.peer_addr().ip()) else {
-            continue; // over a cap: closed at once
-        };
-        let (net, cfg, st, tls) = (net.clone(), cfg.clone(), st.clone(), tls.clone());
-        tokio::task::spawn_local(async move {
-            let _slot = slot;
-            connection(&net, &cfg, &st, tls, tcp).await;
-        });
-    }
+    let (port, san) = (cfg.xmpp_port, cfg.san.clone());
+    super::e::serve_streams(net, (port, &san, None), move |net, tls, tcp| {
+        let (cfg, st) = (cfg.clone(), st.clone());
+        async move { connection(&net, &cfg, &st, tls, tcp).await }
+    })
+    .await
 }
 
 /// The channel's next event; never, without a channel.

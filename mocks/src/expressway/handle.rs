@@ -392,7 +392,7 @@ async fn send<N: Net>(
         headers,
         body,
     };
-    upstream::exchange(&ctx.net, &out).await
+    upstream::exchange(&ctx.net, &ctx.upstream, &out).await
 }
 
 /// SPEC MRA1/MRA2: a request for an internal host, authorised and checked against the allow

@@ -4,8 +4,13 @@
 //! client's do (method, target, whether credentials went, never what they are); the server
 //! writes the answer.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use uclab_net::Net;
 use uclab_proto::edge::Scheme;
@@ -15,6 +20,24 @@ use crate::http::{MAX_BODY, Response};
 /// One internal exchange, connect to last body byte; below E's request deadline, so C's own
 /// 504 reaches the client rather than E's 502.
 pub const UPSTREAM_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Connections C holds to one inside address at once: under the inside servers' own cap per
+/// peer (64), so a storm of edge clients waits its turn at C instead of being refused inside.
+pub const PER_ADDRESS: usize = 32;
+
+/// C's connection slots per inside address (bounded: one entry per address C was sent to).
+#[derive(Debug, Default)]
+pub struct Slots(RefCell<BTreeMap<SocketAddr, Rc<Semaphore>>>);
+
+impl Slots {
+    fn of(&self, addr: SocketAddr) -> Rc<Semaphore> {
+        self.0
+            .borrow_mut()
+            .entry(addr)
+            .or_insert_with(|| Rc::new(Semaphore::new(PER_ADDRESS)))
+            .clone()
+    }
+}
 
 /// Why an internal request got no answer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -66,9 +89,19 @@ impl Outbound {
     }
 }
 
-/// Sends `req` and returns the answer (status, headers, body up to [`MAX_BODY`]).
-pub async fn exchange<N: Net>(net: &N, req: &Outbound) -> Result<Response, UpstreamError> {
-    match tokio::time::timeout(UPSTREAM_DEADLINE, exchange_inner(net, req)).await {
+/// Sends `req` on one of `slots`' connections to its address (waiting for one, within the
+/// deadline) and returns the answer (status, headers, body up to [`MAX_BODY`]).
+pub async fn exchange<N: Net>(
+    net: &N,
+    slots: &Slots,
+    req: &Outbound,
+) -> Result<Response, UpstreamError> {
+    let sem = slots.of(req.addr);
+    let run = async {
+        let _slot = sem.acquire().await.map_err(|_| UpstreamError::Timeout)?;
+        exchange_inner(net, req).await
+    };
+    match tokio::time::timeout(UPSTREAM_DEADLINE, run).await {
         Ok(r) => r,
         Err(_) => Err(UpstreamError::Timeout),
     }

@@ -50,7 +50,7 @@ pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: CConfig) -> io::Result
         allow: AllowList::new(cfg.allow.clone()),
         media: Default::default(),
     };
-    let ctx = Rc::new(Ctx { net, cfg, state: RefCell::new(state) });
+    let ctx = Rc::new(Ctx { net, cfg, state: RefCell::new(state), upstream: Default::default() });
     let mut tasks = Vec::new();
     for e in ctx.cfg.edges.clone() {
         for kind in [ZoneKind::Http, ZoneKind::Xmpp] {

@@ -57,6 +57,9 @@ pub struct ImpConfig {
     pub peer: Option<String>,
     /// The directory's credential policy lockout (shared with CUCM, issue 13).
     pub lockout: Option<Rc<crate::lockout::Lockout>>,
+    /// Expressway-C's addresses: one XMPP connection per client behind the edge, so the
+    /// per-peer connection cap does not apply to them (issue 17).
+    pub trusted_peers: Vec<std::net::IpAddr>,
 }
 
 impl ImpConfig {

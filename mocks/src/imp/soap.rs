@@ -144,6 +144,7 @@ mod tests {
             relogin: (120, 480),
             peer: Some("imp2.example.com".into()),
             lockout: None,
+            trusted_peers: Vec::new(),
         }
     }
 

@@ -361,7 +361,8 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
     let listener = net.listen(port).await?;
     let tls = net.tls().server_config(&names).map_err(std::io::Error::other)?;
     let limit =
-        crate::limits::ConnLimit::new(crate::limits::STREAM_CONNECTIONS, crate::limits::PER_PEER);
+        crate::limits::ConnLimit::new(crate::limits::STREAM_CONNECTIONS, crate::limits::PER_PEER)
+            .trusting(&cfg.trusted_peers);
     loop {
         let mut tcp = crate::limits::next_conn(&listener).await;
         let Some(slot) = limit.admit(tcp.peer_addr().ip()) else {
@@ -507,6 +508,7 @@ mod tests {
             relogin: (120, 480),
             peer: None,
             lockout: None,
+            trusted_peers: Vec::new(),
         };
         (Rc::new(cfg), Rc::new(RefCell::new(ImpState::new(3))))
     }

@@ -195,6 +195,9 @@ pub struct SipConfig {
     pub presence: PresencePolicy,
     /// The SIP trunk to IM&P with "IMP PUBLISH Trunk" on (SPEC CC7): where line states go.
     pub trunk: Option<PresenceTrunk>,
+    /// Expressway-C's addresses: one connection per device behind the edge, so the per-peer
+    /// connection cap does not apply to them (issue 17).
+    pub trusted_peers: Vec<std::net::IpAddr>,
 }
 
 /// CUCM's SIP trunk to IM&P for phone presence (SPEC CC7).
@@ -336,6 +339,11 @@ fn unescape(s: &str) -> String {
 }
 
 impl Cluster {
+    /// Peers the connection cap per address does not apply to (Expressway-C, issue 17).
+    pub fn trusted_peers(&self) -> Vec<std::net::IpAddr> {
+        self.cfg.trusted_peers.clone()
+    }
+
     /// A cluster with `cfg`; `seed` makes its nonces.
     pub fn new(cfg: SipConfig, seed: u64) -> Self {
         let mut line_index = BTreeMap::new();

@@ -167,12 +167,14 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
         None => None,
     };
     let tls = net.tls().server_config(&names).map_err(std::io::Error::other)?;
+    let trusted = cluster.borrow_mut().with(|c| c.trusted_peers());
     let accept = |listener: uclab_net::TcpAcceptor, transport: Transport| {
         let (net, host, cluster, tls) = (net.clone(), host.clone(), cluster.clone(), tls.clone());
         let limit = crate::limits::ConnLimit::new(
             crate::limits::STREAM_CONNECTIONS,
             crate::limits::PER_PEER,
-        );
+        )
+        .trusting(&trusted);
         tokio::task::spawn_local(async move {
             loop {
                 let mut conn = crate::limits::next_conn(&listener).await;
