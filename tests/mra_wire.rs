@@ -89,3 +89,19 @@ fn call_media_crosses_expressway_e_and_c_with_its_dscp() {
     });
     assert_eq!(direct.count(), 0);
 }
+
+#[test]
+fn video_through_the_edge_keeps_dscp_34_on_every_hop() {
+    let pkts = common::packets("call-inside-to-outside", &capture("call-inside-to-outside.toml"));
+    let legs =
+        [(ALICE, EXPC), (EXPC, EXPE), (EXPE, CAROL), (CAROL, EXPE), (EXPE, EXPC), (EXPC, ALICE)];
+    for (from, to) in legs {
+        let video: Vec<u8> = pkts
+            .iter()
+            .filter(|p| p.udp && *p.src.ip() == from && *p.dst.ip() == to && !p.payload.is_empty())
+            .filter(|p| p.dscp == 34)
+            .map(|p| p.dscp)
+            .collect();
+        assert_eq!(video.len(), 5, "{from} → {to}: the 5 video packets");
+    }
+}
