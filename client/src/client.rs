@@ -815,52 +815,35 @@ impl Client {
         let contact_source = s.contact_source().to_owned();
         let device = s.device_config().filter(|d| !d.line.is_empty()).cloned();
         let im_wanted = authenticator == Authenticator::Cup && !im_servers.is_empty();
-        let seed = derive_seed(c.seed, "im");
         let creds = (c.user.as_str(), c.password.as_str(), self.resource.as_str());
-        if a.via == Via::CollabEdge {
-            self.edge_signed_in = true;
-            // SPEC MRA1: the softphone registers through the edge's `sipEdgeServer`.
-            if let Some(cfg) = device {
-                match self.edge_sip() {
-                    Ok(edge) => {
-                        let user = PhoneUser { user: c.user.clone(), password: c.password.clone() };
-                        let dns = self.dns_for(Owner::Phone);
-                        let seed = derive_seed(c.seed, "phone");
-                        self.phone =
-                            Some(Phone::start_through_edge(now, user, cfg, edge, dns, seed));
-                    }
-                    Err(reason) => self.out.push_back(Output::Event(ClientEvent::FeatureRefused {
-                        feature: "softphone".into(),
-                        reason,
-                    })),
-                }
-            }
-            if im_wanted {
-                // SPEC MRA1: the IM session's SOAP through the edge's HTTP proxy, its XMPP to
-                // the edge's `xmppEdgeServer`.
-                match self.edge_xmpp() {
-                    Ok(path) => {
-                        let dns = self.dns_for(Owner::Im);
-                        let mut im =
-                            ImSession::start_through_edge(now, creds, im_servers, path, dns, seed);
-                        im.set_contact_source(&contact_source);
-                        self.im = Some(im);
-                    }
-                    Err(reason) => self.out.push_back(Output::Event(ClientEvent::FeatureRefused {
-                        feature: "im".into(),
-                        reason,
-                    })),
-                }
-            }
-            return;
-        }
+        // SPEC MRA1: outside, the same engines start with the edge's addresses: the softphone
+        // at its `sipEdgeServer`, the IM session's SOAP by its HTTP proxy and its XMPP at its
+        // `xmppEdgeServer`. A path the edge configuration does not give is a clear refusal.
+        let outside = a.via == Via::CollabEdge;
+        self.edge_signed_in |= outside;
+        let refuse = |feature: &str, reason: String| {
+            Output::Event(ClientEvent::FeatureRefused { feature: feature.into(), reason })
+        };
         if let Some(cfg) = device {
             let user = PhoneUser { user: c.user.clone(), password: c.password.clone() };
-            let dns = self.dns_for(Owner::Phone);
-            self.phone = Some(Phone::start(now, user, cfg, dns, derive_seed(c.seed, "phone")));
+            let (dns, seed) = (self.dns_for(Owner::Phone), derive_seed(c.seed, "phone"));
+            match outside.then(|| self.edge_sip()).transpose() {
+                Ok(None) => self.phone = Some(Phone::start(now, user, cfg, dns, seed)),
+                Ok(Some(edge)) => {
+                    self.phone = Some(Phone::start_through_edge(now, user, cfg, edge, dns, seed));
+                }
+                Err(reason) => self.out.push_back(refuse("softphone", reason)),
+            }
         }
         if im_wanted {
-            let mut im = ImSession::start(now, creds, im_servers, self.dns_for(Owner::Im), seed);
+            let (dns, seed) = (self.dns_for(Owner::Im), derive_seed(c.seed, "im"));
+            let mut im = match outside.then(|| self.edge_xmpp()).transpose() {
+                Ok(None) => ImSession::start(now, creds, im_servers, dns, seed),
+                Ok(Some(path)) => {
+                    ImSession::start_through_edge(now, creds, im_servers, path, dns, seed)
+                }
+                Err(reason) => return self.out.push_back(refuse("im", reason)),
+            };
             im.set_contact_source(&contact_source);
             self.im = Some(im);
         }
