@@ -1,5 +1,5 @@
 //! How an engine's HTTP reaches an internal host: straight there, or through the edge (SPEC
-//! MRA1). Sign-in (and, with MRA part 2, the IM session's SOAP) builds every request through a
+//! MRA1). Sign-in and the IM session's SOAP build every request through a
 //! [`Transport`], so the same logic runs on both paths.
 
 use std::cell::RefCell;

@@ -10,7 +10,7 @@
 //! On 7001 and 7400 E accepts only a TLS client presenting a lab certificate for its traversal
 //! peer (C's FQDN); others are refused and the refusal written to the transcript. E holds one
 //! link per zone kind: a newer zone of a kind from the peer replaces the older one. Channels
-//! ([`Channel`]) ride on a link; when it goes, every channel on it ends.
+//! (`Channel`) ride on a link; when it goes, every channel on it ends.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! Expressway-E's XMPP edge on 5222 (issue 17, SPEC MRA1): the connections' driver. Each
 //! connection runs an [`EdgeSession`] and, once the client has sent its `<auth>`, a
-//! [`Channel`] over the XMPP traversal zone (7400) to C; the driver only moves bytes, time and
+//! `Channel` over the XMPP traversal zone (7400) to C; the driver only moves bytes, time and
 //! the channel's events (the session decides). E holds at most
 //! [`crate::limits::STREAM_CONNECTIONS`] connections, [`crate::limits::PER_PEER`] from one address, and
 //! a write to a client that does not read is given up after [`WRITE_TIMEOUT`].

@@ -7,7 +7,7 @@
 //! drops is opened again after 1, 2, 4 … s, at most [`BACKOFF_MAX`], the backoff starting
 //! over after a zone that came up. C never listens for E: everything rides on the connection
 //! C opened (the firewall drops DMZ → inside). On either zone E's `REQ` is answered by
-//! [`handle`] and its `OPEN` served by [`inside::channel`] until either end closes it; a zone
+//! [`handle`] and its `OPEN` served by `inside::channel` until either end closes it; a zone
 //! that ends ends its channels.
 //!
 //! The XMPP zone's first coming up is not written to the transcript (every run of the
