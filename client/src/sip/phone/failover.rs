@@ -111,7 +111,7 @@ impl Phone {
             && self.legs[i].txn.is_none()
             && matches!(error, PhoneError::Connection(_) | PhoneError::NoAnswer);
         match role {
-            Role::Active if edge_gone => self.lose_edge(now),
+            Role::Active if edge_gone => self.lose_edge(now, &format!("the edge: {error}")),
             Role::Active => self.next_target(now, error),
             Role::Keepalive => {
                 self.close_leg(Role::Keepalive);

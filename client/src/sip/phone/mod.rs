@@ -55,6 +55,8 @@ pub const PONG_TIMEOUT: Duration = Duration::from_secs(10);
 /// Through the edge: how long the STUN keepalive to Expressway-E may go unanswered (WIRE.md:
 /// every 30 s, 3 s timeout).
 pub const STUN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Why the edge is lost when its keepalive goes unanswered.
+const STUN_UNANSWERED: &str = "no answer to the STUN keepalive within 3 s";
 /// Call messages held while no connection is up (SPEC CC3 failover), at most.
 const MAX_HELD: usize = 64;
 /// How long to wait before trying the group again when nothing answered.
@@ -223,6 +225,8 @@ pub struct Phone {
     edge_lost_pending: bool,
     /// The edge is lost: the composite registers through the next edge.
     edge_lost: bool,
+    /// Why the edge was lost (kept while the failover waits for a call).
+    edge_why: String,
     out: VecDeque<Output>,
 }
 
@@ -307,6 +311,7 @@ impl Phone {
             edge: None,
             edge_lost_pending: false,
             edge_lost: false,
+            edge_why: String::new(),
             out: VecDeque::new(),
         };
         let reliable = !p.udp();
@@ -315,11 +320,11 @@ impl Phone {
         p
     }
 
-    /// Through the edge: the edge stopped answering the STUN keepalive (within
-    /// [`STUN_TIMEOUT`]). With a call up the phone waits for it to end; then (or at once) its
-    /// legs close and [`Phone::take_edge_lost`] says so, for the composite to register
-    /// through the next edge of the `_collab-edge` answer.
-    pub(super) fn lose_edge(&mut self, now: Time) {
+    /// Through the edge: the edge is lost (`why`: its STUN keepalive went unanswered for
+    /// [`STUN_TIMEOUT`], or a leg could not reach it at all). With a call up the phone waits
+    /// for it to end; then (or at once) its legs close and [`Phone::take_edge_lost`] says so,
+    /// for the composite to register through the next edge of the `_collab-edge` answer.
+    pub(super) fn lose_edge(&mut self, now: Time, why: &str) {
         let node = match self.state {
             State::Registered(t, _) | State::Registering(t) => self.node(t),
             _ => String::new(),
@@ -327,11 +332,11 @@ impl Phone {
         if self.calls.any_up() {
             if !self.edge_lost_pending {
                 self.edge_lost_pending = true;
+                why.clone_into(&mut self.edge_why);
                 self.event(ClientEvent::PhoneState {
                     state: "edge-unreachable".into(),
                     node,
-                    reason: "no answer to the STUN keepalive within 3 s; failover after the call"
-                        .into(),
+                    reason: format!("{why}; failover after the call"),
                 });
             }
             return;
@@ -341,7 +346,7 @@ impl Phone {
         self.event(ClientEvent::PhoneState {
             state: "edge-failover".into(),
             node,
-            reason: "no answer to the STUN keepalive within 3 s".into(),
+            reason: why.to_owned(),
         });
         self.close();
         self.clock = now;
@@ -351,8 +356,8 @@ impl Phone {
     /// engine to the next edge).
     pub fn take_edge_lost(&mut self) -> bool {
         if self.edge_lost_pending && !self.calls.any_up() {
-            let now = self.clock;
-            self.lose_edge(now);
+            let (now, why) = (self.clock, std::mem::take(&mut self.edge_why));
+            self.lose_edge(now, &why);
         }
         std::mem::take(&mut self.edge_lost)
     }
@@ -661,7 +666,7 @@ impl Phone {
             self.pong_by = None;
             if self.edge.is_some() {
                 // Jabber 14 over MRA: the edge is gone; the next edge, once no call is up.
-                self.lose_edge(now);
+                self.lose_edge(now, STUN_UNANSWERED);
                 return self.pump(now);
             }
             self.next_target(now, PhoneError::NoAnswerToPing);

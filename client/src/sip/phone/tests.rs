@@ -318,6 +318,11 @@ fn through_the_edge_no_connection_to_the_edge_is_the_edge_lost() {
     let (id, _) = opened(&h.drain())[0];
     let out = h.input(Input::StreamFailed { id, reason: NetError::Refused });
     assert!(states(&out).contains(&"edge-failover@10.1.0.11".to_owned()), "{out:?}");
+    let why = events(&out).into_iter().find_map(|e| match e {
+        ClientEvent::PhoneState { state, reason, .. } if state == "edge-failover" => Some(reason),
+        _ => None,
+    });
+    assert_eq!(why.as_deref(), Some("the edge: connection: refused"));
     assert!(opened(&out).is_empty(), "no second member through a dead edge");
     assert!(h.e.take_edge_lost());
 }
