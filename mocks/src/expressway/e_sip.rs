@@ -20,9 +20,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uclab_net::Net;
 use uclab_proto::sip::frame::{Frame, StreamFramer};
-use uclab_proto::sip::{self, Message, Start};
+use uclab_proto::sip::{self, Message};
 
 use super::e::{Channel, EConfig, Shared};
+use super::sip_rewrite::own_answer;
 use super::{ChanEvent, ZoneKind};
 use crate::http::SLOW_CLIENT;
 
@@ -30,8 +31,8 @@ use crate::http::SLOW_CLIENT;
 pub const IDLE: Duration = Duration::from_secs(300);
 /// A message begun must be whole within this long.
 pub const PARTIAL: Duration = Duration::from_secs(10);
-/// How long one write to the client may take.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one write to the client may take (as on the XMPP edge).
+pub use super::e_xmpp::WRITE_TIMEOUT;
 
 /// Serves the SIP edge until the node stops.
 pub(crate) async fn serve<N: Net + Clone + 'static>(
@@ -63,12 +64,7 @@ pub fn refusal(bytes: &[u8]) -> Result<(), Option<Message>> {
         Ok(_) => Ok(()),
         Err(e) => Err(e
             .partial
-            .filter(|m| matches!(m.start, Start::Request { .. }) && m.method() != Some("ACK"))
-            .map(|m| {
-                let phrase =
-                    format!("{} ({})", sip::reason(e.rejection.status), e.rejection.reason);
-                m.response(e.rejection.status, &phrase, Some("expe"))
-            })),
+            .and_then(|m| own_answer(&m, e.rejection.status, &e.rejection.reason, "expe"))),
     }
 }
 
@@ -139,12 +135,9 @@ async fn connection<N: Net>(
                                 Some(c) => c.data(m),
                                 None => {
                                     // No way to C: a request is answered here.
-                                    if let Some(req) = sip::read(&m).filter(|r| {
-                                        matches!(r.start, Start::Request { .. })
-                                            && r.method() != Some("ACK")
+                                    if let Some(a) = sip::read(&m).and_then(|r| {
+                                        own_answer(&r, 503, "no traversal zone", "expe")
                                     }) {
-                                        let phrase = "Service Unavailable (no traversal zone)";
-                                        let a = req.response(503, phrase, Some("expe"));
                                         log(&sip::transcript_line(&a));
                                         out.extend_from_slice(&a.to_bytes());
                                     }

@@ -58,10 +58,7 @@ fn uri_host(uri: &str) -> Option<&str> {
 
 /// A response of C's own to `req` (nothing for an ACK).
 fn answer(req: &Message, code: u16, why: &str) -> Option<Vec<u8>> {
-    (req.method() != Some("ACK")).then(|| {
-        let phrase = format!("{} ({why})", sip::reason(code));
-        req.response(code, &phrase, Some("expc")).to_bytes()
-    })
+    sip_rewrite::own_answer(req, code, why, "expc").map(|a| a.to_bytes())
 }
 
 /// The channel's life; `Some(reason)` when C is the one to close it.

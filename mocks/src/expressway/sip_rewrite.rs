@@ -232,6 +232,16 @@ pub fn inward_response(m: &mut Message, hop: &Hop) -> Result<(), RewriteError> {
     Ok(())
 }
 
+/// An Expressway node's own answer to `req`: `code` with `why` after the reason phrase and
+/// `node` as the To tag; none to a response or an ACK (RFC 3261 §17.2.1: never answered).
+pub fn own_answer(req: &Message, code: u16, why: &str, node: &str) -> Option<Message> {
+    let request = matches!(req.start, Start::Request { .. }) && req.method() != Some("ACK");
+    request.then(|| {
+        let phrase = format!("{} ({why})", uclab_proto::sip::reason(code));
+        req.response(code, &phrase, Some(node))
+    })
+}
+
 /// Whether a Via value is well formed (for the caller's checks).
 pub fn via_ok(v: &str) -> bool {
     parse_via(v).is_ok()
