@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 
 fn capture(scenario: &str) -> Vec<u8> {
@@ -104,4 +105,34 @@ fn video_through_the_edge_keeps_dscp_34_on_every_hop() {
             .collect();
         assert_eq!(video.len(), 5, "{from} → {to}: the 5 video packets");
     }
+}
+
+/// Jabber keeps its HTTPS connection to the edge for the next request (RFC 9112 §9.3), and
+/// Expressway-C its connections inside: carol's whole sign-in goes to E on one connection, and
+/// C sends its requests to cucm1 on fewer connections than requests.
+#[test]
+fn http_through_the_edge_keeps_its_connections() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/mra/signin-through-edge.toml");
+    let s = uclab_sim::load(&p).unwrap();
+    let r = uclab_sim::run(&s, s.seed);
+    assert!(r.passed, "{:?}", r.error);
+    let pkts = common::packets("signin-through-edge", &r.capture);
+    // Connections that carried bytes (discovery's reachability probe to E carries none).
+    let conns = |from: Ipv4Addr, to: SocketAddrV4| {
+        let ports: BTreeSet<u16> = pkts
+            .iter()
+            .filter(|p| !p.udp && *p.src.ip() == from && p.dst == to && !p.payload.is_empty())
+            .map(|p| p.src.port())
+            .collect();
+        ports.len()
+    };
+    let requests = |line: &str| {
+        r.transcript.lines().filter(|l| l.contains(line) && l.contains(" tcp HTTP ")).count()
+    };
+    let to_e = requests("carol -> expe:8443");
+    assert!(to_e >= 8, "carol's requests through the edge: {to_e}");
+    assert_eq!(conns(CAROL, SocketAddrV4::new(EXPE, 8443)), 1, "{to_e} requests");
+    let inside = requests("expc -> cucm1:8443");
+    let c_conns = conns(EXPC, SocketAddrV4::new(CUCM1, 8443));
+    assert!(c_conns >= 1 && c_conns < inside, "{c_conns} connections for {inside} requests");
 }

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use uclab_net::http1::{Http1Error, Pool, handshake, send};
 use uclab_net::{Net, TcpConn, UdpSock};
 
 use crate::Time;
@@ -107,6 +108,10 @@ pub async fn run<N: Net + Clone + 'static>(
         let now = net.now();
         while actions.front().is_some_and(|a| a.0 <= now) {
             let (_, action) = actions.pop_front().expect("checked");
+            if matches!(action, UserAction::NetworkChanged { .. }) {
+                // Kept HTTP connections belong to the old network.
+                io.http.clear();
+            }
             engine.handle_action(now, action, net.rng().next_u64());
         }
         engine.handle_timeout(now);
@@ -128,6 +133,8 @@ struct Io<N: Net> {
     conns: BTreeMap<ConnId, TcpConn>,
     streams: BTreeMap<ConnId, mpsc::Sender<StreamCmd>>,
     media: BTreeMap<u16, (Rc<UdpSock>, JoinHandle<()>)>,
+    /// HTTP connections kept for the next request (keep-alive).
+    http: Rc<Pool>,
 }
 
 impl<N: Net + 'static> Io<N> {
@@ -157,6 +164,7 @@ impl<N: Net + 'static> Io<N> {
             conns: BTreeMap::new(),
             streams: BTreeMap::new(),
             media: BTreeMap::new(),
+            http: Rc::new(Pool::new(HTTP_KEEP_PER_SERVER, HTTP_KEEP_SERVERS, HTTP_KEEP_IDLE)),
         })
     }
 
@@ -203,9 +211,9 @@ impl<N: Net + 'static> Io<N> {
                 }
             }
             Output::Http(req) => {
-                let (net, tx) = (net.clone(), self.tx.clone());
+                let (net, tx, pool) = (net.clone(), self.tx.clone(), self.http.clone());
                 tokio::task::spawn_local(async move {
-                    let r = http_exchange(&*net, &req).await;
+                    let r = http_exchange(&*net, &pool, &req).await;
                     let _ = tx.send(Msg::Http(req.id, r));
                 });
             }
@@ -314,35 +322,56 @@ const MAX_HTTP_BODY: usize = 1 << 20;
 /// Most response headers kept (hyper bounds the head itself).
 const MAX_HTTP_HEADERS: usize = 64;
 
-/// One HTTP request on its own connection (HTTPS checks the certificate against `req.host`,
-/// or `req.tls_name` when set).
-async fn http_exchange<N: Net>(net: &N, req: &HttpReq) -> Result<HttpResp, NetError> {
-    let tcp = net.connect(req.addr).await.map_err(|e| NetError::Connect(e.to_string()))?;
-    net.transcript().message(net.now(), tcp.local_addr(), req.addr, "tcp", &req.summary());
-    if req.tls {
-        let cfg = net.tls().client_config(&[]).map_err(|e| NetError::TlsSetup(e.to_string()))?;
-        let s = net
-            .tls()
-            .connect(cfg, req.tls_name.as_deref().unwrap_or(&req.host), tcp)
-            .await
-            .map_err(|e| NetError::Tls(e.to_string()))?;
-        http1(hyper_util::rt::TokioIo::new(s), req).await
-    } else {
-        http1(hyper_util::rt::TokioIo::new(tcp), req).await
-    }
-}
+/// Idle HTTP connections kept per server (address and TLS name), servers kept, and how long
+/// one stays idle: under the mock servers' 10 s, so the client ends a quiet connection.
+const HTTP_KEEP_PER_SERVER: usize = 2;
+const HTTP_KEEP_SERVERS: usize = 16;
+const HTTP_KEEP_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn http1<I>(io: I, req: &HttpReq) -> Result<HttpResp, NetError>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-{
-    use uclab_net::http1::{Http1Error, exchange};
+/// One HTTP request, on a connection kept from an earlier request to the same server or a new
+/// one (HTTPS checks the certificate against `req.host`, or `req.tls_name` when set). A kept
+/// connection the server closed meanwhile gives way to a new one.
+async fn http_exchange<N: Net>(net: &N, pool: &Pool, req: &HttpReq) -> Result<HttpResp, NetError> {
+    let name = req.tls_name.as_deref().unwrap_or(&req.host);
+    let key = (req.addr, req.tls.then(|| name.to_owned()));
     let limits = (MAX_HTTP_HEADERS, MAX_HTTP_BODY);
     let target = (req.method, req.path.as_str());
-    match exchange(io, target, &req.header_list(), req.body.clone(), limits).await {
-        Ok((status, headers, body)) => Ok(HttpResp { status, headers, body }),
-        Err(Http1Error::Http(e)) => Err(NetError::Http(e)),
-        Err(Http1Error::Body(e)) => Err(NetError::Body(e)),
+    let headers = req.header_list();
+    let answer = |(status, headers, body)| HttpResp { status, headers, body };
+    if let Some(mut conn) = pool.take(&key, net.now()) {
+        net.transcript().message(net.now(), conn.local, req.addr, "tcp", &req.summary());
+        match send(&mut conn, target, &headers, req.body.clone(), limits).await {
+            Ok(a) => {
+                pool.put(key, conn, net.now());
+                return Ok(answer(a));
+            }
+            Err(f) if f.retry => {}
+            Err(f) => return Err(net_error(f.error)),
+        }
+    }
+    let tcp = net.connect(req.addr).await.map_err(|e| NetError::Connect(e.to_string()))?;
+    let local = tcp.local_addr();
+    net.transcript().message(net.now(), local, req.addr, "tcp", &req.summary());
+    let mut conn = if req.tls {
+        let cfg = net.tls().client_config(&[]).map_err(|e| NetError::TlsSetup(e.to_string()))?;
+        let s =
+            net.tls().connect(cfg, name, tcp).await.map_err(|e| NetError::Tls(e.to_string()))?;
+        handshake(hyper_util::rt::TokioIo::new(s), local).await
+    } else {
+        handshake(hyper_util::rt::TokioIo::new(tcp), local).await
+    }
+    .map_err(net_error)?;
+    let a = send(&mut conn, target, &headers, req.body.clone(), limits)
+        .await
+        .map_err(|f| net_error(f.error))?;
+    pool.put(key, conn, net.now());
+    Ok(answer(a))
+}
+
+fn net_error(e: Http1Error) -> NetError {
+    match e {
+        Http1Error::Http(e) => NetError::Http(e),
+        Http1Error::Body(e) => NetError::Body(e),
     }
 }
 

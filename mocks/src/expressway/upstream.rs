@@ -1,6 +1,7 @@
 //! Expressway-C's HTTP(S) client towards the inside: hyper 1.x over a `Net` stream, TLS
-//! verified against the internal host name with the lab CA, one request per connection, the
-//! whole exchange under [`UPSTREAM_DEADLINE`]. The transcript shows each request as the
+//! verified against the internal host name with the lab CA, connections kept for the next
+//! request to the same node (at most [`PER_ADDRESS`] at once, each idle at most
+//! [`KEEP_IDLE`]), the whole exchange under [`UPSTREAM_DEADLINE`]. The transcript shows each request as the
 //! client's do (method, target, whether credentials went, never what they are); the server
 //! writes the answer.
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use uclab_net::Net;
+use uclab_net::http1::{Http1Error, Pool, handshake, send};
 use uclab_proto::edge::Scheme;
 
 use crate::http::{MAX_BODY, Response};
@@ -25,13 +27,34 @@ pub const UPSTREAM_DEADLINE: Duration = Duration::from_secs(8);
 /// peer (64), so a storm of edge clients waits its turn at C instead of being refused inside.
 pub const PER_ADDRESS: usize = 32;
 
-/// C's connection slots per inside address (bounded: one entry per address C was sent to).
-#[derive(Debug, Default)]
-pub struct Slots(RefCell<BTreeMap<SocketAddr, Rc<Semaphore>>>);
+/// How long C keeps an idle connection inside: under the inside servers' 10 s.
+pub const KEEP_IDLE: Duration = Duration::from_secs(5);
+/// Idle connections C keeps to one inside destination: with the [`PER_ADDRESS`] busy ones,
+/// still under the inside servers' cap per peer.
+const KEEP_PER_ADDRESS: usize = 16;
+/// Inside destinations (address and TLS name) C keeps idle connections to.
+const KEEP_DESTINATIONS: usize = 64;
+
+/// C's connection slots per inside address (bounded: one entry per address C was sent to),
+/// and the idle connections it keeps.
+#[derive(Debug)]
+pub struct Slots {
+    slots: RefCell<BTreeMap<SocketAddr, Rc<Semaphore>>>,
+    idle: Pool,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Self {
+            slots: RefCell::default(),
+            idle: Pool::new(KEEP_PER_ADDRESS, KEEP_DESTINATIONS, KEEP_IDLE),
+        }
+    }
+}
 
 impl Slots {
     fn of(&self, addr: SocketAddr) -> Rc<Semaphore> {
-        self.0
+        self.slots
             .borrow_mut()
             .entry(addr)
             .or_insert_with(|| Rc::new(Semaphore::new(PER_ADDRESS)))
@@ -99,7 +122,7 @@ pub async fn exchange<N: Net>(
     let sem = slots.of(req.addr);
     let run = async {
         let _slot = sem.acquire().await.map_err(|_| UpstreamError::Timeout)?;
-        exchange_inner(net, req).await
+        exchange_inner(net, &slots.idle, req).await
     };
     match tokio::time::timeout(UPSTREAM_DEADLINE, run).await {
         Ok(r) => r,
@@ -107,26 +130,12 @@ pub async fn exchange<N: Net>(
     }
 }
 
-async fn exchange_inner<N: Net>(net: &N, req: &Outbound) -> Result<Response, UpstreamError> {
-    let tcp =
-        net.connect(req.addr).await.map_err(|e| UpstreamError::Connect(req.addr, e.to_string()))?;
-    net.transcript().message(net.now(), tcp.local_addr(), req.addr, "tcp", &req.summary());
-    match req.scheme {
-        Scheme::Https => {
-            let tls_err = |e: String| UpstreamError::Tls(req.host.clone(), e);
-            let cfg = net.tls().client_config(&[]).map_err(|e| tls_err(e.to_string()))?;
-            let s =
-                net.tls().connect(cfg, &req.host, tcp).await.map_err(|e| tls_err(e.to_string()))?;
-            http1(hyper_util::rt::TokioIo::new(s), req).await
-        }
-        Scheme::Http => http1(hyper_util::rt::TokioIo::new(tcp), req).await,
-    }
-}
-
-async fn http1<I>(io: I, req: &Outbound) -> Result<Response, UpstreamError>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-{
+async fn exchange_inner<N: Net>(
+    net: &N,
+    idle: &Pool,
+    req: &Outbound,
+) -> Result<Response, UpstreamError> {
+    let key = (req.addr, matches!(req.scheme, Scheme::Https).then(|| req.host.clone()));
     let host = if req.addr.port() == 443 {
         req.host.clone()
     } else {
@@ -135,9 +144,39 @@ where
     let mut headers = vec![("host".to_owned(), host)];
     headers.extend(req.headers.iter().cloned());
     let target = (req.method.as_str(), req.target.as_str());
-    let (status, headers, body) =
-        uclab_net::http1::exchange(io, target, &headers, req.body.clone(), (usize::MAX, MAX_BODY))
-            .await
-            .map_err(|e| UpstreamError::Http(e.to_string()))?;
-    Ok(Response { status, headers, body })
+    let limits = (usize::MAX, MAX_BODY);
+    let http = |e: Http1Error| UpstreamError::Http(e.to_string());
+    let answer = |(status, headers, body)| Response { status, headers, body };
+    if let Some(mut conn) = idle.take(&key, net.now()) {
+        net.transcript().message(net.now(), conn.local, req.addr, "tcp", &req.summary());
+        match send(&mut conn, target, &headers, req.body.clone(), limits).await {
+            Ok(a) => {
+                idle.put(key, conn, net.now());
+                return Ok(answer(a));
+            }
+            // The node closed it meanwhile (a restart): a new connection.
+            Err(f) if f.retry => {}
+            Err(f) => return Err(http(f.error)),
+        }
+    }
+    let tcp =
+        net.connect(req.addr).await.map_err(|e| UpstreamError::Connect(req.addr, e.to_string()))?;
+    let local = tcp.local_addr();
+    net.transcript().message(net.now(), local, req.addr, "tcp", &req.summary());
+    let mut conn = match req.scheme {
+        Scheme::Https => {
+            let tls_err = |e: String| UpstreamError::Tls(req.host.clone(), e);
+            let cfg = net.tls().client_config(&[]).map_err(|e| tls_err(e.to_string()))?;
+            let s =
+                net.tls().connect(cfg, &req.host, tcp).await.map_err(|e| tls_err(e.to_string()))?;
+            handshake(hyper_util::rt::TokioIo::new(s), local).await
+        }
+        Scheme::Http => handshake(hyper_util::rt::TokioIo::new(tcp), local).await,
+    }
+    .map_err(http)?;
+    let a = send(&mut conn, target, &headers, req.body.clone(), limits)
+        .await
+        .map_err(|f| http(f.error))?;
+    idle.put(key, conn, net.now());
+    Ok(answer(a))
 }
