@@ -7,6 +7,12 @@ pub fn bare(jid: &str) -> String {
     jid.split('/').next().unwrap_or(jid).to_ascii_lowercase()
 }
 
+/// A JID's domain part, lower case (`partner.example.org` of `bob@partner.example.org/pc`).
+pub fn domain(jid: &str) -> String {
+    let b = jid.split('/').next().unwrap_or(jid);
+    b.rsplit_once('@').map_or(b, |(_, d)| d).to_ascii_lowercase()
+}
+
 /// A JID's resource, if it has one.
 pub fn resource(jid: &str) -> Option<&str> {
     jid.split_once('/').map(|(_, r)| r)
@@ -48,6 +54,9 @@ mod tests {
     #[test]
     fn parts_and_validity() {
         assert_eq!(bare("Alice@Example.com/Jabber"), "alice@example.com");
+        assert_eq!(domain("Bob@Partner.Example.org/pc"), "partner.example.org");
+        assert_eq!(domain("partner.example.org/x@y"), "partner.example.org");
+        assert_eq!(domain("example.com"), "example.com");
         assert_eq!(resource("alice@example.com/jabber/x"), Some("jabber/x"));
         assert!(valid_bare("alice@example.com"));
         assert!(!valid_bare("alice@example.com/r"));

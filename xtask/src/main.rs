@@ -228,6 +228,8 @@ fn storm_run(n: usize, outside: bool) -> bool {
             "sim_s_all_signed_in": last.as_secs_f64(),
             "sim_s_run": r.sim_time.as_secs_f64(),
             "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
+            "transcript_mib": r.transcript.len() as f64 / 1048576.0,
+            "capture_mib": r.capture.len() as f64 / 1048576.0,
             "error": r.error,
             "failures": failures,
         })

@@ -22,13 +22,16 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use uclab_proto::jid::{bare, resource, valid_jid};
+use uclab_proto::jid::{bare, domain, resource, valid_jid};
 use uclab_proto::xmpp::{Element, error_reply, stamp};
 
 use crate::imp::muc::{Delivery, Muc, MucConfig};
 
+mod federation;
 mod presence;
 mod roster;
+
+pub use federation::{Policy, REMOTE_QUEUE};
 
 /// Identifies one bound session (a client connection) to the node's I/O.
 pub type SessionId = u64;
@@ -176,6 +179,14 @@ pub struct Counters {
     pub roster_pushes: u64,
     /// Requests refused by a list limit (IMP3).
     pub limit_refusals: u64,
+    /// Stanzas handed to the federation service for another domain (FED1).
+    pub federated_out: u64,
+    /// Stanzas from authenticated foreign domains.
+    pub federated_in: u64,
+    /// Stanzas refused or dropped because federation is off or policy forbids it (FED5).
+    pub federation_refusals: u64,
+    /// Stanzas for another domain that could not be delivered and were bounced.
+    pub bounced: u64,
 }
 
 /// Cluster-wide delivery between sessions (SPEC IMP1) with multiple-device messaging (IMP2),
@@ -203,6 +214,12 @@ pub struct Router {
     mucs: BTreeMap<String, Muc>,
     /// Users whose phone line is busy, as CUCM published over the trunk (SPEC CC7).
     on_phone: BTreeSet<String>,
+    /// Federation with other domains and its policy (SPEC FED1, FED5); `None`: off.
+    federation: Option<Policy>,
+    /// Stanzas for other domains until the federation service drains them.
+    remote: VecDeque<Element>,
+    /// Federation refusals and bounces, for the transcript.
+    notes: VecDeque<String>,
 }
 
 impl Router {
@@ -221,6 +238,9 @@ impl Router {
             counters: Counters::default(),
             mucs: BTreeMap::new(),
             on_phone: BTreeSet::new(),
+            federation: None,
+            remote: VecDeque::new(),
+            notes: VecDeque::new(),
         }
     }
 
@@ -370,6 +390,10 @@ impl Router {
 
     /// Sends `s` to one full JID; false if there is no such live session.
     fn send(&mut self, full: &str, s: Element) -> bool {
+        if !self.is_local(&domain(full)) {
+            self.to_remote(full, s);
+            return true;
+        }
         let Some(r) = self.sessions.get(&bare(full)).and_then(|m| m.get(resource(full)?)) else {
             return false;
         };
@@ -380,6 +404,11 @@ impl Router {
 
     /// Sends `s` to every available resource of `bare_jid`; how many got it.
     fn send_available(&mut self, bare_jid: &str, s: &Element) -> usize {
+        if !self.is_local(&domain(bare_jid)) {
+            // The foreign server fans it out to the user's resources.
+            self.to_remote(bare_jid, s.clone());
+            return 1;
+        }
         let targets = self.available(bare_jid);
         targets.iter().filter(|t| self.send(t, s.clone())).count()
     }
@@ -398,8 +427,10 @@ impl Router {
             }
             return;
         }
-        let to_domain = to.split('/').next().unwrap_or("");
-        let to_domain = to_domain.rsplit('@').next().unwrap_or("").to_ascii_lowercase();
+        let to_domain = domain(&to);
+        if !to_self && !self.is_local(&to_domain) && self.refuse_outbound(&s) {
+            return;
+        }
         if let Some(m) = self.mucs.get_mut(&to_domain) {
             let out = m.handle(&s, now);
             return self.deliver(out);
@@ -455,6 +486,13 @@ impl Router {
             return;
         }
         let b = bare(&to);
+        if !self.is_local(&domain(&b)) {
+            // SPEC FED1: the foreign server delivers (or stores) it.
+            if from.contains('/') {
+                self.locks.insert((bare(&from), b), from.clone());
+            }
+            return self.to_remote(&to, s);
+        }
         // A message from one of a user's clients: that client now owns the conversation.
         if from.contains('/') {
             self.locks.insert((bare(&from), b.clone()), from.clone());

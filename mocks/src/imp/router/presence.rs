@@ -76,6 +76,7 @@ impl Router {
                 self.send(from, p);
             }
         }
+        self.probe_remote_contacts(&own);
         let requests: Vec<Element> = self.requests_to(&own).map(|(_, e)| e.clone()).collect();
         for r in requests {
             self.send(from, r);

@@ -3,7 +3,7 @@
 //! subscription handshake with pre-approval and requests kept until answered, each refused
 //! with `not-allowed` when a list limit of SPEC IMP3 would be passed.
 
-use uclab_proto::jid::{bare, valid_bare};
+use uclab_proto::jid::{bare, domain, valid_bare};
 use uclab_proto::xmpp::{Element, error_reply};
 
 use super::{Item, NS_ROSTER, Roster, Router, Subscription};
@@ -54,7 +54,7 @@ impl Router {
 
     /// A roster change of `user`'s item `jid` (`None`: removed): the version moves on and
     /// every interested resource gets a push (RFC 6121 §2.1.6).
-    fn push(&mut self, user: &str, jid: &str) {
+    pub(super) fn push(&mut self, user: &str, jid: &str) {
         let roster = self.rosters.entry(user.to_owned()).or_default();
         roster.ver += 1;
         let item = match roster.items.get(jid) {
@@ -216,7 +216,9 @@ impl Router {
         }
         s.set("from", user);
         s.set("to", contact);
-        self.pending.insert((contact.to_owned(), user.to_owned()), s.clone());
+        if self.is_local(&domain(contact)) {
+            self.pending.insert((contact.to_owned(), user.to_owned()), s.clone());
+        }
         self.send_available(contact, &s);
     }
 
@@ -251,11 +253,14 @@ impl Router {
         self.push(user, contact);
         let p = Element::new("presence").attr("from", user).attr("type", "subscribed");
         self.send_available(contact, &p);
-        let c = self.rosters.entry(contact.to_owned()).or_default();
-        let ci = c.items.entry(user.to_owned()).or_default();
-        ci.sub = Subscription::with(true, ci.sub.from());
-        ci.ask = false;
-        self.push(contact, user);
+        // A foreign contact's roster is its own server's (SPEC FED1).
+        if self.is_local(&domain(contact)) {
+            let c = self.rosters.entry(contact.to_owned()).or_default();
+            let ci = c.items.entry(user.to_owned()).or_default();
+            ci.sub = Subscription::with(true, ci.sub.from());
+            ci.ask = false;
+            self.push(contact, user);
+        }
         // The new watcher sees the user's current presence.
         for (full, mut p) in self.presences(user) {
             p.set("from", &full);
@@ -273,6 +278,12 @@ impl Router {
             self.push(user, contact);
         }
         self.pending.remove(&(contact.to_owned(), user.to_owned()));
+        if !self.is_local(&domain(contact)) {
+            // The foreign contact's server updates its side (RFC 6121 §3.3.2).
+            let p = Element::new("presence").attr("from", user).attr("type", "unsubscribe");
+            self.send_available(contact, &p);
+            return;
+        }
         if let Some(i) = self.rosters.get_mut(contact).and_then(|r| r.items.get_mut(user))
             && i.sub.from()
         {

@@ -497,3 +497,193 @@ fn a_late_unbind_leaves_the_newer_session_alone() {
     let got = drain(&mut new);
     assert!(got.iter().any(|m| m.contains("<body>hi</body>")), "{got:?}");
 }
+
+/// A router with federation on under `policy` (SPEC FED1, FED5).
+fn federated(policy: Policy) -> Router {
+    let mut r = router();
+    r.set_federation(policy);
+    r
+}
+
+/// What the router queued for other domains, as XML.
+fn remote(r: &mut Router) -> Vec<String> {
+    std::iter::from_fn(|| r.poll_remote()).map(|e| e.to_xml()).collect()
+}
+
+/// A stanza from an authenticated foreign domain.
+fn from_remote(r: &mut Router, from: &str, xml: &str) {
+    r.handle_remote(parse(from, xml), Duration::from_secs(1_767_603_600));
+    settle(r);
+}
+
+const BOB: &str = "bob@partner.example.org";
+
+#[test]
+fn fed1_messages_leave_for_the_foreign_domain_and_come_back() {
+    let mut r = federated(Policy::Open);
+    let a = "alice@example.com/desk";
+    let mut ra = online(&mut r, a);
+    send(&mut r, a, &format!("<message to='{BOB}' type='chat'><body>hi</body></message>"));
+    let out = remote(&mut r);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].contains(&format!("to=\"{BOB}\"")) && out[0].contains(&format!("from=\"{a}\"")));
+    assert!(drain(&mut ra).is_empty(), "nothing stored or bounced locally");
+    from_remote(
+        &mut r,
+        &format!("{BOB}/pc"),
+        "<message to='alice@example.com' type='chat'><body>yo</body></message>",
+    );
+    assert!(drain(&mut ra)[0].contains("<body>yo</body>"));
+    // SPEC IMP4: stored for an offline user whoever sent it.
+    r.unbind(a);
+    settle(&mut r);
+    from_remote(
+        &mut r,
+        &format!("{BOB}/pc"),
+        "<message to='alice@example.com'><body>later</body></message>",
+    );
+    let mut ra = connect(&mut r, a);
+    send(&mut r, a, "<presence/>");
+    let got = drain(&mut ra);
+    assert!(got.iter().any(|m| m.contains("later") && m.contains("urn:xmpp:delay")), "{got:?}");
+    assert_eq!((r.counters().federated_out, r.counters().federated_in), (1, 2));
+}
+
+#[test]
+fn fed1_subscription_to_a_foreign_contact_and_presence() {
+    let mut r = federated(Policy::Open);
+    let a = "alice@example.com/desk";
+    let mut ra = online(&mut r, a);
+    send(&mut r, a, &format!("<presence to='{BOB}' type='subscribe'/>"));
+    assert!(drain(&mut ra)[0].contains("ask=\"subscribe\""));
+    let out = remote(&mut r);
+    assert!(out[0].contains("type=\"subscribe\"") && out[0].contains("from=\"alice@example.com\""));
+    // The foreign server keeps its side: no local roster is made for bob.
+    from_remote(
+        &mut r,
+        &format!("{BOB}/pc"),
+        "<presence to='alice@example.com' type='subscribed'/>",
+    );
+    let got = drain(&mut ra);
+    assert!(got.iter().any(|g| g.contains("subscription=\"to\"") && !g.contains("ask")), "{got:?}");
+    assert!(got.iter().any(|g| g.contains("type=\"subscribed\"")), "{got:?}");
+    // Bob's broadcast reaches alice; a stranger's does not.
+    from_remote(
+        &mut r,
+        &format!("{BOB}/pc"),
+        "<presence to='alice@example.com'><show>away</show></presence>",
+    );
+    assert!(drain(&mut ra)[0].contains("<show>away</show>"));
+    from_remote(&mut r, "eve@partner.example.org/x", "<presence to='alice@example.com'/>");
+    assert!(drain(&mut ra).is_empty());
+    // Alice signs in again: her initial presence probes bob's server (RFC 6121 §4.3).
+    r.unbind(a);
+    settle(&mut r);
+    online(&mut r, "alice@example.com/phone");
+    let out = remote(&mut r);
+    assert!(
+        out.iter().any(|o| o.contains("type=\"probe\"") && o.contains(&format!("to=\"{BOB}\""))),
+        "{out:?}"
+    );
+    // She unsubscribes: bob's server is told.
+    send(&mut r, "alice@example.com/phone", &format!("<presence to='{BOB}' type='unsubscribe'/>"));
+    assert!(remote(&mut r).iter().any(|o| o.contains("type=\"unsubscribe\"")));
+}
+
+#[test]
+fn fed1_a_foreign_watcher_gets_presence_by_bare_jid() {
+    let mut r = federated(Policy::Open);
+    let a = "alice@example.com/desk";
+    let mut ra = online(&mut r, a);
+    from_remote(
+        &mut r,
+        &format!("{BOB}/pc"),
+        "<presence to='alice@example.com' type='subscribe'/>",
+    );
+    assert!(drain(&mut ra)[0].contains("type=\"subscribe\""), "the request is delivered");
+    // A probe from a non-watcher learns nothing.
+    from_remote(&mut r, &format!("{BOB}/pc"), "<presence to='alice@example.com' type='probe'/>");
+    assert!(remote(&mut r).is_empty());
+    send(&mut r, a, &format!("<presence to='{BOB}' type='subscribed'/>"));
+    let out = remote(&mut r);
+    assert!(out[0].contains("type=\"subscribed\""), "{out:?}");
+    assert!(
+        out[1].contains(&format!("from=\"{a}\"")) && out[1].contains(&format!("to=\"{BOB}\"")),
+        "{out:?}"
+    );
+    send(&mut r, a, "<presence><show>dnd</show></presence>");
+    let out = remote(&mut r);
+    assert_eq!(out.len(), 1, "one per foreign watcher, its server fans out: {out:?}");
+    assert!(out[0].contains("<show>dnd</show>"));
+    from_remote(&mut r, &format!("{BOB}/pc"), "<presence to='alice@example.com' type='probe'/>");
+    assert!(remote(&mut r)[0].contains("<show>dnd</show>"), "a watcher's probe is answered");
+    // Bob stops watching.
+    from_remote(
+        &mut r,
+        &format!("{BOB}/pc"),
+        "<presence to='alice@example.com' type='unsubscribe'/>",
+    );
+    drain(&mut ra);
+    send(&mut r, a, "<presence/>");
+    assert!(remote(&mut r).is_empty());
+}
+
+#[test]
+fn fed5_policy_refuses_both_ways_and_never_sends() {
+    let blocked: std::collections::BTreeSet<String> =
+        [BOB.split('@').nth(1).unwrap().to_owned()].into();
+    for policy in
+        [Policy::Block(blocked.clone()), Policy::Allow(["other.example.net".to_owned()].into())]
+    {
+        let mut r = federated(policy);
+        let a = "alice@example.com/desk";
+        let mut ra = online(&mut r, a);
+        send(&mut r, a, &format!("<message to='{BOB}' id='m1'><body>x</body></message>"));
+        let got = drain(&mut ra);
+        assert!(
+            got[0].contains("type=\"error\"") && got[0].contains("<policy-violation"),
+            "{got:?}"
+        );
+        assert!(remote(&mut r).is_empty(), "never leaves");
+        from_remote(
+            &mut r,
+            &format!("{BOB}/pc"),
+            "<message to='alice@example.com'><body>in</body></message>",
+        );
+        assert!(drain(&mut ra).is_empty(), "never delivered");
+        assert_eq!(r.counters().federation_refusals, 2);
+        let notes: Vec<String> = std::iter::from_fn(|| r.poll_note()).collect();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("refused message to partner.example.org: policy-violation"));
+    }
+    // Federation off: remote-server-not-found, nothing queued.
+    let mut r = router();
+    let mut ra = online(&mut r, "alice@example.com/desk");
+    send(
+        &mut r,
+        "alice@example.com/desk",
+        &format!("<message to='{BOB}'><body>x</body></message>"),
+    );
+    assert!(drain(&mut ra)[0].contains("<remote-server-not-found"));
+    assert!(remote(&mut r).is_empty());
+}
+
+#[test]
+fn fed1_undeliverable_stanzas_bounce_to_their_senders() {
+    let mut r = federated(Policy::Open);
+    let a = "alice@example.com/desk";
+    let mut ra = online(&mut r, a);
+    send(&mut r, a, &format!("<message to='{BOB}' id='m1'><body>x</body></message>"));
+    let out: Vec<Element> = std::iter::from_fn(|| r.poll_remote()).collect();
+    r.bounce(out, "remote-server-not-found");
+    settle(&mut r);
+    let got = drain(&mut ra);
+    assert!(
+        got[0].contains("type=\"error\"") && got[0].contains("<remote-server-not-found"),
+        "{got:?}"
+    );
+    assert!(got[0].contains("id=\"m1\""));
+    assert!(
+        r.poll_note().is_some_and(|n| n.contains("bounced 1 stanza(s) to partner.example.org"))
+    );
+}

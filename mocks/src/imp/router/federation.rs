@@ -1,0 +1,292 @@
+//! The router's side of inter-domain federation (SPEC FED1, FED5; RFC 6121 across servers):
+//! what local users send to another domain leaves through [`Router::poll_remote`] for the
+//! federation service to carry over a server-to-server stream, and what comes in from an
+//! authenticated foreign domain enters through [`Router::handle_remote`].
+//!
+//! Rosters may hold foreign JIDs. The router keeps only its own users' side of a subscription:
+//! the foreign server keeps the other (RFC 6121 §3.1), so a subscription request to a foreign
+//! contact goes out as it is and the answer comes back as `subscribed` or `unsubscribed`;
+//! presence to foreign watchers goes to their bare JID, once per watcher, and their server fans
+//! it out; initial presence probes foreign contacts (§4.3). Messages for a local user who is
+//! offline are stored whoever sent them (SPEC IMP4), federated senders included.
+//!
+//! Policy (FED5) is checked both ways: a stanza to a domain the policy does not allow is
+//! answered with a `policy-violation` error and never leaves; one from such a domain is
+//! dropped and noted. With federation off, a stanza to another domain gets
+//! `remote-server-not-found` (RFC 6120 §8.3.3.15). Every refusal and every bounce is a note
+//! ([`Router::poll_note`]) for the transcript.
+
+use std::collections::BTreeSet;
+
+use uclab_proto::jid::{bare, domain};
+use uclab_proto::xmpp::{Element, error_reply};
+
+use super::{Router, Subscription};
+
+/// Stanzas waiting for the federation service at most; beyond it a stanza is bounced with
+/// `resource-constraint` (a service that does not drain is a bug, not a reason to grow).
+pub const REMOTE_QUEUE: usize = 16_384;
+/// Notes waiting for the transcript at most (the oldest go first).
+const NOTES: usize = 1_024;
+
+/// SPEC FED5: the foreign domains federation reaches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Policy {
+    /// Every domain.
+    #[default]
+    Open,
+    /// Only these (lower case).
+    Allow(BTreeSet<String>),
+    /// All but these (lower case).
+    Block(BTreeSet<String>),
+}
+
+impl Policy {
+    /// Whether federation with `domain` is allowed.
+    pub fn allows(&self, domain: &str) -> bool {
+        let d = domain.to_ascii_lowercase();
+        match self {
+            Self::Open => true,
+            Self::Allow(l) => l.contains(&d),
+            Self::Block(l) => !l.contains(&d),
+        }
+    }
+}
+
+impl Router {
+    /// Turns federation on with `policy` (SPEC FED1, FED5); without it stanzas to other
+    /// domains are refused.
+    pub fn set_federation(&mut self, policy: Policy) {
+        self.federation = Some(policy);
+    }
+
+    /// The federation policy, if federation is on.
+    pub fn federation(&self) -> Option<&Policy> {
+        self.federation.as_ref()
+    }
+
+    /// Whether `d` is served here: the presence domain or one of its conference services.
+    pub(super) fn is_local(&self, d: &str) -> bool {
+        d.is_empty() || d == self.domain || self.mucs.contains_key(d)
+    }
+
+    /// The next stanza for another domain, `to` set, for the federation service.
+    pub fn poll_remote(&mut self) -> Option<Element> {
+        self.remote.pop_front()
+    }
+
+    /// The next federation note for the transcript (a refusal or a bounce).
+    pub fn poll_note(&mut self) -> Option<String> {
+        self.notes.pop_front()
+    }
+
+    pub(super) fn note(&mut self, text: String) {
+        if self.notes.len() >= NOTES {
+            self.notes.pop_front();
+        }
+        self.notes.push_back(text);
+    }
+
+    /// Why a stanza to domain `d` may not leave, if it may not: the error condition.
+    fn refusal(&self, d: &str) -> Option<&'static str> {
+        match &self.federation {
+            None => Some("remote-server-not-found"),
+            Some(p) if !p.allows(d) => Some("policy-violation"),
+            Some(_) => None,
+        }
+    }
+
+    /// A local user's stanza for another domain: refused (an error back to the sender, and a
+    /// note) when federation or policy forbids it. True when it was refused.
+    pub(super) fn refuse_outbound(&mut self, s: &Element) -> bool {
+        let to = s.get("to").unwrap_or("");
+        let d = domain(to);
+        let Some(condition) = self.refusal(&d) else { return false };
+        self.counters.federation_refusals += 1;
+        self.note(format!("federation refused {} to {d}: {condition}", s.name));
+        if s.get("type") != Some("error") {
+            let from = s.get("from").unwrap_or("").to_owned();
+            self.send(&from, error_reply(s, "cancel", condition));
+        }
+        true
+    }
+
+    /// Queues `s` for the foreign `to` (full or bare JID). A domain policy does not allow is
+    /// never sent to (a watcher left from before a policy change): the stanza is dropped and
+    /// noted.
+    pub(super) fn to_remote(&mut self, to: &str, mut s: Element) {
+        let d = domain(to);
+        if let Some(condition) = self.refusal(&d) {
+            self.counters.federation_refusals += 1;
+            self.note(format!("federation dropped {} to {d}: {condition}", s.name));
+            return;
+        }
+        s.set("to", to);
+        if self.remote.len() >= REMOTE_QUEUE {
+            return self.bounce(vec![s], "resource-constraint");
+        }
+        self.counters.federated_out += 1;
+        self.remote.push_back(s);
+    }
+
+    /// Stanzas the federation service could not deliver: each sender that is a local user
+    /// gets an error with `condition` (errors themselves are not answered, RFC 6120 §8.3.1).
+    pub fn bounce(&mut self, stanzas: Vec<Element>, condition: &str) {
+        let Some(first) = stanzas.first() else { return };
+        let d = domain(first.get("to").unwrap_or(""));
+        self.note(format!("federation bounced {} stanza(s) to {d}: {condition}", stanzas.len()));
+        for s in stanzas {
+            self.counters.bounced += 1;
+            if s.get("type") == Some("error") {
+                continue;
+            }
+            let from = s.get("from").unwrap_or("").to_owned();
+            if self.is_local(&domain(&from)) {
+                self.send(&from, error_reply(&s, "cancel", condition));
+            }
+        }
+    }
+
+    /// A stanza from an authenticated foreign domain (the server stream checked that `from`
+    /// is in it and `to` is ours). `now` stamps offline storage.
+    pub fn handle_remote(&mut self, s: Element, now: std::time::Duration) {
+        let from = s.get("from").unwrap_or("").to_owned();
+        let to = s.get("to").unwrap_or("").to_owned();
+        let from_domain = domain(&from);
+        if self.refusal(&from_domain).is_some() {
+            self.counters.federation_refusals += 1;
+            self.note(format!(
+                "federation refused {} from {from_domain}: policy-violation",
+                s.name
+            ));
+            return;
+        }
+        if !self.is_local(&domain(&to)) || from.is_empty() {
+            return;
+        }
+        self.counters.federated_in += 1;
+        let (user, contact) = (bare(&to), bare(&from));
+        match (s.name.as_str(), s.get("type")) {
+            ("message", _) => self.message(s, now),
+            ("presence", Some("subscribe")) => self.remote_subscribe(&user, &contact, s),
+            ("presence", Some("subscribed")) => {
+                // The foreign contact approved the user's request (RFC 6121 §3.1.6).
+                let Some(i) = self.rosters.get_mut(&user).and_then(|r| r.items.get_mut(&contact))
+                else {
+                    return;
+                };
+                if !i.ask && i.sub.to() {
+                    return;
+                }
+                i.sub = Subscription::with(true, i.sub.from());
+                i.ask = false;
+                self.push(&user, &contact);
+                self.send_available(&user, &s);
+            }
+            ("presence", Some("unsubscribe")) => {
+                // The foreign user stops watching (§3.3.3).
+                self.pending.remove(&(user.clone(), contact.clone()));
+                if let Some(i) = self.rosters.get_mut(&user).and_then(|r| r.items.get_mut(&contact))
+                    && i.sub.from()
+                {
+                    i.sub = Subscription::with(i.sub.to(), false);
+                    self.push(&user, &contact);
+                    self.send_available(&user, &s);
+                }
+            }
+            ("presence", Some("unsubscribed")) => {
+                // The foreign contact refused or cancelled (§3.2.3).
+                if let Some(i) = self.rosters.get_mut(&user).and_then(|r| r.items.get_mut(&contact))
+                    && (i.sub.to() || i.ask)
+                {
+                    i.sub = Subscription::with(false, i.sub.from());
+                    i.ask = false;
+                    self.push(&user, &contact);
+                    self.send_available(&user, &s);
+                }
+            }
+            ("presence", Some("probe")) => {
+                // Only a watcher learns the user's presence (§4.3.2).
+                if self.watches(&contact, &user) {
+                    for (full, mut p) in self.presences(&user) {
+                        p.set("from", &full);
+                        self.to_remote(&from, p);
+                    }
+                }
+            }
+            ("presence", None | Some("unavailable")) if !to.contains('/') => {
+                // A contact's broadcast: for the user's resources if the user sees it.
+                let sees = self
+                    .rosters
+                    .get(&user)
+                    .and_then(|r| r.items.get(&contact))
+                    .is_some_and(|i| i.sub.to());
+                if sees {
+                    let n = self.send_available(&user, &s);
+                    self.counters.presence_notifications += n as u64;
+                }
+            }
+            ("presence", _) => {
+                if to.contains('/') {
+                    self.send(&to, s);
+                } else {
+                    self.send_available(&user, &s);
+                }
+            }
+            _ => {
+                let request = matches!(s.get("type"), Some("get" | "set"));
+                let delivered = to.contains('/') && self.send(&to, s.clone());
+                if !delivered && request {
+                    self.to_remote(&from, error_reply(&s, "cancel", "service-unavailable"));
+                }
+            }
+        }
+    }
+
+    /// Whether `watcher` (any domain) sees `user`'s presence.
+    fn watches(&self, watcher: &str, user: &str) -> bool {
+        self.rosters.get(user).and_then(|r| r.items.get(watcher)).is_some_and(|i| i.sub.from())
+    }
+
+    /// A foreign user asks to see a local contact's presence (RFC 6121 §3.1.3): answered at
+    /// once if already approved or pre-approved, else kept and delivered to the contact.
+    fn remote_subscribe(&mut self, contact: &str, requester: &str, mut s: Element) {
+        let from = s.get("from").unwrap_or("").to_owned();
+        if self.watches(requester, contact) {
+            let p = Element::new("presence").attr("from", contact).attr("type", "subscribed");
+            return self.to_remote(&from, p);
+        }
+        let pre = self
+            .rosters
+            .get(contact)
+            .and_then(|r| r.items.get(requester))
+            .is_some_and(|i| i.approved);
+        if pre {
+            self.pending.insert((contact.to_owned(), requester.to_owned()), s);
+            return self.subscribed(contact, requester);
+        }
+        let waiting = self.requests_to(contact).count();
+        let watchers = self.rosters.get(contact).map_or(0, |r| r.watchers());
+        if waiting + watchers >= self.limits.watchers {
+            self.counters.limit_refusals += 1;
+            return self.to_remote(&from, error_reply(&s, "cancel", "not-allowed"));
+        }
+        s.set("from", requester);
+        self.pending.insert((contact.to_owned(), requester.to_owned()), s.clone());
+        self.send_available(contact, &s);
+    }
+
+    /// Initial presence of a local user: a probe to each foreign contact whose presence the
+    /// user sees (RFC 6121 §4.3.1); their servers answer with it.
+    pub(super) fn probe_remote_contacts(&mut self, own: &str) {
+        let foreign: Vec<String> = self
+            .items_of(own, Subscription::to)
+            .into_iter()
+            .filter(|c| !self.is_local(&domain(c)))
+            .collect();
+        for c in foreign {
+            let probe = Element::new("presence").attr("from", own).attr("type", "probe");
+            self.to_remote(&c, probe);
+        }
+    }
+}
