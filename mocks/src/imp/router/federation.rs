@@ -114,7 +114,7 @@ impl Router {
     /// Queues `s` for the foreign `to` (full or bare JID). A domain policy does not allow is
     /// never sent to (a watcher left from before a policy change): the stanza is dropped and
     /// noted.
-    pub(super) fn to_remote(&mut self, to: &str, mut s: Element) {
+    pub(super) fn send_remote(&mut self, to: &str, mut s: Element) {
         let d = domain(to);
         if let Some(condition) = self.refusal(&d) {
             self.counters.federation_refusals += 1;
@@ -210,7 +210,7 @@ impl Router {
                 if self.watches(&contact, &user) {
                     for (full, mut p) in self.presences(&user) {
                         p.set("from", &full);
-                        self.to_remote(&from, p);
+                        self.send_remote(&from, p);
                     }
                 }
             }
@@ -237,7 +237,7 @@ impl Router {
                 let request = matches!(s.get("type"), Some("get" | "set"));
                 let delivered = to.contains('/') && self.send(&to, s.clone());
                 if !delivered && request {
-                    self.to_remote(&from, error_reply(&s, "cancel", "service-unavailable"));
+                    self.send_remote(&from, error_reply(&s, "cancel", "service-unavailable"));
                 }
             }
         }
@@ -254,7 +254,7 @@ impl Router {
         let from = s.get("from").unwrap_or("").to_owned();
         if self.watches(requester, contact) {
             let p = Element::new("presence").attr("from", contact).attr("type", "subscribed");
-            return self.to_remote(&from, p);
+            return self.send_remote(&from, p);
         }
         let pre = self
             .rosters
@@ -269,7 +269,7 @@ impl Router {
         let watchers = self.rosters.get(contact).map_or(0, |r| r.watchers());
         if waiting + watchers >= self.limits.watchers {
             self.counters.limit_refusals += 1;
-            return self.to_remote(&from, error_reply(&s, "cancel", "not-allowed"));
+            return self.send_remote(&from, error_reply(&s, "cancel", "not-allowed"));
         }
         s.set("from", requester);
         self.pending.insert((contact.to_owned(), requester.to_owned()), s.clone());
@@ -286,7 +286,7 @@ impl Router {
             .collect();
         for c in foreign {
             let probe = Element::new("presence").attr("from", own).attr("type", "probe");
-            self.to_remote(&c, probe);
+            self.send_remote(&c, probe);
         }
     }
 }

@@ -391,7 +391,7 @@ impl Router {
     /// Sends `s` to one full JID; false if there is no such live session.
     fn send(&mut self, full: &str, s: Element) -> bool {
         if !self.is_local(&domain(full)) {
-            self.to_remote(full, s);
+            self.send_remote(full, s);
             return true;
         }
         let Some(r) = self.sessions.get(&bare(full)).and_then(|m| m.get(resource(full)?)) else {
@@ -406,7 +406,7 @@ impl Router {
     fn send_available(&mut self, bare_jid: &str, s: &Element) -> usize {
         if !self.is_local(&domain(bare_jid)) {
             // The foreign server fans it out to the user's resources.
-            self.to_remote(bare_jid, s.clone());
+            self.send_remote(bare_jid, s.clone());
             return 1;
         }
         let targets = self.available(bare_jid);
@@ -491,7 +491,7 @@ impl Router {
             if from.contains('/') {
                 self.locks.insert((bare(&from), b), from.clone());
             }
-            return self.to_remote(&to, s);
+            return self.send_remote(&to, s);
         }
         // A message from one of a user's clients: that client now owns the conversation.
         if from.contains('/') {
