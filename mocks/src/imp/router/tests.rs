@@ -630,8 +630,7 @@ fn fed1_a_foreign_watcher_gets_presence_by_bare_jid() {
 
 #[test]
 fn fed5_policy_refuses_both_ways_and_never_sends() {
-    let blocked: std::collections::BTreeSet<String> =
-        [BOB.split('@').nth(1).unwrap().to_owned()].into();
+    let blocked: BTreeSet<String> = [BOB.split('@').nth(1).unwrap().to_owned()].into();
     for policy in
         [Policy::Block(blocked.clone()), Policy::Allow(["other.example.net".to_owned()].into())]
     {
