@@ -23,13 +23,14 @@
 //!   [`expressway::zone`] (C's end of the zones), [`expressway::handle`] (what C does with a
 //!   request), [`expressway::c`] (C's settings and state), and the pure or small parts they
 //!   use: [`expressway::traversal`] (frames), [`expressway::allow`] (the HTTP allow list),
-//!   [`expressway::tokens`] (`X-Auth`), [`expressway::resolve`] (C's stub resolver),
-//!   [`expressway::upstream`] (C's HTTP client inside), `tests.rs`.
+//!   [`expressway::tokens`] (`X-Auth`), [`expressway::upstream`] (C's HTTP client inside),
+//!   `tests.rs`.
 //! - [`dns`], [`cas`]: one-service nodes, a file each.
 //!
 //! Beside them, what every node uses: [`http`] (the HTTP(S) server), [`host`] (a host with
 //! open ports and no protocol), [`limits`] (connection caps), [`lockout`] (the user
-//! directory's credential policy, shared by CUCM and IM&P).
+//! directory's credential policy, shared by CUCM and IM&P), [`resolve`] (the nodes' stub
+//! resolver: Expressway-C's lookups inside, XMPP servers' `_xmpp-server._tcp`).
 //!
 //! A new node kind (`federation/` peers) gets its
 //! own module here, a folder once it has a second service, and takes only the shared modules
@@ -56,4 +57,5 @@ pub mod http;
 pub mod imp;
 pub mod limits;
 pub mod lockout;
+pub mod resolve;
 pub mod srst;

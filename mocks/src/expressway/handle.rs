@@ -22,7 +22,7 @@ use uclab_proto::edge::{
 
 use super::allow::Verdict;
 use super::c::{Ctx, EdgePorts};
-use super::resolve::{self, Lookup};
+use crate::resolve::{self, Lookup};
 use super::tokens::{Grant, cookie_token, set_cookie, token_text};
 use super::upstream::{self, Outbound, UpstreamError};
 use crate::http::{BasicAuth, Request, Response, base64_encode};

@@ -21,7 +21,7 @@ use uclab_proto::xmpp::{self, Element, Frame as XFrame, Framer};
 
 use super::c::Ctx;
 use super::handle::C_DEADLINE;
-use super::resolve::{self, Lookup};
+use crate::resolve::{self, Lookup};
 use super::traversal::Frame;
 use super::{ChanEvent, DEAD_AFTER};
 

@@ -24,7 +24,7 @@ use uclab_proto::stun;
 use super::c::Ctx;
 use super::c_media::CallMedia;
 use super::handle::C_DEADLINE;
-use super::resolve::{self, Lookup};
+use crate::resolve::{self, Lookup};
 use super::sip_rewrite::{self, Hop, RewriteError};
 use super::traversal::Frame;
 use super::{ChanEvent, DEAD_AFTER};

@@ -30,7 +30,6 @@ pub mod e_xmpp;
 pub mod handle;
 pub mod inside;
 pub mod inside_sip;
-pub mod resolve;
 pub mod sip_rewrite;
 #[cfg(test)]
 mod tests;

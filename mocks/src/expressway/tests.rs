@@ -382,7 +382,7 @@ fn mra1_edge_config_from_what_c_found() {
 
 #[test]
 fn srv_answers_sort_and_a_dot_means_none() {
-    use super::resolve::{Lookup, srv_targets};
+    use crate::resolve::{Lookup, srv_targets};
     use uclab_proto::dns::{DnsMsg, Rdata, Rr};
     let rr = |p, w, t: &str| Rr {
         name: "_cisco-uds._tcp.example.com".into(),

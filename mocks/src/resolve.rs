@@ -1,6 +1,6 @@
-//! Expressway-C's stub resolver: A and SRV queries to the internal DNS server over UDP, ids
-//! from the node's seeded RNG (never the OS), a timeout and one retry (SPEC MRA1: C looks up
-//! the internal SRV records). The transcript shows each query as the client's do; the server
+//! The nodes' stub resolver: A and SRV queries to a DNS server over UDP, ids from the node's
+//! seeded RNG (never the OS), a timeout and one retry. Expressway-C looks up the internal SRV
+//! records with it (SPEC MRA1), XMPP servers their peers' `_xmpp-server._tcp` (SPEC FED1). The transcript shows each query as the client's do; the server
 //! writes the answers.
 
 use std::net::{Ipv4Addr, SocketAddr};
