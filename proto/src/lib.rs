@@ -4,6 +4,7 @@
 //! `Packet` → `Repr` habit) and renders the one-line summaries the transcript shows.
 
 pub mod base64;
+pub mod dialback;
 pub mod dns;
 pub mod dscp;
 pub mod edge;

@@ -500,6 +500,22 @@ pub fn stream_header(to_or_from: (&str, &str), id: Option<&str>) -> String {
     )
 }
 
+/// The opening of a server-to-server stream (RFC 6120 §4.7, issue 18): content namespace
+/// `jabber:server` and the dialback prefix declared (XEP-0220 §2.4.1: declaring `xmlns:db` is
+/// how a server says it speaks dialback). An empty `from` or `to` is left out.
+pub fn server_stream_header(from: &str, to: &str, id: Option<&str>) -> String {
+    let mut attrs = String::new();
+    for (k, v) in [("from", Some(from)), ("to", Some(to)), ("id", id)] {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            let _ = write!(attrs, " {k}=\"{}\"", escape(v));
+        }
+    }
+    format!(
+        "<?xml version='1.0'?><stream:stream{attrs} version=\"1.0\" xmlns=\"jabber:server\" \
+         xmlns:db=\"jabber:server:dialback\" xmlns:stream=\"http://etherx.jabber.org/streams\">"
+    )
+}
+
 /// A stream error (RFC 6120 §4.9) followed by the stream close.
 pub fn stream_error(condition: &str) -> String {
     format!(
@@ -614,6 +630,21 @@ mod tests {
         assert_eq!(m.find("body").unwrap().text(), "hi & \u{e9}<x>");
         assert_eq!(whole[2], Frame::Stanza(Element::new("presence")));
         assert_eq!(whole[3], Frame::StreamClose);
+    }
+
+    #[test]
+    fn server_stream_header_is_jabber_server_with_dialback() {
+        let h = server_stream_header("a.example", "b.example", Some("x\"1"));
+        let frames = Framer::new().feed(h.as_bytes()).unwrap();
+        let [Frame::StreamOpen(e)] = &frames[..] else { panic!("{frames:?}") };
+        assert_eq!(e.get("from"), Some("a.example"));
+        assert_eq!(e.get("to"), Some("b.example"));
+        assert_eq!(e.get("id"), Some("x\"1"));
+        assert_eq!(e.get("xmlns"), Some("jabber:server"));
+        assert_eq!(e.get("xmlns:db"), Some("jabber:server:dialback"));
+        assert_eq!(e.get("version"), Some("1.0"));
+        let bare = server_stream_header("a.example", "", None);
+        assert!(!bare.contains(" to=") && !bare.contains(" id="), "{bare}");
     }
 
     #[test]
