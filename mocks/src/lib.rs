@@ -26,6 +26,9 @@
 //!   [`expressway::tokens`] (`X-Auth`), [`expressway::upstream`] (C's HTTP client inside),
 //!   `tests.rs`.
 //! - [`dns`], [`cas`]: one-service nodes, a file each.
+//! - [`s2s`]: XMPP server-to-server streams (federation, issue 18): the sans-IO engine
+//!   (`mod.rs` the API, `stream.rs` the engine, `tests.rs`) that IM&P's federation service and
+//!   federation peers drive.
 //!
 //! Beside them, what every node uses: [`http`] (the HTTP(S) server), [`host`] (a host with
 //! open ports and no protocol), [`limits`] (connection caps), [`lockout`] (the user
@@ -58,4 +61,5 @@ pub mod imp;
 pub mod limits;
 pub mod lockout;
 pub mod resolve;
+pub mod s2s;
 pub mod srst;
