@@ -235,6 +235,53 @@ impl KeyLog for CaptureKeyLog {
     }
 }
 
+/// A server certificate verifier that checks the chain, signatures and validity like
+/// webpki's and lets a certificate for other names through (the caller checks the names).
+#[derive(Debug)]
+struct AnyName(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            r => r,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
 /// Errors making certificates or configs (our bugs or a bad name in a scenario).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -503,6 +550,60 @@ impl TlsContext {
             Arc::new(roots),
             self.provider.clone(),
         )
+        .build()
+        .map_err(|e| TlsSetupError::Config(rustls::Error::General(e.to_string())))?;
+        let (chain, key) = self.pki.issue(names)?;
+        let mut c = ServerConfig::builder_with_details(self.provider.clone(), self.time.clone())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)?;
+        c.key_log = self.keylog.clone();
+        Ok(Arc::new(c))
+    }
+
+    /// A client config presenting a lab certificate for `names` that accepts a server
+    /// certificate chaining to the lab CA whatever names it carries (XMPP server-to-server:
+    /// a certificate that does not name the domain rules out SASL EXTERNAL, not Server
+    /// Dialback, XEP-0220 §1.2); the caller checks the names after the handshake
+    /// ([`cert_has_name`]).
+    pub fn client_config_with_cert_any_name(
+        &self,
+        names: &[String],
+    ) -> Result<Arc<ClientConfig>, TlsSetupError> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.pki.ca())?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsSetupError::Config(rustls::Error::General(e.to_string())))?;
+        let (chain, key) = self.pki.issue(names)?;
+        let mut c = ClientConfig::builder_with_details(self.provider.clone(), self.time.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyName(inner)))
+            .with_client_auth_cert(chain, key)?;
+        c.key_log = self.keylog.clone();
+        Ok(Arc::new(c))
+    }
+
+    /// A server config presenting a lab certificate for `names` that asks for a client
+    /// certificate and accepts a connection without one (XMPP server-to-server: a peer proves
+    /// its domain with a certificate for SASL EXTERNAL, or by Server Dialback without one,
+    /// RFC 6120 §13.7, XEP-0220). A certificate that is offered must chain to the lab CA;
+    /// which names it carries is checked after the handshake ([`cert_has_name`]).
+    pub fn server_config_optional_client_auth(
+        &self,
+        names: &[String],
+    ) -> Result<Arc<ServerConfig>, TlsSetupError> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.pki.ca())?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .allow_unauthenticated()
         .build()
         .map_err(|e| TlsSetupError::Config(rustls::Error::General(e.to_string())))?;
         let (chain, key) = self.pki.issue(names)?;

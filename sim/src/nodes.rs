@@ -14,7 +14,7 @@ use uclab_mocks::imp::muc::{ChatDb, MucConfig};
 use uclab_mocks::imp::router::Router;
 use uclab_mocks::imp::xmpp;
 use uclab_mocks::imp::{ImpConfig, ImpState, ImpUser};
-use uclab_mocks::{cas, cucm, dns, expressway, host, http, imp, srst};
+use uclab_mocks::{cas, cucm, dns, expressway, host, http, imp, s2s, srst};
 use uclab_net::Net;
 use uclab_proto::uds::UdsUser;
 
@@ -61,8 +61,16 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
             udp_only("bridge", 24576),
         ],
         // The presence trunk from CUCM is SIP over UDP (SPEC CC7).
-        NodeKind::Imp(_) => {
-            vec![svc("soap", 8443, false), svc("xmpp", 5222, false), udp_only("sip", 5060)]
+        NodeKind::Imp(c) => {
+            let mut v =
+                vec![svc("soap", 8443, false), svc("xmpp", 5222, false), udp_only("sip", 5060)];
+            if c.federation.is_some() {
+                v.push(svc("xmpp-s2s", s2s::serve::S2S_PORT, false)); // SPEC FED1
+            }
+            v
+        }
+        NodeKind::XmppDomain(_) => {
+            vec![svc("xmpp", 5222, false), svc("xmpp-s2s", s2s::serve::S2S_PORT, false)]
         }
         NodeKind::ChatDb => vec![svc("postgres", 5432, false)],
         NodeKind::Srst => vec![svc("sip", 5060, true)],
@@ -220,6 +228,14 @@ impl Shared {
             .clone()
     }
 
+    /// The dialback secret of `domain` (XEP-0220 §2.4): one per domain, so that whichever
+    /// node the SRV answer names can check a key another node made; from the seed in
+    /// simulation, unguessable in live mode.
+    fn dialback_secret(&self, domain: &str) -> String {
+        let label = format!("dialback:{}", domain.to_ascii_lowercase());
+        self.entropy.unwrap_or(uclab_net::Entropy::Seed(self.seed)).secrets(&label).token("")
+    }
+
     fn db(&self, node: &str) -> ChatDb {
         self.dbs.borrow_mut().entry(node.to_owned()).or_default().clone()
     }
@@ -242,6 +258,15 @@ impl Shared {
                     })
                     .unwrap_or(c.limits);
                 let mut router = Router::new(&s.domain, limits);
+                // SPEC FED1, FED5: federation is on when a member is federation-enabled; the
+                // policy is the first such member's.
+                let federation = s.nodes.iter().find_map(|n| match &n.kind {
+                    NodeKind::Imp(o) if o.cluster == c.cluster => o.federation.as_ref(),
+                    _ => None,
+                });
+                if let Some(f) = federation {
+                    router.set_federation(f.policy.clone());
+                }
                 for u in &s.users {
                     for contact in &u.contacts {
                         router.provision(&u.id, contact);
@@ -331,6 +356,23 @@ pub enum NodePlan {
         /// SPEC CC7 in SUBSCRIBE/NOTIFY mode: the CUCM node this node's presence gateway
         /// subscribes to (its SIP address and name).
         gateway: Option<(SocketAddr, String)>,
+        /// SPEC FED1: a federation-enabled node's server-to-server service.
+        s2s: Option<Rc<s2s::serve::S2sSettings>>,
+    },
+    /// A foreign XMPP domain's server (SPEC FED1): client streams and federation.
+    XmppDomain {
+        /// XMPP client port.
+        xmpp: u16,
+        /// Certificate names.
+        names: Vec<String>,
+        /// The server as its client streams see it.
+        cfg: Rc<ImpConfig>,
+        /// Sign-in state.
+        state: Rc<RefCell<ImpState>>,
+        /// Its router.
+        hub: Rc<Hub>,
+        /// Its federation.
+        s2s: Rc<s2s::serve::S2sSettings>,
     },
     /// A site's SRST router (SPEC CC5).
     Srst {
@@ -355,6 +397,49 @@ pub enum NodePlan {
         /// Up while the node runs.
         db: ChatDb,
     },
+}
+
+/// The federation settings of node `n` serving `domain` (SPEC FED1, FED4): its certificate
+/// names, DNS server and static routes at their simulated or live addresses.
+fn s2s_settings(
+    s: &Scenario,
+    n: &crate::scenario::Node,
+    domain: &str,
+    f: &crate::scenario::S2sNode,
+    port: u16,
+    live: &BTreeMap<SocketAddr, SocketAddr>,
+    shared: &Shared,
+) -> s2s::serve::S2sSettings {
+    let at = |sim: SocketAddr| live.get(&sim).copied().unwrap_or(sim);
+    let node_addr = |name: &str, p: u16| {
+        s.nodes.iter().find(|x| x.name == name).map(|x| at(SocketAddr::new(x.ip, p)))
+    };
+    let static_routes = f
+        .static_routes
+        .iter()
+        .filter_map(|(d, to)| {
+            let addr = to
+                .parse::<SocketAddr>()
+                .ok()
+                .map(at)
+                .or_else(|| node_addr(to, s2s::serve::S2S_PORT))?;
+            Some((d.clone(), addr))
+        })
+        .collect();
+    s2s::serve::S2sSettings {
+        cfg: Rc::new(s2s::S2sConfig {
+            domains: vec![domain.to_ascii_lowercase()],
+            secret: f.secret.clone().unwrap_or_else(|| shared.dialback_secret(domain)),
+            sasl_external: f.sasl_external,
+            dialback: f.dialback,
+        }),
+        domain: domain.to_ascii_lowercase(),
+        host: n.name.clone(),
+        names: f.san.clone().unwrap_or_else(|| vec![n.fqdn.clone(), domain.to_owned()]),
+        port,
+        dns: f.dns.as_deref().and_then(|d| node_addr(d, 53)),
+        static_routes,
+    }
 }
 
 /// A user's CSF device (SPEC CC1): the first `CSF…` of their devices, else `CSF<USER>`.
@@ -482,6 +567,44 @@ pub fn plan(
                         let sim = SocketAddr::new(o.ip, 5060);
                         (live.get(&sim).copied().unwrap_or(sim), o.fqdn.clone())
                     }),
+                s2s: c.federation.as_ref().map(|f| {
+                    let port = own("xmpp-s2s");
+                    Rc::new(s2s_settings(s, n, &s.domain, f, port, live, shared))
+                }),
+            }
+        }
+        NodeKind::XmppDomain(x) => {
+            let users = x
+                .accounts
+                .iter()
+                .map(|(id, password)| ImpUser {
+                    id: id.clone(),
+                    password: password.clone(),
+                    primary: n.fqdn.clone(),
+                    secondary: None,
+                })
+                .collect();
+            let mut router = Router::new(&x.domain, imp::router::Limits::default());
+            router.set_federation(x.s2s.policy.clone());
+            let seed = uclab_net::derive_seed(shared.seed, &format!("xmpp-domain:{}", n.name));
+            let secrets = shared.entropy.unwrap_or(uclab_net::Entropy::Seed(seed));
+            NodePlan::XmppDomain {
+                xmpp: own("xmpp"),
+                names: vec![n.fqdn.clone(), x.domain.clone()],
+                cfg: Rc::new(ImpConfig {
+                    lockout: None,
+                    host: n.fqdn.clone(),
+                    domain: x.domain.clone(),
+                    users,
+                    relogin: (120, 480),
+                    peer: None,
+                    trusted_peers: Vec::new(),
+                }),
+                state: Rc::new(RefCell::new(ImpState::with_secrets(
+                    secrets.secrets(&format!("xmpp-domain:{}", n.name)),
+                ))),
+                hub: Hub::new(router),
+                s2s: Rc::new(s2s_settings(s, n, &x.domain, &x.s2s, own("xmpp-s2s"), live, shared)),
             }
         }
         NodeKind::ChatDb => NodePlan::ChatDb { port: own("postgres"), db: shared.db(&n.name) },
@@ -691,7 +814,7 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             let _down = OnDrop(|| db.set_up(false));
             host::serve(net, vec![port]).await
         }
-        NodePlan::Imp { soap, xmpp: xport, sip, names, cfg, shared, muc, gateway } => {
+        NodePlan::Imp { soap, xmpp: xport, sip, names, cfg, shared, muc, gateway, s2s } => {
             // Up while this future lives; a crash drops it and marks the node down (HA1), and
             // its conferencing service with it (IMP5).
             let _alive = imp::Alive::new(shared.state.clone(), &cfg.host);
@@ -727,9 +850,23 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
                 gateway,
                 shared.hub.clone(),
             ));
+            let fed = s2s.map(|f| {
+                tokio::task::spawn_local(s2s::serve::serve(net.clone(), f, shared.hub.clone()))
+            });
             let x = xmpp::serve(net, xport, names, cfg, shared.state, shared.hub).await;
             t.abort();
             trunk.abort();
+            if let Some(f) = fed {
+                f.abort();
+            }
+            x
+        }
+        NodePlan::XmppDomain { xmpp: xport, names, cfg, state, hub, s2s } => {
+            let clock = net.clone();
+            state.borrow_mut().set_clock(Rc::new(move || clock.now()));
+            let fed = tokio::task::spawn_local(s2s::serve::serve(net.clone(), s2s, hub.clone()));
+            let x = xmpp::serve(net, xport, names, cfg, state, hub).await;
+            fed.abort();
             x
         }
     }

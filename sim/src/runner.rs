@@ -294,6 +294,19 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 StepAction::Install { client, bootstrap } if *client == c.name => {
                     Some((st.at, UserAction::Install { bootstrap: bootstrap.clone() }))
                 }
+                StepAction::XmppSignIn { client, server, domain, user, password }
+                    if *client == c.name =>
+                {
+                    Some((
+                        st.at,
+                        UserAction::ImDirect {
+                            server: *server,
+                            domain: domain.clone(),
+                            user: user.clone(),
+                            password: password.clone(),
+                        },
+                    ))
+                }
                 StepAction::SignIn { client, discovery, user, password } if *client == c.name => {
                     Some((
                         st.at,
@@ -325,6 +338,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
             a,
             StepAction::Discover { .. }
                 | StepAction::SignIn { .. }
+                | StepAction::XmppSignIn { .. }
                 | StepAction::PhoneCredentials { .. }
                 | StepAction::Feature { .. }
                 | StepAction::Install { .. }
@@ -391,6 +405,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 }
                 StepAction::Discover { .. }
                 | StepAction::SignIn { .. }
+                | StepAction::XmppSignIn { .. }
                 | StepAction::PhoneCredentials { .. }
                 | StepAction::Feature { .. }
                 | StepAction::Install { .. }

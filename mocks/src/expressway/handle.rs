@@ -22,10 +22,10 @@ use uclab_proto::edge::{
 
 use super::allow::Verdict;
 use super::c::{Ctx, EdgePorts};
-use crate::resolve::{self, Lookup};
 use super::tokens::{Grant, cookie_token, set_cookie, token_text};
 use super::upstream::{self, Outbound, UpstreamError};
 use crate::http::{BasicAuth, Request, Response, base64_encode};
+use crate::resolve::{self, Lookup};
 
 /// The `error` of a service C found no record for.
 pub const NAME_ERROR: &str = "NameError";

@@ -21,9 +21,9 @@ use uclab_proto::xmpp::{self, Element, Frame as XFrame, Framer};
 
 use super::c::Ctx;
 use super::handle::C_DEADLINE;
-use crate::resolve::{self, Lookup};
 use super::traversal::Frame;
 use super::{ChanEvent, DEAD_AFTER};
+use crate::resolve::{self, Lookup};
 
 const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 

@@ -24,10 +24,10 @@ use uclab_proto::stun;
 use super::c::Ctx;
 use super::c_media::CallMedia;
 use super::handle::C_DEADLINE;
-use crate::resolve::{self, Lookup};
 use super::sip_rewrite::{self, Hop, RewriteError};
 use super::traversal::Frame;
 use super::{ChanEvent, DEAD_AFTER};
+use crate::resolve::{self, Lookup};
 
 /// CUCM's SIP port (TCP).
 pub const CUCM_SIP: u16 = 5060;

@@ -15,12 +15,21 @@ use std::rc::Rc;
 use tokio::sync::mpsc;
 use uclab_proto::xmpp::Element;
 
-use super::router::{Router, SessionId};
+use super::router::{REMOTE_QUEUE, Router, SessionId};
 
 /// Stanzas waiting for one session's connection at most. A client reading at all keeps far
 /// below: the busiest lab run (CAP1's storm, 3,000 clients of 75 contacts) queues at most a
 /// roster's worth of presences for a session at once.
 pub const MAILBOX: usize = 4_096;
+
+/// What the cluster's router hands a federation-enabled node (SPEC FED1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A stanza for another domain, `to` set.
+    Stanza(Element),
+    /// A federation refusal or bounce, for the transcript.
+    Note(String),
+}
 
 /// A cluster's router and the mailboxes of the sessions bound to it.
 #[derive(Debug)]
@@ -28,6 +37,10 @@ pub struct Hub {
     router: RefCell<Router>,
     mailboxes: RefCell<BTreeMap<SessionId, mpsc::Sender<Element>>>,
     next: Cell<SessionId>,
+    /// The federation-enabled nodes that are up, in the order they joined, and the next to
+    /// carry a stanza out (SPEC FED1: round-robin).
+    federation: RefCell<Vec<(String, mpsc::Sender<Outgoing>)>>,
+    next_federation: Cell<usize>,
 }
 
 impl Hub {
@@ -37,7 +50,38 @@ impl Hub {
             router: RefCell::new(router),
             mailboxes: RefCell::new(BTreeMap::new()),
             next: Cell::new(1),
+            federation: RefCell::new(Vec::new()),
+            next_federation: Cell::new(0),
         })
+    }
+
+    /// Federation-enabled node `host` is up: stanzas for other domains go out through it in
+    /// turn with the others (SPEC FED1). It reads them from the receiver until it leaves.
+    pub fn join_federation(&self, host: &str) -> mpsc::Receiver<Outgoing> {
+        let (tx, rx) = mpsc::channel(REMOTE_QUEUE);
+        let mut f = self.federation.borrow_mut();
+        f.retain(|(h, _)| h != host);
+        f.push((host.to_owned(), tx));
+        rx
+    }
+
+    /// Node `host` stopped carrying federated traffic (it stopped or crashed).
+    pub fn leave_federation(&self, host: &str) {
+        if let Ok(mut f) = self.federation.try_borrow_mut() {
+            f.retain(|(h, _)| h != host);
+        }
+    }
+
+    /// The next federation-enabled node that is up, round-robin.
+    fn next_federation_node(&self) -> Option<mpsc::Sender<Outgoing>> {
+        let mut f = self.federation.borrow_mut();
+        f.retain(|(_, tx)| !tx.is_closed());
+        if f.is_empty() {
+            return None;
+        }
+        let i = self.next_federation.get() % f.len();
+        self.next_federation.set(i + 1);
+        Some(f[i].1.clone())
     }
 
     /// A new session's id and the mailbox its connection reads.
@@ -72,14 +116,46 @@ impl Hub {
     }
 
     fn dispatch(&self, r: &mut Router) {
-        let mut boxes = self.mailboxes.borrow_mut();
-        while let Some((id, s)) = r.poll_output() {
-            let Some(tx) = boxes.get(&id) else { continue };
-            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(s) {
-                // A client that does not read: it leaves the router now (its watchers and
-                // rooms see it go), and its connection ends when its mailbox does.
-                r.unbind_session(id);
-                boxes.remove(&id);
+        loop {
+            let mut boxes = self.mailboxes.borrow_mut();
+            while let Some((id, s)) = r.poll_output() {
+                let Some(tx) = boxes.get(&id) else { continue };
+                if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(s) {
+                    // A client that does not read: it leaves the router now (its watchers and
+                    // rooms see it go), and its connection ends when its mailbox does.
+                    r.unbind_session(id);
+                    boxes.remove(&id);
+                }
+            }
+            drop(boxes);
+            // SPEC FED1: out through the federation nodes in turn; with none up, or one
+            // that cannot take more, the sender hears at once (which may queue more).
+            let mut bounced = false;
+            while let Some(e) = r.poll_remote() {
+                let refused = match self.next_federation_node() {
+                    Some(tx) => match tx.try_send(Outgoing::Stanza(e)) {
+                        Ok(()) => None,
+                        Err(
+                            mpsc::error::TrySendError::Full(Outgoing::Stanza(e))
+                            | mpsc::error::TrySendError::Closed(Outgoing::Stanza(e)),
+                        ) => Some(e),
+                        Err(_) => None,
+                    },
+                    None => Some(e),
+                };
+                if let Some(e) = refused {
+                    r.bounce(vec![e], "remote-connection-failed");
+                    bounced = true;
+                }
+            }
+            while let Some(n) = r.poll_note() {
+                let first = self.federation.borrow().first().map(|(_, tx)| tx.clone());
+                if let Some(tx) = first {
+                    let _ = tx.try_send(Outgoing::Note(n));
+                }
+            }
+            if !bounced {
+                return;
             }
         }
     }

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use uclab_proto::xmpp::Element;
 
+pub mod serve;
 mod stream;
 #[cfg(test)]
 mod tests;

@@ -215,6 +215,13 @@ impl Stream {
         self.remote.as_deref()
     }
 
+    /// The peer's domain: inbound, what its stream header claims (not yet authenticated),
+    /// once read; initiating and verifier, the domain connected to. The I/O checks the
+    /// peer's client certificate against it before [`Self::handle_tls`].
+    pub fn claimed(&self) -> Option<&str> {
+        (!self.peer.is_empty()).then_some(self.peer.as_str())
+    }
+
     /// Whether the stream is over (its connection is to be dropped).
     pub fn is_done(&self) -> bool {
         self.stage == Stage::Done
@@ -385,8 +392,7 @@ impl Stream {
             let base = base.clone();
             return self.inbound_header(now, h, &base);
         }
-        let from = h.get("from").unwrap_or("");
-        self.log(true, format!("XMPP-S2S stream from={from} to={}", h.get("to").unwrap_or("")));
+        // What the peer sends is its own transcript line (each side writes what it sends).
         self.id = h.get("id").unwrap_or("").to_owned();
         self.stage = Stage::ExpectFeatures;
         if h.get("version").is_none() {
@@ -397,7 +403,6 @@ impl Stream {
 
     /// An element from the peer on a stream we initiated (outbound or verifier).
     fn initiating_element(&mut self, now: Duration, e: &Element) {
-        self.log(true, format!("XMPP-S2S {}", line(e)));
         let verifier = matches!(self.role, Role::Verifier { .. });
         match (&self.stage, e.name.as_str(), ns(e)) {
             (Stage::ExpectFeatures, "stream:features", _) => self.features(now, e),

@@ -152,6 +152,28 @@ pub(super) struct NodeSpec {
     pub(super) san: Option<S<Vec<String>>>,
     /// expressway-e: the FQDN the traversal client's certificate must carry.
     pub(super) traversal_peer: Option<S<String>>,
+    /// imp: a federation-enabled node (SPEC FED1).
+    #[serde(default)]
+    pub(super) federation: bool,
+    /// imp, xmpp-domain: Server Dialback offered and used (default true).
+    pub(super) dialback: Option<bool>,
+    /// imp, xmpp-domain: SASL EXTERNAL offered and used (default true).
+    pub(super) sasl_external: Option<bool>,
+    /// imp, xmpp-domain: the dialback secret.
+    pub(super) dialback_secret: Option<S<String>>,
+    /// imp, xmpp-domain: SPEC FED4 static routes, domain → `host:port` or node name.
+    #[serde(default)]
+    pub(super) static_routes: BTreeMap<String, S<String>>,
+    /// imp, xmpp-domain: SPEC FED5 `open` (default), `allow` or `block`.
+    pub(super) federation_policy: Option<S<String>>,
+    /// imp, xmpp-domain: the domains `allow` or `block` names.
+    #[serde(default)]
+    pub(super) federation_domains: Vec<String>,
+    /// xmpp-domain: the domain it serves.
+    pub(super) domain: Option<S<String>>,
+    /// xmpp-domain: its users, id → password.
+    #[serde(default)]
+    pub(super) accounts: BTreeMap<String, String>,
 }
 
 /// One HTTP allow-list rule of an expressway-c node (SPEC MRA1).

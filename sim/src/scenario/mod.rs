@@ -42,7 +42,7 @@ mod users;
 use file::File;
 pub use model::{
     Assignment, BOOTSTRAP_SWITCHES, Client, CucmNode, Expect, ExpresswayCNode, ExpresswayENode,
-    ImpNode, Node, NodeKind, Scenario, Step, StepAction, User,
+    ImpNode, Node, NodeKind, S2sNode, Scenario, Step, StepAction, User, XmppDomainNode,
 };
 use read::{Schema, parse_file_all, without_cascades};
 
@@ -51,8 +51,18 @@ pub const DEFAULT_TOPOLOGY: &str = include_str!("../default_topology.toml");
 const DEFAULT_NAME: &str = "<built-in default topology>";
 
 /// Node kinds that exist so far.
-pub const NODE_KINDS: &[&str] =
-    &["dns", "host", "cas", "cucm", "imp", "chatdb", "srst", "expressway-c", "expressway-e"];
+pub const NODE_KINDS: &[&str] = &[
+    "dns",
+    "host",
+    "cas",
+    "cucm",
+    "imp",
+    "chatdb",
+    "srst",
+    "expressway-c",
+    "expressway-e",
+    "xmpp-domain",
+];
 /// Client event kinds expectations may name.
 pub const EVENT_KINDS: &[&str] = uclab_client::event::ClientEvent::KINDS;
 
@@ -133,7 +143,7 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
     users::imp_clusters(&mut nodes, &merged.nodes, &mut errs);
     users::presence_trunks(&nodes, &merged.nodes, &mut errs);
     let users = users::users(&merged.users, &nodes, &merged.domain, &src, &mut errs);
-    let steps = steps::steps(&file.step, &src, &names, &clients, &users, &mut errs);
+    let steps = steps::steps(&file.step, &src, &names, (&clients, &users, &nodes), &mut errs);
     let expects = expects::expects(&file.expect, &src, &names, &mut errs);
     let settings = settings::settings(&file, merged.latency, &src, &mut errs);
 

@@ -42,6 +42,40 @@ pub enum NodeKind {
     ExpresswayC(ExpresswayCNode),
     /// Expressway-E (SPEC MRA1): the edge on HTTPS 8443, the traversal zone on 7001.
     ExpresswayE(ExpresswayENode),
+    /// A foreign XMPP domain's server (SPEC FED1): plain RFC 6120/6121 client streams on 5222
+    /// and server streams on 5269, its own users.
+    XmppDomain(XmppDomainNode),
+}
+
+/// Server-to-server federation of an XMPP server node (SPEC FED1, FED4, FED5): an IM&P node
+/// with `federation = true`, or an `xmpp-domain` node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S2sNode {
+    /// The DNS node its `_xmpp-server._tcp` and address lookups go to.
+    pub dns: Option<String>,
+    /// Server Dialback (XEP-0220) offered and used.
+    pub dialback: bool,
+    /// SASL EXTERNAL with certificates (RFC 6120 §13.7) offered and used.
+    pub sasl_external: bool,
+    /// The dialback secret (default: drawn from the run's seed).
+    pub secret: Option<String>,
+    /// Its certificate's names (default: its FQDN and its domain).
+    pub san: Option<Vec<String>>,
+    /// SPEC FED4: domains reached without SRV, by `host:port` or node name.
+    pub static_routes: BTreeMap<String, String>,
+    /// SPEC FED5: the domains federation reaches.
+    pub policy: uclab_mocks::imp::router::Policy,
+}
+
+/// Settings of a foreign XMPP domain node (SPEC FED1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XmppDomainNode {
+    /// The domain it serves (`partner.example.org`).
+    pub domain: String,
+    /// Its users and their passwords.
+    pub accounts: BTreeMap<String, String>,
+    /// Its federation.
+    pub s2s: S2sNode,
 }
 
 /// Settings of an Expressway-C node.
@@ -87,6 +121,8 @@ pub struct ImpNode {
     pub chat_db: Option<String>,
     /// Room and occupant limits of the node's conferencing service.
     pub room_limits: uclab_mocks::imp::muc::RoomLimits,
+    /// SPEC FED1: a federation-enabled node, and the cluster's federation settings.
+    pub federation: Option<S2sNode>,
 }
 
 /// SPEC HA3 user assignment over subclusters 1–3 and their nodes A and B.
@@ -184,6 +220,7 @@ impl NodeKind {
             Self::Srst => "srst",
             Self::ExpresswayC(_) => "expressway-c",
             Self::ExpresswayE(_) => "expressway-e",
+            Self::XmppDomain(_) => "xmpp-domain",
         }
     }
 }
@@ -268,6 +305,20 @@ pub enum StepAction {
         /// User id.
         user: String,
         /// Password typed.
+        password: String,
+    },
+    /// A client signs a user of a foreign XMPP domain in to that domain's server (SPEC FED1):
+    /// plain XMPP, SASL PLAIN, no SOAP or discovery.
+    XmppSignIn {
+        /// Client.
+        client: String,
+        /// The server: the XMPP address of an `xmpp-domain` node.
+        server: SocketAddr,
+        /// Its domain.
+        domain: String,
+        /// User id (an account of the node).
+        user: String,
+        /// Password.
         password: String,
     },
     /// A client discovers, then signs a user in (SPEC AU1).

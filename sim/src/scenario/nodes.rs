@@ -11,7 +11,8 @@ use uclab_mocks::dns::{ZoneError, ZoneSource, parse_zone};
 use super::check::Names;
 use super::file::{NodeSpec, S};
 use super::model::{
-    Assignment, CucmNode, ExpresswayCNode, ExpresswayENode, ImpNode, Node, NodeKind,
+    Assignment, CucmNode, ExpresswayCNode, ExpresswayENode, ImpNode, Node, NodeKind, S2sNode,
+    XmppDomainNode,
 };
 use super::{CheckError, Item, NODE_KINDS, Src};
 use crate::time::parse_duration;
@@ -91,6 +92,7 @@ fn node_kind(
         "cucm" => cucm(i, errs)?,
         "expressway-c" => expressway_c(i, names, errs)?,
         "expressway-e" => expressway_e(i, here, errs)?,
+        "xmpp-domain" => xmpp_domain(i, names, here, errs)?,
         other => {
             errs.push(i.src.err(
                 kind.span().start,
@@ -120,11 +122,16 @@ fn expressway_fields_elsewhere(i: &Item<'_, NodeSpec>, kind: &str, errs: &mut Ve
         ("san", n.san.as_ref().map(|d| d.span().start)),
         ("traversal_peer", n.traversal_peer.as_ref().map(|d| d.span().start)),
     ];
+    // XMPP servers that federate have a DNS node and certificate names too (SPEC FED1).
+    let s2s = matches!(kind, "imp" | "xmpp-domain");
     for (want, fields) in [("expressway-c", &c_only[..]), ("expressway-e", &e_only[..])] {
         if kind == want {
             continue;
         }
         for (field, at) in fields {
+            if s2s && matches!(*field, "dns" | "san") {
+                continue;
+            }
             if let Some(at) = at {
                 errs.push(i.src.err(*at, format!("`{field}` is a field of {want} nodes")));
             }
@@ -391,6 +398,95 @@ fn imp(i: &Item<'_, NodeSpec>, names: &Names<'_>, errs: &mut Vec<CheckError>) ->
         persistent_chat: n.persistent_chat,
         chat_db: n.chat_db.as_ref().map(|d| d.get_ref().clone()),
         room_limits,
+        federation: n.federation.then(|| s2s(i, names, errs)),
+    }))
+}
+
+/// The server-to-server settings of an `imp` node with `federation = true` or an
+/// `xmpp-domain` node (SPEC FED1, FED4, FED5).
+fn s2s(i: &Item<'_, NodeSpec>, names: &Names<'_>, errs: &mut Vec<CheckError>) -> S2sNode {
+    use uclab_mocks::imp::router::Policy;
+    let n = &i.spec;
+    if let Some(d) = &n.dns {
+        names.check_node(errs, i.src, d, Some("dns"));
+    }
+    let domains = || n.federation_domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+    let policy = match n.federation_policy.as_ref().map(|p| p.get_ref().as_str()) {
+        None | Some("open") => Policy::Open,
+        Some("allow") => Policy::Allow(domains()),
+        Some("block") => Policy::Block(domains()),
+        Some(o) => {
+            let at = n.federation_policy.as_ref().map_or(0, |p| p.span().start);
+            errs.push(
+                i.src.err(at, format!("unknown federation_policy `{o}` (open, allow, block)")),
+            );
+            Policy::Open
+        }
+    };
+    for (domain, to) in &n.static_routes {
+        let t = to.get_ref();
+        let addr_ok = t
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if uclab_proto::dns::parse_name(domain).is_err() {
+            errs.push(i.src.err(to.span().start, format!("bad static route domain `{domain}`")));
+        } else if !addr_ok && !names.host_known(t) {
+            errs.push(i.src.err(
+                to.span().start,
+                format!("static route to `{t}`: expected host:port or a node name"),
+            ));
+        }
+    }
+    S2sNode {
+        dns: n.dns.as_ref().map(|d| d.get_ref().clone()),
+        dialback: n.dialback.unwrap_or(true),
+        sasl_external: n.sasl_external.unwrap_or(true),
+        secret: n.dialback_secret.as_ref().map(|s| s.get_ref().clone()),
+        san: n.san.as_ref().map(|s| s.get_ref().clone()),
+        static_routes: n
+            .static_routes
+            .iter()
+            .map(|(d, t)| (d.to_ascii_lowercase(), t.get_ref().clone()))
+            .collect(),
+        policy,
+    }
+}
+
+/// A foreign XMPP domain's server (SPEC FED1); `None` without a `domain`.
+fn xmpp_domain(
+    i: &Item<'_, NodeSpec>,
+    names: &Names<'_>,
+    here: &Here<'_, '_>,
+    errs: &mut Vec<CheckError>,
+) -> Option<NodeKind> {
+    let n = &i.spec;
+    let Some(domain) = &n.domain else {
+        errs.push(i.src.err(
+            n.name.span().start,
+            format!("xmpp-domain node `{}` needs a `domain`", n.name.get_ref()),
+        ));
+        return None;
+    };
+    let d = domain.get_ref().to_ascii_lowercase();
+    if uclab_proto::dns::parse_name(&d).is_err() || d == here.domain.to_ascii_lowercase() {
+        errs.push(i.src.err(
+            domain.span().start,
+            format!("bad xmpp-domain `{d}`: a DNS name other than the lab's domain"),
+        ));
+        return None;
+    }
+    for (id, pw) in &n.accounts {
+        if !uclab_proto::jid::valid_bare(&format!("{id}@{d}")) || pw.is_empty() {
+            errs.push(i.src.err(
+                domain.span().start,
+                format!("account `{id}`: needs a valid user id and a password"),
+            ));
+        }
+    }
+    Some(NodeKind::XmppDomain(XmppDomainNode {
+        domain: d,
+        accounts: n.accounts.clone(),
+        s2s: s2s(i, names, errs),
     }))
 }
 

@@ -8,7 +8,7 @@ use uclab_net::Rule;
 
 use super::check::{Names, bootstrap_switches, check_proto, parse_action};
 use super::file::{S, StepSpec};
-use super::model::{Client, Step, StepAction, User};
+use super::model::{Client, Node, NodeKind, Step, StepAction, User};
 use super::{CheckError, Src};
 use crate::time::parse_duration;
 
@@ -17,11 +17,10 @@ pub(super) fn steps(
     specs: &[StepSpec],
     src: &Src<'_>,
     names: &Names<'_>,
-    clients: &[Client],
-    users: &[User],
+    (clients, users, nodes): (&[Client], &[User], &[Node]),
     errs: &mut Vec<CheckError>,
 ) -> Vec<Step> {
-    let t = Timeline { src, names, clients, users };
+    let t = Timeline { src, names, clients, users, nodes };
     let mut steps = Vec::new();
     for s in &t.expand(specs, errs) {
         if let Some(v) = &s.spread {
@@ -48,6 +47,7 @@ struct Timeline<'a> {
     names: &'a Names<'a>,
     clients: &'a [Client],
     users: &'a [User],
+    nodes: &'a [Node],
 }
 
 impl Timeline<'_> {
@@ -106,6 +106,7 @@ impl Timeline<'_> {
     ) -> Option<StepAction> {
         match s.action.get_ref().as_str() {
             "discover" | "sign-in" => self.discover(s, errs),
+            "xmpp-sign-in" => self.xmpp_sign_in(s, errs),
             kind @ ("message" | "subscribe" | "approve") => self.im(s, kind, errs),
             "presence" => self.presence(s, errs),
             kind @ ("call" | "answer" | "end" | "hold" | "resume" | "mute" | "unmute" | "dtmf"
@@ -135,7 +136,7 @@ impl Timeline<'_> {
             other => {
                 errs.push(self.src.err(
                     s.action.span().start,
-                    format!("unknown action `{other}` (discover, sign-in, phone-credentials, file-transfer, deskphone-control, install, move, message, subscribe, approve, presence, join, leave, room-message, call, answer, end, hold, resume, mute, unmute, dtmf, transfer, conference, video, watch, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
+                    format!("unknown action `{other}` (discover, sign-in, xmpp-sign-in, phone-credentials, file-transfer, deskphone-control, install, move, message, subscribe, approve, presence, join, leave, room-message, call, answer, end, hold, resume, mute, unmute, dtmf, transfer, conference, video, watch, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
                 ));
                 None
             }
@@ -238,6 +239,51 @@ impl Timeline<'_> {
             let (user, password) = self.credentials(s, c.address.as_deref(), &client, errs)?;
             Some(StepAction::SignIn { client, discovery, user, password })
         }
+    }
+
+    /// `xmpp-sign-in`: `client` signs `user` (an account of the `xmpp-domain` node `node`) in
+    /// to that node directly (SPEC FED1).
+    fn xmpp_sign_in(&self, s: &StepSpec, errs: &mut Vec<CheckError>) -> Option<StepAction> {
+        let client = self.known_client(errs, s)?;
+        let node = s.node.as_ref().or_else(|| {
+            errs.push(self.src.err(s.action.span().start, "action `xmpp-sign-in` needs `node`"));
+            None
+        })?;
+        let Some(n) = self.nodes.iter().find(|n| &n.name == node.get_ref()) else {
+            errs.push(
+                self.src.err(node.span().start, format!("unknown node `{}`", node.get_ref())),
+            );
+            return None;
+        };
+        let NodeKind::XmppDomain(x) = &n.kind else {
+            errs.push(self.src.err(
+                node.span().start,
+                format!("node `{}` is not an xmpp-domain node", node.get_ref()),
+            ));
+            return None;
+        };
+        let user = s.user.as_ref().or_else(|| {
+            errs.push(self.src.err(s.action.span().start, "action `xmpp-sign-in` needs `user`"));
+            None
+        })?;
+        let password = match (&s.password, x.accounts.get(user.get_ref())) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => {
+                errs.push(self.src.err(
+                    user.span().start,
+                    format!("`{}` is not an account of `{}`", user.get_ref(), node.get_ref()),
+                ));
+                return None;
+            }
+        };
+        Some(StepAction::XmppSignIn {
+            client,
+            server: std::net::SocketAddr::new(n.ip, 5222),
+            domain: x.domain.clone(),
+            user: user.get_ref().clone(),
+            password,
+        })
     }
 
     /// `message`, `subscribe` and `approve`.

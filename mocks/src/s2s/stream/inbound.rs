@@ -10,7 +10,7 @@ use uclab_proto::xmpp::{self, Element, NS_STANZAS};
 
 use super::{
     Action, Auth, IDLE, MAX_KEY, MAX_SASL_TRIES, NS_DIALBACK_FEATURE, NS_SASL, NS_SERVER, NS_TLS,
-    Stage, Stream, Timer, dialback_kind, domain_ok, jid_domain, line, names_match, ns,
+    Stage, Stream, Timer, dialback_kind, domain_ok, jid_domain, names_match, ns,
 };
 
 impl Stream {
@@ -20,7 +20,6 @@ impl Stream {
             if self.headers == 1 { base.to_owned() } else { format!("{base}-{}", self.headers) };
         let to = h.get("to").unwrap_or("").to_ascii_lowercase();
         let from = h.get("from").unwrap_or("").to_ascii_lowercase();
-        self.log(true, format!("XMPP-S2S stream from={from} to={to}"));
         let ours = self.serves(&to);
         let from_ok = from.is_empty() || domain_ok(&from);
         let me =
@@ -80,7 +79,6 @@ impl Stream {
 
     /// An element from the peer on an inbound stream.
     pub(super) fn inbound_element(&mut self, now: Duration, e: Element) {
-        self.log(true, format!("XMPP-S2S {}", line(&e)));
         // Responses (`type` set) never come on an inbound stream (XEP-0220 §2.2, §4.1:
         // unsolicited ones are the attack): only requests are taken.
         let db = dialback_kind(&e).filter(|_| e.get("type").is_none());
