@@ -38,6 +38,9 @@ pub const S2S_PORT: u16 = 5269;
 const STREAM_QUEUE: usize = 1_024;
 /// Foreign domains with an outbound stream at once, per node.
 const MAX_DOMAINS: usize = 1_024;
+/// How long one SRV target has to accept the connection before the next is tried (a crashed
+/// host answers nothing at all).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A node's federation settings.
 #[derive(Clone, Debug)]
@@ -156,14 +159,14 @@ fn unresolved(why: &str) -> &'static str {
     if why == "timeout" { "remote-server-timeout" } else { "remote-server-not-found" }
 }
 
-/// Connects to the first of `addrs` that answers within the setup deadline.
+/// Connects to the first of `addrs` that answers, each within [`CONNECT_TIMEOUT`].
 async fn connect<N: Net>(
     net: &N,
     addrs: &[SocketAddr],
 ) -> Result<uclab_net::TcpConn, &'static str> {
     let mut why = "remote-connection-failed";
     for a in addrs {
-        match tokio::time::timeout(SETUP_DEADLINE, net.connect(*a)).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, net.connect(*a)).await {
             Ok(Ok(c)) => return Ok(c),
             Ok(Err(_)) => why = "remote-connection-failed",
             Err(_) => why = "remote-server-timeout",

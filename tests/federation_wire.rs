@@ -1,0 +1,69 @@
+//! Federation on the wire (issue 18, SPEC FED1, FED5), read back from the scenarios' captures:
+//! which servers opened server-to-server connections to whom, and that nothing of a sign-in
+//! on the foreign domain travels in clear.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+fn run(scenario: &str) -> uclab_sim::RunResult {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/federation").join(scenario);
+    let s = uclab_sim::load(&p).unwrap();
+    let r = uclab_sim::run(&s, s.seed);
+    assert!(r.passed, "{scenario}: {:?}", r.error);
+    r
+}
+
+const IMP1: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 21);
+const IMP2: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 22);
+const PARTNER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 70);
+
+/// Server-to-server connections (SYNs to port 5269) from `from` to `to`.
+fn s2s_connections(name: &str, capture: &[u8], from: Ipv4Addr, to: Ipv4Addr) -> usize {
+    let pkts = common::packets(name, capture);
+    pkts.iter()
+        .filter(|p| !p.udp && *p.src.ip() == from && *p.dst.ip() == to && p.dst.port() == 5269)
+        .map(|p| p.src.port())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+/// SPEC FED1: with two federation nodes, outgoing stanzas leave through both.
+#[test]
+fn both_federation_nodes_carry_outgoing_stanzas() {
+    let r = run("round-robin-nodes.toml");
+    let (one, two) = (
+        s2s_connections("round-robin", &r.capture, IMP1, PARTNER),
+        s2s_connections("round-robin", &r.capture, IMP2, PARTNER),
+    );
+    assert!(one >= 1 && two >= 1, "imp1 {one}, imp2 {two} connections to the partner");
+}
+
+/// SPEC FED5: a blocked domain never receives anything: no connection to it at all.
+#[test]
+fn a_blocked_domain_is_never_connected_to() {
+    let r = run("blocked-domain.toml");
+    assert_eq!(s2s_connections("blocked", &r.capture, IMP1, PARTNER), 0);
+    assert_eq!(s2s_connections("blocked", &r.capture, IMP2, PARTNER), 0);
+    assert!(
+        r.transcript
+            .contains("federation refused message to partner.example.org: policy-violation")
+    );
+    assert!(
+        r.transcript
+            .contains("federation refused message from partner.example.org: policy-violation")
+    );
+}
+
+/// The foreign user's password (SASL PLAIN) and the dialback keys only ever travel inside TLS.
+#[test]
+fn foreign_sign_in_and_dialback_stay_inside_tls() {
+    let r = run("dialback-only.toml");
+    let secrets: Vec<String> = ["pat-secret-1", "db:result", "db:verify", "<auth "]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    common::check_no_secrets("dialback-only", &r.capture, &secrets);
+    assert!(r.transcript.contains("XMPP-S2S db:verify type=valid"), "dialback ran");
+}
