@@ -518,6 +518,27 @@ fn fed1_anything_but_starttls_before_tls_is_policy_violation() {
 }
 
 #[test]
+fn fed1_what_follows_starttls_in_the_clear_is_dropped() {
+    // RFC 6120 §5.4.3.3: a stanza injected after `<starttls/>` in the same read never reaches
+    // the TLS stream (the STARTTLS command injection of CVE-2011-0411 and kin).
+    let mut s = Stream::inbound(cfg(THERE, "x", true, true), "in-1".into(), T0);
+    s.handle_bytes(T0, &hdr(HERE, THERE));
+    drain(&mut s);
+    let injected = format!(
+        "<starttls xmlns='{NS_TLS}'/><db:result from='example.com' to='{THERE}'>k</db:result>"
+    );
+    s.handle_bytes(T0, injected.as_bytes());
+    let a = drain(&mut s);
+    assert!(a.contains(&Action::StartTls { server: true, name: THERE.into() }));
+    assert!(!sent(&a).contains("stream:error") && !s.is_done(), "{a:?}");
+    s.handle_tls(T0, Vec::new());
+    s.handle_bytes(T0, &hdr(HERE, THERE));
+    let a = drain(&mut s);
+    assert!(sent(&a).contains("urn:xmpp:features:dialback"));
+    assert!(!a.iter().any(|x| matches!(x, Action::Verify { .. })), "the injected key is gone");
+}
+
+#[test]
 fn fed1_sasl_external_failures() {
     let auth = |b64: &str| format!("<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>{b64}</auth>");
     // Another authorisation identity than the stream's.
