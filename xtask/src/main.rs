@@ -555,6 +555,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "edge_sip",
     "dns_server",
     "rtp_packet",
+    "s2s_stream",
     "scenario",
     "sip_message",
     "stun_message",
