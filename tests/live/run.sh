@@ -25,6 +25,7 @@ cleanup() {
   [ -n "${serve_pid:-}" ] && kill "$serve_pid" 2>/dev/null
   [ -n "${unbound_pid:-}" ] && kill "$unbound_pid" 2>/dev/null
   [ -n "${prosody_pid:-}" ] && kill "$prosody_pid" 2>/dev/null
+  [ -n "${fed_prosody_pid:-}" ] && kill "$fed_prosody_pid" 2>/dev/null
   [ -f "$work/kam/k.pid" ] && kill "$(cat "$work/kam/k.pid")" 2>/dev/null
   rm -rf "$work"
 }
@@ -567,6 +568,66 @@ case "$json $uris" in *"im-signed-in"*"/cucm-uds/user/alice"*) [ "$bad" = 0 ] &&
   || ko "serve --capture: $bad malformed, first time $year";; *) ko "serve --capture: $uris / $json";; esac
 grep -q "dns-int/dns -> " "$work/serve.txt" && grep -q "SIP 200 OK (REGISTER)" "$work/serve.txt" \
   && ok "serve --transcript: $(wc -l <"$work/serve.txt") lines written as they happened" || ko "serve --transcript: $(head -3 "$work/serve.txt")"
+
+# 14. Federation with a real XMPP server (issue 18, SPEC FED1, FED4): serve's imp1 federates
+#     (a static route to prosody.test), a real Prosody on loopback hosts prosody.test and finds
+#     example.com through serve's external DNS (a resolv.conf of its own, in a mount namespace
+#     of its own: the machine's is not touched). Certificates of one lab CA (--seed) both ways.
+#     A slixmpp user on each side subscribes to the other, sees the other's presence and they
+#     exchange messages; the client core signed in to Prosody messages a slixmpp user on the
+#     mock; tshark decrypts the server-to-server streams from serve's capture.
+fd="$work/fed"; mkdir -p "$fd/data" "$fd/certs"
+FC=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$UCLAB" pki --seed 7 --name prosody.test --cert "$fd/cert.pem" --key "$fd/key.pem" --ca "$fd/ca.pem"
+chmod 644 "$fd/key.pem"
+sed "s/@PROSODY_S2S@/127.0.0.1:5269/" tests/live/federation.toml >"$fd/fed.toml"
+"$UCLAB" serve "$fd/fed.toml" --seed 7 --ports-json "$fd/ports.json" --capture "$fd/serve.pcapng" --transcript "$fd/serve.txt" >/dev/null 2>"$fd/serve.err" &
+serve_pid=$!
+for _ in $(seq 100); do [ -s "$fd/ports.json" ] && break; sleep 0.1; done
+DX=$(field "$fd/ports.json" dns-ext dns 0); DXP=$(field "$fd/ports.json" dns-ext dns 1)
+I1=$(field "$fd/ports.json" imp1 xmpp 0); I1P=$(field "$fd/ports.json" imp1 xmpp 1)
+I1S=$(field "$fd/ports.json" imp1 xmpp-s2s 1)
+[ "$DXP" = 53 ] && [ "$I1S" = 5269 ] && ok "serve exposes imp1's xmpp-s2s on $I1:$I1S, dns-ext on $DX:53" || ko "federation ports: dns-ext $DX:$DXP, imp1 s2s $I1S"
+echo "nameserver $DX" >"$fd/resolv.conf"
+cat >"$fd/prosody.cfg.lua" <<PROSODY_CFG
+pidfile = "$fd/prosody.pid"
+data_path = "$fd/data"
+certificates = "$fd/certs"
+log = { info = "$fd/prosody.log"; error = "$fd/prosody.err" }
+daemonize = false
+run_as_root = true
+interfaces = { "127.0.0.1" }
+c2s_ports = { $FC }
+s2s_ports = { 5269 }
+modules_enabled = { "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "posix" }
+authentication = "internal_plain"
+c2s_require_encryption = true
+s2s_require_encryption = true
+allow_registration = false
+ssl = { cafile = "$fd/ca.pem" }
+VirtualHost "prosody.test"
+  ssl = { certificate = "$fd/cert.pem"; key = "$fd/key.pem"; cafile = "$fd/ca.pem" }
+PROSODY_CFG
+timeout 20 prosodyctl --config "$fd/prosody.cfg.lua" register pat prosody.test pat-pw >>"$fd/ctl.log" 2>&1
+unshare --mount bash -c "mount --bind '$fd/resolv.conf' /etc/resolv.conf && exec prosody --config '$fd/prosody.cfg.lua'" >"$fd/stdout" 2>&1 &
+fed_prosody_pid=$!
+up=0; for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$FC) 2>/dev/null && { up=1; break; }; sleep 0.1; done
+[ $up = 1 ] && ok "prosody for prosody.test up (c2s $FC, s2s 5269, a resolv.conf of its own)" || ko "federated prosody did not start: $(tail -5 "$fd/prosody.err" "$fd/stdout" 2>/dev/null)"
+out=$(timeout 60 $SLIX federate 127.0.0.1 "$FC" pat@prosody.test/slix pat-pw "$I1" "$I1P" alice@example.com/slix lab "$fd/ca.pem" 2>&1)
+case "$out" in *"presence pat@prosody.test sees alice@example.com"*"presence alice@example.com sees pat@prosody.test"*) ok "slixmpp users on Prosody and on the mock see each other's presence across domains";; *) ko "federated presence: $out";; esac
+case "$out" in *"message alice@example.com got hello across domains from pat@prosody.test"*"message pat@prosody.test got hello back from alice@example.com"*) ok "messages cross both ways between Prosody and the mock";; *) ko "federated messages: $out";; esac
+timeout 30 $SLIX echo "$I1" "$I1P" "$fd/ca.pem" bob@example.com/slix lab 12 >"$fd/bob.out" 2>&1 &
+echo_pid=$!
+for _ in $(seq 100); do grep -q '^ready' "$fd/bob.out" 2>/dev/null && break; sleep 0.1; done
+json=$(timeout 20 "$UCLAB" probe-xmpp --server "127.0.0.1:$FC" --ca "$fd/ca.pem" --domain prosody.test --user pat --password pat-pw --message bob@example.com=ping --wait 6s --json 2>&1)
+got=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["jid"], *[b for f,b in d["messages"] if f.startswith("bob@example.com/")])' 2>/dev/null)
+case "$got" in "pat@prosody.test/probe pong: ping") ok "client core on Prosody reaches bob on the mock through federation and gets his answer";; *) ko "client core through federation: '$got' $json $(cat "$fd/bob.out")";; esac
+wait "$echo_pid" 2>/dev/null
+kill "$fed_prosody_pid" 2>/dev/null; wait "$fed_prosody_pid" 2>/dev/null; fed_prosody_pid=
+sleep 0.5; kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; serve_pid=
+n=$(tshark -r "$fd/serve.pcapng" -d tcp.port==5269,xmpp -Y 'xmpp.message && tcp.port == 5269' 2>/dev/null | wc -l)
+auth=$(grep -c "XMPP-S2S authenticated prosody.test" "$fd/serve.txt")
+[ "$n" -ge 2 ] && [ "$auth" -ge 1 ] && ok "tshark decrypts the server-to-server streams from serve's capture ($n messages; imp1 authenticated prosody.test $auth times)" || ko "S2S capture: $n messages, $auth authentications; $(grep S2S "$fd/serve.txt" | tail -3)"
 
 echo "live: $pass passed, $fail failed"
 

@@ -8,6 +8,10 @@
   across HOST1 PORT1 HOST2 PORT2 CA JID1 JID2 PASSWORD
       The same with JID1 signing in at HOST1:PORT1 (Expressway-E's XMPP, from outside) and
       JID2 at HOST2:PORT2 (the IM&P node, inside).
+  federate HOST1 PORT1 JID1 PASSWORD1 HOST2 PORT2 JID2 PASSWORD2 CA
+      Two users of different domains (federated servers) sign in, each subscribes to the
+      other and approves the other's request; each waits to see the other's presence, then
+      each sends the other a message. Prints the same facts as `pair`.
   echo HOST PORT CA JID PASSWORD SECONDS
       Signs in and answers every chat message with `pong: BODY`, printing `got FROM BODY`;
       stops after SECONDS.
@@ -96,6 +100,43 @@ async def pair(at1, at2, ca, jid1, jid2, password):
     return ok
 
 
+async def federate(at1, jid1, pw1, at2, jid2, pw2, ca):
+    out = []
+    a, b = Peer(jid1, pw1, ca, out.append), Peer(jid2, pw2, ca, out.append)
+    for p in (a, b):
+        p.auto_authorize = True
+        p.auto_subscribe = True
+    a.connect(address=at1)
+    b.connect(address=at2)
+    try:
+        await asyncio.wait_for(asyncio.gather(a.ready, b.ready), 10)
+    except Exception as e:  # noqa: BLE001 - reported, then a failure
+        print(f"sign-in failed: {e}", flush=True)
+        return False
+    ok = True
+    bare1, bare2 = jid1.split("/")[0], jid2.split("/")[0]
+    a.send_presence_subscription(pto=bare2)
+    b.send_presence_subscription(pto=bare1)
+    if await wait_for(lambda: bare2 in a.seen and bare1 in b.seen, 20):
+        out.append(f"presence {bare1} sees {bare2}")
+        out.append(f"presence {bare2} sees {bare1}")
+    else:
+        out.append(f"presence missing: {bare1} saw {sorted(a.seen)}, {bare2} saw {sorted(b.seen)}")
+        ok = False
+    a.send_message(mto=bare2, mbody="hello across domains", mtype="chat")
+    b.send_message(mto=bare1, mbody="hello back", mtype="chat")
+    if await wait_for(lambda: b.messages and a.messages, 10):
+        out.append(f"message {bare2} got {b.messages[0][1]} from {b.messages[0][0]}")
+        out.append(f"message {bare1} got {a.messages[0][1]} from {a.messages[0][0]}")
+    else:
+        out.append(f"messages: {bare1} got {a.messages}, {bare2} got {b.messages}")
+        ok = False
+    for p in (a, b):
+        p.disconnect()
+    print("\n".join(out), flush=True)
+    return ok
+
+
 async def echo(host, port, ca, jid, password, seconds):
     out = []
     p = Peer(jid, password, ca, lambda line: print(line, flush=True))
@@ -131,6 +172,9 @@ def main(argv):
     elif mode == "across":
         at2 = (argv[4], int(argv[5]))
         ok = loop.run_until_complete(pair((host, port), at2, argv[6], argv[7], argv[8], argv[9]))
+    elif mode == "federate":
+        at1, at2 = (argv[2], int(argv[3])), (argv[6], int(argv[7]))
+        ok = loop.run_until_complete(federate(at1, argv[4], argv[5], at2, argv[8], argv[9], argv[10]))
     elif mode == "echo":
         ok = loop.run_until_complete(echo(host, port, ca, argv[5], argv[6], float(argv[7])))
     else:
