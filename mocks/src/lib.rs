@@ -14,10 +14,15 @@
 //! - [`imp`]: an IM&P node. `mod.rs` the node's configuration, users, sessions and one-time
 //!   passwords; [`imp::soap`] (EPAS), [`imp::xmpp`] (client connections), [`imp::router`]
 //!   (the cluster's rosters, presence and messages: `mod.rs`, `roster.rs`, `presence.rs`,
-//!   `tests.rs`), [`imp::hub`] (the router with its sessions' bounded mailboxes: the router
+//!   `federation.rs` (other domains: SPEC FED1, FED5), `tests.rs`), [`imp::hub`] (the router with its sessions' bounded mailboxes: the router
 //!   returns what to deliver, the hub hands it out), [`imp::muc`] (text conferencing),
 //!   [`imp::trunk`] (the presence trunk's IM&P end).
 //! - [`srst`]: the SRST router, CUCM's SIP service in its SRST mode.
+//! - A foreign XMPP domain (`xmpp-domain` nodes) runs [`imp::xmpp`] and [`imp::router`] with
+//!   its own domain and accounts, and [`s2s`].
+//! - [`s2s`]: XMPP server-to-server streams (SPEC FED1), shared by IM&P's federation nodes and
+//!   foreign domains: `stream.rs` the sans-IO engine (`stream/inbound.rs` the receiving side),
+//!   [`s2s::serve`] the listener, the outbound streams and their routes, `tests.rs`.
 //! - [`expressway`]: Expressway-E and -C (MRA). `mod.rs` the zone's timers, bounds and
 //!   frame I/O; [`expressway::e`] (the edge and E's end of the traversal zone),
 //!   [`expressway::zone`] (C's end of the zones), [`expressway::handle`] (what C does with a
@@ -35,7 +40,7 @@
 //! directory's credential policy, shared by CUCM and IM&P), [`resolve`] (the nodes' stub
 //! resolver: Expressway-C's lookups inside, XMPP servers' `_xmpp-server._tcp`).
 //!
-//! A new node kind (`federation/` peers) gets its
+//! A new node kind (a SIP federation peer) gets its
 //! own module here, a folder once it has a second service, and takes only the shared modules
 //! and the services it really talks to. Imports go one way: node kinds use the shared modules,
 //! never the reverse; `srst` and `imp::trunk` use `cucm::sip` (the code SRST runs, and the

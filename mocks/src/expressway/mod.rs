@@ -17,7 +17,7 @@
 //! zones), [`zone`] (C's end of the zones, [`serve_c`]), [`handle`] (what C does with a
 //! request), [`inside`] (what C does with a channel), [`c`] (C's settings and state),
 //! [`xmpp_edge`] (E's XMPP session, pure), [`traversal`] (the zones' frames, pure),
-//! [`allow`] (the HTTP allow list), [`tokens`] (`X-Auth` tokens), [`resolve`] (C's stub
+//! [`allow`] (the HTTP allow list), [`tokens`] (`X-Auth` tokens), [`crate::resolve`] (the stub
 //! resolver), [`upstream`] (C's HTTP client inside). `tests.rs` tests the pure parts.
 
 pub mod allow;
