@@ -258,6 +258,14 @@ impl Shared {
                     })
                     .unwrap_or(c.limits);
                 let mut router = Router::new(&s.domain, limits);
+                // Contacts across domains (SPEC FED1): a foreign account's contacts on this
+                // domain, subscribed both ways; this router keeps its users' side.
+                for (a, b) in foreign_contacts(s) {
+                    if uclab_proto::jid::domain(&b) == s.domain.to_ascii_lowercase() {
+                        router.provision(&a, &b);
+                        router.provision(&b, &a);
+                    }
+                }
                 // SPEC FED1, FED5: federation is on when a member is federation-enabled; the
                 // policy is the first such member's.
                 let federation = s.nodes.iter().find_map(|n| match &n.kind {
@@ -397,6 +405,19 @@ pub enum NodePlan {
         /// Up while the node runs.
         db: ChatDb,
     },
+}
+
+/// Every foreign account's contacts: (`account@its-domain`, contact JID).
+fn foreign_contacts(s: &Scenario) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for n in &s.nodes {
+        if let NodeKind::XmppDomain(x) = &n.kind {
+            for (id, jids) in &x.contacts {
+                v.extend(jids.iter().map(|j| (format!("{id}@{}", x.domain), j.clone())));
+            }
+        }
+    }
+    v
 }
 
 /// The federation settings of node `n` serving `domain` (SPEC FED1, FED4): its certificate
@@ -584,8 +605,14 @@ pub fn plan(
                     secondary: None,
                 })
                 .collect();
-            let mut router = Router::new(&x.domain, imp::router::Limits::default());
+            let mut router = Router::new(&x.domain, x.limits);
             router.set_federation(x.s2s.policy.clone());
+            for (id, jids) in &x.contacts {
+                for j in jids {
+                    router.provision(id, j);
+                    router.provision(j, id);
+                }
+            }
             let seed = uclab_net::derive_seed(shared.seed, &format!("xmpp-domain:{}", n.name));
             let secrets = shared.entropy.unwrap_or(uclab_net::Entropy::Seed(seed));
             NodePlan::XmppDomain {

@@ -521,6 +521,108 @@ fn failover_one(n: usize) -> bool {
     all_back && !moved.is_empty()
 }
 
+/// Issue 18's bench (SPEC FED1, IMP3): `n` users of example.com on imp1 and `m` users of
+/// partner.example.org, each pair subscribed both ways across the domains, all signed in (plain
+/// XMPP); at 3 s every example.com user goes away together: `n` x `m` presence notifications
+/// cross the federation (once per watcher to the partner's server, which fans them out).
+fn fed_presence_text(n: usize, m: usize) -> String {
+    let mut t = String::from(
+        "name = \"federation-presence\"\nsummary = \"cross-domain presence fan-out\"\nseed = 1\n\
+         duration = \"60s\"\n\
+         [[rule]]\nfrom = \"internet\"\nto = \"inside\"\nport = 5269\nverdict = \"allow\"\n\
+         [[node]]\nname = \"imp2\"\nremove = true\n\
+         [[node]]\nname = \"imp1\"\nkind = \"imp\"\nzone = \"inside\"\nip = \"10.1.0.21\"\n\
+         cluster = \"imp-cluster1\"\nfederation = true\ndns = \"dns-int\"\n\
+         [[node]]\nname = \"dns-ext\"\nkind = \"dns\"\nzone = \"internet\"\nip = \"203.0.113.53\"\n\
+         [[node.authority]]\norigin = \"example.com\"\nrecords = \"\"\"\n\
+         _xmpp-server._tcp 3600 IN SRV 0 5 5269 imp1.example.com.\nimp1 3600 IN A 10.1.0.21\n\"\"\"\n\
+         [[node.authority]]\norigin = \"partner.example.org\"\nrecords = \"\"\"\n\
+         _xmpp-server._tcp 3600 IN SRV 0 5 5269 xmpp.partner.example.org.\n\
+         xmpp 3600 IN A 203.0.113.70\n\"\"\"\n",
+    );
+    let locals: Vec<String> = (0..n).map(|i| format!("\"u{i}@example.com\"")).collect();
+    let locals = locals.join(", ");
+    t.push_str(&format!(
+        "[[node]]\nname = \"partner\"\nkind = \"xmpp-domain\"\nzone = \"internet\"\n\
+         ip = \"203.0.113.70\"\nfqdn = \"xmpp.partner.example.org\"\n\
+         domain = \"partner.example.org\"\ndns = \"dns-ext\"\ncontact_limit = {l}\nwatcher_limit = {l}\n",
+        l = n + 1
+    ));
+    t.push_str("[node.accounts]\n");
+    for j in 0..m {
+        t.push_str(&format!("p{j} = \"p{j}-secret\"\n"));
+    }
+    t.push_str("[node.contacts]\n");
+    for j in 0..m {
+        t.push_str(&format!("p{j} = [{locals}]\n"));
+    }
+    for i in 0..n {
+        let (hi, lo) = (2 + i / 250, 1 + i % 250);
+        t.push_str(&format!(
+            "[[user]]\nid = \"u{i}\"\ncluster = \"cluster1\"\n\
+             [[client]]\nname = \"c{i}\"\nip = \"10.1.{hi}.{lo}\"\ndns = [\"dns-int\"]\naddress = \"u{i}@example.com\"\n\
+             [[step]]\nat = \"{}ms\"\naction = \"xmpp-sign-in\"\nclient = \"c{i}\"\nnode = \"imp1\"\nuser = \"u{i}\"\n",
+            i / 10
+        ));
+    }
+    for j in 0..m {
+        t.push_str(&format!(
+            "[[client]]\nname = \"q{j}\"\nip = \"203.0.113.{}\"\ndns = [\"dns-ext\"]\n\
+             [[step]]\nat = \"0s\"\naction = \"xmpp-sign-in\"\nclient = \"q{j}\"\nnode = \"partner\"\nuser = \"p{j}\"\n",
+            110 + j
+        ));
+    }
+    t.push_str(&format!(
+        "[[step]]\nat = \"3s\"\naction = \"presence\"\nclient = \"c*\"\nshow = \"away\"\n\
+         [[expect]]\nclient = \"q*\"\nevent = \"im-presence\"\nfields = {{ show = \"away\" }}\n\
+         count = {}\nwithin = \"8s\"\n",
+        n * m
+    ));
+    t
+}
+
+/// Runs the federation presence bench in this process and prints one JSON line.
+fn fed_presence_one(n: usize, m: usize) -> bool {
+    let text = fed_presence_text(n, m);
+    let s = match uclab_sim::parse("fed.toml", &text, Path::new("fed.toml")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("federation bench scenario: {:?}", e.first());
+            return false;
+        }
+    };
+    let t = Instant::now();
+    let r = uclab_sim::run(&s, s.seed);
+    let wall = t.elapsed().as_secs_f64();
+    let away = r
+        .events
+        .iter()
+        .filter(|e| {
+            e.who.starts_with('q')
+                && e.kind == "im-presence"
+                && e.fields.iter().any(|(k, v)| k == "show" && v == "away")
+        })
+        .count();
+    let signed = r.events.iter().filter(|e| e.kind == "im-signed-in").count();
+    println!(
+        "{}",
+        serde_json::json!({
+            "local_users": n,
+            "partner_users": m,
+            "signed_in": signed,
+            "passed": r.passed,
+            "cross_domain_notifications": away,
+            "wall_s": wall,
+            "notifications_per_wall_s": away as f64 / wall,
+            "sim_s": r.sim_time.as_secs_f64(),
+            "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
+            "capture_mib": r.capture.len() as f64 / 1048576.0,
+            "error": r.error,
+        })
+    );
+    r.passed && away == n * m
+}
+
 /// Runs `sub` (a `*-one` subcommand) in a child process per argument and prints its JSON.
 fn in_child(sub: &str, args: &[String]) -> bool {
     let exe = std::env::current_exe().expect("own path");
@@ -601,6 +703,12 @@ fn main() -> ExitCode {
                 storm(if sizes.is_empty() { &[100, 1000, 10_000] } else { &sizes })
             }
             Some("cap1") => in_child("cap1-one", &[]),
+            // Issue 18: N users' presence crossing to M partner users (default 1,000 x 75).
+            Some("fed-presence") => {
+                let n = args.get(2).cloned().unwrap_or_else(|| "1000".into());
+                let m = args.get(3).cloned().unwrap_or_else(|| "75".into());
+                in_child("fed-presence-one", &[n, m])
+            }
             // Issue 17: N clients sign in through the edge together (target: 1,000 under
             // 10 s wall and 1 GiB).
             Some("mra-storm") => {
@@ -629,6 +737,11 @@ fn main() -> ExitCode {
             suite => bench(suite.unwrap_or("dns")),
         },
         Some("cap1-one") => cap1_one(),
+        Some("fed-presence-one") => {
+            let n = args.get(1).and_then(|n| n.parse().ok());
+            let m = args.get(2).and_then(|m| m.parse().ok());
+            n.zip(m).is_some_and(|(n, m)| fed_presence_one(n, m))
+        }
         Some("cap2-one") => {
             let n = args.get(1).and_then(|n| n.parse().ok());
             let c = args.get(2).and_then(|c| c.parse().ok());
@@ -661,6 +774,7 @@ fn main() -> ExitCode {
                  \n  bench storm [N..]  sign-in storm: N clients sign in together (default 100 1000 10000)\
                  \n  bench mra-storm [N]  N clients (default 1000) sign in through the edge together: HTTP, XMPP, SIP\
                  \n  bench cap1         SPEC CAP1 presence storm: 3,000 users x 75 contacts change state\
+                 \n  bench fed-presence [N [M]]  N users (default 1000) go away together, each watched by M (default 75) partner-domain users\
                  \n  bench cap2         SPEC CAP2: 1,000 users x 75 (then 500) contacts, one change each per simulated hour\
                  \n  bench register [N [H]]  N softphones (default 10000) register and refresh for H simulated hours (default 1)\
                  \n  bench register-live [N [S]]  REGISTERs over UDP for S s (default 10) from N users to serve's CUCM and to Kamailio\

@@ -20,8 +20,9 @@
 //! ([`Stream::send_stanza`]) and the output [`Stream::poll`]: every input must be followed by a
 //! complete drain of `poll`. Time comes in as `now`; the engine reads no clock and draws no
 //! random number (the inbound stream id is the caller's). Deadlines: [`SETUP_DEADLINE`] to
-//! authenticate, [`IDLE`] without a stanza once authenticated; a peer sending more than
-//! [`MAX_STANZAS_PER_SECOND`] elements is cut off with `policy-violation`.
+//! authenticate, [`IDLE`] without a stanza once authenticated; a peer not yet authenticated
+//! sending more than [`MAX_STANZAS_PER_SECOND`] elements in a second is cut off with
+//! `policy-violation`.
 //!
 //! Failures, outbound: what is queued is returned with [`Action::Bounce`] and a stanza error
 //! condition (RFC 6120 §8.3.3): a peer's `host-unknown` stream error → `remote-server-not-found`,
@@ -55,7 +56,8 @@ pub const SETUP_DEADLINE: Duration = Duration::from_secs(30);
 /// An authenticated stream with no stanza either way for this long is closed (gracefully:
 /// nothing is queued then).
 pub const IDLE: Duration = Duration::from_secs(600);
-/// Most elements a peer may send in one second; one more is a flood (`policy-violation`).
+/// Most elements a peer not yet authenticated may send in one second; one more is a flood
+/// (`policy-violation`). An authenticated peer is not cut for volume (docs/decisions.md).
 pub const MAX_STANZAS_PER_SECOND: u32 = 200;
 
 /// What a server's S2S streams do; shared by all its streams.

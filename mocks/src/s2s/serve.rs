@@ -34,8 +34,11 @@ use crate::resolve::{self, Lookup};
 
 /// The XMPP server-to-server port (RFC 6120 §3.2.2).
 pub const S2S_PORT: u16 = 5269;
-/// Stanzas waiting for one outbound stream at most (beyond: bounced).
-const STREAM_QUEUE: usize = 1_024;
+/// Stanzas handed to one outbound stream and not yet taken by it (they wait there while the
+/// stream is set up, and the stream takes them once the peer is authenticated); beyond, a
+/// stanza bounces with `resource-constraint`. The listener and the other domains' streams never
+/// wait for one stream.
+const STREAM_QUEUE: usize = crate::imp::router::REMOTE_QUEUE;
 /// Foreign domains with an outbound stream at once, per node.
 const MAX_DOMAINS: usize = 1_024;
 /// How long one SRV target has to accept the connection before the next is tried (a crashed
@@ -89,8 +92,8 @@ pub async fn serve<N: Net + Clone + 'static>(
                     let _slot = slot;
                     let id = format!("{:016x}", net.rng().next_u64());
                     let ends = (tcp.local_addr(), tcp.peer_addr());
-                    let st = Stream::inbound(s.cfg.clone(), id, net.now());
-                    drive(&net, &s, &hub, Box::new(tcp), ends, st, None).await;
+                    let mut st = Stream::inbound(s.cfg.clone(), id, net.now());
+                    drive(&net, &s, &hub, Box::new(tcp), ends, &mut st, None).await;
                 });
             }
             m = out.recv() => match m {
@@ -113,8 +116,14 @@ pub async fn serve<N: Net + Clone + 'static>(
                             tx
                         }
                     };
-                    if let Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) = tx.try_send(e) {
-                        hub.route(|r| r.bounce(vec![e], "resource-constraint"));
+                    match tx.try_send(e) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(e)) => {
+                            hub.route(|r| r.bounce(vec![e], "resource-constraint"));
+                        }
+                        Err(mpsc::error::TrySendError::Closed(e)) => {
+                            hub.route(|r| r.bounce(vec![e], "remote-connection-failed"));
+                        }
                     }
                 }
             },
@@ -203,15 +212,18 @@ async fn outbound<N: Net + Clone + 'static>(
         }
     };
     let ends = (tcp.local_addr(), tcp.peer_addr());
-    drive(&net, &s, &hub, Box::new(tcp), ends, st, Some(&mut rx)).await;
-    // What came after the stream ended: bounced, never lost.
+    let mut st = st;
+    drive(&net, &s, &hub, Box::new(tcp), ends, &mut st, Some(&mut rx)).await;
+    // What was still waiting, or came after the stream ended: bounced with the reason it
+    // ended, never lost.
     rx.close();
     let mut left = Vec::new();
     while let Ok(e) = rx.try_recv() {
         left.push(e);
     }
     if !left.is_empty() {
-        hub.route(|r| r.bounce(left, "remote-connection-failed"));
+        let why = st.failure().unwrap_or("remote-connection-failed").to_owned();
+        hub.route(|r| r.bounce(left, &why));
     }
 }
 
@@ -226,8 +238,8 @@ async fn verify<N: Net + Clone + 'static>(
     let Ok(addrs) = route(&net, &s, &remote).await else { return false };
     let Ok(tcp) = connect(&net, &addrs).await else { return false };
     let ends = (tcp.local_addr(), tcp.peer_addr());
-    let st = Stream::verifier(s.cfg.clone(), &local, &remote, &id, &key, net.now());
-    drive(&net, &s, &hub, Box::new(tcp), ends, st, None).await.unwrap_or(false)
+    let mut st = Stream::verifier(s.cfg.clone(), &local, &remote, &id, &key, net.now());
+    drive(&net, &s, &hub, Box::new(tcp), ends, &mut st, None).await.unwrap_or(false)
 }
 
 /// Moves one stream's bytes, TLS and time; returns a verifier's answer.
@@ -237,7 +249,7 @@ async fn drive<N: Net + Clone + 'static>(
     hub: &Rc<Hub>,
     mut io: Box<dyn AsyncIo>,
     (local, peer): (SocketAddr, SocketAddr),
-    mut st: Stream,
+    st: &mut Stream,
     mut stanzas: Option<&mut mpsc::Receiver<Element>>,
 ) -> Option<bool> {
     let log = |inbound: bool, line: &str| {
@@ -294,6 +306,7 @@ async fn drive<N: Net + Clone + 'static>(
             return verified;
         }
         let wait = st.poll_timeout().map_or(Duration::MAX, |t| t.saturating_sub(net.now()));
+        let authed = st.remote().is_some();
         tokio::select! {
             biased;
             r = io.read(&mut buf) => match r {
@@ -307,7 +320,9 @@ async fn drive<N: Net + Clone + 'static>(
             v = vrx.recv() => if let Some((d, valid)) = v {
                 st.handle_verified(net.now(), &d, valid);
             },
-            e = async { match stanzas.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => match e {
+            // Stanzas wait in the channel until the peer is authenticated (backpressure
+            // instead of the engine's small setup queue).
+            e = async { match stanzas.as_mut() { Some(rx) if authed => rx.recv().await, _ => std::future::pending().await } } => match e {
                 Some(e) => st.send_stanza(net.now(), e),
                 None => stanzas = None,
             },

@@ -222,6 +222,12 @@ impl Stream {
         (!self.peer.is_empty()).then_some(self.peer.as_str())
     }
 
+    /// Outbound: why the stream ended, as the stanza error condition its stanzas bounce with
+    /// (later ones included), if it failed.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
     /// Whether the stream is over (its connection is to be dropped).
     pub fn is_done(&self) -> bool {
         self.stage == Stage::Done
@@ -254,7 +260,9 @@ impl Stream {
             if self.stage == Stage::Done || self.restarts != restarts {
                 return;
             }
-            if matches!(f, Frame::Stanza(_)) && self.flooded(now) {
+            // Until the peer is authenticated it is held to a rate; afterwards it is
+            // accountable, and a presence storm across domains is legitimate traffic.
+            if matches!(f, Frame::Stanza(_)) && self.remote.is_none() && self.flooded(now) {
                 let why = format!("more than {MAX_STANZAS_PER_SECOND} elements in a second");
                 return self.stream_error("policy-violation", &why);
             }

@@ -174,6 +174,9 @@ pub(super) struct NodeSpec {
     /// xmpp-domain: its users, id → password.
     #[serde(default)]
     pub(super) accounts: BTreeMap<String, String>,
+    /// xmpp-domain: an account's contacts (JIDs of any domain), subscribed both ways.
+    #[serde(default)]
+    pub(super) contacts: BTreeMap<String, Vec<String>>,
 }
 
 /// One HTTP allow-list rule of an expressway-c node (SPEC MRA1).

@@ -74,6 +74,10 @@ pub struct XmppDomainNode {
     pub domain: String,
     /// Its users and their passwords.
     pub accounts: BTreeMap<String, String>,
+    /// Each account's contacts (full JIDs, lower case), subscribed both ways.
+    pub contacts: BTreeMap<String, Vec<String>>,
+    /// Contact and watcher list limits (SPEC IMP3's defaults unless set).
+    pub limits: uclab_mocks::imp::router::Limits,
     /// Its federation.
     pub s2s: S2sNode,
 }

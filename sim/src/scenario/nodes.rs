@@ -483,9 +483,28 @@ fn xmpp_domain(
             ));
         }
     }
+    let mut contacts = BTreeMap::new();
+    for (id, jids) in &n.contacts {
+        let bad = jids.iter().find(|j| !uclab_proto::jid::valid_bare(j));
+        if !n.accounts.contains_key(id) || bad.is_some() {
+            errs.push(i.src.err(
+                domain.span().start,
+                format!("contacts of `{id}`: an account with contacts `user@domain`"),
+            ));
+            continue;
+        }
+        contacts.insert(id.clone(), jids.iter().map(|j| j.to_ascii_lowercase()).collect());
+    }
+    let d_limits = uclab_mocks::imp::router::Limits::default();
+    let limits = uclab_mocks::imp::router::Limits {
+        contacts: n.contact_limit.unwrap_or(d_limits.contacts),
+        watchers: n.watcher_limit.unwrap_or(d_limits.watchers),
+    };
     Some(NodeKind::XmppDomain(XmppDomainNode {
         domain: d,
         accounts: n.accounts.clone(),
+        contacts,
+        limits,
         s2s: s2s(i, names, errs),
     }))
 }

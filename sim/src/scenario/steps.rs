@@ -255,20 +255,32 @@ impl Timeline<'_> {
             );
             return None;
         };
-        let NodeKind::XmppDomain(x) = &n.kind else {
-            errs.push(self.src.err(
-                node.span().start,
-                format!("node `{}` is not an xmpp-domain node", node.get_ref()),
-            ));
-            return None;
-        };
         let user = s.user.as_ref().or_else(|| {
             errs.push(self.src.err(s.action.span().start, "action `xmpp-sign-in` needs `user`"));
             None
         })?;
-        let password = match (&s.password, x.accounts.get(user.get_ref())) {
+        // An IM&P node takes PLAIN too: its users, the domain of the client's address.
+        let (domain, known) = match &n.kind {
+            NodeKind::XmppDomain(x) => (x.domain.clone(), x.accounts.get(user.get_ref()).cloned()),
+            NodeKind::Imp(_) => {
+                let address = self.clients.iter().find(|c| c.name == client).and_then(|c| {
+                    c.address.as_deref().and_then(|a| a.split_once('@')).map(|(_, d)| d.to_owned())
+                });
+                let pw =
+                    self.users.iter().find(|u| &u.id == user.get_ref()).map(|u| u.password.clone());
+                (address.unwrap_or_default(), pw)
+            }
+            _ => {
+                errs.push(self.src.err(
+                    node.span().start,
+                    format!("node `{}` is not an xmpp-domain or imp node", node.get_ref()),
+                ));
+                return None;
+            }
+        };
+        let password = match (&s.password, known) {
             (Some(p), _) => p.clone(),
-            (None, Some(p)) => p.clone(),
+            (None, Some(p)) => p,
             (None, None) => {
                 errs.push(self.src.err(
                     user.span().start,
@@ -280,7 +292,7 @@ impl Timeline<'_> {
         Some(StepAction::XmppSignIn {
             client,
             server: std::net::SocketAddr::new(n.ip, 5222),
-            domain: x.domain.clone(),
+            domain,
             user: user.get_ref().clone(),
             password,
         })

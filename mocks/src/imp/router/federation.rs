@@ -23,9 +23,10 @@ use uclab_proto::xmpp::{Element, error_reply};
 
 use super::{Router, Subscription};
 
-/// Stanzas waiting for the federation service at most; beyond it a stanza is bounced with
-/// `resource-constraint` (a service that does not drain is a bug, not a reason to grow).
-pub const REMOTE_QUEUE: usize = 16_384;
+/// Stanzas waiting for a federation node at most; beyond it a stanza is bounced with
+/// `resource-constraint`. Room for a presence storm across domains (1,000 users watched by 75
+/// foreign users each going away together: 75,000 stanzas at once, issue 18's bench).
+pub const REMOTE_QUEUE: usize = 1 << 18;
 /// Notes waiting for the transcript at most (the oldest go first).
 const NOTES: usize = 1_024;
 

@@ -18,19 +18,27 @@ impl Router {
     /// id in the router's domain. Returns false when a list limit (IMP3) stops it.
     pub fn provision(&mut self, user: &str, contact: &str) -> bool {
         let (u, c) = (self.qualify(user), self.qualify(contact));
-        let ru = self.rosters.entry(u.clone()).or_default();
-        if !ru.items.contains_key(&c) && ru.contacts_full(self.limits.contacts) {
-            return false;
+        // A foreign JID's side is its own server's (SPEC FED1): only local sides are kept.
+        let (u_local, c_local) = (self.is_local(&domain(&u)), self.is_local(&domain(&c)));
+        if u_local {
+            let ru = self.rosters.entry(u.clone()).or_default();
+            if !ru.items.contains_key(&c) && ru.contacts_full(self.limits.contacts) {
+                return false;
+            }
         }
-        let rc = self.rosters.entry(c.clone()).or_default();
-        let watched = rc.items.get(&u).is_some_and(|i| i.sub.from());
-        if !watched && rc.watchers_full(self.limits.watchers) {
-            return false;
+        if c_local {
+            let rc = self.rosters.entry(c.clone()).or_default();
+            let watched = rc.items.get(&u).is_some_and(|i| i.sub.from());
+            if !watched && rc.watchers_full(self.limits.watchers) {
+                return false;
+            }
+            let i = rc.items.entry(u.clone()).or_default();
+            i.sub = Subscription::with(i.sub.to(), true);
         }
-        let i = rc.items.entry(u.clone()).or_default();
-        i.sub = Subscription::with(i.sub.to(), true);
-        let i = self.rosters.entry(u).or_default().items.entry(c).or_default();
-        i.sub = Subscription::with(true, i.sub.from());
+        if u_local {
+            let i = self.rosters.entry(u).or_default().items.entry(c).or_default();
+            i.sub = Subscription::with(true, i.sub.from());
+        }
         true
     }
 
