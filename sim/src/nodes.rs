@@ -64,8 +64,8 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
         NodeKind::Imp(c) => {
             let mut v =
                 vec![svc("soap", 8443, false), svc("xmpp", 5222, false), udp_only("sip", 5060)];
-            if c.federation.is_some() {
-                v.push(svc("xmpp-s2s", s2s::serve::S2S_PORT, false)); // SPEC FED1
+            if c.federation.is_some() || c.peering {
+                v.push(svc("xmpp-s2s", s2s::serve::S2S_PORT, false)); // SPEC FED1, FED2
             }
             v
         }
@@ -258,6 +258,26 @@ impl Shared {
                     })
                     .unwrap_or(c.limits);
                 let mut router = Router::new(&s.domain, limits);
+                // SPEC FED2: the users homed on peer clusters, and where their stanzas go.
+                let own: Vec<String> =
+                    cluster_hosts(s, &c.cluster).iter().map(|n| n.fqdn.clone()).collect();
+                let mut peers = BTreeMap::new();
+                let mut peer_hosts = std::collections::BTreeSet::new();
+                for n in &s.nodes {
+                    if let NodeKind::Imp(o) = &n.kind
+                        && o.cluster != c.cluster
+                    {
+                        peer_hosts.insert(n.fqdn.clone());
+                        if cluster_hosts(s, &o.cluster).first().is_some_and(|f| f.name == n.name) {
+                            for (u, primary, _) in imp_assignment(s, o) {
+                                peers.insert(format!("{}@{}", u.id, s.domain), primary);
+                            }
+                        }
+                    }
+                }
+                if !peer_hosts.is_empty() {
+                    router.set_intercluster(own, peers, peer_hosts);
+                }
                 // Contacts across domains (SPEC FED1): a foreign account's contacts on this
                 // domain, subscribed both ways; this router keeps its users' side.
                 for (a, b) in foreign_contacts(s) {
@@ -407,6 +427,26 @@ pub enum NodePlan {
     },
 }
 
+/// The server-to-server settings of a node that peers with other clusters but does not
+/// federate with other domains (SPEC FED2): certificates and dialback, no DNS, no policy
+/// (its cluster's router refuses other domains).
+fn peering_only() -> crate::scenario::S2sNode {
+    crate::scenario::S2sNode {
+        dns: None,
+        dialback: true,
+        sasl_external: true,
+        secret: None,
+        san: None,
+        static_routes: BTreeMap::new(),
+        policy: imp::router::Policy::Open,
+    }
+}
+
+/// The node names of IM&P cluster `cluster`, in declaration order.
+fn cluster_hosts<'a>(s: &'a Scenario, cluster: &str) -> Vec<&'a crate::scenario::Node> {
+    s.nodes.iter().filter(|n| matches!(&n.kind, NodeKind::Imp(c) if c.cluster == cluster)).collect()
+}
+
 /// Every foreign account's contacts: (`account@its-domain`, contact JID).
 fn foreign_contacts(s: &Scenario) -> Vec<(String, String)> {
     let mut v = Vec::new();
@@ -435,7 +475,7 @@ fn s2s_settings(
     let node_addr = |name: &str, p: u16| {
         s.nodes.iter().find(|x| x.name == name).map(|x| at(SocketAddr::new(x.ip, p)))
     };
-    let static_routes = f
+    let mut static_routes: BTreeMap<String, Vec<SocketAddr>> = f
         .static_routes
         .iter()
         .filter_map(|(d, to)| {
@@ -444,19 +484,56 @@ fn s2s_settings(
                 .ok()
                 .map(at)
                 .or_else(|| node_addr(to, s2s::serve::S2S_PORT))?;
-            Some((d.clone(), addr))
+            Some((d.clone(), vec![addr]))
         })
         .collect();
+    // SPEC FED2: an IM&P node's cluster names itself by its nodes' names (a certificate
+    // naming them all), and reaches each peer cluster's node name at that node, then at the
+    // other nodes of its cluster.
+    let mut domains = vec![domain.to_ascii_lowercase()];
+    let mut names = f.san.clone().unwrap_or_else(|| vec![n.fqdn.clone(), domain.to_owned()]);
+    if let NodeKind::Imp(c) = &n.kind
+        && c.peering
+    {
+        for o in cluster_hosts(s, &c.cluster) {
+            domains.push(o.fqdn.to_ascii_lowercase());
+            if !names.contains(&o.fqdn) {
+                names.push(o.fqdn.clone());
+            }
+        }
+        let mut peer_clusters: Vec<&str> = s
+            .nodes
+            .iter()
+            .filter_map(|o| match &o.kind {
+                NodeKind::Imp(x) if x.cluster != c.cluster => Some(x.cluster.as_str()),
+                _ => None,
+            })
+            .collect();
+        peer_clusters.dedup();
+        for pc in peer_clusters {
+            let members = cluster_hosts(s, pc);
+            for m in &members {
+                let mut addrs = vec![at(SocketAddr::new(m.ip, s2s::serve::S2S_PORT))];
+                addrs.extend(
+                    members
+                        .iter()
+                        .filter(|o| o.name != m.name)
+                        .map(|o| at(SocketAddr::new(o.ip, s2s::serve::S2S_PORT))),
+                );
+                static_routes.insert(m.fqdn.to_ascii_lowercase(), addrs);
+            }
+        }
+    }
     s2s::serve::S2sSettings {
         cfg: Rc::new(s2s::S2sConfig {
-            domains: vec![domain.to_ascii_lowercase()],
+            domains,
             secret: f.secret.clone().unwrap_or_else(|| shared.dialback_secret(domain)),
             sasl_external: f.sasl_external,
             dialback: f.dialback,
         }),
         domain: domain.to_ascii_lowercase(),
         host: n.name.clone(),
-        names: f.san.clone().unwrap_or_else(|| vec![n.fqdn.clone(), domain.to_owned()]),
+        names,
         port,
         dns: f.dns.as_deref().and_then(|d| node_addr(d, 53)),
         static_routes,
@@ -545,8 +622,7 @@ pub fn plan(
         NodeKind::Imp(c) => {
             let users = imp_assignment(s, c)
                 .into_iter()
-                .zip(&s.users)
-                .map(|((primary, secondary), u)| ImpUser {
+                .map(|(u, primary, secondary)| ImpUser {
                     id: u.id.clone(),
                     password: u.password.clone(),
                     primary,
@@ -588,9 +664,10 @@ pub fn plan(
                         let sim = SocketAddr::new(o.ip, 5060);
                         (live.get(&sim).copied().unwrap_or(sim), o.fqdn.clone())
                     }),
-                s2s: c.federation.as_ref().map(|f| {
+                s2s: (c.federation.is_some() || c.peering).then(|| {
+                    let f = c.federation.clone().unwrap_or_else(peering_only);
                     let port = own("xmpp-s2s");
-                    Rc::new(s2s_settings(s, n, &s.domain, f, port, live, shared))
+                    Rc::new(s2s_settings(s, n, &s.domain, &f, port, live, shared))
                 }),
             }
         }
@@ -914,8 +991,7 @@ fn xcp_route(
     })?;
     let users = imp_assignment(s, c)
         .into_iter()
-        .zip(&s.users)
-        .map(|((primary, secondary), u)| expressway::c::RoutedUser {
+        .map(|(u, primary, secondary)| expressway::c::RoutedUser {
             id: u.id.clone(),
             primary,
             secondary,
@@ -939,7 +1015,10 @@ fn xcp_route(
 /// subcluster `n` A (its first member) and B (its second); "balanced" hands users out
 /// 1A, 2A, 3A, 1B, 2B, 3B, 1A, …, active/standby 1A, 2A, 3A, 1A, …; a user's secondary is the
 /// other node of their primary's subcluster, so failover never leaves it.
-pub fn imp_assignment(s: &Scenario, c: &crate::scenario::ImpNode) -> Vec<(String, Option<String>)> {
+pub fn imp_assignment<'a>(
+    s: &'a Scenario,
+    c: &crate::scenario::ImpNode,
+) -> Vec<(&'a crate::scenario::User, String, Option<String>)> {
     let mut subs: BTreeMap<u8, Vec<&str>> = BTreeMap::new();
     for n in &s.nodes {
         if let NodeKind::Imp(o) = &n.kind
@@ -953,12 +1032,25 @@ pub fn imp_assignment(s: &Scenario, c: &crate::scenario::ImpNode) -> Vec<(String
     if c.assignment == crate::scenario::Assignment::Balanced {
         order.extend(a.iter().filter_map(|&(x, y)| Some((y?, Some(x)))));
     }
-    (0..s.users.len())
-        .map(|i| {
+    s.users
+        .iter()
+        .filter(|u| home_imp_cluster(s, u) == Some(c.cluster.as_str()))
+        .enumerate()
+        .map(|(i, u)| {
             let (p, sec) = order[i % order.len()];
-            (p.to_owned(), sec.map(str::to_owned))
+            (u, p.to_owned(), sec.map(str::to_owned))
         })
         .collect()
+}
+
+/// A user's home IM&P cluster (SPEC FED2): theirs, else the topology's first.
+pub fn home_imp_cluster<'a>(s: &'a Scenario, u: &'a crate::scenario::User) -> Option<&'a str> {
+    u.imp_cluster.as_deref().or_else(|| {
+        s.nodes.iter().find_map(|n| match &n.kind {
+            NodeKind::Imp(c) => Some(c.cluster.as_str()),
+            _ => None,
+        })
+    })
 }
 
 /// The first value `get` finds among a cluster's members, in declaration order.

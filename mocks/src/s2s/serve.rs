@@ -60,8 +60,9 @@ pub struct S2sSettings {
     pub port: u16,
     /// The DNS server of its lookups.
     pub dns: Option<SocketAddr>,
-    /// SPEC FED4: domains reached without DNS.
-    pub static_routes: BTreeMap<String, SocketAddr>,
+    /// SPEC FED4: domains reached without DNS, each at these addresses in turn (a peer
+    /// cluster's node names reach any node of that cluster, SPEC FED2).
+    pub static_routes: BTreeMap<String, Vec<SocketAddr>>,
 }
 
 /// Serves federation for the node until it stops: joins the cluster's federation nodes,
@@ -81,7 +82,7 @@ pub async fn serve<N: Net + Clone + 'static>(
     }
     let _leave = Leave(hub.clone(), s.host.clone());
     let limit = limits::ConnLimit::new(limits::STREAM_CONNECTIONS, limits::PER_PEER);
-    let mut streams: BTreeMap<String, mpsc::Sender<Element>> = BTreeMap::new();
+    let mut streams: BTreeMap<(String, String), mpsc::Sender<Element>> = BTreeMap::new();
     loop {
         tokio::select! {
             biased;
@@ -100,9 +101,14 @@ pub async fn serve<N: Net + Clone + 'static>(
                 None => return Ok(()),
                 Some(Outgoing::Note(n)) => net.transcript().note(net.now(), &s.host, &n),
                 Some(Outgoing::Stanza(e)) => {
+                    // One stream per pair of domains: ours is the sender's (the presence
+                    // domain, or a node name towards a peer cluster, SPEC FED2).
                     let d = domain(e.get("to").unwrap_or(""));
+                    let from = domain(e.get("from").unwrap_or(""));
+                    let local = if s.cfg.domains.contains(&from) { from } else { s.domain.clone() };
+                    let key = (local, d);
                     streams.retain(|_, tx| !tx.is_closed());
-                    let tx = match streams.get(&d) {
+                    let tx = match streams.get(&key) {
                         Some(tx) => tx.clone(),
                         None if streams.len() >= MAX_DOMAINS => {
                             hub.route(|r| r.bounce(vec![e], "resource-constraint"));
@@ -111,8 +117,9 @@ pub async fn serve<N: Net + Clone + 'static>(
                         None => {
                             let (tx, rx) = mpsc::channel(STREAM_QUEUE);
                             let (net, s, hub) = (net.clone(), s.clone(), hub.clone());
-                            tokio::task::spawn_local(outbound(net, s, hub, d.clone(), rx));
-                            streams.insert(d, tx.clone());
+                            let ends = key.clone();
+                            tokio::task::spawn_local(outbound(net, s, hub, ends, rx));
+                            streams.insert(key, tx.clone());
                             tx
                         }
                     };
@@ -139,7 +146,7 @@ async fn route<N: Net>(
     remote: &str,
 ) -> Result<Vec<SocketAddr>, &'static str> {
     if let Some(a) = s.static_routes.get(remote) {
-        return Ok(vec![*a]);
+        return Ok(a.clone());
     }
     let Some(dns) = s.dns else { return Err("remote-server-not-found") };
     match resolve::srv(net, dns, &format!("_xmpp-server._tcp.{remote}")).await {
@@ -190,10 +197,10 @@ async fn outbound<N: Net + Clone + 'static>(
     net: N,
     s: Rc<S2sSettings>,
     hub: Rc<Hub>,
-    remote: String,
+    (local, remote): (String, String),
     mut rx: mpsc::Receiver<Element>,
 ) {
-    let st = Stream::outbound(s.cfg.clone(), &s.domain, &remote, net.now());
+    let st = Stream::outbound(s.cfg.clone(), &local, &remote, net.now());
     let target = match route(&net, &s, &remote).await {
         Ok(a) => connect(&net, &a).await,
         Err(why) => Err(why),

@@ -197,6 +197,8 @@ pub(super) struct AllowSpec {
 pub(super) struct UserSpec {
     pub(super) id: S<String>,
     pub(super) cluster: S<String>,
+    /// Home IM&P cluster (SPEC FED2; default: the topology's first).
+    pub(super) imp_cluster: Option<S<String>>,
     pub(super) password: Option<String>,
     pub(super) first_name: Option<String>,
     pub(super) last_name: Option<String>,

@@ -163,6 +163,7 @@ fn population<'a>(
             spec: UserSpec {
                 id: id.clone(),
                 cluster: p.cluster.clone(),
+                imp_cluster: None,
                 password: None,
                 first_name: None,
                 last_name: None,

@@ -127,6 +127,9 @@ pub struct ImpNode {
     pub room_limits: uclab_mocks::imp::muc::RoomLimits,
     /// SPEC FED1: a federation-enabled node, and the cluster's federation settings.
     pub federation: Option<S2sNode>,
+    /// SPEC FED2: the topology has other IM&P clusters of the domain, which this node's
+    /// cluster peers with (server-to-server streams between their nodes).
+    pub peering: bool,
 }
 
 /// SPEC HA3 user assignment over subclusters 1–3 and their nodes A and B.
@@ -184,6 +187,8 @@ pub struct User {
     pub id: String,
     /// Home cluster.
     pub cluster: String,
+    /// Home IM&P cluster (SPEC FED2); `None`: the topology's first.
+    pub imp_cluster: Option<String>,
     /// Password.
     pub password: String,
     /// First name.

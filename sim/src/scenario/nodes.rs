@@ -399,6 +399,7 @@ fn imp(i: &Item<'_, NodeSpec>, names: &Names<'_>, errs: &mut Vec<CheckError>) ->
         chat_db: n.chat_db.as_ref().map(|d| d.get_ref().clone()),
         room_limits,
         federation: n.federation.then(|| s2s(i, names, errs)),
+        peering: false, // set once every node is read (users::imp_clusters)
     }))
 }
 

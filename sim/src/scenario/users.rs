@@ -26,6 +26,14 @@ pub(super) fn imp_clusters(
             _ => None,
         })
         .collect();
+    // SPEC FED2: with more than one IM&P cluster the clusters peer in full mesh.
+    if imp_clusters.len() > 1 {
+        for n in nodes.iter_mut() {
+            if let NodeKind::Imp(c) = &mut n.kind {
+                c.peering = true;
+            }
+        }
+    }
     for cluster in &imp_clusters {
         let members: Vec<usize> = (0..nodes.len())
             .filter(|&k| matches!(&nodes[k].kind, NodeKind::Imp(c) if c.cluster == *cluster))
@@ -130,8 +138,24 @@ pub(super) fn users(
                 .chain(s.chars().skip(1))
                 .collect::<String>()
         };
+        let imp_clusters: BTreeSet<&str> = nodes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                NodeKind::Imp(c) => Some(c.cluster.as_str()),
+                _ => None,
+            })
+            .collect();
+        if let Some(c) = &u.imp_cluster
+            && !imp_clusters.contains(c.get_ref().as_str())
+        {
+            errs.push(i.src.err(
+                c.span().start,
+                format!("unknown imp_cluster `{}` (no imp node has it)", c.get_ref()),
+            ));
+        }
         user_out.push(User {
             cluster: u.cluster.get_ref().clone(),
+            imp_cluster: u.imp_cluster.as_ref().map(|c| c.get_ref().clone()),
             password: u.password.clone().unwrap_or_else(|| "lab".into()),
             first_name: u.first_name.clone().unwrap_or_else(|| cap(&id)),
             last_name: u.last_name.clone().unwrap_or_else(|| "Lab".into()),

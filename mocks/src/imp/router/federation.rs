@@ -16,7 +16,7 @@
 //! `remote-server-not-found` (RFC 6120 §8.3.3.15). Every refusal and every bounce is a note
 //! ([`Router::poll_note`]) for the transcript.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use uclab_proto::jid::{bare, domain};
 use uclab_proto::xmpp::{Element, error_reply};
@@ -71,6 +71,26 @@ impl Router {
         d.is_empty() || d == self.domain || self.mucs.contains_key(d)
     }
 
+    /// Whether `jid` is delivered here: a local domain, and not a user homed on a peer
+    /// cluster (SPEC FED2).
+    pub(super) fn is_local_jid(&self, jid: &str) -> bool {
+        self.is_local(&domain(jid)) && !self.peers.contains_key(&bare(jid))
+    }
+
+    /// SPEC FED2: this cluster's node names (`own_hosts`, the first is what goes to a peer
+    /// comes from), the users of the domain homed on peer clusters with the host their stanzas
+    /// go to, and the peer clusters' node names.
+    pub fn set_intercluster(
+        &mut self,
+        own_hosts: Vec<String>,
+        peers: BTreeMap<String, String>,
+        peer_hosts: BTreeSet<String>,
+    ) {
+        self.own_hosts = own_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        self.peers = peers.into_iter().map(|(u, h)| (bare(&u), h.to_ascii_lowercase())).collect();
+        self.peer_hosts = peer_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    }
+
     /// The next stanza for another domain, `to` set, for the federation service.
     pub fn poll_remote(&mut self) -> Option<Element> {
         self.remote.pop_front()
@@ -116,6 +136,23 @@ impl Router {
     /// never sent to (a watcher left from before a policy change): the stanza is dropped and
     /// noted.
     pub(super) fn send_remote(&mut self, to: &str, mut s: Element) {
+        if let Some(host) = self.peers.get(&bare(to)).cloned() {
+            // SPEC FED2: the host part names the peer cluster's node, and ours goes with it.
+            s.set("to", &rehost(to, &host));
+            if let (Some(from), Some(own)) =
+                (s.get("from").map(str::to_owned), self.own_hosts.first())
+                && self.is_local(&domain(&from))
+            {
+                let own = own.clone();
+                s.set("from", &rehost(&from, &own));
+            }
+            if self.remote.len() >= REMOTE_QUEUE {
+                return self.bounce(vec![s], "resource-constraint");
+            }
+            self.counters.intercluster += 1;
+            self.remote.push_back(s);
+            return;
+        }
         let d = domain(to);
         if let Some(condition) = self.refusal(&d) {
             self.counters.federation_refusals += 1;
@@ -136,13 +173,22 @@ impl Router {
         let Some(first) = stanzas.first() else { return };
         let d = domain(first.get("to").unwrap_or(""));
         self.note(format!("federation bounced {} stanza(s) to {d}: {condition}", stanzas.len()));
-        for s in stanzas {
+        for mut s in stanzas {
             self.counters.bounced += 1;
             if s.get("type") == Some("error") {
                 continue;
             }
+            // SPEC FED2: addresses rewritten for a peer cluster go back to the domain's form.
+            for k in ["from", "to"] {
+                let v = s.get(k).unwrap_or("").to_owned();
+                let d = domain(&v);
+                if self.own_hosts.contains(&d) || self.peer_hosts.contains(&d) {
+                    let back = rehost(&v, &self.domain.clone());
+                    s.set(k, &back);
+                }
+            }
             let from = s.get("from").unwrap_or("").to_owned();
-            if self.is_local(&domain(&from)) {
+            if self.is_local_jid(&from) {
                 self.send(&from, error_reply(&s, "cancel", condition));
             }
         }
@@ -150,11 +196,25 @@ impl Router {
 
     /// A stanza from an authenticated foreign domain (the server stream checked that `from`
     /// is in it and `to` is ours). `now` stamps offline storage.
-    pub fn handle_remote(&mut self, s: Element, now: std::time::Duration) {
+    pub fn handle_remote(&mut self, mut s: Element, now: std::time::Duration) {
+        let from_domain = domain(s.get("from").unwrap_or(""));
+        let intercluster = self.peer_hosts.contains(&from_domain);
+        if intercluster {
+            // SPEC FED2: a peer cluster of the domain: both addresses back in the domain's
+            // own form.
+            self.counters.intercluster += 1;
+            let d = self.domain.clone();
+            let from = rehost(s.get("from").unwrap_or(""), &d);
+            s.set("from", &from);
+            let to = s.get("to").unwrap_or("").to_owned();
+            if self.own_hosts.contains(&domain(&to)) {
+                s.set("to", &rehost(&to, &d));
+            }
+        }
         let from = s.get("from").unwrap_or("").to_owned();
         let to = s.get("to").unwrap_or("").to_owned();
         let from_domain = domain(&from);
-        if self.refusal(&from_domain).is_some() {
+        if !intercluster && self.refusal(&from_domain).is_some() {
             self.counters.federation_refusals += 1;
             self.note(format!(
                 "federation refused {} from {from_domain}: policy-violation",
@@ -165,7 +225,9 @@ impl Router {
         if !self.is_local(&domain(&to)) || from.is_empty() {
             return;
         }
-        self.counters.federated_in += 1;
+        if !intercluster {
+            self.counters.federated_in += 1;
+        }
         let (user, contact) = (bare(&to), bare(&from));
         match (s.name.as_str(), s.get("type")) {
             ("message", _) => self.message(s, now),
@@ -283,11 +345,29 @@ impl Router {
         let foreign: Vec<String> = self
             .items_of(own, Subscription::to)
             .into_iter()
-            .filter(|c| !self.is_local(&domain(c)))
+            .filter(|c| !self.is_local_jid(c))
             .collect();
         for c in foreign {
             let probe = Element::new("presence").attr("from", own).attr("type", "probe");
             self.send_remote(&c, probe);
         }
     }
+}
+
+/// `jid` with its domain part replaced by `host` (`alice@example.com/pc` → `alice@imp1.example.com/pc`).
+fn rehost(jid: &str, host: &str) -> String {
+    let (b, res) = match jid.split_once('/') {
+        Some((b, r)) => (b, Some(r)),
+        None => (jid, None),
+    };
+    let local = b.rsplit_once('@').map(|(l, _)| l);
+    let mut out = match local {
+        Some(l) => format!("{l}@{host}"),
+        None => host.to_owned(),
+    };
+    if let Some(r) = res {
+        out.push('/');
+        out.push_str(r);
+    }
+    out
 }

@@ -187,6 +187,8 @@ pub struct Counters {
     pub federation_refusals: u64,
     /// Stanzas for another domain that could not be delivered and were bounced.
     pub bounced: u64,
+    /// Stanzas sent to and received from peer clusters of the domain (SPEC FED2).
+    pub intercluster: u64,
 }
 
 /// Cluster-wide delivery between sessions (SPEC IMP1) with multiple-device messaging (IMP2),
@@ -220,6 +222,13 @@ pub struct Router {
     remote: VecDeque<Element>,
     /// Federation refusals and bounces, for the transcript.
     notes: VecDeque<String>,
+    /// SPEC FED2: users of this domain homed on a peer cluster, by bare JID: the host their
+    /// stanzas are addressed to there.
+    peers: BTreeMap<String, String>,
+    /// The peer clusters' node names (what their stanzas come from).
+    peer_hosts: BTreeSet<String>,
+    /// This cluster's node names; the first is the host what goes to a peer comes from.
+    own_hosts: Vec<String>,
 }
 
 impl Router {
@@ -241,6 +250,9 @@ impl Router {
             federation: None,
             remote: VecDeque::new(),
             notes: VecDeque::new(),
+            peers: BTreeMap::new(),
+            peer_hosts: BTreeSet::new(),
+            own_hosts: Vec::new(),
         }
     }
 
@@ -390,7 +402,7 @@ impl Router {
 
     /// Sends `s` to one full JID; false if there is no such live session.
     fn send(&mut self, full: &str, s: Element) -> bool {
-        if !self.is_local(&domain(full)) {
+        if !self.is_local_jid(full) {
             self.send_remote(full, s);
             return true;
         }
@@ -404,7 +416,7 @@ impl Router {
 
     /// Sends `s` to every available resource of `bare_jid`; how many got it.
     fn send_available(&mut self, bare_jid: &str, s: &Element) -> usize {
-        if !self.is_local(&domain(bare_jid)) {
+        if !self.is_local_jid(bare_jid) {
             // The foreign server fans it out to the user's resources.
             self.send_remote(bare_jid, s.clone());
             return 1;
@@ -486,7 +498,7 @@ impl Router {
             return;
         }
         let b = bare(&to);
-        if !self.is_local(&domain(&b)) {
+        if !self.is_local_jid(&b) {
             // SPEC FED1: the foreign server delivers (or stores) it.
             if from.contains('/') {
                 self.locks.insert((bare(&from), b), from.clone());

@@ -3,7 +3,7 @@
 //! subscription handshake with pre-approval and requests kept until answered, each refused
 //! with `not-allowed` when a list limit of SPEC IMP3 would be passed.
 
-use uclab_proto::jid::{bare, domain, valid_bare};
+use uclab_proto::jid::{bare, valid_bare};
 use uclab_proto::xmpp::{Element, error_reply};
 
 use super::{Item, NS_ROSTER, Roster, Router, Subscription};
@@ -19,7 +19,7 @@ impl Router {
     pub fn provision(&mut self, user: &str, contact: &str) -> bool {
         let (u, c) = (self.qualify(user), self.qualify(contact));
         // A foreign JID's side is its own server's (SPEC FED1): only local sides are kept.
-        let (u_local, c_local) = (self.is_local(&domain(&u)), self.is_local(&domain(&c)));
+        let (u_local, c_local) = (self.is_local_jid(&u), self.is_local_jid(&c));
         if u_local {
             let ru = self.rosters.entry(u.clone()).or_default();
             if !ru.items.contains_key(&c) && ru.contacts_full(self.limits.contacts) {
@@ -224,7 +224,7 @@ impl Router {
         }
         s.set("from", user);
         s.set("to", contact);
-        if self.is_local(&domain(contact)) {
+        if self.is_local_jid(contact) {
             self.pending.insert((contact.to_owned(), user.to_owned()), s.clone());
         }
         self.send_available(contact, &s);
@@ -262,7 +262,7 @@ impl Router {
         let p = Element::new("presence").attr("from", user).attr("type", "subscribed");
         self.send_available(contact, &p);
         // A foreign contact's roster is its own server's (SPEC FED1).
-        if self.is_local(&domain(contact)) {
+        if self.is_local_jid(contact) {
             let c = self.rosters.entry(contact.to_owned()).or_default();
             let ci = c.items.entry(user.to_owned()).or_default();
             ci.sub = Subscription::with(true, ci.sub.from());
@@ -286,7 +286,7 @@ impl Router {
             self.push(user, contact);
         }
         self.pending.remove(&(contact.to_owned(), user.to_owned()));
-        if !self.is_local(&domain(contact)) {
+        if !self.is_local_jid(contact) {
             // The foreign contact's server updates its side (RFC 6121 §3.3.2).
             let p = Element::new("presence").attr("from", user).attr("type", "unsubscribe");
             self.send_available(contact, &p);

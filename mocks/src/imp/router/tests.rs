@@ -686,3 +686,60 @@ fn fed1_undeliverable_stanzas_bounce_to_their_senders() {
         r.poll_note().is_some_and(|n| n.contains("bounced 1 stanza(s) to partner.example.org"))
     );
 }
+
+/// A router of cluster 1 whose peer cluster (imp3, imp4) is home to bob (SPEC FED2).
+fn intercluster() -> Router {
+    let mut r = router();
+    let peers = [("bob@example.com".to_owned(), "imp3.example.com".to_owned())].into();
+    let hosts = ["imp3.example.com".to_owned(), "imp4.example.com".to_owned()].into();
+    r.set_intercluster(vec!["imp1.example.com".into(), "imp2.example.com".into()], peers, hosts);
+    r
+}
+
+#[test]
+fn fed2_a_peer_clusters_user_is_reached_with_the_host_rewritten() {
+    // Federation with other domains is off: the peer cluster is the same domain.
+    let mut r = intercluster();
+    r.provision("bob", "alice");
+    let a = "alice@example.com/desk";
+    let mut ra = online(&mut r, a);
+    let out = remote(&mut r);
+    // bob watches alice: her initial presence goes to bob's cluster, hosts rewritten.
+    assert!(
+        out.iter().any(|o| o.contains("to=\"bob@imp3.example.com\"")
+            && o.contains("from=\"alice@imp1.example.com/desk\"")),
+        "{out:?}"
+    );
+    send(&mut r, a, "<message to='bob@example.com' type='chat'><body>hi</body></message>");
+    let out = remote(&mut r);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].contains("to=\"bob@imp3.example.com\"") && out[0].contains("<body>hi</body>"));
+    assert!(drain(&mut ra).is_empty(), "nothing stored or refused");
+    // Back from the peer cluster: addresses in the domain's own form again.
+    from_remote(
+        &mut r,
+        "bob@imp3.example.com/pc",
+        "<message to='alice@imp1.example.com' type='chat'><body>yo</body></message>",
+    );
+    let got = drain(&mut ra);
+    assert!(
+        got[0].contains("from=\"bob@example.com/pc\"")
+            && got[0].contains("to=\"alice@example.com\""),
+        "{got:?}"
+    );
+    assert_eq!(r.counters().federation_refusals, 0);
+    assert!(r.counters().intercluster >= 3);
+    // A user of neither cluster is still another matter: stored offline, not sent anywhere.
+    send(&mut r, a, "<message to='carol@example.com'><body>later</body></message>");
+    assert!(remote(&mut r).is_empty());
+    // The peer cluster cannot be reached: Alice hears of it in the domain's own addresses.
+    send(&mut r, a, "<message to='bob@example.com' id='m2'><body>anyone?</body></message>");
+    let out: Vec<Element> = std::iter::from_fn(|| r.poll_remote()).collect();
+    r.bounce(out, "remote-server-timeout");
+    settle(&mut r);
+    let got = drain(&mut ra);
+    assert!(
+        got[0].contains("from=\"bob@example.com\"") && got[0].contains("<remote-server-timeout"),
+        "{got:?}"
+    );
+}
