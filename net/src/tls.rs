@@ -525,40 +525,8 @@ impl TlsContext {
         &self,
         names: &[String],
     ) -> Result<Arc<ClientConfig>, TlsSetupError> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.pki.ca())?;
-        let (chain, key) = self.pki.issue(names)?;
-        let mut c = ClientConfig::builder_with_details(self.provider.clone(), self.time.clone())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?;
-        c.key_log = self.keylog.clone();
-        Ok(Arc::new(c))
-    }
-
-    /// A server config presenting a lab certificate for `names` that requires a client
-    /// certificate issued by the lab CA (the traversal zone's server end, Expressway-E). Which
-    /// name the client's certificate must carry is checked after the handshake
-    /// ([`cert_has_name`]).
-    pub fn server_config_client_auth(
-        &self,
-        names: &[String],
-    ) -> Result<Arc<ServerConfig>, TlsSetupError> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.pki.ca())?;
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            self.provider.clone(),
-        )
-        .build()
-        .map_err(|e| TlsSetupError::Config(rustls::Error::General(e.to_string())))?;
-        let (chain, key) = self.pki.issue(names)?;
-        let mut c = ServerConfig::builder_with_details(self.provider.clone(), self.time.clone())
-            .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)?;
-        c.key_log = self.keylog.clone();
-        Ok(Arc::new(c))
+        let verifier = self.lab_server_verifier()?;
+        self.client_config_presenting(names, verifier)
     }
 
     /// A client config presenting a lab certificate for `names` that accepts a server
@@ -570,22 +538,19 @@ impl TlsContext {
         &self,
         names: &[String],
     ) -> Result<Arc<ClientConfig>, TlsSetupError> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.pki.ca())?;
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            Arc::new(roots),
-            self.provider.clone(),
-        )
-        .build()
-        .map_err(|e| TlsSetupError::Config(rustls::Error::General(e.to_string())))?;
-        let (chain, key) = self.pki.issue(names)?;
-        let mut c = ClientConfig::builder_with_details(self.provider.clone(), self.time.clone())
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyName(inner)))
-            .with_client_auth_cert(chain, key)?;
-        c.key_log = self.keylog.clone();
-        Ok(Arc::new(c))
+        let verifier = Arc::new(AnyName(self.lab_server_verifier()?));
+        self.client_config_presenting(names, verifier)
+    }
+
+    /// A server config presenting a lab certificate for `names` that requires a client
+    /// certificate issued by the lab CA (the traversal zone's server end, Expressway-E). Which
+    /// name the client's certificate must carry is checked after the handshake
+    /// ([`cert_has_name`]).
+    pub fn server_config_client_auth(
+        &self,
+        names: &[String],
+    ) -> Result<Arc<ServerConfig>, TlsSetupError> {
+        self.server_config_asking(names, true)
     }
 
     /// A server config presenting a lab certificate for `names` that asks for a client
@@ -597,15 +562,60 @@ impl TlsContext {
         &self,
         names: &[String],
     ) -> Result<Arc<ServerConfig>, TlsSetupError> {
+        self.server_config_asking(names, false)
+    }
+
+    /// The lab CA as the only root.
+    fn lab_roots(&self) -> Result<Arc<RootCertStore>, TlsSetupError> {
         let mut roots = RootCertStore::empty();
         roots.add(self.pki.ca())?;
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
+        Ok(Arc::new(roots))
+    }
+
+    /// webpki's server certificate checks against the lab CA.
+    fn lab_server_verifier(
+        &self,
+    ) -> Result<Arc<rustls::client::WebPkiServerVerifier>, TlsSetupError> {
+        rustls::client::WebPkiServerVerifier::builder_with_provider(
+            self.lab_roots()?,
             self.provider.clone(),
         )
-        .allow_unauthenticated()
         .build()
-        .map_err(|e| TlsSetupError::Config(rustls::Error::General(e.to_string())))?;
+        .map_err(|e| TlsSetupError::Config(rustls::Error::General(e.to_string())))
+    }
+
+    /// A client config presenting a lab certificate for `names`, checking the server with
+    /// `verifier`.
+    fn client_config_presenting(
+        &self,
+        names: &[String],
+        verifier: Arc<dyn ServerCertVerifier>,
+    ) -> Result<Arc<ClientConfig>, TlsSetupError> {
+        let (chain, key) = self.pki.issue(names)?;
+        let mut c = ClientConfig::builder_with_details(self.provider.clone(), self.time.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(chain, key)?;
+        c.key_log = self.keylog.clone();
+        Ok(Arc::new(c))
+    }
+
+    /// A server config presenting a lab certificate for `names` that asks for a client
+    /// certificate of the lab CA, and insists on one when `required`.
+    fn server_config_asking(
+        &self,
+        names: &[String],
+        required: bool,
+    ) -> Result<Arc<ServerConfig>, TlsSetupError> {
+        let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.lab_roots()?,
+            self.provider.clone(),
+        );
+        let builder = if required { builder } else { builder.allow_unauthenticated() };
+        let verifier = builder
+            .build()
+            .map_err(|e| TlsSetupError::Config(rustls::Error::General(e.to_string())))?;
         let (chain, key) = self.pki.issue(names)?;
         let mut c = ServerConfig::builder_with_details(self.provider.clone(), self.time.clone())
             .with_safe_default_protocol_versions()?

@@ -16,97 +16,54 @@ use uclab_net::{AsyncIo, Capture, Net, SimNet};
 use uclab_proto::xmpp::{sasl_plain, stream_header};
 mod edge_lab;
 
-use edge_lab::{CAROL, edge_lab};
+use edge_lab::{CAROL, Raw, edge_lab};
 
 const EXPE: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 16, 1, 20));
 const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 
-/// One client connection to expe:5222, read as text.
-struct Conn {
-    io: Box<dyn AsyncIo>,
-    seen: String,
+/// A client connection to expe:5222.
+async fn to_e(net: &SimNet) -> Raw {
+    Raw::connect(net, SocketAddr::new(EXPE, 5222)).await
 }
 
-impl Conn {
-    async fn new(net: &SimNet) -> Self {
-        let tcp = net.connect(SocketAddr::new(EXPE, 5222)).await.unwrap();
-        Self { io: Box::new(tcp), seen: String::new() }
-    }
+/// Header, STARTTLS and TLS checked against `example.com`, the restarted stream's features:
+/// the SASL mechanisms.
+async fn to_sasl(net: &SimNet) -> (Raw, String) {
+    let mut c = to_e(net).await;
+    c.send(&stream_header(("to", "example.com"), None)).await;
+    let f = c.until("</stream:features>").await;
+    assert!(f.contains("<starttls") && f.contains("<required/>"), "{f}");
+    c.send(&format!("<starttls xmlns='{NS_TLS}'/>")).await;
+    let p = c.until("<proceed").await;
+    assert!(p.contains("<proceed"), "{p}");
+    c.start_tls(net, "example.com").await;
+    c.send(&stream_header(("to", "example.com"), None)).await;
+    let f = c.until("</stream:features>").await;
+    (c, f)
+}
 
-    async fn send(&mut self, s: &str) {
-        self.io.write_all(s.as_bytes()).await.unwrap();
-    }
-
-    /// Reads until `want` has come (everything since the last call returned), or the
-    /// connection ends or stays silent for 15 s (then what came, and `(closed)`).
-    async fn until(&mut self, want: &str) -> String {
-        let mut buf = [0u8; 8192];
-        while !self.seen.contains(want) {
-            match tokio::time::timeout(Duration::from_secs(15), self.io.read(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                _ => {
-                    self.seen.push_str("(closed)");
-                    break;
-                }
-            }
-        }
-        std::mem::take(&mut self.seen)
-    }
-
-    /// Whether the connection ends within `secs`, reading what comes.
-    async fn closes_within(&mut self, secs: u64) -> bool {
-        let mut buf = [0u8; 8192];
-        let end = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            match tokio::time::timeout_at(end, self.io.read(&mut buf)).await {
-                Ok(Ok(0) | Err(_)) => return true,
-                Ok(Ok(_)) => {}
-                Err(_) => return false,
-            }
-        }
-    }
-
-    /// Header, STARTTLS and TLS checked against `example.com`, the restarted stream's
-    /// features: the SASL mechanisms.
-    async fn to_sasl(net: &SimNet) -> (Self, String) {
-        let mut c = Self::new(net).await;
-        c.send(&stream_header(("to", "example.com"), None)).await;
-        let f = c.until("</stream:features>").await;
-        assert!(f.contains("<starttls") && f.contains("<required/>"), "{f}");
-        c.send(&format!("<starttls xmlns='{NS_TLS}'/>")).await;
-        let p = c.until("<proceed").await;
-        assert!(p.contains("<proceed"), "{p}");
-        let cfg = net.tls().client_config(&[]).unwrap();
-        let io = std::mem::replace(&mut c.io, Box::new(tokio::io::empty()));
-        c.io = Box::new(net.tls().connect(cfg, "example.com", io).await.unwrap());
-        c.send(&stream_header(("to", "example.com"), None)).await;
-        let f = c.until("</stream:features>").await;
-        (c, f)
-    }
-
-    /// Signed in as `user` and bound to `resource`: the bind result.
-    async fn signed_in(net: &SimNet, user: &str, resource: &str) -> (Self, String) {
-        let (mut c, f) = Self::to_sasl(net).await;
-        assert!(f.contains("<mechanism>PLAIN</mechanism>"), "{f}");
-        assert!(f.contains("<mechanism>CISCO-VTG-TOKEN</mechanism>"), "{f}");
-        let auth = format!(
-            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
-            sasl_plain(user, "lab")
-        );
-        c.send(&auth).await;
-        let r = c.until("xmpp-sasl").await;
-        assert!(r.contains("<success"), "{r}");
-        c.send(&stream_header(("to", "example.com"), None)).await;
-        let f = c.until("</stream:features>").await;
-        assert!(f.contains("xmpp-bind"), "{f}");
-        c.send(&format!(
-            "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
-             <resource>{resource}</resource></bind></iq>"
-        ))
-        .await;
-        let b = c.until("</iq>").await;
-        (c, b)
-    }
+/// Signed in as `user` and bound to `resource`: the bind result.
+async fn signed_in(net: &SimNet, user: &str, resource: &str) -> (Raw, String) {
+    let (mut c, f) = to_sasl(net).await;
+    assert!(f.contains("<mechanism>PLAIN</mechanism>"), "{f}");
+    assert!(f.contains("<mechanism>CISCO-VTG-TOKEN</mechanism>"), "{f}");
+    let auth = format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+        sasl_plain(user, "lab")
+    );
+    c.send(&auth).await;
+    let r = c.until("xmpp-sasl").await;
+    assert!(r.contains("<success"), "{r}");
+    c.send(&stream_header(("to", "example.com"), None)).await;
+    let f = c.until("</stream:features>").await;
+    assert!(f.contains("xmpp-bind"), "{f}");
+    c.send(&format!(
+        "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+         <resource>{resource}</resource></bind></iq>"
+    ))
+    .await;
+    let b = c.until("</iq>").await;
+    (c, b)
 }
 
 /// TCP SYNs (no ACK) in the capture: (source, destination).
@@ -140,10 +97,10 @@ fn mra1_xmpp_through_the_edge() {
         let at = |s: u64| tokio::time::sleep_until(t0 + Duration::from_secs(s));
         at(2).await;
         // Carol signs in through the edge and binds: the full JID comes back.
-        let (mut a, b) = Conn::signed_in(&net, "carol", "edge").await;
+        let (mut a, b) = signed_in(&net, "carol", "edge").await;
         assert!(b.contains("type=\"result\"") && b.contains("<jid>carol@example.com/edge</jid>"));
         // A stanza before TLS: policy-violation, closed.
-        let mut c = Conn::new(&net).await;
+        let mut c = to_e(&net).await;
         c.send(&stream_header(("to", "example.com"), None)).await;
         c.until("</stream:features>").await;
         c.send("<message to='alice@example.com'><body>hi</body></message>").await;
@@ -151,13 +108,13 @@ fn mra1_xmpp_through_the_edge() {
         assert!(r.contains("<policy-violation"), "{r}");
         assert!(c.closes_within(5).await);
         // A stream to another domain: host-unknown, closed.
-        let mut c = Conn::new(&net).await;
+        let mut c = to_e(&net).await;
         c.send(&stream_header(("to", "other.example"), None)).await;
         let r = c.until("</stream:stream>").await;
         assert!(r.contains("<host-unknown"), "{r}");
         assert!(c.closes_within(5).await);
         // SASL naming a user at another domain: refused by E, the stream stays.
-        let (mut c, _) = Conn::to_sasl(&net).await;
+        let (mut c, _) = to_sasl(&net).await;
         c.send(&format!(
             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
             sasl_plain("carol@other.example", "lab")
@@ -167,7 +124,7 @@ fn mra1_xmpp_through_the_edge() {
         assert!(r.contains("<not-authorized/>"), "{r}");
         drop(c);
         // A second session nests 40 deep after sign-in: a stream error ends it alone.
-        let (mut d, b) = Conn::signed_in(&net, "carol", "deep").await;
+        let (mut d, b) = signed_in(&net, "carol", "deep").await;
         assert!(b.contains("carol@example.com/deep"), "{b}");
         d.send(&format!("<message to='alice@example.com'>{}", "<a>".repeat(40))).await;
         let r = d.until("</stream:stream>").await;
@@ -182,7 +139,7 @@ fn mra1_xmpp_through_the_edge() {
         assert!(a.closes_within(10).await, "the crash reaches the client");
         log.borrow_mut().push("closed by the crash");
         // Signing in again goes to imp2 (HA1: the secondary while the primary is down).
-        let (_e, b) = Conn::signed_in(&net, "carol", "again").await;
+        let (_e, b) = signed_in(&net, "carol", "again").await;
         assert!(b.contains("carol@example.com/again"), "{b}");
         log.borrow_mut().push("failed over");
         Ok(())
@@ -265,7 +222,7 @@ fn mra1_hostile_input_at_the_edge() {
     sim.client(CAROL, async move {
         let net = SimNet::new(CAROL, "carol", &lab);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (mut a, _) = Conn::signed_in(&net, "carol", "steady").await;
+        let (mut a, _) = signed_in(&net, "carol", "steady").await;
         let tls = |io: Box<dyn AsyncIo>| {
             let cfg = net.tls().client_config(&[]).unwrap();
             net.tls().connect(cfg, "example.com", io)
@@ -298,7 +255,7 @@ fn mra1_hostile_input_at_the_edge() {
         let r = tokio::time::timeout(Duration::from_secs(15), plain.read(&mut buf)).await;
         assert!(matches!(r, Ok(Ok(0) | Err(_))) || matches!(r, Ok(Ok(n)) if !buf[..n].starts_with(b"SIP/2.0")));
         // A 10 MB stanza after STARTTLS: policy-violation, that stream alone.
-        let (mut big, _) = Conn::to_sasl(&net).await;
+        let (mut big, _) = to_sasl(&net).await;
         let chunk = "a".repeat(64 * 1024);
         big.send("<message to='alice@example.com'><body>").await;
         for _ in 0..160 {

@@ -8,16 +8,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uclab_client::driver::{self, ClientConfig, UserAction};
 use uclab_client::im::ImAction;
-use uclab_net::tls::{LabPki, TlsContext};
-use uclab_net::{AsyncIo, Capture, Lab, Net, Policy, SimNet, Transcript};
+use uclab_net::SimNet;
 use uclab_proto::xmpp::server_stream_header;
-use uclab_sim::nodes;
+
+mod edge_lab;
+use edge_lab::{Raw, lab_of};
 
 const IMP1: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 21));
 const PARTNER: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 70));
@@ -26,54 +25,19 @@ const ALICE: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 100));
 const PAT: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 101));
 const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 
-/// One attacker connection to imp1:5269, read as text.
-struct Conn {
-    io: Box<dyn AsyncIo>,
-    seen: String,
-}
-
-impl Conn {
-    async fn new(net: &SimNet) -> Self {
-        let tcp = net.connect(SocketAddr::new(IMP1, 5269)).await.unwrap();
-        Self { io: Box::new(tcp), seen: String::new() }
-    }
-
-    async fn send(&mut self, s: &str) {
-        let _ = self.io.write_all(s.as_bytes()).await;
-    }
-
-    /// Reads until `want` has come or the connection ends or stays silent for 15 s; returns
-    /// everything read since the last call.
-    async fn until(&mut self, want: &str) -> String {
-        let mut buf = [0u8; 8192];
-        while !self.seen.contains(want) {
-            match tokio::time::timeout(Duration::from_secs(15), self.io.read(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                _ => {
-                    self.seen.push_str("(closed)");
-                    break;
-                }
-            }
-        }
-        std::mem::take(&mut self.seen)
-    }
-
-    /// A stream claiming partner.example.org, STARTTLS (no client certificate), the restarted
-    /// stream's features.
-    async fn tls(net: &SimNet) -> (Self, String) {
-        let mut c = Self::new(net).await;
-        c.send(&server_stream_header("partner.example.org", "example.com", None)).await;
-        let f = c.until("</stream:features>").await;
-        assert!(f.contains("<starttls"), "{f}");
-        c.send(&format!("<starttls xmlns='{NS_TLS}'/>")).await;
-        assert!(c.until("<proceed").await.contains("<proceed"));
-        let cfg = net.tls().client_config(&[]).unwrap();
-        let io = std::mem::replace(&mut c.io, Box::new(tokio::io::empty()));
-        c.io = Box::new(net.tls().connect(cfg, "example.com", io).await.unwrap());
-        c.send(&server_stream_header("partner.example.org", "example.com", None)).await;
-        let f = c.until("</stream:features>").await;
-        (c, f)
-    }
+/// A stream claiming partner.example.org to imp1, STARTTLS (no client certificate), the
+/// restarted stream's features.
+async fn tls(net: &SimNet) -> (Raw, String) {
+    let mut c = Raw::connect(net, SocketAddr::new(IMP1, 5269)).await;
+    c.send(&server_stream_header("partner.example.org", "example.com", None)).await;
+    let f = c.until("</stream:features>").await;
+    assert!(f.contains("<starttls"), "{f}");
+    c.send(&format!("<starttls xmlns='{NS_TLS}'/>")).await;
+    assert!(c.until("<proceed").await.contains("<proceed"));
+    c.start_tls(net, "example.com").await;
+    c.send(&server_stream_header("partner.example.org", "example.com", None)).await;
+    let f = c.until("</stream:features>").await;
+    (c, f)
 }
 
 #[test]
@@ -83,41 +47,12 @@ fn fed1_hostile_peers_are_refused_and_the_real_partner_keeps_working() {
             .join("../scenarios/federation/chat-with-partner.toml"),
     )
     .unwrap();
-    let s = uclab_sim::parse("chat-with-partner.toml", &text, Path::new("x.toml")).unwrap();
-    let capture = Capture::new(1, s.epoch);
-    let transcript = Transcript::default();
-    let lab = Lab {
-        seed: 1,
-        capture: capture.clone(),
-        policy: Policy::new(s.zones.clone(), s.rules.clone()).unwrap(),
-        transcript: transcript.clone(),
-        tls: TlsContext::sim(Arc::new(LabPki::new(1).unwrap()), capture.clone(), s.epoch),
-    };
-    for n in &s.nodes {
-        transcript.set_name(n.ip, &n.name);
-    }
+    let nodes = ["dns-int", "dns-ext", "imp1", "imp2", "partner"];
+    let (mut sim, lab, _capture, transcript, _) = lab_of(&text, &nodes, 120);
     for (ip, name) in [(EVIL, "evil"), (ALICE, "alice"), (PAT, "pat")] {
         transcript.set_name(ip, name);
     }
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(1)
-        .epoch(std::time::UNIX_EPOCH + s.epoch)
-        .simulation_duration(Duration::from_secs(120))
-        .tick_duration(Duration::from_millis(1))
-        .build();
-    let shared = nodes::Shared::new(1);
-    for name in ["dns-int", "dns-ext", "imp1", "imp2", "partner"] {
-        let n = s.nodes.iter().find(|n| n.name == name).unwrap();
-        let plan = nodes::plan(&s, name, &|_, svc| svc.port, &Default::default(), &shared).unwrap();
-        let (ip, lab) = (n.ip, lab.clone());
-        sim.host(ip, move || {
-            let (net, plan) = (SimNet::new(ip, name, &lab), plan.clone());
-            async move {
-                nodes::run(net, plan).await?;
-                Ok(())
-            }
-        });
-    }
+    let s = uclab_sim::parse("t.toml", &text, Path::new("t.toml")).unwrap();
     // The honest users: alice on example.com, pat on partner.example.org, plain XMPP sign-in.
     let dns = |d: &str| vec![SocketAddr::new(s.nodes.iter().find(|n| n.name == d).unwrap().ip, 53)];
     for (ip, name, server, domain, password, to, at) in [
@@ -158,25 +93,25 @@ fn fed1_hostile_peers_are_refused_and_the_real_partner_keeps_working() {
     sim.client(EVIL, async move {
         tokio::time::sleep(Duration::from_secs(2)).await;
         // A stanza before TLS.
-        let mut c = Conn::new(&evil).await;
+        let mut c = Raw::connect(&evil, SocketAddr::new(IMP1, 5269)).await;
         c.send(&server_stream_header("partner.example.org", "example.com", None)).await;
         c.until("</stream:features>").await;
         c.send("<message from='x@partner.example.org' to='alice@example.com'><body>hi</body></message>").await;
         let r = c.until("(closed)").await;
         assert!(r.contains("<policy-violation"), "before TLS: {r}");
         // A stream to a domain imp1 does not serve.
-        let mut c = Conn::new(&evil).await;
+        let mut c = Raw::connect(&evil, SocketAddr::new(IMP1, 5269)).await;
         c.send(&server_stream_header("partner.example.org", "elsewhere.example.net", None)).await;
         let r = c.until("(closed)").await;
         assert!(r.contains("<host-unknown"), "unknown domain: {r}");
         // After TLS, no certificate: no SASL EXTERNAL offered; a stanza before authentication.
-        let (mut c, f) = Conn::tls(&evil).await;
+        let (mut c, f) = tls(&evil).await;
         assert!(!f.contains("EXTERNAL") && f.contains("dialback"), "{f}");
         c.send("<message from='x@partner.example.org' to='alice@example.com'><body>hi</body></message>").await;
         let r = c.until("(closed)").await;
         assert!(r.contains("<not-authorized"), "before authentication: {r}");
         // A forged dialback key: imp1 asks the partner's real server, which says invalid.
-        let (mut c, _) = Conn::tls(&evil).await;
+        let (mut c, _) = tls(&evil).await;
         c.send(&format!(
             "<db:result from='partner.example.org' to='example.com'>{}</db:result>",
             "0".repeat(64)

@@ -1,14 +1,18 @@
-//! The default topology's inside and edge nodes on a turmoil simulation, for the Expressway
-//! tests (SPEC MRA1): each test adds its outside client.
+//! Labs on a turmoil simulation for the hostile-peer tests: the default topology's inside and
+//! edge nodes for the Expressway tests (SPEC MRA1; each test adds its outside client), any
+//! scenario's nodes (the federation tests), and a raw connection to speak to them by hand.
+// Each test binary uses part of it.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uclab_net::tls::{LabPki, TlsContext};
-use uclab_net::{Capture, Lab, Policy, SimNet, Transcript};
+use uclab_net::{AsyncIo, Capture, Lab, Net, Policy, SimNet, Transcript};
 use uclab_sim::nodes;
 
 /// Carol's address on the internet.
@@ -19,7 +23,21 @@ pub(crate) const CAROL: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 100));
 pub(crate) fn edge_lab(
     seconds: u64,
 ) -> (turmoil::Sim<'static>, Lab, Capture, Transcript, BTreeMap<&'static str, IpAddr>) {
-    let s = uclab_sim::parse("t.toml", "", Path::new("t.toml")).unwrap();
+    let nodes = ["dns-int", "cucm1", "cucm2", "imp1", "imp2", "expe", "expc"];
+    let (sim, lab, capture, transcript, ips) = lab_of("", &nodes, seconds);
+    transcript.set_name(CAROL, "carol");
+    (sim, lab, capture, transcript, ips)
+}
+
+/// A simulation of `seconds` of the topology of scenario text `text` (the built-in one plus
+/// the text) running the nodes `names`: the lab (for clients), its capture and transcript,
+/// and the nodes' addresses by name.
+pub(crate) fn lab_of(
+    text: &str,
+    names: &[&'static str],
+    seconds: u64,
+) -> (turmoil::Sim<'static>, Lab, Capture, Transcript, BTreeMap<&'static str, IpAddr>) {
+    let s = uclab_sim::parse("t.toml", text, Path::new("t.toml")).unwrap();
     let capture = Capture::new(1, s.epoch);
     let transcript = Transcript::default();
     let lab = Lab {
@@ -32,7 +50,6 @@ pub(crate) fn edge_lab(
     for n in &s.nodes {
         transcript.set_name(n.ip, &n.name);
     }
-    transcript.set_name(CAROL, "carol");
     let mut sim = turmoil::Builder::new()
         .rng_seed(1)
         .epoch(std::time::UNIX_EPOCH + s.epoch)
@@ -41,7 +58,7 @@ pub(crate) fn edge_lab(
         .build();
     let shared = nodes::Shared::new(1);
     let mut ips = BTreeMap::new();
-    for name in ["dns-int", "cucm1", "cucm2", "imp1", "imp2", "expe", "expc"] {
+    for &name in names {
         let n = s.nodes.iter().find(|n| n.name == name).unwrap();
         let plan = nodes::plan(&s, name, &|_, svc| svc.port, &BTreeMap::new(), &shared).unwrap();
         let (ip, lab) = (n.ip, lab.clone());
@@ -55,4 +72,59 @@ pub(crate) fn edge_lab(
         });
     }
     (sim, lab, capture, transcript, ips)
+}
+
+/// A raw client connection for hostile-peer tests, read as text.
+pub(crate) struct Raw {
+    pub(crate) io: Box<dyn AsyncIo>,
+    seen: String,
+}
+
+impl Raw {
+    /// Connects to `to`.
+    pub(crate) async fn connect(net: &SimNet, to: SocketAddr) -> Self {
+        let tcp = net.connect(to).await.unwrap();
+        Self { io: Box::new(tcp), seen: String::new() }
+    }
+
+    /// Writes `s` (a write to a closed connection is not an error here).
+    pub(crate) async fn send(&mut self, s: &str) {
+        let _ = self.io.write_all(s.as_bytes()).await;
+    }
+
+    /// Reads until `want` has come (everything since the last call returned), or the
+    /// connection ends or stays silent for 15 s (then what came, and `(closed)`).
+    pub(crate) async fn until(&mut self, want: &str) -> String {
+        let mut buf = [0u8; 8192];
+        while !self.seen.contains(want) {
+            match tokio::time::timeout(Duration::from_secs(15), self.io.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => {
+                    self.seen.push_str("(closed)");
+                    break;
+                }
+            }
+        }
+        std::mem::take(&mut self.seen)
+    }
+
+    /// Whether the connection ends within `secs`, reading what comes.
+    pub(crate) async fn closes_within(&mut self, secs: u64) -> bool {
+        let mut buf = [0u8; 8192];
+        let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(end, self.io.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// TLS over the connection, the server checked against `name`.
+    pub(crate) async fn start_tls(&mut self, net: &SimNet, name: &str) {
+        let cfg = net.tls().client_config(&[]).unwrap();
+        let io = std::mem::replace(&mut self.io, Box::new(tokio::io::empty()));
+        self.io = Box::new(net.tls().connect(cfg, name, io).await.unwrap());
+    }
 }
