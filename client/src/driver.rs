@@ -8,7 +8,7 @@ use std::rc::Rc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use uclab_net::http1::{Http1Error, Pool, handshake, send};
+use uclab_net::http1::{Http1Error, Pool, RequestError, request};
 use uclab_net::{Net, TcpConn, UdpSock};
 
 use crate::Time;
@@ -333,39 +333,16 @@ const HTTP_KEEP_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 /// connection the server closed meanwhile gives way to a new one.
 async fn http_exchange<N: Net>(net: &N, pool: &Pool, req: &HttpReq) -> Result<HttpResp, NetError> {
     let name = req.tls_name.as_deref().unwrap_or(&req.host);
-    let key = (req.addr, req.tls.then(|| name.to_owned()));
+    let to = (req.addr, req.tls.then_some(name));
+    let what = ((req.method, req.path.as_str()), &req.header_list()[..], &req.body[..]);
     let limits = (MAX_HTTP_HEADERS, MAX_HTTP_BODY);
-    let target = (req.method, req.path.as_str());
-    let headers = req.header_list();
-    let answer = |(status, headers, body)| HttpResp { status, headers, body };
-    if let Some(mut conn) = pool.take(&key, net.now()) {
-        net.transcript().message(net.now(), conn.local, req.addr, "tcp", &req.summary());
-        match send(&mut conn, target, &headers, req.body.clone(), limits).await {
-            Ok(a) => {
-                pool.put(key, conn, net.now());
-                return Ok(answer(a));
-            }
-            Err(f) if f.retry => {}
-            Err(f) => return Err(net_error(f.error)),
-        }
+    match request(net, pool, to, &req.summary(), what, limits).await {
+        Ok((status, headers, body)) => Ok(HttpResp { status, headers, body }),
+        Err(RequestError::Connect(e)) => Err(NetError::Connect(e)),
+        Err(RequestError::TlsSetup(e)) => Err(NetError::TlsSetup(e)),
+        Err(RequestError::Tls(e)) => Err(NetError::Tls(e)),
+        Err(RequestError::Http(e)) => Err(net_error(e)),
     }
-    let tcp = net.connect(req.addr).await.map_err(|e| NetError::Connect(e.to_string()))?;
-    let local = tcp.local_addr();
-    net.transcript().message(net.now(), local, req.addr, "tcp", &req.summary());
-    let mut conn = if req.tls {
-        let cfg = net.tls().client_config(&[]).map_err(|e| NetError::TlsSetup(e.to_string()))?;
-        let s =
-            net.tls().connect(cfg, name, tcp).await.map_err(|e| NetError::Tls(e.to_string()))?;
-        handshake(hyper_util::rt::TokioIo::new(s), local).await
-    } else {
-        handshake(hyper_util::rt::TokioIo::new(tcp), local).await
-    }
-    .map_err(net_error)?;
-    let a = send(&mut conn, target, &headers, req.body.clone(), limits)
-        .await
-        .map_err(|f| net_error(f.error))?;
-    pool.put(key, conn, net.now());
-    Ok(answer(a))
 }
 
 fn net_error(e: Http1Error) -> NetError {

@@ -1,6 +1,6 @@
-//! HTTP/1.1 client exchanges over an established stream (TCP or TLS): what the client core's
-//! driver and Expressway-C's requests inside both send. The caller writes the transcript line
-//! and picks the stream; this writes the request and reads the answer, bounded.
+//! HTTP/1.1 client requests: what the client core's driver and Expressway-C's requests inside
+//! both send ([`request`]: connect, TLS, the transcript line, the request, the answer read
+//! within bounds).
 //!
 //! Connections are kept for the next request to the same place (RFC 9112 §9.3, persistence),
 //! as Jabber's HTTP stack and Expressway-C's requests inside do: a [`Pool`] holds idle ones,
@@ -113,28 +113,78 @@ pub async fn send(
     Ok((status, headers, body))
 }
 
-/// Sends one request on a new connection over `io` (which is not kept).
-pub async fn exchange<I>(
-    io: I,
-    target: (&str, &str),
-    headers: &[(String, String)],
-    body: Vec<u8>,
-    limits: (usize, usize),
-) -> Result<Answer, Http1Error>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-{
-    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-    let mut conn = handshake(io, unknown).await?;
-    send(&mut conn, target, headers, body, limits).await.map_err(|f| f.error)
-}
-
 impl Conn {
     /// Whether the connection may carry another request (the peer did not close it or ask
     /// to, `Connection: close`).
     pub fn reusable(&self) -> bool {
         !self.sender.is_closed()
     }
+}
+
+/// What a [`request`] sends: method and target, headers (in order; `Host` among them), body.
+pub type Message<'a> = ((&'a str, &'a str), &'a [(String, String)], &'a [u8]);
+
+/// Why a [`request`] got no answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The TCP connection failed.
+    #[error("{0}")]
+    Connect(String),
+    /// No TLS config could be made (the lab's PKI).
+    #[error("{0}")]
+    TlsSetup(String),
+    /// The TLS handshake failed (a certificate not for the name, ...).
+    #[error("{0}")]
+    Tls(String),
+    /// The HTTP exchange failed.
+    #[error("{0}")]
+    Http(Http1Error),
+}
+
+/// One request to `to`, over TLS checked against `tls_name` when given: on a connection kept
+/// in `pool` from an earlier request to the same place, or a new one (also when the kept one
+/// turns out closed before any answer). Writes `summary` to the transcript from the
+/// connection's local end, and keeps the connection for the next request.
+pub async fn request<N: crate::Net>(
+    net: &N,
+    pool: &Pool,
+    (to, tls_name): (SocketAddr, Option<&str>),
+    summary: &str,
+    (target, headers, body): Message<'_>,
+    limits: (usize, usize),
+) -> Result<Answer, RequestError> {
+    let key = (to, tls_name.map(str::to_owned));
+    if let Some(mut conn) = pool.take(&key, net.now()) {
+        net.transcript().message(net.now(), conn.local, to, "tcp", summary);
+        match send(&mut conn, target, headers, body.to_vec(), limits).await {
+            Ok(a) => {
+                pool.put(key, conn, net.now());
+                return Ok(a);
+            }
+            // The server closed it meanwhile (a restart, its idle time): a new connection.
+            Err(f) if f.retry => {}
+            Err(f) => return Err(RequestError::Http(f.error)),
+        }
+    }
+    let tcp = net.connect(to).await.map_err(|e| RequestError::Connect(e.to_string()))?;
+    let local = tcp.local_addr();
+    net.transcript().message(net.now(), local, to, "tcp", summary);
+    let mut conn = match tls_name {
+        Some(name) => {
+            let tls = net.tls();
+            let cfg = tls.client_config(&[]).map_err(|e| RequestError::TlsSetup(e.to_string()))?;
+            let s =
+                tls.connect(cfg, name, tcp).await.map_err(|e| RequestError::Tls(e.to_string()))?;
+            handshake(hyper_util::rt::TokioIo::new(s), local).await
+        }
+        None => handshake(hyper_util::rt::TokioIo::new(tcp), local).await,
+    }
+    .map_err(RequestError::Http)?;
+    let a = send(&mut conn, target, headers, body.to_vec(), limits)
+        .await
+        .map_err(|f| RequestError::Http(f.error))?;
+    pool.put(key, conn, net.now());
+    Ok(a)
 }
 
 /// Where a kept connection goes: the address and, for TLS, the name its certificate was

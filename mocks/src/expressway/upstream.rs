@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use uclab_net::Net;
-use uclab_net::http1::{Http1Error, Pool, handshake, send};
+use uclab_net::http1::{Pool, RequestError, request};
 use uclab_proto::edge::Scheme;
 
 use crate::http::{MAX_BODY, Response};
@@ -135,7 +135,6 @@ async fn exchange_inner<N: Net>(
     idle: &Pool,
     req: &Outbound,
 ) -> Result<Response, UpstreamError> {
-    let key = (req.addr, matches!(req.scheme, Scheme::Https).then(|| req.host.clone()));
     let host = if req.addr.port() == 443 {
         req.host.clone()
     } else {
@@ -144,39 +143,14 @@ async fn exchange_inner<N: Net>(
     let mut headers = vec![("host".to_owned(), host)];
     headers.extend(req.headers.iter().cloned());
     let target = (req.method.as_str(), req.target.as_str());
-    let limits = (usize::MAX, MAX_BODY);
-    let http = |e: Http1Error| UpstreamError::Http(e.to_string());
-    let answer = |(status, headers, body)| Response { status, headers, body };
-    if let Some(mut conn) = idle.take(&key, net.now()) {
-        net.transcript().message(net.now(), conn.local, req.addr, "tcp", &req.summary());
-        match send(&mut conn, target, &headers, req.body.clone(), limits).await {
-            Ok(a) => {
-                idle.put(key, conn, net.now());
-                return Ok(answer(a));
-            }
-            // The node closed it meanwhile (a restart): a new connection.
-            Err(f) if f.retry => {}
-            Err(f) => return Err(http(f.error)),
+    let tls = matches!(req.scheme, Scheme::Https).then_some(req.host.as_str());
+    let what = (target, &headers[..], &req.body[..]);
+    match request(net, idle, (req.addr, tls), &req.summary(), what, (usize::MAX, MAX_BODY)).await {
+        Ok((status, headers, body)) => Ok(Response { status, headers, body }),
+        Err(RequestError::Connect(e)) => Err(UpstreamError::Connect(req.addr, e)),
+        Err(RequestError::TlsSetup(e) | RequestError::Tls(e)) => {
+            Err(UpstreamError::Tls(req.host.clone(), e))
         }
+        Err(RequestError::Http(e)) => Err(UpstreamError::Http(e.to_string())),
     }
-    let tcp =
-        net.connect(req.addr).await.map_err(|e| UpstreamError::Connect(req.addr, e.to_string()))?;
-    let local = tcp.local_addr();
-    net.transcript().message(net.now(), local, req.addr, "tcp", &req.summary());
-    let mut conn = match req.scheme {
-        Scheme::Https => {
-            let tls_err = |e: String| UpstreamError::Tls(req.host.clone(), e);
-            let cfg = net.tls().client_config(&[]).map_err(|e| tls_err(e.to_string()))?;
-            let s =
-                net.tls().connect(cfg, &req.host, tcp).await.map_err(|e| tls_err(e.to_string()))?;
-            handshake(hyper_util::rt::TokioIo::new(s), local).await
-        }
-        Scheme::Http => handshake(hyper_util::rt::TokioIo::new(tcp), local).await,
-    }
-    .map_err(http)?;
-    let a = send(&mut conn, target, &headers, req.body.clone(), limits)
-        .await
-        .map_err(|f| http(f.error))?;
-    idle.put(key, conn, net.now());
-    Ok(answer(a))
 }
