@@ -9,6 +9,7 @@ pub mod dns;
 pub mod dscp;
 pub mod edge;
 pub mod jid;
+pub mod pidf;
 pub mod provision;
 pub mod rtp;
 pub mod sdp;

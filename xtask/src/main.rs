@@ -656,6 +656,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "edge_path",
     "edge_sip",
     "dns_server",
+    "pidf",
     "rtp_packet",
     "s2s_stream",
     "scenario",
