@@ -188,9 +188,18 @@ fn child<'a>(e: &'a Element, name: &str) -> Option<&'a Element> {
 mod tests {
     use super::*;
 
-    /// SPEC FED3's table, one row each: the state, the XMPP presence it is here, and what the
+    /// One row: the state, its XMPP presence here (`type`, `show`, `status`), and what the
     /// foreign domain shows.
-    const ROWS: [(CiscoState, Option<&str>, Option<&str>, Option<&str>, FederatedState); 7] = [
+    type Row = (
+        CiscoState,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
+        FederatedState,
+    );
+
+    /// SPEC FED3's table, one row each.
+    const ROWS: [Row; 7] = [
         (CiscoState::Dnd, None, Some("dnd"), None, FederatedState::Busy),
         (CiscoState::Busy, None, Some("dnd"), Some("Busy"), FederatedState::Busy),
         (CiscoState::OnThePhone, None, Some("away"), Some("On the phone"), FederatedState::Busy),
