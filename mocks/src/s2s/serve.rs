@@ -44,6 +44,8 @@ const MAX_DOMAINS: usize = 1_024;
 /// How long one SRV target has to accept the connection before the next is tried (a crashed
 /// host answers nothing at all).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one write may wait for a peer that does not read (IM&P's figure for clients).
+pub const WRITE_DEADLINE: Duration = crate::imp::xmpp::WRITE_TIMEOUT;
 
 /// A node's federation settings.
 #[derive(Clone, Debug)]
@@ -270,9 +272,15 @@ async fn drive<N: Net + Clone + 'static>(
     loop {
         while let Some(a) = st.poll() {
             match a {
+                Action::Send(_) if eof => {} // the connection is gone
                 Action::Send(b) => {
-                    if io.write_all(&b).await.is_err() {
+                    // A peer that stops reading is given up, not waited for for ever: what was
+                    // queued for it bounces.
+                    let w = tokio::time::timeout(WRITE_DEADLINE, io.write_all(&b)).await;
+                    if !matches!(w, Ok(Ok(()))) {
+                        log(false, "XMPP-S2S write failed or timed out: closed");
                         st.handle_closed(net.now());
+                        eof = true;
                     }
                 }
                 Action::StartTls { server, name } => {
