@@ -613,6 +613,45 @@ unshare --mount bash -c "mount --bind '$fd/resolv.conf' /etc/resolv.conf && exec
 fed_prosody_pid=$!
 up=0; for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$FC) 2>/dev/null && { up=1; break; }; sleep 0.1; done
 [ $up = 1 ] && ok "prosody for prosody.test up (c2s $FC, s2s 5269, a resolv.conf of its own)" || ko "federated prosody did not start: $(tail -5 "$fd/prosody.err" "$fd/stdout" 2>/dev/null)"
+# Hostile server-to-server peers on serve's 5269 (issue 18 Must hold): a stanza before TLS, a
+# stream to a domain imp1 does not serve, and a 10 MB stanza each get the RFC 6120 stream
+# error and the connection closed; the federation checks that follow show the real peer's
+# streams still work.
+s2s_attack() {
+  python3 - "$I1" 5269 "$1" <<'PY'
+import socket, sys
+host, port, case = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+hdr = lambda to: ("<?xml version='1.0'?><stream:stream from='evil.example' to='%s' version='1.0' "
+                  "xmlns='jabber:server' xmlns:db='jabber:server:dialback' "
+                  "xmlns:stream='http://etherx.jabber.org/streams'>" % to).encode()
+s = socket.create_connection((host, port), timeout=15)
+try:
+    if case == "early":
+        s.sendall(hdr("example.com") + b"<message to='alice@example.com'><body>hi</body></message>")
+    elif case == "unknown":
+        s.sendall(hdr("elsewhere.example.net"))
+    else:
+        s.sendall(hdr("example.com") + b"<message><body>")
+        chunk = b"x" * 65536
+        for _ in range(160):
+            s.sendall(chunk)
+except OSError:
+    pass
+got = b""
+try:
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+except OSError:
+    pass
+print(got.decode("utf-8", "replace").replace("\n", " "))
+PY
+}
+r=$(s2s_attack early); case "$r" in *"<policy-violation"*"</stream:stream>"*) ok "S2S: a stanza before TLS gets policy-violation and the stream closes";; *) ko "S2S stanza before TLS: $r";; esac
+r=$(s2s_attack unknown); case "$r" in *"<host-unknown"*) ok "S2S: a stream to a domain imp1 does not serve gets host-unknown";; *) ko "S2S unknown domain: $r";; esac
+r=$(s2s_attack big); case "$r" in *"<policy-violation"*) ok "S2S: a 10 MB stanza gets policy-violation before it is read whole";; *) ko "S2S 10 MB stanza: $(echo "$r" | head -c 300)";; esac
 out=$(timeout 60 $SLIX federate 127.0.0.1 "$FC" pat@prosody.test/slix pat-pw "$I1" "$I1P" alice@example.com/slix lab "$fd/ca.pem" 2>&1)
 case "$out" in *"presence pat@prosody.test sees alice@example.com"*"presence alice@example.com sees pat@prosody.test"*) ok "slixmpp users on Prosody and on the mock see each other's presence across domains";; *) ko "federated presence: $out";; esac
 case "$out" in *"message alice@example.com got hello across domains from pat@prosody.test"*"message pat@prosody.test got hello back from alice@example.com"*) ok "messages cross both ways between Prosody and the mock";; *) ko "federated messages: $out";; esac
