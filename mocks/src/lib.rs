@@ -51,7 +51,7 @@
 //!
 //! To put a new node kind into runs: its scenario table is read in `uclab-sim`'s
 //! `scenario/nodes.rs` (and listed in `NODE_KINDS`), its services and ports are planned and
-//! started in `uclab-sim`'s `nodes.rs` (`NodePlan`), and `uclab serve` takes it from there.
+//! started in `uclab-sim`'s `nodes/` (`NodePlan`), and `uclab serve` takes it from there.
 //! State that a cluster's nodes share (a router, a registrar) is made once per run there and
 //! handed to each node; it returns its outputs and holds no channels, and the node's serving
 //! code hands them to the connections.
