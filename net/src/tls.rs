@@ -664,6 +664,12 @@ impl TlsContext {
     }
 }
 
+/// Whether the end-entity certificate of a peer's chain (`peer_certificates()` after a
+/// handshake) is valid for `name`; false without one.
+pub fn peer_cert_has_name(chain: Option<&[CertificateDer<'_>]>, name: &str) -> bool {
+    chain.and_then(|c| c.first()).is_some_and(|c| cert_has_name(c, name))
+}
+
 /// Whether the end-entity certificate `cert` is valid for the DNS name (or IP address)
 /// `name` (RFC 6125 matching by rustls-webpki, the check a TLS client makes of a server).
 /// Used on a peer's certificate after a mutual-TLS handshake, where the handshake checked the

@@ -367,13 +367,10 @@ async fn traversal<N: Net + Clone + 'static>(
                 Ok(Err(e)) => return refuse(&format!("TLS: {e}")),
                 Err(_) => return refuse("no TLS handshake"),
             };
-            let named = s
-                .get_ref()
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .is_some_and(|c| uclab_net::tls::cert_has_name(c, &cfg.traversal_peer));
+            let named = uclab_net::tls::peer_cert_has_name(
+                s.get_ref().get_ref().1.peer_certificates(),
+                &cfg.traversal_peer,
+            );
             if !named {
                 return refuse(&format!("client certificate is not for {}", cfg.traversal_peer));
             }

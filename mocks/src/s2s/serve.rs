@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use uclab_net::tls::peer_cert_has_name;
 use uclab_net::{AsyncIo, Net};
 use uclab_proto::jid::domain;
 use uclab_proto::xmpp::Element;
@@ -210,11 +211,7 @@ async fn outbound<N: Net + Clone + 'static>(
     let tcp = match target {
         Ok(t) => t,
         Err(why) => {
-            rx.close();
-            let mut left = Vec::new();
-            while let Ok(e) = rx.try_recv() {
-                left.push(e);
-            }
+            let left = waiting(&mut rx);
             net.transcript().note(net.now(), &s.host, &format!("XMPP-S2S to {remote}: {why}"));
             hub.route(|r| r.bounce(left, why));
             return;
@@ -225,15 +222,17 @@ async fn outbound<N: Net + Clone + 'static>(
     drive(&net, &s, &hub, Box::new(tcp), ends, &mut st, Some(&mut rx)).await;
     // What was still waiting, or came after the stream ended: bounced with the reason it
     // ended, never lost.
-    rx.close();
-    let mut left = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        left.push(e);
-    }
+    let left = waiting(&mut rx);
     if !left.is_empty() {
         let why = st.failure().unwrap_or("remote-connection-failed").to_owned();
         hub.route(|r| r.bounce(left, &why));
     }
+}
+
+/// Closes a stream's channel and takes what still waits in it (to be bounced, never lost).
+fn waiting(rx: &mut mpsc::Receiver<Element>) -> Vec<Element> {
+    rx.close();
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
 }
 
 /// A verifier stream (XEP-0220 §2.1.2 step 3): asks `remote`'s authoritative server whether
@@ -364,11 +363,11 @@ async fn upgrade<N: Net>(
         let t = tokio::time::timeout(SETUP_DEADLINE, net.tls().accept(cfg, io))
             .await
             .map_err(deadline)??;
-        let names =
-            match (claimed, t.get_ref().get_ref().1.peer_certificates().and_then(|c| c.first())) {
-                (Some(d), Some(c)) if uclab_net::tls::cert_has_name(c, d) => vec![d.to_owned()],
-                _ => Vec::new(),
-            };
+        let chain = t.get_ref().get_ref().1.peer_certificates();
+        let names = match claimed {
+            Some(d) if peer_cert_has_name(chain, d) => vec![d.to_owned()],
+            _ => Vec::new(),
+        };
         Ok((Box::new(t), names))
     } else {
         // A server certificate for other names leaves dialback (XEP-0220 §1.2).
@@ -376,13 +375,7 @@ async fn upgrade<N: Net>(
         let t = tokio::time::timeout(SETUP_DEADLINE, net.tls().connect(cfg, name, io))
             .await
             .map_err(deadline)??;
-        let named = t
-            .get_ref()
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .is_some_and(|c| uclab_net::tls::cert_has_name(c, name));
+        let named = peer_cert_has_name(t.get_ref().get_ref().1.peer_certificates(), name);
         Ok((Box::new(t), if named { vec![name.to_owned()] } else { Vec::new() }))
     }
 }

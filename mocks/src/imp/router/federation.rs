@@ -146,11 +146,9 @@ impl Router {
                 let own = own.clone();
                 s.set("from", &rehost(&from, &own));
             }
-            if self.remote.len() >= REMOTE_QUEUE {
-                return self.bounce(vec![s], "resource-constraint");
+            if self.queue_remote(s) {
+                self.counters.intercluster += 1;
             }
-            self.counters.intercluster += 1;
-            self.remote.push_back(s);
             return;
         }
         let d = domain(to);
@@ -160,11 +158,20 @@ impl Router {
             return;
         }
         s.set("to", to);
-        if self.remote.len() >= REMOTE_QUEUE {
-            return self.bounce(vec![s], "resource-constraint");
+        if self.queue_remote(s) {
+            self.counters.federated_out += 1;
         }
-        self.counters.federated_out += 1;
+    }
+
+    /// Queues `s` for the federation service, or bounces it when the queue is full; whether
+    /// it was queued.
+    fn queue_remote(&mut self, s: Element) -> bool {
+        if self.remote.len() >= REMOTE_QUEUE {
+            self.bounce(vec![s], "resource-constraint");
+            return false;
+        }
         self.remote.push_back(s);
+        true
     }
 
     /// Stanzas the federation service could not deliver: each sender that is a local user
