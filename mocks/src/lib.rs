@@ -67,4 +67,5 @@ pub mod limits;
 pub mod lockout;
 pub mod resolve;
 pub mod s2s;
+pub mod sipfed;
 pub mod srst;
