@@ -238,6 +238,8 @@ pub enum ClientEvent {
         to: String,
         /// The stanza error condition (`not-allowed`, `service-unavailable`, …).
         condition: String,
+        /// The error's text, when the server gave one (RFC 6120 §8.3.2); shown only then.
+        reason: String,
     },
     /// The user entered a group chat room (SPEC IMP5).
     ImRoomJoined {
@@ -474,7 +476,7 @@ impl ClientEvent {
             Self::ImContact { jid: s(), subscription: s() },
             Self::ImPresence { from: s(), show: s() },
             Self::ImSubscription { from: s(), kind: s() },
-            Self::ImRefused { to: s(), condition: s() },
+            Self::ImRefused { to: s(), condition: s(), reason: s() },
             Self::ImRoomJoined { room: s(), nick: s(), created: true, occupants: 0 },
             Self::ImRoomPresence { room: s(), nick: s(), show: s() },
             Self::ImRoomMessage { room: s(), from: s(), body: s(), history: false },
@@ -676,8 +678,12 @@ impl ClientEvent {
             Self::ImSubscription { from, kind } => {
                 vec![("from", from.clone()), ("type", kind.clone())]
             }
-            Self::ImRefused { to, condition } => {
-                vec![("to", to.clone()), ("condition", condition.clone())]
+            Self::ImRefused { to, condition, reason } => {
+                let mut f = vec![("to", to.clone()), ("condition", condition.clone())];
+                if !reason.is_empty() {
+                    f.push(("reason", reason.clone()));
+                }
+                f
             }
             Self::ImRoomJoined { room, nick, created, occupants } => vec![
                 ("room", room.clone()),

@@ -67,5 +67,6 @@ pub mod limits;
 pub mod lockout;
 pub mod resolve;
 pub mod s2s;
+pub mod sip_domain;
 pub mod sipfed;
 pub mod srst;

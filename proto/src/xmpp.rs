@@ -585,6 +585,19 @@ pub fn error_reply(s: &Element, kind: &str, condition: &str) -> Element {
     )
 }
 
+/// [`error_reply`] with a human-readable `<text/>` saying why (RFC 6120 §8.3.2).
+pub fn error_reply_text(s: &Element, kind: &str, condition: &str, text: &str) -> Element {
+    let mut r = error_reply(s, kind, condition);
+    if let Some(e) = r.children.iter_mut().find_map(|c| match c {
+        Node::Element(e) if e.name == "error" => Some(e),
+        _ => None,
+    }) {
+        e.children
+            .push(Node::Element(Element::new("text").attr("xmlns", NS_STANZAS).text_node(text)));
+    }
+    r
+}
+
 /// A `urn:xmpp:delay` timestamp (XEP-0082) for `unix` after the Unix epoch.
 pub fn stamp(unix: std::time::Duration) -> String {
     let secs = unix.as_secs();

@@ -344,6 +344,8 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 | StepAction::Install { .. }
                 | StepAction::Im { .. }
                 | StepAction::Call { .. }
+                // Done by the sip-domain node itself (it has the steps from its plan).
+                | StepAction::SipUser { .. }
         )
     };
     let mut faults: VecDeque<_> = s.steps.iter().filter(|st| !client_step(&st.action)).collect();
@@ -410,7 +412,8 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
                 | StepAction::Feature { .. }
                 | StepAction::Install { .. }
                 | StepAction::Im { .. }
-                | StepAction::Call { .. } => {
+                | StepAction::Call { .. }
+                | StepAction::SipUser { .. } => {
                     unreachable!("filtered above")
                 }
             };

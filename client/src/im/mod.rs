@@ -103,6 +103,8 @@ pub enum ImAction {
     Presence {
         /// The status.
         show: String,
+        /// The status text with it (`Busy`, `In a meeting`: SPEC FED3's rows), if any.
+        status: Option<String>,
     },
     /// Enters a group chat room, making it if it does not exist (SPEC IMP5, XEP-0045).
     Join {
@@ -127,6 +129,15 @@ pub enum ImAction {
         /// Body.
         body: String,
     },
+    /// Offers a file to a contact (XEP-0096 stream initiation, the file transfer profile); the
+    /// lab's client sends the offer only, and an answer that refuses it is an `im-refused`
+    /// (SPEC FED3: a SIP federated domain takes no files).
+    OfferFile {
+        /// Recipient JID.
+        to: String,
+        /// File name.
+        name: String,
+    },
 }
 
 impl ImAction {
@@ -136,10 +147,11 @@ impl ImAction {
             Self::Message { to, .. } => format!("message to {to}"),
             Self::Subscribe { to } => format!("subscription to {to}"),
             Self::Approve { to } => format!("approval of {to}"),
-            Self::Presence { show } => format!("presence {show}"),
+            Self::Presence { show, .. } => format!("presence {show}"),
             Self::Join { room, .. } => format!("join of {room}"),
             Self::Leave { room } => format!("leave of {room}"),
             Self::RoomMessage { room, .. } => format!("group message to {room}"),
+            Self::OfferFile { to, .. } => format!("file offer to {to}"),
         }
     }
 }
@@ -352,12 +364,18 @@ impl ImSession {
             ImAction::Approve { to } => {
                 Element::new("presence").attr("to", to).attr("type", "subscribed")
             }
-            ImAction::Presence { show } if show == "unavailable" => {
+            ImAction::Presence { show, .. } if show == "unavailable" => {
                 Element::new("presence").attr("type", "unavailable")
             }
-            ImAction::Presence { show } if show == "available" => Element::new("presence"),
-            ImAction::Presence { show } => {
-                Element::new("presence").child(Element::new("show").text_node(show))
+            ImAction::Presence { show, status } => {
+                let mut p = Element::new("presence");
+                if show != "available" {
+                    p = p.child(Element::new("show").text_node(show));
+                }
+                if let Some(t) = status {
+                    p = p.child(Element::new("status").text_node(t));
+                }
+                p
             }
             ImAction::Join { room, nick, persistent, history } => {
                 let key = room.to_ascii_lowercase();
@@ -384,6 +402,32 @@ impl ImSession {
                 .attr("to", room)
                 .attr("type", "groupchat")
                 .child(Element::new("body").text_node(body)),
+            ImAction::OfferFile { to, name } => {
+                const FT: &str = "http://jabber.org/protocol/si/profile/file-transfer";
+                let file =
+                    Element::new("file").attr("xmlns", FT).attr("name", name).attr("size", "1024");
+                let method = Element::new("field")
+                    .attr("var", "stream-method")
+                    .attr("type", "list-single")
+                    .child(Element::new("option").child(
+                        Element::new("value").text_node("http://jabber.org/protocol/bytestreams"),
+                    ));
+                let form = Element::new("x")
+                    .attr("xmlns", "jabber:x:data")
+                    .attr("type", "form")
+                    .child(method);
+                let neg = Element::new("feature")
+                    .attr("xmlns", "http://jabber.org/protocol/feature-neg")
+                    .child(form);
+                Element::new("iq").attr("type", "set").attr("to", to).attr("id", "si1").child(
+                    Element::new("si")
+                        .attr("xmlns", "http://jabber.org/protocol/si")
+                        .attr("id", "s1")
+                        .attr("profile", FT)
+                        .child(file)
+                        .child(neg),
+                )
+            }
         };
         self.send_el(&e);
         true

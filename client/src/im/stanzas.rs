@@ -10,11 +10,12 @@ impl ImSession {
         let own = self.own_bare();
         let ev = |e| Output::Event(e);
         if s.get("type") == Some("error") {
-            let condition = s
-                .find("error")
-                .and_then(|e| e.elements().next())
+            let error = s.find("error");
+            let condition = error
+                .and_then(|e| e.elements().find(|c| c.name != "text"))
                 .map_or("undefined-condition", |c| c.name.as_str())
                 .to_owned();
+            let reason = error.and_then(|e| e.find("text")).map(Element::text).unwrap_or_default();
             // A refused join: not in that room.
             if s.name == "presence" {
                 let room = from.split('/').next().unwrap_or("").to_ascii_lowercase();
@@ -23,7 +24,7 @@ impl ImSession {
                 }
             }
             let to = if from.is_empty() { self.domain.clone() } else { from };
-            return self.out.push_back(ev(ClientEvent::ImRefused { to, condition }));
+            return self.out.push_back(ev(ClientEvent::ImRefused { to, condition, reason }));
         }
         let room_key = from.split('/').next().unwrap_or("").to_ascii_lowercase();
         if self.rooms.contains_key(&room_key) {

@@ -208,7 +208,8 @@ fn direct_plain_sign_in_then_roster_presence_and_errors() {
             },
             ClientEvent::ImRefused {
                 to: "eve@example.test".into(),
-                condition: "not-allowed".into()
+                condition: "not-allowed".into(),
+                reason: String::new()
             },
         ],
         "own resources are not contacts"

@@ -41,6 +41,9 @@ pub struct Hub {
     /// carry a stanza out (SPEC FED1: round-robin).
     federation: RefCell<Vec<(String, mpsc::Sender<Outgoing>)>>,
     next_federation: Cell<usize>,
+    /// SPEC FED3: domains federated over SIP, each with its gateway's channel (closed while
+    /// the gateway's node is down). Their stanzas never take the XMPP path.
+    sip: RefCell<BTreeMap<String, mpsc::Sender<Element>>>,
 }
 
 impl Hub {
@@ -52,6 +55,7 @@ impl Hub {
             next: Cell::new(1),
             federation: RefCell::new(Vec::new()),
             next_federation: Cell::new(0),
+            sip: RefCell::new(BTreeMap::new()),
         })
     }
 
@@ -70,6 +74,17 @@ impl Hub {
         if let Ok(mut f) = self.federation.try_borrow_mut() {
             f.retain(|(h, _)| h != host);
         }
+    }
+
+    /// A SIP federation gateway is up for `domains` (SPEC FED3): stanzas for them go to it,
+    /// read from the receiver, rather than out as XMPP.
+    pub fn join_sip_federation(&self, domains: &[String]) -> mpsc::Receiver<Element> {
+        let (tx, rx) = mpsc::channel(REMOTE_QUEUE);
+        let mut sip = self.sip.borrow_mut();
+        for d in domains {
+            sip.insert(d.to_ascii_lowercase(), tx.clone());
+        }
+        rx
     }
 
     /// The next federation-enabled node that is up, round-robin.
@@ -132,6 +147,18 @@ impl Hub {
             // that cannot take more, the sender hears at once (which may queue more).
             let mut bounced = false;
             while let Some(e) = r.poll_remote() {
+                let d = uclab_proto::jid::domain(e.get("to").unwrap_or(""));
+                if let Some(tx) = self.sip.borrow().get(&d) {
+                    // SPEC FED3: the SIP gateway, or an error when it is down or full.
+                    if let Err(
+                        mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e),
+                    ) = tx.try_send(e)
+                    {
+                        r.bounce(vec![e], "remote-connection-failed");
+                        bounced = true;
+                    }
+                    continue;
+                }
                 let refused = match self.next_federation_node() {
                     Some(tx) => match tx.try_send(Outgoing::Stanza(e)) {
                         Ok(()) => None,

@@ -16,6 +16,7 @@
 pub mod hub;
 pub mod muc;
 pub mod router;
+pub mod sipgw;
 pub mod soap;
 pub mod trunk;
 pub mod xmpp;

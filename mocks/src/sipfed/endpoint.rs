@@ -194,7 +194,7 @@ pub(super) fn domain_of(a: &str) -> &str {
 }
 
 /// `user@domain` of a JID or address: no resource, lower case.
-pub(super) fn bare(jid: &str) -> String {
+pub fn bare(jid: &str) -> String {
     jid.split('/').next().unwrap_or("").to_ascii_lowercase()
 }
 

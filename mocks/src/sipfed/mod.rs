@@ -23,7 +23,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use endpoint::{ConnId, Endpoint, Kind, Output, Signal};
+pub use endpoint::{ConnId, Endpoint, Kind, Output, Signal, bare};
 
 /// The SIP over TLS port (RFC 3261 §19.1.2), federation's listener.
 pub const SIP_TLS_PORT: u16 = 5061;

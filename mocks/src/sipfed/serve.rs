@@ -68,6 +68,8 @@ pub trait Owner {
     type Input;
     /// Whether local user `user@domain` exists.
     fn known(&self, user: &str) -> bool;
+    /// The server is up (the endpoint may send from here).
+    fn start(&mut self, _now: Duration, _ep: &mut Endpoint) {}
     /// An input came.
     fn input(&mut self, now: Duration, input: Self::Input, ep: &mut Endpoint);
     /// The endpoint says what happened.
@@ -97,6 +99,7 @@ pub async fn serve<N: Net + Clone + 'static, O: Owner>(
     let mut out_conns: BTreeMap<String, ConnId> = BTreeMap::new();
     let mut next: ConnId = 1;
     let mut inputs_open = true;
+    owner.start(net.now(), &mut ep);
     loop {
         // Everything the last input produced, until the endpoint is quiet.
         while let Some(o) = ep.poll_output() {

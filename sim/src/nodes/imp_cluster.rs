@@ -133,6 +133,7 @@ pub(super) fn peering_only() -> crate::scenario::S2sNode {
         san: None,
         static_routes: BTreeMap::new(),
         policy: imp::router::Policy::Open,
+        sip_domains: Vec::new(),
     }
 }
 

@@ -22,9 +22,12 @@ use uclab_proto::uds::UdsUser;
 use crate::scenario::{NodeKind, Scenario};
 
 mod imp_cluster;
+mod sip_federation;
 
 pub use imp_cluster::{ImpShared, home_imp_cluster, imp_assignment};
 use imp_cluster::{peering_only, s2s_settings, xcp_route};
+use uclab_mocks::sipfed::SIP_TLS_PORT;
+use uclab_mocks::sipfed::serve::SipFedSettings;
 
 /// One service a node offers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,11 +76,15 @@ pub fn services(kind: &NodeKind) -> Vec<Service> {
             if c.federation.is_some() || c.peering {
                 v.push(svc("xmpp-s2s", s2s::serve::S2S_PORT, false)); // SPEC FED1, FED2
             }
+            if c.federation.as_ref().is_some_and(|f| !f.sip_domains.is_empty()) {
+                v.push(svc("sip-federation", SIP_TLS_PORT, false)); // SPEC FED3
+            }
             v
         }
         NodeKind::XmppDomain(_) => {
             vec![svc("xmpp", 5222, false), svc("xmpp-s2s", s2s::serve::S2S_PORT, false)]
         }
+        NodeKind::SipDomain(_) => vec![svc("sip-federation", SIP_TLS_PORT, false)],
         NodeKind::ChatDb => vec![svc("postgres", 5432, false)],
         NodeKind::Srst => vec![svc("sip", 5060, true)],
         // SPEC MRA1: the edge, the traversal zones (HTTP and SIP 7001, XMPP 7400), and XMPP
@@ -290,6 +297,15 @@ pub enum NodePlan {
         gateway: Option<(SocketAddr, String)>,
         /// SPEC FED1: a federation-enabled node's server-to-server service.
         s2s: Option<Rc<s2s::serve::S2sSettings>>,
+        /// SPEC FED3: the node's SIP federation gateway and the domains it serves.
+        sipfed: Option<(Rc<SipFedSettings>, Vec<String>)>,
+    },
+    /// A foreign SIP domain's server and its scripted users (SPEC FED3).
+    SipDomain {
+        /// Its SIP federation service.
+        sip: Rc<SipFedSettings>,
+        /// Its users and their steps.
+        cfg: Rc<uclab_mocks::sip_domain::SipDomainConfig>,
     },
     /// A foreign XMPP domain's server (SPEC FED1): client streams and federation.
     XmppDomain {
@@ -455,6 +471,12 @@ pub fn plan(
                         let sim = SocketAddr::new(o.ip, 5060);
                         (live.get(&sim).copied().unwrap_or(sim), o.fqdn.clone())
                     }),
+                sipfed: c.federation.as_ref().filter(|f| !f.sip_domains.is_empty()).map(|f| {
+                    let how = (f.dns.as_deref(), &f.static_routes, f.san.as_ref());
+                    let sip =
+                        sip_federation::settings(s, n, &s.domain, how, own("sip-federation"), live);
+                    (Rc::new(sip), f.sip_domains.clone())
+                }),
                 s2s: (c.federation.is_some() || c.peering).then(|| {
                     let f = c.federation.clone().unwrap_or_else(peering_only);
                     let port = own("xmpp-s2s");
@@ -501,6 +523,10 @@ pub fn plan(
                 hub: Hub::new(router),
                 s2s: Rc::new(s2s_settings(s, n, &x.domain, &x.s2s, own("xmpp-s2s"), live, shared)),
             }
+        }
+        NodeKind::SipDomain(_) => {
+            let (sip, cfg) = sip_federation::domain_plan(s, n, own("sip-federation"), live)?;
+            NodePlan::SipDomain { sip, cfg }
         }
         NodeKind::ChatDb => NodePlan::ChatDb { port: own("postgres"), db: shared.db(&n.name) },
         NodeKind::ExpresswayE(e) => {
@@ -709,7 +735,8 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             let _down = OnDrop(|| db.set_up(false));
             host::serve(net, vec![port]).await
         }
-        NodePlan::Imp { soap, xmpp: xport, sip, names, cfg, shared, muc, gateway, s2s } => {
+        NodePlan::SipDomain { sip, cfg } => sip_federation::run_domain(net, sip, cfg).await,
+        NodePlan::Imp { soap, xmpp: xport, sip, names, cfg, shared, muc, gateway, s2s, sipfed } => {
             // Up while this future lives; a crash drops it and marks the node down (HA1), and
             // its conferencing service with it (IMP5).
             let _alive = imp::Alive::new(shared.state.clone(), &cfg.host);
@@ -748,11 +775,18 @@ pub async fn run<N: Net + Clone + 'static>(net: N, plan: NodePlan) -> io::Result
             let fed = s2s.map(|f| {
                 tokio::task::spawn_local(s2s::serve::serve(net.clone(), f, shared.hub.clone()))
             });
+            let sip_gw = sipfed.map(|(sip, domains)| {
+                let users = cfg.users.iter().map(|u| format!("{}@{}", u.id, cfg.domain)).collect();
+                sip_federation::start_gateway(&net, sip, &domains, &shared.hub, users)
+            });
             let x = xmpp::serve(net, xport, names, cfg, shared.state, shared.hub).await;
             t.abort();
             trunk.abort();
             if let Some(f) = fed {
                 f.abort();
+            }
+            if let Some(g) = sip_gw {
+                g.abort();
             }
             x
         }

@@ -14,14 +14,16 @@ pub(super) fn expects(
     specs: &[ExpectSpec],
     src: &Src<'_>,
     names: &Names<'_>,
+    sip_users: &[String],
     errs: &mut Vec<CheckError>,
 ) -> Vec<Expect> {
-    let client_names = &names.clients;
+    let all: Vec<&str> =
+        names.clients.iter().copied().chain(sip_users.iter().map(String::as_str)).collect();
     let mut expects = Vec::new();
     for e in specs {
         let known = match e.client.get_ref().strip_suffix('*') {
-            Some(prefix) => client_names.iter().any(|c| c.starts_with(prefix)),
-            None => client_names.contains(e.client.get_ref().as_str()),
+            Some(prefix) => all.iter().any(|c| c.starts_with(prefix)),
+            None => all.contains(&e.client.get_ref().as_str()),
         };
         if !known {
             errs.push(

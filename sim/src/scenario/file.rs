@@ -174,9 +174,16 @@ pub(super) struct NodeSpec {
     /// xmpp-domain: its users, id → password.
     #[serde(default)]
     pub(super) accounts: BTreeMap<String, String>,
-    /// xmpp-domain: an account's contacts (JIDs of any domain), subscribed both ways.
+    /// xmpp-domain: an account's contacts (JIDs of any domain), subscribed both ways;
+    /// sip-domain: the addresses each user watches from the start.
     #[serde(default)]
     pub(super) contacts: BTreeMap<String, Vec<String>>,
+    /// imp (with `federation`): domains federated over SIP through this node (SPEC FED3).
+    #[serde(default)]
+    pub(super) sip_federation: Vec<S<String>>,
+    /// sip-domain: its users, id → state at the start (available, busy, away, offline).
+    #[serde(default)]
+    pub(super) sip_users: BTreeMap<String, S<String>>,
 }
 
 /// One HTTP allow-list rule of an expressway-c node (SPEC MRA1).
@@ -282,6 +289,8 @@ pub(super) struct StepSpec {
     pub(super) dns: Option<Vec<S<String>>>,
     pub(super) body: Option<String>,
     pub(super) show: Option<S<String>>,
+    /// `presence`: the status text with it (`Busy`, `In a meeting`).
+    pub(super) status: Option<String>,
     pub(super) a: Option<S<String>>,
     pub(super) b: Option<S<String>>,
     pub(super) value: Option<S<String>>,

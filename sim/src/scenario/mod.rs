@@ -42,7 +42,8 @@ mod users;
 use file::File;
 pub use model::{
     Assignment, BOOTSTRAP_SWITCHES, Client, CucmNode, Expect, ExpresswayCNode, ExpresswayENode,
-    ImpNode, Node, NodeKind, S2sNode, Scenario, Step, StepAction, User, XmppDomainNode,
+    ImpNode, Node, NodeKind, S2sNode, Scenario, SipDomainNode, Step, StepAction, User,
+    XmppDomainNode,
 };
 use read::{Schema, parse_file_all, without_cascades};
 
@@ -62,6 +63,7 @@ pub const NODE_KINDS: &[&str] = &[
     "expressway-c",
     "expressway-e",
     "xmpp-domain",
+    "sip-domain",
 ];
 /// Client event kinds expectations may name.
 pub const EVENT_KINDS: &[&str] = uclab_client::event::ClientEvent::KINDS;
@@ -144,7 +146,16 @@ pub fn parse(name: &str, text: &str, path: &Path) -> Result<Scenario, Vec<CheckE
     users::presence_trunks(&nodes, &merged.nodes, &mut errs);
     let users = users::users(&merged.users, &nodes, &merged.domain, &src, &mut errs);
     let steps = steps::steps(&file.step, &src, &names, (&clients, &users, &nodes), &mut errs);
-    let expects = expects::expects(&file.expect, &src, &names, &mut errs);
+    // SPEC FED3: a sip-domain node's users report what they see as events under their address.
+    let sip_users: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::SipDomain(d) => Some(d.users.keys().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let expects = expects::expects(&file.expect, &src, &names, &sip_users, &mut errs);
     let settings = settings::settings(&file, merged.latency, &src, &mut errs);
 
     if !errs.is_empty() || !schema.is_empty() {

@@ -45,6 +45,8 @@ pub enum NodeKind {
     /// A foreign XMPP domain's server (SPEC FED1): plain RFC 6120/6121 client streams on 5222
     /// and server streams on 5269, its own users.
     XmppDomain(XmppDomainNode),
+    /// A foreign SIP domain's server (SPEC FED3): SIP over mutual TLS on 5061, scripted users.
+    SipDomain(SipDomainNode),
 }
 
 /// Server-to-server federation of an XMPP server node (SPEC FED1, FED4, FED5): an IM&P node
@@ -65,6 +67,26 @@ pub struct S2sNode {
     pub static_routes: BTreeMap<String, String>,
     /// SPEC FED5: the domains federation reaches.
     pub policy: uclab_mocks::imp::router::Policy,
+    /// SPEC FED3 (imp only): domains federated over SIP through this node's gateway.
+    pub sip_domains: Vec<String>,
+}
+
+/// A foreign SIP domain federating by SIP (SPEC FED3): a Lync/Skype-style server and its
+/// scripted users.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipDomainNode {
+    /// The domain it serves (`lync.example.net`).
+    pub domain: String,
+    /// Its users (`user@domain`) and their states at the start.
+    pub users: BTreeMap<String, uclab_proto::pidf::FederatedState>,
+    /// The contacts each user watches from the start (`user@domain`).
+    pub contacts: BTreeMap<String, Vec<String>>,
+    /// The DNS node its `_sipfederationtls._tcp` lookups go to.
+    pub dns: Option<String>,
+    /// SPEC FED4: domains reached without SRV, by `host:port` or node name.
+    pub static_routes: BTreeMap<String, String>,
+    /// Its certificate's names (default: its FQDN and its domain).
+    pub san: Option<Vec<String>>,
 }
 
 /// Settings of a foreign XMPP domain node (SPEC FED1).
@@ -230,6 +252,7 @@ impl NodeKind {
             Self::ExpresswayC(_) => "expressway-c",
             Self::ExpresswayE(_) => "expressway-e",
             Self::XmppDomain(_) => "xmpp-domain",
+            Self::SipDomain(_) => "sip-domain",
         }
     }
 }
@@ -329,6 +352,13 @@ pub enum StepAction {
         user: String,
         /// Password.
         password: String,
+    },
+    /// A user of a `sip-domain` node does something (SPEC FED3): the node does it then.
+    SipUser {
+        /// The node.
+        node: String,
+        /// What.
+        command: uclab_mocks::sip_domain::Command,
     },
     /// A client discovers, then signs a user in (SPEC AU1).
     SignIn {

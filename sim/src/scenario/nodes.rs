@@ -12,7 +12,7 @@ use super::check::Names;
 use super::file::{NodeSpec, S};
 use super::model::{
     Assignment, CucmNode, ExpresswayCNode, ExpresswayENode, ImpNode, Node, NodeKind, S2sNode,
-    XmppDomainNode,
+    SipDomainNode, XmppDomainNode,
 };
 use super::{CheckError, Item, NODE_KINDS, Src};
 use crate::time::parse_duration;
@@ -93,6 +93,7 @@ fn node_kind(
         "expressway-c" => expressway_c(i, names, errs)?,
         "expressway-e" => expressway_e(i, here, errs)?,
         "xmpp-domain" => xmpp_domain(i, names, here, errs)?,
+        "sip-domain" => sip_domain(i, names, here, errs)?,
         other => {
             errs.push(i.src.err(
                 kind.span().start,
@@ -123,7 +124,7 @@ fn expressway_fields_elsewhere(i: &Item<'_, NodeSpec>, kind: &str, errs: &mut Ve
         ("traversal_peer", n.traversal_peer.as_ref().map(|d| d.span().start)),
     ];
     // XMPP servers that federate have a DNS node and certificate names too (SPEC FED1).
-    let s2s = matches!(kind, "imp" | "xmpp-domain");
+    let s2s = matches!(kind, "imp" | "xmpp-domain" | "sip-domain");
     for (want, fields) in [("expressway-c", &c_only[..]), ("expressway-e", &e_only[..])] {
         if kind == want {
             continue;
@@ -386,6 +387,11 @@ fn imp(i: &Item<'_, NodeSpec>, names: &Names<'_>, errs: &mut Vec<CheckError>) ->
         persistent: limit(&n.persistent_room_limit, d.persistent, "persistent_room_limit"),
         occupants: limit(&n.occupant_limit, d.occupants, "occupant_limit"),
     };
+    if let (false, Some(d)) = (n.federation, n.sip_federation.first()) {
+        errs.push(
+            i.src.err(d.span().start, "`sip_federation` needs `federation = true` (SPEC FED3)"),
+        );
+    }
     if let Some(db) = &n.chat_db {
         names.check_node(errs, i.src, db, Some("chatdb"));
     }
@@ -450,7 +456,104 @@ fn s2s(i: &Item<'_, NodeSpec>, names: &Names<'_>, errs: &mut Vec<CheckError>) ->
             .map(|(d, t)| (d.to_ascii_lowercase(), t.get_ref().clone()))
             .collect(),
         policy,
+        sip_domains: sip_domains(i, errs),
     }
+}
+
+/// SPEC FED3: the domains an `imp` node federates with over SIP.
+fn sip_domains(i: &Item<'_, NodeSpec>, errs: &mut Vec<CheckError>) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in &i.spec.sip_federation {
+        let v = d.get_ref().to_ascii_lowercase();
+        if uclab_proto::dns::parse_name(&v).is_err() || !v.contains('.') {
+            errs.push(i.src.err(d.span().start, format!("bad sip_federation domain `{v}`")));
+        } else if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// A foreign SIP domain's server (SPEC FED3); `None` without a `domain`.
+fn sip_domain(
+    i: &Item<'_, NodeSpec>,
+    names: &Names<'_>,
+    here: &Here<'_, '_>,
+    errs: &mut Vec<CheckError>,
+) -> Option<NodeKind> {
+    let n = &i.spec;
+    let Some(domain) = &n.domain else {
+        errs.push(i.src.err(
+            n.name.span().start,
+            format!("sip-domain node `{}` needs a `domain`", n.name.get_ref()),
+        ));
+        return None;
+    };
+    let d = domain.get_ref().to_ascii_lowercase();
+    if uclab_proto::dns::parse_name(&d).is_err() || d == here.domain.to_ascii_lowercase() {
+        errs.push(i.src.err(
+            domain.span().start,
+            format!("bad sip-domain `{d}`: a DNS name other than the lab's domain"),
+        ));
+        return None;
+    }
+    if let Some(dns) = &n.dns {
+        names.check_node(errs, i.src, dns, Some("dns"));
+    }
+    let mut users = BTreeMap::new();
+    for (id, state) in &n.sip_users {
+        let addr = format!("{}@{d}", id.to_ascii_lowercase());
+        if !uclab_proto::jid::valid_bare(&addr) {
+            errs.push(i.src.err(state.span().start, format!("bad sip_users id `{id}`")));
+            continue;
+        }
+        match sip_state(state.get_ref()) {
+            Some(s) => {
+                users.insert(addr, s);
+            }
+            None => errs.push(i.src.err(
+                state.span().start,
+                format!("unknown state `{}` (available, busy, away, offline)", state.get_ref()),
+            )),
+        }
+    }
+    let mut contacts = BTreeMap::new();
+    for (id, list) in &n.contacts {
+        let addr = format!("{}@{d}", id.to_ascii_lowercase());
+        let bad = list.iter().find(|j| !uclab_proto::jid::valid_bare(j));
+        if !users.contains_key(&addr) || bad.is_some() {
+            errs.push(i.src.err(
+                domain.span().start,
+                format!("contacts of `{id}`: a user of sip_users with contacts `user@domain`"),
+            ));
+            continue;
+        }
+        contacts.insert(addr, list.iter().map(|j| j.to_ascii_lowercase()).collect());
+    }
+    Some(NodeKind::SipDomain(SipDomainNode {
+        domain: d,
+        users,
+        contacts,
+        dns: n.dns.as_ref().map(|x| x.get_ref().clone()),
+        static_routes: n
+            .static_routes
+            .iter()
+            .map(|(d, t)| (d.to_ascii_lowercase(), t.get_ref().clone()))
+            .collect(),
+        san: n.san.as_ref().map(|s| s.get_ref().clone()),
+    }))
+}
+
+/// A SIP domain user's state by name (SPEC FED3: what a Lync client shows).
+pub(super) fn sip_state(v: &str) -> Option<uclab_proto::pidf::FederatedState> {
+    use uclab_proto::pidf::FederatedState as F;
+    Some(match v.to_ascii_lowercase().as_str() {
+        "available" => F::Available,
+        "busy" => F::Busy,
+        "away" => F::Away,
+        "offline" => F::Offline,
+        _ => return None,
+    })
 }
 
 /// A foreign XMPP domain's server (SPEC FED1); `None` without a `domain`.
@@ -495,6 +598,9 @@ fn xmpp_domain(
             continue;
         }
         contacts.insert(id.clone(), jids.iter().map(|j| j.to_ascii_lowercase()).collect());
+    }
+    if let Some(d) = n.sip_federation.first() {
+        errs.push(i.src.err(d.span().start, "`sip_federation` is a field of imp nodes"));
     }
     let d_limits = uclab_mocks::imp::router::Limits::default();
     let limits = uclab_mocks::imp::router::Limits {

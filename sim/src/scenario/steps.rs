@@ -109,12 +109,21 @@ impl Timeline<'_> {
             "xmpp-sign-in" => self.xmpp_sign_in(s, errs),
             kind @ ("message" | "subscribe" | "approve") => self.im(s, kind, errs),
             "presence" => self.presence(s, errs),
+            kind @ ("sip-presence" | "sip-message") => self.sip_user(s, kind, errs),
             kind @ ("call" | "answer" | "end" | "hold" | "resume" | "mute" | "unmute" | "dtmf"
             | "transfer" | "conference" | "divert" | "park" | "video"
             | "send-to-mobile" | "watch") => self.call(s, kind, errs),
             kind @ ("join" | "leave" | "room-message") => self.room(s, kind, at, steps, errs),
             "move" => self.move_client(s, errs),
             "phone-credentials" => self.phone_credentials(s, errs),
+            // SPEC FED3: a file offered to a contact (`to`): the XEP-0096 offer goes out.
+            "file-transfer" if s.to.is_some() => {
+                let client = self.known_client(errs, s)?;
+                let to = self.need(errs, s, &s.to, "to")?;
+                let name = s.body.clone().unwrap_or_else(|| "notes.txt".into());
+                let action = uclab_client::im::ImAction::OfferFile { to, name };
+                Some(StepAction::Im { client, action })
+            }
             f @ ("file-transfer" | "deskphone-control") => {
                 let client = self.known_client(errs, s)?;
                 Some(StepAction::Feature { client, feature: f.to_owned() })
@@ -136,7 +145,7 @@ impl Timeline<'_> {
             other => {
                 errs.push(self.src.err(
                     s.action.span().start,
-                    format!("unknown action `{other}` (discover, sign-in, xmpp-sign-in, phone-credentials, file-transfer, deskphone-control, install, move, message, subscribe, approve, presence, join, leave, room-message, call, answer, end, hold, resume, mute, unmute, dtmf, transfer, conference, video, watch, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
+                    format!("unknown action `{other}` (discover, sign-in, xmpp-sign-in, sip-presence, sip-message, phone-credentials, file-transfer, deskphone-control, install, move, message, subscribe, approve, presence, join, leave, room-message, call, answer, end, hold, resume, mute, unmute, dtmf, transfer, conference, video, watch, crash, restart, blackhole, heal, partition, repair, latency, loss, firewall)"),
                 ));
                 None
             }
@@ -341,8 +350,60 @@ impl Timeline<'_> {
             );
             return None;
         };
-        let action = uclab_client::im::ImAction::Presence { show: show.get_ref().clone() };
+        let status = s.status.clone().filter(|t| !t.is_empty());
+        let action = uclab_client::im::ImAction::Presence { show: show.get_ref().clone(), status };
         Some(StepAction::Im { client, action })
+    }
+
+    /// `sip-presence` and `sip-message`: a user of a `sip-domain` node (SPEC FED3) changes
+    /// state (`show`: available, busy, away, offline) or sends `body` to `to`.
+    fn sip_user(&self, s: &StepSpec, kind: &str, errs: &mut Vec<CheckError>) -> Option<StepAction> {
+        use uclab_mocks::sip_domain::Command;
+        let node = self.need(errs, s, &s.node, "node")?;
+        let Some(n) = self.nodes.iter().find(|n| n.name == node) else {
+            let at = s.node.as_ref().map_or(0, |n| n.span().start);
+            errs.push(self.src.err(at, format!("unknown node `{node}`")));
+            return None;
+        };
+        let NodeKind::SipDomain(d) = &n.kind else {
+            let at = s.node.as_ref().map_or(0, |n| n.span().start);
+            errs.push(self.src.err(at, format!("node `{node}` is not a sip-domain node")));
+            return None;
+        };
+        let id = self.need(errs, s, &s.user, "user")?;
+        let user = format!("{}@{}", id.to_ascii_lowercase(), d.domain);
+        if !d.users.contains_key(&user) {
+            let at = s.user.as_ref().map_or(0, |u| u.span().start);
+            errs.push(self.src.err(at, format!("`{id}` is not in the sip_users of `{node}`")));
+            return None;
+        }
+        let command = if kind == "sip-presence" {
+            let show = self.need(errs, s, &s.show, "show")?;
+            let Some(state) = super::nodes::sip_state(&show) else {
+                let at = s.show.as_ref().map_or(0, |v| v.span().start);
+                errs.push(
+                    self.src.err(
+                        at,
+                        format!("unknown state `{show}` (available, busy, away, offline)"),
+                    ),
+                );
+                return None;
+            };
+            Command::State { user, state }
+        } else {
+            let to = self.need(errs, s, &s.to, "to")?;
+            if !uclab_proto::jid::valid_bare(&to) {
+                let at = s.to.as_ref().map_or(0, |t| t.span().start);
+                errs.push(self.src.err(at, format!("bad address `{to}`: expected user@domain")));
+                return None;
+            }
+            let Some(body) = s.body.clone() else {
+                errs.push(self.src.err(s.action.span().start, "action `sip-message` needs `body`"));
+                return None;
+            };
+            Command::Message { user, to: to.to_ascii_lowercase(), body }
+        };
+        Some(StepAction::SipUser { node, command })
     }
 
     /// Call actions.

@@ -101,6 +101,11 @@ impl Router {
         self.notes.pop_front()
     }
 
+    /// A federation note from a gateway, for the transcript.
+    pub fn note_federation(&mut self, text: String) {
+        self.note(text);
+    }
+
     pub(super) fn note(&mut self, text: String) {
         if self.notes.len() >= NOTES {
             self.notes.pop_front();
@@ -199,6 +204,25 @@ impl Router {
                 self.send(&from, error_reply(&s, "cancel", condition));
             }
         }
+    }
+
+    /// A local user's stanza that a federation gateway cannot carry (SPEC FED3: group chat
+    /// or file transfer to a SIP domain): an error with `condition` and `text` back to the
+    /// sender, and a note.
+    pub fn refuse_federated(&mut self, s: &Element, condition: &str, text: &str) {
+        let d = domain(s.get("to").unwrap_or(""));
+        self.counters.federation_refusals += 1;
+        self.note(format!("federation refused {} to {d}: {condition} ({text})", s.name));
+        let from = s.get("from").unwrap_or("").to_owned();
+        if s.get("type") != Some("error") && self.is_local_jid(&from) {
+            self.send(&from, uclab_proto::xmpp::error_reply_text(s, "cancel", condition, text));
+        }
+    }
+
+    /// What local `user` (bare JID) shows now: the presence of its first available resource,
+    /// as its watchers get it (phone state composed); `None` when it has none.
+    pub fn current_presence(&self, user: &str) -> Option<Element> {
+        self.presences(&user.to_ascii_lowercase()).into_iter().next().map(|(_, p)| p)
     }
 
     /// A stanza from an authenticated foreign domain (the server stream checked that `from`
@@ -313,8 +337,8 @@ impl Router {
         }
     }
 
-    /// Whether `watcher` (any domain) sees `user`'s presence.
-    fn watches(&self, watcher: &str, user: &str) -> bool {
+    /// Whether `watcher` (any domain) sees `user`'s presence (subscription `from` or `both`).
+    pub fn watches(&self, watcher: &str, user: &str) -> bool {
         self.rosters.get(user).and_then(|r| r.items.get(watcher)).is_some_and(|i| i.sub.from())
     }
 

@@ -483,7 +483,9 @@ impl Router {
         let to = s.get("to").unwrap_or("").to_owned();
         let from = s.get("from").unwrap_or("").to_owned();
         let request = matches!(s.get("type"), Some("get" | "set"));
-        let delivered = to.contains('/') && self.send(&to, s.clone());
+        // A foreign bare JID's server answers for its account (RFC 6120 §10.5.4).
+        let foreign = !to.is_empty() && !self.is_local_jid(&bare(&to));
+        let delivered = (to.contains('/') || foreign) && self.send(&to, s.clone());
         if !delivered && request {
             self.send(&from, error_reply(&s, "cancel", "service-unavailable"));
         }
