@@ -659,6 +659,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "pidf",
     "rtp_packet",
     "s2s_stream",
+    "sipfed_endpoint",
     "scenario",
     "sip_message",
     "stun_message",

@@ -111,6 +111,16 @@ impl Owner for Gateway {
         self.users.contains(user)
     }
 
+    fn admits(&self, d: &str) -> bool {
+        // SPEC FED5: a blocked domain's requests are refused (and noted), never delivered.
+        let allowed = self.hub.route(|r| r.federation().is_some_and(|p| p.allows(d)));
+        if !allowed {
+            let note = format!("federation refused SIP request from {d}: policy-violation");
+            self.hub.route(|r| r.note_federation(note));
+        }
+        allowed
+    }
+
     fn input(&mut self, now: Duration, e: Element, ep: &mut Endpoint) {
         let from = e.get("from").unwrap_or("").to_owned();
         let to = e.get("to").unwrap_or("").to_owned();
@@ -277,8 +287,12 @@ mod tests {
 
     impl Lab {
         fn new() -> Self {
+            Self::with(Policy::Open)
+        }
+
+        fn with(policy: Policy) -> Self {
             let mut r = Router::new("example.com", Limits::default());
-            r.set_federation(Policy::Open);
+            r.set_federation(policy);
             // Bob watches Alice (her side of the subscription, SPEC FED1).
             r.provision("bob@lync.example.net", "alice");
             let hub = Hub::new(r);
@@ -341,7 +355,7 @@ mod tests {
                 .with("Event", "presence")
                 .with("Expires", "3600");
             let known = |u: &str| self.gw.known(u);
-            self.ep.handle(Duration::ZERO, 1, m, &|d| d == LYNC, &known);
+            self.ep.handle(Duration::ZERO, 1, m, &crate::sipfed::certified(LYNC), &known);
             self.settle();
         }
 
@@ -402,7 +416,7 @@ mod tests {
         // Bob's server accepts, then notifies each state.
         let ok = sub.response(200, "OK", Some("n1")).with("Expires", "3600");
         let known = |u: &str| lab.gw.known(u);
-        lab.ep.handle(Duration::ZERO, 1, ok, &|d| d == LYNC, &known);
+        lab.ep.handle(Duration::ZERO, 1, ok, &crate::sipfed::certified(LYNC), &known);
         lab.settle();
         lab.alice_got();
         let rows = [
@@ -425,7 +439,7 @@ mod tests {
             let mut notify = notify;
             notify.body = state.pidf("sip:bob@lync.example.net").into_bytes();
             let known = |u: &str| lab.gw.known(u);
-            lab.ep.handle(Duration::ZERO, 1, notify, &|d| d == LYNC, &known);
+            lab.ep.handle(Duration::ZERO, 1, notify, &crate::sipfed::certified(LYNC), &known);
             lab.settle();
             let got = lab.alice_got();
             let p = got
@@ -505,7 +519,7 @@ mod tests {
             Duration::ZERO,
             1,
             m.response(404, "Not Found", Some("x")),
-            &|d| d == LYNC,
+            &crate::sipfed::certified(LYNC),
             &known,
         );
         lab.settle();
@@ -514,5 +528,47 @@ mod tests {
         assert!(e.find("error").and_then(|x| x.find("item-not-found")).is_some(), "{e:?}");
         assert_eq!(condition(408), "remote-server-timeout");
         assert_eq!(condition(502), "remote-server-not-found");
+    }
+
+    /// SPEC FED5 for a SIP domain: a blocked domain's requests get 403 and are noted, and
+    /// nothing goes to it.
+    #[test]
+    fn a_blocked_sip_domain_is_refused_both_ways() {
+        let mut lab = Lab::with(Policy::Block([LYNC.to_owned()].into()));
+        // The federation node that writes the notes to the transcript.
+        let mut notes = lab.hub.join_federation("imp1");
+        lab.alice_got();
+        lab.alice_sends("<message type='chat' to='bob@lync.example.net'><body>hi</body></message>");
+        let got = lab.alice_got();
+        assert!(
+            got.iter().any(|e| e.find("error").and_then(|x| x.find("policy-violation")).is_some()),
+            "{got:?}"
+        );
+        assert!(lab.sent.is_empty(), "nothing went out: {:?}", lab.sent);
+        let m = Message::request("MESSAGE", "sip:alice@example.com")
+            .with("Via", "SIP/2.0/TLS sip.lync.example.net:5061;branch=z9hG4bKm")
+            .with("Max-Forwards", "70")
+            .with("From", "<sip:bob@lync.example.net>;tag=m1")
+            .with("To", "<sip:alice@example.com>")
+            .with("Call-ID", "m1@lync")
+            .with("CSeq", "1 MESSAGE")
+            .with("Content-Type", "text/plain");
+        let gw = &lab.gw;
+        let peer = |d: &str| if gw.admits(d) { Ok(()) } else { Err(format!("{d} refused")) };
+        let known = |u: &str| gw.known(u);
+        lab.ep.handle(Duration::ZERO, 1, m, &peer, &known);
+        lab.settle();
+        assert_eq!(lab.sent.last().and_then(Message::code), Some(403));
+        assert!(lab.alice_got().is_empty(), "nothing delivered");
+        let note: Vec<String> = std::iter::from_fn(|| notes.try_recv().ok())
+            .filter_map(|o| match o {
+                crate::imp::hub::Outgoing::Note(n) => Some(n),
+                crate::imp::hub::Outgoing::Stanza(_) => None,
+            })
+            .collect();
+        assert!(
+            note.iter().any(|n| n.contains("refused SIP request from lync.example.net")),
+            "{note:?}"
+        );
     }
 }

@@ -480,14 +480,15 @@ impl Endpoint {
         self.send(now, domain_of(&t).to_owned().as_str(), m, what);
     }
 
-    /// A message from the connection `conn`, whose TLS peer's certificate names the domains
-    /// `peer` says yes to; `known` says which local users exist.
+    /// A message from the connection `conn`. `peer` says whether a request from a domain is
+    /// taken: `Err(why)` when the TLS peer's certificate does not name it or policy refuses it
+    /// (answered 403 with `why`); `known` says which local users exist.
     pub fn handle(
         &mut self,
         now: Duration,
         conn: ConnId,
         m: Message,
-        peer: &dyn Fn(&str) -> bool,
+        peer: &dyn Fn(&str) -> Result<(), String>,
         known: &dyn Fn(&str) -> bool,
     ) {
         match m.code() {
@@ -522,7 +523,7 @@ impl Endpoint {
         now: Duration,
         conn: ConnId,
         m: &Message,
-        peer: &dyn Fn(&str) -> bool,
+        peer: &dyn Fn(&str) -> Result<(), String>,
         known: &dyn Fn(&str) -> bool,
     ) {
         let method = m.method().unwrap_or("").to_owned();
@@ -540,10 +541,10 @@ impl Endpoint {
             return;
         };
         // Mutual TLS is the federation's authentication: the sender's domain is the one the
-        // peer's certificate names (a peer speaking for another domain is refused).
+        // peer's certificate names (a peer speaking for another domain is refused), and
+        // policy may refuse the domain (SPEC FED5).
         let from_domain = domain_of(&from).to_owned();
-        if !peer(&from_domain) {
-            let why = format!("the TLS peer's certificate does not name {from_domain}");
+        if let Err(why) = peer(&from_domain) {
             self.answer(conn, m, 403, Some(&why), &[]);
             return;
         }

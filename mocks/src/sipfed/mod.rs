@@ -39,3 +39,15 @@ pub const MAX_SUBSCRIPTIONS: usize = 200_000;
 pub const MAX_PENDING: usize = 100_000;
 /// The methods the federation subset carries (the `Allow` of a 405).
 pub const ALLOW: &str = "SUBSCRIBE, NOTIFY, MESSAGE, OPTIONS";
+
+/// A `peer` check for [`Endpoint::handle`] in tests: requests from `domain` only.
+#[cfg(test)]
+pub(crate) fn certified(domain: &str) -> impl Fn(&str) -> Result<(), String> + '_ {
+    move |d: &str| {
+        if d == domain {
+            Ok(())
+        } else {
+            Err(format!("the TLS peer's certificate does not name {d}"))
+        }
+    }
+}

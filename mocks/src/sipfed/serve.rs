@@ -68,6 +68,11 @@ pub trait Owner {
     type Input;
     /// Whether local user `user@domain` exists.
     fn known(&self, user: &str) -> bool;
+    /// Whether requests from foreign `domain` are taken (SPEC FED5 policy); refused ones are
+    /// answered 403.
+    fn admits(&self, _domain: &str) -> bool {
+        true
+    }
     /// The server is up (the endpoint may send from here).
     fn start(&mut self, _now: Duration, _ep: &mut Endpoint) {}
     /// An input came.
@@ -144,7 +149,15 @@ pub async fn serve<N: Net + Clone + 'static, O: Owner>(
             biased;
             e = erx.recv() => match e.expect("the loop holds a sender") {
                 Event::Message(conn, m, certified) => {
-                    let peer = |d: &str| certified.as_deref() == Some(d);
+                    let peer = |d: &str| {
+                        if certified.as_deref() != Some(d) {
+                            Err(format!("the TLS peer's certificate does not name {d}"))
+                        } else if !owner.admits(d) {
+                            Err(format!("federation with {d} is not allowed here"))
+                        } else {
+                            Ok(())
+                        }
+                    };
                     let known = |u: &str| owner.known(u);
                     ep.handle(net.now(), conn, m, &peer, &known);
                 }

@@ -55,14 +55,14 @@ impl Pair {
                         assert_eq!(domain, B);
                         self.wire.push(format!("A> {}", serve::summary(&msg)));
                         if !self.a_mute {
-                            self.b.handle(self.now, 1, msg, &|d| d == A, &known);
+                            self.b.handle(self.now, 1, msg, &certified(A), &known);
                         }
                     }
                     Output::Response { conn, msg } => {
                         assert_eq!(conn, 2);
                         self.wire.push(format!("A> {}", serve::summary(&msg)));
                         if !self.a_mute {
-                            self.b.handle(self.now, 2, msg, &|d| d == A, &known);
+                            self.b.handle(self.now, 2, msg, &certified(A), &known);
                         }
                     }
                 }
@@ -74,12 +74,12 @@ impl Pair {
                     Output::Request { domain, msg } => {
                         assert_eq!(domain, A);
                         self.wire.push(format!("B> {}", serve::summary(&msg)));
-                        self.a.handle(self.now, 2, msg, &|d| d == B, &known);
+                        self.a.handle(self.now, 2, msg, &certified(B), &known);
                     }
                     Output::Response { conn, msg } => {
                         assert_eq!(conn, 1);
                         self.wire.push(format!("B> {}", serve::summary(&msg)));
-                        self.a.handle(self.now, 1, msg, &|d| d == B, &known);
+                        self.a.handle(self.now, 1, msg, &certified(B), &known);
                     }
                 }
             }
@@ -200,7 +200,7 @@ fn messages_cross_both_ways() {
 
 /// Sends `m` to B as if from a peer whose certificate names `cert`; B's answer.
 fn answer_of(b: &mut Endpoint, m: Message, cert: &'static str) -> Message {
-    b.handle(Duration::ZERO, 9, m, &|d| d == cert, &known);
+    b.handle(Duration::ZERO, 9, m, &certified(cert), &known);
     let mut answer = None;
     while let Some(o) = b.poll_output() {
         if let Output::Response { conn: 9, msg } = o {
@@ -273,7 +273,7 @@ fn a_bad_pidf_is_refused_and_the_subscription_stays() {
     }
     let mut bad = bad.expect("a NOTIFY");
     bad.body = b"<presence><tuple>".to_vec();
-    p.a.handle(p.now, 2, bad, &|d| d == B, &known);
+    p.a.handle(p.now, 2, bad, &certified(B), &known);
     let r = std::iter::from_fn(|| p.a.poll_output())
         .find_map(|o| match o {
             Output::Response { msg, .. } => Some(msg),
