@@ -121,6 +121,21 @@ impl Raw {
         }
     }
 
+    /// TLS over the connection presenting a lab certificate for `names` (mutual TLS), the
+    /// server checked against `name`; false when the handshake fails.
+    pub(crate) async fn start_tls_as(&mut self, net: &SimNet, name: &str, names: &[&str]) -> bool {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let cfg = net.tls().client_config_with_cert(&names).unwrap();
+        let io = std::mem::replace(&mut self.io, Box::new(tokio::io::empty()));
+        match net.tls().connect(cfg, name, io).await {
+            Ok(t) => {
+                self.io = Box::new(t);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// TLS over the connection, the server checked against `name`.
     pub(crate) async fn start_tls(&mut self, net: &SimNet, name: &str) {
         let cfg = net.tls().client_config(&[]).unwrap();
