@@ -34,13 +34,17 @@
 //! - [`s2s`]: XMPP server-to-server streams (federation, issue 18): the sans-IO engine
 //!   (`mod.rs` the API, `stream.rs` the engine, `tests.rs`) that IM&P's federation service and
 //!   federation peers drive.
+//! - [`sipfed`]: SIP federation with a Lync/Skype-style domain (SPEC FED3): the sans-IO
+//!   endpoint (`endpoint.rs`), its mutual-TLS service (`serve.rs`), `tests.rs`; driven by
+//!   IM&P's gateway ([`imp::sipgw`]) and by [`sip_domain`], the foreign SIP domain's node kind
+//!   with its scripted users.
 //!
 //! Beside them, what every node uses: [`http`] (the HTTP(S) server), [`host`] (a host with
 //! open ports and no protocol), [`limits`] (connection caps), [`lockout`] (the user
 //! directory's credential policy, shared by CUCM and IM&P), [`resolve`] (the nodes' stub
 //! resolver: Expressway-C's lookups inside, XMPP servers' `_xmpp-server._tcp`).
 //!
-//! A new node kind (a SIP federation peer) gets its
+//! A new node kind gets its
 //! own module here, a folder once it has a second service, and takes only the shared modules
 //! and the services it really talks to. Imports go one way: node kinds use the shared modules,
 //! never the reverse; `srst` and `imp::trunk` use `cucm::sip` (the code SRST runs, and the
