@@ -26,6 +26,7 @@ use std::path::Path;
 
 mod check;
 mod expects;
+mod federation;
 mod file;
 mod hosts;
 mod merge;

@@ -379,7 +379,7 @@ impl Timeline<'_> {
         }
         let command = if kind == "sip-presence" {
             let show = self.need(errs, s, &s.show, "show")?;
-            let Some(state) = super::nodes::sip_state(&show) else {
+            let Some(state) = super::federation::sip_state(&show) else {
                 let at = s.show.as_ref().map_or(0, |v| v.span().start);
                 errs.push(
                     self.src.err(
