@@ -575,7 +575,8 @@ grep -q "dns-int/dns -> " "$work/serve.txt" && grep -q "SIP 200 OK (REGISTER)" "
 #     of its own: the machine's is not touched). Certificates of one lab CA (--seed) both ways.
 #     A slixmpp user on each side subscribes to the other, sees the other's presence and they
 #     exchange messages; the client core signed in to Prosody messages a slixmpp user on the
-#     mock; tshark decrypts the server-to-server streams from serve's capture.
+#     mock; tshark decrypts the server-to-server streams from serve's capture. The same serve
+#     federates over SIP with its own lync sip-domain node (SPEC FED3).
 fd="$work/fed"; mkdir -p "$fd/data" "$fd/certs"
 FC=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$UCLAB" pki --seed 7 --name prosody.test --cert "$fd/cert.pem" --key "$fd/key.pem" --ca "$fd/ca.pem"
@@ -662,11 +663,23 @@ json=$(timeout 20 "$UCLAB" probe-xmpp --server "127.0.0.1:$FC" --ca "$fd/ca.pem"
 got=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["jid"], *[b for f,b in d["messages"] if f.startswith("bob@example.com/")])' 2>/dev/null)
 case "$got" in "pat@prosody.test/probe pong: ping") ok "client core on Prosody reaches bob on the mock through federation and gets his answer";; *) ko "client core through federation: '$got' $json $(cat "$fd/bob.out")";; esac
 wait "$echo_pid" 2>/dev/null
+# SPEC FED3 on real sockets: imp1's SIP gateway and the lync sip-domain node of the same serve
+# reach each other by static routes over mutual TLS. Bob's message (2 s after start) was stored
+# for Carol; a slixmpp Carol signs in, gets it and answers, and her answer crosses back as a
+# SIP MESSAGE that Bob's server takes; tshark decrypts both MESSAGEs from serve's capture.
+L5=$(field "$fd/ports.json" lync sip-federation 1); I5=$(field "$fd/ports.json" imp1 sip-federation 1)
+[ "$L5" = 5061 ] && [ "$I5" = 5061 ] && ok "serve exposes sip-federation on imp1 and the lync sip-domain node (5061)" || ko "SIP federation ports: imp1 $I5, lync $L5"
+sip_out=$(timeout 30 $SLIX echo "$I1" "$I1P" "$fd/ca.pem" carol@example.com/sipcheck lab 10 2>&1)
+case "$sip_out" in *"got bob@lync.example.net hello over SIP federation"*) ok "a SIP federated user's message reaches a slixmpp user on the mock (stored, then delivered)";; *) ko "SIP federation inbound: $sip_out $(grep -i 'sip' "$fd/serve.txt" | grep -v REGISTER | tail -5)";; esac
+for _ in $(seq 50); do grep -q 'bob@lync.example.net ! im-message from=carol@example.com body="pong: hello over SIP federation"' "$fd/serve.txt" && break; sleep 0.1; done
+grep -q 'bob@lync.example.net ! im-message from=carol@example.com body="pong: hello over SIP federation"' "$fd/serve.txt" && ok "the answer crosses back to the SIP domain as a SIP MESSAGE" || ko "SIP federation outbound: $(grep -i 'lync' "$fd/serve.txt" | tail -5)"
 kill "$fed_prosody_pid" 2>/dev/null; wait "$fed_prosody_pid" 2>/dev/null; fed_prosody_pid=
 sleep 0.5; kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; serve_pid=
 n=$(tshark -r "$fd/serve.pcapng" -d tcp.port==5269,xmpp -Y 'xmpp.message && tcp.port == 5269' 2>/dev/null | wc -l)
 auth=$(grep -c "XMPP-S2S authenticated prosody.test" "$fd/serve.txt")
 [ "$n" -ge 2 ] && [ "$auth" -ge 1 ] && ok "tshark decrypts the server-to-server streams from serve's capture ($n messages; imp1 authenticated prosody.test $auth times)" || ko "S2S capture: $n messages, $auth authentications; $(grep S2S "$fd/serve.txt" | tail -3)"
+m=$(tshark -r "$fd/serve.pcapng" -Y 'sip.Method == "MESSAGE" && tcp.port == 5061' 2>/dev/null | wc -l)
+[ "$m" -ge 2 ] && ok "tshark decrypts the SIP federation's MESSAGEs on 5061 from serve's capture ($m)" || ko "SIP federation capture: $m MESSAGEs"
 
 echo "live: $pass passed, $fail failed"
 
