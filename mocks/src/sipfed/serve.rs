@@ -211,16 +211,16 @@ async fn closed(etx: &mpsc::Sender<Event>, id: ConnId, code: Option<u16>) {
 }
 
 /// Where `remote`'s federation server is: (address, the name its certificate must carry), in
-/// order of preference; or the status to fail with (502: no route).
+/// order of preference; or why there is none (its requests then fail 502).
 async fn route<N: Net>(
     net: &N,
     s: &SipFedSettings,
     remote: &str,
-) -> Result<Vec<(SocketAddr, String)>, &'static str> {
+) -> Result<Vec<(SocketAddr, String)>, String> {
     if let Some(a) = s.static_routes.get(remote) {
         return Ok(a.iter().map(|a| (*a, remote.to_owned())).collect());
     }
-    let Some(dns) = s.dns else { return Err("no static route and no DNS") };
+    let Some(dns) = s.dns else { return Err("no static route and no DNS".into()) };
     match resolve::srv(net, dns, &format!("_sipfederationtls._tcp.{remote}")).await {
         Lookup::Found(targets) => {
             let mut addrs = Vec::new();
@@ -232,10 +232,10 @@ async fn route<N: Net>(
                     ));
                 }
             }
-            if addrs.is_empty() { Err("the SRV targets have no address") } else { Ok(addrs) }
+            if addrs.is_empty() { Err("the SRV targets have no address".into()) } else { Ok(addrs) }
         }
-        Lookup::NoRecord => Err("no _sipfederationtls._tcp record and no static route"),
-        Lookup::Failed(_) => Err("DNS failed"),
+        Lookup::NoRecord => Err("no _sipfederationtls._tcp record and no static route".into()),
+        Lookup::Failed(why) => Err(format!("_sipfederationtls._tcp lookup failed ({why})")),
     }
 }
 
@@ -254,7 +254,7 @@ async fn outbound<N: Net + Clone + 'static>(
     let targets = match route(&net, &s, &domain).await {
         Ok(t) => t,
         Err(why) => {
-            note(why);
+            note(&why);
             return closed(&etx, id, Some(502)).await;
         }
     };
