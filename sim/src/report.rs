@@ -32,15 +32,23 @@ pub fn report_json(r: &RunResult) -> String {
             })
         })
         .collect();
+    // Issue 19: a load run's events (CAP1: 450,000) stay in the transcript; the report keeps
+    // the first MAX_REPORT_EVENTS and counts every kind, so it stays small.
     let events: Vec<_> = r
         .events
         .iter()
+        .take(MAX_REPORT_EVENTS)
         .map(|e| {
             let fields: serde_json::Map<String, serde_json::Value> =
                 e.fields.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
             json!({ "at": fmt_secs(e.time), "client": e.who, "event": e.kind, "fields": fields })
         })
         .collect();
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for e in &r.events {
+        *counts.entry(e.kind.as_str()).or_default() += 1;
+    }
+    let omitted = r.events.len().saturating_sub(MAX_REPORT_EVENTS);
     let v = json!({
         "scenario": r.scenario,
         "file": r.file.display().to_string(),
@@ -50,10 +58,16 @@ pub fn report_json(r: &RunResult) -> String {
         "sim_time": fmt_secs(r.sim_time),
         "expectations": expectations,
         "events": events,
+        "events_total": r.events.len(),
+        "events_omitted": omitted,
+        "event_counts": counts,
         "replay": replay_command(r),
     });
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
 }
+
+/// Events report.json lists at most (the transcript has them all).
+pub const MAX_REPORT_EVENTS: usize = 10_000;
 
 fn esc(s: &str) -> String {
     uclab_proto::text::xml_escape(s)
@@ -121,4 +135,52 @@ pub fn junit_xml(runs: &[RunResult]) -> String {
     }
     s.push_str("</testsuites>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use uclab_net::EventRecord;
+
+    use super::*;
+
+    /// Issue 19: a run with more events than the report lists keeps the first ones, says how
+    /// many were left out, and counts every kind.
+    #[test]
+    fn a_large_run_lists_the_first_events_and_counts_all() {
+        let ev = |i: usize, kind: &str| EventRecord {
+            time: Duration::from_millis(i as u64),
+            who: format!("u{i}"),
+            kind: kind.into(),
+            fields: vec![("n".into(), i.to_string())],
+        };
+        let mut events: Vec<_> = (0..MAX_REPORT_EVENTS).map(|i| ev(i, "im-presence")).collect();
+        events.extend((0..7).map(|i| ev(MAX_REPORT_EVENTS + i, "im-message")));
+        let r = RunResult {
+            scenario: "big".into(),
+            file: "big.toml".into(),
+            seed: 1,
+            passed: true,
+            verdicts: Vec::new(),
+            sim_time: Duration::from_secs(1),
+            capture: Vec::new(),
+            transcript: String::new(),
+            events,
+            error: None,
+            out: None,
+            wall: Duration::ZERO,
+        };
+        let v: serde_json::Value = serde_json::from_str(&report_json(&r)).unwrap();
+        assert_eq!(v["events"].as_array().unwrap().len(), MAX_REPORT_EVENTS);
+        assert_eq!(v["events_total"], MAX_REPORT_EVENTS + 7);
+        assert_eq!(v["events_omitted"], 7);
+        assert_eq!(v["event_counts"]["im-presence"], MAX_REPORT_EVENTS);
+        assert_eq!(v["event_counts"]["im-message"], 7);
+        // The last listed is the last before the cut.
+        assert_eq!(
+            v["events"][MAX_REPORT_EVENTS - 1]["client"],
+            format!("u{}", MAX_REPORT_EVENTS - 1)
+        );
+    }
 }
