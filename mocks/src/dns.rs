@@ -377,13 +377,32 @@ pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: DnsConfig) -> io::Resu
         });
     }
     let mut buf = vec![0u8; 65535];
+    // Issue 19: the zones never change while the node runs, so the answer to a query depends
+    // on its bytes alone (the id aside): answers and their transcript lines are kept, and a
+    // query asked again skips parsing, the catalog and encoding. Outputs are the same bytes.
+    let mut cache: BTreeMap<Vec<u8>, (Vec<u8>, String)> = BTreeMap::new();
+    let mut reply = Vec::new();
     loop {
         let Ok((n, src)) = udp.recv_from(&mut buf).await else { continue };
+        if n >= 12
+            && let Some((r, line)) = cache.get(&buf[2..n])
+        {
+            reply.clear();
+            reply.extend_from_slice(&buf[..2]);
+            reply.extend_from_slice(&r[2..]);
+            net.transcript().message(net.now(), udp.local_addr(), src, "udp", line);
+            let _ = udp.send_to(&reply, src).await;
+            continue;
+        }
         let q = buf[..n].to_vec();
         match auth.answer(&q, src, false, forward.is_some()).await {
             Answer::Reply(r) => {
-                log(&*net, udp.local_addr(), src, "udp", &r);
+                let line = uclab_proto::dns::transcript_line(&r);
+                net.transcript().message(net.now(), udp.local_addr(), src, "udp", &line);
                 let _ = udp.send_to(&r, src).await;
+                if n >= 12 && r.len() >= 12 && cache.len() < ANSWER_CACHE {
+                    cache.insert(q[2..].to_vec(), (r, line));
+                }
             }
             Answer::NotAuthoritative => {
                 // Forward concurrently: a slow upstream must not stall other clients.
@@ -398,6 +417,10 @@ pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: DnsConfig) -> io::Resu
         }
     }
 }
+
+/// Distinct queries whose answers a DNS node keeps (a lab asks a few dozen names; a flood of
+/// distinct names is answered, just not kept).
+const ANSWER_CACHE: usize = 4_096;
 
 fn servfail(q: &[u8]) -> Vec<u8> {
     let mut r = formerr(q).unwrap_or_default();

@@ -726,6 +726,11 @@ fn main() -> ExitCode {
                 let secs = args.get(3).cloned().unwrap_or_else(|| "10".into());
                 sh(Command::new("bash").args(["scripts/bench-register-live.sh", &n, &secs]))
             }
+            // Issue 19: serve's internal DNS against unbound under dnsperf, one run.
+            Some("dns-live") => {
+                let secs = args.get(2).cloned().unwrap_or_else(|| "10".into());
+                sh(Command::new("bash").args(["scripts/bench-dns-live.sh", &secs]))
+            }
             Some("register") => {
                 let n = args.get(2).cloned().unwrap_or_else(|| "10000".into());
                 let h = args.get(3).cloned().unwrap_or_else(|| "1".into());
@@ -780,6 +785,7 @@ fn main() -> ExitCode {
                  \n  bench cap2         SPEC CAP2: 1,000 users x 75 (then 500) contacts, one change each per simulated hour\
                  \n  bench register [N [H]]  N softphones (default 10000) register and refresh for H simulated hours (default 1)\
                  \n  bench register-live [N [S]]  REGISTERs over UDP for S s (default 10) from N users to serve's CUCM and to Kamailio\
+                 \n  bench dns-live [S]  dnsperf for S s (default 10) against serve's internal DNS and against unbound with the same answers\
                  \n  bench failover [N..]  N IM&P users (default 10000) fail over when imp1 crashes\
                  \n  fuzz    each fuzz target for SECONDS (default 60)"
             );
