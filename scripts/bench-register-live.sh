@@ -12,10 +12,21 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-# The mock's cluster with N users (a population: user ids are their lines).
+# The mock's cluster with N users (a population: user ids are their lines). Like the
+# Kamailio below, a plain registrar: the built-in topology's digest authentication (issue 13)
+# is off for the bench, so both servers do the same work per REGISTER.
 cat >"$work/users.toml" <<TOML
 name = "register-bench"
 summary = "N users for the live REGISTER bench"
+[[node]]
+name = "cucm1"
+kind = "cucm"
+zone = "inside"
+ip = "10.1.0.11"
+cluster = "cluster1"
+imp_servers = ["imp1.example.com", "imp2.example.com"]
+srst = "10.1.0.40"
+sip_digest = false
 [[population]]
 prefix = "u"
 count = $N

@@ -345,6 +345,9 @@ fn register_load(target: &str, domain: &str, prefix: &str, users: usize, seconds
     while start.elapsed().as_secs_f64() < seconds {
         while inflight.len() < WINDOW {
             let u = format!("{prefix}{:0width$}", (next as usize % users.max(1)) + 1);
+            // The Contact names the line's device (WIRE.md; CUCM binds a line only to the
+            // device it is configured on, issue 13): a population user's is CSF<USER>.
+            let device = format!("CSF{}", u.to_ascii_uppercase());
             let msg = format!(
                 "REGISTER sip:{domain} SIP/2.0\r\n\
                  Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKlg{next};rport\r\n\
@@ -353,7 +356,7 @@ fn register_load(target: &str, domain: &str, prefix: &str, users: usize, seconds
                  To: <sip:{u}@{domain}>\r\n\
                  Call-ID: lg{next}@127.0.0.1\r\n\
                  CSeq: 1 REGISTER\r\n\
-                 Contact: <sip:{u}@127.0.0.1:{port}>\r\n\
+                 Contact: <sip:{device}@127.0.0.1:{port}>\r\n\
                  Expires: 120\r\n\
                  User-Agent: uclab-loadgen\r\n\
                  Content-Length: 0\r\n\r\n"
