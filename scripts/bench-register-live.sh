@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Issue 5's live REGISTER bench: the same load generator (cargo xtask register-load: 64
 # REGISTERs in flight over UDP, users u00001…uN) against `uclab serve`'s CUCM and against a
-# real Kamailio (Debian's, on loopback, one UDP worker, a plain registrar), side by side.
+# real Kamailio (Debian's, on loopback, one UDP worker, a plain registrar), side by side; then
+# the same with SIPp (Debian's sip-tester, 256 in flight) as a second, independent generator
+# (issue 19).
 # Usage: scripts/bench-register-live.sh [USERS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}; SECS=${2:-10}
-command -v kamailio >/dev/null || { echo "kamailio missing: run scripts/setup.sh" >&2; exit 1; }
+for t in kamailio sipp; do
+  command -v "$t" >/dev/null || { echo "$t missing: run scripts/setup.sh" >&2; exit 1; }
+done
 cargo build --release --quiet -p uclab -p xtask
 work=$(mktemp -d)
 pids=()
@@ -76,9 +80,52 @@ echo "  $mock"
 echo "kamailio (127.0.0.1:$KP):"
 kam=$(target/release/xtask register-load "127.0.0.1:$KP" example.com u "$N" "$SECS")
 echo "  $kam"
+# SIPp: each call is one REGISTER (users from an injection file), for SECS seconds.
+cat >"$work/reg.xml" <<'XML'
+<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="register">
+  <send retrans="500">
+    <![CDATA[
+
+      REGISTER sip:[field1] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      Max-Forwards: 70
+      From: <sip:[field0]@[field1]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[field0]@[field1]>
+      Call-ID: [call_id]
+      CSeq: 1 REGISTER
+      Contact: <sip:[field2]@[local_ip]:[local_port]>
+      Expires: 120
+      User-Agent: sipp
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+XML
+python3 -c "import sys
+n = int(sys.argv[1]); print('SEQUENTIAL')
+for i in range(1, n + 1): print(f'u{i:05d};example.com;CSFU{i:05d}')" "$N" >"$work/users.csv"
+sipp_rate() {
+  rm -f "$work/screen.txt"
+  timeout $((SECS + 20)) sipp -sf "$work/reg.xml" -inf "$work/users.csv" -i 127.0.0.1 -p 0 "$1" -t u1 \
+    -r 500000 -rp 1000 -l 256 -timeout "${SECS}s" -nostdin -trace_screen -screen_file "$work/screen.txt" >/dev/null 2>&1 || true
+  python3 - "$work/screen.txt" "$SECS" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+ok = int(re.search(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", t).group(1))
+bad = int(re.search(r"Failed call\s*\|\s*\d+\s*\|\s*(\d+)", t).group(1))
+print(f"{ok / float(sys.argv[2]):.0f} {ok} {bad}")
+PY
+}
+read -r sm smok smbad < <(sipp_rate "$S")
+read -r sk skok skbad < <(sipp_rate "127.0.0.1:$KP")
+echo "SIPp against the mock: $smok REGISTERs answered 200, $smbad failed; against kamailio: $skok, $skbad failed"
 python3 - "$mock" "$kam" <<'PY'
 import json, sys
 m, k = (json.loads(a) for a in sys.argv[1:3])
 r = m["register_tx_per_wall_s"] / max(k["register_tx_per_wall_s"], 1e-9)
 print(f"REGISTER/s: mock {m['register_tx_per_wall_s']:.0f}, kamailio {k['register_tx_per_wall_s']:.0f}, ratio mock/kamailio {r:.2f}")
 PY
+python3 -c "import sys; m, k = float(sys.argv[1]), float(sys.argv[2]); print(f'REGISTER/s with SIPp: mock {m:.0f}, kamailio {k:.0f}, ratio mock/kamailio {m / max(k, 1e-9):.2f}')" "$sm" "$sk"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what uclab's tests need on a fresh Debian machine: tshark, dig, curl, xmllint,
 # unbound (a real DNS server the live checks start on loopback), prosody (a real XMPP server),
-# slixmpp (real XMPP clients), sipsak (a real SIP UA) and kamailio (a real SIP registrar). cargo test is used when
+# slixmpp (real XMPP clients), sipsak (a real SIP UA), kamailio (a real SIP registrar) and SIPp
+# (sip-tester, a SIP load generator). cargo test is used when
 # cargo-nextest is missing. Idempotent.
 set -euo pipefail
 
@@ -20,6 +21,8 @@ command -v prosody >/dev/null 2>&1 || need+=(prosody)
 # (Kamailio, which the client core registers to).
 command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
+# SIPp, a second REGISTER load generator for the live bench (issue 19).
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 # A DNS load generator (the live checks flood serve's DNS and bound its memory, issue 13), and
 # the tools that run the live checks in a network namespace with only loopback.
 command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)
@@ -32,7 +35,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-for t in tshark dig curl xmllint python3 unbound prosody prosodyctl sipsak kamailio dnsperf ip unshare; do
+for t in tshark dig curl xmllint python3 unbound prosody prosodyctl sipsak kamailio sipp dnsperf ip unshare; do
   command -v "$t" >/dev/null || { echo "setup: $t still missing" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import slixmpp' 2>/dev/null || { echo "setup: slixmpp still missing" >&2; exit 1; }

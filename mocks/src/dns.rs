@@ -56,6 +56,11 @@ pub struct DnsConfig {
     /// are answered with the live address, and SRV records pointing at them with the live
     /// port, so a real client reaches the mocks and nothing else.
     pub live: BTreeMap<SocketAddr, SocketAddr>,
+    /// Keep each distinct query's answer (issue 19, live mode): a query asked again skips
+    /// the catalog. Off in simulation, where a run's interleaving must stay as it is: the
+    /// catalog's lookups use up the server task's scheduling budget, so skipping them changes
+    /// when the task yields to others (CAP1's order of events changed with it).
+    pub answer_cache: bool,
 }
 
 /// Rewrites A and SRV records of simulated services to their live addresses.
@@ -377,9 +382,10 @@ pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: DnsConfig) -> io::Resu
         });
     }
     let mut buf = vec![0u8; 65535];
-    // Issue 19: the zones never change while the node runs, so the answer to a query depends
-    // on its bytes alone (the id aside): answers and their transcript lines are kept, and a
-    // query asked again skips parsing, the catalog and encoding. Outputs are the same bytes.
+    // Issue 19 (live mode, `answer_cache`): the zones never change while the node runs, so
+    // the answer to a query depends on its bytes alone (the id aside): answers and their
+    // transcript lines are kept, and a query asked again skips parsing, the catalog and
+    // encoding. Outputs are the same bytes.
     let mut cache: BTreeMap<Vec<u8>, (Vec<u8>, String)> = BTreeMap::new();
     let mut reply = Vec::new();
     loop {
@@ -400,7 +406,7 @@ pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: DnsConfig) -> io::Resu
                 let line = uclab_proto::dns::transcript_line(&r);
                 net.transcript().message(net.now(), udp.local_addr(), src, "udp", &line);
                 let _ = udp.send_to(&r, src).await;
-                if n >= 12 && r.len() >= 12 && cache.len() < ANSWER_CACHE {
+                if cfg.answer_cache && n >= 12 && r.len() >= 12 && cache.len() < ANSWER_CACHE {
                     cache.insert(q[2..].to_vec(), (r, line));
                 }
             }

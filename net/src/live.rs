@@ -140,7 +140,7 @@ impl Net for LiveNet {
 
     fn bind_udp(&self, port: u16) -> BoxFuture<'_, io::Result<UdpSock>> {
         Box::pin(async move {
-            let s = tokio::net::UdpSocket::bind((self.ip, port)).await?;
+            let s = udp_socket(SocketAddr::new(self.ip, port))?;
             let (ip, egress) = (self.ip, self.egress.clone());
             let local = s.local_addr()?;
             Ok(UdpSock::new(
@@ -177,6 +177,22 @@ impl Net for LiveNet {
         &self.tls
     }
 }
+
+/// A live UDP socket bound to `at` with a receive buffer of [`UDP_RECV_BUFFER`] (the kernel
+/// caps it at `net.core.rmem_max`): a server's burst of requests (SIPp keeps 256 REGISTERs in
+/// flight) waits in the socket instead of being dropped, as Kamailio's and unbound's larger
+/// buffers keep it (issue 19).
+fn udp_socket(at: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = s.set_recv_buffer_size(UDP_RECV_BUFFER);
+    s.set_nonblocking(true)?;
+    s.bind(&at.into())?;
+    tokio::net::UdpSocket::from_std(s.into())
+}
+
+/// The receive buffer live UDP sockets ask for.
+const UDP_RECV_BUFFER: usize = 4 << 20;
 
 #[cfg(test)]
 mod tests {

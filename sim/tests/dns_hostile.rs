@@ -49,7 +49,13 @@ fn garbage_gets_formerr_or_dropped_and_the_server_keeps_answering() {
                 ZoneSource { origin: "example.com".into(), text: "www 60 IN A 10.0.0.80\n".into() };
             serve(
                 n,
-                DnsConfig { zones: vec![zone], forward: None, port: 53, live: Default::default() },
+                DnsConfig {
+                    zones: vec![zone],
+                    forward: None,
+                    port: 53,
+                    live: Default::default(),
+                    answer_cache: false,
+                },
             )
             .await?;
             Ok(())

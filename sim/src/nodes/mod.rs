@@ -415,6 +415,8 @@ pub fn plan(
                 forward,
                 port: own("dns"),
                 live: live.clone(),
+                // `uclab serve` (live addresses known) only: a simulated run stays as it was.
+                answer_cache: !live.is_empty(),
             })
         }
         NodeKind::Host { .. } => {
