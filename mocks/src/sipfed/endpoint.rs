@@ -171,7 +171,6 @@ pub struct Endpoint {
     subs_out: BTreeMap<(String, String), SubOut>,
     out_by_call: BTreeMap<String, (String, String)>,
     subs_in: BTreeMap<(String, String), SubIn>,
-    in_by_call: BTreeMap<String, (String, String)>,
     pending: BTreeMap<(String, u32), Pending>,
     /// Timers by when; stale ones (their subject gone or moved) are skipped when due.
     timers: BTreeSet<(Duration, Timer)>,
@@ -209,7 +208,6 @@ impl Endpoint {
             subs_out: BTreeMap::new(),
             out_by_call: BTreeMap::new(),
             subs_in: BTreeMap::new(),
-            in_by_call: BTreeMap::new(),
             pending: BTreeMap::new(),
             timers: BTreeSet::new(),
             out: VecDeque::new(),
@@ -239,6 +237,12 @@ impl Endpoint {
             .take_while(|((k, _), _)| *k == u)
             .map(|((_, w), _)| w.clone())
             .collect()
+    }
+
+    /// Timers set (tests: they stay bounded however often a peer refreshes).
+    #[cfg(test)]
+    pub(super) fn timer_count(&self) -> usize {
+        self.timers.len()
     }
 
     /// The next thing to do.
@@ -385,8 +389,11 @@ impl Endpoint {
         state: Option<FederatedState>,
     ) {
         let key = (bare(user), bare(watcher));
+        let full = self.pending.len() >= MAX_PENDING;
         let Some(sub) = self.subs_in.get_mut(&key) else { return };
-        if sub.last == Some(state) {
+        // Past the bound of requests in flight the state is not sent (nor marked sent): the
+        // next change tells it.
+        if sub.last == Some(state) || full {
             return;
         }
         sub.last = Some(state);
@@ -445,9 +452,7 @@ impl Endpoint {
     }
 
     fn drop_in(&mut self, key: &(String, String)) -> Option<SubIn> {
-        let sub = self.subs_in.remove(key)?;
-        self.in_by_call.remove(&sub.call_id);
-        Some(sub)
+        self.subs_in.remove(key)
     }
 
     fn drop_out(&mut self, key: &(String, String)) -> Option<SubOut> {
@@ -610,8 +615,11 @@ impl Endpoint {
                 self.send(now, domain_of(&watcher), n, What::Quiet);
                 self.signal(Signal::Unsubscribe { watcher, user });
             } else if let Some(s) = self.subs_in.get_mut(&key) {
+                // One timer per subscription, however often a peer refreshes.
+                let timer = Timer::Expire(key.0.clone(), key.1.clone());
+                self.timers.remove(&(s.expires, timer.clone()));
                 s.expires = now + Duration::from_secs(expires.into());
-                self.timers.insert((s.expires, Timer::Expire(key.0.clone(), key.1.clone())));
+                self.timers.insert((s.expires, timer));
             }
             return;
         }
@@ -637,7 +645,7 @@ impl Endpoint {
         let tag = self.new_tag();
         let expires_at = now + Duration::from_secs(expires.into());
         let sub = SubIn {
-            call_id: call_id.clone(),
+            call_id,
             tag: tag.clone(),
             remote_tag,
             target,
@@ -650,7 +658,6 @@ impl Endpoint {
         r.push("Contact", self.contact(&user));
         self.out.push_back(Output::Response { conn, msg: r });
         self.timers.insert((expires_at, Timer::Expire(key.0.clone(), key.1.clone())));
-        self.in_by_call.insert(call_id, key.clone());
         self.subs_in.insert(key, sub);
         self.signal(Signal::Subscribe { watcher, user });
     }
@@ -755,6 +762,7 @@ impl Endpoint {
         }
         let (Some(call), Some((n, _))) = (m.call_id(), m.cseq()) else { return };
         let Some(p) = self.pending.remove(&(call.to_owned(), n)) else { return };
+        self.timers.remove(&(p.deadline, Timer::Answer(call.to_owned(), n)));
         self.settle(now, p.what, code, m.expires(), m.tag("To"));
     }
 

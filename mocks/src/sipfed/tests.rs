@@ -362,3 +362,19 @@ fn unsubscribe_and_rejection_end_subscriptions() {
     assert!(sip_ok, "{:#?}", p.wire);
     let _ = sip::reason(200);
 }
+
+/// A peer refreshing its subscription again and again keeps one timer for it, and answered
+/// requests leave none behind.
+#[test]
+fn refreshes_do_not_grow_the_timers() {
+    let mut p = Pair::new();
+    p.a.subscribe(p.now, "alice@example.com", "bob@lync.example.net");
+    p.pump();
+    let base = (p.a.timer_count(), p.b.timer_count());
+    for _ in 0..50 {
+        // A's refresh, as its timer would send it, many times over.
+        p.advance(p.now + Duration::from_secs(SUB_EXPIRES as u64 / 2 + 1));
+    }
+    assert!(p.b.watched_by("bob@lync.example.net", "alice@example.com"));
+    assert_eq!((p.a.timer_count(), p.b.timer_count()), base, "timers stay as they were");
+}
