@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::check::Names;
-use super::file::NodeSpec;
+use super::file::{NodeSpec, S};
 use super::model::{NodeKind, S2sNode, SipDomainNode, XmppDomainNode};
 use super::nodes::Here;
 use super::{CheckError, Item};
@@ -87,21 +87,7 @@ pub(super) fn sip_domain(
     errs: &mut Vec<CheckError>,
 ) -> Option<NodeKind> {
     let n = &i.spec;
-    let Some(domain) = &n.domain else {
-        errs.push(i.src.err(
-            n.name.span().start,
-            format!("sip-domain node `{}` needs a `domain`", n.name.get_ref()),
-        ));
-        return None;
-    };
-    let d = domain.get_ref().to_ascii_lowercase();
-    if uclab_proto::dns::parse_name(&d).is_err() || d == here.domain.to_ascii_lowercase() {
-        errs.push(i.src.err(
-            domain.span().start,
-            format!("bad sip-domain `{d}`: a DNS name other than the lab's domain"),
-        ));
-        return None;
-    }
+    let (domain, d) = foreign_domain(i, here, "sip-domain", errs)?;
     if let Some(dns) = &n.dns {
         names.check_node(errs, i.src, dns, Some("dns"));
     }
@@ -169,21 +155,7 @@ pub(super) fn xmpp_domain(
     errs: &mut Vec<CheckError>,
 ) -> Option<NodeKind> {
     let n = &i.spec;
-    let Some(domain) = &n.domain else {
-        errs.push(i.src.err(
-            n.name.span().start,
-            format!("xmpp-domain node `{}` needs a `domain`", n.name.get_ref()),
-        ));
-        return None;
-    };
-    let d = domain.get_ref().to_ascii_lowercase();
-    if uclab_proto::dns::parse_name(&d).is_err() || d == here.domain.to_ascii_lowercase() {
-        errs.push(i.src.err(
-            domain.span().start,
-            format!("bad xmpp-domain `{d}`: a DNS name other than the lab's domain"),
-        ));
-        return None;
-    }
+    let (domain, d) = foreign_domain(i, here, "xmpp-domain", errs)?;
     for (id, pw) in &n.accounts {
         if !uclab_proto::jid::valid_bare(&format!("{id}@{d}")) || pw.is_empty() {
             errs.push(i.src.err(
@@ -219,4 +191,31 @@ pub(super) fn xmpp_domain(
         limits,
         s2s: s2s(i, names, errs),
     }))
+}
+
+/// The `domain` of a foreign domain's node (`kind`), lower case: a DNS name other than the
+/// lab's; `None` after an error.
+fn foreign_domain<'s>(
+    i: &'s Item<'_, NodeSpec>,
+    here: &Here<'_, '_>,
+    kind: &str,
+    errs: &mut Vec<CheckError>,
+) -> Option<(&'s S<String>, String)> {
+    let n = &i.spec;
+    let Some(domain) = &n.domain else {
+        errs.push(i.src.err(
+            n.name.span().start,
+            format!("{kind} node `{}` needs a `domain`", n.name.get_ref()),
+        ));
+        return None;
+    };
+    let d = domain.get_ref().to_ascii_lowercase();
+    if uclab_proto::dns::parse_name(&d).is_err() || d == here.domain.to_ascii_lowercase() {
+        errs.push(i.src.err(
+            domain.span().start,
+            format!("bad {kind} `{d}`: a DNS name other than the lab's domain"),
+        ));
+        return None;
+    }
+    Some((domain, d))
 }
