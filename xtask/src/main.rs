@@ -6,6 +6,7 @@
 
 #![allow(clippy::disallowed_methods)]
 
+mod table;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -626,6 +627,19 @@ fn fed_presence_one(n: usize, m: usize) -> bool {
     r.passed && away == n * m
 }
 
+/// Runs `sub` (a `*-one` subcommand) in a child process and returns its JSON line.
+fn in_child_json(sub: &str, args: &[String]) -> Option<serde_json::Value> {
+    let exe = std::env::current_exe().expect("own path");
+    let out = Command::new(&exe).arg(sub).args(args).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v =
+        text.lines().rev().find(|l| l.starts_with('{')).and_then(|l| serde_json::from_str(l).ok());
+    if v.is_none() {
+        eprintln!("{sub}: no result\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    v
+}
+
 /// Runs `sub` (a `*-one` subcommand) in a child process per argument and prints its JSON.
 fn in_child(sub: &str, args: &[String]) -> bool {
     let exe = std::env::current_exe().expect("own path");
@@ -708,6 +722,8 @@ fn main() -> ExitCode {
                 storm(if sizes.is_empty() { &[100, 1000, 10_000] } else { &sizes })
             }
             Some("cap1") => in_child("cap1-one", &[]),
+            // Issue 19: every row of the speed table, `--quick` small.
+            Some("table") => table::table(args.get(2).is_some_and(|a| a == "--quick")),
             // Issue 18: N users' presence crossing to M partner users (default 1,000 x 75).
             Some("fed-presence") => {
                 let n = args.get(2).cloned().unwrap_or_else(|| "1000".into());
@@ -769,6 +785,8 @@ fn main() -> ExitCode {
         }
         Some("failover-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(failover_one),
         Some("storm-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(storm_one),
+        Some("soak-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(table::soak_one),
+        Some("sweep-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(table::sweep_one),
         Some("mra-storm-one") => {
             args.get(1).and_then(|n| n.parse().ok()).is_some_and(mra_storm_one)
         }
@@ -783,6 +801,7 @@ fn main() -> ExitCode {
                  \n  bench   per scenario of SUITE (default dns): wall median of 5, sim/wall, peak RSS\
                  \n  bench storm [N..]  sign-in storm: N clients sign in together (default 100 1000 10000)\
                  \n  bench mra-storm [N]  N clients (default 1000) sign in through the edge together: HTTP, XMPP, SIP\
+                 \n  bench table [--quick]  issue 19's speed table: soak, CAP1, storm, sweep, live REGISTER and DNS against Kamailio and unbound\
                  \n  bench cap1         SPEC CAP1 presence storm: 3,000 users x 75 contacts change state\
                  \n  bench fed-presence [N [M]]  N users (default 1000) go away together, each watched by M (default 75) partner-domain users\
                  \n  bench cap2         SPEC CAP2: 1,000 users x 75 (then 500) contacts, one change each per simulated hour\
