@@ -118,6 +118,31 @@ pub async fn srv<N: Net>(net: &N, server: SocketAddr, name: &str) -> Lookup<Vec<
     }
 }
 
+/// SRV lookup of `name`, each target then looked up for its address (RFC 2782 order kept):
+/// `(address and port, target name)`; targets without an address are left out, and an SRV
+/// answer may come back empty (the caller says what that means). Used by the
+/// federation services (XMPP `_xmpp-server._tcp`, SIP `_sipfederationtls._tcp`).
+pub async fn srv_addrs<N: Net>(
+    net: &N,
+    server: SocketAddr,
+    name: &str,
+) -> Lookup<Vec<(SocketAddr, String)>> {
+    match srv(net, server, name).await {
+        Lookup::Found(targets) => {
+            let mut addrs = Vec::new();
+            for t in targets {
+                if let Lookup::Found(ip) = a(net, server, &t.address).await {
+                    let host = t.address.trim_end_matches('.').to_owned();
+                    addrs.push((SocketAddr::new(ip.into(), t.port), host));
+                }
+            }
+            Lookup::Found(addrs)
+        }
+        Lookup::NoRecord => Lookup::NoRecord,
+        Lookup::Failed(why) => Lookup::Failed(why),
+    }
+}
+
 /// A lookup of `name`: its first IPv4 address.
 pub async fn a<N: Net>(net: &N, server: SocketAddr, name: &str) -> Lookup<Ipv4Addr> {
     match ask(net, server, name, QType::A).await {

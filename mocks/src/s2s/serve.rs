@@ -152,14 +152,9 @@ async fn route<N: Net>(
         return Ok(a.clone());
     }
     let Some(dns) = s.dns else { return Err("remote-server-not-found") };
-    match resolve::srv(net, dns, &format!("_xmpp-server._tcp.{remote}")).await {
+    match resolve::srv_addrs(net, dns, &format!("_xmpp-server._tcp.{remote}")).await {
         Lookup::Found(targets) => {
-            let mut addrs = Vec::new();
-            for t in targets {
-                if let Lookup::Found(ip) = resolve::a(net, dns, &t.address).await {
-                    addrs.push(SocketAddr::new(ip.into(), t.port));
-                }
-            }
+            let addrs: Vec<SocketAddr> = targets.into_iter().map(|(a, _)| a).collect();
             if addrs.is_empty() { Err("remote-server-not-found") } else { Ok(addrs) }
         }
         // RFC 6120 §3.2.2: without SRV, the domain itself on the default port.

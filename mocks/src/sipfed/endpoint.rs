@@ -665,13 +665,13 @@ impl Endpoint {
     fn on_notify(&mut self, conn: ConnId, m: &Message, notifier: String, watcher: String) {
         let call_id = m.call_id().unwrap_or("");
         let key = self.out_by_call.get(call_id).cloned();
+        // Ours: our tag, to our watcher, from its target.
         let ours = key.as_ref().is_some_and(|k| {
             self.subs_out.get(k).is_some_and(|s| m.tag("To").as_deref() == Some(s.tag.as_str()))
-                && k_matches(k, &watcher, &notifier)
+                && (k.0.as_str(), k.1.as_str()) == (watcher.as_str(), notifier.as_str())
         });
-        let terminated = m
-            .get("Subscription-State")
-            .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("terminated"));
+        let sub_state = m.get("Subscription-State").unwrap_or("").trim().to_ascii_lowercase();
+        let terminated = sub_state.starts_with("terminated");
         let Some(key) = key.filter(|_| ours) else {
             // The final NOTIFY after our own unsubscribe finds nothing left to end.
             let code = if terminated { 200 } else { 481 };
@@ -683,8 +683,7 @@ impl Endpoint {
             self.answer(conn, m, 489, None, &[("Allow-Events", "presence".to_owned())]);
             return;
         }
-        let sub_state = m.get("Subscription-State").unwrap_or("").to_ascii_lowercase();
-        if sub_state.starts_with("terminated") {
+        if terminated {
             self.answer(conn, m, 200, None, &[]);
             self.drop_out(&key);
             let (to, from) = key;
@@ -871,9 +870,4 @@ impl Endpoint {
             }
         }
     }
-}
-
-/// Whether a NOTIFY's parties are the subscription's: to our watcher, from its target.
-fn k_matches((watcher, target): &(String, String), to: &str, from: &str) -> bool {
-    watcher == to && target == from
 }

@@ -221,19 +221,9 @@ async fn route<N: Net>(
         return Ok(a.iter().map(|a| (*a, remote.to_owned())).collect());
     }
     let Some(dns) = s.dns else { return Err("no static route and no DNS".into()) };
-    match resolve::srv(net, dns, &format!("_sipfederationtls._tcp.{remote}")).await {
-        Lookup::Found(targets) => {
-            let mut addrs = Vec::new();
-            for t in targets {
-                if let Lookup::Found(ip) = resolve::a(net, dns, &t.address).await {
-                    addrs.push((
-                        SocketAddr::new(ip.into(), t.port),
-                        t.address.trim_end_matches('.').to_owned(),
-                    ));
-                }
-            }
-            if addrs.is_empty() { Err("the SRV targets have no address".into()) } else { Ok(addrs) }
-        }
+    match resolve::srv_addrs(net, dns, &format!("_sipfederationtls._tcp.{remote}")).await {
+        Lookup::Found(addrs) if addrs.is_empty() => Err("the SRV targets have no address".into()),
+        Lookup::Found(addrs) => Ok(addrs),
         Lookup::NoRecord => Err("no _sipfederationtls._tcp record and no static route".into()),
         Lookup::Failed(why) => Err(format!("_sipfederationtls._tcp lookup failed ({why})")),
     }

@@ -170,18 +170,7 @@ pub(super) fn s2s_settings(
     let node_addr = |name: &str, p: u16| {
         s.nodes.iter().find(|x| x.name == name).map(|x| at(SocketAddr::new(x.ip, p)))
     };
-    let mut static_routes: BTreeMap<String, Vec<SocketAddr>> = f
-        .static_routes
-        .iter()
-        .filter_map(|(d, to)| {
-            let addr = to
-                .parse::<SocketAddr>()
-                .ok()
-                .map(at)
-                .or_else(|| node_addr(to, s2s::serve::S2S_PORT))?;
-            Some((d.clone(), vec![addr]))
-        })
-        .collect();
+    let mut static_routes = super::static_routes(s, &f.static_routes, s2s::serve::S2S_PORT, live);
     // SPEC FED2: an IM&P node's cluster names itself by its nodes' names (a certificate
     // naming them all), and reaches each peer cluster's node name at that node, then at the
     // other nodes of its cluster.

@@ -832,3 +832,23 @@ fn lockout_clock<N: Net + Clone + 'static>(
         l.set_clock(Rc::new(move || clock.now()));
     }
 }
+
+/// SPEC FED4's static routes of a federating server: each domain's `host:port`, or a node
+/// name reached on `port`, at its live address in `uclab serve` (unknown names are left out).
+pub(super) fn static_routes(
+    s: &Scenario,
+    routes: &BTreeMap<String, String>,
+    port: u16,
+    live: &BTreeMap<SocketAddr, SocketAddr>,
+) -> BTreeMap<String, Vec<SocketAddr>> {
+    let at = |sim: SocketAddr| live.get(&sim).copied().unwrap_or(sim);
+    routes
+        .iter()
+        .filter_map(|(d, to)| {
+            let sim = to.parse::<SocketAddr>().ok().or_else(|| {
+                s.nodes.iter().find(|x| &x.name == to).map(|x| SocketAddr::new(x.ip, port))
+            })?;
+            Some((d.clone(), vec![at(sim)]))
+        })
+        .collect()
+}

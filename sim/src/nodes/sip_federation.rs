@@ -29,14 +29,7 @@ pub(super) fn settings(
     let node_addr = |name: &str, p: u16| {
         s.nodes.iter().find(|x| x.name == name).map(|x| at(SocketAddr::new(x.ip, p)))
     };
-    let static_routes = routes
-        .iter()
-        .filter_map(|(d, to)| {
-            let a =
-                to.parse::<SocketAddr>().ok().map(at).or_else(|| node_addr(to, SIP_TLS_PORT))?;
-            Some((d.clone(), vec![a]))
-        })
-        .collect();
+    let static_routes = super::static_routes(s, routes, SIP_TLS_PORT, live);
     SipFedSettings {
         domain: domain.to_ascii_lowercase(),
         host: n.name.clone(),
