@@ -92,7 +92,7 @@ pub async fn run<N: Net + Clone + 'static>(
                     io.feed(&mut engine, m);
                     continue;
                 }
-                () = tokio::time::sleep(d - now) => {}
+                () = uclab_net::time::sleep(d - now) => {}
             },
             None => match io.rx.recv().await {
                 Some(m) => {

@@ -347,14 +347,15 @@ pub async fn serve<N: Net + Clone + 'static>(net: N, cfg: DnsConfig) -> io::Resu
                     let peer = c.peer_addr();
                     let local = c.local_addr();
                     loop {
-                        let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, c.read_u16()).await else {
+                        let Ok(Ok(len)) = uclab_net::time::timeout(TCP_IDLE, c.read_u16()).await
+                        else {
                             break;
                         };
                         // The body has the same deadline: a client that sends a length and
                         // then stalls (slowloris) is cut off too.
                         let mut q = vec![0u8; usize::from(len)];
                         if !matches!(
-                            tokio::time::timeout(TCP_IDLE, c.read_exact(&mut q)).await,
+                            uclab_net::time::timeout(TCP_IDLE, c.read_exact(&mut q)).await,
                             Ok(Ok(_))
                         ) {
                             break;
@@ -457,7 +458,7 @@ async fn forward_query<N: Net>(net: &N, upstream: Option<SocketAddr>, q: &[u8]) 
         let deadline = net.now() + FORWARD_TIMEOUT;
         loop {
             let left = deadline.saturating_sub(net.now());
-            match tokio::time::timeout(left, sock.recv_from(&mut buf)).await {
+            match uclab_net::time::timeout(left, sock.recv_from(&mut buf)).await {
                 Ok(Ok((n, from)))
                     if from == upstream && n >= 12 && buf[..2] == id.to_be_bytes() =>
                 {

@@ -33,7 +33,7 @@ pub async fn serve<N: Net + 'static>(net: N, ports: Vec<u16>) -> io::Result<()> 
                 tokio::task::spawn_local(async move {
                     let _slot = slot;
                     let mut buf = [0u8; 4096];
-                    while let Ok(Ok(n)) = tokio::time::timeout(IDLE, c.read(&mut buf)).await {
+                    while let Ok(Ok(n)) = uclab_net::time::timeout(IDLE, c.read(&mut buf)).await {
                         if n == 0 {
                             break;
                         }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use uclab_net::{BoxFuture, Net};
 
 use crate::limits::{self, ConnLimit};
@@ -169,7 +169,7 @@ async fn to_request(req: hyper::Request<Incoming>) -> Result<Request, Response> 
         .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
     let collect = Limited::new(req.into_body(), MAX_BODY).collect();
-    let body = match tokio::time::timeout(SLOW_CLIENT, collect).await {
+    let body = match uclab_net::time::timeout(SLOW_CLIENT, collect).await {
         Ok(Ok(b)) => b.to_bytes().to_vec(),
         Ok(Err(_)) => return Err(Response::text(413, "Payload Too Large")),
         Err(_) => {
@@ -245,7 +245,7 @@ pub async fn serve_async<N: Net + Clone + 'static>(
             match tls {
                 Some(cfg) => {
                     let Ok(Ok(s)) =
-                        tokio::time::timeout(SLOW_CLIENT, net.tls().accept(cfg, tcp)).await
+                        uclab_net::time::timeout(SLOW_CLIENT, net.tls().accept(cfg, tcp)).await
                     else {
                         return;
                     };
@@ -297,7 +297,7 @@ async fn serve_conn<N, I>(
     });
     let mut b = hyper::server::conn::http1::Builder::new();
     b.auto_date_header(false)
-        .timer(TokioTimer::new())
+        .timer(uclab_net::time::HyperTimer)
         .header_read_timeout(SLOW_CLIENT)
         .max_buf_size(MAX_HEAD)
         .keep_alive(true);

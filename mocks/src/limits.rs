@@ -30,7 +30,7 @@ pub async fn next_conn(listener: &uclab_net::TcpAcceptor) -> uclab_net::TcpConn 
     loop {
         match listener.accept().await {
             Ok(c) => return c,
-            Err(_) => tokio::time::sleep(ACCEPT_RETRY).await,
+            Err(_) => uclab_net::time::sleep(ACCEPT_RETRY).await,
         }
     }
 }

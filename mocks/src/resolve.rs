@@ -86,7 +86,7 @@ async fn ask<N: Net>(
         let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
         let mut buf = vec![0u8; 4096];
         loop {
-            let got = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await;
+            let got = uclab_net::time::timeout_at(deadline, sock.recv_from(&mut buf)).await;
             let Ok(Ok((n, from))) = got else {
                 last = "timeout".into();
                 break;

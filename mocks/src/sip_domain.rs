@@ -159,7 +159,7 @@ pub async fn serve<N: Net + Clone + 'static>(
     tokio::task::spawn_local(async move {
         // Steps already past (a node restarted after them) are not done again.
         for (at, c) in script.steps.iter().filter(|(at, _)| *at >= clock.now()) {
-            tokio::time::sleep(at.saturating_sub(clock.now())).await;
+            uclab_net::time::sleep(at.saturating_sub(clock.now())).await;
             if tx.send(c.clone()).await.is_err() {
                 return;
             }

@@ -239,7 +239,7 @@ impl Pool {
         list.push(conn);
         let (pool, max_idle) = (Rc::downgrade(&self.idle), self.max_idle);
         tokio::task::spawn_local(async move {
-            tokio::time::sleep(max_idle).await;
+            crate::time::sleep(max_idle).await;
             let Some(pool) = pool.upgrade() else { return };
             let mut idle = pool.borrow_mut();
             if let Some(list) = idle.get_mut(&key) {
@@ -381,7 +381,7 @@ mod tests {
             let (mut conn, server) = connect(Peer::Keep).await;
             get(&mut conn).await.expect("answer");
             pool.put(key(8443), conn, Duration::ZERO);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            crate::time::sleep(Duration::from_millis(50)).await;
             assert!(pool.is_empty());
             assert_eq!(server.await.expect("server"), 1);
 

@@ -114,7 +114,7 @@ impl Net for SimNet {
                     let mut rto = SYN_RTO;
                     loop {
                         self.capture.tcp_syn_unanswered(self.elapsed(), local, to);
-                        tokio::time::sleep(rto).await;
+                        crate::time::sleep(rto).await;
                         rto = (rto * 2).min(Duration::from_secs(60));
                     }
                 }

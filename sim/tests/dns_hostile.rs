@@ -30,7 +30,7 @@ async fn udp_ask<N: Net>(net: &N, bytes: &[u8]) -> Option<Vec<u8>> {
     let s = net.bind_udp(0).await.ok()?;
     s.send_to(bytes, SocketAddr::new(SERVER, 53)).await.ok()?;
     let mut buf = vec![0u8; 4096];
-    match tokio::time::timeout(Duration::from_secs(1), s.recv_from(&mut buf)).await {
+    match uclab_net::time::timeout(Duration::from_secs(1), s.recv_from(&mut buf)).await {
         Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
         _ => None,
     }
@@ -86,12 +86,12 @@ fn garbage_gets_formerr_or_dropped_and_the_server_keeps_answering() {
         let mut c = n.connect(SocketAddr::new(SERVER, 53)).await?;
         c.write_all(&[0, 0]).await?;
         let mut buf = [0u8; 2];
-        let got = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf)).await;
+        let got = uclab_net::time::timeout(Duration::from_secs(2), c.read(&mut buf)).await;
         assert!(matches!(got, Ok(Ok(0)) | Ok(Ok(2)) | Ok(Err(_))), "closed or answered: {got:?}");
         let mut c = n.connect(SocketAddr::new(SERVER, 53)).await?;
         c.write_all(&[0x01, 0x00, 0xAA]).await?; // 256 bytes promised, 1 sent, then silence
         // The server's idle timeout (10 s) ends the connection: EOF, not a hang.
-        let got = tokio::time::timeout(Duration::from_secs(15), c.read(&mut buf)).await;
+        let got = uclab_net::time::timeout(Duration::from_secs(15), c.read(&mut buf)).await;
         assert!(matches!(got, Ok(Ok(0)) | Ok(Err(_))), "stalled client must be cut off: {got:?}");
         // A proper TCP query still works.
         let mut c = n.connect(SocketAddr::new(SERVER, 53)).await?;

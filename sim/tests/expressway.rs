@@ -35,7 +35,7 @@ async fn edge(net: &SimNet, path: &str, headers: &[(&str, String)]) -> String {
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
+    let _ = uclab_net::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -64,7 +64,7 @@ fn mra1_edge_through_the_traversal_zone() {
     sim.client(CAROL, async move {
         let net = SimNet::new(CAROL, "carol", &lab);
         let t0 = tokio::time::Instant::now();
-        let at = |s: u64| tokio::time::sleep_until(t0 + Duration::from_secs(s));
+        let at = |s: u64| uclab_net::time::sleep_until(t0 + Duration::from_secs(s));
         at(2).await;
         let gec = get_edge_config_path("example.com");
         // Good credentials: the configuration and a cookie.

@@ -94,7 +94,7 @@ fn mra1_xmpp_through_the_edge() {
     sim.client(CAROL, async move {
         let net = SimNet::new(CAROL, "carol", &lab);
         let t0 = tokio::time::Instant::now();
-        let at = |s: u64| tokio::time::sleep_until(t0 + Duration::from_secs(s));
+        let at = |s: u64| uclab_net::time::sleep_until(t0 + Duration::from_secs(s));
         at(2).await;
         // Carol signs in through the edge and binds: the full JID comes back.
         let (mut a, b) = signed_in(&net, "carol", "edge").await;
@@ -221,7 +221,7 @@ fn mra1_hostile_input_at_the_edge() {
     let out = outcome.clone();
     sim.client(CAROL, async move {
         let net = SimNet::new(CAROL, "carol", &lab);
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        uclab_net::time::sleep(Duration::from_secs(2)).await;
         let (mut a, _) = signed_in(&net, "carol", "steady").await;
         let tls = |io: Box<dyn AsyncIo>| {
             let cfg = net.tls().client_config(&[]).unwrap();
@@ -234,7 +234,7 @@ fn mra1_hostile_input_at_the_edge() {
             let mut got = Vec::new();
             let mut buf = [0u8; 8192];
             while let Ok(Ok(n)) =
-                tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await
+                uclab_net::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await
             {
                 if n == 0 {
                     break;
@@ -252,7 +252,7 @@ fn mra1_hostile_input_at_the_edge() {
         let mut plain = net.connect(SocketAddr::new(EXPE, 5061)).await.unwrap();
         plain.write_all(&corpus[0].1).await.unwrap();
         let mut buf = [0u8; 4096];
-        let r = tokio::time::timeout(Duration::from_secs(15), plain.read(&mut buf)).await;
+        let r = uclab_net::time::timeout(Duration::from_secs(15), plain.read(&mut buf)).await;
         assert!(matches!(r, Ok(Ok(0) | Err(_))) || matches!(r, Ok(Ok(n)) if !buf[..n].starts_with(b"SIP/2.0")));
         // A 10 MB stanza after STARTTLS: policy-violation, that stream alone.
         let (mut big, _) = to_sasl(&net).await;
@@ -260,7 +260,7 @@ fn mra1_hostile_input_at_the_edge() {
         big.send("<message to='alice@example.com'><body>").await;
         for _ in 0..160 {
             // E stops reading once it has refused the stanza: the writer gives up then.
-            let w = tokio::time::timeout(Duration::from_secs(5), big.io.write_all(chunk.as_bytes()));
+            let w = uclab_net::time::timeout(Duration::from_secs(5), big.io.write_all(chunk.as_bytes()));
             if !matches!(w.await, Ok(Ok(()))) {
                 break;
             }
@@ -277,7 +277,7 @@ fn mra1_hostile_input_at_the_edge() {
         let tcp = net.connect(SocketAddr::new(EXPE, 5061)).await.unwrap();
         let mut s = tls(Box::new(tcp)).await.unwrap();
         s.write_all(reg.as_bytes()).await.unwrap();
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
+        let n = uclab_net::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
         let r = String::from_utf8_lossy(&buf[..n]);
         assert!(r.starts_with("SIP/2.0 401 Unauthorized"), "{r}");
         out.borrow_mut().push("still serving".into());

@@ -38,7 +38,7 @@ async fn exchange(net: &SimNet, raw: &[u8]) -> String {
     let mut s = net.tls().connect(cfg, "cucm1.example.com", tcp).await.unwrap();
     s.write_all(raw).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out)).await;
+    let _ = uclab_net::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -88,7 +88,7 @@ fn hostile_http_gets_statuses_or_closes_and_uds_keeps_serving() {
         // A TCP connection that never starts TLS is cut off too.
         let mut idle = net.connect(SocketAddr::new(CUCM, 8443)).await.unwrap();
         let mut buf = [0u8; 16];
-        let got = tokio::time::timeout(Duration::from_secs(15), idle.read(&mut buf)).await;
+        let got = uclab_net::time::timeout(Duration::from_secs(15), idle.read(&mut buf)).await;
         assert!(matches!(got, Ok(Ok(0)) | Ok(Err(_))), "idle TLS not cut off: {got:?}");
         // And the service still answers properly, with no Date header (no real clock).
         let r = exchange(&net, b"GET /cucm-uds/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;

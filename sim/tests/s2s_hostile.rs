@@ -91,7 +91,7 @@ fn fed1_hostile_peers_are_refused_and_the_real_partner_keeps_working() {
     }
     let evil = SimNet::new(EVIL, "evil", &lab);
     sim.client(EVIL, async move {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        uclab_net::time::sleep(Duration::from_secs(2)).await;
         // A stanza before TLS.
         let mut c = Raw::connect(&evil, SocketAddr::new(IMP1, 5269)).await;
         c.send(&server_stream_header("partner.example.org", "example.com", None)).await;

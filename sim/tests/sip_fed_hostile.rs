@@ -37,7 +37,7 @@ fn fed3_hostile_sip_peers_are_refused_and_the_real_domain_keeps_working() {
     transcript.set_name(EVIL, "evil");
     let evil = SimNet::new(EVIL, "evil", &lab);
     sim.client(EVIL, async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        uclab_net::time::sleep(Duration::from_millis(500)).await;
         let to = SocketAddr::new(IMP1, 5061);
         // No client certificate: the server refuses the handshake; no SIP is read.
         let mut c = Raw::connect(&evil, to).await;
@@ -61,7 +61,7 @@ fn fed3_hostile_sip_peers_are_refused_and_the_real_domain_keeps_working() {
             .await;
         assert!(c.closes_within(15).await, "framing lost: closed");
         // Stay until the real domain has spoken (its step at 1.5 s).
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        uclab_net::time::sleep(Duration::from_secs(3)).await;
         Ok(())
     });
     sim.run().unwrap();

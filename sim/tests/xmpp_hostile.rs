@@ -40,7 +40,7 @@ async fn read_until<S: AsyncRead + Unpin>(s: &mut S, needle: &str) -> String {
     let mut buf = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while !String::from_utf8_lossy(&out).contains(needle) {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+        match uclab_net::time::timeout_at(deadline, s.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
             Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
         }
@@ -155,7 +155,7 @@ fn hostile_xmpp_peers_get_stream_errors_and_others_carry_on() {
         let mut sent = head.len();
         while sent < 10 * 1024 * 1024 {
             // Once the server stops reading, writes fail or stall: either ends the attack.
-            match tokio::time::timeout(Duration::from_secs(5), send(&mut s, &chunk)).await {
+            match uclab_net::time::timeout(Duration::from_secs(5), send(&mut s, &chunk)).await {
                 Ok(Ok(())) => sent += chunk.len(),
                 _ => break,
             }
@@ -214,7 +214,7 @@ async fn one_time_password(net: &SimNet, soap: SocketAddr) -> String {
         };
         s.write_all(post(body).as_bytes()).await.unwrap();
         let mut out = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        let _ = uclab_net::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
         let text = String::from_utf8_lossy(&out).into_owned();
         let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
         let value = match epas::parse_response(body.as_bytes()) {

@@ -236,7 +236,7 @@ impl CallMedia {
         }));
         r.pinhole = Some(tokio::task::spawn_local(async move {
             loop {
-                tokio::time::sleep(PINHOLE_EVERY).await;
+                uclab_net::time::sleep(PINHOLE_EVERY).await;
                 if let Some(s) = sock.take() {
                     let _ = s.send_to(&[], e).await;
                     sock.set(Some(s));

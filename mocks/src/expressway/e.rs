@@ -324,7 +324,7 @@ async fn forward<N: Net>(net: &N, st: &Shared, req: &Request, summary: &str) -> 
         net.transcript().message(net.now(), link.local, link.peer, "tcp", &line);
         (id, orx)
     };
-    match tokio::time::timeout(REQUEST_DEADLINE, rx).await {
+    match uclab_net::time::timeout(REQUEST_DEADLINE, rx).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(_)) => Response::text(502, "Bad Gateway: the traversal zone went down"),
         Err(_) => {
@@ -362,7 +362,7 @@ async fn traversal<N: Net + Clone + 'static>(
                     &format!("TRAVERSAL refused: {why}"),
                 );
             };
-            let s = match tokio::time::timeout(SLOW_CLIENT, net.tls().accept(tls, tcp)).await {
+            let s = match uclab_net::time::timeout(SLOW_CLIENT, net.tls().accept(tls, tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return refuse(&format!("TLS: {e}")),
                 Err(_) => return refuse("no TLS handshake"),

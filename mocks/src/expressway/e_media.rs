@@ -159,7 +159,7 @@ async fn run<N: Net>(
     let mut client: Option<SocketAddr> = None;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        let (n, from) = match tokio::time::timeout(IDLE, sock.recv_from(&mut buf)).await {
+        let (n, from) = match uclab_net::time::timeout(IDLE, sock.recv_from(&mut buf)).await {
             Ok(Ok(x)) => x,
             Ok(Err(_)) => continue, // an ICMP error for an earlier send
             Err(_) => return,

@@ -77,7 +77,7 @@ async fn connection<N: Net>(
     let (local, peer) = (tcp.local_addr(), tcp.peer_addr());
     let log = |line: &str| net.transcript().message(net.now(), local, peer, "tcp", line);
     let mut io: Box<dyn uclab_net::AsyncIo> =
-        match tokio::time::timeout(SLOW_CLIENT, net.tls().accept(tls, Box::new(tcp))).await {
+        match uclab_net::time::timeout(SLOW_CLIENT, net.tls().accept(tls, Box::new(tcp))).await {
             Ok(Ok(t)) => Box::new(t),
             Ok(Err(e)) => return log(&format!("SIP-EDGE closed: TLS: {e}")),
             Err(_) => return log("SIP-EDGE closed: no TLS handshake"),
@@ -94,7 +94,7 @@ async fn connection<N: Net>(
         let mut out: Vec<u8> = Vec::new();
         tokio::select! {
             biased;
-            r = tokio::time::timeout(wait, io.read(&mut buf)) => {
+            r = uclab_net::time::timeout(wait, io.read(&mut buf)) => {
                 let n = match r {
                     Ok(Ok(0) | Err(_)) => {
                         if let Some(c) = chan.take() {
@@ -161,7 +161,7 @@ async fn connection<N: Net>(
                             if let Some(c) = chan.take() {
                                 c.close(net, "the client's SIP framing was lost");
                             }
-                            let _ = tokio::time::timeout(WRITE_TIMEOUT, io.write_all(&out)).await;
+                            let _ = uclab_net::time::timeout(WRITE_TIMEOUT, io.write_all(&out)).await;
                             return;
                         }
                     }
@@ -199,19 +199,19 @@ async fn connection<N: Net>(
                 Some(ChanEvent::Close(reason)) => {
                     drop(chan.take()); // closed by C: nothing to tell it
                     log(&format!("SIP-EDGE closed: {reason}"));
-                    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+                    let _ = uclab_net::time::timeout(Duration::from_secs(1), io.shutdown()).await;
                     return;
                 }
                 None => {
                     drop(chan.take());
                     log("SIP-EDGE closed: traversal zone down");
-                    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+                    let _ = uclab_net::time::timeout(Duration::from_secs(1), io.shutdown()).await;
                     return;
                 }
             },
         }
         if !out.is_empty() {
-            let w = tokio::time::timeout(WRITE_TIMEOUT, async {
+            let w = uclab_net::time::timeout(WRITE_TIMEOUT, async {
                 io.write_all(&out).await?;
                 io.flush().await
             })

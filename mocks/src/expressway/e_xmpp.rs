@@ -63,7 +63,7 @@ async fn connection<N: Net>(
         while let Some(a) = s.poll() {
             match a {
                 Action::Send(b) => {
-                    let w = tokio::time::timeout(WRITE_TIMEOUT, io.write_all(&b)).await;
+                    let w = uclab_net::time::timeout(WRITE_TIMEOUT, io.write_all(&b)).await;
                     if !matches!(w, Ok(Ok(()))) {
                         if let Some(c) = chan.take() {
                             c.close(net, "client does not read");
@@ -74,7 +74,7 @@ async fn connection<N: Net>(
                 Action::StartTls => {
                     let _ = io.flush().await;
                     let left = until(net, s.poll_timeout());
-                    match tokio::time::timeout(left, net.tls().accept(tls.clone(), io)).await {
+                    match uclab_net::time::timeout(left, net.tls().accept(tls.clone(), io)).await {
                         Ok(Ok(t)) => io = Box::new(t),
                         Ok(Err(e)) => return log(true, &format!("XMPP-EDGE closed: TLS: {e}")),
                         Err(_) => return log(true, "XMPP-EDGE closed: no TLS handshake"),
@@ -97,7 +97,7 @@ async fn connection<N: Net>(
                     }
                 }
                 Action::Close => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = uclab_net::time::timeout(Duration::from_secs(1), async {
                         io.flush().await?;
                         io.shutdown().await
                     })
@@ -114,7 +114,7 @@ async fn connection<N: Net>(
         // Biased (a replay must not depend on tokio's pick): the client first.
         tokio::select! {
             biased;
-            r = tokio::time::timeout(wait, io.read(&mut buf)) => match r {
+            r = uclab_net::time::timeout(wait, io.read(&mut buf)) => match r {
                 Ok(Ok(0) | Err(_)) => s.handle_eof(),
                 Ok(Ok(n)) => s.handle_client(net.now(), &buf[..n]),
                 Err(_) => s.handle_timeout(net.now()),

@@ -193,7 +193,7 @@ fn bad_gateway(status: u16, e: &UpstreamError) -> Answer {
 
 /// Handles one request from the E node `edge` (its FQDN), within [`C_DEADLINE`].
 pub async fn handle<N: Net>(ctx: &Ctx<N>, edge: &str, req: Request) -> Answer {
-    match tokio::time::timeout(C_DEADLINE, handle_inner(ctx, edge, req)).await {
+    match uclab_net::time::timeout(C_DEADLINE, handle_inner(ctx, edge, req)).await {
         Ok(a) => a,
         Err(_) => {
             let why = format!("no answer inside within {} s", C_DEADLINE.as_secs());

@@ -87,7 +87,7 @@ async fn serve<N: Net + Clone + 'static>(
     let line = format!("TRAVERSAL OPEN {ch} {header} -> {node}");
     net.transcript().message(net.now(), local, to, "tcp", &line);
     let mut io =
-        match tokio::time::timeout(C_DEADLINE, connect(ctx, &node, port, &xcp.domain)).await {
+        match uclab_net::time::timeout(C_DEADLINE, connect(ctx, &node, port, &xcp.domain)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Some(format!("{node}: {}", why(&e))),
             Err(_) => {
@@ -111,7 +111,7 @@ async fn serve<N: Net + Clone + 'static>(
             },
             ev = rx.recv() => match ev {
                 Some(ChanEvent::Data(b)) => {
-                    let w = tokio::time::timeout(DEAD_AFTER, io.write_all(&b)).await;
+                    let w = uclab_net::time::timeout(DEAD_AFTER, io.write_all(&b)).await;
                     if !matches!(w, Ok(Ok(()))) {
                         return Some(format!("{node} does not read"));
                     }
@@ -119,7 +119,7 @@ async fn serve<N: Net + Clone + 'static>(
                 // E closed the channel (the client left, or broke the stream).
                 Some(ChanEvent::Media(_)) => {}
                 Some(ChanEvent::Close(_)) | None => {
-                    let _ = tokio::time::timeout(DEAD_AFTER, io.shutdown()).await;
+                    let _ = uclab_net::time::timeout(DEAD_AFTER, io.shutdown()).await;
                     return None;
                 }
             },

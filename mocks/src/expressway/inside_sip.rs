@@ -78,7 +78,7 @@ pub(crate) async fn serve<N: Net + Clone + 'static>(
     let end = relay(ctx, (ends, ch, client), rx, tx, &mut media, &mut inside).await;
     media.close_all(ctx);
     if let Some(mut i) = inside.take() {
-        let _ = tokio::time::timeout(DEAD_AFTER, i.io.shutdown()).await;
+        let _ = uclab_net::time::timeout(DEAD_AFTER, i.io.shutdown()).await;
     }
     end
 }
@@ -194,7 +194,7 @@ async fn relay<N: Net + Clone + 'static>(
                             let line = sip::transcript_line(&m);
                             net.transcript().message(net.now(), i.local, i.peer, "tcp", &line);
                             let bytes = m.to_bytes();
-                            let w = tokio::time::timeout(DEAD_AFTER, i.io.write_all(&bytes));
+                            let w = uclab_net::time::timeout(DEAD_AFTER, i.io.write_all(&bytes));
                             if !matches!(w.await, Ok(Ok(()))) {
                                 return Some(format!("{} does not read", i.node));
                             }
@@ -255,7 +255,7 @@ async fn reach<N: Net>(ctx: &Ctx<N>, first: &Message) -> Result<Inside, (u16, St
         let io: Stream = Box::new(tcp);
         Ok(Inside { io, hop, node: host.clone(), local, peer })
     };
-    match tokio::time::timeout(C_DEADLINE, connect).await {
+    match uclab_net::time::timeout(C_DEADLINE, connect).await {
         Ok(Ok(i)) => Ok(i),
         Ok(Err(why)) => Err((503, why)),
         Err(_) => Err((503, format!("{host}: no answer within {}s", C_DEADLINE.as_secs()))),

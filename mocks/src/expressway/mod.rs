@@ -126,7 +126,7 @@ pub(crate) async fn next_frame<R: AsyncRead + Unpin>(
         if let Some(f) = Frame::decode(buf)? {
             return Ok(f);
         }
-        match tokio::time::timeout(idle, rd.read(&mut chunk)).await {
+        match uclab_net::time::timeout(idle, rd.read(&mut chunk)).await {
             Err(_) => return Err(ZoneEnd::Silent),
             Ok(Ok(0)) => return Err(ZoneEnd::Closed),
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
@@ -142,7 +142,7 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
     while let Some(b) = rx.recv().await {
-        let sent = tokio::time::timeout(DEAD_AFTER, async {
+        let sent = uclab_net::time::timeout(DEAD_AFTER, async {
             wr.write_all(&b).await?;
             wr.flush().await
         })
@@ -151,5 +151,5 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(
             return;
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+    let _ = uclab_net::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
 }

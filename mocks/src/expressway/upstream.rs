@@ -124,7 +124,7 @@ pub async fn exchange<N: Net>(
         let _slot = sem.acquire().await.map_err(|_| UpstreamError::Timeout)?;
         exchange_inner(net, &slots.idle, req).await
     };
-    match tokio::time::timeout(UPSTREAM_DEADLINE, run).await {
+    match uclab_net::time::timeout(UPSTREAM_DEADLINE, run).await {
         Ok(r) => r,
         Err(_) => Err(UpstreamError::Timeout),
     }

@@ -74,7 +74,7 @@ async fn zone_loop<N: Net + Clone + 'static>(ctx: Rc<Ctx<N>>, edge: EdgePeer, ki
     let mut say_up = kind == ZoneKind::Http;
     loop {
         let no_port = SocketAddr::new(net.local_ip(), 0);
-        match tokio::time::timeout(CONNECT_DEADLINE, open(&ctx, &edge.fqdn, to)).await {
+        match uclab_net::time::timeout(CONNECT_DEADLINE, open(&ctx, &edge.fqdn, to)).await {
             Ok(Ok((stream, local, buf))) => {
                 let line = format!(
                     "TRAVERSAL zone up to {} (client certificate {})",
@@ -109,7 +109,7 @@ async fn zone_loop<N: Net + Clone + 'static>(ctx: Rc<Ctx<N>>, edge: EdgePeer, ki
             }
         }
         say_up = true;
-        tokio::time::sleep(backoff).await;
+        uclab_net::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
@@ -156,7 +156,7 @@ async fn run_zone<N: Net + Clone + 'static>(
     let pinger = tokio::task::spawn_local(async move {
         let mut n = 0u64;
         loop {
-            tokio::time::sleep(KEEPALIVE).await;
+            uclab_net::time::sleep(KEEPALIVE).await;
             n += 1;
             if ping_tx.send(Frame::Ping(n).encode()).is_err() {
                 return;

@@ -388,7 +388,7 @@ pub async fn serve<N: uclab_net::Net>(
             .flatten()
             .min();
         let got = match next.map(|at| at.saturating_sub(net.now())) {
-            Some(w) => tokio::time::timeout(w, udp.recv_from(&mut buf)).await.ok(),
+            Some(w) => uclab_net::time::timeout(w, udp.recv_from(&mut buf)).await.ok(),
             None => Some(udp.recv_from(&mut buf).await),
         };
         let Some(got) = got else {

@@ -426,8 +426,10 @@ async fn connection<N: uclab_net::Net>(
                 Action::Send(x) => io.write_all(x.as_bytes()).await?,
                 Action::StartTls => {
                     io.flush().await?;
-                    let t =
-                        tokio::time::timeout(SIGN_IN_TIMEOUT, net.tls().accept(tls.clone(), io));
+                    let t = uclab_net::time::timeout(
+                        SIGN_IN_TIMEOUT,
+                        net.tls().accept(tls.clone(), io),
+                    );
                     io = Box::new(t.await.map_err(|_| std::io::ErrorKind::TimedOut)??);
                 }
                 Action::Bound(j) => {
@@ -454,7 +456,7 @@ async fn connection<N: uclab_net::Net>(
         // Biased (a replay must not depend on tokio's random pick): reads first.
         tokio::select! {
             biased;
-            r = tokio::time::timeout(limit, io.read(&mut buf)) => match r {
+            r = uclab_net::time::timeout(limit, io.read(&mut buf)) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) => { s.handle_eof(); return Ok(()); }
                 Ok(Ok(n)) => s.handle_bytes(&buf[..n]),
                 Err(_) => {
@@ -468,7 +470,7 @@ async fn connection<N: uclab_net::Net>(
                     log(net, local, peer, &xmpp::summary(&st));
                     // A client that stops reading is cut off, not waited for for ever.
                     let xml = st.to_xml();
-                    let w = tokio::time::timeout(WRITE_TIMEOUT, io.write_all(xml.as_bytes()));
+                    let w = uclab_net::time::timeout(WRITE_TIMEOUT, io.write_all(xml.as_bytes()));
                     w.await.map_err(|_| std::io::ErrorKind::TimedOut)??;
                 }
                 // The hub closed the mailbox: this client did not read what it was sent.

@@ -180,7 +180,7 @@ async fn connect<N: Net>(
 ) -> Result<uclab_net::TcpConn, &'static str> {
     let mut why = "remote-connection-failed";
     for a in addrs {
-        match tokio::time::timeout(CONNECT_TIMEOUT, net.connect(*a)).await {
+        match uclab_net::time::timeout(CONNECT_TIMEOUT, net.connect(*a)).await {
             Ok(Ok(c)) => return Ok(c),
             Ok(Err(_)) => why = "remote-connection-failed",
             Err(_) => why = "remote-server-timeout",
@@ -270,7 +270,7 @@ async fn drive<N: Net + Clone + 'static>(
                 Action::Send(b) => {
                     // A peer that stops reading is given up, not waited for for ever: what was
                     // queued for it bounces.
-                    let w = tokio::time::timeout(WRITE_DEADLINE, io.write_all(&b)).await;
+                    let w = uclab_net::time::timeout(WRITE_DEADLINE, io.write_all(&b)).await;
                     if !matches!(w, Ok(Ok(()))) {
                         log(false, "XMPP-S2S write failed or timed out: closed");
                         st.handle_closed(net.now());
@@ -335,7 +335,7 @@ async fn drive<N: Net + Clone + 'static>(
                 Some(e) => st.send_stanza(net.now(), e),
                 None => stanzas = None,
             },
-            () = tokio::time::sleep(wait) => st.handle_timeout(net.now()),
+            () = uclab_net::time::sleep(wait) => st.handle_timeout(net.now()),
         }
     }
 }
@@ -355,7 +355,7 @@ async fn upgrade<N: Net>(
     if server {
         let cfg =
             net.tls().server_config_optional_client_auth(&s.names).map_err(io::Error::other)?;
-        let t = tokio::time::timeout(SETUP_DEADLINE, net.tls().accept(cfg, io))
+        let t = uclab_net::time::timeout(SETUP_DEADLINE, net.tls().accept(cfg, io))
             .await
             .map_err(deadline)??;
         let chain = t.get_ref().get_ref().1.peer_certificates();
@@ -367,7 +367,7 @@ async fn upgrade<N: Net>(
     } else {
         // A server certificate for other names leaves dialback (XEP-0220 §1.2).
         let cfg = net.tls().client_config_with_cert_any_name(&s.names).map_err(io::Error::other)?;
-        let t = tokio::time::timeout(SETUP_DEADLINE, net.tls().connect(cfg, name, io))
+        let t = uclab_net::time::timeout(SETUP_DEADLINE, net.tls().connect(cfg, name, io))
             .await
             .map_err(deadline)??;
         let named = peer_cert_has_name(t.get_ref().get_ref().1.peer_certificates(), name);

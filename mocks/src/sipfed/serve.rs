@@ -183,7 +183,7 @@ pub async fn serve<N: Net + Clone + 'static, O: Owner>(
                     let Ok(cfg) = net.tls().server_config_client_auth(&s.names) else {
                         return closed(&etx, id, None).await;
                     };
-                    let t = tokio::time::timeout(SETUP_DEADLINE, net.tls().accept(cfg, Box::new(tcp))).await;
+                    let t = uclab_net::time::timeout(SETUP_DEADLINE, net.tls().accept(cfg, Box::new(tcp))).await;
                     match t {
                         Ok(Ok(t)) => {
                             let chain = t.get_ref().get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
@@ -201,7 +201,7 @@ pub async fn serve<N: Net + Clone + 'static, O: Owner>(
                 Some(i) => owner.input(net.now(), i, &mut ep),
                 None => inputs_open = false,
             },
-            () = tokio::time::sleep(wait) => ep.handle_timeout(net.now()),
+            () = uclab_net::time::sleep(wait) => ep.handle_timeout(net.now()),
         }
     }
 }
@@ -250,7 +250,7 @@ async fn outbound<N: Net + Clone + 'static>(
     };
     let mut code = 503;
     for (a, name) in targets {
-        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, net.connect(a)).await {
+        let tcp = match uclab_net::time::timeout(CONNECT_TIMEOUT, net.connect(a)).await {
             Ok(Ok(t)) => t,
             Ok(Err(_)) => continue,
             Err(_) => {
@@ -260,7 +260,7 @@ async fn outbound<N: Net + Clone + 'static>(
         };
         let ends = (tcp.local_addr(), tcp.peer_addr());
         let Ok(cfg) = net.tls().client_config_with_cert(&s.names) else { break };
-        match tokio::time::timeout(SETUP_DEADLINE, net.tls().connect(cfg, &name, Box::new(tcp)))
+        match uclab_net::time::timeout(SETUP_DEADLINE, net.tls().connect(cfg, &name, Box::new(tcp)))
             .await
         {
             Ok(Ok(t)) => {
@@ -358,13 +358,13 @@ async fn carry<N: Net>(
                     return;
                 };
                 log(&summary(&m));
-                let w = tokio::time::timeout(WRITE_DEADLINE, io.write_all(&m.to_bytes())).await;
+                let w = uclab_net::time::timeout(WRITE_DEADLINE, io.write_all(&m.to_bytes())).await;
                 if !matches!(w, Ok(Ok(()))) {
                     log("SIP federation: the peer reads nothing; closed");
                     return;
                 }
             }
-            () = tokio::time::sleep(IDLE) => {
+            () = uclab_net::time::sleep(IDLE) => {
                 log("SIP federation connection idle for 600 s; closed");
                 let _ = io.shutdown().await;
                 return;

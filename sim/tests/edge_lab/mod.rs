@@ -97,7 +97,7 @@ impl Raw {
     pub(crate) async fn until(&mut self, want: &str) -> String {
         let mut buf = [0u8; 8192];
         while !self.seen.contains(want) {
-            match tokio::time::timeout(Duration::from_secs(15), self.io.read(&mut buf)).await {
+            match uclab_net::time::timeout(Duration::from_secs(15), self.io.read(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
                 _ => {
                     self.seen.push_str("(closed)");
@@ -113,7 +113,7 @@ impl Raw {
         let mut buf = [0u8; 8192];
         let end = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
-            match tokio::time::timeout_at(end, self.io.read(&mut buf)).await {
+            match uclab_net::time::timeout_at(end, self.io.read(&mut buf)).await {
                 Ok(Ok(0) | Err(_)) => return true,
                 Ok(Ok(_)) => {}
                 Err(_) => return false,

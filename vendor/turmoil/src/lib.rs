@@ -213,6 +213,10 @@ pub mod barriers;
 pub mod net;
 
 mod rt;
+
+// uclab: event-driven simulated time.
+mod idle;
+pub use idle::Deadline;
 use rt::Rt;
 
 mod sim;

@@ -10,6 +10,8 @@ use tokio::task::LocalSet;
 use tokio::time::{sleep, Duration, Instant};
 
 use super::Result;
+use crate::idle::{self, Flag, SharedDeadlines};
+use std::task::{Context, Poll, Waker};
 
 // To support re-creation, we need to store a factory of the future that
 // represents the software. This is somewhat annoying in that it requires
@@ -66,6 +68,50 @@ pub struct Rt<'a> {
 
     /// Runtime configuration.
     config: Config,
+
+    /// uclab: event-driven time (see [`crate::idle`]).
+    idle: Idle,
+}
+
+/// uclab: what [`crate::Sim`] needs to leave a host alone while it has
+/// nothing to do, and to bring it up to date before it runs again.
+struct Idle {
+    /// Set when a task of the host's `LocalSet` may be runnable.
+    flag: Arc<Flag>,
+    /// The same, as the waker the `LocalSet` holds.
+    waker: Waker,
+    /// The timers the host's software waits on.
+    deadlines: SharedDeadlines,
+    /// Ticks the host was left alone for, not yet applied to its runtime.
+    lag: u64,
+    /// The runtime's clock after its last tick (the host's time is this
+    /// plus `lag` ticks).
+    clock: Instant,
+}
+
+impl Idle {
+    fn new(tokio: &Runtime) -> Idle {
+        let flag = Arc::new(Flag::default());
+        // A new runtime has its software to start.
+        flag.set(true);
+        Idle {
+            waker: Waker::from(flag.clone()),
+            flag,
+            deadlines: SharedDeadlines::default(),
+            lag: 0,
+            clock: clock(tokio),
+        }
+    }
+}
+
+/// `n` ticks.
+pub(crate) fn span(tick: Duration, n: u64) -> Duration {
+    tick.checked_mul(n.try_into().unwrap_or(u32::MAX)).unwrap_or(Duration::MAX)
+}
+
+fn clock(tokio: &Runtime) -> Instant {
+    let _guard = tokio.enter();
+    Instant::now()
 }
 
 impl<'a> Rt<'a> {
@@ -79,6 +125,7 @@ impl<'a> Rt<'a> {
 
         Self {
             kind: Kind::Client,
+            idle: Idle::new(&tokio),
             tokio,
             local,
             nodename,
@@ -99,6 +146,7 @@ impl<'a> Rt<'a> {
 
         Self {
             kind: Kind::Host { software },
+            idle: Idle::new(&tokio),
             tokio,
             local,
             nodename,
@@ -113,6 +161,7 @@ impl<'a> Rt<'a> {
 
         Self {
             kind: Kind::NoSoftware,
+            idle: Idle::new(&tokio),
             tokio,
             local,
             nodename: String::new().into(),
@@ -161,13 +210,32 @@ impl<'a> Rt<'a> {
     // that caused failure. Subsequent calls do not return the error as it is
     // expected to fail the simulation.
     pub(crate) fn tick(&mut self, duration: Duration) -> Result<bool> {
-        self.tokio.block_on(async {
-            self.local
-                .run_until(async {
-                    sleep(duration).await;
-                })
-                .await
+        // uclab: the `LocalSet` is polled with the flag's waker, so that a
+        // wake of any of its tasks, now or between ticks, is seen; the
+        // tick's own sleep keeps the runtime's waker, as upstream.
+        let Idle {
+            flag,
+            waker,
+            deadlines,
+            ..
+        } = &self.idle;
+        let local = &self.local;
+        idle::enter(deadlines, || {
+            self.tokio.block_on(Flagged {
+                flag,
+                waker,
+                inner: std::pin::pin!(local.run_until(async {
+                    let tick = sleep(duration);
+                    tokio::pin!(tick);
+                    std::future::poll_fn(|_| match flag.forwarded() {
+                        Some(w) => tick.as_mut().poll(&mut Context::from_waker(&w)),
+                        None => Poll::Pending,
+                    })
+                    .await
+                })),
+            })
         });
+        self.idle.clock = self.now();
 
         // pull for software completion
         match &self.handle {
@@ -186,6 +254,77 @@ impl<'a> Rt<'a> {
             Some(_) => Ok(false),
             None => Ok(true),
         }
+    }
+
+    /// uclab: whether the host can be left alone for the next `n` ticks of
+    /// `tick` (see [`crate::idle`]): 0 when it must run in the next one.
+    pub(crate) fn idle_ticks(&self, tick: Duration, n: u64) -> u64 {
+        if self.idle.flag.woken()
+            || !matches!(self.kind, Kind::Host { .. } | Kind::Client)
+            || self.tokio.metrics().num_alive_tasks() != 0
+        {
+            return 0;
+        }
+        let Some(at) = idle::first(&self.idle.deadlines) else {
+            return n;
+        };
+        let now = self.idle.clock + span(tick, self.idle.lag);
+        if at <= now {
+            return 0;
+        }
+        // The deadline fires at the end of the tick that reaches it.
+        let tick = tick.as_nanos().max(1);
+        let ahead = (at - now).as_nanos().div_ceil(tick) - 1;
+        n.min(ahead.try_into().unwrap_or(u64::MAX))
+    }
+
+    /// uclab: moves the clock of a runtime without software (the
+    /// network's) by `span`.
+    pub(crate) fn advance(&mut self, span: Duration) {
+        self.tokio.block_on(tokio::time::advance(span));
+    }
+
+    /// uclab: whether the host was left alone for ticks not yet applied.
+    pub(crate) fn lagging(&self) -> bool {
+        self.idle.lag > 0
+    }
+
+    /// uclab: leaves the host alone for `n` ticks.
+    pub(crate) fn skip(&mut self, n: u64) {
+        self.idle.lag += n;
+    }
+
+    /// uclab: brings a host that was left alone up to date, as if it had
+    /// been stepped through each of those ticks with nothing to do: its
+    /// clock moves `lag` ticks, and timers due by then (none the host
+    /// registered) fire.
+    ///
+    /// Idle ticks also advance the `LocalSet`'s scheduler tick, which is not
+    /// replayed: it only chooses between the local and the remote run queue,
+    /// and on the one thread of a simulation every wake goes to the local
+    /// queue (tokio 1.54 `task/local.rs`, `Shared::schedule`).
+    pub(crate) fn catch_up(&mut self, tick: Duration) -> Result<()> {
+        let n = std::mem::take(&mut self.idle.lag);
+        if n == 0 {
+            return Ok(());
+        }
+        let Idle { flag, deadlines, .. } = &self.idle;
+        let woken = flag.take();
+        idle::enter(deadlines, || {
+            self.tokio.block_on(tokio::time::advance(span(tick, n)));
+        });
+        let flag = flag.clone();
+        self.idle.clock = self.now();
+        if flag.woken() {
+            return Err(format!(
+                "host {} had a timer the simulation cannot see fire while it was \
+                 left idle ({n} ticks): register every timer with turmoil::Deadline",
+                self.nodename
+            )
+            .into());
+        }
+        flag.set(woken);
+        Ok(())
     }
 
     pub(crate) fn crash(&mut self) {
@@ -226,6 +365,32 @@ impl<'a> Rt<'a> {
 
         _ = mem::replace(&mut self.tokio, tokio);
         drop(mem::replace(&mut self.local, local));
+        // uclab: a new runtime, with the software (if any) to start.
+        self.idle = Idle::new(&self.tokio);
+    }
+}
+
+/// uclab: polls the `LocalSet` (`inner`) with the flag's waker and keeps
+/// the flag set only while a woken task may still wait in its queues.
+struct Flagged<'f, F> {
+    flag: &'f Arc<Flag>,
+    waker: &'f Waker,
+    inner: Pin<&'f mut F>,
+}
+
+impl<F: Future> Future for Flagged<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.flag.forward_to(cx.waker());
+        // Woken before this poll: handled by it, unless it returns at once.
+        let before = self.flag.take();
+        let waker = self.waker;
+        let out = self.inner.as_mut().poll(&mut Context::from_waker(waker));
+        if out.is_ready() && before {
+            self.flag.set(true);
+        }
+        out
     }
 }
 

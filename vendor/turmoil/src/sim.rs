@@ -164,8 +164,8 @@ impl<'a> Sim<'a> {
         let hosts = self.world.borrow_mut().lookup_many(addrs);
         for h in hosts {
             let rt = self.rts.get_mut(&h).expect("missing host");
-
             self.world.borrow_mut().current = Some(h);
+            catch_up_before_teardown(&self.world, rt, self.config.tick);
 
             World::enter(&self.world, || {
                 rt.crash();
@@ -200,8 +200,8 @@ impl<'a> Sim<'a> {
         let hosts = self.world.borrow_mut().lookup_many(addrs);
         for h in hosts {
             let rt = self.rts.get_mut(&h).expect("missing host");
-
             self.world.borrow_mut().current = Some(h);
+            catch_up_before_teardown(&self.world, rt, self.config.tick);
 
             World::enter(&self.world, || f(h, rt));
         }
@@ -401,6 +401,50 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// uclab: jumps over at most `max` ticks in which no host has anything
+    /// to do and no message reaches one, exactly as that many calls of
+    /// [`Sim::step`] would have, and returns how many it jumped (0 when
+    /// something happens in the next tick).
+    pub fn skip_idle(&mut self, max: u64) -> u64 {
+        if self.config.random_node_order || max == 0 {
+            return 0;
+        }
+        let tick = self.config.tick;
+        let mut n = max;
+        let left = self.config.duration.saturating_sub(self.elapsed).as_nanos();
+        n = n.min((left / tick.as_nanos().max(1)).try_into().unwrap_or(u64::MAX));
+        let running: Vec<IpAddr> = self
+            .rts
+            .iter()
+            .filter(|(_, rt)| rt.is_software_running())
+            .map(|(a, _)| *a)
+            .collect();
+        n = n.min(self.world.borrow().topology.idle_ticks(tick, n, &running));
+        for rt in self.rts.values() {
+            if n == 0 {
+                return 0;
+            }
+            if rt.is_software_running() {
+                n = rt.idle_ticks(tick, n);
+            }
+        }
+        if n == 0 {
+            return 0;
+        }
+        let span = rt::span(tick, n);
+        let mut world = self.world.borrow_mut();
+        world.topology.advance(span);
+        for (&addr, rt) in self.rts.iter_mut() {
+            if rt.is_software_running() {
+                rt.skip(n);
+            }
+            world.tick(addr, span);
+        }
+        self.elapsed += span;
+        self.steps += n as usize;
+        n
+    }
+
     /// Step the simulation.
     ///
     /// Runs each host in the simulation a fixed duration configured by
@@ -433,6 +477,10 @@ impl<'a> Sim<'a> {
             running.shuffle(&mut self.world.borrow_mut().rng);
         }
 
+        // uclab: hosts with nothing to do in this tick are left alone
+        // (see `idle`); never with a random node order, which draws from the
+        // rng on every step.
+        let event_driven = !self.config.random_node_order;
         for (&addr, rt) in running {
             let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
             {
@@ -446,7 +494,19 @@ impl<'a> Sim<'a> {
                     ..
                 } = world.deref_mut();
                 topology.deliver_messages(rng, hosts.get_mut(&addr).expect("missing host"));
-
+            }
+            if event_driven && rt.idle_ticks(tick, 1) == 1 {
+                rt.skip(1);
+                // A running client is not finished.
+                if rt.is_client() {
+                    is_finished = false;
+                }
+                self.world.borrow_mut().tick(addr, tick);
+                continue;
+            }
+            rt.catch_up(tick)?;
+            {
+                let mut world = self.world.borrow_mut();
                 // Set the current host (see method docs)
                 world.current = Some(addr);
 
@@ -484,6 +544,18 @@ impl<'a> Sim<'a> {
         }
 
         Ok(is_finished)
+    }
+}
+
+/// uclab: software torn down (crash, bounce) reads its host's clock, which
+/// must be where upstream's would be: a host left alone is brought up to
+/// date, with the host timer's instant at the start of its last tick, as
+/// `step` leaves it (see `idle`). A timer it could not see no longer matters.
+fn catch_up_before_teardown(world: &RefCell<World>, rt: &mut Rt, tick: Duration) {
+    if rt.is_software_running() && rt.lagging() {
+        let _ = rt.catch_up(tick);
+        let start = rt.now().checked_sub(tick).unwrap_or_else(|| rt.now());
+        world.borrow_mut().current_host_mut().timer.now(start);
     }
 }
 

@@ -189,7 +189,7 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
                     let (local, peer) = (conn.local_addr(), conn.peer_addr());
                     let io: Box<dyn uclab_net::AsyncIo> = match transport {
                         Transport::Tls => {
-                            let t = tokio::time::timeout(
+                            let t = uclab_net::time::timeout(
                                 Duration::from_secs(10),
                                 net.tls().accept(tls, Box::new(conn)),
                             );
@@ -358,12 +358,12 @@ async fn stream<N: uclab_net::Net>(
                 };
                 net.transcript().message(net.now(), local, peer, "tcp", &out.summary);
                 // A peer that stops reading is cut off after TCP_PARTIAL, not waited for.
-                let w = tokio::time::timeout(TCP_PARTIAL, io.write_all(&out.bytes)).await;
+                let w = uclab_net::time::timeout(TCP_PARTIAL, io.write_all(&out.bytes)).await;
                 if !matches!(w, Ok(Ok(()))) {
                     return;
                 }
             }
-            () = tokio::time::sleep_until(deadline) => {
+            () = uclab_net::time::sleep_until(deadline) => {
                 net.transcript().message(net.now(), peer, local, "tcp", why);
                 let _ = io.shutdown().await;
                 return;
