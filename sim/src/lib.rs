@@ -12,5 +12,5 @@ pub mod runner;
 pub mod scenario;
 pub mod time;
 
-pub use runner::{RunResult, run};
+pub use runner::{RunResult, run, run_stepwise};
 pub use scenario::{CheckError, Scenario, load, parse};

@@ -202,6 +202,16 @@ fn settled(expects: &[Expect], events: &[EventRecord], now: Duration) -> bool {
 
 /// Runs `s` with `seed`.
 pub fn run(s: &Scenario, seed: u64) -> RunResult {
+    run_with(s, seed, true)
+}
+
+/// [`run`] stepping every host through every simulated millisecond, as turmoil upstream does:
+/// slower, and byte for byte the same outputs (issue 19's exactness test compares the two).
+pub fn run_stepwise(s: &Scenario, seed: u64) -> RunResult {
+    run_with(s, seed, false)
+}
+
+fn run_with(s: &Scenario, seed: u64, event_driven: bool) -> RunResult {
     let capture = Capture::new(seed, s.epoch);
     let transcript = Transcript::default();
     let mut error = None;
@@ -243,6 +253,7 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
         // small datagrams (rmem_default 208 KiB), and a busy server must not drop a burst.
         .udp_capacity(4096)
         .tcp_capacity(4096)
+        .event_driven(event_driven)
         .build();
 
     let no_live = std::collections::BTreeMap::new();

@@ -169,6 +169,14 @@ impl Builder {
         self
     }
 
+    /// uclab: whether hosts with nothing to do are left alone and idle
+    /// stretches jumped (on by default; off steps every host every tick, as
+    /// upstream does, with the same outcome).
+    pub fn event_driven(&mut self, value: bool) -> &mut Self {
+        self.config.event_driven = value;
+        self
+    }
+
     /// Access the filesystem configuration.
     ///
     /// Use builder-style methods to configure filesystem behavior:

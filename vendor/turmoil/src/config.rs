@@ -47,6 +47,9 @@ pub(crate) struct Config {
     /// simulation step
     pub(crate) random_node_order: bool,
 
+    /// uclab: event-driven time (see `idle`); off steps every host every tick.
+    pub(crate) event_driven: bool,
+
     /// Filesystem configuration
     #[cfg(feature = "unstable-fs")]
     pub(crate) fs: FsConfig,
@@ -103,6 +106,7 @@ impl Default for Config {
             udp_capacity: 64,
             enable_tokio_io: false,
             random_node_order: false,
+            event_driven: true,
             #[cfg(feature = "unstable-fs")]
             fs: FsConfig::default(),
         }

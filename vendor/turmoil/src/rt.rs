@@ -289,6 +289,11 @@ impl<'a> Rt<'a> {
         self.idle.lag > 0
     }
 
+    /// uclab: how many ticks the host was left alone for, not yet applied.
+    pub(crate) fn lag(&self) -> u64 {
+        self.idle.lag
+    }
+
     /// uclab: leaves the host alone for `n` ticks.
     pub(crate) fn skip(&mut self, n: u64) {
         self.idle.lag += n;

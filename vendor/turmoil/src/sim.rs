@@ -15,6 +15,10 @@ use crate::{
     for_pairs, rt, Config, LinksIter, Result, Rt, ToIpAddr, ToIpAddrs, World, TRACING_TARGET,
 };
 
+/// uclab: ticks after which a host left alone is brought up to date (see
+/// `Sim::step`).
+const IDLE_CHECK_TICKS: u64 = 1024;
+
 /// A handle for interacting with the simulation.
 pub struct Sim<'a> {
     /// Simulation configuration
@@ -406,7 +410,7 @@ impl<'a> Sim<'a> {
     /// [`Sim::step`] would have, and returns how many it jumped (0 when
     /// something happens in the next tick).
     pub fn skip_idle(&mut self, max: u64) -> u64 {
-        if self.config.random_node_order || max == 0 {
+        if !self.config.event_driven || self.config.random_node_order || max == 0 {
             return 0;
         }
         let tick = self.config.tick;
@@ -480,7 +484,7 @@ impl<'a> Sim<'a> {
         // uclab: hosts with nothing to do in this tick are left alone
         // (see `idle`); never with a random node order, which draws from the
         // rng on every step.
-        let event_driven = !self.config.random_node_order;
+        let event_driven = self.config.event_driven && !self.config.random_node_order;
         for (&addr, rt) in running {
             let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
             {
@@ -496,6 +500,12 @@ impl<'a> Sim<'a> {
                 topology.deliver_messages(rng, hosts.get_mut(&addr).expect("missing host"));
             }
             if event_driven && rt.idle_ticks(tick, 1) == 1 {
+                // A host left alone long is brought up to date now and then,
+                // so that a timer it did not register fails the run soon
+                // after it fires rather than never.
+                if rt.lag() >= IDLE_CHECK_TICKS {
+                    rt.catch_up(tick)?;
+                }
                 rt.skip(1);
                 // A running client is not finished.
                 if rt.is_client() {
