@@ -28,6 +28,7 @@ pub use rustls::pki_types::CertificateDer as Certificate;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::time_provider::TimeProvider;
 pub use rustls::{ClientConfig, ServerConfig};
+use rustls::client::{ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls13ClientSessionValue};
 use rustls::{KeyLog, NamedGroup, RootCertStore};
 
 use crate::capture::Capture;
@@ -491,6 +492,7 @@ impl TlsContext {
             .with_root_certificates(roots)
             .with_no_client_auth();
         c.key_log = self.keylog.clone();
+        c.resumption = no_resumption();
         Ok(Arc::new(c))
     }
 
@@ -505,6 +507,7 @@ impl TlsContext {
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
         c.key_log = self.keylog.clone();
+        c.resumption = no_resumption();
         Ok(Arc::new(c))
     }
 
@@ -598,6 +601,7 @@ impl TlsContext {
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(chain, key)?;
         c.key_log = self.keylog.clone();
+        c.resumption = no_resumption();
         Ok(Arc::new(c))
     }
 
@@ -712,5 +716,40 @@ mod tests {
         assert!(!cert_has_name(&chain[0], "expe.example.com"));
         assert!(!cert_has_name(&chain[0], "not a name"));
         assert!(!cert_has_name(&CertificateDer::from(vec![1, 2, 3]), "expc.example.com"));
+    }
+}
+
+/// Session resumption as rustls's default offers it, with a store that keeps nothing (issue 19,
+/// memory). Every connection gets a config of its own, so a ticket stored there was never used
+/// again: the handshakes are byte for byte the same, without rustls's default cache of 256
+/// sessions (17 KiB) for each connection.
+fn no_resumption() -> Resumption {
+    static STORE: std::sync::OnceLock<Arc<NoSessions>> = std::sync::OnceLock::new();
+    Resumption::store(STORE.get_or_init(|| Arc::new(NoSessions)).clone())
+}
+
+/// A client session store that keeps nothing.
+#[derive(Debug)]
+struct NoSessions;
+
+impl ClientSessionStore for NoSessions {
+    fn set_kx_hint(&self, _: ServerName<'static>, _: NamedGroup) {}
+
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<NamedGroup> {
+        None
+    }
+
+    fn set_tls12_session(&self, _: ServerName<'static>, _: Tls12ClientSessionValue) {}
+
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        None
+    }
+
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
+
+    fn insert_tls13_ticket(&self, _: ServerName<'static>, _: Tls13ClientSessionValue) {}
+
+    fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        None
     }
 }
