@@ -227,7 +227,8 @@ impl Shared {
                 if let Some(e) = self.entropy {
                     cluster.set_nonce_source(e.secrets(&format!("sip:{}", c.cluster)));
                 }
-                Rc::new(RefCell::new(ClusterIo::new(cluster)))
+                // `uclab serve` (live addresses known) only: a simulated run stays as it was.
+                Rc::new(RefCell::new(ClusterIo::new(cluster).answering_first(!live.is_empty())))
             })
             .clone()
     }

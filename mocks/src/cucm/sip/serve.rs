@@ -44,12 +44,24 @@ pub struct ClusterIo {
     streams: BTreeMap<FlowId, (String, Sender<Outgoing>)>,
     /// Node (lower case) → its UDP socket's task.
     udp: BTreeMap<String, Sender<Outgoing>>,
+    /// Each UDP socket sends what a datagram produced before it reads the next one.
+    answer_first: bool,
 }
 
 impl ClusterIo {
     /// `cluster`, with no node yet.
     pub fn new(cluster: Cluster) -> Self {
-        Self { cluster, streams: BTreeMap::new(), udp: BTreeMap::new() }
+        Self { cluster, streams: BTreeMap::new(), udp: BTreeMap::new(), answer_first: false }
+    }
+
+    /// Issue 19, live mode (`uclab serve`): each UDP socket sends what a datagram produced
+    /// before it reads the next, as a registrar fed by a kernel socket does, so a load
+    /// generator with many requests in flight gets its answers as they are made rather than
+    /// in one burst that overflows its receive buffer (SIPp's 64 KiB). A simulated run keeps
+    /// reading every datagram that has arrived first, as it always has.
+    pub fn answering_first(mut self, yes: bool) -> Self {
+        self.answer_first = yes;
+        self
     }
 
     /// The cluster, to look at.
@@ -217,6 +229,7 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
     }
     let _tasks = Abort([Some(t1), t2].into_iter().flatten().collect());
     let local = udp.local_addr();
+    let answer_first = cluster.borrow().answer_first;
     let mut buf = vec![0u8; 65_535];
     loop {
         tokio::select! {
@@ -232,6 +245,10 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
                         c.handle(now, flow, &buf[..n]);
                     }
                 });
+                while let Some(out) = answer_first.then(|| rx.try_recv().ok()).flatten() {
+                    net.transcript().message(net.now(), local, out.to, "udp", &out.summary);
+                    let _ = udp.send_to(&out.bytes, out.to).await;
+                }
             }
             Some(out) = rx.recv() => {
                 net.transcript().message(net.now(), local, out.to, "udp", &out.summary);
