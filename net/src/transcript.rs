@@ -188,14 +188,23 @@ impl Transcript {
         self.lock().events.clone()
     }
 
-    /// Renders the lines, times relative to the scenario start.
+    /// `f` of the client events so far, without copying them (the runner looks often).
+    pub fn with_events<R>(&self, f: impl FnOnce(&[EventRecord]) -> R) -> R {
+        f(&self.lock().events)
+    }
+
+    /// Renders the lines, times relative to the scenario start (in time order, stable for
+    /// equal times, without a second copy of every line).
     pub fn render(&self) -> String {
         let g = self.lock();
-        let mut lines = g.lines.clone();
-        lines.sort_by_key(|l| l.0);
-        let mut s = String::new();
-        for (t, l) in lines {
-            let _ = writeln!(s, "{}", stamped(t, &l));
+        let mut order: Vec<u32> = (0..g.lines.len() as u32).collect();
+        order.sort_by_key(|&i| g.lines[i as usize].0);
+        let size: usize = g.lines.iter().map(|(_, l)| l.len() + 12).sum();
+        let mut s = String::with_capacity(size);
+        for i in order {
+            let (t, l) = &g.lines[i as usize];
+            // As `stamped`, written in place.
+            let _ = writeln!(s, "{:>4}.{:03}s  {l}", t.as_secs(), t.subsec_millis());
         }
         s
     }
