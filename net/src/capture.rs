@@ -89,6 +89,48 @@ struct Inner {
     /// The ISN of each unanswered connection attempt: a retransmitted SYN repeats it, as a
     /// kernel's does (RFC 9293 §3.8.1).
     syn_isn: BTreeMap<(SocketAddr, SocketAddr), u32>,
+    /// Frame bytes kept on disk while the run goes (a simulated run: [`Capture::spilling`]).
+    spill: Option<Spill>,
+}
+
+/// Frame bytes written to a file of their own as they come, in the order they come; only
+/// where each one is stays in memory. The pcapng is made from it at the end, in time order,
+/// byte for byte what frames kept in memory would give (issue 19: a 3,000-client run's
+/// frames are hundreds of MiB).
+struct Spill {
+    file: io::BufWriter<std::fs::File>,
+    path: std::path::PathBuf,
+    index: Vec<Spilled>,
+    written: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Spilled {
+    time: Duration,
+    at: u64,
+    len: u32,
+    kind: FrameKind,
+}
+
+impl std::fmt::Debug for Spill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Spill({} frames in {})", self.index.len(), self.path.display())
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Spill {
+    /// Every byte written so far (what reached the file, then what waits in the buffer).
+    fn bytes(&mut self) -> io::Result<Vec<u8>> {
+        let mut b = std::fs::read(&self.path)?;
+        b.extend_from_slice(self.file.buffer());
+        Ok(b)
+    }
 }
 
 /// A capture file written as frames come (live mode).
@@ -153,7 +195,27 @@ impl Capture {
             off: false,
             sink: None,
             syn_isn: BTreeMap::new(),
+            spill: None,
         })))
+    }
+
+    /// A capture like [`Capture::new`] that keeps its frames' bytes in a temporary file while
+    /// the run goes (removed when the capture is dropped). Where no file can be made, frames
+    /// stay in memory: the output is the same either way.
+    pub fn spilling(seed: u64, epoch: Duration) -> Self {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let c = Self::new(seed, epoch);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("uclab-{}-{n}.frames", std::process::id()));
+        if let Ok(f) = std::fs::File::options().write(true).create_new(true).open(&path) {
+            c.lock().spill = Some(Spill {
+                file: io::BufWriter::with_capacity(1 << 20, f),
+                path,
+                index: Vec::new(),
+                written: 0,
+            });
+        }
+        c
     }
 
     /// A capture that writes every frame and TLS secret to `path` as pcapng as it happens and
@@ -187,7 +249,8 @@ impl Capture {
 
     /// Number of frames so far.
     pub fn len(&self) -> usize {
-        self.lock().frames.len()
+        let g = self.lock();
+        g.frames.len() + g.spill.as_ref().map_or(0, |s| s.index.len())
     }
 
     /// Whether nothing was captured.
@@ -197,7 +260,9 @@ impl Capture {
 
     /// The frames in time order (stable for equal times).
     pub fn frames(&self) -> Vec<Frame> {
-        let mut f = self.lock().frames.clone();
+        let mut g = self.lock();
+        g.unspill();
+        let mut f = g.frames.clone();
         f.sort_by_key(|f| f.time);
         f
     }
@@ -436,19 +501,24 @@ impl Capture {
         }
         // Time order, stable for equal times, without a second copy of every frame (a
         // 3,000-client run holds hundreds of MiB of them: issue 19).
-        let g = self.lock();
+        let mut g = self.lock();
+        if let Some(sp) = &mut g.spill {
+            let bytes = sp.bytes()?;
+            let mut order = sp.index.clone();
+            order.sort_by_key(|e| e.time);
+            for e in order {
+                let data = bytes
+                    .get(e.at as usize..e.at as usize + e.len as usize)
+                    .ok_or_else(|| io::Error::other("capture spill file cut short"))?;
+                writer.write_pcapng_block(epb(epoch, e.time, data)).map_err(io::Error::other)?;
+            }
+            return Ok(writer.into_inner());
+        }
         let mut order: Vec<u32> = (0..g.frames.len() as u32).collect();
         order.sort_by_key(|&i| g.frames[i as usize].time);
         for i in order {
             let f = &g.frames[i as usize];
-            let epb = EnhancedPacketBlock {
-                interface_id: 0,
-                timestamp: epoch + f.time,
-                original_len: f.data.len() as u32,
-                data: Cow::Borrowed(&f.data),
-                options: vec![],
-            };
-            writer.write_pcapng_block(epb).map_err(io::Error::other)?;
+            writer.write_pcapng_block(epb(epoch, f.time, &f.data)).map_err(io::Error::other)?;
         }
         drop(g);
         Ok(writer.into_inner())
@@ -456,6 +526,17 @@ impl Capture {
 
     fn push(&self, t: Duration, data: Vec<u8>, kind: FrameKind) {
         self.lock().emit(Frame { time: t, data, kind });
+    }
+}
+
+/// Frame bytes `data` as a pcapng Enhanced Packet Block, stamped `epoch` + `time`.
+fn epb(epoch: Duration, time: Duration, data: &[u8]) -> EnhancedPacketBlock<'_> {
+    EnhancedPacketBlock {
+        interface_id: 0,
+        timestamp: epoch + time,
+        original_len: data.len() as u32,
+        data: Cow::Borrowed(data),
+        options: vec![],
     }
 }
 
@@ -489,8 +570,46 @@ fn interface() -> InterfaceDescriptionBlock<'static> {
 }
 
 impl Inner {
+    /// Frames spilled so far back in memory (a spill that fails, or a caller that wants
+    /// them all).
+    fn unspill(&mut self) {
+        let Some(mut sp) = self.spill.take() else { return };
+        let bytes = sp.bytes().unwrap_or_default();
+        let spilled = std::mem::take(&mut sp.index);
+        drop(sp);
+        // They came before any frame kept in memory.
+        let mut frames: Vec<Frame> = spilled
+            .into_iter()
+            .map(|e| Frame {
+                time: e.time,
+                data: bytes
+                    .get(e.at as usize..e.at as usize + e.len as usize)
+                    .unwrap_or(&[])
+                    .to_vec(),
+                kind: e.kind,
+            })
+            .collect();
+        frames.append(&mut self.frames);
+        self.frames = frames;
+    }
+
     /// Keeps a frame, or writes it straight to the capture file.
     fn emit(&mut self, f: Frame) {
+        if let Some(sp) = &mut self.spill {
+            use std::io::Write as _;
+            if sp.file.write_all(&f.data).is_ok() {
+                sp.index.push(Spilled {
+                    time: f.time,
+                    at: sp.written,
+                    len: f.data.len() as u32,
+                    kind: f.kind,
+                });
+                sp.written += f.data.len() as u64;
+                return;
+            }
+            // A full disk: back to memory, with what was spilled.
+            self.unspill();
+        }
         let Some(sink) = &mut self.sink else {
             self.frames.push(f);
             return;
@@ -647,6 +766,38 @@ mod tests {
         assert_eq!(tcp[5].sequence_number, isn_a + 1 + 2920);
         assert_eq!(tcp[6].acknowledgment_number, isn_a + 1 + 3000);
         assert!(tcp[7].fin && tcp[7].sequence_number == isn_a + 1 + 3000);
+    }
+
+    #[test]
+    fn spilled_frames_give_the_same_pcapng_and_the_file_goes_with_the_capture() {
+        let fill = |c: &Capture| {
+            let (a, b) = (sa("10.0.0.1:40000"), sa("10.0.0.2:8443"));
+            c.tls_secret("CLIENT_RANDOM 00 11".into());
+            c.tcp_handshake(Duration::from_millis(4), Duration::from_millis(5), a, b);
+            c.tcp_data(Duration::from_millis(6), a, b, &[7u8; 5000], 0);
+            // Out of time order: written where its time puts it.
+            c.udp(Duration::from_millis(1), sa("10.0.0.1:5060"), sa("10.0.0.3:5060"), b"x", 0);
+            c.tcp_fin(Duration::from_millis(6), a, b);
+        };
+        let (mem, disk) = (Capture::new(9, Duration::ZERO), Capture::spilling(9, Duration::ZERO));
+        fill(&mem);
+        fill(&disk);
+        let path = disk.lock().spill.as_ref().map(|s| s.path.clone()).expect("a spill file");
+        assert!(disk.lock().frames.is_empty(), "frame bytes are on disk");
+        assert_eq!(disk.len(), mem.len());
+        let a = mem.write_pcapng(Vec::new()).unwrap();
+        assert_eq!(disk.write_pcapng(Vec::new()).unwrap(), a);
+        assert!(path.exists());
+        // frames() brings them back into memory; later frames join them there.
+        assert_eq!(disk.frames().len(), mem.frames().len());
+        assert!(!path.exists(), "the spill file is gone once its frames are back");
+        disk.udp(Duration::from_millis(9), sa("10.0.0.1:1"), sa("10.0.0.2:2"), b"y", 0);
+        mem.udp(Duration::from_millis(9), sa("10.0.0.1:1"), sa("10.0.0.2:2"), b"y", 0);
+        assert_eq!(disk.write_pcapng(Vec::new()).unwrap(), mem.write_pcapng(Vec::new()).unwrap());
+        let other = Capture::spilling(9, Duration::ZERO);
+        let path = other.lock().spill.as_ref().map(|s| s.path.clone()).expect("a spill file");
+        drop(other);
+        assert!(!path.exists(), "removed with the capture");
     }
 
     #[test]
