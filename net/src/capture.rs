@@ -22,6 +22,7 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 
 use crate::rng::derive_seed;
+use crate::spill::{self, SpillFile};
 
 /// Largest TCP payload per synthesised segment (Ethernet MTU 1500 − 40).
 pub(crate) const MSS: usize = 1460;
@@ -97,40 +98,18 @@ struct Inner {
 /// where each one is stays in memory. The pcapng is made from it at the end, in time order,
 /// byte for byte what frames kept in memory would give (issue 19: a 3,000-client run's
 /// frames are hundreds of MiB).
+#[derive(Debug)]
 struct Spill {
-    file: io::BufWriter<std::fs::File>,
-    path: std::path::PathBuf,
+    file: SpillFile,
     index: Vec<Spilled>,
-    written: u64,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Spilled {
     time: Duration,
     at: u64,
     len: u32,
     kind: FrameKind,
-}
-
-impl std::fmt::Debug for Spill {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Spill({} frames in {})", self.index.len(), self.path.display())
-    }
-}
-
-impl Drop for Spill {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-impl Spill {
-    /// Every byte written so far (what reached the file, then what waits in the buffer).
-    fn bytes(&mut self) -> io::Result<Vec<u8>> {
-        let mut b = std::fs::read(&self.path)?;
-        b.extend_from_slice(self.file.buffer());
-        Ok(b)
-    }
 }
 
 /// A capture file written as frames come (live mode).
@@ -203,18 +182,8 @@ impl Capture {
     /// the run goes (removed when the capture is dropped). Where no file can be made, frames
     /// stay in memory: the output is the same either way.
     pub fn spilling(seed: u64, epoch: Duration) -> Self {
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let c = Self::new(seed, epoch);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("uclab-{}-{n}.frames", std::process::id()));
-        if let Ok(f) = std::fs::File::options().write(true).create_new(true).open(&path) {
-            c.lock().spill = Some(Spill {
-                file: io::BufWriter::with_capacity(1 << 20, f),
-                path,
-                index: Vec::new(),
-                written: 0,
-            });
-        }
+        c.lock().spill = SpillFile::create("frames").map(|file| Spill { file, index: Vec::new() });
         c
     }
 
@@ -503,12 +472,11 @@ impl Capture {
         // 3,000-client run holds hundreds of MiB of them: issue 19).
         let mut g = self.lock();
         if let Some(sp) = &mut g.spill {
-            let bytes = sp.bytes()?;
+            let bytes = sp.file.bytes()?;
             let mut order = sp.index.clone();
             order.sort_by_key(|e| e.time);
             for e in order {
-                let data = bytes
-                    .get(e.at as usize..e.at as usize + e.len as usize)
+                let data = spill::slice(&bytes, e.at, e.len)
                     .ok_or_else(|| io::Error::other("capture spill file cut short"))?;
                 writer.write_pcapng_block(epb(epoch, e.time, data)).map_err(io::Error::other)?;
             }
@@ -573,19 +541,15 @@ impl Inner {
     /// Frames spilled so far back in memory (a spill that fails, or a caller that wants
     /// them all).
     fn unspill(&mut self) {
-        let Some(mut sp) = self.spill.take() else { return };
-        let bytes = sp.bytes().unwrap_or_default();
-        let spilled = std::mem::take(&mut sp.index);
-        drop(sp);
+        let Some(sp) = self.spill.take() else { return };
+        let bytes = sp.file.bytes().unwrap_or_default();
+        let spilled = sp.index;
         // They came before any frame kept in memory.
         let mut frames: Vec<Frame> = spilled
             .into_iter()
             .map(|e| Frame {
                 time: e.time,
-                data: bytes
-                    .get(e.at as usize..e.at as usize + e.len as usize)
-                    .unwrap_or(&[])
-                    .to_vec(),
+                data: spill::slice(&bytes, e.at, e.len).unwrap_or(&[]).to_vec(),
                 kind: e.kind,
             })
             .collect();
@@ -596,15 +560,8 @@ impl Inner {
     /// Keeps a frame, or writes it straight to the capture file.
     fn emit(&mut self, f: Frame) {
         if let Some(sp) = &mut self.spill {
-            use std::io::Write as _;
-            if sp.file.write_all(&f.data).is_ok() {
-                sp.index.push(Spilled {
-                    time: f.time,
-                    at: sp.written,
-                    len: f.data.len() as u32,
-                    kind: f.kind,
-                });
-                sp.written += f.data.len() as u64;
+            if let Ok(at) = sp.file.append(&f.data) {
+                sp.index.push(Spilled { time: f.time, at, len: f.data.len() as u32, kind: f.kind });
                 return;
             }
             // A full disk: back to memory, with what was spilled.
@@ -782,7 +739,8 @@ mod tests {
         let (mem, disk) = (Capture::new(9, Duration::ZERO), Capture::spilling(9, Duration::ZERO));
         fill(&mem);
         fill(&disk);
-        let path = disk.lock().spill.as_ref().map(|s| s.path.clone()).expect("a spill file");
+        let path =
+            disk.lock().spill.as_ref().map(|s| s.file.path().to_owned()).expect("a spill file");
         assert!(disk.lock().frames.is_empty(), "frame bytes are on disk");
         assert_eq!(disk.len(), mem.len());
         let a = mem.write_pcapng(Vec::new()).unwrap();
@@ -795,7 +753,8 @@ mod tests {
         mem.udp(Duration::from_millis(9), sa("10.0.0.1:1"), sa("10.0.0.2:2"), b"y", 0);
         assert_eq!(disk.write_pcapng(Vec::new()).unwrap(), mem.write_pcapng(Vec::new()).unwrap());
         let other = Capture::spilling(9, Duration::ZERO);
-        let path = other.lock().spill.as_ref().map(|s| s.path.clone()).expect("a spill file");
+        let path =
+            other.lock().spill.as_ref().map(|s| s.file.path().to_owned()).expect("a spill file");
         drop(other);
         assert!(!path.exists(), "removed with the capture");
     }

@@ -13,6 +13,7 @@ mod policy;
 mod rng;
 mod sim;
 mod socket;
+mod spill;
 pub mod time;
 pub mod tls;
 mod transcript;

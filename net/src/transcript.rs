@@ -9,6 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::spill::{self, SpillFile};
+
 /// Ports from here up are ephemeral (turmoil and Linux defaults) and left out of lines.
 const EPHEMERAL: u16 = 32768;
 
@@ -29,6 +31,9 @@ pub struct EventRecord {
 /// log); the rest are counted and reported once the second is over.
 const ECHO_PER_SECOND: u32 = 100;
 
+/// A line on disk: its time, where it starts in the file, its length.
+type SpilledLine = (Duration, u64, u32);
+
 #[derive(Debug, Default)]
 struct Inner {
     echo: bool,
@@ -42,6 +47,9 @@ struct Inner {
     /// Names of single services (live mode, where every node shares one address).
     services: BTreeMap<SocketAddr, String>,
     lines: Vec<(Duration, String)>,
+    /// Lines kept on disk while a simulated run goes ([`Transcript::spilling`]): the file,
+    /// and each line's time and place in it.
+    spill: Option<(SpillFile, Vec<SpilledLine>)>,
     events: Vec<EventRecord>,
 }
 
@@ -94,6 +102,16 @@ impl Transcript {
         Ok(t)
     }
 
+    /// A transcript that keeps its lines in a temporary file until they are rendered (a
+    /// simulated run: issue 19, a 3,000-client run's lines are a hundred MiB); the events,
+    /// which expectations read while the run goes, stay in memory. Where no file can be made,
+    /// lines stay in memory: the rendering is the same either way.
+    pub fn spilling() -> Self {
+        let t = Self::default();
+        t.lock().spill = SpillFile::create("lines").map(|f| (f, Vec::new()));
+        t
+    }
+
     fn push(&self, t: Duration, line: String) {
         let mut g = self.lock();
         if g.echo {
@@ -118,9 +136,30 @@ impl Transcript {
                 g.file = None; // a full disk stops the file, not the lab
             }
         }
-        if !g.forget {
-            g.lines.push((t, line));
+        if g.forget {
+            return;
         }
+        if let Some((file, index)) = &mut g.spill {
+            if let Ok(at) = file.append(line.as_bytes()) {
+                index.push((t, at, line.len() as u32));
+                return;
+            }
+            // A full disk: back to memory, with what was spilled.
+            let lines = Self::spilled(&mut g);
+            g.lines.splice(0..0, lines);
+        }
+        g.lines.push((t, line));
+    }
+
+    /// The lines spilled so far, taken back from the file.
+    fn spilled(g: &mut Inner) -> Vec<(Duration, String)> {
+        let Some((file, index)) = g.spill.take() else { return Vec::new() };
+        let bytes = file.bytes().unwrap_or_default();
+        let text = |at, len| spill::slice(&bytes, at, len).unwrap_or(&[]);
+        index
+            .into_iter()
+            .map(|(t, at, len)| (t, String::from_utf8_lossy(text(at, len)).into_owned()))
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -197,14 +236,31 @@ impl Transcript {
     /// equal times, without a second copy of every line).
     pub fn render(&self) -> String {
         let g = self.lock();
+        // As `stamped`, written in place.
+        let put = |s: &mut String, t: Duration, l: &str| {
+            let _ = writeln!(s, "{:>4}.{:03}s  {l}", t.as_secs(), t.subsec_millis());
+        };
+        if let Some((file, index)) = &g.spill {
+            let bytes = file.bytes().unwrap_or_default();
+            let mut order = index.clone();
+            order.sort_by_key(|e| e.0);
+            let mut s = String::with_capacity(bytes.len() + 12 * order.len());
+            for (t, at, len) in order {
+                put(
+                    &mut s,
+                    t,
+                    &String::from_utf8_lossy(spill::slice(&bytes, at, len).unwrap_or(&[])),
+                );
+            }
+            return s;
+        }
         let mut order: Vec<u32> = (0..g.lines.len() as u32).collect();
         order.sort_by_key(|&i| g.lines[i as usize].0);
         let size: usize = g.lines.iter().map(|(_, l)| l.len() + 12).sum();
         let mut s = String::with_capacity(size);
         for i in order {
             let (t, l) = &g.lines[i as usize];
-            // As `stamped`, written in place.
-            let _ = writeln!(s, "{:>4}.{:03}s  {l}", t.as_secs(), t.subsec_millis());
+            put(&mut s, *t, l);
         }
         s
     }
@@ -231,6 +287,32 @@ mod tests {
         assert!(text.contains("   1.500s  ") && text.contains("FOO\\x1b[31m"), "{text}");
         assert!(text.contains("alice ! signed-in"), "{text}");
         assert!(t.render().is_empty() && t.events().is_empty(), "kept nowhere");
+    }
+
+    #[test]
+    fn spilled_lines_render_the_same() {
+        let fill = |t: &Transcript| {
+            t.set_name("10.0.0.1".parse().unwrap(), "alice");
+            t.note(Duration::from_millis(30), "lab", "crash cucm1");
+            t.event(Duration::from_millis(10), "alice", "signed-in", Vec::new(), "signed-in");
+            t.note(Duration::from_millis(10), "lab", "same time, after");
+            t.message(
+                Duration::from_millis(20),
+                "10.0.0.1:40000".parse().unwrap(),
+                "10.0.0.2:5060".parse().unwrap(),
+                "udp",
+                "REGISTER é",
+            );
+        };
+        let (mem, disk) = (Transcript::default(), Transcript::spilling());
+        fill(&mem);
+        fill(&disk);
+        assert!(disk.lock().lines.is_empty() && disk.lock().spill.is_some(), "lines on disk");
+        assert_eq!(disk.render(), mem.render());
+        assert_eq!(disk.events(), mem.events());
+        let path = disk.lock().spill.as_ref().map(|(f, _)| f.path().to_owned()).unwrap();
+        drop(disk);
+        assert!(!path.exists(), "removed with the transcript");
     }
 
     #[test]

@@ -214,7 +214,7 @@ pub fn run_stepwise(s: &Scenario, seed: u64) -> RunResult {
 fn run_with(s: &Scenario, seed: u64, event_driven: bool) -> RunResult {
     // Frame bytes wait on disk, not in memory, until the capture is written (issue 19).
     let capture = Capture::spilling(seed, s.epoch);
-    let transcript = Transcript::default();
+    let transcript = Transcript::spilling();
     let mut error = None;
     let policy = match Policy::new(s.zones.clone(), s.rules.clone()) {
         Ok(p) => p,

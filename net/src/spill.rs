@@ -1,0 +1,65 @@
+//! Bytes a simulated run keeps on disk rather than in memory until its outputs are written
+//! (issue 19): capture frames and transcript lines, appended as they come to a temporary file
+//! that goes when its owner does.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// An append-only temporary file.
+pub(crate) struct SpillFile {
+    file: io::BufWriter<std::fs::File>,
+    path: PathBuf,
+    written: u64,
+}
+
+impl SpillFile {
+    /// A new file in the temporary directory, named for `what`; `None` where none can be made
+    /// (the caller then keeps its bytes in memory).
+    pub(crate) fn create(what: &str) -> Option<Self> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("uclab-{}-{n}.{what}", std::process::id()));
+        let f = std::fs::File::options().write(true).create_new(true).open(&path).ok()?;
+        Some(Self { file: io::BufWriter::with_capacity(1 << 20, f), path, written: 0 })
+    }
+
+    /// Appends `b`; returns where it starts.
+    pub(crate) fn append(&mut self, b: &[u8]) -> io::Result<u64> {
+        self.file.write_all(b)?;
+        let at = self.written;
+        self.written += b.len() as u64;
+        Ok(at)
+    }
+
+    /// Every byte appended so far (what reached the file, then what waits in the buffer; after
+    /// a failed append, possibly part of that one too).
+    pub(crate) fn bytes(&self) -> io::Result<Vec<u8>> {
+        let mut b = std::fs::read(&self.path)?;
+        b.extend_from_slice(self.file.buffer());
+        Ok(b)
+    }
+
+    /// Where it is.
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+/// `bytes[at..at + len]`, or nothing if the file came up short.
+pub(crate) fn slice(bytes: &[u8], at: u64, len: u32) -> Option<&[u8]> {
+    bytes.get(usize::try_from(at).ok()?..usize::try_from(at).ok()? + len as usize)
+}
+
+impl std::fmt::Debug for SpillFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SpillFile({}, {} bytes)", self.path.display(), self.written)
+    }
+}
+
+impl Drop for SpillFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
