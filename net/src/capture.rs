@@ -472,12 +472,11 @@ impl Capture {
         // 3,000-client run holds hundreds of MiB of them: issue 19).
         let mut g = self.lock();
         if let Some(sp) = &mut g.spill {
-            let bytes = sp.file.bytes()?;
+            let mut r = sp.file.reader()?;
             let mut order = sp.index.clone();
             order.sort_by_key(|e| e.time);
             for e in order {
-                let data = spill::slice(&bytes, e.at, e.len)
-                    .ok_or_else(|| io::Error::other("capture spill file cut short"))?;
+                let data = r.get(e.at, e.len)?;
                 writer.write_pcapng_block(epb(epoch, e.time, data)).map_err(io::Error::other)?;
             }
             return Ok(writer.into_inner());

@@ -2,7 +2,7 @@
 //! (issue 19): capture frames and transcript lines, appended as they come to a temporary file
 //! that goes when its owner does.
 
-use std::io::{self, Write};
+use std::io::{self, Read as _, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,10 +40,41 @@ impl SpillFile {
         Ok(b)
     }
 
+    /// Reads the bytes back piece by piece (all of them flushed first): a run's outputs are
+    /// assembled without holding the whole file in memory.
+    pub(crate) fn reader(&mut self) -> io::Result<SpillReader> {
+        self.file.flush()?;
+        let r = io::BufReader::with_capacity(1 << 20, std::fs::File::open(&self.path)?);
+        Ok(SpillReader { r, pos: 0, buf: Vec::new() })
+    }
+
     /// Where it is.
     #[cfg(test)]
     pub(crate) fn path(&self) -> &std::path::Path {
         &self.path
+    }
+}
+
+/// Reads pieces of a [`SpillFile`], cheaply when they come in the order they were written.
+pub(crate) struct SpillReader {
+    r: io::BufReader<std::fs::File>,
+    pos: u64,
+    buf: Vec<u8>,
+}
+
+impl SpillReader {
+    /// The `len` bytes written at `at`.
+    pub(crate) fn get(&mut self, at: u64, len: u32) -> io::Result<&[u8]> {
+        if at != self.pos {
+            let delta =
+                i64::try_from(at).unwrap_or(i64::MAX) - i64::try_from(self.pos).unwrap_or(0);
+            // Within the buffer this moves a cursor; beyond it, it seeks.
+            self.r.seek_relative(delta)?;
+        }
+        self.buf.resize(len as usize, 0);
+        self.r.read_exact(&mut self.buf)?;
+        self.pos = at + u64::from(len);
+        Ok(&self.buf)
     }
 }
 

@@ -235,22 +235,20 @@ impl Transcript {
     /// Renders the lines, times relative to the scenario start (in time order, stable for
     /// equal times, without a second copy of every line).
     pub fn render(&self) -> String {
-        let g = self.lock();
+        let mut g = self.lock();
         // As `stamped`, written in place.
         let put = |s: &mut String, t: Duration, l: &str| {
             let _ = writeln!(s, "{:>4}.{:03}s  {l}", t.as_secs(), t.subsec_millis());
         };
-        if let Some((file, index)) = &g.spill {
-            let bytes = file.bytes().unwrap_or_default();
+        if let Some((file, index)) = &mut g.spill {
             let mut order = index.clone();
             order.sort_by_key(|e| e.0);
-            let mut s = String::with_capacity(bytes.len() + 12 * order.len());
+            let size: usize = order.iter().map(|e| e.2 as usize + 12).sum();
+            let mut s = String::with_capacity(size);
+            let mut r = file.reader().ok();
             for (t, at, len) in order {
-                put(
-                    &mut s,
-                    t,
-                    &String::from_utf8_lossy(spill::slice(&bytes, at, len).unwrap_or(&[])),
-                );
+                let line = r.as_mut().and_then(|r| r.get(at, len).ok()).unwrap_or(&[]);
+                put(&mut s, t, &String::from_utf8_lossy(line));
             }
             return s;
         }

@@ -786,6 +786,10 @@ fn main() -> ExitCode {
         Some("failover-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(failover_one),
         Some("storm-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(storm_one),
         Some("soak-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(table::soak_one),
+        Some("soak-phones-one") => {
+            let n = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
+            table::soak_phones_one(n(1, 100) as usize, n(2, 24))
+        }
         Some("sweep-one") => args.get(1).and_then(|n| n.parse().ok()).is_some_and(table::sweep_one),
         Some("mra-storm-one") => {
             args.get(1).and_then(|n| n.parse().ok()).is_some_and(mra_storm_one)

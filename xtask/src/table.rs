@@ -121,6 +121,69 @@ fn numbers(line: &str) -> Vec<f64> {
         .collect()
 }
 
+/// The long soak of the issue: `phones` softphones (users with a line, signed in 10 ms apart
+/// on the built-in topology) kept registered for `hours` simulated hours, with an
+/// expectation decided only at the end holding the run open; one JSON line.
+pub(crate) fn soak_phones_one(phones: usize, hours: u64) -> bool {
+    let end = hours * 3600;
+    let mut t = format!(
+        "name = \"soak-phones\"\nsummary = \"{phones} phones registered for {hours} h\"\nseed = 1\n\
+         duration = \"{}s\"\n",
+        end + 5
+    );
+    for i in 0..phones {
+        t.push_str(&format!(
+            "[[user]]\nid = \"p{i}\"\ncluster = \"cluster1\"\nextension = \"{}\"\n\
+             [[client]]\nname = \"p{i}\"\nip = \"10.1.{}.{}\"\ndns = [\"dns-int\"]\n\
+             address = \"p{i}@example.com\"\n\
+             [[step]]\nat = \"{}ms\"\naction = \"sign-in\"\nclient = \"p{i}\"\n",
+            30_000 + i,
+            2 + i / 250,
+            1 + i % 250,
+            10 * i
+        ));
+    }
+    t.push_str(&format!(
+        "[[expect]]\nclient = \"p*\"\nevent = \"phone-registered\"\nwithin = \"60s\"\ncount = {phones}\n\
+         [[expect]]\nclient = \"p*\"\nevent = \"phone-state\"\nfields = {{ state = \"failover\" }}\n\
+         within = \"{}s\"\nabsent = true\n",
+        end - 1
+    ));
+    let s = match uclab_sim::parse("soak-phones.toml", &t, std::path::Path::new("soak-phones.toml"))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("soak scenario: {:?}", e.first());
+            return false;
+        }
+    };
+    let t0 = Instant::now();
+    let r = uclab_sim::run(&s, s.seed);
+    let wall = t0.elapsed().as_secs_f64();
+    let refreshed = r
+        .events
+        .iter()
+        .filter(|e| {
+            e.kind == "phone-state"
+                && e.fields.iter().any(|(k, v)| k == "state" && v == "refreshed")
+        })
+        .count();
+    println!(
+        "{}",
+        serde_json::json!({
+            "phones": phones,
+            "sim_s": r.sim_time.as_secs_f64(),
+            "wall_s": wall,
+            "speed": r.sim_time.as_secs_f64() / wall.max(1e-9),
+            "refreshes": refreshed,
+            "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
+            "passed": r.passed,
+            "error": r.error,
+        })
+    );
+    r.passed
+}
+
 /// Runs every row and prints the table; false when a row could not be measured.
 pub(crate) fn table(quick: bool) -> bool {
     let mut rows = Vec::new();
@@ -140,6 +203,23 @@ pub(crate) fn table(quick: bool) -> bool {
             ),
             "≥ 2,000x",
             judge(f(&v, "speed") >= 2000.0, quick),
+        )),
+        None => ok = false,
+    }
+    // 1b. The long soak: 100 phones for 24 simulated hours (target: under 60 s).
+    let hours: u64 = if quick { 1 } else { 24 };
+    match in_child_json("soak-phones-one", &["100".into(), hours.to_string()]) {
+        Some(v) => rows.push(row(
+            format!("soak: 100 phones for {hours} h simulated"),
+            format!(
+                "{:.1} s wall, {:.0}x, {:.0} refreshes, {:.0} MiB",
+                f(&v, "wall_s"),
+                f(&v, "speed"),
+                f(&v, "refreshes"),
+                f(&v, "peak_rss_mib")
+            ),
+            "24 h: < 60 s",
+            judge(f(&v, "wall_s") < 60.0 && v["passed"] == true, quick),
         )),
         None => ok = false,
     }
