@@ -184,20 +184,34 @@ pub fn evaluate(
         .collect()
 }
 
-/// Whether every expectation is decided: its event was seen (a pass, or for `absent` a
-/// failure) or its deadline has passed.
 /// The first whole millisecond at or after `d` (the runner's loop counts 1 ms ticks).
 fn ms_ceil(d: Duration) -> u64 {
     d.as_nanos().div_ceil(1_000_000).try_into().unwrap_or(u64::MAX)
 }
 
+/// Whether expectation `e` is decided at `now`: its event was seen (a pass, or for `absent` a
+/// failure) or its deadline has passed.
+fn decided(e: &Expect, events: &[EventRecord], now: Duration) -> bool {
+    now >= e.within
+        || (e.count.is_none()
+            && !e.client.ends_with('*')
+            && events.iter().any(|ev| matches(e, ev) && ev.time <= e.within))
+}
+
+/// Whether every expectation is decided.
 fn settled(expects: &[Expect], events: &[EventRecord], now: Duration) -> bool {
-    expects.iter().all(|e| {
-        now >= e.within
-            || (e.count.is_none()
-                && !e.client.ends_with('*')
-                && events.iter().any(|ev| matches(e, ev) && ev.time <= e.within))
-    })
+    expects.iter().all(|e| decided(e, events, now))
+}
+
+/// The first millisecond at which the expectations not decided at `now` all are, if no event
+/// comes meanwhile (the last of their deadlines).
+fn settled_by(expects: &[Expect], events: &[EventRecord], now: Duration) -> u64 {
+    expects
+        .iter()
+        .filter(|e| !decided(e, events, now))
+        .map(|e| ms_ceil(e.within))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Runs `s` with `seed`.
@@ -376,6 +390,9 @@ fn run_with(s: &Scenario, seed: u64, event_driven: bool) -> RunResult {
     let mut grace_set = false;
     let ip = |n: &str| s.host_ip(n).expect("validated host name");
     let mut ticks: u64 = 0;
+    // The last expectation check that found them unsettled: how many events it saw, and the
+    // millisecond by which they settle if no event comes.
+    let mut unsettled: Option<(usize, u64)> = None;
     while error.is_none() {
         let now = sim.elapsed();
         while let Some(st) = faults.front().filter(|st| st.at <= now) {
@@ -445,16 +462,30 @@ fn run_with(s: &Scenario, seed: u64, event_driven: bool) -> RunResult {
             && (clients_done || now >= last_step)
             && faults.is_empty()
             && ticks.is_multiple_of(50)
-            && transcript.with_events(|events| settled(&s.expects, events, now))
         {
-            end = end.min(now + GRACE);
-            grace_set = true;
+            let (done, seen, by) = transcript.with_events(|events| {
+                let done = settled(&s.expects, events, now);
+                (done, events.len(), if done { 0 } else { settled_by(&s.expects, events, now) })
+            });
+            if done {
+                end = end.min(now + GRACE);
+                grace_set = true;
+            } else {
+                unsettled = Some((seen, by));
+            }
         }
         // Issue 19: jump over ticks in which no host has anything to do and no message lands
         // (turmoil's event-driven time), never past a tick at which this loop acts: the next
-        // fault, the end, the next expectation check.
+        // fault, the end, the next expectation check that could find them settled (with no
+        // new event since the last check, not before the last open deadline has passed).
         let check = (!grace_set && faults.is_empty()).then(|| {
-            let from = if clients_done { ticks + 1 } else { (ticks + 1).max(ms_ceil(last_step)) };
+            let mut from =
+                if clients_done { ticks + 1 } else { (ticks + 1).max(ms_ceil(last_step)) };
+            if let Some((seen, by)) = unsettled
+                && transcript.with_events(|events| events.len()) == seen
+            {
+                from = from.max(by);
+            }
             from.next_multiple_of(50)
         });
         let bound = [faults.front().map(|st| ms_ceil(st.at)), Some(ms_ceil(end)), check]

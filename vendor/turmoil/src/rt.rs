@@ -87,6 +87,11 @@ struct Idle {
     /// The runtime's clock after its last tick (the host's time is this
     /// plus `lag` ticks).
     clock: Instant,
+    /// The earliest of `deadlines` when the software last ran (only the
+    /// host's own software registers or drops them).
+    next: Option<Instant>,
+    /// Time the host was left alone for, not yet added to its host timer.
+    host_time: Duration,
 }
 
 impl Idle {
@@ -100,6 +105,8 @@ impl Idle {
             deadlines: SharedDeadlines::default(),
             lag: 0,
             clock: clock(tokio),
+            next: None,
+            host_time: Duration::ZERO,
         }
     }
 }
@@ -236,6 +243,7 @@ impl<'a> Rt<'a> {
             })
         });
         self.idle.clock = self.now();
+        self.idle.next = idle::first(&self.idle.deadlines);
 
         // pull for software completion
         match &self.handle {
@@ -259,29 +267,26 @@ impl<'a> Rt<'a> {
     /// uclab: whether the host can be left alone for the next `n` ticks of
     /// `tick` (see [`crate::idle`]): 0 when it must run in the next one.
     pub(crate) fn idle_ticks(&self, tick: Duration, n: u64) -> u64 {
-        if self.idle.flag.woken()
-            || !matches!(self.kind, Kind::Host { .. } | Kind::Client)
-            || self.tokio.metrics().num_alive_tasks() != 0
-        {
+        if self.idle.flag.woken() || !matches!(self.kind, Kind::Host { .. } | Kind::Client) {
             return 0;
         }
-        let Some(at) = idle::first(&self.idle.deadlines) else {
-            return n;
+        let n = match self.idle.next {
+            None => n,
+            Some(at) => {
+                let now = self.idle.clock + span(tick, self.idle.lag);
+                if at <= now {
+                    return 0;
+                }
+                // The deadline fires at the end of the tick that reaches it.
+                let tick = tick.as_nanos().max(1);
+                let ahead = (at - now).as_nanos().div_ceil(tick) - 1;
+                n.min(ahead.try_into().unwrap_or(u64::MAX))
+            }
         };
-        let now = self.idle.clock + span(tick, self.idle.lag);
-        if at <= now {
+        if n == 0 || self.tokio.metrics().num_alive_tasks() != 0 {
             return 0;
         }
-        // The deadline fires at the end of the tick that reaches it.
-        let tick = tick.as_nanos().max(1);
-        let ahead = (at - now).as_nanos().div_ceil(tick) - 1;
-        n.min(ahead.try_into().unwrap_or(u64::MAX))
-    }
-
-    /// uclab: moves the clock of a runtime without software (the
-    /// network's) by `span`.
-    pub(crate) fn advance(&mut self, span: Duration) {
-        self.tokio.block_on(tokio::time::advance(span));
+        n
     }
 
     /// uclab: whether the host was left alone for ticks not yet applied.
@@ -294,9 +299,16 @@ impl<'a> Rt<'a> {
         self.idle.lag
     }
 
-    /// uclab: leaves the host alone for `n` ticks.
-    pub(crate) fn skip(&mut self, n: u64) {
+    /// uclab: leaves the host alone for `n` ticks of `tick`.
+    pub(crate) fn skip(&mut self, n: u64, tick: Duration) {
         self.idle.lag += n;
+        self.idle.host_time += span(tick, n);
+    }
+
+    /// uclab: time the host was left alone for since this was last asked,
+    /// for its host timer.
+    pub(crate) fn take_host_time(&mut self) -> Duration {
+        std::mem::take(&mut self.idle.host_time)
     }
 
     /// uclab: brings a host that was left alone up to date, as if it had
@@ -320,6 +332,7 @@ impl<'a> Rt<'a> {
         });
         let flag = flag.clone();
         self.idle.clock = self.now();
+        self.idle.next = idle::first(&self.idle.deadlines);
         if flag.woken() {
             return Err(format!(
                 "host {} had a timer the simulation cannot see fire while it was \

@@ -440,9 +440,10 @@ impl<'a> Sim<'a> {
         world.topology.advance(span);
         for (&addr, rt) in self.rts.iter_mut() {
             if rt.is_software_running() {
-                rt.skip(n);
+                rt.skip(n, tick);
+            } else {
+                world.tick(addr, span);
             }
-            world.tick(addr, span);
         }
         self.elapsed += span;
         self.steps += n as usize;
@@ -486,6 +487,15 @@ impl<'a> Sim<'a> {
         // rng on every step.
         let event_driven = self.config.event_driven && !self.config.random_node_order;
         for (&addr, rt) in running {
+            // uclab: a host with nothing to do and nothing arriving is left
+            // alone without touching the world (see `idle`).
+            if event_driven
+                && rt.idle_ticks(tick, 1) == 1
+                && !self.world.borrow().topology.has_ready(addr)
+            {
+                leave_alone(rt, tick, &mut is_finished)?;
+                continue;
+            }
             let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
             {
                 let mut world = self.world.borrow_mut();
@@ -499,19 +509,9 @@ impl<'a> Sim<'a> {
                 } = world.deref_mut();
                 topology.deliver_messages(rng, hosts.get_mut(&addr).expect("missing host"));
             }
+            // uclab: what arrived woke no one.
             if event_driven && rt.idle_ticks(tick, 1) == 1 {
-                // A host left alone long is brought up to date now and then,
-                // so that a timer it did not register fails the run soon
-                // after it fires rather than never.
-                if rt.lag() >= IDLE_CHECK_TICKS {
-                    rt.catch_up(tick)?;
-                }
-                rt.skip(1);
-                // A running client is not finished.
-                if rt.is_client() {
-                    is_finished = false;
-                }
-                self.world.borrow_mut().tick(addr, tick);
+                leave_alone(rt, tick, &mut is_finished)?;
                 continue;
             }
             rt.catch_up(tick)?;
@@ -520,7 +520,9 @@ impl<'a> Sim<'a> {
                 // Set the current host (see method docs)
                 world.current = Some(addr);
 
-                world.current_host_mut().timer.now(rt.now());
+                let host = world.current_host_mut();
+                host.timer.tick(rt.take_host_time());
+                host.timer.now(rt.now());
             }
 
             let is_software_finished = World::enter(&self.world, || rt.tick(tick))?;
@@ -557,15 +559,34 @@ impl<'a> Sim<'a> {
     }
 }
 
+/// uclab: leaves a running host alone for one tick (see `Sim::step`).
+fn leave_alone(rt: &mut Rt, tick: Duration, is_finished: &mut bool) -> Result {
+    // A host left alone long is brought up to date now and then, so that a
+    // timer it did not register fails the run soon after it fires rather
+    // than never.
+    if rt.lag() >= IDLE_CHECK_TICKS {
+        rt.catch_up(tick)?;
+    }
+    rt.skip(1, tick);
+    // A running client is not finished.
+    if rt.is_client() {
+        *is_finished = false;
+    }
+    Ok(())
+}
+
 /// uclab: software torn down (crash, bounce) reads its host's clock, which
 /// must be where upstream's would be: a host left alone is brought up to
 /// date, with the host timer's instant at the start of its last tick, as
 /// `step` leaves it (see `idle`). A timer it could not see no longer matters.
 fn catch_up_before_teardown(world: &RefCell<World>, rt: &mut Rt, tick: Duration) {
+    let mut world = world.borrow_mut();
+    let host = world.current_host_mut();
+    host.timer.tick(rt.take_host_time());
     if rt.is_software_running() && rt.lagging() {
         let _ = rt.catch_up(tick);
         let start = rt.now().checked_sub(tick).unwrap_or_else(|| rt.now());
-        world.borrow_mut().current_host_mut().timer.now(start);
+        host.timer.now(start);
     }
 }
 
