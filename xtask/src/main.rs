@@ -585,19 +585,26 @@ fn fed_presence_text(n: usize, m: usize) -> String {
     t
 }
 
-/// Runs the federation presence bench in this process and prints one JSON line.
-fn fed_presence_one(n: usize, m: usize) -> bool {
-    let text = fed_presence_text(n, m);
-    let s = match uclab_sim::parse("fed.toml", &text, Path::new("fed.toml")) {
+/// Parses a scenario made by a bench (`name` for messages) and runs it with its seed: the
+/// result and the wall time in seconds.
+pub(crate) fn run_generated(name: &str, text: &str) -> Option<(uclab_sim::RunResult, f64)> {
+    let s = match uclab_sim::parse(name, text, Path::new(name)) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("federation bench scenario: {:?}", e.first());
-            return false;
+            eprintln!("{name}: {:?}", e.first());
+            return None;
         }
     };
     let t = Instant::now();
     let r = uclab_sim::run(&s, s.seed);
-    let wall = t.elapsed().as_secs_f64();
+    Some((r, t.elapsed().as_secs_f64()))
+}
+
+/// Runs the federation presence bench in this process and prints one JSON line.
+fn fed_presence_one(n: usize, m: usize) -> bool {
+    let Some((r, wall)) = run_generated("fed.toml", &fed_presence_text(n, m)) else {
+        return false;
+    };
     let away = r
         .events
         .iter()

@@ -149,17 +149,9 @@ pub(crate) fn soak_phones_one(phones: usize, hours: u64) -> bool {
          within = \"{}s\"\nabsent = true\n",
         end - 1
     ));
-    let s = match uclab_sim::parse("soak-phones.toml", &t, std::path::Path::new("soak-phones.toml"))
-    {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("soak scenario: {:?}", e.first());
-            return false;
-        }
+    let Some((r, wall)) = crate::run_generated("soak-phones.toml", &t) else {
+        return false;
     };
-    let t0 = Instant::now();
-    let r = uclab_sim::run(&s, s.seed);
-    let wall = t0.elapsed().as_secs_f64();
     let refreshed = r
         .events
         .iter()
