@@ -11,6 +11,8 @@ command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v dig >/dev/null 2>&1 || need+=(dnsutils)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# script(1) gives the CLI tests a terminal (progress lines show only on one).
+command -v script >/dev/null 2>&1 || need+=(bsdutils)
 command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
 command -v unbound >/dev/null 2>&1 || need+=(unbound)
 # A real XMPP server (the client core signs in to it) and real XMPP clients (slixmpp, for

@@ -82,3 +82,24 @@ fn readme_sample_run_prints_what_the_readme_shows() {
     let first = printed.lines().next().unwrap().replace(&out.display().to_string(), "out");
     assert_eq!(first, shown, "README.md's sample line is out of date");
 }
+
+/// Issue 20: a sweep shows seeds done and failures so far on a terminal, and nothing of it when
+/// stderr is not one (CI logs, pipes).
+#[test]
+fn sweep_progress_shows_on_a_terminal_only() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/calls/register.toml");
+    let out = uclab().args(["sweep", file, "--seeds", "1..3", "--jobs", "1"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("seeds,") && !err.contains('\r'), "progress in a pipe: {err:?}");
+    // Under a pseudo-terminal (util-linux script, installed by scripts/setup.sh) it shows, and
+    // is cleared before the result.
+    let cmd = format!("{} sweep {file} --seeds 1..3 --jobs 1", env!("CARGO_BIN_EXE_uclab"));
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script(1) runs (scripts/setup.sh installs bsdutils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\rsweep register: 1/2 seeds, 0 failed"), "{text:?}");
+    assert!(text.contains("2 passed, 0 failed"), "{text:?}");
+}

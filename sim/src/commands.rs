@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::report::{junit_xml, replay_command, report_json};
-use crate::runner::{RunResult, run};
+use crate::runner::{RunResult, run, run_watched};
 use crate::scenario::{Scenario, load, parse};
 use crate::time::fmt_secs;
 
@@ -169,7 +169,13 @@ pub fn cmd_run(paths: &[PathBuf], seed: Option<u64>, out: &Path, skip_heavy: boo
         // Wall time for the reports only: it never feeds the run.
         #[allow(clippy::disallowed_methods)]
         let started = std::time::Instant::now();
-        let mut r = run(s, seed.unwrap_or(s.seed));
+        // Issue 20: a run that goes on for seconds shows the simulated time reached, on a
+        // terminal only.
+        let mut progress = crate::progress::Progress::delayed();
+        let mut r = run_watched(s, seed.unwrap_or(s.seed), &mut |t| {
+            progress.show(|| format!("RUN  {}: {} simulated", s.name, fmt_secs(t)))
+        });
+        progress.done();
         r.wall = started.elapsed();
         r.out = Some(out.to_path_buf());
         if let Err(e) = write_outputs(&dir, &r) {
@@ -275,22 +281,31 @@ pub fn cmd_sweep(file: &Path, seeds: &str, jobs: usize) -> i32 {
     let seeds: Vec<u64> = range.collect();
     let jobs = jobs.max(1).min(seeds.len());
     let failed = std::sync::Mutex::new(Vec::new());
+    // Issue 20: seeds done and failures so far, on a terminal only.
+    let progress = std::sync::Mutex::new((crate::progress::Progress::now(), 0usize));
     std::thread::scope(|scope| {
         for j in 0..jobs {
-            let (s, seeds, failed) = (&s, &seeds, &failed);
+            let (s, seeds, failed, progress) = (&s, &seeds, &failed, &progress);
             scope.spawn(move || {
                 for seed in seeds.iter().skip(j).step_by(jobs) {
                     let r = run(s, *seed);
+                    let mut f = failed.lock().unwrap_or_else(|e| e.into_inner());
                     if !r.passed {
-                        failed
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push((*seed, replay_command(&r)));
+                        f.push((*seed, replay_command(&r)));
                     }
+                    let bad = f.len();
+                    drop(f);
+                    let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                    p.1 += 1;
+                    let done = p.1;
+                    p.0.show(|| {
+                        format!("sweep {}: {done}/{} seeds, {bad} failed", s.name, seeds.len())
+                    });
                 }
             });
         }
     });
+    progress.into_inner().unwrap_or_else(|e| e.into_inner()).0.done();
     let mut failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
     failed.sort();
     for (seed, cmd) in &failed {

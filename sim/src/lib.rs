@@ -6,11 +6,12 @@ pub mod capacity;
 pub mod commands;
 pub mod live;
 pub mod nodes;
+pub mod progress;
 pub mod regbench;
 pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod time;
 
-pub use runner::{RunResult, run, run_stepwise};
+pub use runner::{RunResult, run, run_stepwise, run_watched};
 pub use scenario::{CheckError, Scenario, load, parse};

@@ -216,16 +216,26 @@ fn settled_by(expects: &[Expect], events: &[EventRecord], now: Duration) -> u64 
 
 /// Runs `s` with `seed`.
 pub fn run(s: &Scenario, seed: u64) -> RunResult {
-    run_with(s, seed, true)
+    run_with(s, seed, true, &mut |_| {})
+}
+
+/// [`run`], telling `watch` the simulated time reached as the run goes (progress displays).
+pub fn run_watched(s: &Scenario, seed: u64, watch: &mut dyn FnMut(Duration)) -> RunResult {
+    run_with(s, seed, true, watch)
 }
 
 /// [`run`] stepping every host through every simulated millisecond, as turmoil upstream does:
 /// slower, and byte for byte the same outputs (issue 19's exactness test compares the two).
 pub fn run_stepwise(s: &Scenario, seed: u64) -> RunResult {
-    run_with(s, seed, false)
+    run_with(s, seed, false, &mut |_| {})
 }
 
-fn run_with(s: &Scenario, seed: u64, event_driven: bool) -> RunResult {
+fn run_with(
+    s: &Scenario,
+    seed: u64,
+    event_driven: bool,
+    watch: &mut dyn FnMut(Duration),
+) -> RunResult {
     // Frame bytes wait on disk, not in memory, until the capture is written (issue 19).
     let capture = Capture::spilling(seed, s.epoch);
     let transcript = Transcript::spilling();
@@ -395,6 +405,7 @@ fn run_with(s: &Scenario, seed: u64, event_driven: bool) -> RunResult {
     let mut unsettled: Option<(usize, u64)> = None;
     while error.is_none() {
         let now = sim.elapsed();
+        watch(now);
         while let Some(st) = faults.front().filter(|st| st.at <= now) {
             let note = match &st.action {
                 StepAction::Crash { node } => {
