@@ -507,17 +507,6 @@ fn epb(epoch: Duration, time: Duration, data: &[u8]) -> EnhancedPacketBlock<'_> 
     }
 }
 
-/// A frame as a pcapng Enhanced Packet Block, stamped `epoch` + its time.
-fn packet_block(epoch: Duration, f: Frame) -> EnhancedPacketBlock<'static> {
-    EnhancedPacketBlock {
-        interface_id: 0,
-        timestamp: epoch + f.time,
-        original_len: f.data.len() as u32,
-        data: Cow::Owned(f.data),
-        options: vec![],
-    }
-}
-
 fn section_header() -> SectionHeaderBlock<'static> {
     SectionHeaderBlock {
         options: vec![SectionHeaderOption::UserApplication(Cow::Borrowed("uclab"))],
@@ -570,9 +559,10 @@ impl Inner {
             self.frames.push(f);
             return;
         };
-        let epb = packet_block(sink.epoch, f);
+        let block = epb(sink.epoch, f.time, &f.data);
         // A full disk or a closed file stops the capture, not the lab.
-        if sink.writer.write_pcapng_block(epb).is_err() || sink.writer.get_mut().flush().is_err() {
+        if sink.writer.write_pcapng_block(block).is_err() || sink.writer.get_mut().flush().is_err()
+        {
             self.sink = None;
             self.off = true;
         }

@@ -72,7 +72,14 @@ pub(crate) fn escape_controls(line: &str) -> std::borrow::Cow<'_, str> {
 
 /// A transcript line as written everywhere: `  12.345s  text`.
 fn stamped(t: Duration, text: &str) -> String {
-    format!("{:>4}.{:03}s  {text}", t.as_secs(), t.subsec_millis())
+    let mut s = String::new();
+    stamp_into(&mut s, t, text);
+    s
+}
+
+/// [`stamped`], written at the end of `s`.
+fn stamp_into(s: &mut String, t: Duration, text: &str) {
+    let _ = write!(s, "{:>4}.{:03}s  {text}", t.as_secs(), t.subsec_millis());
 }
 
 /// A shared transcript (one per simulated world or live process).
@@ -236,9 +243,9 @@ impl Transcript {
     /// equal times, without a second copy of every line).
     pub fn render(&self) -> String {
         let mut g = self.lock();
-        // As `stamped`, written in place.
         let put = |s: &mut String, t: Duration, l: &str| {
-            let _ = writeln!(s, "{:>4}.{:03}s  {l}", t.as_secs(), t.subsec_millis());
+            stamp_into(s, t, l);
+            s.push('\n');
         };
         if let Some((file, index)) = &mut g.spill {
             let mut order = index.clone();

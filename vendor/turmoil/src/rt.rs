@@ -289,11 +289,6 @@ impl<'a> Rt<'a> {
         n
     }
 
-    /// uclab: whether the host was left alone for ticks not yet applied.
-    pub(crate) fn lagging(&self) -> bool {
-        self.idle.lag > 0
-    }
-
     /// uclab: how many ticks the host was left alone for, not yet applied.
     pub(crate) fn lag(&self) -> u64 {
         self.idle.lag

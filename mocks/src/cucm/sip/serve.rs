@@ -245,7 +245,7 @@ pub async fn serve<N: uclab_net::Net + Clone + 'static>(
                         c.handle(now, flow, &buf[..n]);
                     }
                 });
-                while let Some(out) = answer_first.then(|| rx.try_recv().ok()).flatten() {
+                while answer_first && let Ok(out) = rx.try_recv() {
                     net.transcript().message(net.now(), local, out.to, "udp", &out.summary);
                     let _ = udp.send_to(&out.bytes, out.to).await;
                 }
