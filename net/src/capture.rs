@@ -21,6 +21,7 @@ use pcap_file::pcapng::blocks::interface_description::{
 };
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 
+use crate::messages::{MessageBytes, MessageLog};
 use crate::rng::derive_seed;
 use crate::spill::{self, SpillFile};
 
@@ -92,6 +93,8 @@ struct Inner {
     syn_isn: BTreeMap<(SocketAddr, SocketAddr), u32>,
     /// Frame bytes kept on disk while the run goes (a simulated run: [`Capture::spilling`]).
     spill: Option<Spill>,
+    /// Which frame carries each transcript message ([`Capture::track_messages`]).
+    messages: Option<MessageLog>,
 }
 
 /// Frame bytes written to a file of their own as they come, in the order they come; only
@@ -175,6 +178,7 @@ impl Capture {
             sink: None,
             syn_isn: BTreeMap::new(),
             spill: None,
+            messages: None,
         })))
     }
 
@@ -199,6 +203,51 @@ impl Capture {
         let c = Self::new(seed, epoch);
         c.lock().sink = Some(Sink { writer, epoch });
         Ok(c)
+    }
+
+    /// Also notes which frame carries each transcript message and what it said (a simulated
+    /// run, for the ladder: issue 20). The transcript tells it where each message starts
+    /// ([`Capture::mark`]).
+    pub fn track_messages(&self) {
+        self.lock().messages = Some(MessageLog::new());
+    }
+
+    /// A transcript line for a message `from → to` is made: its id, when messages are tracked.
+    pub fn mark(&self, from: SocketAddr, to: SocketAddr) -> Option<u32> {
+        self.lock().messages.as_mut().map(|m| m.mark(from, to))
+    }
+
+    /// The connection `a`–`b` carries TLS from now on.
+    pub(crate) fn tls_flow(&self, a: SocketAddr, b: SocketAddr) {
+        if let Some(m) = self.lock().messages.as_mut() {
+            m.tls(a, b);
+        }
+    }
+
+    /// A TLS stream `from → to` is about to be handed plaintext.
+    pub(crate) fn plain_arm(&self, from: SocketAddr, to: SocketAddr) {
+        if let Some(m) = self.lock().messages.as_mut() {
+            m.arm(from, to);
+        }
+    }
+
+    /// The TLS stream `from → to` took `plain` since [`plain_arm`](Self::plain_arm).
+    pub(crate) fn plain(&self, from: SocketAddr, to: SocketAddr, plain: &[u8]) {
+        if let Some(m) = self.lock().messages.as_mut() {
+            m.plain(from, to, plain);
+        }
+    }
+
+    /// Every tracked message by id (its bytes and its frame, as a number in the pcapng:
+    /// 1-based, in the file's order), once the run is over.
+    pub fn messages(&self) -> Vec<(Option<u32>, MessageBytes)> {
+        let mut g = self.lock();
+        let Some(log) = g.messages.as_mut() else { return Vec::new() };
+        let all = log.take_all();
+        let numbers = g.frame_numbers();
+        all.into_iter()
+            .map(|m| (m.record.and_then(|r| numbers.get(r as usize).copied()), m))
+            .collect()
     }
 
     /// A capture that records nothing.
@@ -247,7 +296,12 @@ impl Capture {
             .udp(from.port(), to.port());
         let mut out = Vec::with_capacity(b.size(payload.len()));
         if b.write(&mut out, payload).is_ok() {
-            self.push(t, out, FrameKind::Udp);
+            let mut g = self.lock();
+            let record = g.count();
+            g.emit(Frame { time: t, data: out, kind: FrameKind::Udp });
+            if let Some(m) = g.messages.as_mut() {
+                m.written(from, to, record, payload);
+            }
         }
     }
 
@@ -362,6 +416,7 @@ impl Capture {
             return;
         }
         let mut g = self.lock();
+        let record = g.count();
         for chunk in data.chunks(MSS) {
             let end = g.flow(from, to)[&from];
             let f = Flags { ack: true, psh: true, ..Flags::default() };
@@ -369,6 +424,9 @@ impl Capture {
             let n = chunk.len() as u32;
             g.flow(from, to).get_mut(&from).expect("end exists").snd_nxt =
                 end.snd_nxt.wrapping_add(n);
+        }
+        if let Some(m) = g.messages.as_mut() {
+            m.written(from, to, record, data);
         }
     }
 
@@ -526,6 +584,29 @@ fn interface() -> InterfaceDescriptionBlock<'static> {
 }
 
 impl Inner {
+    /// Frames recorded so far.
+    fn count(&self) -> u32 {
+        (self.frames.len() + self.spill.as_ref().map_or(0, |s| s.index.len())) as u32
+    }
+
+    /// The number of each recorded frame in the pcapng (1-based; frames are written in time
+    /// order, stable for equal times), by the order they were recorded in.
+    fn frame_numbers(&self) -> Vec<u32> {
+        let times: Vec<Duration> = match &self.spill {
+            Some(sp) => {
+                sp.index.iter().map(|e| e.time).chain(self.frames.iter().map(|f| f.time)).collect()
+            }
+            None => self.frames.iter().map(|f| f.time).collect(),
+        };
+        let mut order: Vec<u32> = (0..times.len() as u32).collect();
+        order.sort_by_key(|&i| times[i as usize]);
+        let mut numbers = vec![0; times.len()];
+        for (n, i) in order.into_iter().enumerate() {
+            numbers[i as usize] = n as u32 + 1;
+        }
+        numbers
+    }
+
     /// Frames spilled so far back in memory (a spill that fails, or a caller that wants
     /// them all).
     fn unspill(&mut self) {

@@ -9,6 +9,7 @@
 mod capture;
 pub mod http1;
 mod live;
+mod messages;
 mod policy;
 mod rng;
 mod sim;
@@ -20,11 +21,12 @@ mod transcript;
 
 pub use capture::{Capture, Frame, FrameKind, TapMode};
 pub use live::{Egress, LiveNet};
+pub use messages::{DETAIL_MAX, MessageBytes};
 pub use policy::{Action, Policy, PolicyError, Rule, Zone};
 pub use rng::{Entropy, SecretRng, SeededRng, derive_seed};
 pub use sim::SimNet;
 pub use socket::{AsyncIo, BoxFuture, TcpAcceptor, TcpConn, UdpSock};
-pub use transcript::{EventRecord, Transcript};
+pub use transcript::{EventRecord, LineKind, Transcript};
 
 /// What every node of one world (a simulation, or a live process) shares.
 #[derive(Clone, Debug)]

@@ -81,6 +81,7 @@ impl AsyncRead for TcpConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.probe();
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
         let got = &buf.filled()[before..];
@@ -115,6 +116,7 @@ impl AsyncWrite for TcpConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.probe();
         if self.tap.policy.blackholed(self.local.ip(), self.peer.ip()) {
             if let Some(t) = self.tap.now() {
                 self.tap.capture.tcp_data(t, self.local, self.peer, buf, self.dscp);
@@ -140,6 +142,15 @@ impl AsyncWrite for TcpConn {
 }
 
 impl TcpConn {
+    /// A TLS handshake over this connection learns where to report its plaintext.
+    fn probe(&self) {
+        crate::messages::probe(|| crate::messages::PlainTap {
+            capture: self.tap.capture.clone(),
+            local: self.local,
+            peer: self.peer,
+        });
+    }
+
     fn record_fin(&mut self) {
         if self.fin_sent {
             return;

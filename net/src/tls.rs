@@ -34,6 +34,7 @@ pub use rustls::{ClientConfig, ServerConfig};
 use rustls::{KeyLog, NamedGroup, RootCertStore};
 
 use crate::capture::Capture;
+use crate::messages::{PlainTap, with_probe};
 use crate::rng::{Entropy, derive_seed};
 
 /// One node's TLS random stream.
@@ -75,6 +76,9 @@ fn fill(buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
 pub struct Seeded<T> {
     rng: Option<NodeRng>,
     inner: T,
+    /// Where the plaintext written goes (the capture's message log: issue 20), learnt from
+    /// the tapped connection the handshake used.
+    tap: Option<PlainTap>,
 }
 
 impl<T> fmt::Debug for Seeded<T> {
@@ -95,7 +99,13 @@ impl<F: Future + Unpin> Future for Seeded<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let _g = Installed::new(self.rng.as_ref());
-        Pin::new(&mut self.inner).poll(cx)
+        let this = &mut *self;
+        let probe = if this.tap.is_none() { Some(None) } else { None };
+        let (r, learnt) = with_probe(probe, || Pin::new(&mut this.inner).poll(cx));
+        if let Some(Some(tap)) = learnt {
+            this.tap = Some(tap);
+        }
+        r
     }
 }
 
@@ -117,7 +127,17 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Seeded<S> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let _g = Installed::new(self.rng.as_ref());
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let Some(tap) = &this.tap else { return Pin::new(&mut this.inner).poll_write(cx, buf) };
+        tap.capture.plain_arm(tap.local, tap.peer);
+        // A handshake polled around this one (TLS inside TLS) must not take this connection.
+        let (r, _) = with_probe(None, || Pin::new(&mut this.inner).poll_write(cx, buf));
+        let took = match &r {
+            Poll::Ready(Ok(n)) => &buf[..*n],
+            _ => &[],
+        };
+        tap.capture.plain(tap.local, tap.peer, took);
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -648,8 +668,9 @@ impl TlsContext {
             let _g = Installed::new(self.rng.as_ref());
             tokio_rustls::TlsConnector::from(config).connect(name, stream)
         };
-        let inner = Seeded { rng: self.rng.clone(), inner: connect }.await?;
-        Ok(Seeded { rng: self.rng.clone(), inner })
+        let mut handshake = Seeded { rng: self.rng.clone(), inner: connect, tap: None };
+        let inner = (&mut handshake).await?;
+        Ok(Seeded { rng: self.rng.clone(), inner, tap: handshake.tap })
     }
 
     /// Server side of TLS over an accepted stream.
@@ -665,8 +686,9 @@ impl TlsContext {
             let _g = Installed::new(self.rng.as_ref());
             tokio_rustls::TlsAcceptor::from(config).accept(stream)
         };
-        let inner = Seeded { rng: self.rng.clone(), inner: accept }.await?;
-        Ok(Seeded { rng: self.rng.clone(), inner })
+        let mut handshake = Seeded { rng: self.rng.clone(), inner: accept, tap: None };
+        let inner = (&mut handshake).await?;
+        Ok(Seeded { rng: self.rng.clone(), inner, tap: handshake.tap })
     }
 }
 

@@ -31,8 +31,43 @@ pub struct EventRecord {
 /// log); the rest are counted and reported once the second is over.
 const ECHO_PER_SECOND: u32 = 100;
 
-/// A line on disk: its time, where it starts in the file, its length.
-type SpilledLine = (Duration, u64, u32);
+/// A line on disk: its time, where it starts in the file, its length, its kind.
+type SpilledLine = (Duration, u64, u32, Kind);
+
+/// What a transcript line says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineKind {
+    /// A protocol message `from -> to transport summary`, with its id in the capture's
+    /// message log when the capture tracks messages ([`Transcript::track`]).
+    Message(Option<u32>),
+    /// A note of a node or of the lab: `who: text`.
+    Note,
+    /// A client event: `who ! text`.
+    Event,
+}
+
+/// [`LineKind`] in four bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Kind(u32);
+
+impl Kind {
+    const NOTE: Self = Self(u32::MAX);
+    const EVENT: Self = Self(u32::MAX - 1);
+    const UNTRACKED: Self = Self(u32::MAX - 2);
+
+    fn message(id: Option<u32>) -> Self {
+        id.filter(|&i| i < Self::UNTRACKED.0).map_or(Self::UNTRACKED, Self)
+    }
+
+    fn get(self) -> LineKind {
+        match self {
+            Self::NOTE => LineKind::Note,
+            Self::EVENT => LineKind::Event,
+            Self::UNTRACKED => LineKind::Message(None),
+            Self(i) => LineKind::Message(Some(i)),
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -46,7 +81,9 @@ struct Inner {
     names: BTreeMap<IpAddr, String>,
     /// Names of single services (live mode, where every node shares one address).
     services: BTreeMap<SocketAddr, String>,
-    lines: Vec<(Duration, String)>,
+    lines: Vec<(Duration, String, Kind)>,
+    /// The capture told where each message starts ([`Transcript::track`]).
+    capture: Option<crate::Capture>,
     /// Lines kept on disk while a simulated run goes ([`Transcript::spilling`]): the file,
     /// and each line's time and place in it.
     spill: Option<(SpillFile, Vec<SpilledLine>)>,
@@ -119,7 +156,14 @@ impl Transcript {
         t
     }
 
-    fn push(&self, t: Duration, line: String) {
+    /// Tells `capture` where each message starts, so it can say which frame carries it and
+    /// what it said (a simulated run, for the ladder: issue 20).
+    pub fn track(&self, capture: crate::Capture) {
+        capture.track_messages();
+        self.lock().capture = Some(capture);
+    }
+
+    fn push(&self, t: Duration, line: String, kind: Kind) {
         let mut g = self.lock();
         if g.echo {
             let sec = t.as_secs();
@@ -148,24 +192,24 @@ impl Transcript {
         }
         if let Some((file, index)) = &mut g.spill {
             if let Ok(at) = file.append(line.as_bytes()) {
-                index.push((t, at, line.len() as u32));
+                index.push((t, at, line.len() as u32, kind));
                 return;
             }
             // A full disk: back to memory, with what was spilled.
             let lines = Self::spilled(&mut g);
             g.lines.splice(0..0, lines);
         }
-        g.lines.push((t, line));
+        g.lines.push((t, line, kind));
     }
 
     /// The lines spilled so far, taken back from the file.
-    fn spilled(g: &mut Inner) -> Vec<(Duration, String)> {
+    fn spilled(g: &mut Inner) -> Vec<(Duration, String, Kind)> {
         let Some((file, index)) = g.spill.take() else { return Vec::new() };
         let bytes = file.bytes().unwrap_or_default();
         let text = |at, len| spill::slice(&bytes, at, len).unwrap_or(&[]);
         index
             .into_iter()
-            .map(|(t, at, len)| (t, String::from_utf8_lossy(text(at, len)).into_owned()))
+            .map(|(t, at, len, k)| (t, String::from_utf8_lossy(text(at, len)).into_owned(), k))
             .collect()
     }
 
@@ -200,16 +244,22 @@ impl Transcript {
         transport: &str,
         text: &str,
     ) {
-        let line = {
+        let (line, capture) = {
             let g = self.lock();
-            format!("{} -> {} {transport} {text}", Self::endpoint(&g, from), Self::endpoint(&g, to))
+            let line = format!(
+                "{} -> {} {transport} {text}",
+                Self::endpoint(&g, from),
+                Self::endpoint(&g, to)
+            );
+            (line, g.capture.clone())
         };
-        self.push(t, line);
+        let id = capture.and_then(|c| c.mark(from, to));
+        self.push(t, line, Kind::message(id));
     }
 
     /// Records a free-form note of a node (a fault applied, a node started).
     pub fn note(&self, t: Duration, who: &str, text: &str) {
-        self.push(t, format!("{who}: {text}"));
+        self.push(t, format!("{who}: {text}"), Kind::NOTE);
     }
 
     /// Records a client event.
@@ -221,7 +271,7 @@ impl Transcript {
         fields: Vec<(String, String)>,
         text: &str,
     ) {
-        self.push(t, format!("{who} ! {text}"));
+        self.push(t, format!("{who} ! {text}"), Kind::EVENT);
         let mut g = self.lock();
         if g.forget {
             return;
@@ -242,32 +292,40 @@ impl Transcript {
     /// Renders the lines, times relative to the scenario start (in time order, stable for
     /// equal times, without a second copy of every line).
     pub fn render(&self) -> String {
-        let mut g = self.lock();
-        let put = |s: &mut String, t: Duration, l: &str| {
-            stamp_into(s, t, l);
-            s.push('\n');
+        let size = {
+            let g = self.lock();
+            let spilled =
+                g.spill.as_ref().map_or(0, |(_, i)| i.iter().map(|e| e.2 as usize + 12).sum());
+            spilled + g.lines.iter().map(|(_, l, _)| l.len() + 12).sum::<usize>()
         };
+        let mut s = String::with_capacity(size);
+        self.for_each_line(|t, l, _| {
+            stamp_into(&mut s, t, l);
+            s.push('\n');
+        });
+        s
+    }
+
+    /// `f` of every line (its time, its text, what it says) in the order
+    /// [`render`](Self::render) writes them.
+    pub fn for_each_line(&self, mut f: impl FnMut(Duration, &str, LineKind)) {
+        let mut g = self.lock();
         if let Some((file, index)) = &mut g.spill {
             let mut order = index.clone();
             order.sort_by_key(|e| e.0);
-            let size: usize = order.iter().map(|e| e.2 as usize + 12).sum();
-            let mut s = String::with_capacity(size);
             let mut r = file.reader().ok();
-            for (t, at, len) in order {
+            for (t, at, len, k) in order {
                 let line = r.as_mut().and_then(|r| r.get(at, len).ok()).unwrap_or(&[]);
-                put(&mut s, t, &String::from_utf8_lossy(line));
+                f(t, &String::from_utf8_lossy(line), k.get());
             }
-            return s;
+            return;
         }
         let mut order: Vec<u32> = (0..g.lines.len() as u32).collect();
         order.sort_by_key(|&i| g.lines[i as usize].0);
-        let size: usize = g.lines.iter().map(|(_, l)| l.len() + 12).sum();
-        let mut s = String::with_capacity(size);
         for i in order {
-            let (t, l) = &g.lines[i as usize];
-            put(&mut s, *t, l);
+            let (t, l, k) = &g.lines[i as usize];
+            f(*t, l, k.get());
         }
-        s
     }
 }
 
