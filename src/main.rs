@@ -56,6 +56,26 @@ enum Cmd {
         #[arg(long)]
         skip_heavy: bool,
     },
+    /// Draw a finished run's ladder again (text on stdout), filtered: who sent what to whom.
+    Ladder {
+        /// The run's output directory (where `uclab run` wrote transcript.txt).
+        dir: PathBuf,
+        /// Rows at or after this simulated time (`2s`, `1500ms`).
+        #[arg(long, value_parser = duration)]
+        from: Option<std::time::Duration>,
+        /// Rows at or before this simulated time.
+        #[arg(long, value_parser = duration)]
+        to: Option<std::time::Duration>,
+        /// Protocols, comma-separated (`sip,xmpp`; `sip` also takes `sip-edge`, `soap` the SOAP requests).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Rows that touch this node or client (repeat for more).
+        #[arg(long)]
+        node: Vec<String>,
+        /// Write the HTML page here instead.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
     /// Validate scenario files; errors as file:line:col: message.
     Check {
         /// Scenario files or directories.
@@ -211,6 +231,11 @@ enum Cmd {
     },
 }
 
+/// A duration as scenario files write it.
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    uclab_sim::time::parse_duration(s)
+}
+
 fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
@@ -218,6 +243,11 @@ fn main() {
             commands::cmd_run(&paths, seed, &out, skip_heavy)
         }
         Cmd::Check { paths } => commands::cmd_check(&paths),
+        Cmd::Ladder { dir, from, to, only, node, html } => {
+            let only = only.into_iter().map(|o| o.trim().to_ascii_lowercase()).collect();
+            let filter = uclab_sim::ladder::Filter { from, to, only, nodes: node };
+            commands::cmd_ladder(&dir, &filter, html.as_deref())
+        }
         Cmd::List { dir } => commands::cmd_list(dir.as_deref()),
         Cmd::Sweep { file, seeds, jobs } => commands::cmd_sweep(&file, &seeds, jobs),
         Cmd::Serve { file, bind, ports_json, ca_pem, seed, capture, transcript } => {

@@ -239,6 +239,19 @@ pub fn rcode_name(rcode: u16) -> String {
     }
 }
 
+/// Every field of a DNS message, one section per line as dig prints them (the ladder's
+/// decoded view: issue 20). Over TCP the two-byte length in front is skipped.
+pub fn decoded(bytes: &[u8]) -> String {
+    let body = match bytes {
+        [hi, lo, rest @ ..] if usize::from(u16::from_be_bytes([*hi, *lo])) == rest.len() => rest,
+        _ => bytes,
+    };
+    match Message::from_vec(body) {
+        Ok(m) => m.to_string(),
+        Err(e) => format!("(not a DNS message: {e})"),
+    }
+}
+
 /// Record type names, for transcripts.
 pub fn type_name(t: u16) -> String {
     RecordType::from(t).to_string()

@@ -101,14 +101,16 @@ pub fn out_dir(out: &Path, s: &Scenario) -> PathBuf {
     }
 }
 
-/// Writes capture.pcapng, transcript.txt, report.json and junit.xml of a run into `dir`.
+/// Writes capture.pcapng, transcript.txt, messages.jsonl, report.json, junit.xml, ladder.txt
+/// and ladder.html of a run into `dir`.
 pub fn write_outputs(dir: &Path, r: &RunResult) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
     fs::write(dir.join("capture.pcapng"), &r.capture)?;
     fs::write(dir.join("transcript.txt"), &r.transcript)?;
+    fs::write(dir.join("messages.jsonl"), crate::ladder::data::to_jsonl(&r.messages))?;
     fs::write(dir.join("report.json"), report_json(r))?;
     fs::write(dir.join("junit.xml"), junit_xml(std::slice::from_ref(r)))?;
-    Ok(())
+    crate::ladder::write(dir, &crate::ladder::Source::of(r))
 }
 
 fn print_result(r: &RunResult, dir: &Path) {
@@ -134,9 +136,34 @@ fn print_result(r: &RunResult, dir: &Path) {
             v.detail
         );
     }
+    println!("     ladder: {}", dir.join("ladder.html").display());
     if !r.passed {
         println!("     replay: {}", replay_command(r));
     }
+}
+
+/// `uclab ladder OUT_DIR`: the ladder of a finished run again, filtered; the text on stdout,
+/// the page into `html` when asked.
+pub fn cmd_ladder(dir: &Path, filter: &crate::ladder::Filter, html: Option<&Path>) -> i32 {
+    let src = match crate::ladder::data::read_run(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let ladder = crate::ladder::Ladder::build(&src, filter);
+    if let Some(path) = html {
+        if let Err(e) = fs::write(path, crate::ladder::html(&ladder)) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return EXIT_BAD_INPUT;
+        }
+        eprintln!("wrote {}", path.display());
+        return 0;
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().write_all(crate::ladder::text(&ladder).as_bytes());
+    0
 }
 
 /// `uclab run`.

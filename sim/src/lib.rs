@@ -4,6 +4,7 @@
 
 pub mod capacity;
 pub mod commands;
+pub mod ladder;
 pub mod live;
 pub mod nodes;
 pub mod progress;

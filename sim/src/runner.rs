@@ -55,6 +55,8 @@ pub struct RunResult {
     pub transcript: String,
     /// Client events.
     pub events: Vec<EventRecord>,
+    /// Each message line's frame and bytes (messages.jsonl, for the ladder: issue 20).
+    pub messages: Vec<crate::ladder::MessageRecord>,
     /// A failure of the simulation itself (a node's task failed).
     pub error: Option<String>,
     /// Where `uclab run` wrote the outputs (`--out`), for the replay line.
@@ -239,6 +241,7 @@ fn run_with(
     // Frame bytes wait on disk, not in memory, until the capture is written (issue 19).
     let capture = Capture::spilling(seed, s.epoch);
     let transcript = Transcript::spilling();
+    transcript.track(capture.clone());
     let mut error = None;
     let policy = match Policy::new(s.zones.clone(), s.rules.clone()) {
         Ok(p) => p,
@@ -523,6 +526,7 @@ fn run_with(
     let names: Vec<String> = s.clients.iter().map(|c| c.name.clone()).collect();
     let verdicts = evaluate(&s.expects, &names, &events, sim_time);
     let passed = error.is_none() && verdicts.iter().all(|v| v.passed);
+    let messages = message_records(&transcript, &capture);
     let capture = capture.write_pcapng(Vec::new()).unwrap_or_default();
     let text =
         format!("# uclab transcript: scenario {} seed {seed}\n{}", s.name, transcript.render());
@@ -536,10 +540,36 @@ fn run_with(
         capture,
         transcript: text,
         events,
+        messages,
         error,
         out: None,
         wall: Duration::ZERO,
     }
+}
+
+/// Each message line's record: its line in transcript.txt (after the header line), its frame
+/// and its bytes.
+fn message_records(
+    transcript: &Transcript,
+    capture: &Capture,
+) -> Vec<crate::ladder::MessageRecord> {
+    let mut by_id = capture.messages();
+    let mut out = Vec::new();
+    let mut line = 2;
+    transcript.for_each_line(|_, text, kind| {
+        if let uclab_net::LineKind::Message(Some(id)) = kind
+            && let Some((frame, m)) = by_id.get_mut(id as usize)
+        {
+            out.push(crate::ladder::MessageRecord {
+                line,
+                frame: *frame,
+                bytes: std::mem::take(&mut m.bytes),
+                cut: m.cut,
+            });
+        }
+        line += 1 + text.matches('\n').count();
+    });
+    out
 }
 
 #[cfg(test)]
