@@ -2,7 +2,7 @@
 # Installs what uclab's tests need on a fresh Debian machine: tshark, dig, curl, xmllint,
 # unbound (a real DNS server the live checks start on loopback), prosody (a real XMPP server),
 # slixmpp (real XMPP clients), sipsak (a real SIP UA), kamailio (a real SIP registrar) and SIPp
-# (sip-tester, a SIP load generator). cargo test is used when
+# (sip-tester, a SIP load generator) and Chromium (headless, for ladder.html). cargo test is used when
 # cargo-nextest is missing. Idempotent.
 set -euo pipefail
 
@@ -29,6 +29,8 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 # the tools that run the live checks in a network namespace with only loopback.
 command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# A real browser: the live checks open a run's ladder.html in headless Chromium (issue 20).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
@@ -37,7 +39,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-for t in tshark dig curl xmllint python3 unbound prosody prosodyctl sipsak kamailio sipp dnsperf ip unshare; do
+for t in tshark dig curl xmllint python3 unbound prosody prosodyctl sipsak kamailio sipp dnsperf ip unshare chromium; do
   command -v "$t" >/dev/null || { echo "setup: $t still missing" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import slixmpp' 2>/dev/null || { echo "setup: slixmpp still missing" >&2; exit 1; }

@@ -14,7 +14,7 @@ if [ -z "${UCLAB_LIVE_NETNS:-}" ]; then
 fi
 UCLAB=$(realpath "${1:-target/debug/uclab}")
 cd "$(dirname "$0")/../.."
-for t in tshark dig python3 curl xmllint unbound prosody prosodyctl sipsak kamailio dnsperf; do
+for t in tshark dig python3 curl xmllint unbound prosody prosodyctl sipsak kamailio dnsperf chromium; do
   command -v "$t" >/dev/null || { echo "live: $t is missing (run scripts/setup.sh)"; echo "live: 0 passed, 1 failed"; exit 1; }
 done
 work=$(mktemp -d)
@@ -81,6 +81,58 @@ syn=$(tshark -r "$f" -Y 'tcp.flags.syn == 1 && tcp.flags.ack == 0 && ip.src == 1
 [ "$syn" = 0 ] && ok "no SYN from the DMZ to the inside: everything E carries rides on the zone C opened" || ko "$syn SYNs from the DMZ to the inside"
 srv=$(tshark -r "$work/a/showcase/discovery-inside-outside/capture.pcapng" -Y 'dns.srv.target' -T fields -e dns.srv.target 2>/dev/null | tr ',' '\n' | sort -u | tr '\n' ' ')
 case "$srv" in *cucm1.example.com*expe.example.com*) ok "tshark decodes SRV targets: $srv";; *) ko "tshark SRV targets: '$srv'";; esac
+
+# 2c. Issue 20: a run's ladder.html in a real browser (headless Chromium, no network here).
+#     The diagram draws an arrow per transcript message; `#click=sip` clicks the first SIP
+#     arrow, whose decoded REGISTER then shows; a screenshot goes beside the run's outputs.
+browse() { timeout 60 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --virtual-time-budget=3000 "$@" 2>/dev/null; }
+lad="$work/a/calls/sip-over-tls"
+want=$(grep -c -E '^ *[0-9]+\.[0-9]{3}s  [^ ]+ -> [^ ]+ (udp|tcp) ' "$lad/transcript.txt")
+browse --dump-dom "file://$lad/ladder.html#click=sip" >"$work/dom.html"
+arrows=$(grep -o 'class="msg[ "]' "$work/dom.html" | wc -l)
+decoded=$(python3 -c 'import html,re,sys; m=re.search(r"<pre id=\"decoded\">(.*?)</pre>", open(sys.argv[1]).read(), re.S); print(html.unescape(m.group(1)) if m else "")' "$work/dom.html")
+if [ "$arrows" -eq "$want" ] && [ "$want" -gt 50 ] && printf '%s' "$decoded" | grep -q '^REGISTER sip:cucm1.example.com SIP/2.0' && printf '%s' "$decoded" | grep -q '^CSeq: '; then
+  ok "chromium draws ladder.html: $arrows arrows for $want transcript messages; a click shows the decoded REGISTER"
+else ko "chromium ladder: $arrows arrows, $want messages; decoded: $(printf '%s' "$decoded" | head -2)"; fi
+browse --window-size=1400,900 --screenshot="$lad/ladder.png" "file://$lad/ladder.html#click=sip" >/dev/null
+[ "$(head -c 8 "$lad/ladder.png" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ] && [ "$(stat -c %s "$lad/ladder.png")" -gt 20000 ] \
+  && ok "chromium screenshot of the ladder: $lad/ladder.png, $(stat -c %s "$lad/ladder.png") bytes" || ko "no ladder screenshot"
+#     Hostile text stays text: a chat message that is markup, and an expectation it fails.
+mkdir -p "$work/evil"
+cat >"$work/evil/markup-chat.toml" <<'TOML'
+name = "markup-chat"
+summary = "A chat message that is markup, for the ladder's browser check"
+seed = 3
+[[step]]
+at = "0s"
+action = "sign-in"
+client = "bob"
+[[step]]
+at = "1s"
+action = "sign-in"
+client = "alice"
+[[step]]
+at = "2s"
+action = "message"
+client = "bob"
+to = "alice@example.com"
+body = "</script><script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
+[[expect]]
+client = "alice"
+event = "im-message"
+fields = { body = "something else" }
+within = "4s"
+TOML
+"$UCLAB" run "$work/evil/markup-chat.toml" --out "$work/evil/out" >/dev/null 2>&1
+ev=$(find "$work/evil/out" -name ladder.html | head -1)
+browse --dump-dom "file://$ev#click=xmpp" >"$work/evil.html"
+title=$(sed -n 's:.*<title>\(.*\)</title>.*:\1:p' "$work/evil.html")
+imgs=$(grep -c '<img' "$work/evil.html")
+shown=$(grep -c "&lt;/script&gt;&lt;script&gt;document.title='pwned'" "$work/evil.html")
+failed=$(grep -c 'class="failtext">FAIL line' "$work/evil.html")
+[ "$title" = "uclab ladder: markup-chat seed 3" ] && [ "$imgs" -eq 0 ] && [ "$shown" -ge 1 ] && [ "$failed" -ge 1 ] \
+  && ok "chromium: a chat message of markup shows as text (title kept, no element made) and the failed expectation is marked" \
+  || ko "ladder escaping: title '$title', $imgs img elements, shown $shown times, $failed failures marked"
 
 # 3. uclab serve: dig gets the default topology's records; garbage does not stop the server.
 #    Each node listens on its own loopback address (127.a.b.c for simulated a.b.c.d), and
