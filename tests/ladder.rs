@@ -143,7 +143,8 @@ fn transcript_ladder_and_capture_name_the_same_message() {
         let dir = tmp.join(&s.name);
         uclab_sim::commands::write_outputs(&dir, &r).unwrap();
         let frames = tshark(&dir.join("capture.pcapng"));
-        let l = Ladder::build(&ladder::data::read_run(&dir).unwrap(), &Filter::default());
+        let src = ladder::data::read_run(&dir).unwrap();
+        let l = Ladder::build(&src, &Filter::default());
         let text = std::fs::read_to_string(dir.join("ladder.txt")).unwrap();
         let transcript: Vec<&str> = r.transcript.lines().collect();
         let messages: Vec<_> =
@@ -162,12 +163,7 @@ fn transcript_ladder_and_capture_name_the_same_message() {
             let What::Message { ends, transport, summary, frame, .. } = &row.what else {
                 unreachable!()
             };
-            assert!(
-                transcript[row.line - 1].ends_with(summary.as_str()),
-                "{}: line {}",
-                s.name,
-                row.line
-            );
+            assert!(transcript[row.line - 1].ends_with(summary), "{}: line {}", s.name, row.line);
             let Some(n) = frame else { continue };
             framed += 1;
             assert!(
@@ -178,11 +174,11 @@ fn transcript_ladder_and_capture_name_the_same_message() {
             let f = frames.get(n).unwrap_or_else(|| panic!("{}: frame {n} exists", s.name));
             let at =
                 format!("{}: line {} `{}` frame {n}", s.name, row.line, transcript[row.line - 1]);
-            assert_eq!(f.udp, transport == "udp", "{at}: transport");
-            if let Some(p) = port_of(&ends.0) {
+            assert_eq!(f.udp, *transport == "udp", "{at}: transport");
+            if let Some(p) = port_of(ends.0) {
                 assert_eq!(f.ports.0, p, "{at}: source port");
             }
-            if let Some(p) = port_of(&ends.1) {
+            if let Some(p) = port_of(ends.1) {
                 assert_eq!(f.ports.1, p, "{at}: destination port");
             }
             // The frames after it on the same connection, up to the next message's frame.
@@ -247,7 +243,8 @@ fn ladder_text_snapshots() {
         let s = uclab_sim::load(Path::new(&format!("scenarios/{suite}/{name}.toml"))).unwrap();
         let mut r = uclab_sim::run(&s, s.seed);
         r.out = Some("out".into());
-        let l = Ladder::build(&ladder::Source::of(&r), &Filter::default());
+        let src = ladder::Source::of(&r);
+        let l = Ladder::build(&src, &Filter::default());
         insta::with_settings!({ snapshot_path => "snapshots", prepend_module_to_snapshot => false }, {
             insta::assert_snapshot!(format!("ladder__{suite}__{name}"), ladder::text(&l));
         });

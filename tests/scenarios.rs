@@ -33,6 +33,7 @@ fn check_scenario(rel: &str) {
     let st = run_stepwise(&s, s.seed);
     assert_eq!(a.transcript, st.transcript, "{rel}: transcript differs when stepped tick by tick");
     assert!(a.capture == st.capture, "{rel}: capture differs when stepped tick by tick");
+    assert!(a.messages == st.messages, "{rel}: messages.jsonl differs when stepped tick by tick");
     drop(st);
 
     // A second seed must pass too.

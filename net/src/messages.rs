@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use crate::capture::Capture;
-use crate::spill::{self, SpillFile};
+use crate::spill::SpillFile;
 
 /// Bytes of one message kept for display; the rest is cut (a TFTP file is the largest).
 pub const DETAIL_MAX: usize = 16 * 1024;
@@ -163,14 +163,20 @@ impl MessageLog {
         for o in open {
             self.close(o);
         }
-        let all = self.spill.as_ref().and_then(|f| f.bytes().ok()).unwrap_or_default();
+        // Read piece by piece, in the order written (a 3,000-client run's are hundreds of MB).
+        let mut r = self.spill.as_mut().and_then(|f| f.reader().ok());
+        let kept = std::mem::take(&mut self.kept);
         self.entries
             .iter()
             .map(|e| {
                 let bytes = match (e.len, e.on_disk) {
                     (0, _) => Vec::new(),
-                    (_, true) => spill::slice(&all, e.at, e.len).unwrap_or(&[]).to_vec(),
-                    (_, false) => self.kept.get(e.at as usize).cloned().unwrap_or_default(),
+                    (_, true) => r
+                        .as_mut()
+                        .and_then(|r| r.get(e.at, e.len).ok())
+                        .map(<[u8]>::to_vec)
+                        .unwrap_or_default(),
+                    (_, false) => kept.get(e.at as usize).cloned().unwrap_or_default(),
                 };
                 MessageBytes { record: e.record, bytes, cut: e.cut }
             })

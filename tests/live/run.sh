@@ -41,10 +41,10 @@ addrs=$(ip -o addr show | awk '{print $4}' | grep -v -e '^127\.' -e '^::1/' | tr
 if "$UCLAB" run scenarios --skip-heavy --out "$work/a" >"$work/run.log" 2>&1; then ok "uclab run scenarios"; else ko "uclab run scenarios"; cat "$work/run.log"; fi
 "$UCLAB" run scenarios --skip-heavy --out "$work/b" >/dev/null 2>&1
 same=1
-for f in $(cd "$work/a" && find . -name capture.pcapng -o -name transcript.txt); do
+for f in $(cd "$work/a" && find . -name capture.pcapng -o -name transcript.txt -o -name 'ladder.*' -o -name messages.jsonl); do
   cmp -s "$work/a/$f" "$work/b/$f" || { same=0; echo "    differs: $f"; }
 done
-[ $same = 1 ] && ok "two processes, same seed: byte-identical captures and transcripts" || ko "replay across processes"
+[ $same = 1 ] && ok "two processes, same seed: byte-identical captures, transcripts, ladders and messages.jsonl" || ko "replay across processes"
 
 # 2. tshark decodes every capture with no malformed packet and no expert error (8443 and
 #    443 decoded as TLS, decrypted with the keys embedded in the capture), and no expert

@@ -1,10 +1,10 @@
 //! messages.jsonl: for each message line of transcript.txt, the frame that carries it in
 //! capture.pcapng and what its sender wrote (plaintext under TLS), so the ladder can be drawn
 //! again from a finished run. One JSON object per line:
-//! `{"line":12,"frame":34,"cut":false,"text":"REGISTER sip:…"}`, or `"hex"` for bytes that are
-//! not text (DNS, STUN).
+//! `{"line":12,"frame":34,"cut":false,"text":"REGISTER sip:…"}`, with `"hex"` in place of
+//! `"text"` for bytes that are not text (DNS, STUN).
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// What the run knows of one message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -81,16 +81,16 @@ fn is_text(b: &[u8]) -> bool {
 
 /// messages.jsonl of `records`.
 pub fn to_jsonl(records: &[MessageRecord]) -> String {
-    let mut out = String::new();
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(records.iter().map(|r| r.bytes.len() + 48).sum());
     for r in records {
-        let mut v = json!({ "line": r.line, "frame": r.frame, "cut": r.cut });
-        if is_text(&r.bytes) {
-            v["text"] = json!(String::from_utf8_lossy(&r.bytes));
-        } else {
-            v["hex"] = json!(hex(&r.bytes));
-        }
-        out.push_str(&v.to_string());
-        out.push('\n');
+        let frame = r.frame.map_or_else(|| "null".to_owned(), |f| f.to_string());
+        let _ = write!(out, "{{\"line\":{},\"frame\":{frame},\"cut\":{},", r.line, r.cut);
+        let bytes = match std::str::from_utf8(&r.bytes) {
+            Ok(t) if is_text(&r.bytes) => ("text", serde_json::to_string(t).unwrap_or_default()),
+            _ => ("hex", format!("\"{}\"", hex(&r.bytes))),
+        };
+        let _ = writeln!(out, "\"{}\":{}}}", bytes.0, bytes.1);
     }
     out
 }
@@ -154,7 +154,7 @@ pub fn decode(proto: &str, m: &MessageRecord) -> Option<String> {
     if m.bytes.is_empty() {
         return None;
     }
-    let mut s = if proto == "dns" {
+    let mut s = if proto.eq_ignore_ascii_case("dns") {
         uclab_proto::dns::decoded(&m.bytes)
     } else if is_text(&m.bytes) {
         String::from_utf8_lossy(&m.bytes).replace("\r\n", "\n")

@@ -25,14 +25,14 @@ pub fn html(l: &Ladder) -> String {
         if i >= HTML_ROWS {
             if let What::Message { from, to, proto, .. } = &r.what {
                 let (a, b) = (l.column(from).unwrap_or(0), l.column(to).unwrap_or(0));
-                *rest.entry((proto.clone(), a, b)).or_default() += 1;
+                *rest.entry((proto.to_ascii_lowercase(), a, b)).or_default() += 1;
             }
             last = Some(t);
             continue;
         }
         rows.push(match &r.what {
             What::Message { from, to, ends, proto, summary, frame, decoded, transport, .. } => json!({
-                "t": t, "k": "m", "a": l.column(from), "b": l.column(to), "p": proto,
+                "t": t, "k": "m", "a": l.column(from), "b": l.column(to), "p": proto.to_ascii_lowercase(),
                 "s": summary, "f": frame, "l": r.line, "d": decoded,
                 "e": format!("{} -> {} {transport}", ends.0, ends.1),
             }),
@@ -102,7 +102,10 @@ mod tests {
             .into(),
             ..Source::default()
         };
-        let page = html(&Ladder::build(&src, &Filter::default()));
+        let page = {
+            let l = Ladder::build(&src, &Filter::default());
+            html(&l)
+        };
         let data_start = page.find("id=\"data\"").unwrap();
         let data = &page[data_start..];
         let data = &data[..data.find("</script>").unwrap()];
@@ -127,7 +130,10 @@ mod tests {
             ));
         }
         let src = Source { transcript: t.into(), ..Source::default() };
-        let page = html(&Ladder::build(&src, &Filter::default()));
+        let page = {
+            let l = Ladder::build(&src, &Filter::default());
+            html(&l)
+        };
         assert!(page.contains("\"rest_rows\":5"), "five rows past the cap");
         assert!(page.contains("{\"a\":0,\"b\":1,\"n\":5,\"p\":\"sip\"}"));
     }

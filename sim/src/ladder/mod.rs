@@ -25,32 +25,32 @@ pub const MAX_COLUMNS: usize = 16;
 
 /// One row of the ladder.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Row {
+pub struct Row<'a> {
     /// Simulated time.
     pub t: Duration,
     /// Line in transcript.txt (0 for a verdict).
     pub line: usize,
     /// What happened.
-    pub what: What,
+    pub what: What<'a>,
 }
 
 /// What a row shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum What {
+pub enum What<'a> {
     /// A protocol message.
     Message {
         /// Sender node or client (no port).
-        from: String,
+        from: &'a str,
         /// Receiver.
-        to: String,
+        to: &'a str,
         /// Sender and receiver as the transcript names them (`cucm1:5060`).
-        ends: (String, String),
+        ends: (&'a str, &'a str),
         /// `udp` or `tcp`.
-        transport: String,
+        transport: &'a str,
         /// The protocol, lower case (`sip`, `xmpp-s2s`, `dns`).
-        proto: String,
+        proto: &'a str,
         /// The transcript's summary.
-        summary: String,
+        summary: &'a str,
         /// Its frame number in capture.pcapng.
         frame: Option<u32>,
         /// The decoded message, when its bytes were seen (filled in for the rows the HTML
@@ -62,29 +62,29 @@ pub enum What {
     /// A client event.
     Event {
         /// Client.
-        who: String,
+        who: &'a str,
         /// The event as the transcript writes it.
-        text: String,
+        text: &'a str,
     },
     /// A note of a node or of the lab.
     Note {
         /// Node, or `lab`.
-        who: String,
+        who: &'a str,
         /// Note.
-        text: String,
+        text: &'a str,
     },
     /// An expectation's verdict, where it was decided (a failure: where it should have held).
     Verdict {
         /// Client it is about.
-        who: String,
+        who: &'a str,
         /// Whether it held.
         passed: bool,
         /// `line 12: alice signed-in within 5.000s`, and why it failed.
-        text: String,
+        text: &'a str,
     },
 }
 
-impl What {
+impl What<'_> {
     /// Participants the row touches.
     fn who(&self) -> [&str; 2] {
         match self {
@@ -209,10 +209,10 @@ impl Filter {
         }
         match &r.what {
             What::Message { proto, summary, .. } => self.only.iter().any(|o| {
-                o == proto
-                    || proto.split('-').next() == Some(o.as_str())
+                proto.eq_ignore_ascii_case(o)
+                    || proto.split('-').next().is_some_and(|f| f.eq_ignore_ascii_case(o))
                     || (o == "soap"
-                        && proto == "http"
+                        && proto.eq_ignore_ascii_case("http")
                         && summary.to_ascii_lowercase().contains("soap"))
             }),
             _ => true,
@@ -222,7 +222,7 @@ impl Filter {
 
 /// The ladder: participants in the order they first appear, and the rows.
 #[derive(Clone, Debug, Default)]
-pub struct Ladder {
+pub struct Ladder<'a> {
     /// Scenario name.
     pub scenario: String,
     /// Seed.
@@ -233,17 +233,18 @@ pub struct Ladder {
     pub error: Option<String>,
     /// Columns, in order.
     pub columns: Vec<String>,
-    /// Participants folded into the shared clients column (a large run).
-    pub folded: Vec<String>,
+    /// Participants that share a column (a large run: the clients share the first, and past
+    /// [`MAX_COLUMNS`] the other participants share the last), with that column.
+    pub folded: BTreeMap<String, usize>,
     /// Rows, in time order.
-    pub rows: Vec<Row>,
+    pub rows: Vec<Row<'a>>,
     /// Messages in the run before filtering.
     pub total_messages: usize,
 }
 
-impl Ladder {
+impl<'a> Ladder<'a> {
     /// Builds the ladder of `src`, keeping the rows `filter` keeps.
-    pub fn build(src: &Source, filter: &Filter) -> Self {
+    pub fn build(src: &'a Source<'_>, filter: &Filter) -> Self {
         let by_line: BTreeMap<usize, usize> =
             src.messages.iter().enumerate().map(|(i, m)| (m.line, i)).collect();
         let mut rows = Vec::new();
@@ -252,13 +253,13 @@ impl Ladder {
             let record = by_line.get(&(i + 1)).map(|&r| (r, src.messages[r].frame));
             let Some(row) = parse_line(i + 1, l, record) else { continue };
             if let What::Event { who, .. } = &row.what {
-                clients.insert(who.clone());
+                clients.insert(*who);
             }
             rows.push(row);
         }
         let total_messages = rows.iter().filter(|r| matches!(r.what, What::Message { .. })).count();
         for v in &src.verdicts {
-            let what = What::Verdict { who: v.who.clone(), passed: v.passed, text: v.text.clone() };
+            let what = What::Verdict { who: &v.who, passed: v.passed, text: &v.text };
             rows.push(Row { t: v.at, line: 0, what });
         }
         // Verdicts after the lines of their millisecond (a stable sort keeps the rest).
@@ -270,19 +271,32 @@ impl Ladder {
             }
         }
         let mut columns: Vec<String> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
         for r in &rows {
             for w in r.what.who() {
-                if !columns.iter().any(|c| c == w) {
+                if seen.insert(w) {
                     columns.push(w.to_owned());
                 }
             }
         }
-        let mut folded = Vec::new();
+        let mut folded = BTreeMap::new();
         if columns.len() > MAX_COLUMNS {
-            let (c, nodes): (Vec<String>, Vec<String>) =
-                columns.into_iter().partition(|c| clients.contains(c) || c.ends_with('*'));
-            folded = c;
-            columns = std::iter::once(format!("clients ({})", folded.len())).chain(nodes).collect();
+            let (c, mut nodes): (Vec<String>, Vec<String>) =
+                columns.into_iter().partition(|c| clients.contains(c.as_str()) || c.ends_with('*'));
+            columns = Vec::new();
+            if !c.is_empty() {
+                columns.push(format!("clients ({})", c.len()));
+                folded.extend(c.into_iter().map(|c| (c, 0)));
+            }
+            if columns.len() + nodes.len() > MAX_COLUMNS {
+                let others = nodes.split_off(MAX_COLUMNS - 1 - columns.len());
+                let at = MAX_COLUMNS - 1;
+                columns.extend(nodes);
+                columns.push(format!("others ({})", others.len()));
+                folded.extend(others.into_iter().map(|o| (o, at)));
+            } else {
+                columns.extend(nodes);
+            }
         }
         Self {
             scenario: src.scenario.clone(),
@@ -298,8 +312,8 @@ impl Ladder {
 
     /// The column of participant `who`.
     pub fn column(&self, who: &str) -> Option<usize> {
-        if !self.folded.is_empty() && self.folded.iter().any(|f| f == who) {
-            return Some(0);
+        if let Some(&c) = self.folded.get(who) {
+            return Some(c);
         }
         self.columns.iter().position(|c| c == who)
     }
@@ -321,7 +335,7 @@ fn parse_time(s: &str) -> Option<Duration> {
 }
 
 /// A row from transcript line `n` (the header and blank lines give none).
-fn parse_line(n: usize, line: &str, record: Option<(usize, Option<u32>)>) -> Option<Row> {
+fn parse_line(n: usize, line: &str, record: Option<(usize, Option<u32>)>) -> Option<Row<'_>> {
     if line.starts_with('#') {
         return None;
     }
@@ -330,31 +344,30 @@ fn parse_line(n: usize, line: &str, record: Option<(usize, Option<u32>)>) -> Opt
     let what = message_row(rest, record)
         .or_else(|| {
             let (who, text) = rest.split_once(" ! ")?;
-            (!who.contains(' ')).then(|| What::Event { who: who.into(), text: text.into() })
+            (!who.contains(' ')).then_some(What::Event { who, text })
         })
         .or_else(|| {
             let (who, text) = rest.split_once(": ")?;
-            Some(What::Note { who: who.into(), text: text.into() })
+            Some(What::Note { who, text })
         })?;
     Some(Row { t, line: n, what })
 }
 
 /// `from -> to transport summary` (with its record and frame, when known).
-fn message_row(rest: &str, record: Option<(usize, Option<u32>)>) -> Option<What> {
+fn message_row(rest: &str, record: Option<(usize, Option<u32>)>) -> Option<What<'_>> {
     let (from, rest) = rest.split_once(" -> ")?;
     let (to, rest) = rest.split_once(' ')?;
     let (transport, summary) = rest.split_once(' ')?;
     if from.contains(' ') || !matches!(transport, "udp" | "tcp") {
         return None;
     }
-    let proto = summary.split(' ').next().unwrap_or("").to_ascii_lowercase();
     Some(What::Message {
-        from: node_of(from).into(),
-        to: node_of(to).into(),
-        ends: (from.into(), to.into()),
-        transport: transport.into(),
-        proto,
-        summary: summary.into(),
+        from: node_of(from),
+        to: node_of(to),
+        ends: (from, to),
+        transport,
+        proto: summary.split(' ').next().unwrap_or(""),
+        summary,
         frame: record.and_then(|r| r.1),
         decoded: None,
         record: record.map(|r| r.0),
@@ -401,14 +414,13 @@ mod tests {
 
     #[test]
     fn rows_from_the_transcript() {
-        let l = Ladder::build(&src(), &Filter::default());
+        let s0 = src();
+        let l = Ladder::build(&s0, &Filter::default());
         assert_eq!(l.columns, ["alice", "dns-int", "lab", "cucm1"]);
         assert_eq!(l.rows.len(), 5);
-        assert!(
-            matches!(&l.rows[0].what, What::Message { frame: Some(7), proto, .. } if proto == "dns")
-        );
-        assert!(matches!(&l.rows[1].what, What::Event { who, .. } if who == "alice"));
-        assert!(matches!(&l.rows[2].what, What::Note { who, .. } if who == "lab"));
+        assert!(matches!(&l.rows[0].what, What::Message { frame: Some(7), proto: "DNS", .. }));
+        assert!(matches!(&l.rows[1].what, What::Event { who: "alice", .. }));
+        assert!(matches!(&l.rows[2].what, What::Note { who: "lab", .. }));
         assert!(matches!(&l.rows[3].what, What::Verdict { passed: false, .. }));
         assert_eq!(l.rows[3].t, Duration::from_secs(5));
         // Line 5 has no record: a message without a frame.
@@ -417,26 +429,46 @@ mod tests {
     }
 
     #[test]
+    fn many_participants_share_columns_and_lines_still_fit() {
+        let mut t = String::from("# h\n");
+        for i in 0..40 {
+            t.push_str(&format!(
+                "   0.{i:03}s  c{i} ! signed-in\n   0.{i:03}s  c{i} -> n{i}:80 tcp HTTP GET /\n"
+            ));
+        }
+        let s1 = Source { transcript: t.into(), ..Source::default() };
+        let l = Ladder::build(&s1, &Filter::default());
+        assert_eq!(l.columns.len(), MAX_COLUMNS);
+        assert_eq!(l.columns[0], "clients (40)");
+        assert_eq!(l.columns[MAX_COLUMNS - 1], "others (26)");
+        assert_eq!((l.column("c7"), l.column("n0"), l.column("n39")), (Some(0), Some(1), Some(15)));
+        let out = text(&l);
+        assert!(out.lines().all(|l| l.chars().count() <= WIDTH), "{out}");
+        assert!(out.contains("c3 -> n3:80: HTTP GET /"), "folded arrows name their ends: {out}");
+    }
+
+    #[test]
     fn filters() {
+        let s0 = src();
         let only = |o: &[&str]| Filter {
             only: o.iter().map(|s| s.to_string()).collect(),
             ..Filter::default()
         };
-        let l = Ladder::build(&src(), &only(&["sip"]));
+        let l = Ladder::build(&s0, &only(&["sip"]));
         let protos: Vec<&str> = l
             .rows
             .iter()
             .filter_map(|r| match &r.what {
-                What::Message { proto, .. } => Some(proto.as_str()),
+                What::Message { proto, .. } => Some(*proto),
                 _ => None,
             })
             .collect();
-        assert_eq!(protos, ["sip"]);
+        assert_eq!(protos, ["SIP"]);
         assert_eq!(l.rows.len(), 4, "events, notes and verdicts stay");
-        let l = Ladder::build(&src(), &only(&["dns"]));
+        let l = Ladder::build(&s0, &only(&["dns"]));
         assert_eq!(l.rows.iter().filter(|r| matches!(r.what, What::Message { .. })).count(), 1);
         let l = Ladder::build(
-            &src(),
+            &s0,
             &Filter {
                 from: Some(Duration::from_secs(1)),
                 to: Some(Duration::from_secs(6)),
@@ -444,7 +476,7 @@ mod tests {
             },
         );
         assert_eq!(l.rows.len(), 1, "only the verdict at 5 s");
-        let l = Ladder::build(&src(), &Filter { nodes: vec!["lab".into()], ..Filter::default() });
+        let l = Ladder::build(&s0, &Filter { nodes: vec!["lab".into()], ..Filter::default() });
         assert_eq!(l.rows.len(), 1);
     }
 }

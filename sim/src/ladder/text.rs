@@ -46,7 +46,7 @@ pub fn text(l: &Ladder) -> String {
     let n = l.columns.len();
     let w = lane(n);
     let lanes = n * w;
-    let label = WIDTH - MARGIN - lanes - 1;
+    let label = WIDTH.saturating_sub(MARGIN + lanes + 1).max(8);
     let x = |i: usize| i * w + w / 2;
     let mut out = String::new();
     let _ = writeln!(
@@ -73,9 +73,8 @@ pub fn text(l: &Ladder) -> String {
             "{}",
             fit(
                 &format!(
-                    "# {} clients share the first column: {}",
-                    l.folded.len(),
-                    l.folded.join(" ")
+                    "# {} participants share a column with others; each arrow names its ends",
+                    l.folded.len()
                 ),
                 WIDTH
             )
@@ -175,7 +174,10 @@ mod tests {
                 .into(),
             ..Source::default()
         };
-        let out = text(&Ladder::build(&src, &Filter::default()));
+        let out = {
+            let l = Ladder::build(&src, &Filter::default());
+            text(&l)
+        };
         assert!(out.lines().all(|l| l.chars().count() <= WIDTH), "{out}");
         assert!(out.contains(">|") && out.contains("|<"), "{out}");
         assert!(out.contains("#3 DNS query SRV x"), "{out}");
