@@ -112,11 +112,11 @@ sipp_rate() {
   # SIPp's own CPU time is measured too: a generator that fills its core is the ceiling of
   # both figures, whichever server answers.
   python3 - "$work" "$1" "$SECS" <<'PY'
-import re, resource, subprocess, sys
+import os, re, resource, subprocess, sys
 work, target, secs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
     subprocess.run(["timeout", str(secs + 20), "sipp", "-sf", f"{work}/reg.xml", "-inf", f"{work}/users.csv",
-                    "-i", "127.0.0.1", "-p", "0", target, "-t", "u1", "-r", "500000", "-rp", "1000", "-l", "256",
+                    "-i", "127.0.0.1", "-p", "0", target, "-t", "u1", "-r", "500000", "-rp", "1000", "-l", os.environ.get("SIPP_LIMIT", "1024"),
                     "-timeout", f"{secs}s", "-nostdin", "-trace_screen", "-screen_file", f"{work}/screen.txt"],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 except OSError:

@@ -175,16 +175,28 @@ pub fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
 }
 
-fn canonical(name: &str) -> String {
-    if name.len() == 1
-        && let Some((_, long)) = COMPACT.iter().find(|(c, _)| c.eq_ignore_ascii_case(name))
-    {
-        return (*long).to_owned();
+/// The long name of a compact form (`v` → `Via`).
+fn compact_long(name: &str) -> Option<&'static str> {
+    if name.len() != 1 {
+        return None;
     }
-    CANONICAL
-        .iter()
-        .find(|c| c.eq_ignore_ascii_case(name))
-        .map_or_else(|| name.to_owned(), |c| (*c).to_owned())
+    COMPACT.iter().find(|(c, _)| c.eq_ignore_ascii_case(name)).map(|(_, long)| *long)
+}
+
+fn canonical(name: &str) -> String {
+    if let Some(long) = compact_long(name) {
+        return long.to_owned();
+    }
+    // CANONICAL is in case-insensitive order (a test checks): a binary search, not a scan
+    // (issue 19: header names were a tenth of the registrar's time under SIPp).
+    match CANONICAL.binary_search_by(|c| cmp_ignoring_case(c, name)) {
+        Ok(i) => CANONICAL[i].to_owned(),
+        Err(_) => name.to_owned(),
+    }
+}
+
+fn cmp_ignoring_case(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes().map(|c| c.to_ascii_lowercase()).cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
 }
 
 /// Where the head ends: (end of head, start of body). Accepts CRLF CRLF and LF LF.
@@ -210,18 +222,20 @@ fn read_head(head: &str) -> Result<(String, Vec<Header>), Rejection> {
     // §7.5: empty lines before the start line are skipped.
     let start =
         lines.by_ref().find(|l| !l.is_empty()).ok_or_else(|| reject(400, "empty message"))?;
-    let mut raw: Vec<String> = Vec::new();
+    // Lines as they are; a copy only for a folded one.
+    let mut raw: Vec<std::borrow::Cow<'_, str>> = Vec::new();
     for l in lines {
         if l.starts_with([' ', '\t']) {
             let Some(prev) = raw.last_mut() else {
                 return Err(reject(400, "continuation line before any header"));
             };
+            let prev = prev.to_mut();
             prev.push(' ');
             prev.push_str(l.trim_start_matches([' ', '\t']));
         } else if l.is_empty() {
             continue;
         } else {
-            raw.push(l.to_owned());
+            raw.push(std::borrow::Cow::Borrowed(l));
         }
         if raw.len() > MAX_HEADERS {
             return Err(reject(400, "too many header fields"));
@@ -384,11 +398,12 @@ impl Message {
     }
 
     /// Every value of header `name`, one per header line.
-    pub fn all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
-        let name = canonical(name);
+    pub fn all<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+        // Names compare case-insensitively, so only a compact form needs its long name.
+        let name = compact_long(name).unwrap_or(name);
         self.headers
             .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(&name))
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value.as_str())
     }
 

@@ -192,3 +192,18 @@ fn framer_tells_stun_from_sip_on_one_stream() {
     f.feed(&[0, 1, 0, 0, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     assert!(matches!(f.next_frame(), Err(FrameError::BadLength(_))));
 }
+
+/// `canonical` searches CANONICAL by halves: it must be in case-insensitive order, and every
+/// spelling of a known name finds it.
+#[test]
+fn canonical_names_are_ordered_and_found() {
+    for w in CANONICAL.windows(2) {
+        assert_eq!(cmp_ignoring_case(w[0], w[1]), std::cmp::Ordering::Less, "{w:?}");
+    }
+    for c in CANONICAL {
+        assert_eq!(canonical(&c.to_ascii_lowercase()), *c);
+        assert_eq!(canonical(&c.to_ascii_uppercase()), *c);
+    }
+    assert_eq!(canonical("X-Unknown"), "X-Unknown");
+    assert_eq!(canonical("v"), "Via");
+}
