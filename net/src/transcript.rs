@@ -222,6 +222,11 @@ impl Transcript {
         self.lock().names.insert(ip, name.to_owned());
     }
 
+    /// The names given to addresses, by address (the lab's address plan, for reports).
+    pub fn names(&self) -> Vec<(IpAddr, String)> {
+        self.lock().names.iter().map(|(ip, n)| (*ip, n.clone())).collect()
+    }
+
     /// Names one service address (live mode: several nodes share an address).
     pub fn set_service_name(&self, addr: SocketAddr, name: &str) {
         self.lock().services.insert(addr, name.to_owned());

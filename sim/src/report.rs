@@ -63,6 +63,7 @@ pub fn report_json(r: &RunResult) -> String {
         "events_omitted": omitted,
         "event_counts": counts,
         "replay": replay_command(r),
+        "addresses": r.addresses,
     });
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
 }
@@ -169,6 +170,7 @@ mod tests {
             transcript: String::new(),
             events,
             messages: Vec::new(),
+            addresses: Default::default(),
             error: None,
             out: None,
             wall: Duration::ZERO,

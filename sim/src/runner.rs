@@ -57,6 +57,8 @@ pub struct RunResult {
     pub events: Vec<EventRecord>,
     /// Each message line's frame and bytes (messages.jsonl, for the ladder: issue 20).
     pub messages: Vec<crate::ladder::MessageRecord>,
+    /// The name of each address in the run (nodes and clients), by address.
+    pub addresses: std::collections::BTreeMap<String, String>,
     /// A failure of the simulation itself (a node's task failed).
     pub error: Option<String>,
     /// Where `uclab run` wrote the outputs (`--out`), for the replay line.
@@ -527,6 +529,7 @@ fn run_with(
     let verdicts = evaluate(&s.expects, &names, &events, sim_time);
     let passed = error.is_none() && verdicts.iter().all(|v| v.passed);
     let messages = message_records(&transcript, &capture);
+    let addresses = transcript.names().into_iter().map(|(ip, n)| (ip.to_string(), n)).collect();
     let capture = capture.write_pcapng(Vec::new()).unwrap_or_default();
     let text =
         format!("# uclab transcript: scenario {} seed {seed}\n{}", s.name, transcript.render());
@@ -541,6 +544,7 @@ fn run_with(
         transcript: text,
         events,
         messages,
+        addresses,
         error,
         out: None,
         wall: Duration::ZERO,

@@ -70,6 +70,12 @@ pub fn read_run(dir: &std::path::Path) -> Result<super::Source<'static>, String>
         messages: messages.into(),
         verdicts,
         error: report["error"].as_str().map(str::to_owned),
+        addresses: report["addresses"]
+            .as_object()
+            .map(|o| {
+                o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned())).collect()
+            })
+            .unwrap_or_default(),
     })
 }
 

@@ -36,7 +36,11 @@ pub fn html(l: &Ladder) -> String {
                 "s": summary, "f": frame, "l": r.line, "d": decoded,
                 "e": format!("{} -> {} {transport}", ends.0, ends.1),
             }),
-            What::Event { who, text } => {
+            What::Event { who, text, toward: Some(to) } if l.column(to) != l.column(who) => json!({
+                "t": t, "k": "r", "a": l.column(who), "b": l.column(to), "p": "rtp",
+                "s": format!("{who} ! {text}"), "l": r.line,
+            }),
+            What::Event { who, text, .. } => {
                 json!({ "t": t, "k": "e", "a": l.column(who), "s": format!("{who} ! {text}"), "l": r.line })
             }
             What::Note { who, text } => {

@@ -65,6 +65,9 @@ pub enum What<'a> {
         who: &'a str,
         /// The event as the transcript writes it.
         text: &'a str,
+        /// Where the media it starts goes (`call-rtp … to=ADDR`, drawn as an RTP arrow to
+        /// the participant at that address).
+        toward: Option<&'a str>,
     },
     /// A note of a node or of the lab.
     Note {
@@ -89,6 +92,7 @@ impl What<'_> {
     fn who(&self) -> [&str; 2] {
         match self {
             Self::Message { from, to, .. } => [from, to],
+            Self::Event { who, toward: Some(to), .. } => [who, to],
             Self::Event { who, .. } | Self::Note { who, .. } | Self::Verdict { who, .. } => {
                 [who, who]
             }
@@ -126,6 +130,8 @@ pub struct Source<'a> {
     pub verdicts: Vec<VerdictMark>,
     /// A failure of the simulation itself.
     pub error: Option<String>,
+    /// Who each address is (report.json's `addresses`).
+    pub addresses: BTreeMap<String, String>,
 }
 
 impl<'a> Source<'a> {
@@ -139,6 +145,7 @@ impl<'a> Source<'a> {
             messages: Cow::Borrowed(&r.messages),
             verdicts: r.verdicts.iter().map(verdict_mark).collect(),
             error: r.error.clone(),
+            addresses: r.addresses.clone(),
         }
     }
 }
@@ -251,7 +258,10 @@ impl<'a> Ladder<'a> {
         let mut clients = std::collections::BTreeSet::new();
         for (i, l) in src.transcript.lines().enumerate() {
             let record = by_line.get(&(i + 1)).map(|&r| (r, src.messages[r].frame));
-            let Some(row) = parse_line(i + 1, l, record) else { continue };
+            let Some(mut row) = parse_line(i + 1, l, record) else { continue };
+            if let What::Event { text, toward, .. } = &mut row.what {
+                *toward = media_peer(text, &src.addresses);
+            }
             if let What::Event { who, .. } = &row.what {
                 clients.insert(*who);
             }
@@ -344,13 +354,21 @@ fn parse_line(n: usize, line: &str, record: Option<(usize, Option<u32>)>) -> Opt
     let what = message_row(rest, record)
         .or_else(|| {
             let (who, text) = rest.split_once(" ! ")?;
-            (!who.contains(' ')).then_some(What::Event { who, text })
+            (!who.contains(' ')).then_some(What::Event { who, text, toward: None })
         })
         .or_else(|| {
             let (who, text) = rest.split_once(": ")?;
             Some(What::Note { who, text })
         })?;
     Some(Row { t, line: n, what })
+}
+
+/// The participant a `call-rtp … to=IP:PORT …` event sends media to.
+fn media_peer<'a>(text: &str, addresses: &'a BTreeMap<String, String>) -> Option<&'a str> {
+    let fields = text.strip_prefix("call-rtp ")?;
+    let to = fields.split(' ').find_map(|f| f.strip_prefix("to="))?;
+    let ip = to.rsplit_once(':').map_or(to, |(ip, _)| ip);
+    addresses.get(ip).map(String::as_str)
 }
 
 /// `from -> to transport summary` (with its record and frame, when known).
@@ -426,6 +444,19 @@ mod tests {
         // Line 5 has no record: a message without a frame.
         assert!(matches!(&l.rows[4].what, What::Message { frame: None, decoded: None, .. }));
         assert_eq!(l.rows[4].t, Duration::from_millis(12_345));
+    }
+
+    #[test]
+    fn rtp_a_call_starts_is_an_arrow_to_the_peer() {
+        let t = "# h\n   3.002s  alice ! call-rtp id=1 media=audio codec=PCMU/8000 to=10.1.0.101:17100 dscp=46\n   3.003s  bob ! call-rtp id=1 media=audio to=192.0.2.9:4000\n";
+        let addresses = [("10.1.0.101".to_owned(), "bob".to_owned())].into_iter().collect();
+        let s1 = Source { transcript: t.into(), addresses, ..Source::default() };
+        let l = Ladder::build(&s1, &Filter::default());
+        assert!(matches!(l.rows[0].what, What::Event { who: "alice", toward: Some("bob"), .. }));
+        assert!(matches!(l.rows[1].what, What::Event { toward: None, .. }), "unknown address");
+        let out = text(&l);
+        assert!(out.contains("|========>|"), "{out}");
+        assert!(html(&l).contains("\"k\":\"r\""));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! ```
 //! Time in the margin, a lane per column, an arrow per message with its summary and frame
 //! number on the right; `*` a client event, `+` a note, `v` an expectation that held and `X`
-//! one that failed, with their text on the right.
+//! one that failed, with their text on the right; `|====>|` the RTP a call starts.
 
 use std::fmt::Write as _;
 
@@ -117,8 +117,14 @@ pub fn text(l: &Ladder) -> String {
                 s.push_str(summary);
                 s
             }
-            What::Event { who, text } => {
-                mark(&mut lane_chars, l.column(who).map(x), '*');
+            What::Event { who, text, toward } => {
+                match (l.column(who), toward.and_then(|t| l.column(t))) {
+                    (Some(a), Some(b)) if a != b => {
+                        draw(&mut lane_chars, x(a), x(b));
+                        media(&mut lane_chars, x(a), x(b));
+                    }
+                    (a, _) => mark(&mut lane_chars, a.map(x), '*'),
+                }
                 format!("{who} ! {text}")
             }
             What::Note { who, text } => {
@@ -135,6 +141,15 @@ pub fn text(l: &Ladder) -> String {
         let _ = writeln!(out, "{stamp:>9}  {lanes_s} {}", fit(&text, label).trim_end());
     }
     out
+}
+
+/// An arrow drawn by [`draw`] as media: `=` for `-`.
+fn media(lanes: &mut [char], a: usize, b: usize) {
+    for slot in &mut lanes[a.min(b) + 1..a.max(b)] {
+        if *slot == '-' {
+            *slot = '=';
+        }
+    }
 }
 
 fn mark(lanes: &mut [char], at: Option<usize>, c: char) {
