@@ -208,8 +208,18 @@ pub(crate) fn with_probe<R>(
     probe: Option<Option<PlainTap>>,
     f: impl FnOnce() -> R,
 ) -> (R, Option<Option<PlainTap>>) {
-    let before = PROBE.with(|p| p.replace(probe));
+    /// Puts back what was there, also when `f` panics.
+    struct Restore(Option<Option<Option<PlainTap>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(before) = self.0.take() {
+                PROBE.with(|p| *p.borrow_mut() = before);
+            }
+        }
+    }
+    let mut restore = Restore(Some(PROBE.with(|p| p.replace(probe))));
     let r = f();
+    let before = restore.0.take().unwrap_or_default();
     let after = PROBE.with(|p| p.replace(before));
     (r, after)
 }
@@ -276,6 +286,15 @@ mod tests {
         assert_eq!(all[m as usize].record, Some(2));
         assert_eq!(all[m as usize].bytes, b"GET / HTTP/1.1\r\n\r\n");
         assert_eq!(all[later as usize].bytes, b"POST");
+    }
+
+    #[test]
+    fn the_probe_is_put_back_after_a_panic() {
+        let r = std::panic::catch_unwind(|| with_probe(Some(None), || panic!("in a handshake")));
+        assert!(r.is_err());
+        assert!(PROBE.with(|p| p.borrow().is_none()), "no handshake is being polled");
+        let ((), left) = with_probe(Some(None), || ());
+        assert!(matches!(left, Some(None)), "nothing used a connection");
     }
 
     #[test]
