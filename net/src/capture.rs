@@ -365,6 +365,10 @@ impl Capture {
         let ack = Flags { ack: true, ..Flags::default() };
         g.tcp_frame(t_done, client, server, ci.wrapping_add(1), si.wrapping_add(1), ack, &[], 0);
         g.flow(client, server);
+        // A new connection on these ports starts in clear, whatever an earlier one carried.
+        if let Some(m) = g.messages.as_mut() {
+            m.clear(client, server);
+        }
     }
 
     /// Records SYNs that get no answer (filtered), one per retransmission time in `times`.

@@ -110,6 +110,12 @@ impl MessageLog {
         self.tls.insert((b, a));
     }
 
+    /// `a`–`b` is a new connection: in clear until a TLS handshake says otherwise.
+    pub(crate) fn clear(&mut self, a: SocketAddr, b: SocketAddr) {
+        self.tls.remove(&(a, b));
+        self.tls.remove(&(b, a));
+    }
+
     /// Data `from → to` whose first frame is `record` was recorded.
     pub(crate) fn written(&mut self, from: SocketAddr, to: SocketAddr, record: u32, data: &[u8]) {
         let tls = self.tls.contains(&(from, to));
@@ -281,7 +287,13 @@ mod tests {
         log.arm(c, s);
         log.plain(c, s, b"POST");
         log.written(c, s, 7, b"\x17 flushed");
+        // The ports used again by a new connection, in clear.
+        log.clear(s, c);
+        let again = log.mark(c, s);
+        log.written(c, s, 9, b"OPTIONS");
         let all = log.take_all();
+        assert_eq!(all[again as usize].record, Some(9));
+        assert_eq!(all[again as usize].bytes, b"OPTIONS");
         assert_eq!(all[later as usize].record, Some(7));
         assert_eq!(all[m as usize].record, Some(2));
         assert_eq!(all[m as usize].bytes, b"GET / HTTP/1.1\r\n\r\n");
