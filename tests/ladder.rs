@@ -250,3 +250,31 @@ fn ladder_text_snapshots() {
         });
     }
 }
+
+/// A run written straight into its directory (`uclab run`) leaves the same files as one kept
+/// in memory and written after (issue 19: the capture and messages need not be in memory).
+#[test]
+fn run_into_writes_what_run_would() {
+    let s = uclab_sim::load(&root().join("scenarios/mra/call-outside-to-inside.toml")).unwrap();
+    let tmp = std::env::temp_dir().join(format!("uclab-run-into-{}", std::process::id()));
+    let (a, b) = (tmp.join("a"), tmp.join("b"));
+    let streamed = uclab_sim::run_into(&s, 3, &a, &mut |_| {});
+    assert_eq!(streamed.written.as_deref(), Some(a.as_path()));
+    assert!(streamed.capture.is_empty() && streamed.messages.is_empty(), "not kept in memory");
+    uclab_sim::commands::write_outputs(&a, &streamed).unwrap();
+    uclab_sim::commands::write_outputs(&b, &uclab_sim::run(&s, 3)).unwrap();
+    for f in [
+        "capture.pcapng",
+        "transcript.txt",
+        "messages.jsonl",
+        "report.json",
+        "ladder.txt",
+        "ladder.html",
+    ] {
+        assert!(
+            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}

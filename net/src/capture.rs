@@ -21,7 +21,7 @@ use pcap_file::pcapng::blocks::interface_description::{
 };
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 
-use crate::messages::{MessageBytes, MessageLog};
+use crate::messages::{MessageLog, MessageStore};
 use crate::rng::derive_seed;
 use crate::spill::{self, SpillFile};
 
@@ -238,16 +238,12 @@ impl Capture {
         }
     }
 
-    /// Every tracked message by id (its bytes and its frame, as a number in the pcapng:
-    /// 1-based, in the file's order), once the run is over.
-    pub fn messages(&self) -> Vec<(Option<u32>, MessageBytes)> {
+    /// The tracked messages, once the run is over (the log is handed over: call once).
+    pub fn messages(&self) -> Option<MessageStore> {
         let mut g = self.lock();
-        let Some(log) = g.messages.as_mut() else { return Vec::new() };
-        let all = log.take_all();
+        let log = g.messages.take()?;
         let numbers = g.frame_numbers();
-        all.into_iter()
-            .map(|m| (m.record.and_then(|r| numbers.get(r as usize).copied()), m))
-            .collect()
+        Some(log.into_store(numbers))
     }
 
     /// A capture that records nothing.

@@ -21,7 +21,7 @@ mod transcript;
 
 pub use capture::{Capture, Frame, FrameKind, TapMode};
 pub use live::{Egress, LiveNet};
-pub use messages::{DETAIL_MAX, MessageBytes};
+pub use messages::{DETAIL_MAX, MessageBytes, MessageStore};
 pub use policy::{Action, Policy, PolicyError, Rule, Zone};
 pub use rng::{Entropy, SecretRng, SeededRng, derive_seed};
 pub use sim::SimNet;

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use crate::capture::Capture;
-use crate::spill::SpillFile;
+use crate::spill::{SpillFile, SpillReader};
 
 /// Bytes of one message kept for display; the rest is cut (a TFTP file is the largest).
 pub const DETAIL_MAX: usize = 16 * 1024;
@@ -163,30 +163,72 @@ impl MessageLog {
         }
     }
 
-    /// Every message, by id, closing the open ones (the run is over).
-    pub(crate) fn take_all(&mut self) -> Vec<MessageBytes> {
+    /// Every message, closing the open ones (the run is over), to be read by id.
+    pub(crate) fn into_store(mut self, numbers: Vec<u32>) -> MessageStore {
         let open: Vec<Open> = self.flows.values_mut().filter_map(|f| f.open.take()).collect();
         for o in open {
             self.close(o);
         }
-        // Read piece by piece, in the order written (a 3,000-client run's are hundreds of MB).
-        let mut r = self.spill.as_mut().and_then(|f| f.reader().ok());
-        let kept = std::mem::take(&mut self.kept);
-        self.entries
-            .iter()
-            .map(|e| {
-                let bytes = match (e.len, e.on_disk) {
-                    (0, _) => Vec::new(),
-                    (_, true) => r
-                        .as_mut()
-                        .and_then(|r| r.get(e.at, e.len).ok())
-                        .map(<[u8]>::to_vec)
-                        .unwrap_or_default(),
-                    (_, false) => kept.get(e.at as usize).cloned().unwrap_or_default(),
-                };
-                MessageBytes { record: e.record, bytes, cut: e.cut }
-            })
-            .collect()
+        let reader = self.spill.as_mut().and_then(|f| f.reader().ok());
+        MessageStore { entries: self.entries, kept: self.kept, reader, _file: self.spill, numbers }
+    }
+
+    /// Every message, by id, closing the open ones (tests).
+    #[cfg(test)]
+    pub(crate) fn take_all(self) -> Vec<MessageBytes> {
+        let mut store = self.into_store(Vec::new());
+        (0..store.len() as u32).filter_map(|id| store.raw(id)).collect()
+    }
+}
+
+/// The messages of a finished run, read back by id (their bytes stay on disk until asked for:
+/// a 3,000-client run's are hundreds of MB).
+pub struct MessageStore {
+    entries: Vec<Entry>,
+    kept: Vec<Vec<u8>>,
+    reader: Option<SpillReader>,
+    /// Kept so the file stays until the store goes.
+    _file: Option<SpillFile>,
+    /// The pcapng number of each recorded frame, by record.
+    numbers: Vec<u32>,
+}
+
+impl std::fmt::Debug for MessageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageStore")
+            .field("messages", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MessageStore {
+    /// Messages in the store.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn raw(&mut self, id: u32) -> Option<MessageBytes> {
+        let e = *self.entries.get(id as usize)?;
+        let bytes = match (e.len, e.on_disk) {
+            (0, _) => Vec::new(),
+            (_, true) => {
+                self.reader.as_mut().and_then(|r| r.get(e.at, e.len).ok()).unwrap_or(&[]).to_vec()
+            }
+            (_, false) => self.kept.get(e.at as usize).cloned().unwrap_or_default(),
+        };
+        Some(MessageBytes { record: e.record, bytes, cut: e.cut })
+    }
+
+    /// Message `id`: its frame's number in the pcapng (1-based, the file's order), and what
+    /// its sender wrote.
+    pub fn get(&mut self, id: u32) -> Option<(Option<u32>, MessageBytes)> {
+        let m = self.raw(id)?;
+        Some((m.record.and_then(|r| self.numbers.get(r as usize).copied()), m))
     }
 }
 

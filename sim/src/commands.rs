@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::report::{junit_xml, replay_command, report_json};
-use crate::runner::{RunResult, run, run_watched};
+use crate::runner::{RunResult, run, run_into};
 use crate::scenario::{Scenario, load, parse};
 use crate::time::fmt_secs;
 
@@ -105,11 +105,20 @@ pub fn out_dir(out: &Path, s: &Scenario) -> PathBuf {
 /// and ladder.html of a run into `dir`.
 pub fn write_outputs(dir: &Path, r: &RunResult) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
-    fs::write(dir.join("capture.pcapng"), &r.capture)?;
+    // A run made with run_into wrote its capture and messages.jsonl here already.
+    let streamed = r.written.as_deref() == Some(dir);
+    if !streamed {
+        fs::write(dir.join("capture.pcapng"), &r.capture)?;
+        fs::write(dir.join("messages.jsonl"), crate::ladder::data::to_jsonl(&r.messages))?;
+    }
     fs::write(dir.join("transcript.txt"), &r.transcript)?;
-    fs::write(dir.join("messages.jsonl"), crate::ladder::data::to_jsonl(&r.messages))?;
     fs::write(dir.join("report.json"), report_json(r))?;
     fs::write(dir.join("junit.xml"), junit_xml(std::slice::from_ref(r)))?;
+    if streamed {
+        // The ladder from the files, as `uclab ladder` draws it (the same bytes).
+        let src = crate::ladder::data::read_run(dir).map_err(std::io::Error::other)?;
+        return crate::ladder::write(dir, &src);
+    }
     crate::ladder::write(dir, &crate::ladder::Source::of(r))
 }
 
@@ -199,7 +208,7 @@ pub fn cmd_run(paths: &[PathBuf], seed: Option<u64>, out: &Path, skip_heavy: boo
         // Issue 20: a run that goes on for seconds shows the simulated time reached, on a
         // terminal only.
         let mut progress = crate::progress::Progress::delayed();
-        let mut r = run_watched(s, seed.unwrap_or(s.seed), &mut |t| {
+        let mut r = run_into(s, seed.unwrap_or(s.seed), &dir, &mut |t| {
             progress.show(|| format!("RUN  {}: {} simulated", s.name, fmt_secs(t)))
         });
         progress.done();

@@ -171,6 +171,7 @@ mod tests {
             events,
             messages: Vec::new(),
             addresses: Default::default(),
+            written: None,
             error: None,
             out: None,
             wall: Duration::ZERO,

@@ -63,6 +63,9 @@ pub struct RunResult {
     pub error: Option<String>,
     /// Where `uclab run` wrote the outputs (`--out`), for the replay line.
     pub out: Option<PathBuf>,
+    /// The directory capture.pcapng and messages.jsonl went straight to ([`run_into`]); then
+    /// `capture` and `messages` are empty.
+    pub written: Option<PathBuf>,
     /// Wall-clock time the run took (filled in by the command; reports only, never a run's
     /// input).
     pub wall: Duration,
@@ -220,18 +223,30 @@ fn settled_by(expects: &[Expect], events: &[EventRecord], now: Duration) -> u64 
 
 /// Runs `s` with `seed`.
 pub fn run(s: &Scenario, seed: u64) -> RunResult {
-    run_with(s, seed, true, &mut |_| {})
+    run_with(s, seed, true, &mut |_| {}, None)
 }
 
 /// [`run`], telling `watch` the simulated time reached as the run goes (progress displays).
 pub fn run_watched(s: &Scenario, seed: u64, watch: &mut dyn FnMut(Duration)) -> RunResult {
-    run_with(s, seed, true, watch)
+    run_with(s, seed, true, watch, None)
+}
+
+/// [`run_watched`], writing capture.pcapng and messages.jsonl straight into `dir` rather than
+/// into the result (issue 19: a day's soak has a capture of 800 MB, a storm's messages are
+/// hundreds of MB). Where `dir` cannot be written the result holds them, as [`run`]'s does.
+pub fn run_into(
+    s: &Scenario,
+    seed: u64,
+    dir: &std::path::Path,
+    watch: &mut dyn FnMut(Duration),
+) -> RunResult {
+    run_with(s, seed, true, watch, Some(dir))
 }
 
 /// [`run`] stepping every host through every simulated millisecond, as turmoil upstream does:
 /// slower, and byte for byte the same outputs (issue 19's exactness test compares the two).
 pub fn run_stepwise(s: &Scenario, seed: u64) -> RunResult {
-    run_with(s, seed, false, &mut |_| {})
+    run_with(s, seed, false, &mut |_| {}, None)
 }
 
 fn run_with(
@@ -239,6 +254,7 @@ fn run_with(
     seed: u64,
     event_driven: bool,
     watch: &mut dyn FnMut(Duration),
+    into: Option<&std::path::Path>,
 ) -> RunResult {
     // Frame bytes wait on disk, not in memory, until the capture is written (issue 19).
     let capture = Capture::spilling(seed, s.epoch);
@@ -528,9 +544,16 @@ fn run_with(
     let names: Vec<String> = s.clients.iter().map(|c| c.name.clone()).collect();
     let verdicts = evaluate(&s.expects, &names, &events, sim_time);
     let passed = error.is_none() && verdicts.iter().all(|v| v.passed);
-    let messages = message_records(&transcript, &capture);
     let addresses = transcript.names().into_iter().map(|(ip, n)| (ip.to_string(), n)).collect();
-    let capture = capture.write_pcapng(Vec::new()).unwrap_or_default();
+    let written = into.filter(|dir| write_streamed(dir, &transcript, &capture).is_ok());
+    let (capture, messages) = match written {
+        Some(_) => (Vec::new(), Vec::new()),
+        None => {
+            let mut messages = Vec::new();
+            for_each_record(&transcript, &capture, |r| messages.push(r));
+            (capture.write_pcapng(Vec::new()).unwrap_or_default(), messages)
+        }
+    };
     let text =
         format!("# uclab transcript: scenario {} seed {seed}\n{}", s.name, transcript.render());
     RunResult {
@@ -547,33 +570,50 @@ fn run_with(
         addresses,
         error,
         out: None,
+        written: written.map(std::path::Path::to_path_buf),
         wall: Duration::ZERO,
     }
 }
 
-/// Each message line's record: its line in transcript.txt (after the header line), its frame
-/// and its bytes.
-fn message_records(
+/// Writes capture.pcapng and messages.jsonl into `dir` as they are read from disk.
+fn write_streamed(
+    dir: &std::path::Path,
     transcript: &Transcript,
     capture: &Capture,
-) -> Vec<crate::ladder::MessageRecord> {
-    let mut by_id = capture.messages();
-    let mut out = Vec::new();
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let file = std::io::BufWriter::new(std::fs::File::create(dir.join("capture.pcapng"))?);
+    capture.write_pcapng(file)?.flush()?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("messages.jsonl"))?);
+    let mut result = Ok(());
+    for_each_record(transcript, capture, |r| {
+        if result.is_ok() {
+            result =
+                out.write_all(crate::ladder::data::to_jsonl(std::slice::from_ref(&r)).as_bytes());
+        }
+    });
+    result?;
+    out.flush()
+}
+
+/// `f` of each message line's record, in transcript order: its line in transcript.txt (after
+/// the header line), its frame and its bytes.
+fn for_each_record(
+    transcript: &Transcript,
+    capture: &Capture,
+    mut f: impl FnMut(crate::ladder::MessageRecord),
+) {
+    let Some(mut store) = capture.messages() else { return };
     let mut line = 2;
     transcript.for_each_line(|_, text, kind| {
         if let uclab_net::LineKind::Message(Some(id)) = kind
-            && let Some((frame, m)) = by_id.get_mut(id as usize)
+            && let Some((frame, m)) = store.get(id)
         {
-            out.push(crate::ladder::MessageRecord {
-                line,
-                frame: *frame,
-                bytes: std::mem::take(&mut m.bytes),
-                cut: m.cut,
-            });
+            f(crate::ladder::MessageRecord { line, frame, bytes: m.bytes, cut: m.cut });
         }
         line += 1 + text.matches('\n').count();
     });
-    out
 }
 
 #[cfg(test)]

@@ -205,9 +205,8 @@ fn storm_run(n: usize, outside: bool) -> bool {
             return false;
         }
     };
-    let t = Instant::now();
-    let r = uclab_sim::run(&s, s.seed);
-    let wall = t.elapsed();
+    let (r, wall, capture_mib) = run_written(&s);
+    let wall = Duration::from_secs_f64(wall);
     let signed = r.events.iter().filter(|e| e.kind == "signed-in").count();
     // Why the others did not sign in: failure reasons and how often.
     let mut failures: std::collections::BTreeMap<String, usize> = Default::default();
@@ -230,7 +229,7 @@ fn storm_run(n: usize, outside: bool) -> bool {
             "sim_s_run": r.sim_time.as_secs_f64(),
             "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
             "transcript_mib": r.transcript.len() as f64 / 1048576.0,
-            "capture_mib": r.capture.len() as f64 / 1048576.0,
+            "capture_mib": capture_mib,
             "error": r.error,
             "failures": failures,
         })
@@ -420,9 +419,7 @@ fn cap1_one() -> bool {
             return false;
         }
     };
-    let t = Instant::now();
-    let r = uclab_sim::run(&s, s.seed);
-    let wall = t.elapsed().as_secs_f64();
+    let (r, wall, capture_mib) = run_written(&s);
     let count = |show: &str| {
         r.events
             .iter()
@@ -444,7 +441,7 @@ fn cap1_one() -> bool {
             "sim_s": r.sim_time.as_secs_f64(),
             "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
             "transcript_mib": r.transcript.len() as f64 / 1048576.0,
-            "capture_mib": r.capture.len() as f64 / 1048576.0,
+            "capture_mib": capture_mib,
         })
     );
     r.passed
@@ -587,7 +584,7 @@ fn fed_presence_text(n: usize, m: usize) -> String {
 
 /// Parses a scenario made by a bench (`name` for messages) and runs it with its seed: the
 /// result and the wall time in seconds.
-pub(crate) fn run_generated(name: &str, text: &str) -> Option<(uclab_sim::RunResult, f64)> {
+pub(crate) fn run_generated(name: &str, text: &str) -> Option<(uclab_sim::RunResult, f64, f64)> {
     let s = match uclab_sim::parse(name, text, Path::new(name)) {
         Ok(s) => s,
         Err(e) => {
@@ -595,14 +592,26 @@ pub(crate) fn run_generated(name: &str, text: &str) -> Option<(uclab_sim::RunRes
             return None;
         }
     };
+    Some(run_written(&s))
+}
+
+/// Runs `s` as `uclab run` does, the capture and messages.jsonl written straight to a
+/// temporary directory (removed after): the result, the wall time in seconds (writing them
+/// included) and the capture's size in MiB.
+pub(crate) fn run_written(s: &uclab_sim::Scenario) -> (uclab_sim::RunResult, f64, f64) {
+    let dir = std::env::temp_dir().join(format!("uclab-bench-{}", std::process::id()));
     let t = Instant::now();
-    let r = uclab_sim::run(&s, s.seed);
-    Some((r, t.elapsed().as_secs_f64()))
+    let r = uclab_sim::run_into(s, s.seed, &dir, &mut |_| {});
+    let wall = t.elapsed().as_secs_f64();
+    let on_disk = std::fs::metadata(dir.join("capture.pcapng")).map_or(0, |m| m.len());
+    let _ = std::fs::remove_dir_all(&dir);
+    let bytes = if r.written.is_some() { on_disk } else { r.capture.len() as u64 };
+    (r, wall, bytes as f64 / 1048576.0)
 }
 
 /// Runs the federation presence bench in this process and prints one JSON line.
 fn fed_presence_one(n: usize, m: usize) -> bool {
-    let Some((r, wall)) = run_generated("fed.toml", &fed_presence_text(n, m)) else {
+    let Some((r, wall, capture_mib)) = run_generated("fed.toml", &fed_presence_text(n, m)) else {
         return false;
     };
     let away = r
@@ -627,7 +636,7 @@ fn fed_presence_one(n: usize, m: usize) -> bool {
             "notifications_per_wall_s": away as f64 / wall,
             "sim_s": r.sim_time.as_secs_f64(),
             "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
-            "capture_mib": r.capture.len() as f64 / 1048576.0,
+            "capture_mib": capture_mib,
             "error": r.error,
         })
     );
