@@ -5,7 +5,6 @@
 //! FINs; UDP datagrams are framed as they are. Frames carry simulated time from the scenario
 //! epoch and are written as pcapng.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,15 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use etherparse::{IpDscp, IpHeaders, IpNumber, Ipv4Header, PacketBuilder};
-use pcap_file::DataLink;
 use pcap_file::pcapng::PcapNgWriter;
-use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
-use pcap_file::pcapng::blocks::interface_description::{
-    InterfaceDescriptionBlock, InterfaceDescriptionOption,
-};
-use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 
 use crate::messages::{MessageLog, MessageStore};
+use crate::pcapng::{DSB_MAX, decryption_secrets_block, epb, interface, section_header};
 use crate::rng::derive_seed;
 use crate::spill::{self, SpillFile};
 
@@ -554,35 +548,6 @@ impl Capture {
     }
 }
 
-/// Frame bytes `data` as a pcapng Enhanced Packet Block, stamped `epoch` + `time`.
-fn epb(epoch: Duration, time: Duration, data: &[u8]) -> EnhancedPacketBlock<'_> {
-    EnhancedPacketBlock {
-        interface_id: 0,
-        timestamp: epoch + time,
-        original_len: data.len() as u32,
-        data: Cow::Borrowed(data),
-        options: vec![],
-    }
-}
-
-fn section_header() -> SectionHeaderBlock<'static> {
-    SectionHeaderBlock {
-        options: vec![SectionHeaderOption::UserApplication(Cow::Borrowed("uclab"))],
-        ..SectionHeaderBlock::default()
-    }
-}
-
-fn interface() -> InterfaceDescriptionBlock<'static> {
-    InterfaceDescriptionBlock {
-        linktype: DataLink::ETHERNET,
-        snaplen: 0,
-        options: vec![
-            InterfaceDescriptionOption::IfName(Cow::Borrowed("uclab0")),
-            InterfaceDescriptionOption::IfTsResol(9),
-        ],
-    }
-}
-
 impl Inner {
     /// Frames recorded so far.
     fn count(&self) -> u32 {
@@ -719,27 +684,6 @@ impl Inner {
             self.emit(Frame { time: t, data: out, kind: FrameKind::Tcp });
         }
     }
-}
-
-/// A pcapng Decryption Secrets Block (pcapng draft §4.7) with a TLS key log, big-endian like
-/// our section header.
-/// Largest Decryption Secrets Block payload written.
-const DSB_MAX: usize = 1 << 20;
-
-fn decryption_secrets_block(secrets: &[u8]) -> Vec<u8> {
-    const DSB: u32 = 0x0000_000A;
-    const TLS_KEY_LOG: u32 = 0x544c_534b; // "TLSK"
-    let padded = secrets.len().div_ceil(4) * 4;
-    let total = (4 + 4 + 4 + 4 + padded + 4) as u32;
-    let mut b = Vec::with_capacity(total as usize);
-    b.extend_from_slice(&DSB.to_be_bytes());
-    b.extend_from_slice(&total.to_be_bytes());
-    b.extend_from_slice(&TLS_KEY_LOG.to_be_bytes());
-    b.extend_from_slice(&(secrets.len() as u32).to_be_bytes());
-    b.extend_from_slice(secrets);
-    b.resize(b.len() + padded - secrets.len(), 0);
-    b.extend_from_slice(&total.to_be_bytes());
-    b
 }
 
 fn ip_header(s: [u8; 4], d: [u8; 4], proto: IpNumber, dscp: u8) -> IpHeaders {

@@ -10,6 +10,7 @@ mod capture;
 pub mod http1;
 mod live;
 mod messages;
+mod pcapng;
 mod policy;
 mod rng;
 mod sim;
