@@ -14,5 +14,5 @@ pub mod runner;
 pub mod scenario;
 pub mod time;
 
-pub use runner::{RunResult, run, run_into, run_stepwise, run_watched};
+pub use runner::{RunResult, run, run_into, run_stepwise};
 pub use scenario::{CheckError, Scenario, load, parse};

@@ -226,13 +226,8 @@ pub fn run(s: &Scenario, seed: u64) -> RunResult {
     run_with(s, seed, true, &mut |_| {}, None)
 }
 
-/// [`run`], telling `watch` the simulated time reached as the run goes (progress displays).
-pub fn run_watched(s: &Scenario, seed: u64, watch: &mut dyn FnMut(Duration)) -> RunResult {
-    run_with(s, seed, true, watch, None)
-}
-
-/// [`run_watched`], writing capture.pcapng and messages.jsonl straight into `dir` rather than
-/// into the result (issue 19: a day's soak has a capture of 800 MB, a storm's messages are
+/// [`run`], telling `watch` the simulated time reached as the run goes (progress displays),
+/// and writing capture.pcapng and messages.jsonl straight into `dir` rather than into the result (issue 19: a day's soak has a capture of 800 MB, a storm's messages are
 /// hundreds of MB). Where `dir` cannot be written the result holds them, as [`run`]'s does.
 pub fn run_into(
     s: &Scenario,

@@ -35,14 +35,17 @@ pub fn read_run(dir: &std::path::Path) -> Result<super::Source<'static>, String>
         .map_err(|e| format!("{}:{}:{}: {e}", report_path.display(), e.line(), e.column()))?;
     let bad = |what: &str| format!("{}: {what}", report_path.display());
     let secs = |v: &Value| v.as_str().and_then(|s| crate::time::parse_duration(s).ok());
-    let mut verdicts = Vec::new();
-    for e in report["expectations"].as_array().ok_or_else(|| bad("no \"expectations\""))? {
-        let fields: Vec<(String, String)> = e["fields"]
-            .as_object()
+    // A JSON object of strings, as pairs.
+    let pairs = |v: &Value| -> Vec<(String, String)> {
+        v.as_object()
             .map(|o| {
                 o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned())).collect()
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+    };
+    let mut verdicts = Vec::new();
+    for e in report["expectations"].as_array().ok_or_else(|| bad("no \"expectations\""))? {
+        let fields = pairs(&e["fields"]);
         verdicts.push(super::VerdictMark::new(
             (
                 e["line"].as_u64().unwrap_or(0) as usize,
@@ -70,12 +73,7 @@ pub fn read_run(dir: &std::path::Path) -> Result<super::Source<'static>, String>
         messages: messages.into(),
         verdicts,
         error: report["error"].as_str().map(str::to_owned),
-        addresses: report["addresses"]
-            .as_object()
-            .map(|o| {
-                o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned())).collect()
-            })
-            .unwrap_or_default(),
+        addresses: pairs(&report["addresses"]).into_iter().collect(),
     })
 }
 

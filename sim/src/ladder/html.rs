@@ -36,19 +36,18 @@ pub fn html(l: &Ladder) -> String {
                 "s": summary, "f": frame, "l": r.line, "d": decoded,
                 "e": format!("{} -> {} {transport}", ends.0, ends.1),
             }),
-            What::Event { who, text, toward: Some(to) } if l.column(to) != l.column(who) => json!({
+            What::Event { who, toward: Some(to), .. } if l.column(to) != l.column(who) => json!({
                 "t": t, "k": "r", "a": l.column(who), "b": l.column(to), "p": "rtp",
-                "s": format!("{who} ! {text}"), "l": r.line,
+                "s": r.what.note(), "l": r.line,
             }),
-            What::Event { who, text, .. } => {
-                json!({ "t": t, "k": "e", "a": l.column(who), "s": format!("{who} ! {text}"), "l": r.line })
+            What::Event { who, .. } => {
+                json!({ "t": t, "k": "e", "a": l.column(who), "s": r.what.note(), "l": r.line })
             }
-            What::Note { who, text } => {
-                json!({ "t": t, "k": "n", "a": l.column(who), "s": format!("{who}: {text}"), "l": r.line })
+            What::Note { who, .. } => {
+                json!({ "t": t, "k": "n", "a": l.column(who), "s": r.what.note(), "l": r.line })
             }
-            What::Verdict { who, passed, text } => json!({
-                "t": t, "k": if *passed { "v" } else { "x" }, "a": l.column(who),
-                "s": format!("{} {text}", if *passed { "PASS" } else { "FAIL" }),
+            What::Verdict { who, passed, .. } => json!({
+                "t": t, "k": if *passed { "v" } else { "x" }, "a": l.column(who), "s": r.what.note(),
             }),
         });
     }

@@ -98,6 +98,19 @@ impl What<'_> {
             }
         }
     }
+
+    /// The text of an event, note or verdict row, as both ladders write it (`alice ! signed-in`,
+    /// `lab: crash cucm1`, `FAIL line 12: …`); `None` for a message.
+    pub fn note(&self) -> Option<String> {
+        match self {
+            Self::Message { .. } => None,
+            Self::Event { who, text, .. } => Some(format!("{who} ! {text}")),
+            Self::Note { who, text } => Some(format!("{who}: {text}")),
+            Self::Verdict { passed, text, .. } => {
+                Some(format!("{} {text}", if *passed { "PASS" } else { "FAIL" }))
+            }
+        }
+    }
 }
 
 /// An expectation's verdict as the ladder shows it.

@@ -49,39 +49,25 @@ pub fn text(l: &Ladder) -> String {
     let label = WIDTH.saturating_sub(MARGIN + lanes + 1).max(8);
     let x = |i: usize| i * w + w / 2;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{}",
-        fit(&format!("# uclab ladder: scenario {} seed {}", l.scenario, l.seed), WIDTH)
-    );
-    let _ = writeln!(out, "{}", fit(&format!("# replay: {}", l.replay), WIDTH));
+    let mut head = |line: String| {
+        out.push_str(&fit(&line, WIDTH));
+        out.push('\n');
+    };
+    head(format!("# uclab ladder: scenario {} seed {}", l.scenario, l.seed));
+    head(format!("# replay: {}", l.replay));
     let messages = l.rows.iter().filter(|r| matches!(r.what, What::Message { .. })).count();
-    let _ = writeln!(
-        out,
-        "{}",
-        fit(
-            &format!(
-                "# {messages} of {} messages; * event, + note, v expectation held, X failed; #N frame in capture.pcapng",
-                l.total_messages
-            ),
-            WIDTH
-        )
-    );
+    head(format!(
+        "# {messages} of {} messages; * event, + note, v expectation held, X failed; #N frame in capture.pcapng",
+        l.total_messages
+    ));
     if !l.folded.is_empty() {
-        let _ = writeln!(
-            out,
-            "{}",
-            fit(
-                &format!(
-                    "# {} participants share a column with others; each arrow names its ends",
-                    l.folded.len()
-                ),
-                WIDTH
-            )
-        );
+        head(format!(
+            "# {} participants share a column with others; each arrow names its ends",
+            l.folded.len()
+        ));
     }
     if let Some(e) = &l.error {
-        let _ = writeln!(out, "{}", fit(&format!("# simulation error: {e}"), WIDTH));
+        head(format!("# simulation error: {e}"));
     }
     // Column names on two lines, alternately, so each has two lanes of room.
     for parity in 0..2 {
@@ -117,7 +103,7 @@ pub fn text(l: &Ladder) -> String {
                 s.push_str(summary);
                 s
             }
-            What::Event { who, text, toward } => {
+            What::Event { who, toward, .. } => {
                 match (l.column(who), toward.and_then(|t| l.column(t))) {
                     (Some(a), Some(b)) if a != b => {
                         draw(&mut lane_chars, x(a), x(b));
@@ -125,15 +111,15 @@ pub fn text(l: &Ladder) -> String {
                     }
                     (a, _) => mark(&mut lane_chars, a.map(x), '*'),
                 }
-                format!("{who} ! {text}")
+                r.what.note().unwrap_or_default()
             }
-            What::Note { who, text } => {
+            What::Note { who, .. } => {
                 mark(&mut lane_chars, l.column(who).map(x), '+');
-                format!("{who}: {text}")
+                r.what.note().unwrap_or_default()
             }
-            What::Verdict { who, passed, text } => {
+            What::Verdict { who, passed, .. } => {
                 mark(&mut lane_chars, l.column(who).map(x), if *passed { 'v' } else { 'X' });
-                format!("{} {text}", if *passed { "PASS" } else { "FAIL" })
+                r.what.note().unwrap_or_default()
             }
         };
         let stamp = format!("{:>4}.{:03}s", r.t.as_secs(), r.t.subsec_millis());
