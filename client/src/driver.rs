@@ -430,7 +430,6 @@ async fn stream_actor<N: Net>(
     let (local, peer) = (tcp.local_addr(), tcp.peer_addr());
     let _ = tx.send(Msg::StreamOpened(id));
     let mut io: Box<dyn uclab_net::AsyncIo> = Box::new(tcp);
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
         // Biased: tokio's default picks among ready branches at random, which a replay must
         // not depend on. Commands first: what the engine asked for happens before new reads.
@@ -468,13 +467,14 @@ async fn stream_actor<N: Net>(
                     }
                 }
             },
-            r = io.read(&mut buf) => match r {
-                Ok(0) => {
+            // Into the thread's one read buffer, not one per stream (issue 19).
+            r = uclab_net::scratch::read_vec(&mut io, 16 * 1024) => match r {
+                Ok(b) if b.is_empty() => {
                     let _ = tx.send(Msg::StreamFailed(id, NetError::Closed));
                     return;
                 }
-                Ok(n) => {
-                    let _ = tx.send(Msg::StreamData(id, buf[..n].to_vec()));
+                Ok(b) => {
+                    let _ = tx.send(Msg::StreamData(id, b));
                 }
                 Err(e) => {
                     let _ = tx.send(Msg::StreamFailed(id, NetError::from_io(&e)));

@@ -13,6 +13,7 @@ mod messages;
 mod pcapng;
 mod policy;
 mod rng;
+pub mod scratch;
 mod sim;
 mod socket;
 mod spill;

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use uclab_net::Net;
 use uclab_proto::sip::frame::{Frame, StreamFramer};
 use uclab_proto::sip::{self, Message};
@@ -84,7 +84,6 @@ async fn connection<N: Net>(
         };
     let mut chan: Option<Channel> = None;
     let (mut from_client, mut to_client) = (StreamFramer::new(), StreamFramer::new());
-    let mut buf = vec![0u8; 16 * 1024];
     let mut last = net.now();
     let mut partial_since: Option<Duration> = None;
     loop {
@@ -94,15 +93,15 @@ async fn connection<N: Net>(
         let mut out: Vec<u8> = Vec::new();
         tokio::select! {
             biased;
-            r = uclab_net::time::timeout(wait, io.read(&mut buf)) => {
-                let n = match r {
-                    Ok(Ok(0) | Err(_)) => {
+            r = uclab_net::time::timeout(wait, uclab_net::scratch::read_vec(&mut io, 16 * 1024)) => {
+                let bytes = match r {
+                    Ok(Ok(b)) if !b.is_empty() => b,
+                    Ok(_) => {
                         if let Some(c) = chan.take() {
                             c.close(net, "the client closed its connection");
                         }
                         return;
                     }
-                    Ok(Ok(n)) => n,
                     Err(_) => {
                         let why = if partial_since.is_some() {
                             "SIP message incomplete after 10 s"
@@ -117,7 +116,7 @@ async fn connection<N: Net>(
                     }
                 };
                 last = net.now();
-                from_client.feed(&buf[..n]);
+                from_client.feed(&bytes);
                 loop {
                     match from_client.next_frame() {
                         Ok(Some(Frame::Message(m))) => {

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use uclab_net::Net;
 
 use super::e::{Channel, EConfig, NoChannel, Shared};
@@ -58,7 +58,6 @@ async fn connection<N: Net>(
     let mut io: Box<dyn uclab_net::AsyncIo> = Box::new(tcp);
     let mut s = EdgeSession::new(cfg.domains.clone(), &cfg.host, net.now());
     let mut chan: Option<Channel> = None;
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
         while let Some(a) = s.poll() {
             match a {
@@ -114,9 +113,9 @@ async fn connection<N: Net>(
         // Biased (a replay must not depend on tokio's pick): the client first.
         tokio::select! {
             biased;
-            r = uclab_net::time::timeout(wait, io.read(&mut buf)) => match r {
-                Ok(Ok(0) | Err(_)) => s.handle_eof(),
-                Ok(Ok(n)) => s.handle_client(net.now(), &buf[..n]),
+            r = uclab_net::time::timeout(wait, uclab_net::scratch::read_vec(&mut io, 16 * 1024)) => match r {
+                Ok(Ok(b)) if !b.is_empty() => s.handle_client(net.now(), &b),
+                Ok(_) => s.handle_eof(),
                 Err(_) => s.handle_timeout(net.now()),
             },
             ev = recv(&mut chan) => match ev {

@@ -94,15 +94,14 @@ async fn serve<N: Net + Clone + 'static>(
                 return Some(format!("{node}: no answer within {}s", C_DEADLINE.as_secs()));
             }
         };
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
         // Biased (a replay must not depend on tokio's pick): the node first.
         tokio::select! {
             biased;
-            r = io.read(&mut buf) => match r {
-                Ok(0) => return Some(format!("{node} closed the stream")),
-                Ok(n) => {
-                    let data = Frame::Data { ch, bytes: buf[..n].to_vec() };
+            r = uclab_net::scratch::read_vec(&mut io, 16 * 1024) => match r {
+                Ok(b) if b.is_empty() => return Some(format!("{node} closed the stream")),
+                Ok(bytes) => {
+                    let data = Frame::Data { ch, bytes };
                     if tx.send(data.encode()).is_err() {
                         return None; // the zone is gone
                     }

@@ -14,7 +14,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use uclab_net::Net;
 use uclab_proto::sip::frame::{Frame as SipFrame, StreamFramer};
@@ -95,19 +95,18 @@ async fn relay<N: Net + Clone + 'static>(
     let net = &ctx.net;
     let out = |bytes: Vec<u8>| tx.send(Frame::Data { ch, bytes }.encode()).is_ok();
     let (mut from_e, mut from_cucm) = (StreamFramer::new(), StreamFramer::new());
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
         // Biased (a replay must not depend on tokio's pick): CUCM first.
         tokio::select! {
             biased;
-            r = read(inside, &mut buf) => {
+            r = read(inside) => {
                 let Some(i) = inside.as_mut() else { continue };
-                let n = match r {
-                    Ok(0) => return Some(format!("{} closed the connection", i.node)),
-                    Ok(n) => n,
+                let bytes = match r {
+                    Ok(b) if b.is_empty() => return Some(format!("{} closed the connection", i.node)),
+                    Ok(b) => b,
                     Err(e) => return Some(format!("{}: {}", i.node, e.kind())),
                 };
-                from_cucm.feed(&buf[..n]);
+                from_cucm.feed(&bytes);
                 loop {
                     match from_cucm.next_frame() {
                         Ok(Some(SipFrame::Message(b))) => {
@@ -213,9 +212,10 @@ async fn relay<N: Net + Clone + 'static>(
 }
 
 /// The next read from CUCM; never, without a connection.
-async fn read(inside: &mut Option<Inside>, buf: &mut [u8]) -> io::Result<usize> {
+async fn read(inside: &mut Option<Inside>) -> io::Result<Vec<u8>> {
     match inside {
-        Some(i) => i.io.read(buf).await,
+        // Into the thread's one read buffer, not one per connection (issue 19).
+        Some(i) => uclab_net::scratch::read_vec(&mut i.io, 16 * 1024).await,
         None => std::future::pending().await,
     }
 }

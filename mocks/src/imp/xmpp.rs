@@ -417,8 +417,7 @@ async fn connection<N: uclab_net::Net>(
     tls: std::sync::Arc<uclab_net::tls::ServerConfig>,
     jid: &mut Option<String>,
 ) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 8192];
+    use tokio::io::AsyncWriteExt;
     let started = net.now();
     loop {
         while let Some(a) = s.poll() {
@@ -456,9 +455,10 @@ async fn connection<N: uclab_net::Net>(
         // Biased (a replay must not depend on tokio's random pick): reads first.
         tokio::select! {
             biased;
-            r = uclab_net::time::timeout(limit, io.read(&mut buf)) => match r {
-                Ok(Ok(0)) | Ok(Err(_)) => { s.handle_eof(); return Ok(()); }
-                Ok(Ok(n)) => s.handle_bytes(&buf[..n]),
+            // Into the thread's one read buffer, not one per connection (issue 19).
+            r = uclab_net::time::timeout(limit, uclab_net::scratch::read_vec(&mut io, 8192)) => match r {
+                Ok(Ok(b)) if !b.is_empty() => s.handle_bytes(&b),
+                Ok(_) => { s.handle_eof(); return Ok(()); }
                 Err(_) => {
                     log(net, local, peer, "no sign-in within 30 s: closed");
                     let _ = io.shutdown().await;

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use uclab_net::tls::peer_cert_has_name;
 use uclab_net::{AsyncIo, Net};
@@ -262,7 +262,6 @@ async fn drive<N: Net + Clone + 'static>(
     let (vtx, mut vrx) = mpsc::unbounded_channel::<(String, bool)>();
     let mut verified = None;
     let mut eof = false;
-    let mut buf = vec![0u8; 8192];
     loop {
         while let Some(a) = st.poll() {
             match a {
@@ -318,13 +317,13 @@ async fn drive<N: Net + Clone + 'static>(
         let authed = st.remote().is_some();
         tokio::select! {
             biased;
-            r = io.read(&mut buf) => match r {
-                Ok(0) | Err(_) => {
+            r = uclab_net::scratch::read_vec(&mut io, 8192) => match r {
+                Ok(b) if !b.is_empty() => st.handle_bytes(net.now(), &b),
+                _ => {
                     // What the close produces (bounces, a log line) is handled, then it ends.
                     st.handle_closed(net.now());
                     eof = true;
                 }
-                Ok(n) => st.handle_bytes(net.now(), &buf[..n]),
             },
             v = vrx.recv() => if let Some((d, valid)) = v {
                 st.handle_verified(net.now(), &d, valid);

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use uclab_net::tls::{Certificate, peer_cert_has_name};
 use uclab_net::{AsyncIo, Net};
@@ -299,17 +299,16 @@ async fn carry<N: Net>(
     etx: &mpsc::Sender<Event>,
 ) {
     let mut framer = StreamFramer::new();
-    let mut buf = vec![0u8; 16 * 1024];
     let log = |line: &str| net.transcript().message(net.now(), local, peer, "tcp", line);
     loop {
         tokio::select! {
             biased;
-            r = io.read(&mut buf) => {
-                let n = match r {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
+            r = uclab_net::scratch::read_vec(&mut io, 16 * 1024) => {
+                let bytes = match r {
+                    Ok(b) if !b.is_empty() => b,
+                    _ => return,
                 };
-                framer.feed(&buf[..n]);
+                framer.feed(&bytes);
                 loop {
                     match framer.next_frame() {
                         Ok(Some(Frame::Message(bytes))) => match sip::parse(&bytes) {

@@ -288,7 +288,7 @@ async fn stream<N: uclab_net::Net>(
     host: &str,
     cluster: &Rc<RefCell<ClusterIo>>,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     use uclab_proto::sip::frame::{Frame, StreamFramer};
     let (flow, mut rx) = cluster.borrow_mut().open_stream(host, transport, peer);
     struct Close<'a>(&'a Rc<RefCell<ClusterIo>>, FlowId);
@@ -301,7 +301,6 @@ async fn stream<N: uclab_net::Net>(
     }
     let _close = Close(cluster, flow);
     let mut framer = StreamFramer::new();
-    let mut buf = vec![0u8; 16 * 1024];
     // Deadlines (issue 13): idle since the last byte, or the rest of a started message.
     // tokio's clock: the node's virtual time under turmoil, so a replay is unaffected.
     let mut last_byte = tokio::time::Instant::now();
@@ -313,9 +312,11 @@ async fn stream<N: uclab_net::Net>(
         };
         tokio::select! {
             biased;
-            r = io.read(&mut buf) => {
-                let n = match r {
-                    Ok(0) | Err(_) => {
+            // Into the thread's one read buffer, not one per connection (issue 19).
+            r = uclab_net::scratch::read_vec(&mut io, 16 * 1024) => {
+                let bytes = match r {
+                    Ok(b) if !b.is_empty() => b,
+                    _ => {
                         // What was answered before the peer closed still goes out.
                         while let Ok(out) = rx.try_recv() {
                             net.transcript().message(net.now(), local, peer, "tcp", &out.summary);
@@ -328,10 +329,9 @@ async fn stream<N: uclab_net::Net>(
                         }
                         return;
                     }
-                    Ok(n) => n,
                 };
                 last_byte = tokio::time::Instant::now();
-                framer.feed(&buf[..n]);
+                framer.feed(&bytes);
                 loop {
                     match framer.next_frame() {
                         Ok(Some(Frame::Message(m))) => {
