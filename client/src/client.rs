@@ -625,7 +625,7 @@ impl Client {
 
     /// Next output.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        crate::io::next_out(&mut self.out)
     }
 
     /// When [`Client::handle_timeout`] must be called next.

@@ -341,6 +341,20 @@ pub enum Output {
     Event(ClientEvent),
 }
 
+/// Entries an engine's output queue keeps room for once it is drained.
+const QUEUE_KEEP: usize = 16;
+
+/// The next output of an engine's queue. A queue a burst grew (CAP1: 75 presences in one
+/// read) gives its room back once drained, so 3,000 idle clients do not each hold a burst's
+/// worth (issue 19); what comes out, and in what order, is the same.
+pub(crate) fn next_out<T>(q: &mut std::collections::VecDeque<T>) -> Option<T> {
+    let o = q.pop_front();
+    if q.is_empty() && q.capacity() > QUEUE_KEEP {
+        q.shrink_to(QUEUE_KEEP);
+    }
+    o
+}
+
 /// Inputs from the driver.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {

@@ -328,7 +328,7 @@ impl Discovery {
 
     /// Next output, or signal for the composite.
     pub fn poll_output(&mut self) -> Option<Emit> {
-        self.out.pop_front()
+        crate::io::next_out(&mut self.out)
     }
 
     /// Next deadline: the resolver's, the running connect's, or the CAS request's.

@@ -322,7 +322,7 @@ impl Edge {
 
     /// Next output, or signal for the composite.
     pub fn poll_output(&mut self) -> Option<Emit> {
-        self.out.pop_front()
+        crate::io::next_out(&mut self.out)
     }
 
     /// Next deadline.

@@ -445,7 +445,7 @@ impl ImSession {
 
     /// Next output.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        crate::io::next_out(&mut self.out)
     }
 
     /// Next deadline.

@@ -448,7 +448,7 @@ impl SignIn {
 
     /// Next output, or signal for the composite.
     pub fn poll_output(&mut self) -> Option<Emit> {
-        self.out.pop_front()
+        crate::io::next_out(&mut self.out)
     }
 
     fn push(&mut self, o: Output) {

@@ -402,7 +402,7 @@ impl Phone {
             // Auto-answer: the ringing call is answered once what came before it is out.
             self.act(self.clock, &CallAction::Answer);
         }
-        self.out.pop_front()
+        crate::io::next_out(&mut self.out)
     }
 
     /// Answer incoming calls at once (`uclab probe-sip --answer`).
