@@ -541,6 +541,10 @@ impl Link {
                 }
             }
         }
+        // uclab: an emptied queue that a burst grew gives its room back (issue 19).
+        if self.sent.is_empty() && self.sent.capacity() > 16 {
+            self.sent = VecDeque::new();
+        }
     }
 
     // FIXME: This implementation does not respect message delivery order. If
@@ -552,12 +556,8 @@ impl Link {
         rand: &mut dyn RngCore,
         host: &mut Host,
     ) {
-        let deliverable = self
-            .deliverable
-            .entry(host.addr)
-            .or_default()
-            .drain(..)
-            .collect::<Vec<Envelope>>();
+        // uclab: taken whole, so a queue a burst grew does not keep its room (issue 19).
+        let deliverable = std::mem::take(self.deliverable.entry(host.addr).or_default());
 
         for message in deliverable {
             let (src, dst) = (message.src, message.dst);
