@@ -17,7 +17,7 @@ use pcap_file::pcapng::PcapNgWriter;
 use crate::messages::{MessageLog, MessageStore};
 use crate::pcapng::{DSB_MAX, decryption_secrets_block, epb, interface, section_header};
 use crate::rng::derive_seed;
-use crate::spill::{self, SpillFile};
+use crate::spill::{self, Chunked, SpillFile};
 
 /// Largest TCP payload per synthesised segment (Ethernet MTU 1500 − 40).
 pub(crate) const MSS: usize = 1460;
@@ -98,7 +98,7 @@ struct Inner {
 #[derive(Debug)]
 struct Spill {
     file: SpillFile,
-    index: Vec<Spilled>,
+    index: Chunked<Spilled>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -181,7 +181,8 @@ impl Capture {
     /// stay in memory: the output is the same either way.
     pub fn spilling(seed: u64, epoch: Duration) -> Self {
         let c = Self::new(seed, epoch);
-        c.lock().spill = SpillFile::create("frames").map(|file| Spill { file, index: Vec::new() });
+        c.lock().spill =
+            SpillFile::create("frames").map(|file| Spill { file, index: Chunked::default() });
         c
     }
 
@@ -525,7 +526,7 @@ impl Capture {
         let mut g = self.lock();
         if let Some(sp) = &mut g.spill {
             let mut r = sp.file.reader()?;
-            let mut order = sp.index.clone();
+            let mut order: Vec<Spilled> = sp.index.iter().copied().collect();
             order.sort_by_key(|e| e.time);
             for e in order {
                 let data = r.get(e.at, e.len)?;

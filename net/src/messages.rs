@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use crate::capture::Capture;
-use crate::spill::{SpillFile, SpillReader};
+use crate::spill::{Chunked, SpillFile, SpillReader};
 
 /// Bytes of one message kept for display; the rest is cut (a TFTP file is the largest).
 pub const DETAIL_MAX: usize = 16 * 1024;
@@ -64,7 +64,7 @@ struct Entry {
 pub(crate) struct MessageLog {
     flows: BTreeMap<Dir, DirFlow>,
     tls: BTreeSet<Dir>,
-    entries: Vec<Entry>,
+    entries: Chunked<Entry>,
     kept: Vec<Vec<u8>>,
     spill: Option<SpillFile>,
 }
@@ -184,7 +184,7 @@ impl MessageLog {
 /// The messages of a finished run, read back by id (their bytes stay on disk until asked for:
 /// a 3,000-client run's are hundreds of MB).
 pub struct MessageStore {
-    entries: Vec<Entry>,
+    entries: Chunked<Entry>,
     kept: Vec<Vec<u8>>,
     reader: Option<SpillReader>,
     /// Kept so the file stays until the store goes.

@@ -55,6 +55,88 @@ impl SpillFile {
     }
 }
 
+/// Entries of a [`Chunked`] list per block.
+const BLOCK: usize = 4096;
+
+/// A list that only grows, kept in blocks of [`BLOCK`] entries: it never holds room for twice
+/// what it has, and never copies itself to grow (issue 19: CAP1's frame and line indexes
+/// are millions of entries, and a doubling `Vec` held up to half of its room empty, plus the
+/// old and new copies together while it grew).
+#[derive(Clone, Debug)]
+pub(crate) struct Chunked<T> {
+    blocks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Self { blocks: Vec::new(), len: 0 }
+    }
+}
+
+impl<T> Chunked<T> {
+    /// Appends `v`.
+    pub(crate) fn push(&mut self, v: T) {
+        match self.blocks.last_mut() {
+            Some(b) if b.len() < BLOCK => b.push(v),
+            _ => {
+                let mut b = Vec::with_capacity(BLOCK);
+                b.push(v);
+                self.blocks.push(b);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// How many entries it has.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it has none.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Entry `i` (every block but the last is full).
+    pub(crate) fn get(&self, i: usize) -> Option<&T> {
+        self.blocks.get(i / BLOCK)?.get(i % BLOCK)
+    }
+
+    /// Entry `i`, to change.
+    pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.blocks.get_mut(i / BLOCK)?.get_mut(i % BLOCK)
+    }
+
+    /// The entries in the order they were pushed.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.blocks.iter().flatten()
+    }
+}
+
+impl<T> std::ops::Index<usize> for Chunked<T> {
+    type Output = T;
+
+    fn index(&self, i: usize) -> &T {
+        self.get(i).expect("index within the list")
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Chunked<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        self.get_mut(i).expect("index within the list")
+    }
+}
+
+impl<T> IntoIterator for Chunked<T> {
+    type Item = T;
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<T>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.blocks.into_iter().flatten()
+    }
+}
+
 /// Reads pieces of a [`SpillFile`], cheaply when they come in the order they were written.
 pub(crate) struct SpillReader {
     r: io::BufReader<std::fs::File>,
@@ -92,5 +174,29 @@ impl std::fmt::Debug for SpillFile {
 impl Drop for SpillFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunked_list_is_a_list() {
+        let mut c = Chunked::default();
+        assert!(c.is_empty() && c.get(0).is_none());
+        let n = BLOCK * 2 + 3;
+        for i in 0..n {
+            c.push(i);
+        }
+        assert_eq!(c.len(), n);
+        assert!(c.iter().copied().eq(0..n), "in the order pushed, across blocks");
+        assert_eq!((c[BLOCK - 1], c[BLOCK], c[n - 1]), (BLOCK - 1, BLOCK, n - 1));
+        assert!(c.get(n).is_none());
+        c[BLOCK + 1] = 7;
+        *c.get_mut(0).expect("first") = 9;
+        let v: Vec<usize> = c.clone().into_iter().collect();
+        assert_eq!((v[0], v[BLOCK + 1], v.len()), (9, 7, n));
+        assert!(c.blocks.iter().all(|b| b.capacity() == BLOCK), "no block grows past its room");
     }
 }

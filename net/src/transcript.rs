@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::spill::{self, SpillFile};
+use crate::spill::{self, Chunked, SpillFile};
 
 /// Ports from here up are ephemeral (turmoil and Linux defaults) and left out of lines.
 const EPHEMERAL: u16 = 32768;
@@ -86,7 +86,7 @@ struct Inner {
     capture: Option<crate::Capture>,
     /// Lines kept on disk while a simulated run goes ([`Transcript::spilling`]): the file,
     /// and each line's time and place in it.
-    spill: Option<(SpillFile, Vec<SpilledLine>)>,
+    spill: Option<(SpillFile, Chunked<SpilledLine>)>,
     events: Vec<EventRecord>,
 }
 
@@ -152,7 +152,7 @@ impl Transcript {
     /// lines stay in memory: the rendering is the same either way.
     pub fn spilling() -> Self {
         let t = Self::default();
-        t.lock().spill = SpillFile::create("lines").map(|f| (f, Vec::new()));
+        t.lock().spill = SpillFile::create("lines").map(|f| (f, Chunked::default()));
         t
     }
 
@@ -316,7 +316,7 @@ impl Transcript {
     pub fn for_each_line(&self, mut f: impl FnMut(Duration, &str, LineKind)) {
         let mut g = self.lock();
         if let Some((file, index)) = &mut g.spill {
-            let mut order = index.clone();
+            let mut order: Vec<SpilledLine> = index.iter().copied().collect();
             order.sort_by_key(|e| e.0);
             let mut r = file.reader().ok();
             for (t, at, len, k) in order {
