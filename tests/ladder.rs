@@ -260,7 +260,12 @@ fn run_into_writes_what_run_would() {
     let (a, b) = (tmp.join("a"), tmp.join("b"));
     let streamed = uclab_sim::run_into(&s, 3, &a, &mut |_| {});
     assert_eq!(streamed.written.as_deref(), Some(a.as_path()));
-    assert!(streamed.capture.is_empty() && streamed.messages.is_empty(), "not kept in memory");
+    assert!(
+        streamed.capture.is_empty()
+            && streamed.messages.is_empty()
+            && streamed.transcript.is_empty(),
+        "not kept in memory"
+    );
     uclab_sim::commands::write_outputs(&a, &streamed).unwrap();
     uclab_sim::commands::write_outputs(&b, &uclab_sim::run(&s, 3)).unwrap();
     for f in [

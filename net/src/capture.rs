@@ -526,9 +526,11 @@ impl Capture {
         let mut g = self.lock();
         if let Some(sp) = &mut g.spill {
             let mut r = sp.file.reader()?;
-            let mut order: Vec<Spilled> = sp.index.iter().copied().collect();
-            order.sort_by_key(|e| e.time);
-            for e in order {
+            // Positions, not copies of the entries, in stable time order.
+            let mut order: Vec<u32> = (0..sp.index.len() as u32).collect();
+            order.sort_by_key(|&i| sp.index[i as usize].time);
+            for i in order {
+                let e = sp.index[i as usize];
                 let data = r.get(e.at, e.len)?;
                 writer.write_pcapng_block(epb(epoch, e.time, data)).map_err(io::Error::other)?;
             }
@@ -558,15 +560,16 @@ impl Inner {
     /// The number of each recorded frame in the pcapng (1-based; frames are written in time
     /// order, stable for equal times), by the order they were recorded in.
     fn frame_numbers(&self) -> Vec<u32> {
-        let times: Vec<Duration> = match &self.spill {
-            Some(sp) => {
-                sp.index.iter().map(|e| e.time).chain(self.frames.iter().map(|f| f.time)).collect()
-            }
-            None => self.frames.iter().map(|f| f.time).collect(),
+        // Spilled frames first, then those in memory; their times read in place.
+        let spilled = self.spill.as_ref().map_or(0, |sp| sp.index.len());
+        let time = |i: usize| match &self.spill {
+            Some(sp) if i < spilled => sp.index[i].time,
+            _ => self.frames[i - spilled].time,
         };
-        let mut order: Vec<u32> = (0..times.len() as u32).collect();
-        order.sort_by_key(|&i| times[i as usize]);
-        let mut numbers = vec![0; times.len()];
+        let n = spilled + self.frames.len();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_by_key(|&i| time(i as usize));
+        let mut numbers = vec![0; n];
         for (n, i) in order.into_iter().enumerate() {
             numbers[i as usize] = n as u32 + 1;
         }

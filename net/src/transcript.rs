@@ -289,6 +289,12 @@ impl Transcript {
         self.lock().events.clone()
     }
 
+    /// The client events so far, taken out: a run that is over hands them to its result
+    /// rather than copying them (CAP1's are half a million).
+    pub fn take_events(&self) -> Vec<EventRecord> {
+        std::mem::take(&mut self.lock().events)
+    }
+
     /// `f` of the client events so far, without copying them (the runner looks often).
     pub fn with_events<R>(&self, f: impl FnOnce(&[EventRecord]) -> R) -> R {
         f(&self.lock().events)
@@ -297,13 +303,20 @@ impl Transcript {
     /// Renders the lines, times relative to the scenario start (in time order, stable for
     /// equal times, without a second copy of every line).
     pub fn render(&self) -> String {
-        let size = {
+        self.render_after("")
+    }
+
+    /// `head`, then [`render`](Self::render)'s text, in one buffer made to size (CAP1's text
+    /// is 86 MiB: no second copy of it to put a header line first).
+    pub fn render_after(&self, head: &str) -> String {
+        let size = head.len() + {
             let g = self.lock();
             let spilled =
                 g.spill.as_ref().map_or(0, |(_, i)| i.iter().map(|e| e.2 as usize + 12).sum());
             spilled + g.lines.iter().map(|(_, l, _)| l.len() + 12).sum::<usize>()
         };
         let mut s = String::with_capacity(size);
+        s.push_str(head);
         self.for_each_line(|t, l, _| {
             stamp_into(&mut s, t, l);
             s.push('\n');
@@ -311,15 +324,33 @@ impl Transcript {
         s
     }
 
+    /// Writes what [`render_after`](Self::render_after) returns to `w` as the lines are read,
+    /// with no copy of the text in memory (a run's transcript.txt: issue 19).
+    pub fn write_after<W: std::io::Write>(&self, head: &str, mut w: W) -> std::io::Result<W> {
+        w.write_all(head.as_bytes())?;
+        let (mut line, mut result) = (String::new(), Ok(()));
+        self.for_each_line(|t, l, _| {
+            if result.is_ok() {
+                line.clear();
+                stamp_into(&mut line, t, l);
+                line.push('\n');
+                result = w.write_all(line.as_bytes());
+            }
+        });
+        result.map(|()| w)
+    }
+
     /// `f` of every line (its time, its text, what it says) in the order
     /// [`render`](Self::render) writes them.
     pub fn for_each_line(&self, mut f: impl FnMut(Duration, &str, LineKind)) {
         let mut g = self.lock();
         if let Some((file, index)) = &mut g.spill {
-            let mut order: Vec<SpilledLine> = index.iter().copied().collect();
-            order.sort_by_key(|e| e.0);
+            // Positions, not copies of the entries, in stable time order.
+            let mut order: Vec<u32> = (0..index.len() as u32).collect();
+            order.sort_by_key(|&i| index[i as usize].0);
             let mut r = file.reader().ok();
-            for (t, at, len, k) in order {
+            for i in order {
+                let (t, at, len, k) = index[i as usize];
                 let line = r.as_mut().and_then(|r| r.get(at, len).ok()).unwrap_or(&[]);
                 f(t, &String::from_utf8_lossy(line), k.get());
             }

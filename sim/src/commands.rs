@@ -105,13 +105,13 @@ pub fn out_dir(out: &Path, s: &Scenario) -> PathBuf {
 /// and ladder.html of a run into `dir`.
 pub fn write_outputs(dir: &Path, r: &RunResult) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
-    // A run made with run_into wrote its capture and messages.jsonl here already.
+    // A run made with run_into wrote its capture, messages.jsonl and transcript here already.
     let streamed = r.written.as_deref() == Some(dir);
     if !streamed {
         fs::write(dir.join("capture.pcapng"), &r.capture)?;
         fs::write(dir.join("messages.jsonl"), crate::ladder::data::to_jsonl(&r.messages))?;
+        fs::write(dir.join("transcript.txt"), &r.transcript)?;
     }
-    fs::write(dir.join("transcript.txt"), &r.transcript)?;
     fs::write(dir.join("report.json"), report_json(r))?;
     fs::write(dir.join("junit.xml"), junit_xml(std::slice::from_ref(r)))?;
     if streamed {

@@ -51,7 +51,7 @@ pub struct RunResult {
     pub sim_time: Duration,
     /// pcapng bytes.
     pub capture: Vec<u8>,
-    /// Transcript text.
+    /// Transcript text (empty when `written`: then it is `written`/transcript.txt).
     pub transcript: String,
     /// Client events.
     pub events: Vec<EventRecord>,
@@ -63,8 +63,8 @@ pub struct RunResult {
     pub error: Option<String>,
     /// Where `uclab run` wrote the outputs (`--out`), for the replay line.
     pub out: Option<PathBuf>,
-    /// The directory capture.pcapng and messages.jsonl went straight to ([`run_into`]); then
-    /// `capture` and `messages` are empty.
+    /// The directory capture.pcapng, messages.jsonl and transcript.txt went straight to
+    /// ([`run_into`]); then `capture`, `messages` and `transcript` are empty.
     pub written: Option<PathBuf>,
     /// Wall-clock time the run took (filled in by the command; reports only, never a run's
     /// input).
@@ -535,12 +535,13 @@ fn run_with(
     let sim_time = sim.elapsed();
     drop(sim);
 
-    let events = transcript.events();
+    let events = transcript.take_events();
     let names: Vec<String> = s.clients.iter().map(|c| c.name.clone()).collect();
     let verdicts = evaluate(&s.expects, &names, &events, sim_time);
     let passed = error.is_none() && verdicts.iter().all(|v| v.passed);
     let addresses = transcript.names().into_iter().map(|(ip, n)| (ip.to_string(), n)).collect();
-    let written = into.filter(|dir| write_streamed(dir, &transcript, &capture).is_ok());
+    let head = format!("# uclab transcript: scenario {} seed {seed}\n", s.name);
+    let written = into.filter(|dir| write_streamed(dir, &transcript, &capture, &head).is_ok());
     let (capture, messages) = match written {
         Some(_) => (Vec::new(), Vec::new()),
         None => {
@@ -549,8 +550,10 @@ fn run_with(
             (capture.write_pcapng(Vec::new()).unwrap_or_default(), messages)
         }
     };
-    let text =
-        format!("# uclab transcript: scenario {} seed {seed}\n{}", s.name, transcript.render());
+    let text = match written {
+        Some(_) => String::new(),
+        None => transcript.render_after(&head),
+    };
     RunResult {
         scenario: s.name.clone(),
         file: s.file.clone(),
@@ -570,14 +573,18 @@ fn run_with(
     }
 }
 
-/// Writes capture.pcapng and messages.jsonl into `dir` as they are read from disk.
+/// Writes capture.pcapng, messages.jsonl and transcript.txt (`head` first) into `dir` as they
+/// are read from disk.
 fn write_streamed(
     dir: &std::path::Path,
     transcript: &Transcript,
     capture: &Capture,
+    head: &str,
 ) -> std::io::Result<()> {
     use std::io::Write as _;
     std::fs::create_dir_all(dir)?;
+    let file = std::io::BufWriter::new(std::fs::File::create(dir.join("transcript.txt"))?);
+    transcript.write_after(head, file)?.flush()?;
     let file = std::io::BufWriter::new(std::fs::File::create(dir.join("capture.pcapng"))?);
     capture.write_pcapng(file)?.flush()?;
     let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("messages.jsonl"))?);

@@ -205,7 +205,7 @@ fn storm_run(n: usize, outside: bool) -> bool {
             return false;
         }
     };
-    let (r, wall, capture_mib) = run_written(&s);
+    let (r, wall, capture_mib, transcript_mib) = run_written(&s);
     let wall = Duration::from_secs_f64(wall);
     let signed = r.events.iter().filter(|e| e.kind == "signed-in").count();
     // Why the others did not sign in: failure reasons and how often.
@@ -228,7 +228,7 @@ fn storm_run(n: usize, outside: bool) -> bool {
             "sim_s_all_signed_in": last.as_secs_f64(),
             "sim_s_run": r.sim_time.as_secs_f64(),
             "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
-            "transcript_mib": r.transcript.len() as f64 / 1048576.0,
+            "transcript_mib": transcript_mib,
             "capture_mib": capture_mib,
             "error": r.error,
             "failures": failures,
@@ -419,7 +419,7 @@ fn cap1_one() -> bool {
             return false;
         }
     };
-    let (r, wall, capture_mib) = run_written(&s);
+    let (r, wall, capture_mib, transcript_mib) = run_written(&s);
     let count = |show: &str| {
         r.events
             .iter()
@@ -440,7 +440,7 @@ fn cap1_one() -> bool {
             "notifications_per_wall_s": (available + away) as f64 / wall,
             "sim_s": r.sim_time.as_secs_f64(),
             "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
-            "transcript_mib": r.transcript.len() as f64 / 1048576.0,
+            "transcript_mib": transcript_mib,
             "capture_mib": capture_mib,
         })
     );
@@ -584,7 +584,10 @@ fn fed_presence_text(n: usize, m: usize) -> String {
 
 /// Parses a scenario made by a bench (`name` for messages) and runs it with its seed: the
 /// result and the wall time in seconds.
-pub(crate) fn run_generated(name: &str, text: &str) -> Option<(uclab_sim::RunResult, f64, f64)> {
+pub(crate) fn run_generated(
+    name: &str,
+    text: &str,
+) -> Option<(uclab_sim::RunResult, f64, f64, f64)> {
     let s = match uclab_sim::parse(name, text, Path::new(name)) {
         Ok(s) => s,
         Err(e) => {
@@ -598,20 +601,25 @@ pub(crate) fn run_generated(name: &str, text: &str) -> Option<(uclab_sim::RunRes
 /// Runs `s` as `uclab run` does, the capture and messages.jsonl written straight to a
 /// temporary directory (removed after): the result, the wall time in seconds (writing them
 /// included) and the capture's size in MiB.
-pub(crate) fn run_written(s: &uclab_sim::Scenario) -> (uclab_sim::RunResult, f64, f64) {
+pub(crate) fn run_written(s: &uclab_sim::Scenario) -> (uclab_sim::RunResult, f64, f64, f64) {
     let dir = std::env::temp_dir().join(format!("uclab-bench-{}", std::process::id()));
     let t = Instant::now();
     let r = uclab_sim::run_into(s, s.seed, &dir, &mut |_| {});
     let wall = t.elapsed().as_secs_f64();
-    let on_disk = std::fs::metadata(dir.join("capture.pcapng")).map_or(0, |m| m.len());
+    let on_disk = |f: &str| std::fs::metadata(dir.join(f)).map_or(0, |m| m.len());
+    let (capture, transcript) = (on_disk("capture.pcapng"), on_disk("transcript.txt"));
     let _ = std::fs::remove_dir_all(&dir);
-    let bytes = if r.written.is_some() { on_disk } else { r.capture.len() as u64 };
-    (r, wall, bytes as f64 / 1048576.0)
+    let (capture, transcript) = match r.written {
+        Some(_) => (capture, transcript),
+        None => (r.capture.len() as u64, r.transcript.len() as u64),
+    };
+    (r, wall, capture as f64 / 1048576.0, transcript as f64 / 1048576.0)
 }
 
 /// Runs the federation presence bench in this process and prints one JSON line.
 fn fed_presence_one(n: usize, m: usize) -> bool {
-    let Some((r, wall, capture_mib)) = run_generated("fed.toml", &fed_presence_text(n, m)) else {
+    let Some((r, wall, capture_mib, _)) = run_generated("fed.toml", &fed_presence_text(n, m))
+    else {
         return false;
     };
     let away = r

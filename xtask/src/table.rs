@@ -63,7 +63,7 @@ pub(crate) fn soak_one(secs: u64) -> bool {
         count: None,
         line: 0,
     });
-    let (r, wall, _) = crate::run_written(&s);
+    let (r, wall, _, _) = crate::run_written(&s);
     println!(
         "{}",
         serde_json::json!({
@@ -147,7 +147,7 @@ pub(crate) fn soak_phones_one(phones: usize, hours: u64) -> bool {
          within = \"{}s\"\nabsent = true\n",
         end - 1
     ));
-    let Some((r, wall, _)) = crate::run_generated("soak-phones.toml", &t) else {
+    let Some((r, wall, _, _)) = crate::run_generated("soak-phones.toml", &t) else {
         return false;
     };
     let refreshed = r
