@@ -7,6 +7,7 @@
 //! runs produce the same kind of pcapng.
 
 mod capture;
+mod events;
 pub mod http1;
 mod live;
 mod messages;
@@ -22,13 +23,14 @@ pub mod tls;
 mod transcript;
 
 pub use capture::{Capture, Frame, FrameKind, TapMode};
+pub use events::{EventRecord, EventRef, Events};
 pub use live::{Egress, LiveNet};
 pub use messages::{DETAIL_MAX, MessageBytes, MessageStore};
 pub use policy::{Action, Policy, PolicyError, Rule, Zone};
 pub use rng::{Entropy, SecretRng, SeededRng, derive_seed};
 pub use sim::SimNet;
 pub use socket::{AsyncIo, BoxFuture, TcpAcceptor, TcpConn, UdpSock};
-pub use transcript::{EventRecord, LineKind, Transcript};
+pub use transcript::{LineKind, Transcript};
 
 /// What every node of one world (a simulation, or a live process) shares.
 #[derive(Clone, Debug)]

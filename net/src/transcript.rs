@@ -9,23 +9,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::events::{EventRecord, Events};
 use crate::spill::{self, Chunked, SpillFile};
 
 /// Ports from here up are ephemeral (turmoil and Linux defaults) and left out of lines.
 const EPHEMERAL: u16 = 32768;
-
-/// A client event as recorded for expectations.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventRecord {
-    /// When.
-    pub time: Duration,
-    /// Which client.
-    pub who: String,
-    /// Event kind (`discovery-resolved`, …).
-    pub kind: String,
-    /// Event fields.
-    pub fields: Vec<(String, String)>,
-}
 
 /// Lines a live transcript echoes per second at most (issue 13: a flood must not flood the
 /// log); the rest are counted and reported once the second is over.
@@ -87,7 +75,7 @@ struct Inner {
     /// Lines kept on disk while a simulated run goes ([`Transcript::spilling`]): the file,
     /// and each line's time and place in it.
     spill: Option<(SpillFile, Chunked<SpilledLine>)>,
-    events: Vec<EventRecord>,
+    events: Events,
 }
 
 /// `line` with control characters written as `\xNN` (bytes from the wire must not drive the
@@ -281,22 +269,22 @@ impl Transcript {
         if g.forget {
             return;
         }
-        g.events.push(EventRecord { time: t, who: who.to_owned(), kind: kind.to_owned(), fields });
+        g.events.push(t, who, kind, &fields);
     }
 
     /// All client events so far.
     pub fn events(&self) -> Vec<EventRecord> {
-        self.lock().events.clone()
+        self.lock().events.to_records()
     }
 
     /// The client events so far, taken out: a run that is over hands them to its result
     /// rather than copying them (CAP1's are half a million).
-    pub fn take_events(&self) -> Vec<EventRecord> {
+    pub fn take_events(&self) -> Events {
         std::mem::take(&mut self.lock().events)
     }
 
     /// `f` of the client events so far, without copying them (the runner looks often).
-    pub fn with_events<R>(&self, f: impl FnOnce(&[EventRecord]) -> R) -> R {
+    pub fn with_events<R>(&self, f: impl FnOnce(&Events) -> R) -> R {
         f(&self.lock().events)
     }
 

@@ -291,6 +291,11 @@ impl Framer {
             self.pos -= keep;
             self.start = self.start.saturating_sub(keep);
         }
+        // A burst (75 presences in one read) does not leave every stream holding its room
+        // (issue 19: 24 MB over CAP1's 3,000 clients).
+        if self.buf.capacity() > 4096 && self.buf.len() < self.buf.capacity() / 4 {
+            self.buf.shrink_to(self.buf.len().max(512));
+        }
         let pending = if self.depth >= 2 { self.buf.len() } else { self.buf.len() - self.pos };
         if pending > MAX_STANZA {
             return Err(XmppError::TooBig);

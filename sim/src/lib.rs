@@ -16,3 +16,4 @@ pub mod time;
 
 pub use runner::{RunResult, run, run_into, run_stepwise};
 pub use scenario::{CheckError, Scenario, load, parse};
+pub use uclab_net::{EventRef, Events};

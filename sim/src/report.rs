@@ -41,13 +41,13 @@ pub fn report_json(r: &RunResult) -> String {
         .take(MAX_REPORT_EVENTS)
         .map(|e| {
             let fields: serde_json::Map<String, serde_json::Value> =
-                e.fields.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-            json!({ "at": fmt_secs(e.time), "client": e.who, "event": e.kind, "fields": fields })
+                e.fields().map(|(k, v)| (k.to_owned(), json!(v))).collect();
+            json!({ "at": fmt_secs(e.time()), "client": e.who(), "event": e.kind(), "fields": fields })
         })
         .collect();
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
-    for e in &r.events {
-        *counts.entry(e.kind.as_str()).or_default() += 1;
+    for e in r.events.iter() {
+        *counts.entry(e.kind()).or_default() += 1;
     }
     let omitted = r.events.len().saturating_sub(MAX_REPORT_EVENTS);
     let v = json!({
@@ -143,22 +143,19 @@ pub fn junit_xml(runs: &[RunResult]) -> String {
 mod tests {
     use std::time::Duration;
 
-    use uclab_net::EventRecord;
-
     use super::*;
 
     /// Issue 19: a run with more events than the report lists keeps the first ones, says how
     /// many were left out, and counts every kind.
     #[test]
     fn a_large_run_lists_the_first_events_and_counts_all() {
-        let ev = |i: usize, kind: &str| EventRecord {
-            time: Duration::from_millis(i as u64),
-            who: format!("u{i}"),
-            kind: kind.into(),
-            fields: vec![("n".into(), i.to_string())],
+        let mut events = uclab_net::Events::default();
+        let mut ev = |i: usize, kind: &str| {
+            let fields = [("n".to_owned(), i.to_string())];
+            events.push(Duration::from_millis(i as u64), &format!("u{i}"), kind, &fields);
         };
-        let mut events: Vec<_> = (0..MAX_REPORT_EVENTS).map(|i| ev(i, "im-presence")).collect();
-        events.extend((0..7).map(|i| ev(MAX_REPORT_EVENTS + i, "im-message")));
+        (0..MAX_REPORT_EVENTS).for_each(|i| ev(i, "im-presence"));
+        (0..7).for_each(|i| ev(MAX_REPORT_EVENTS + i, "im-message"));
         let r = RunResult {
             scenario: "big".into(),
             file: "big.toml".into(),

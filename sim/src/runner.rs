@@ -12,7 +12,7 @@ use std::sync::Arc;
 use uclab_client::driver::{self, ClientConfig, UserAction};
 
 use uclab_net::tls::{LabPki, TlsContext};
-use uclab_net::{Capture, EventRecord, Lab, Policy, SimNet, Transcript};
+use uclab_net::{Capture, EventRef, Events, Lab, Policy, SimNet, Transcript};
 
 use crate::nodes;
 use crate::scenario::{Expect, Scenario, StepAction};
@@ -54,7 +54,7 @@ pub struct RunResult {
     /// Transcript text (empty when `written`: then it is `written`/transcript.txt).
     pub transcript: String,
     /// Client events.
-    pub events: Vec<EventRecord>,
+    pub events: Events,
     /// Each message line's frame and bytes (messages.jsonl, for the ladder: issue 20).
     pub messages: Vec<crate::ladder::MessageRecord>,
     /// The name of each address in the run (nodes and clients), by address.
@@ -71,12 +71,12 @@ pub struct RunResult {
     pub wall: Duration,
 }
 
-fn matches(e: &Expect, ev: &EventRecord) -> bool {
-    ev.time >= e.after
-        && ev.kind == e.event
-        && e.is_for(&ev.who)
+fn matches(e: &Expect, ev: &EventRef<'_>) -> bool {
+    ev.time() >= e.after
+        && ev.kind() == e.event
+        && e.is_for(ev.who())
         && e.fields.iter().all(|(k, want)| {
-            ev.fields.iter().any(|(fk, v)| fk == k && want.split('|').any(|w| field_matches(w, v)))
+            ev.fields().any(|(fk, v)| fk == k && want.split('|').any(|w| field_matches(w, v)))
         })
 }
 
@@ -98,9 +98,9 @@ fn field_matches(want: &str, v: &str) -> bool {
 /// Judges a counting or many-client expectation: `count` matching events in all, or (with a
 /// client pattern and no count) a matching event for every client the pattern names, or for
 /// `absent` none at all.
-fn evaluate_many(e: &Expect, clients: &[String], events: &[EventRecord], end: Duration) -> Verdict {
-    let hits: Vec<&EventRecord> =
-        events.iter().filter(|ev| ev.time <= e.within && matches(e, ev)).collect();
+fn evaluate_many(e: &Expect, clients: &[String], events: &Events, end: Duration) -> Verdict {
+    let hits: Vec<EventRef<'_>> =
+        events.iter().filter(|ev| ev.time() <= e.within && matches(e, ev)).collect();
     let early = end < e.within;
     let (passed, detail) = if let Some(want) = e.count {
         let n = hits.len();
@@ -110,7 +110,7 @@ fn evaluate_many(e: &Expect, clients: &[String], events: &[EventRecord], end: Du
             (false, false) => (false, format!("{n} events by {}, want {want}", fmt_secs(e.within))),
         }
     } else {
-        let seen: BTreeSet<&str> = hits.iter().map(|h| h.who.as_str()).collect();
+        let seen: BTreeSet<&str> = hits.iter().map(EventRef::who).collect();
         let named: Vec<&String> = clients.iter().filter(|c| e.is_for(c)).collect();
         let missing: Vec<&str> =
             named.iter().filter(|c| !seen.contains(c.as_str())).map(|c| c.as_str()).collect();
@@ -134,7 +134,7 @@ fn evaluate_many(e: &Expect, clients: &[String], events: &[EventRecord], end: Du
             (true, _) => (true, format!("not seen by {}", fmt_secs(e.within))),
         }
     };
-    Verdict { expect: e.clone(), passed, at: hits.last().map(|h| h.time), detail }
+    Verdict { expect: e.clone(), passed, at: hits.last().map(EventRef::time), detail }
 }
 
 /// Judges expectations against the events of a run that lasted until `end`; `clients` are
@@ -142,7 +142,7 @@ fn evaluate_many(e: &Expect, clients: &[String], events: &[EventRecord], end: Du
 pub fn evaluate(
     expects: &[Expect],
     clients: &[String],
-    events: &[EventRecord],
+    events: &Events,
     end: Duration,
 ) -> Vec<Verdict> {
     expects
@@ -151,9 +151,9 @@ pub fn evaluate(
             if e.count.is_some() || e.client.ends_with('*') {
                 return evaluate_many(e, clients, events, end);
             }
-            let hit = events.iter().find(|ev| matches(e, ev) && ev.time <= e.within);
+            let hit = events.iter().find(|ev| matches(e, ev) && ev.time() <= e.within);
             let (passed, detail) = match (hit, e.absent) {
-                (Some(ev), false) => (true, format!("seen at {}", fmt_secs(ev.time))),
+                (Some(ev), false) => (true, format!("seen at {}", fmt_secs(ev.time()))),
                 (None, true) if end >= e.within => {
                     (true, format!("not seen by {}", fmt_secs(e.within)))
                 }
@@ -166,16 +166,16 @@ pub fn evaluate(
                     ),
                 ),
                 (Some(ev), true) => {
-                    (false, format!("seen at {} but must not happen", fmt_secs(ev.time)))
+                    (false, format!("seen at {} but must not happen", fmt_secs(ev.time())))
                 }
                 (None, false) => {
                     let seen: Vec<String> = events
                         .iter()
-                        .filter(|ev| ev.who == e.client && ev.kind == e.event)
+                        .filter(|ev| ev.who() == e.client && ev.kind() == e.event)
                         .map(|ev| {
                             let f: Vec<String> =
-                                ev.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                            format!("{} {}", fmt_secs(ev.time), f.join(" "))
+                                ev.fields().map(|(k, v)| format!("{k}={v}")).collect();
+                            format!("{} {}", fmt_secs(ev.time()), f.join(" "))
                         })
                         .collect();
                     let also = if seen.is_empty() {
@@ -186,7 +186,7 @@ pub fn evaluate(
                     (false, format!("not seen within {}; {also}", fmt_secs(e.within)))
                 }
             };
-            Verdict { expect: e.clone(), passed, at: hit.map(|h| h.time), detail }
+            Verdict { expect: e.clone(), passed, at: hit.map(|h| h.time()), detail }
         })
         .collect()
 }
@@ -198,21 +198,21 @@ fn ms_ceil(d: Duration) -> u64 {
 
 /// Whether expectation `e` is decided at `now`: its event was seen (a pass, or for `absent` a
 /// failure) or its deadline has passed.
-fn decided(e: &Expect, events: &[EventRecord], now: Duration) -> bool {
+fn decided(e: &Expect, events: &Events, now: Duration) -> bool {
     now >= e.within
         || (e.count.is_none()
             && !e.client.ends_with('*')
-            && events.iter().any(|ev| matches(e, ev) && ev.time <= e.within))
+            && events.iter().any(|ev| matches(e, &ev) && ev.time() <= e.within))
 }
 
 /// Whether every expectation is decided.
-fn settled(expects: &[Expect], events: &[EventRecord], now: Duration) -> bool {
+fn settled(expects: &[Expect], events: &Events, now: Duration) -> bool {
     expects.iter().all(|e| decided(e, events, now))
 }
 
 /// The first millisecond at which the expectations not decided at `now` all are, if no event
 /// comes meanwhile (the last of their deadlines).
-fn settled_by(expects: &[Expect], events: &[EventRecord], now: Duration) -> u64 {
+fn settled_by(expects: &[Expect], events: &Events, now: Duration) -> u64 {
     expects
         .iter()
         .filter(|e| !decided(e, events, now))

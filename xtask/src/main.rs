@@ -207,22 +207,29 @@ fn storm_run(n: usize, outside: bool) -> bool {
     };
     let (r, wall, capture_mib, transcript_mib) = run_written(&s);
     let wall = Duration::from_secs_f64(wall);
-    let signed = r.events.iter().filter(|e| e.kind == "signed-in").count();
+    let signed = r.events.iter().filter(|e| e.kind() == "signed-in").count();
     // Why the others did not sign in: failure reasons and how often.
     let mut failures: std::collections::BTreeMap<String, usize> = Default::default();
-    for e in r.events.iter().filter(|e| e.kind.ends_with("-failed") && e.kind != "target-failed") {
-        let reason = e.fields.iter().find(|(k, _)| k == "reason").map_or("", |(_, v)| v.as_str());
-        *failures.entry(format!("{}: {reason}", e.kind)).or_default() += 1;
+    for e in
+        r.events.iter().filter(|e| e.kind().ends_with("-failed") && e.kind() != "target-failed")
+    {
+        let reason = e.fields().find(|(k, _)| *k == "reason").map_or("", |(_, v)| v);
+        *failures.entry(format!("{}: {reason}", e.kind())).or_default() += 1;
     }
-    let last =
-        r.events.iter().filter(|e| e.kind == "signed-in").map(|e| e.time).max().unwrap_or_default();
+    let last = r
+        .events
+        .iter()
+        .filter(|e| e.kind() == "signed-in")
+        .map(|e| e.time())
+        .max()
+        .unwrap_or_default();
     println!(
         "{}",
         serde_json::json!({
             "clients": n,
             "signed_in": signed,
-            "im_connected": r.events.iter().filter(|e| e.kind == "im-signed-in").count(),
-            "phone_registered": r.events.iter().filter(|e| e.kind == "phone-registered").count(),
+            "im_connected": r.events.iter().filter(|e| e.kind() == "im-signed-in").count(),
+            "phone_registered": r.events.iter().filter(|e| e.kind() == "phone-registered").count(),
             "through_edge": outside,
             "wall_s": wall.as_secs_f64(),
             "sim_s_all_signed_in": last.as_secs_f64(),
@@ -424,7 +431,7 @@ fn cap1_one() -> bool {
         r.events
             .iter()
             .filter(|e| {
-                e.kind == "im-presence" && e.fields.iter().any(|(k, v)| k == "show" && v == show)
+                e.kind() == "im-presence" && e.fields().any(|(k, v)| k == "show" && v == show)
             })
             .count()
     };
@@ -489,20 +496,14 @@ fn failover_one(n: usize) -> bool {
     let r = uclab_sim::run(&s, s.seed);
     let wall = t.elapsed().as_secs_f64();
     let crash = Duration::from_secs(3);
-    let state = |kind: &str, fields: &[(String, String)], st: &str| {
-        kind == "im-state" && fields.iter().any(|(k, v)| k == "state" && v == st)
+    let state = |e: &uclab_sim::EventRef<'_>, st: &str| {
+        e.kind() == "im-state" && e.fields().any(|(k, v)| k == "state" && v == st)
     };
-    let moved: std::collections::BTreeSet<&str> = r
-        .events
-        .iter()
-        .filter(|e| state(&e.kind, &e.fields, "FAILOVER"))
-        .map(|e| e.who.as_str())
-        .collect();
+    let moved: std::collections::BTreeSet<&str> =
+        r.events.iter().filter(|e| state(e, "FAILOVER")).map(|e| e.who()).collect();
     let mut back: std::collections::BTreeMap<&str, Duration> = Default::default();
-    for e in
-        r.events.iter().filter(|e| e.time >= crash && state(&e.kind, &e.fields, "XMPPCONNECTED"))
-    {
-        back.insert(e.who.as_str(), e.time);
+    for e in r.events.iter().filter(|e| e.time() >= crash && state(e, "XMPPCONNECTED")) {
+        back.insert(e.who(), e.time());
     }
     let all_back = moved.iter().all(|c| back.contains_key(c));
     let last = moved.iter().filter_map(|c| back.get(c)).max().copied().unwrap_or_default();
@@ -510,7 +511,7 @@ fn failover_one(n: usize) -> bool {
         "{}",
         serde_json::json!({
             "users": n,
-            "signed_in_im": r.events.iter().filter(|e| e.kind == "im-signed-in" && e.time < crash).count(),
+            "signed_in_im": r.events.iter().filter(|e| e.kind() == "im-signed-in" && e.time() < crash).count(),
             "failed_over": moved.len(),
             "all_back": all_back,
             "sim_s_until_all_back": last.saturating_sub(crash).as_secs_f64(),
@@ -626,12 +627,12 @@ fn fed_presence_one(n: usize, m: usize) -> bool {
         .events
         .iter()
         .filter(|e| {
-            e.who.starts_with('q')
-                && e.kind == "im-presence"
-                && e.fields.iter().any(|(k, v)| k == "show" && v == "away")
+            e.who().starts_with('q')
+                && e.kind() == "im-presence"
+                && e.fields().any(|(k, v)| k == "show" && v == "away")
         })
         .count();
-    let signed = r.events.iter().filter(|e| e.kind == "im-signed-in").count();
+    let signed = r.events.iter().filter(|e| e.kind() == "im-signed-in").count();
     println!(
         "{}",
         serde_json::json!({

@@ -154,8 +154,7 @@ pub(crate) fn soak_phones_one(phones: usize, hours: u64) -> bool {
         .events
         .iter()
         .filter(|e| {
-            e.kind == "phone-state"
-                && e.fields.iter().any(|(k, v)| k == "state" && v == "refreshed")
+            e.kind() == "phone-state" && e.fields().any(|(k, v)| k == "state" && v == "refreshed")
         })
         .count();
     println!(
