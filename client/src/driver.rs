@@ -44,9 +44,11 @@ enum Msg {
     StreamTls(ConnId),
     Datagram(SocketAddr, Vec<u8>),
     Media(u16, SocketAddr, Vec<u8>),
-    Connected(ConnId, std::io::Result<TcpConn>),
+    // Boxed: the channel's blocks hold 32 messages each, made with it, and these two are the
+    // large ones (issue 19).
+    Connected(ConnId, Box<std::io::Result<TcpConn>>),
     TcpAnswer(QueryToken, Option<Vec<u8>>),
-    Http(HttpId, Result<HttpResp, NetError>),
+    Http(HttpId, Box<Result<HttpResp, NetError>>),
 }
 
 /// Runs a client until its actions are done and it is finished.
@@ -198,7 +200,7 @@ impl<N: Net + 'static> Io<N> {
                 let (net, tx) = (net.clone(), self.tx.clone());
                 let h = tokio::task::spawn_local(async move {
                     let r = net.connect(to).await;
-                    let _ = tx.send(Msg::Connected(id, r));
+                    let _ = tx.send(Msg::Connected(id, Box::new(r)));
                 });
                 self.tasks.insert(id, h);
             }
@@ -214,7 +216,7 @@ impl<N: Net + 'static> Io<N> {
                 let (net, tx, pool) = (net.clone(), self.tx.clone(), self.http.clone());
                 tokio::task::spawn_local(async move {
                     let r = http_exchange(&*net, &pool, &req).await;
-                    let _ = tx.send(Msg::Http(req.id, r));
+                    let _ = tx.send(Msg::Http(req.id, Box::new(r)));
                 });
             }
             Output::StreamOpen { id, to, dscp } => {
@@ -298,13 +300,13 @@ impl<N: Net + 'static> Io<N> {
             Msg::StreamFailed(id, reason) => Input::StreamFailed { id, reason },
             Msg::StreamData(id, bytes) => Input::StreamData { id, bytes },
             Msg::StreamTls(id) => Input::StreamTls { id },
-            Msg::Http(id, result) => Input::Http { id, result },
+            Msg::Http(id, result) => Input::Http { id, result: *result },
             Msg::Datagram(from, bytes) => Input::Datagram { from, bytes },
             Msg::Media(port, from, bytes) => Input::Media { port, from, bytes },
             Msg::TcpAnswer(token, bytes) => Input::TcpAnswer { token, bytes },
             Msg::Connected(id, r) => {
                 self.tasks.remove(&id);
-                match r {
+                match *r {
                     Ok(c) => {
                         self.conns.insert(id, c);
                         Input::Connected { id }

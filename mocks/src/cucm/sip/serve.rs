@@ -41,7 +41,9 @@ pub const UDP_QUEUE: usize = 8_192;
 pub struct ClusterIo {
     cluster: Cluster,
     /// TCP and TLS flows → (their node, their connection's task).
-    streams: BTreeMap<FlowId, (String, Sender<Outgoing>)>,
+    /// Boxed messages: a channel's blocks hold 32 each, made with it, and a connection's
+    /// channel is mostly empty (issue 19).
+    streams: BTreeMap<FlowId, (String, Sender<Box<Outgoing>>)>,
     /// Node (lower case) → its UDP socket's task.
     udp: BTreeMap<String, Sender<Outgoing>>,
     /// Each UDP socket sends what a datagram produced before it reads the next one.
@@ -99,7 +101,7 @@ impl ClusterIo {
         host: &str,
         transport: Transport,
         peer: SocketAddr,
-    ) -> (FlowId, Receiver<Outgoing>) {
+    ) -> (FlowId, Receiver<Box<Outgoing>>) {
         let (tx, rx) = channel(FLOW_QUEUE);
         let flow = self.with(|c| c.open_stream(host, transport, peer));
         self.streams.insert(flow, (host.to_ascii_lowercase(), tx));
@@ -122,7 +124,7 @@ impl ClusterIo {
                     let Some((_, tx)) = self.streams.get(&flow) else { continue };
                     let peer = out.to;
                     // A closed channel is a task that has ended: its flow closes with it.
-                    if let Err(TrySendError::Full(_)) = tx.try_send(out) {
+                    if let Err(TrySendError::Full(_)) = tx.try_send(Box::new(out)) {
                         tracing::warn!(
                             flow = flow.0,
                             %peer,

@@ -729,7 +729,7 @@ fn a_flow_whose_peer_reads_nothing_is_closed_and_the_others_go_on() {
     let _udp = io.add_node(NODE, 5060);
     let (fa, mut ra) = io.open_stream(NODE, Transport::Tcp, peer(1));
     let (fb, mut rb) = io.open_stream(NODE, Transport::Tcp, peer(2));
-    let codes = |rx: &mut tokio::sync::mpsc::Receiver<Outgoing>| {
+    let codes = |rx: &mut tokio::sync::mpsc::Receiver<Box<Outgoing>>| {
         std::iter::from_fn(|| rx.try_recv().ok())
             .map(|o| sip::read(&o.bytes).expect("we send readable SIP").code())
             .collect::<Vec<_>>()
