@@ -2,19 +2,18 @@
 //!
 //! A connection task that keeps its own `vec![0; 16 KiB]` for reads holds it as long as the
 //! connection lives: CAP1's 3,000 clients and their servers held about 250 MB that way, nearly
-//! all of it idle. [`read_with`] reads into a buffer the thread shares instead, borrowed only
+//! all of it idle. [`read_vec`] reads into a buffer the thread shares instead, borrowed only
 //! while the stream is polled, and hands the caller the bytes that came. The stream is asked
 //! for at most `max` bytes, exactly as a read into a `max`-byte buffer of its own asks, so what
 //! is read, and when, does not change (every snapshot and the golden capture are the same).
 //!
 //! Runs are single-threaded (a `LocalSet` per host, and every host on the simulation's one
 //! thread), so one buffer serves them all. A read that finds it borrowed (a stream whose own
-//! read uses [`read_with`] inside) falls back to a buffer of its own for that read.
+//! read uses [`read_vec`] inside) falls back to a buffer of its own for that read.
 
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::task::Poll;
 
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -22,25 +21,17 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Reads once from `io`, at most `max` bytes, and gives what came to `f` (an empty slice:
-/// the peer closed the stream). Cancel-safe as `AsyncReadExt::read` is: dropped before it is
-/// ready, nothing was read.
-pub async fn read_with<R, T>(io: &mut R, max: usize, f: impl FnOnce(&[u8]) -> T) -> io::Result<T>
+/// Reads once from `io`, at most `max` bytes, and returns what came (empty: the peer closed
+/// the stream). Cancel-safe as `AsyncReadExt::read` is: dropped before it is ready, nothing
+/// was read.
+pub async fn read_vec<R>(io: &mut R, max: usize) -> io::Result<Vec<u8>>
 where
     R: AsyncRead + Unpin + ?Sized,
 {
-    let mut f = Some(f);
     std::future::poll_fn(|cx| {
         let mut poll = |buf: &mut [u8]| {
             let mut rb = ReadBuf::new(&mut buf[..max]);
-            match Pin::new(&mut *io).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    let f = f.take().expect("polled after it was ready");
-                    Poll::Ready(Ok(f(rb.filled())))
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
+            Pin::new(&mut *io).poll_read(cx, &mut rb).map_ok(|()| rb.filled().to_vec())
         };
         SCRATCH.with(|s| match s.try_borrow_mut() {
             Ok(mut s) => {
@@ -55,17 +46,11 @@ where
     .await
 }
 
-/// [`read_with`] that returns the bytes.
-pub async fn read_vec<R>(io: &mut R, max: usize) -> io::Result<Vec<u8>>
-where
-    R: AsyncRead + Unpin + ?Sized,
-{
-    read_with(io, max, <[u8]>::to_vec).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Poll;
+
     use tokio::io::AsyncWriteExt;
 
     fn local<F: Future>(f: F) -> F::Output {
@@ -79,8 +64,8 @@ mod tests {
             let (mut a, mut b) = tokio::io::duplex(64);
             a.write_all(b"hello world").await.expect("write");
             assert_eq!(read_vec(&mut b, 5).await.expect("read"), b"hello");
-            let n = read_with(&mut b, 64, <[u8]>::len).await.expect("read");
-            assert_eq!(n, 6, "the rest, not a buffer's worth");
+            let rest = read_vec(&mut b, 64).await.expect("read");
+            assert_eq!(rest.len(), 6, "the rest, not a buffer's worth");
             drop(a);
             assert!(read_vec(&mut b, 64).await.expect("eof").is_empty());
         });
@@ -101,7 +86,7 @@ mod tests {
         });
     }
 
-    /// A stream whose own reads go through [`read_with`]: the inner read finds the buffer
+    /// A stream whose own reads go through [`read_vec`]: the inner read finds the buffer
     /// borrowed and uses one of its own.
     struct Nested(tokio::io::DuplexStream);
 
@@ -112,9 +97,9 @@ mod tests {
             buf: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
             let max = buf.remaining();
-            let inner = read_with(&mut self.0, max, |b| buf.put_slice(b));
+            let inner = read_vec(&mut self.0, max);
             let mut inner = std::pin::pin!(inner);
-            inner.as_mut().poll(cx)
+            inner.as_mut().poll(cx).map_ok(|b| buf.put_slice(&b))
         }
     }
 

@@ -303,13 +303,10 @@ impl Transcript {
                 g.spill.as_ref().map_or(0, |(_, i)| i.iter().map(|e| e.2 as usize + 12).sum());
             spilled + g.lines.iter().map(|(_, l, _)| l.len() + 12).sum::<usize>()
         };
-        let mut s = String::with_capacity(size);
-        s.push_str(head);
-        self.for_each_line(|t, l, _| {
-            stamp_into(&mut s, t, l);
-            s.push('\n');
-        });
-        s
+        // Written as transcript.txt is; every line is text, and a Vec takes every write.
+        let bytes = self.write_after(head, Vec::with_capacity(size)).unwrap_or_default();
+        String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
     /// Writes what [`render_after`](Self::render_after) returns to `w` as the lines are read,
