@@ -153,9 +153,7 @@ impl SecretRng {
                 r.fill_bytes(&mut b);
                 let mut s = String::with_capacity(prefix.len() + 32);
                 s.push_str(prefix);
-                for x in b {
-                    s.push_str(&format!("{x:02x}"));
-                }
+                uclab_proto::text::push_hex(&mut s, &b);
                 s
             }
         }

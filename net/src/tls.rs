@@ -249,8 +249,15 @@ impl fmt::Debug for CaptureKeyLog {
 
 impl KeyLog for CaptureKeyLog {
     fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        self.0.tls_secret(format!("{label} {} {}", hex(client_random), hex(secret)));
+        // One string, no allocation per byte (issue 19: five secrets per handshake).
+        let mut line =
+            String::with_capacity(label.len() + 2 + 2 * (client_random.len() + secret.len()));
+        line.push_str(label);
+        line.push(' ');
+        uclab_proto::text::push_hex(&mut line, client_random);
+        line.push(' ');
+        uclab_proto::text::push_hex(&mut line, secret);
+        self.0.tls_secret(line);
     }
 
     fn will_log(&self, _label: &str) -> bool {

@@ -11,10 +11,11 @@ use ring::{digest, hmac};
 /// receiving server gave in its header) is `stream_id` (XEP-0185 §2).
 pub fn key(secret: &str, receiving: &str, originating: &str, stream_id: &str) -> String {
     // XEP-0185 §2: "the Secret SHOULD be hashed via SHA256" and used as its hex form.
-    let hashed = hex(digest::digest(&digest::SHA256, secret.as_bytes()).as_ref());
+    let hashed =
+        crate::text::hex_lower(digest::digest(&digest::SHA256, secret.as_bytes()).as_ref());
     let k = hmac::Key::new(hmac::HMAC_SHA256, hashed.as_bytes());
     let tag = hmac::sign(&k, format!("{receiving} {originating} {stream_id}").as_bytes());
-    hex(tag.as_ref())
+    crate::text::hex_lower(tag.as_ref())
 }
 
 /// Whether two keys are the same, in a time that depends on their length only (a peer must not
@@ -22,16 +23,6 @@ pub fn key(secret: &str, receiving: &str, originating: &str, stream_id: &str) ->
 pub fn keys_equal(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn hex(b: &[u8]) -> String {
-    const H: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for &x in b {
-        s.push(char::from(H[usize::from(x >> 4)]));
-        s.push(char::from(H[usize::from(x & 15)]));
-    }
-    s
 }
 
 #[cfg(test)]

@@ -9,6 +9,23 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
+/// Appends `b` as lower-case hex, two digits a byte.
+pub fn push_hex(out: &mut String, b: &[u8]) {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(b.len() * 2);
+    for &x in b {
+        out.push(char::from(H[usize::from(x >> 4)]));
+        out.push(char::from(H[usize::from(x & 15)]));
+    }
+}
+
+/// `b` as lower-case hex, two digits a byte.
+pub fn hex_lower(b: &[u8]) -> String {
+    let mut s = String::new();
+    push_hex(&mut s, b);
+    s
+}
+
 /// Percent-decodes a URL query component (`+` is a space, as in HTML forms; RFC 3986 §2.1).
 /// Bad escapes are kept as they are.
 pub fn percent_decode(s: &str) -> String {

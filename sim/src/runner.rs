@@ -589,10 +589,12 @@ fn write_streamed(
     capture.write_pcapng(file)?.flush()?;
     let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("messages.jsonl"))?);
     let mut result = Ok(());
+    let mut line = Vec::new();
     for_each_record(transcript, capture, |r| {
         if result.is_ok() {
-            result =
-                out.write_all(crate::ladder::data::to_jsonl(std::slice::from_ref(&r)).as_bytes());
+            line.clear();
+            crate::ladder::data::write_jsonl(&mut line, &r);
+            result = out.write_all(&line);
         }
     });
     result?;

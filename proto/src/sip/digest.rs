@@ -9,7 +9,7 @@ use super::split_list;
 /// Lower-case hex MD5 of `s`, the hash of SIP digest authentication (RFC 2617).
 pub fn md5_hex(s: &str) -> String {
     use md5::Digest as _;
-    md5::Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::text::hex_lower(&md5::Md5::digest(s.as_bytes()))
 }
 
 /// The parameters of a `Digest k=v, k="v", …` challenge or credentials (RFC 2617 §3.2.1,

@@ -85,18 +85,37 @@ fn is_text(b: &[u8]) -> bool {
 
 /// messages.jsonl of `records`.
 pub fn to_jsonl(records: &[MessageRecord]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(records.iter().map(|r| r.bytes.len() + 48).sum());
+    let mut out = Vec::with_capacity(records.iter().map(|r| r.bytes.len() + 48).sum());
     for r in records {
-        let frame = r.frame.map_or_else(|| "null".to_owned(), |f| f.to_string());
-        let _ = write!(out, "{{\"line\":{},\"frame\":{frame},\"cut\":{},", r.line, r.cut);
-        let bytes = match std::str::from_utf8(&r.bytes) {
-            Ok(t) if is_text(&r.bytes) => ("text", serde_json::to_string(t).unwrap_or_default()),
-            _ => ("hex", format!("\"{}\"", hex(&r.bytes))),
-        };
-        let _ = writeln!(out, "\"{}\":{}}}", bytes.0, bytes.1);
+        write_jsonl(&mut out, r);
     }
-    out
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends `r`'s line of messages.jsonl to `out` (a run writes them one by one, into one
+/// buffer: issue 19).
+pub(crate) fn write_jsonl(out: &mut Vec<u8>, r: &MessageRecord) {
+    use std::io::Write as _;
+    let _ = write!(out, "{{\"line\":{},\"frame\":", r.line);
+    let _ = match r.frame {
+        Some(f) => write!(out, "{f}"),
+        None => write!(out, "null"),
+    };
+    let _ = write!(out, ",\"cut\":{},", r.cut);
+    match std::str::from_utf8(&r.bytes) {
+        Ok(t) if is_text(&r.bytes) => {
+            out.extend_from_slice(b"\"text\":");
+            let _ = serde_json::to_writer(&mut *out, t);
+        }
+        _ => {
+            out.extend_from_slice(b"\"hex\":\"");
+            let mut h = String::new();
+            uclab_proto::text::push_hex(&mut h, &r.bytes);
+            out.extend_from_slice(h.as_bytes());
+            out.push(b'"');
+        }
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 /// The records of a messages.jsonl; a line that is not one is an error naming it.
@@ -126,10 +145,6 @@ pub fn from_jsonl(text: &str, file: &str) -> Result<Vec<MessageRecord>, String> 
         out.push(MessageRecord { line, frame, bytes, cut: v["cut"].as_bool().unwrap_or(false) });
     }
     Ok(out)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex(h: &str) -> Option<Vec<u8>> {
