@@ -17,7 +17,7 @@ use pcap_file::pcapng::PcapNgWriter;
 use crate::messages::{MessageLog, MessageStore};
 use crate::pcapng::{DSB_MAX, decryption_secrets_block, epb, interface, section_header};
 use crate::rng::derive_seed;
-use crate::spill::{self, Chunked, SpillFile};
+use crate::spill::{self, Chunked, SpillFile, SpilledText};
 
 /// Largest TCP payload per synthesised segment (Ethernet MTU 1500 − 40).
 pub(crate) const MSS: usize = 1460;
@@ -75,8 +75,9 @@ struct Inner {
     frames: Vec<Frame>,
     flows: BTreeMap<(SocketAddr, SocketAddr), Flow>,
     generation: u64,
-    /// TLS key log lines (NSS format), for the Decryption Secrets Block.
-    tls_secrets: Vec<String>,
+    /// TLS key log lines (NSS format), for the Decryption Secrets Block; on disk while a
+    /// simulated run goes ([`Capture::spilling`]).
+    tls_secrets: SpilledText,
     /// Records nothing (live `uclab serve`: a capture kept in memory would grow without
     /// bound, and its key log would hold every session's secrets).
     off: bool,
@@ -167,7 +168,7 @@ impl Capture {
             frames: Vec::new(),
             flows: BTreeMap::new(),
             generation: 0,
-            tls_secrets: Vec::new(),
+            tls_secrets: SpilledText::default(),
             off: false,
             sink: None,
             syn_isn: BTreeMap::new(),
@@ -181,8 +182,10 @@ impl Capture {
     /// stay in memory: the output is the same either way.
     pub fn spilling(seed: u64, epoch: Duration) -> Self {
         let c = Self::new(seed, epoch);
-        c.lock().spill =
-            SpillFile::create("frames").map(|file| Spill { file, index: Chunked::default() });
+        let mut g = c.lock();
+        g.spill = SpillFile::create("frames").map(|file| Spill { file, index: Chunked::default() });
+        g.tls_secrets = SpilledText::on_disk("keylog");
+        drop(g);
         c
     }
 
@@ -492,12 +495,12 @@ impl Capture {
             }
             return;
         }
-        g.tls_secrets.push(line);
+        g.tls_secrets.push_line(&line);
     }
 
     /// The TLS key log so far (an SSLKEYLOGFILE's content).
     pub fn tls_keylog(&self) -> String {
-        self.lock().tls_secrets.iter().map(|l| format!("{l}\n")).collect()
+        self.lock().tls_secrets.text()
     }
 
     /// Writes the capture as pcapng (one Ethernet interface, nanosecond timestamps), with a
@@ -760,6 +763,7 @@ mod tests {
         let path =
             disk.lock().spill.as_ref().map(|s| s.file.path().to_owned()).expect("a spill file");
         assert!(disk.lock().frames.is_empty(), "frame bytes are on disk");
+        assert_eq!(disk.tls_keylog(), "CLIENT_RANDOM 00 11\n", "and the key log too");
         assert_eq!(disk.len(), mem.len());
         let a = mem.write_pcapng(Vec::new()).unwrap();
         assert_eq!(disk.write_pcapng(Vec::new()).unwrap(), a);

@@ -55,6 +55,46 @@ impl SpillFile {
     }
 }
 
+/// Lines of text kept in a temporary file where one was made, in memory otherwise; read back
+/// whole and in order (issue 19: a run's TLS key log, five lines a handshake, is written into
+/// the pcapng only at the end).
+#[derive(Debug, Default)]
+pub(crate) struct SpilledText {
+    file: Option<SpillFile>,
+    /// Lines kept in memory: all of them without a file, and every line after a failed write
+    /// (so the order stays).
+    mem: String,
+}
+
+impl SpilledText {
+    /// Text on disk, named for `what` (in memory where no file can be made).
+    pub(crate) fn on_disk(what: &str) -> Self {
+        Self { file: SpillFile::create(what), mem: String::new() }
+    }
+
+    /// Appends `line` and a newline.
+    pub(crate) fn push_line(&mut self, line: &str) {
+        if let Some(f) = &mut self.file
+            && self.mem.is_empty()
+            && f.append(format!("{line}\n").as_bytes()).is_ok()
+        {
+            return;
+        }
+        self.mem.push_str(line);
+        self.mem.push('\n');
+    }
+
+    /// Every line, in order. After a failed write the file may end in part of the line that
+    /// failed, which is in memory too: the file counts up to its last newline.
+    pub(crate) fn text(&self) -> String {
+        let mut on_disk = self.file.as_ref().and_then(|f| f.bytes().ok()).unwrap_or_default();
+        on_disk.truncate(on_disk.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1));
+        let mut s = String::from_utf8(on_disk).unwrap_or_default();
+        s.push_str(&self.mem);
+        s
+    }
+}
+
 /// Entries of a [`Chunked`] list per block.
 const BLOCK: usize = 4096;
 
@@ -256,6 +296,23 @@ mod tests {
         assert_eq!(r.get(big + 5, 10).expect("inside it"), &data[5..15]);
         let end = big + data.len() as u64;
         assert!(r.get(end - 2, 4).is_err(), "past the end is an error, not short bytes");
+    }
+
+    #[test]
+    fn spilled_text_keeps_lines_in_order_on_disk_or_not() {
+        let mut d = SpilledText::on_disk("test-text");
+        let mut m = SpilledText::default();
+        for l in ["CLIENT_RANDOM aa bb", "SERVER_TRAFFIC_SECRET_0 cc dd"] {
+            d.push_line(l);
+            m.push_line(l);
+        }
+        assert!(d.mem.is_empty() && d.file.is_some(), "on disk");
+        let want = "CLIENT_RANDOM aa bb\nSERVER_TRAFFIC_SECRET_0 cc dd\n";
+        assert_eq!((d.text().as_str(), m.text().as_str()), (want, want));
+        // A failed write: that line and the later ones stay in memory, after the file's.
+        d.mem.push_str("EXPORTER ee ff\n");
+        d.push_line("last");
+        assert_eq!(d.text(), format!("{want}EXPORTER ee ff\nlast\n"));
     }
 
     #[test]
