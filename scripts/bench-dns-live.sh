@@ -3,7 +3,7 @@
 # 100 queries in flight) against `uclab serve`'s internal DNS (dns-int of the built-in
 # topology) and against a real unbound (Debian's, on loopback, one thread) serving the very
 # answers the mock gives (read from it with dig), side by side in one run.
-# Usage: scripts/bench-dns-live.sh [SECONDS]
+# Usage: [ROUNDS=3] scripts/bench-dns-live.sh [SECONDS]  (seconds per round and server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -65,17 +65,36 @@ pids+=($!)
 sleep 1
 kill -0 "${pids[1]}" 2>/dev/null || { echo "unbound did not start:" >&2; tail -5 "$work/unbound.out" >&2; exit 1; }
 perf() { dnsperf -s "$1" -p "$2" -d "$work/queries" -l "$SECS" -c 1 -T 1 -q 100 2>&1; }
-echo "mock (uclab serve, dns-int $DI:$DIP):"
-mock=$(perf "$DI" "$DIP"); echo "$mock" | grep -E "Queries (completed|lost)|Queries per second" | sed 's/^/  /'
-echo "unbound (127.0.0.1:$UP, one thread):"
-unb=$(perf 127.0.0.1 "$UP"); echo "$unb" | grep -E "Queries (completed|lost)|Queries per second" | sed 's/^/  /'
-python3 - "$mock" "$unb" <<'PY'
-import re, sys
-def qps(t):
-    return float(re.search(r"Queries per second:\s+([\d.]+)", t).group(1))
-def lost(t):
-    return int(re.search(r"Queries lost:\s+(\d+)", t).group(1))
-m, u = sys.argv[1], sys.argv[2]
-r = qps(m) / max(qps(u), 1e-9)
-print(f"DNS QPS: mock {qps(m):.0f} (lost {lost(m)}), unbound {qps(u):.0f} (lost {lost(u)}), ratio mock/unbound {r:.2f}")
+# ROUNDS rounds, the two servers taking turns, so a neighbour that slows the machine for a
+# while slows both; each server's CPU time is read around its turn. The figures are the
+# medians, and the cost of a query in the server's own CPU time is printed beside the rate.
+ROUNDS=${ROUNDS:-3}
+SP=${pids[0]}; UBP=${pids[1]}
+for r in $(seq "$ROUNDS"); do
+  for who in mock unbound; do
+    if [ "$who" = mock ]; then pid=$SP; host=$DI; port=$DIP; else pid=$UBP; host=127.0.0.1; port=$UP; fi
+    c0=$(python3 scripts/lib/cpu.py "$pid")
+    out=$(perf "$host" "$port")
+    c1=$(python3 scripts/lib/cpu.py "$pid")
+    q=$(echo "$out" | sed -n 's/.*Queries per second:[[:space:]]*\([0-9.]*\).*/\1/p')
+    done_=$(echo "$out" | sed -n 's/.*Queries completed:[[:space:]]*\([0-9]*\).*/\1/p')
+    lost=$(echo "$out" | sed -n 's/.*Queries lost:[[:space:]]*\([0-9]*\).*/\1/p')
+    [ -n "$q" ] && [ -n "$lost" ] || { echo "dnsperf against $who printed no figures:" >&2; echo "$out" >&2; exit 1; }
+    echo "round $r $who: $q QPS, $done_ completed, $lost lost, server CPU $(python3 -c "print(f'{$c1 - $c0:.2f}')") s"
+    echo "$who $q $done_ $lost $c0 $c1" >>"$work/rounds"
+  done
+done
+python3 - "$work/rounds" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+def of(who):
+    rs = [r for r in rows if r[0] == who]
+    qps = statistics.median(float(r[1]) for r in rs)
+    lost = sum(int(r[3]) for r in rs)
+    # Server CPU microseconds per answered query, over all rounds.
+    us = 1e6 * sum(float(r[5]) - float(r[4]) for r in rs) / max(sum(int(r[2]) for r in rs), 1)
+    return qps, lost, us
+(mq, ml, mu), (uq, ul, uu) = of("mock"), of("unbound")
+print(f"DNS server CPU per query: mock {mu:.1f} us, unbound {uu:.1f} us, ratio unbound/mock {uu / max(mu, 1e-9):.2f}")
+print(f"DNS QPS: mock {mq:.0f} (lost {ml}), unbound {uq:.0f} (lost {ul}), ratio mock/unbound {mq / max(uq, 1e-9):.2f}")
 PY

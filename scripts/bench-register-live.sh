@@ -4,7 +4,7 @@
 # real Kamailio (Debian's, on loopback, one UDP worker, a plain registrar), side by side; then
 # the same with SIPp (Debian's sip-tester, 256 in flight) as a second, independent generator
 # (issue 19).
-# Usage: scripts/bench-register-live.sh [USERS] [SECONDS]
+# Usage: [ROUNDS=3] scripts/bench-register-live.sh [USERS] [SECONDS]  (seconds per run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}; SECS=${2:-10}
@@ -74,12 +74,6 @@ kamailio -f "$work/kamailio.cfg" -P "$work/k.pid" -Y "$work" -w "$work" -DD -E >
 pids+=($!)
 sleep 1
 kill -0 "${pids[1]}" 2>/dev/null || { echo "kamailio did not start:" >&2; tail -5 "$work/kam.log" >&2; exit 1; }
-echo "mock (uclab serve, cucm1 $S):"
-mock=$(target/release/xtask register-load "$S" example.com u "$N" "$SECS")
-echo "  $mock"
-echo "kamailio (127.0.0.1:$KP):"
-kam=$(target/release/xtask register-load "127.0.0.1:$KP" example.com u "$N" "$SECS")
-echo "  $kam"
 # SIPp: each call is one REGISTER (users from an injection file), for SECS seconds.
 cat >"$work/reg.xml" <<'XML'
 <?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -128,13 +122,39 @@ bad = int(re.search(r"Failed call\s*\|\s*\d+\s*\|\s*(\d+)", t).group(1))
 print(f"{ok / secs:.0f} {ok} {bad} {100 * (r.ru_utime + r.ru_stime) / secs:.0f}")
 PY
 }
-read -r sm smok smbad smcpu < <(sipp_rate "$S")
-read -r sk skok skbad skcpu < <(sipp_rate "127.0.0.1:$KP")
-echo "SIPp against the mock: $smok REGISTERs answered 200, $smbad failed, SIPp at $smcpu% of a core; against kamailio: $skok, $skbad failed, SIPp at $skcpu%"
-python3 - "$mock" "$kam" <<'PY'
-import json, sys
-m, k = (json.loads(a) for a in sys.argv[1:3])
-r = m["register_tx_per_wall_s"] / max(k["register_tx_per_wall_s"], 1e-9)
-print(f"REGISTER/s: mock {m['register_tx_per_wall_s']:.0f}, kamailio {k['register_tx_per_wall_s']:.0f}, ratio mock/kamailio {r:.2f}")
+# ROUNDS rounds; in each, both generators against both servers, the servers taking turns, so
+# a neighbour that slows the machine for a while slows both. Each server's CPU time (its
+# processes and their children, from /proc) is read around its turn: the figures are the
+# median rates and the server's CPU time per answered REGISTER.
+ROUNDS=${ROUNDS:-3}
+cpu() { python3 scripts/lib/cpu.py "$1"; }
+for r in $(seq "$ROUNDS"); do
+  for who in mock kamailio; do
+    if [ "$who" = mock ]; then pid=${pids[0]}; to=$S; else pid=${pids[1]}; to=127.0.0.1:$KP; fi
+    c0=$(cpu "$pid")
+    out=$(target/release/xtask register-load "$to" example.com u "$N" "$SECS")
+    c1=$(cpu "$pid")
+    rate=$(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print("%.0f %d" % (j["register_tx_per_wall_s"], j["ok_200"]))' "$out")
+    echo "round $r own generator, $who: $out, server CPU $(python3 -c "print(f'{$c1 - $c0:.2f}')") s"
+    echo "own $who $rate $c0 $c1" >>"$work/rounds"
+    c0=$(cpu "$pid")
+    read -r rate ok bad gen < <(sipp_rate "$to")
+    c1=$(cpu "$pid")
+    echo "round $r SIPp, $who: $ok REGISTERs answered 200, $bad failed, SIPp at $gen% of a core, server CPU $(python3 -c "print(f'{$c1 - $c0:.2f}')") s"
+    echo "sipp $who $rate $ok $c0 $c1" >>"$work/rounds"
+  done
+done
+python3 - "$work/rounds" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+def of(gen, who):
+    rs = [r for r in rows if r[0] == gen and r[1] == who]
+    rate = statistics.median(float(r[2]) for r in rs)
+    us = 1e6 * sum(float(r[5]) - float(r[4]) for r in rs) / max(sum(int(r[3]) for r in rs), 1)
+    return rate, us
+for gen, label in [("own", "REGISTER/s:"), ("sipp", "REGISTER/s with SIPp:")]:
+    (m, mu), (k, ku) = of(gen, "mock"), of(gen, "kamailio")
+    cpu_label = label.replace("REGISTER/s", "REGISTER server CPU").rstrip(":")
+    print(f"{cpu_label}: mock {mu:.1f} us, kamailio {ku:.1f} us per REGISTER, ratio kamailio/mock {ku / max(mu, 1e-9):.2f}")
+    print(f"{label} mock {m:.0f}, kamailio {k:.0f}, ratio mock/kamailio {m / max(k, 1e-9):.2f}")
 PY
-python3 -c "import sys; m, k = float(sys.argv[1]), float(sys.argv[2]); print(f'REGISTER/s with SIPp: mock {m:.0f}, kamailio {k:.0f}, ratio mock/kamailio {m / max(k, 1e-9):.2f}')" "$sm" "$sk"
