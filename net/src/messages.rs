@@ -12,14 +12,18 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use crate::capture::Capture;
+use crate::capture::{AddrKey, Capture, addr_key};
 use crate::spill::{Chunked, SpillFile, SpillReader};
 
 /// Bytes of one message kept for display; the rest is cut (a TFTP file is the largest).
 pub const DETAIL_MAX: usize = 16 * 1024;
 
 /// One direction of a flow: `(from, to)`.
-type Dir = (SocketAddr, SocketAddr);
+type Dir = (AddrKey, AddrKey);
+
+fn dir(from: SocketAddr, to: SocketAddr) -> Dir {
+    (addr_key(from), addr_key(to))
+}
 
 /// What is known of one message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -79,7 +83,7 @@ impl MessageLog {
     pub(crate) fn mark(&mut self, from: SocketAddr, to: SocketAddr) -> u32 {
         let id = self.entries.len() as u32;
         self.entries.push(Entry::default());
-        let f = self.flows.entry((from, to)).or_default();
+        let f = self.flows.entry(dir(from, to)).or_default();
         let old = f.open.replace(Open { id, ..Open::default() });
         if let Some(o) = old {
             self.close(o);
@@ -106,20 +110,20 @@ impl MessageLog {
 
     /// `(from, to)` carries TLS from now on (both directions).
     pub(crate) fn tls(&mut self, a: SocketAddr, b: SocketAddr) {
-        self.tls.insert((a, b));
-        self.tls.insert((b, a));
+        self.tls.insert(dir(a, b));
+        self.tls.insert(dir(b, a));
     }
 
     /// `a`–`b` is a new connection: in clear until a TLS handshake says otherwise.
     pub(crate) fn clear(&mut self, a: SocketAddr, b: SocketAddr) {
-        self.tls.remove(&(a, b));
-        self.tls.remove(&(b, a));
+        self.tls.remove(&dir(a, b));
+        self.tls.remove(&dir(b, a));
     }
 
     /// Data `from → to` whose first frame is `record` was recorded.
     pub(crate) fn written(&mut self, from: SocketAddr, to: SocketAddr, record: u32, data: &[u8]) {
-        let tls = self.tls.contains(&(from, to));
-        let Some(f) = self.flows.get_mut(&(from, to)) else { return };
+        let tls = self.tls.contains(&dir(from, to));
+        let Some(f) = self.flows.get_mut(&dir(from, to)) else { return };
         if tls {
             match &mut f.armed {
                 Some(first @ None) => *first = Some(record),
@@ -141,12 +145,12 @@ impl MessageLog {
 
     /// A TLS stream `from → to` is about to be handed plaintext.
     pub(crate) fn arm(&mut self, from: SocketAddr, to: SocketAddr) {
-        self.flows.entry((from, to)).or_default().armed = Some(None);
+        self.flows.entry(dir(from, to)).or_default().armed = Some(None);
     }
 
     /// The TLS stream `from → to` took `plain` (perhaps nothing) since [`arm`](Self::arm).
     pub(crate) fn plain(&mut self, from: SocketAddr, to: SocketAddr, plain: &[u8]) {
-        let Some(f) = self.flows.get_mut(&(from, to)) else { return };
+        let Some(f) = self.flows.get_mut(&dir(from, to)) else { return };
         let first = f.armed.take().flatten();
         if let Some(o) = &mut f.open
             && !plain.is_empty()
