@@ -151,6 +151,23 @@ impl Transcript {
         self.lock().capture = Some(capture);
     }
 
+    /// Whether a line at `t` goes nowhere: a live transcript that keeps nothing, writes no
+    /// file and has echoed its lines for this second (counted as not shown, as `push` would).
+    /// Such a line is not even formatted (issue 19: a loaded live server makes thousands a
+    /// second). Never in a simulated run, whose transcript keeps every line.
+    fn dropped(g: &mut Inner, t: Duration) -> bool {
+        let drop = g.forget
+            && g.echo
+            && g.file.is_none()
+            && g.capture.is_none()
+            && g.window.0 == t.as_secs()
+            && g.window.1 >= ECHO_PER_SECOND;
+        if drop {
+            g.window.2 += 1;
+        }
+        drop
+    }
+
     fn push(&self, t: Duration, line: String, kind: Kind) {
         let mut g = self.lock();
         if g.echo {
@@ -238,7 +255,10 @@ impl Transcript {
         text: &str,
     ) {
         let (line, capture) = {
-            let g = self.lock();
+            let mut g = self.lock();
+            if Self::dropped(&mut g, t) {
+                return;
+            }
             let line = format!(
                 "{} -> {} {transport} {text}",
                 Self::endpoint(&g, from),
@@ -408,5 +428,25 @@ mod tests {
         }
         assert!(t.render().is_empty());
         assert!(t.events().is_empty());
+    }
+
+    #[test]
+    fn lines_past_the_echo_limit_are_counted_unformatted() {
+        let t = Transcript::echo_only();
+        let (a, b) = ("10.0.0.1:53".parse().unwrap(), "10.0.0.2:4000".parse().unwrap());
+        let n = ECHO_PER_SECOND + 25;
+        for i in 0..n {
+            t.message(Duration::from_millis(u64::from(i)), a, b, "udp", "A? x");
+        }
+        let w = t.lock().window;
+        assert_eq!(w, (0, ECHO_PER_SECOND, 25), "echoed up to the limit, the rest counted");
+        t.message(Duration::from_secs(1), a, b, "udp", "A? x");
+        assert_eq!(t.lock().window, (1, 1, 0), "a new second echoes again");
+        // A transcript that keeps its lines keeps them all.
+        let kept = Transcript::echoing();
+        for i in 0..n {
+            kept.message(Duration::from_millis(u64::from(i)), a, b, "udp", "A? x");
+        }
+        assert_eq!(kept.render().lines().count(), n as usize);
     }
 }
