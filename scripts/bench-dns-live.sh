@@ -81,20 +81,17 @@ for r in $(seq "$ROUNDS"); do
     lost=$(echo "$out" | sed -n 's/.*Queries lost:[[:space:]]*\([0-9]*\).*/\1/p')
     [ -n "$q" ] && [ -n "$lost" ] || { echo "dnsperf against $who printed no figures:" >&2; echo "$out" >&2; exit 1; }
     echo "round $r $who: $q QPS, $done_ completed, $lost lost, server CPU $(python3 -c "print(f'{$c1 - $c0:.2f}')") s"
-    echo "$who $q $done_ $lost $c0 $c1" >>"$work/rounds"
+    echo "$who $q $done_ $c0 $c1" >>"$work/rounds"
+    echo "$lost" >>"$work/lost-$who"
   done
 done
-python3 - "$work/rounds" <<'PY'
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
-def of(who):
-    rs = [r for r in rows if r[0] == who]
-    qps = statistics.median(float(r[1]) for r in rs)
-    lost = sum(int(r[3]) for r in rs)
-    # Server CPU microseconds per answered query, over all rounds.
-    us = 1e6 * sum(float(r[5]) - float(r[4]) for r in rs) / max(sum(int(r[2]) for r in rs), 1)
-    return qps, lost, us
-(mq, ml, mu), (uq, ul, uu) = of("mock"), of("unbound")
+read -r mq mu < <(python3 scripts/lib/cpu.py rounds "$work/rounds" mock)
+read -r uq uu < <(python3 scripts/lib/cpu.py rounds "$work/rounds" unbound)
+ml=$(( $(paste -sd+ "$work/lost-mock") )); ul=$(( $(paste -sd+ "$work/lost-unbound") ))
+python3 - "$mq" "$mu" "$ml" "$uq" "$uu" "$ul" <<'PY'
+import sys
+mq, mu, ml, uq, uu, ul = sys.argv[1:]
+mq, mu, uq, uu = float(mq), float(mu), float(uq), float(uu)
 print(f"DNS server CPU per query: mock {mu:.1f} us, unbound {uu:.1f} us, ratio unbound/mock {uu / max(mu, 1e-9):.2f}")
 print(f"DNS QPS: mock {mq:.0f} (lost {ml}), unbound {uq:.0f} (lost {ul}), ratio mock/unbound {mq / max(uq, 1e-9):.2f}")
 PY

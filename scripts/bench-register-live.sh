@@ -136,25 +136,23 @@ for r in $(seq "$ROUNDS"); do
     c1=$(cpu "$pid")
     rate=$(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print("%.0f %d" % (j["register_tx_per_wall_s"], j["ok_200"]))' "$out")
     echo "round $r own generator, $who: $out, server CPU $(python3 -c "print(f'{$c1 - $c0:.2f}')") s"
-    echo "own $who $rate $c0 $c1" >>"$work/rounds"
+    echo "own-$who $rate $c0 $c1" >>"$work/rounds"
     c0=$(cpu "$pid")
     read -r rate ok bad gen < <(sipp_rate "$to")
     c1=$(cpu "$pid")
     echo "round $r SIPp, $who: $ok REGISTERs answered 200, $bad failed, SIPp at $gen% of a core, server CPU $(python3 -c "print(f'{$c1 - $c0:.2f}')") s"
-    echo "sipp $who $rate $ok $c0 $c1" >>"$work/rounds"
+    echo "sipp-$who $rate $ok $c0 $c1" >>"$work/rounds"
   done
 done
-python3 - "$work/rounds" <<'PY'
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
-def of(gen, who):
-    rs = [r for r in rows if r[0] == gen and r[1] == who]
-    rate = statistics.median(float(r[2]) for r in rs)
-    us = 1e6 * sum(float(r[5]) - float(r[4]) for r in rs) / max(sum(int(r[3]) for r in rs), 1)
-    return rate, us
-for gen, label in [("own", "REGISTER/s:"), ("sipp", "REGISTER/s with SIPp:")]:
-    (m, mu), (k, ku) = of(gen, "mock"), of(gen, "kamailio")
-    cpu_label = label.replace("REGISTER/s", "REGISTER server CPU").rstrip(":")
-    print(f"{cpu_label}: mock {mu:.1f} us, kamailio {ku:.1f} us per REGISTER, ratio kamailio/mock {ku / max(mu, 1e-9):.2f}")
-    print(f"{label} mock {m:.0f}, kamailio {k:.0f}, ratio mock/kamailio {m / max(k, 1e-9):.2f}")
+for gen in own sipp; do
+  read -r m mu < <(python3 scripts/lib/cpu.py rounds "$work/rounds" "$gen-mock")
+  read -r k ku < <(python3 scripts/lib/cpu.py rounds "$work/rounds" "$gen-kamailio")
+  label="REGISTER/s:"; [ "$gen" = sipp ] && label="REGISTER/s with SIPp:"
+  python3 - "$label" "$m" "$mu" "$k" "$ku" <<'PY'
+import sys
+label, m, mu, k, ku = sys.argv[1], *map(float, sys.argv[2:])
+cpu_label = label.replace("REGISTER/s", "REGISTER server CPU").rstrip(":")
+print(f"{cpu_label}: mock {mu:.1f} us, kamailio {ku:.1f} us per REGISTER, ratio kamailio/mock {ku / max(mu, 1e-9):.2f}")
+print(f"{label} mock {m:.0f}, kamailio {k:.0f}, ratio mock/kamailio {m / max(k, 1e-9):.2f}")
 PY
+done

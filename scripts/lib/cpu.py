@@ -1,9 +1,11 @@
-"""CPU time (user + system, in seconds) of processes and all their descendants, from /proc.
+"""The live benches' measuring (issue 19: on a loaded two-core machine the rate swings with
+the neighbours; the cost of a request in the server's own CPU time much less).
 
-Usage: python3 scripts/lib/cpu.py PID... — prints one number. The live benches read it before
-and after each round, so a server's figure is CPU spent per request, not just requests per
-second (issue 19: on a loaded two-core machine the rate swings with the neighbours; the cost
-per request does not).
+  python3 scripts/lib/cpu.py PID...
+      CPU time (user + system, seconds) of the processes and all their descendants, from /proc.
+  python3 scripts/lib/cpu.py rounds FILE TAG
+      Of FILE's lines `TAG RATE ANSWERED CPU_BEFORE CPU_AFTER [...]` (one a round): the median
+      rate and the server's CPU microseconds per answered request over all rounds.
 """
 import os
 import sys
@@ -43,5 +45,16 @@ def cpu(pids):
     return total / hz
 
 
+def rounds(path, tag):
+    import statistics
+    rs = [l.split() for l in open(path) if l.split()[:1] == [tag]]
+    rate = statistics.median(float(r[1]) for r in rs)
+    us = 1e6 * sum(float(r[4]) - float(r[3]) for r in rs) / max(sum(int(r[2]) for r in rs), 1)
+    return rate, us
+
+
 if __name__ == "__main__":
-    print(f"{cpu([int(a) for a in sys.argv[1:]]):.3f}")
+    if sys.argv[1:2] == ["rounds"]:
+        print("%.0f %.1f" % rounds(sys.argv[2], sys.argv[3]))
+    else:
+        print(f"{cpu([int(a) for a in sys.argv[1:]]):.3f}")
