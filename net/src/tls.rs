@@ -250,10 +250,7 @@ impl fmt::Debug for CaptureKeyLog {
 impl KeyLog for CaptureKeyLog {
     fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
         // One string, no allocation per byte (issue 19: five secrets per handshake).
-        let mut line =
-            String::with_capacity(label.len() + 2 + 2 * (client_random.len() + secret.len()));
-        line.push_str(label);
-        line.push(' ');
+        let mut line = format!("{label} ");
         uclab_proto::text::push_hex(&mut line, client_random);
         line.push(' ');
         uclab_proto::text::push_hex(&mut line, secret);

@@ -108,11 +108,7 @@ pub(crate) fn write_jsonl(out: &mut Vec<u8>, r: &MessageRecord) {
             let _ = serde_json::to_writer(&mut *out, t);
         }
         _ => {
-            out.extend_from_slice(b"\"hex\":\"");
-            let mut h = String::new();
-            uclab_proto::text::push_hex(&mut h, &r.bytes);
-            out.extend_from_slice(h.as_bytes());
-            out.push(b'"');
+            let _ = write!(out, "\"hex\":\"{}\"", uclab_proto::text::hex_lower(&r.bytes));
         }
     }
     out.extend_from_slice(b"}\n");
