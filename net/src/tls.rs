@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -33,9 +33,12 @@ use rustls::time_provider::TimeProvider;
 pub use rustls::{ClientConfig, ServerConfig};
 use rustls::{KeyLog, NamedGroup, RootCertStore};
 
+use self::verify::{AnyName, Remembered};
 use crate::capture::Capture;
 use crate::messages::{PlainTap, with_probe};
 use crate::rng::{Entropy, derive_seed};
+
+mod verify;
 
 /// One node's TLS random stream.
 type NodeRng = Arc<Mutex<ChaCha20Rng>>;
@@ -262,53 +265,6 @@ impl KeyLog for CaptureKeyLog {
     }
 }
 
-/// A server certificate verifier that checks the chain, signatures and validity like
-/// webpki's and lets a certificate for other names through (the caller checks the names).
-#[derive(Debug)]
-struct AnyName(Arc<rustls::client::WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                NotValidForName | NotValidForNameContext { .. },
-            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
-            r => r,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
 /// Errors making certificates or configs (our bugs or a bad name in a scenario).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -437,6 +393,9 @@ pub struct TlsContext {
     roots: Option<Arc<Vec<CertificateDer<'static>>>>,
     /// This node's TLS random stream (simulation; see the module docs).
     rng: Option<NodeRng>,
+    /// [`Self::client_config`] without extra roots, made once and shared by every node of the
+    /// run (issue 19): nothing in it depends on the node, and a connection only reads it.
+    plain_client: Arc<OnceLock<Arc<ClientConfig>>>,
 }
 
 impl fmt::Debug for TlsContext {
@@ -455,6 +414,7 @@ impl TlsContext {
             keylog: Arc::new(CaptureKeyLog(capture)),
             roots: None,
             rng: None,
+            plain_client: Arc::default(),
         }
     }
 
@@ -467,6 +427,7 @@ impl TlsContext {
             keylog: Arc::new(CaptureKeyLog(capture)),
             roots: None,
             rng: None,
+            plain_client: Arc::default(),
         }
     }
 
@@ -488,6 +449,7 @@ impl TlsContext {
     /// process's `--ca-pem`).
     pub fn trusting(mut self, roots: Vec<CertificateDer<'static>>) -> Self {
         self.roots = Some(Arc::new(roots));
+        self.plain_client = Arc::default();
         self
     }
 
@@ -498,6 +460,20 @@ impl TlsContext {
 
     /// A client config that trusts the lab CA (plus `extra_roots`).
     pub fn client_config(
+        &self,
+        extra_roots: &[CertificateDer<'static>],
+    ) -> Result<Arc<ClientConfig>, TlsSetupError> {
+        if !extra_roots.is_empty() {
+            return self.make_client_config(extra_roots);
+        }
+        if let Some(c) = self.plain_client.get() {
+            return Ok(c.clone());
+        }
+        let c = self.make_client_config(&[])?;
+        Ok(self.plain_client.get_or_init(|| c).clone())
+    }
+
+    fn make_client_config(
         &self,
         extra_roots: &[CertificateDer<'static>],
     ) -> Result<Arc<ClientConfig>, TlsSetupError> {
@@ -513,10 +489,23 @@ impl TlsContext {
         for r in extra_roots {
             roots.add(r.clone())?;
         }
-        let mut c = ClientConfig::builder_with_details(self.provider.clone(), self.time.clone())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let builder = ClientConfig::builder_with_details(self.provider.clone(), self.time.clone())
+            .with_safe_default_protocol_versions()?;
+        let mut c = if roots.is_empty() {
+            // No root: webpki's builder refuses that, and every chain fails as it should.
+            builder.with_root_certificates(roots).with_no_client_auth()
+        } else {
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                self.provider.clone(),
+            )
+            .build()
+            .map_err(|e| TlsSetupError::Config(rustls::Error::General(e.to_string())))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Remembered::new(webpki)))
+                .with_no_client_auth()
+        };
         c.key_log = self.keylog.clone();
         c.resumption = no_resumption();
         Ok(Arc::new(c))
@@ -748,11 +737,12 @@ mod tests {
 }
 
 /// Session resumption as rustls's default offers it, with a store that keeps nothing (issue 19,
-/// memory). Every connection gets a config of its own, so a ticket stored there was never used
-/// again: the handshakes are byte for byte the same, without rustls's default cache of 256
-/// sessions (17 KiB) for each connection.
+/// memory). Each connection once had a config of its own, so a ticket stored there was never
+/// used again; the store that keeps nothing made that independent of how configs are shared
+/// (the run now shares one, [`TlsContext::client_config`]), without rustls's default cache of
+/// 256 sessions (17 KiB) and with handshakes byte for byte the same.
 fn no_resumption() -> Resumption {
-    static STORE: std::sync::OnceLock<Arc<NoSessions>> = std::sync::OnceLock::new();
+    static STORE: OnceLock<Arc<NoSessions>> = OnceLock::new();
     Resumption::store(STORE.get_or_init(|| Arc::new(NoSessions)).clone())
 }
 
