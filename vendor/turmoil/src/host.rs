@@ -1,6 +1,7 @@
 use crate::envelope::{hex, Datagram, Protocol, Segment, Syn};
 #[cfg(feature = "unstable-fs")]
 use crate::fs::{Fs, FsConfig};
+use crate::net::tcp::queue;
 use crate::net::tcp::stream::BidiFlowControl;
 use crate::net::{SocketPair, TcpListener, UdpSocket};
 use crate::{Envelope, TRACING_TARGET};
@@ -349,7 +350,8 @@ struct StreamSocket {
     buf: IndexMap<u64, SequencedSegment>,
     next_send_seq: u64,
     recv_seq: u64,
-    sender: mpsc::Sender<SequencedSegment>,
+    // uclab: a queue of our own in place of a tokio mpsc channel (issue 19).
+    sender: queue::Sender,
     flow_control: BidiFlowControl,
     /// A simple reference counter for tracking read/write half drops. Once 0, the
     /// socket may be removed from the host.
@@ -374,8 +376,8 @@ impl Display for SequencedSegment {
 }
 
 impl StreamSocket {
-    fn new(capacity: usize) -> (Self, mpsc::Receiver<SequencedSegment>, BidiFlowControl) {
-        let (tx, rx) = mpsc::channel(capacity);
+    fn new(capacity: usize) -> (Self, queue::Receiver, BidiFlowControl) {
+        let (tx, rx) = queue::queue(capacity);
         let flow_control = BidiFlowControl::new(capacity);
         let sock = Self {
             buf: IndexMap::new(),
@@ -398,8 +400,6 @@ impl StreamSocket {
     // Buffer and re-order received segments by `seq` as the network may deliver
     // them out of order.
     fn buffer(&mut self, seq: u64, segment: SequencedSegment) -> Result<(), Protocol> {
-        use mpsc::error::TrySendError::*;
-
         let exists = self.buf.insert(seq, segment);
 
         assert!(exists.is_none(), "duplicate segment {seq}");
@@ -407,13 +407,13 @@ impl StreamSocket {
         while self.buf.contains_key(&(self.recv_seq + 1)) {
             self.recv_seq += 1;
 
-            match self.sender.try_reserve() {
-                Ok(permit) => {
+            match self.sender.has_room() {
+                Ok(()) => {
                     let segment = self.buf.swap_remove(&self.recv_seq).unwrap();
-                    permit.send(segment)
+                    let _ = self.sender.try_send(segment);
                 }
-                Err(Closed(())) => return Err(Protocol::Tcp(Segment::Rst)),
-                Err(Full(())) => {
+                Err(queue::Refused::Closed) => return Err(Protocol::Tcp(Segment::Rst)),
+                Err(queue::Refused::Full) => {
                     self.recv_seq -= 1;
                     break;
                 }
@@ -461,7 +461,7 @@ impl Tcp {
     pub(crate) fn new_stream(
         &mut self,
         pair: SocketPair,
-    ) -> (mpsc::Receiver<SequencedSegment>, BidiFlowControl) {
+    ) -> (queue::Receiver, BidiFlowControl) {
         let (sock, rx, bidi) = StreamSocket::new(self.socket_capacity);
 
         let exists = self.sockets.insert(pair, sock);
