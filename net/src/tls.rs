@@ -33,7 +33,7 @@ use rustls::time_provider::TimeProvider;
 pub use rustls::{ClientConfig, ServerConfig};
 use rustls::{KeyLog, NamedGroup, RootCertStore};
 
-use self::verify::{AnyName, Remembered};
+use self::verify::Remembered;
 use crate::capture::Capture;
 use crate::messages::{PlainTap, with_probe};
 use crate::rng::{Entropy, derive_seed};
@@ -556,7 +556,7 @@ impl TlsContext {
         &self,
         names: &[String],
     ) -> Result<Arc<ClientConfig>, TlsSetupError> {
-        let verifier = Arc::new(AnyName(self.lab_server_verifier()?));
+        let verifier = Arc::new(Remembered::any_name(self.lab_server_verifier()?));
         self.client_config_presenting(names, verifier)
     }
 

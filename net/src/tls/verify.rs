@@ -8,53 +8,6 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-/// A server certificate verifier that checks the chain, signatures and validity like
-/// webpki's and lets a certificate for other names through (the caller checks the names).
-#[derive(Debug)]
-pub(super) struct AnyName(pub(super) Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                NotValidForName | NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            r => r,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
 /// How many chain checks [`Remembered`] keeps; when full it forgets them all.
 pub(super) const REMEMBERED: usize = 64;
 
@@ -68,15 +21,25 @@ type Key = (u64, String, Vec<u8>, Vec<Vec<u8>>, Vec<u8>);
 /// check the same few chains within the same seconds: the signature checks of the chain were
 /// 5% of its time. The handshake's own signature (CertificateVerify, over that handshake's
 /// transcript) is checked every time.
+///
+/// [`Remembered::any_name`] lets a certificate for other names through (the caller checks
+/// the names).
 #[derive(Debug)]
 pub(super) struct Remembered {
     inner: Arc<WebPkiServerVerifier>,
+    any_name: bool,
     seen: Mutex<BTreeMap<Key, Result<(), rustls::Error>>>,
 }
 
 impl Remembered {
     pub(super) fn new(inner: Arc<WebPkiServerVerifier>) -> Self {
-        Self { inner, seen: Mutex::new(BTreeMap::new()) }
+        Self { inner, any_name: false, seen: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Checks the chain, signatures and validity like webpki and accepts a certificate
+    /// whatever names it carries.
+    pub(super) fn any_name(inner: Arc<WebPkiServerVerifier>) -> Self {
+        Self { any_name: true, ..Self::new(inner) }
     }
 }
 
@@ -112,7 +75,13 @@ impl ServerCertVerifier for Remembered {
                 r
             }
         };
-        r.map(|()| ServerCertVerified::assertion())
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match r {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) if self.any_name => Ok(ServerCertVerified::assertion()),
+            r => r.map(|()| ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -175,6 +144,16 @@ mod tests {
             assert_eq!(ok, [true, false, false, false], "a valid chain and three refusals");
         }
         assert_eq!(memo.seen.lock().unwrap().len(), cases.len());
+        // Any name: only the wrong name passes.
+        let any = Remembered::any_name(webpki.clone());
+        let ok: Vec<bool> = cases
+            .iter()
+            .map(|(c, n, t)| {
+                let name = ServerName::try_from(n.to_string()).unwrap();
+                any.verify_server_cert(&c[0], &c[1..], &name, &[], *t).is_ok()
+            })
+            .collect();
+        assert_eq!(ok, [true, true, false, false]);
         // Many seconds: the table stays bounded and the answers stay right.
         for s in 0..(2 * REMEMBERED as u64) {
             let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_780_000_000 + s));
