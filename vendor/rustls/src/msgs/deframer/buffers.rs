@@ -210,7 +210,19 @@ impl DeframerVecBuffer {
         // we get a message with a length field out of range here,
         // we do a zero length read.  That looks like an EOF to
         // the next layer up, which is fine.
-        let new_bytes = rd.read(&mut self.buf[self.used..])?;
+        let new_bytes = match rd.read(&mut self.buf[self.used..]) {
+            Ok(n) => n,
+            Err(e) => {
+                // uclab: nothing came (the socket would block) and nothing is buffered: the
+                // room goes back while the connection waits, which a kept-alive connection
+                // does most of its life (issue 19). `prepare_read` sizes the buffer to exactly
+                // `READ_SIZE` again before the next read, so that read asks for the same bytes.
+                if self.used == 0 {
+                    self.buf = Vec::new();
+                }
+                return Err(e);
+            }
+        };
         self.used += new_bytes;
         Ok(new_bytes)
     }
