@@ -506,7 +506,9 @@ impl Cursor<Vec<u8>> {
 
     fn reset(&mut self) {
         self.pos = 0;
-        self.bytes.clear();
+        // uclab: written out, the headers buffer gives its room back (issue 19): a kept-alive
+        // connection keeps none between messages. Nothing written depends on the room.
+        self.bytes = Vec::new();
     }
 }
 
