@@ -341,16 +341,14 @@ pub enum Output {
     Event(ClientEvent),
 }
 
-/// Entries an engine's output queue keeps room for once it is drained.
-const QUEUE_KEEP: usize = 16;
-
-/// The next output of an engine's queue. A queue a burst grew (CAP1: 75 presences in one
-/// read) gives its room back once drained, so 3,000 idle clients do not each hold a burst's
-/// worth (issue 19); what comes out, and in what order, is the same.
+/// The next output of an engine's queue. A drained queue gives its room back, so idle clients
+/// hold none (issue 19: CAP1's bursts of 75 presences in one read grew every client's queues;
+/// the room of 16 outputs each queue then kept was still 1.5 KiB a queue, and a client has
+/// several); what comes out, and in what order, is the same.
 pub(crate) fn next_out<T>(q: &mut std::collections::VecDeque<T>) -> Option<T> {
     let o = q.pop_front();
-    if q.is_empty() && q.capacity() > QUEUE_KEEP {
-        q.shrink_to(QUEUE_KEEP);
+    if q.is_empty() && q.capacity() > 0 {
+        *q = std::collections::VecDeque::new();
     }
     o
 }

@@ -413,7 +413,7 @@ impl Dns {
 
     /// Next output, if any.
     pub fn poll_output(&mut self) -> Option<ResolverOutput> {
-        self.table.borrow_mut().out.get_mut(&self.handle).and_then(VecDeque::pop_front)
+        self.table.borrow_mut().out.get_mut(&self.handle).and_then(crate::io::next_out)
     }
 
     /// When [`Dns::handle_timeout`] must be called next.
