@@ -410,7 +410,7 @@ impl StreamSocket {
             match self.sender.has_room() {
                 Ok(()) => {
                     let segment = self.buf.swap_remove(&self.recv_seq).unwrap();
-                    let _ = self.sender.try_send(segment);
+                    self.sender.send(segment);
                 }
                 Err(queue::Refused::Closed) => return Err(Protocol::Tcp(Segment::Rst)),
                 Err(queue::Refused::Full) => {

@@ -56,23 +56,17 @@ pub(crate) enum Refused {
 pub(crate) struct Sender(Arc<Mutex<Shared>>);
 
 impl Sender {
-    /// Queues `seg` unless the receiver is gone or the queue is full.
-    pub(crate) fn try_send(&self, seg: SequencedSegment) -> Result<(), Refused> {
+    /// Queues `seg`, once [`Sender::has_room`] has said so (the host's lock is held between).
+    pub(crate) fn send(&self, seg: SequencedSegment) {
         let waker = {
             let mut s = lock(&self.0);
-            if s.rx_closed {
-                return Err(Refused::Closed);
-            }
-            if s.queue.len() >= s.capacity {
-                return Err(Refused::Full);
-            }
+            debug_assert!(!s.rx_closed && s.queue.len() < s.capacity);
             s.queue.push_back(seg);
             s.waker.take()
         };
         if let Some(w) = waker {
             w.wake();
         }
-        Ok(())
     }
 
     /// Whether the queue has room (and a receiver).
