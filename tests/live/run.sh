@@ -56,17 +56,10 @@ done
 #    captured, an ACK of unseen data...). A reset is what a refused or crashed peer sends;
 #    DNS retransmissions are expected only where a scenario loses or kills the server.
 TS="-d tcp.port==8443,tls -d tcp.port==6970,http"
-for f in $(find "$work/a" -name capture.pcapng | sort); do
-  name=${f#"$work/a/"}
-  frames=$(tshark -r "$f" $TS 2>/dev/null | wc -l)
-  bad=$(tshark -r "$f" $TS -Y '_ws.malformed || _ws.expert.severity >= error' 2>/dev/null | wc -l)
-  dns=$(tshark -r "$f" -Y dns 2>/dev/null | wc -l)
-  allowed='^Connection reset \(RST\)$'
-  case "$name" in dns/dns-crash-restart/*|dns/dns-server-unreachable/*|dns/dns-loss-retransmit/*)
-    allowed="$allowed|^DNS (query|response) retransmission";; esac
-  warn=$(tshark -r "$f" $TS -Y '_ws.expert.severity >= warning' -T fields -e _ws.expert.message 2>/dev/null | tr ',' '\n' | grep -v -E "$allowed" | sort | uniq -c | head -3 | tr -s ' ')
-  if [ "$bad" -eq 0 ] && [ -z "$warn" ]; then ok "tshark $name ($frames frames, $dns DNS, none malformed, no unexpected warning)"; else ko "tshark $name: $bad malformed/errors of $frames; warnings: $warn"; fi
-done
+#    One tshark pass per capture, two captures at a time (tshark_scan.py).
+while read -r verdict text; do
+  case "$verdict" in ok) ok "$text";; *) ko "$text";; esac
+done < <(timeout 900 python3 tests/live/tshark_scan.py "$work/a" 2 2>&1 || echo "FAIL tshark_scan.py: exit $?")
 f="$work/a/discovery/signin-full-uc/capture.pcapng"
 reqs=$(tshark -r "$f" $TS -Y 'http.request && tls' -T fields -e http.request.uri 2>/dev/null | tr '\n' ' ')
 case "$reqs" in *clusterUser*"/cucm-uds/user/alice "*devices*) ok "tshark decrypts the UDS HTTPS with the embedded keys: $reqs";; *) ko "HTTPS not decrypted: '$reqs'";; esac
