@@ -10,6 +10,10 @@ use std::path::Path;
 
 use uclab_sim::{load, run, run_stepwise};
 
+/// The allocator of the `uclab` binary, so the scenarios run as they do there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn check_scenario(rel: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
     let s = load(&path).unwrap_or_else(|e| panic!("{rel} does not check: {e:?}"));
