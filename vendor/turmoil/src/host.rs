@@ -7,7 +7,7 @@ use crate::net::{SocketPair, TcpListener, UdpSocket};
 use crate::{Envelope, TRACING_TARGET};
 
 use bytes::Bytes;
-use indexmap::IndexMap;
+use crate::fxhash::FxIndexMap;
 use std::collections::VecDeque;
 use std::fmt::Display;
 use std::io;
@@ -205,7 +205,7 @@ impl HostTimer {
 /// Simulated UDP host software.
 pub(crate) struct Udp {
     /// Bound udp sockets
-    binds: IndexMap<u16, UdpBind>,
+    binds: FxIndexMap<u16, UdpBind>,
 
     /// UdpSocket channel capacity
     capacity: usize,
@@ -222,7 +222,7 @@ struct UdpBind {
 impl Udp {
     fn new(capacity: usize) -> Self {
         Self {
-            binds: IndexMap::new(),
+            binds: FxIndexMap::default(),
             capacity,
         }
     }
@@ -324,13 +324,13 @@ impl Udp {
 
 pub(crate) struct Tcp {
     /// Bound server sockets
-    binds: IndexMap<u16, ServerSocket>,
+    binds: FxIndexMap<u16, ServerSocket>,
 
     /// TcpListener channel capacity
     server_socket_capacity: usize,
 
     /// Active stream sockets
-    sockets: IndexMap<SocketPair, StreamSocket>,
+    sockets: FxIndexMap<SocketPair, StreamSocket>,
 
     /// TcpStream channel capacity
     socket_capacity: usize,
@@ -347,7 +347,7 @@ struct ServerSocket {
 }
 
 struct StreamSocket {
-    buf: IndexMap<u64, SequencedSegment>,
+    buf: FxIndexMap<u64, SequencedSegment>,
     next_send_seq: u64,
     recv_seq: u64,
     // uclab: a queue of our own in place of a tokio mpsc channel (issue 19).
@@ -380,7 +380,7 @@ impl StreamSocket {
         let (tx, rx) = queue::queue(capacity);
         let flow_control = BidiFlowControl::new(capacity);
         let sock = Self {
-            buf: IndexMap::new(),
+            buf: FxIndexMap::default(),
             next_send_seq: 1,
             recv_seq: 0,
             sender: tx,
@@ -427,8 +427,8 @@ impl StreamSocket {
 impl Tcp {
     fn new(capacity: usize) -> Self {
         Self {
-            binds: IndexMap::new(),
-            sockets: IndexMap::new(),
+            binds: FxIndexMap::default(),
+            sockets: FxIndexMap::default(),
             server_socket_capacity: capacity,
             socket_capacity: capacity,
         }

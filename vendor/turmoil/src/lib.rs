@@ -216,6 +216,8 @@ mod rt;
 
 // uclab: event-driven simulated time.
 mod idle;
+// uclab: a fast hasher for address-keyed maps (see the module).
+mod fxhash;
 pub use idle::Deadline;
 use rt::Rt;
 

@@ -90,6 +90,10 @@ struct Idle {
     /// The earliest of `deadlines` when the software last ran (only the
     /// host's own software registers or drops them).
     next: Option<Instant>,
+    /// uclab: `next` in ticks after `clock` (rounded up), and the tick it was
+    /// counted in: `idle_ticks`, asked for every host on every step, then
+    /// compares integers instead of doing clock arithmetic.
+    due: Option<(Duration, u64)>,
     /// Time the host was left alone for, not yet added to its host timer.
     host_time: Duration,
 }
@@ -106,6 +110,7 @@ impl Idle {
             lag: 0,
             clock: clock(tokio),
             next: None,
+            due: None,
             host_time: Duration::ZERO,
         }
     }
@@ -242,8 +247,7 @@ impl<'a> Rt<'a> {
                 })),
             })
         });
-        self.idle.clock = self.now();
-        self.idle.next = idle::first(&self.idle.deadlines);
+        self.note_next(duration);
 
         // pull for software completion
         match &self.handle {
@@ -270,9 +274,17 @@ impl<'a> Rt<'a> {
         if self.idle.flag.woken() || !matches!(self.kind, Kind::Host { .. } | Kind::Client) {
             return 0;
         }
-        let n = match self.idle.next {
-            None => n,
-            Some(at) => {
+        let n = match (self.idle.next, self.idle.due) {
+            (None, _) => n,
+            // The same answer as below: `at <= now` is `due <= lag`, and
+            // the ticks ahead are `due - lag - 1`.
+            (Some(_), Some((t, due))) if t == tick => {
+                if due <= self.idle.lag {
+                    return 0;
+                }
+                n.min(due - self.idle.lag - 1)
+            }
+            (Some(at), _) => {
                 let now = self.idle.clock + span(tick, self.idle.lag);
                 if at <= now {
                     return 0;
@@ -287,6 +299,19 @@ impl<'a> Rt<'a> {
             return 0;
         }
         n
+    }
+
+    /// uclab: after the runtime ran, its clock and its earliest deadline.
+    fn note_next(&mut self, tick: Duration) {
+        let clock = self.now();
+        let next = idle::first(&self.idle.deadlines);
+        self.idle.clock = clock;
+        self.idle.next = next;
+        self.idle.due = next.and_then(|at| {
+            let ahead = at.saturating_duration_since(clock).as_nanos();
+            let ticks = ahead.div_ceil(tick.as_nanos().max(1));
+            Some((tick, ticks.try_into().ok()?))
+        });
     }
 
     /// uclab: how many ticks the host was left alone for, not yet applied.
@@ -326,8 +351,7 @@ impl<'a> Rt<'a> {
             self.tokio.block_on(tokio::time::advance(span(tick, n)));
         });
         let flag = flag.clone();
-        self.idle.clock = self.now();
-        self.idle.next = idle::first(&self.idle.deadlines);
+        self.note_next(tick);
         if flag.woken() {
             return Err(format!(
                 "host {} had a timer the simulation cannot see fire while it was \

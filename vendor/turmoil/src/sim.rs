@@ -6,7 +6,7 @@ use std::ops::DerefMut;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use indexmap::IndexMap;
+use crate::fxhash::FxIndexMap;
 use tokio::time::Duration;
 use tracing::Level;
 
@@ -30,7 +30,7 @@ pub struct Sim<'a> {
     world: RefCell<World>,
 
     /// Per simulated host runtimes
-    rts: IndexMap<IpAddr, Rt<'a>>,
+    rts: FxIndexMap<IpAddr, Rt<'a>>,
 
     /// Simulation duration since unix epoch. Set when the simulation is
     /// created.
@@ -52,7 +52,7 @@ impl<'a> Sim<'a> {
         Self {
             config,
             world: RefCell::new(world),
-            rts: IndexMap::new(),
+            rts: FxIndexMap::default(),
             since_epoch,
             elapsed: Duration::ZERO,
             steps: 1, // bumped after each step
@@ -417,12 +417,16 @@ impl<'a> Sim<'a> {
         let mut n = max;
         let left = self.config.duration.saturating_sub(self.elapsed).as_nanos();
         n = n.min((left / tick.as_nanos().max(1)).try_into().unwrap_or(u64::MAX));
-        let running: Vec<IpAddr> = self
-            .rts
-            .iter()
-            .filter(|(_, rt)| rt.is_software_running())
-            .map(|(a, _)| *a)
-            .collect();
+        // uclab: which hosts run matters only if messages wait for some host.
+        let running: Vec<IpAddr> = if self.world.borrow().topology.any_ready() {
+            self.rts
+                .iter()
+                .filter(|(_, rt)| rt.is_software_running())
+                .map(|(a, _)| *a)
+                .collect()
+        } else {
+            Vec::new()
+        };
         n = n.min(self.world.borrow().topology.idle_ticks(tick, n, &running));
         for rt in self.rts.values() {
             if n == 0 {

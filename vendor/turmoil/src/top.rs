@@ -3,7 +3,7 @@ use crate::host::Host;
 use crate::rt::Rt;
 use crate::{config, TRACING_TARGET};
 
-use indexmap::{IndexMap, IndexSet};
+use crate::fxhash::{FxIndexMap, FxIndexSet};
 use rand::{Rng, RngCore};
 use rand_distr::{Distribution, Exp};
 use std::collections::{BTreeSet, VecDeque};
@@ -17,7 +17,7 @@ pub(crate) struct Topology {
     config: config::Link,
 
     /// Specific configuration overrides between specific hosts.
-    links: IndexMap<Pair, Link>,
+    links: FxIndexMap<Pair, Link>,
 
     // uclab: links are made on first use between known hosts, and the
     // per-tick work only visits links that have something to do. Links are
@@ -26,7 +26,7 @@ pub(crate) struct Topology {
     // registered them: by the later host's registration, then the earlier's),
     // so a run delivers exactly what it did before.
     /// Hosts known to the topology, in registration order.
-    hosts: IndexSet<IpAddr>,
+    hosts: FxIndexSet<IpAddr>,
 
     /// Per link index, its place in upstream's registration order.
     rank: Vec<Rank>,
@@ -35,7 +35,12 @@ pub(crate) struct Topology {
     in_flight: BTreeSet<Rank>,
 
     /// Per destination host, links with messages ready for it.
-    inbox: IndexMap<IpAddr, BTreeSet<Rank>>,
+    inbox: FxIndexMap<IpAddr, BTreeSet<Rank>>,
+
+    /// uclab: how many hosts' inboxes are not empty. Most steps have none,
+    /// and the questions asked for every host on every step (`has_ready`,
+    /// `idle_ticks`) are then answered without a lookup.
+    ready_hosts: usize,
 
     /// We don't use a Rt for async. Right now, we just use it to tick time
     /// forward in the same way we do it elsewhere. We'd like to represent
@@ -175,7 +180,7 @@ struct Link {
     sent: VecDeque<Sent>,
 
     /// Messages that are ready to be delivered.
-    deliverable: IndexMap<IpAddr, VecDeque<Envelope>>,
+    deliverable: FxIndexMap<IpAddr, VecDeque<Envelope>>,
 
     /// The current network time, moved forward with [`Link::tick`].
     now: Instant,
@@ -201,11 +206,12 @@ impl Topology {
     pub(crate) fn new(config: config::Link) -> Topology {
         Topology {
             config,
-            links: IndexMap::new(),
-            hosts: IndexSet::new(),
+            links: FxIndexMap::default(),
+            hosts: FxIndexSet::default(),
             rank: Vec::new(),
             in_flight: BTreeSet::new(),
-            inbox: IndexMap::new(),
+            inbox: FxIndexMap::default(),
+            ready_hosts: 0,
             now: Rt::no_software().now(),
         }
     }
@@ -246,7 +252,9 @@ impl Topology {
         }
         for (dst, queue) in &link.deliverable {
             if !queue.is_empty() {
-                self.inbox.entry(*dst).or_default().insert(rank);
+                let ready = self.inbox.entry(*dst).or_default();
+                self.ready_hosts += usize::from(ready.is_empty());
+                ready.insert(rank);
             }
         }
     }
@@ -307,8 +315,10 @@ impl Topology {
         let Some(ready) = self.inbox.get_mut(&dst.addr) else {
             return;
         };
+        let ranks = std::mem::take(ready);
+        self.ready_hosts -= usize::from(!ranks.is_empty());
         let now = self.now;
-        for (_, _, index) in std::mem::take(ready) {
+        for (_, _, index) in ranks {
             let link = &mut self.links[index];
             link.now = now;
             link.deliver_messages(&self.config, rand, dst);
@@ -359,13 +369,20 @@ impl Topology {
 
     /// uclab: whether messages wait to be delivered to `addr`.
     pub(crate) fn has_ready(&self, addr: IpAddr) -> bool {
-        self.inbox.get(&addr).is_some_and(|r| !r.is_empty())
+        self.ready_hosts != 0 && self.inbox.get(&addr).is_some_and(|r| !r.is_empty())
+    }
+
+    /// uclab: whether messages wait to be delivered to any host.
+    pub(crate) fn any_ready(&self) -> bool {
+        self.ready_hosts != 0
     }
 
     /// uclab: how many of the next `n` ticks pass with no message becoming
     /// ready for a running host (`running`).
     pub(crate) fn idle_ticks(&self, tick: Duration, n: u64, running: &[IpAddr]) -> u64 {
-        if running.iter().any(|a| self.inbox.get(a).is_some_and(|r| !r.is_empty())) {
+        if self.ready_hosts != 0
+            && running.iter().any(|a| self.inbox.get(a).is_some_and(|r| !r.is_empty()))
+        {
             return 0;
         }
         let now = self.now;
@@ -436,7 +453,7 @@ impl Link {
             state_b_a: State::Healthy,
             config: config::Link::default(),
             sent: VecDeque::new(),
-            deliverable: IndexMap::new(),
+            deliverable: FxIndexMap::default(),
             now,
         }
     }
