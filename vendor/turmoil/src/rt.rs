@@ -84,22 +84,17 @@ struct Idle {
     deadlines: SharedDeadlines,
     /// Ticks the host was left alone for, not yet applied to its runtime.
     lag: u64,
-    /// The runtime's clock after its last tick (the host's time is this
-    /// plus `lag` ticks).
-    clock: Instant,
     /// The earliest of `deadlines` when the software last ran (only the
-    /// host's own software registers or drops them).
-    next: Option<Instant>,
-    /// uclab: `next` in ticks after `clock` (rounded up), and the tick it was
-    /// counted in: `idle_ticks`, asked for every host on every step, then
-    /// compares integers instead of doing clock arithmetic.
+    /// host's own software registers or drops them), in ticks after the
+    /// runtime's clock then, rounded up; with the tick it was counted in.
+    /// `idle_ticks`, asked for every host on every step, compares integers.
     due: Option<(Duration, u64)>,
     /// Time the host was left alone for, not yet added to its host timer.
     host_time: Duration,
 }
 
 impl Idle {
-    fn new(tokio: &Runtime) -> Idle {
+    fn new() -> Idle {
         let flag = Arc::new(Flag::default());
         // A new runtime has its software to start.
         flag.set(true);
@@ -108,8 +103,6 @@ impl Idle {
             flag,
             deadlines: SharedDeadlines::default(),
             lag: 0,
-            clock: clock(tokio),
-            next: None,
             due: None,
             host_time: Duration::ZERO,
         }
@@ -119,11 +112,6 @@ impl Idle {
 /// `n` ticks.
 pub(crate) fn span(tick: Duration, n: u64) -> Duration {
     tick.checked_mul(n.try_into().unwrap_or(u32::MAX)).unwrap_or(Duration::MAX)
-}
-
-fn clock(tokio: &Runtime) -> Instant {
-    let _guard = tokio.enter();
-    Instant::now()
 }
 
 impl<'a> Rt<'a> {
@@ -137,7 +125,7 @@ impl<'a> Rt<'a> {
 
         Self {
             kind: Kind::Client,
-            idle: Idle::new(&tokio),
+            idle: Idle::new(),
             tokio,
             local,
             nodename,
@@ -158,7 +146,7 @@ impl<'a> Rt<'a> {
 
         Self {
             kind: Kind::Host { software },
-            idle: Idle::new(&tokio),
+            idle: Idle::new(),
             tokio,
             local,
             nodename,
@@ -173,7 +161,7 @@ impl<'a> Rt<'a> {
 
         Self {
             kind: Kind::NoSoftware,
-            idle: Idle::new(&tokio),
+            idle: Idle::new(),
             tokio,
             local,
             nodename: String::new().into(),
@@ -274,26 +262,13 @@ impl<'a> Rt<'a> {
         if self.idle.flag.woken() || !matches!(self.kind, Kind::Host { .. } | Kind::Client) {
             return 0;
         }
-        let n = match (self.idle.next, self.idle.due) {
-            (None, _) => n,
-            // The same answer as below: `at <= now` is `due <= lag`, and
-            // the ticks ahead are `due - lag - 1`.
-            (Some(_), Some((t, due))) if t == tick => {
-                if due <= self.idle.lag {
-                    return 0;
-                }
-                n.min(due - self.idle.lag - 1)
-            }
-            (Some(at), _) => {
-                let now = self.idle.clock + span(tick, self.idle.lag);
-                if at <= now {
-                    return 0;
-                }
-                // The deadline fires at the end of the tick that reaches it.
-                let tick = tick.as_nanos().max(1);
-                let ahead = (at - now).as_nanos().div_ceil(tick) - 1;
-                n.min(ahead.try_into().unwrap_or(u64::MAX))
-            }
+        let n = match self.idle.due {
+            None => n,
+            // The deadline is reached in tick `due` after the last run and
+            // fires at the end of it; `lag` ticks have passed since. Counted
+            // in another tick (the simulation has one), the host just runs.
+            Some((t, due)) if t == tick && due > self.idle.lag => n.min(due - self.idle.lag - 1),
+            Some(_) => return 0,
         };
         if n == 0 || self.tokio.metrics().num_alive_tasks() != 0 {
             return 0;
@@ -301,16 +276,13 @@ impl<'a> Rt<'a> {
         n
     }
 
-    /// uclab: after the runtime ran, its clock and its earliest deadline.
+    /// uclab: after the runtime ran, its earliest deadline in ticks of `tick`.
     fn note_next(&mut self, tick: Duration) {
         let clock = self.now();
-        let next = idle::first(&self.idle.deadlines);
-        self.idle.clock = clock;
-        self.idle.next = next;
-        self.idle.due = next.and_then(|at| {
+        self.idle.due = idle::first(&self.idle.deadlines).map(|at| {
             let ahead = at.saturating_duration_since(clock).as_nanos();
             let ticks = ahead.div_ceil(tick.as_nanos().max(1));
-            Some((tick, ticks.try_into().ok()?))
+            (tick, ticks.try_into().unwrap_or(u64::MAX))
         });
     }
 
@@ -403,7 +375,7 @@ impl<'a> Rt<'a> {
         _ = mem::replace(&mut self.tokio, tokio);
         drop(mem::replace(&mut self.local, local));
         // uclab: a new runtime, with the software (if any) to start.
-        self.idle = Idle::new(&self.tokio);
+        self.idle = Idle::new();
     }
 }
 
